@@ -1,0 +1,1 @@
+//! pouw-chain: block tree, fork choice, import pipeline, reorgs and the mempool.

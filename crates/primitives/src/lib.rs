@@ -1,0 +1,1 @@
+//! pouw-primitives: hashes, keys, amounts, blocks, transactions, tasks, the canonical codec.

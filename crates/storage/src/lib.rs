@@ -1,0 +1,1 @@
+//! pouw-storage: the embedded, crash-safe database of a node.
