@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "pouw", version, about = "A blockchain whose blocks are mined by useful ML training")]
+#[command(
+    name = "pouw",
+    version,
+    about = "A blockchain whose blocks are mined by useful ML training"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,221 @@
+//! The chain spec: genesis and every consensus parameter, in a TOML file or built in.
+
+use crate::{Address, Amount, CompactTarget, Keypair, Timestamp, COIN};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A genesis allocation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allocation {
+    /// Account.
+    pub address: Address,
+    /// Starting balance.
+    pub balance: Amount,
+}
+
+/// Genesis block contents.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    /// Genesis timestamp.
+    pub timestamp: Timestamp,
+    /// Starting balances.
+    pub allocations: Vec<Allocation>,
+}
+
+/// Every consensus parameter of a chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSpec {
+    /// Human name (`devnet`, ...).
+    pub name: String,
+    /// Chain id signed into every transaction.
+    pub chain_id: u64,
+    /// Target block interval in milliseconds.
+    pub block_time_ms: u64,
+    /// Retarget every this many blocks.
+    pub retarget_window: u64,
+    /// Target of the first retarget window.
+    pub initial_target: CompactTarget,
+    /// The easiest target allowed.
+    pub max_target: CompactTarget,
+    /// New coins per block (the only way supply grows).
+    pub block_reward: Amount,
+    /// Largest encoded block.
+    pub max_block_bytes: u64,
+    /// Most transactions per block.
+    pub max_block_txs: u32,
+    /// How far ahead of the local clock a block timestamp may be.
+    pub max_future_ms: u64,
+    /// Iterations between a zero-nonce commitment and the block mined with it (k).
+    pub commitment_depth: u32,
+    /// omega_b in parts per billion per batch byte (nonce budget).
+    pub omega_b_ppb: u64,
+    /// omega_m in parts per billion per model parameter (nonce budget).
+    pub omega_m_ppb: u64,
+    /// Blocks per filler epoch (a filler model trains this long before the next one).
+    pub filler_epoch_blocks: u64,
+    /// Smallest stake a ticket may lock.
+    pub min_ticket_stake: Amount,
+    /// Longest ticket lifetime in blocks.
+    pub max_ticket_blocks: u64,
+    /// Genesis.
+    pub genesis: Genesis,
+}
+
+/// Why a chain spec could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainSpecError {
+    /// The file could not be read.
+    #[error("cannot read chain spec {path}: {source}")]
+    Io {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid.
+    #[error("invalid chain spec {path}: {source}")]
+    Parse {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: Box<toml::de::Error>,
+    },
+    /// A parameter is out of range.
+    #[error("invalid chain spec {path}: {reason}")]
+    Invalid {
+        /// Path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Labels of the funded devnet accounts (`Keypair::from_label`).
+pub const DEVNET_ACCOUNTS: usize = 16;
+
+impl ChainSpec {
+    /// The built-in local development network.
+    pub fn devnet() -> Self {
+        let allocations = (0..DEVNET_ACCOUNTS)
+            .map(|i| Allocation {
+                address: Self::devnet_key(i).public(),
+                balance: Amount(1_000_000 * COIN),
+            })
+            .collect();
+        Self {
+            name: "devnet".into(),
+            chain_id: 0x706f_7577_6465_7631, // "pouwdev1"
+            block_time_ms: 5_000,
+            retarget_window: 20,
+            initial_target: CompactTarget(0x2000_ffff),
+            max_target: CompactTarget(0x2100_ffff),
+            block_reward: Amount(50 * COIN),
+            max_block_bytes: crate::MAX_BLOCK_BYTES as u64,
+            max_block_txs: 5_000,
+            max_future_ms: 15_000,
+            commitment_depth: 5,
+            omega_b_ppb: 1_000,
+            omega_m_ppb: 10_000,
+            filler_epoch_blocks: 100,
+            min_ticket_stake: Amount(10 * COIN),
+            max_ticket_blocks: 1_000_000,
+            genesis: Genesis { timestamp: Timestamp(1_764_000_000_000), allocations },
+        }
+    }
+
+    /// The key of devnet account `i` (deterministic; anyone can spend these).
+    pub fn devnet_key(i: usize) -> Keypair {
+        Keypair::from_label(&format!("devnet-{i}"))
+    }
+
+    /// Parses and validates a spec from TOML text; `origin` names the source in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ChainSpecError> {
+        let spec: Self = toml::from_str(text)
+            .map_err(|e| ChainSpecError::Parse { path: origin.to_string(), source: Box::new(e) })?;
+        spec.validate()
+            .map_err(|reason| ChainSpecError::Invalid { path: origin.into(), reason })?;
+        Ok(spec)
+    }
+
+    /// Loads `devnet` (built in) or a TOML file.
+    pub fn load(name_or_path: &str) -> Result<Self, ChainSpecError> {
+        if name_or_path == "devnet" {
+            return Ok(Self::devnet());
+        }
+        let text = std::fs::read_to_string(Path::new(name_or_path))
+            .map_err(|source| ChainSpecError::Io { path: name_or_path.into(), source })?;
+        Self::from_toml(&text, name_or_path)
+    }
+
+    /// TOML text of this spec.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a chain spec always serializes")
+    }
+
+    /// Range checks on the parameters.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.block_time_ms == 0 {
+            return Err("block_time_ms must be positive".into());
+        }
+        if self.retarget_window == 0 {
+            return Err("retarget_window must be positive".into());
+        }
+        let (Some(init), Some(max)) =
+            (self.initial_target.to_target(), self.max_target.to_target())
+        else {
+            return Err("initial_target and max_target must be valid compact targets".into());
+        };
+        if init > max {
+            return Err("initial_target is easier than max_target".into());
+        }
+        if self.commitment_depth == 0 {
+            return Err("commitment_depth must be positive".into());
+        }
+        if self.max_block_txs == 0 || self.max_block_bytes < 1024 {
+            return Err("block limits are too small".into());
+        }
+        if self.filler_epoch_blocks == 0 {
+            return Err("filler_epoch_blocks must be positive".into());
+        }
+        let mut total = Amount::ZERO;
+        for a in &self.genesis.allocations {
+            total = total.checked_add(a.balance).ok_or("genesis allocations overflow")?;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if !self.genesis.allocations.iter().all(|a| seen.insert(a.address)) {
+            return Err("genesis allocates one address twice".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devnet_round_trips_through_toml() {
+        let spec = ChainSpec::devnet();
+        spec.validate().unwrap();
+        let text = spec.to_toml();
+        assert_eq!(ChainSpec::from_toml(&text, "x").unwrap(), spec);
+    }
+
+    #[test]
+    fn bad_specs_are_named() {
+        let err = ChainSpec::from_toml("name = 3", "bad.toml").unwrap_err().to_string();
+        assert!(err.contains("bad.toml"), "{err}");
+        let mut spec = ChainSpec::devnet();
+        spec.retarget_window = 0;
+        let err = ChainSpec::from_toml(&spec.to_toml(), "w.toml").unwrap_err().to_string();
+        assert!(err.contains("retarget_window"), "{err}");
+        let mut spec = ChainSpec::devnet();
+        let dup = spec.genesis.allocations[0].clone();
+        spec.genesis.allocations.push(dup);
+        assert!(spec.validate().is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! The iteration message IT_RES (SPEC section 4): what a miner announces after every training
+//! iteration, and what a block points at through `msg_hash`.
+
+use crate::{codec, Hash, Keypair, PublicKey, Signature, TaskId};
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+
+/// Upper bound on one encoded iteration message.
+pub const MAX_ITERATION_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// The signed fields of an iteration message.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct IterationBody {
+    /// Task trained.
+    pub task_id: TaskId,
+    /// The miner.
+    pub miner: PublicKey,
+    /// Epoch.
+    pub epoch: u32,
+    /// The miner's iteration index within the task (counts from 0, never repeats).
+    pub iteration: u64,
+    /// Hash over the full mini-batch bytes.
+    pub batch_hash: Hash,
+    /// Hash of the model at the start of the iteration (before peer updates).
+    pub start_model_hash: Hash,
+    /// Hash of the gradient residual (and optimiser state) at the start.
+    pub start_residual_hash: Hash,
+    /// Ids of the peer iteration messages applied, in the order applied.
+    pub peer_msgs: Vec<Hash>,
+    /// The message map: packed `u32`, bit 31 = sign, bits 0-30 = flat parameter index.
+    pub map: Vec<u32>,
+    /// Batch loss as `f32` bits.
+    pub loss: u32,
+    /// Batch accuracy as `f32` bits.
+    pub accuracy: u32,
+    /// The zero-nonce header hash this miner commits to now, to be mined k iterations later.
+    pub commitment: Hash,
+}
+
+/// A signed iteration message.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct IterationMessage {
+    /// The signed fields.
+    pub body: IterationBody,
+    /// The miner's signature over the id.
+    pub signature: Signature,
+}
+
+impl IterationBody {
+    /// The message id (what `msg_hash` and `peer_msgs` refer to).
+    pub fn id(&self) -> Hash {
+        Hash::tagged("pouw/itres", &codec::encode(self))
+    }
+
+    /// Signs the message.
+    pub fn sign(self, key: &Keypair) -> IterationMessage {
+        let signature = key.sign(self.id().as_bytes());
+        IterationMessage { body: self, signature }
+    }
+
+    /// Hash of the message map alone (the nonce precursor's second half).
+    pub fn map_hash(&self) -> Hash {
+        map_hash(&self.map)
+    }
+}
+
+/// Hash of a message map: BLAKE3 under a tag over the little-endian `u32` entries.
+pub fn map_hash(map: &[u32]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(b"pouw/map\0");
+    for v in map {
+        h.update(&v.to_le_bytes());
+    }
+    Hash(*h.finalize().as_bytes())
+}
+
+impl IterationMessage {
+    /// The message id.
+    pub fn id(&self) -> Hash {
+        self.body.id()
+    }
+
+    /// Checks the miner's signature.
+    pub fn verify_signature(&self) -> Result<(), crate::SignatureError> {
+        self.body.miner.verify(self.id().as_bytes(), &self.signature)
+    }
+}

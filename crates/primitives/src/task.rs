@@ -1,0 +1,356 @@
+//! The on-chain task definition (SPEC section 3): what a client pays to have trained.
+//!
+//! Hyper-parameters are ML floats, not money; they are stored as IEEE-754 bit patterns
+//! ([`F32`]) so that every value, including the ones validation must reject, has exactly one
+//! encoding.
+
+use crate::{Amount, Hash};
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+
+/// Number of dataset segments every task is split into.
+pub const DATASET_SEGMENTS: usize = 10;
+
+/// A task id: the hash of the PayForTask transaction that registered it.
+pub type TaskId = Hash;
+
+/// An `f32` hyper-parameter stored as its bit pattern.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, BorshSerialize, BorshDeserialize)]
+pub struct F32(pub u32);
+
+impl F32 {
+    /// From a float.
+    pub fn new(v: f32) -> Self {
+        Self(v.to_bits())
+    }
+    /// The float.
+    pub fn get(self) -> f32 {
+        f32::from_bits(self.0)
+    }
+}
+
+impl std::fmt::Debug for F32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.get())
+    }
+}
+
+impl Serialize for F32 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f32(self.get())
+    }
+}
+
+impl<'de> Deserialize<'de> for F32 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <f32 as Deserialize>::deserialize(d).map(Self::new)
+    }
+}
+
+/// Activation after a layer.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// max(0, x)
+    Relu,
+    /// tanh(x)
+    Tanh,
+    /// 1 / (1 + e^-x)
+    Sigmoid,
+    /// identity
+    None,
+}
+
+/// One layer of the model. More kinds (conv2d, maxpool, flatten) get new variants.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum LayerDef {
+    /// A fully connected layer.
+    Dense {
+        /// Output width.
+        units: u32,
+        /// Activation applied to the output.
+        activation: Activation,
+    },
+}
+
+/// Weight initialiser.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Initializer {
+    /// Xavier/Glorot.
+    Xavier,
+    /// He/Kaiming.
+    He,
+}
+
+/// The model to train.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ModelDef {
+    /// Shape of one input sample (e.g. `[784]` or `[28, 28]`).
+    pub input_shape: Vec<u32>,
+    /// Hidden and output layers in order; the last one has `classes` units.
+    pub layers: Vec<LayerDef>,
+    /// Number of classes.
+    pub classes: u32,
+    /// Initialiser.
+    pub init: Initializer,
+    /// Initialiser seed.
+    pub seed: u64,
+}
+
+/// Optimiser and PoUW training parameters.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct OptimizerDef {
+    /// SGD learning rate.
+    pub learning_rate: F32,
+    /// SGD momentum.
+    pub momentum: F32,
+    /// The update threshold tau of the message map.
+    pub tau: F32,
+    /// Mini-batch size.
+    pub batch_size: u32,
+    /// Epochs over the training segments.
+    pub epochs: u32,
+}
+
+/// Dataset file format.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetFormat {
+    /// IDX (MNIST-style) image and label files.
+    Idx,
+    /// CSV with a label column.
+    Csv,
+}
+
+/// The dataset, identified by the hashes of its segments (the data itself never goes on chain).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct DatasetDef {
+    /// File format.
+    pub format: DatasetFormat,
+    /// Total number of samples.
+    pub samples: u64,
+    /// The hashes of the [`DATASET_SEGMENTS`] segments, in the client's order.
+    pub segment_hashes: Vec<Hash>,
+    /// Test fraction in per-mille (300 = 30 %); the network picks which segments.
+    pub test_permille: u16,
+    /// Validation fraction in per-mille of the training data.
+    pub validation_permille: u16,
+}
+
+/// How many workers of each role the task wants, and how many faults it must tolerate.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct WorkersWanted {
+    /// Miners.
+    pub miners: u16,
+    /// Supervisors.
+    pub supervisors: u16,
+    /// Evaluators.
+    pub evaluators: u16,
+    /// Byzantine faults the supervisor and evaluator committees must tolerate (n >= 3f + 1).
+    pub max_faulty: u16,
+}
+
+/// What a worker's machine must offer.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct TaskPreferences {
+    /// Workers must have a GPU.
+    pub needs_gpu: bool,
+    /// Minimum stake per worker ticket.
+    pub min_stake: Amount,
+}
+
+/// Deadlines, in blocks after the block holding the task.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Deadlines {
+    /// Training must finish (SubmitModel) within this many blocks.
+    pub training_blocks: u64,
+    /// Evaluation (ChargeForTask) must finish this many blocks after training.
+    pub evaluation_blocks: u64,
+}
+
+/// A complete task definition, as carried by a PayForTask transaction.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct TaskDefinition {
+    /// Model.
+    pub model: ModelDef,
+    /// Optimiser.
+    pub optimizer: OptimizerDef,
+    /// Dataset.
+    pub dataset: DatasetDef,
+    /// Workers wanted.
+    pub workers: WorkersWanted,
+    /// Worker preferences.
+    pub preferences: TaskPreferences,
+    /// Deadlines.
+    pub deadlines: Deadlines,
+}
+
+/// Why a task definition is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskDefError {
+    /// A field is out of its allowed range.
+    #[error("task field `{field}` is invalid: {reason}")]
+    Field {
+        /// Field path.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Limits on task definitions, to keep every task trainable and verifiable.
+pub mod limits {
+    /// At most this many layers.
+    pub const MAX_LAYERS: usize = 16;
+    /// At most this many units per layer.
+    pub const MAX_UNITS: u32 = 8192;
+    /// At most this many parameters in the model (fits the 31-bit map index).
+    pub const MAX_PARAMS: u64 = 1 << 26;
+    /// Largest batch.
+    pub const MAX_BATCH: u32 = 4096;
+    /// Most epochs.
+    pub const MAX_EPOCHS: u32 = 10_000;
+}
+
+impl TaskDefinition {
+    /// Number of trainable parameters (dense: in*out + out per layer); `None` on overflow.
+    pub fn parameter_count(&self) -> Option<u64> {
+        let mut fan_in: u64 = self
+            .model
+            .input_shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(u64::from(d)))?;
+        let mut total: u64 = 0;
+        for layer in &self.model.layers {
+            match layer {
+                LayerDef::Dense { units, .. } => {
+                    let units = u64::from(*units);
+                    let w = fan_in.checked_mul(units)?.checked_add(units)?;
+                    total = total.checked_add(w)?;
+                    fan_in = units;
+                }
+            }
+        }
+        Some(total)
+    }
+
+    /// Checks every field's range (stateless rules).
+    pub fn validate(&self) -> Result<(), TaskDefError> {
+        fn bad(field: &'static str, reason: impl Into<String>) -> TaskDefError {
+            TaskDefError::Field { field, reason: reason.into() }
+        }
+        let m = &self.model;
+        if m.input_shape.is_empty() || m.input_shape.iter().any(|&d| d == 0) {
+            return Err(bad("model.input_shape", "must be non-empty with positive dimensions"));
+        }
+        if m.layers.is_empty() || m.layers.len() > limits::MAX_LAYERS {
+            return Err(bad("model.layers", format!("need 1..={} layers", limits::MAX_LAYERS)));
+        }
+        for layer in &m.layers {
+            let LayerDef::Dense { units, .. } = layer;
+            if *units == 0 || *units > limits::MAX_UNITS {
+                return Err(bad("model.layers.units", format!("need 1..={}", limits::MAX_UNITS)));
+            }
+        }
+        match m.layers.last() {
+            Some(LayerDef::Dense { units, .. }) if *units == m.classes && m.classes >= 2 => {}
+            _ => {
+                return Err(bad("model.classes", "the last layer must have `classes` (>= 2) units"))
+            }
+        }
+        match self.parameter_count() {
+            Some(p) if p <= limits::MAX_PARAMS => {}
+            _ => return Err(bad("model", format!("more than {} parameters", limits::MAX_PARAMS))),
+        }
+        let o = &self.optimizer;
+        let positive = |v: F32| v.get().is_finite() && v.get() > 0.0;
+        if !positive(o.learning_rate) {
+            return Err(bad("optimizer.learning_rate", "must be a positive finite number"));
+        }
+        if !(o.momentum.get().is_finite() && (0.0..1.0).contains(&o.momentum.get())) {
+            return Err(bad("optimizer.momentum", "must be in [0, 1)"));
+        }
+        if !positive(o.tau) {
+            return Err(bad("optimizer.tau", "must be a positive finite number"));
+        }
+        if o.batch_size == 0 || o.batch_size > limits::MAX_BATCH {
+            return Err(bad("optimizer.batch_size", format!("need 1..={}", limits::MAX_BATCH)));
+        }
+        if o.epochs == 0 || o.epochs > limits::MAX_EPOCHS {
+            return Err(bad("optimizer.epochs", format!("need 1..={}", limits::MAX_EPOCHS)));
+        }
+        let d = &self.dataset;
+        if d.segment_hashes.len() != DATASET_SEGMENTS {
+            return Err(bad("dataset.segment_hashes", format!("need {DATASET_SEGMENTS} hashes")));
+        }
+        if d.samples < DATASET_SEGMENTS as u64 {
+            return Err(bad("dataset.samples", "fewer samples than segments"));
+        }
+        if d.test_permille == 0 || d.test_permille >= 1000 {
+            return Err(bad("dataset.test_permille", "must be in 1..=999"));
+        }
+        if d.validation_permille >= 1000 {
+            return Err(bad("dataset.validation_permille", "must be below 1000"));
+        }
+        let w = &self.workers;
+        if w.miners == 0 {
+            return Err(bad("workers.miners", "need at least one miner"));
+        }
+        let needed = w.max_faulty.checked_mul(3).and_then(|v| v.checked_add(1));
+        for (field, n) in
+            [("workers.supervisors", w.supervisors), ("workers.evaluators", w.evaluators)]
+        {
+            match needed {
+                Some(needed) if n >= needed => {}
+                _ => {
+                    return Err(bad(
+                        field,
+                        format!("{n} cannot tolerate {} faults (n >= 3f + 1)", w.max_faulty),
+                    ))
+                }
+            }
+        }
+        if self.deadlines.training_blocks == 0 || self.deadlines.evaluation_blocks == 0 {
+            return Err(bad("deadlines", "must be positive"));
+        }
+        Ok(())
+    }
+}
