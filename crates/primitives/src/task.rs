@@ -278,7 +278,7 @@ impl TaskDefinition {
             TaskDefError::Field { field, reason: reason.into() }
         }
         let m = &self.model;
-        if m.input_shape.is_empty() || m.input_shape.iter().any(|&d| d == 0) {
+        if m.input_shape.is_empty() || m.input_shape.contains(&0) {
             return Err(bad("model.input_shape", "must be non-empty with positive dimensions"));
         }
         if m.layers.is_empty() || m.layers.len() > limits::MAX_LAYERS {
