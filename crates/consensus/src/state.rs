@@ -1,0 +1,371 @@
+//! The ledger state: a map of typed keys to typed values, with an incremental state root.
+//!
+//! Everything consensus remembers between blocks is an entry here (accounts, tickets, tasks,
+//! used iterations, ...), so storage persists it generically, undo data is just "the previous
+//! value of every key a block touched", and a reorg restores it exactly.
+//!
+//! The state root is `BLAKE3(tag || lattice_hash)` where the lattice hash is the lane-wise
+//! wrapping sum of a 2048-byte BLAKE3 XOF of every `(key, value)` entry (an LtHash: adding and
+//! removing an entry are O(1), the order of insertion does not matter, and finding two states
+//! with the same sum is as hard as a lattice problem).
+
+use crate::ConsensusError;
+use borsh::{BorshDeserialize, BorshSerialize};
+use pouw_primitives::{
+    codec, Address, Amount, Hash, PublicKey, Role, TaskDefinition, TaskId, TicketPreferences,
+};
+use std::collections::BTreeMap;
+
+/// An account.
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Account {
+    /// Spendable balance.
+    pub balance: Amount,
+    /// Number of transactions sent (the next valid nonce).
+    pub nonce: u64,
+}
+
+/// A staking ticket (BUY_TICKET): the stake is locked until `expires_at`.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Ticket {
+    /// Owner (paid back at expiry).
+    pub owner: Address,
+    /// Role offered.
+    pub role: Role,
+    /// Stake locked.
+    pub stake: Amount,
+    /// What the worker offers.
+    pub preferences: TicketPreferences,
+    /// Height of the block that bought it.
+    pub created_at: u64,
+    /// Height at which the stake is returned.
+    pub expires_at: u64,
+}
+
+/// A registered task and its escrowed fee.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct TaskRecord {
+    /// The client who paid.
+    pub client: Address,
+    /// The definition.
+    pub definition: TaskDefinition,
+    /// Fee still held in escrow for the task's workers.
+    pub escrow: Amount,
+    /// Height of the block holding the PayForTask transaction.
+    pub created_at: u64,
+    /// Hash of that block (seeds selection and the dataset split).
+    pub created_in: Hash,
+}
+
+/// A key of the state map.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize)]
+pub enum StateKey {
+    /// An account by address.
+    Account(Address),
+    /// A ticket by the id of the transaction that bought it.
+    Ticket(Hash),
+    /// Index of tickets by expiry height (value: [`StateValue::Marker`]).
+    TicketExpiry {
+        /// Expiry height.
+        height: u64,
+        /// Ticket id.
+        ticket: Hash,
+    },
+    /// A task by id.
+    Task(TaskId),
+    /// A (task, miner, iteration) that already won a block (value: [`StateValue::Marker`]).
+    UsedIteration {
+        /// Task.
+        task: TaskId,
+        /// Miner.
+        miner: PublicKey,
+        /// Iteration index.
+        iteration: u64,
+    },
+}
+
+/// A value of the state map.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum StateValue {
+    /// An account.
+    Account(Account),
+    /// A ticket.
+    Ticket(Ticket),
+    /// A task.
+    Task(TaskRecord),
+    /// Presence marker for index keys.
+    Marker,
+}
+
+/// Number of 16-bit lanes in the lattice hash.
+const LANES: usize = 1024;
+
+/// The incremental lattice hash behind the state root.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LtHash(Box<[u16; LANES]>);
+
+impl std::fmt::Debug for LtHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LtHash({})", self.root().short())
+    }
+}
+
+impl Default for LtHash {
+    fn default() -> Self {
+        Self(Box::new([0; LANES]))
+    }
+}
+
+impl LtHash {
+    fn entry_lanes(key: &StateKey, value: &StateValue) -> [u16; LANES] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"pouw/state-entry\0");
+        let k = codec::encode(key);
+        let len = u32::try_from(k.len()).unwrap_or(u32::MAX);
+        h.update(&len.to_le_bytes());
+        h.update(&k);
+        h.update(&codec::encode(value));
+        let mut bytes = [0u8; LANES * 2];
+        h.finalize_xof().fill(&mut bytes);
+        let mut lanes = [0u16; LANES];
+        for (lane, pair) in lanes.iter_mut().zip(bytes.chunks_exact(2)) {
+            if let [a, b] = pair {
+                *lane = u16::from_le_bytes([*a, *b]);
+            }
+        }
+        lanes
+    }
+
+    /// Adds an entry.
+    pub fn insert(&mut self, key: &StateKey, value: &StateValue) {
+        let e = Self::entry_lanes(key, value);
+        for (l, x) in self.0.iter_mut().zip(e.iter()) {
+            *l = l.wrapping_add(*x);
+        }
+    }
+
+    /// Removes an entry previously added.
+    pub fn remove(&mut self, key: &StateKey, value: &StateValue) {
+        let e = Self::entry_lanes(key, value);
+        for (l, x) in self.0.iter_mut().zip(e.iter()) {
+            *l = l.wrapping_sub(*x);
+        }
+    }
+
+    /// The 32-byte state root.
+    pub fn root(&self) -> Hash {
+        let mut bytes = Vec::with_capacity(LANES * 2);
+        for l in self.0.iter() {
+            bytes.extend_from_slice(&l.to_le_bytes());
+        }
+        Hash::tagged("pouw/state-root", &bytes)
+    }
+}
+
+/// The previous value of every key a block changed (`None` = the key did not exist).
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct BlockUndo {
+    /// Key and previous value, in key order.
+    pub entries: Vec<(StateKey, Option<StateValue>)>,
+}
+
+/// The effect of a block: new values of the changed keys and the undo data to revert them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateDiff {
+    /// New value of every changed key (`None` = deleted).
+    pub changes: BTreeMap<StateKey, Option<StateValue>>,
+    /// Previous values of the same keys.
+    pub undo: BlockUndo,
+    /// State root after the block.
+    pub state_root: Hash,
+}
+
+/// The whole ledger state, in memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    entries: BTreeMap<StateKey, StateValue>,
+    lthash: LtHash,
+}
+
+impl State {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a state from stored entries.
+    pub fn from_entries(entries: impl IntoIterator<Item = (StateKey, StateValue)>) -> Self {
+        let mut s = Self::new();
+        for (k, v) in entries {
+            s.set(k, Some(v));
+        }
+        s
+    }
+
+    /// The value at `key`.
+    pub fn get(&self, key: &StateKey) -> Option<&StateValue> {
+        self.entries.get(key)
+    }
+
+    /// The account at `addr` (default if absent).
+    pub fn account(&self, addr: &Address) -> Account {
+        match self.entries.get(&StateKey::Account(*addr)) {
+            Some(StateValue::Account(a)) => a.clone(),
+            _ => Account::default(),
+        }
+    }
+
+    /// All entries in key order.
+    pub fn entries(&self) -> impl Iterator<Item = (&StateKey, &StateValue)> {
+        self.entries.iter()
+    }
+
+    /// Entries whose key is in `range`.
+    pub fn range<R: std::ops::RangeBounds<StateKey>>(
+        &self,
+        range: R,
+    ) -> impl Iterator<Item = (&StateKey, &StateValue)> {
+        self.entries.range(range)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The state root.
+    pub fn root(&self) -> Hash {
+        self.lthash.root()
+    }
+
+    fn set(&mut self, key: StateKey, value: Option<StateValue>) -> Option<StateValue> {
+        let old = match value {
+            Some(v) => {
+                self.lthash.insert(&key, &v);
+                self.entries.insert(key.clone(), v)
+            }
+            None => self.entries.remove(&key),
+        };
+        if let Some(o) = &old {
+            self.lthash.remove(&key, o);
+        }
+        old
+    }
+
+    /// Applies a diff produced against this state.
+    pub fn apply_diff(&mut self, diff: &StateDiff) {
+        for (k, v) in &diff.changes {
+            self.set(k.clone(), v.clone());
+        }
+    }
+
+    /// Reverts a block with its undo data.
+    pub fn revert(&mut self, undo: &BlockUndo) {
+        for (k, v) in &undo.entries {
+            self.set(k.clone(), v.clone());
+        }
+    }
+}
+
+/// A copy-on-write view over a [`State`]: the state transition writes here, and nothing
+/// reaches the base state unless the whole block is valid.
+#[derive(Debug)]
+pub struct Overlay<'a> {
+    base: &'a State,
+    changes: BTreeMap<StateKey, Option<StateValue>>,
+}
+
+impl<'a> Overlay<'a> {
+    /// A view with no changes.
+    pub fn new(base: &'a State) -> Self {
+        Self { base, changes: BTreeMap::new() }
+    }
+
+    /// The current value at `key`.
+    pub fn get(&self, key: &StateKey) -> Option<StateValue> {
+        match self.changes.get(key) {
+            Some(v) => v.clone(),
+            None => self.base.get(key).cloned(),
+        }
+    }
+
+    /// Sets (or with `None` deletes) `key`.
+    pub fn set(&mut self, key: StateKey, value: Option<StateValue>) {
+        self.changes.insert(key, value);
+    }
+
+    /// The account at `addr` (default if absent).
+    pub fn account(&self, addr: &Address) -> Account {
+        match self.get(&StateKey::Account(*addr)) {
+            Some(StateValue::Account(a)) => a,
+            _ => Account::default(),
+        }
+    }
+
+    /// Stores an account (an all-default account is deleted, so empty accounts cost nothing).
+    pub fn set_account(&mut self, addr: Address, account: Account) {
+        let value = (account != Account::default()).then_some(StateValue::Account(account));
+        self.set(StateKey::Account(addr), value);
+    }
+
+    /// Adds to a balance.
+    pub fn credit(&mut self, addr: &Address, amount: Amount) -> Result<(), ConsensusError> {
+        let mut a = self.account(addr);
+        a.balance = a.balance.checked_add(amount).ok_or(ConsensusError::BalanceOverflow(*addr))?;
+        self.set_account(*addr, a);
+        Ok(())
+    }
+
+    /// Takes from a balance.
+    pub fn debit(&mut self, addr: &Address, amount: Amount) -> Result<(), ConsensusError> {
+        let mut a = self.account(addr);
+        a.balance = a.balance.checked_sub(amount).ok_or(ConsensusError::InsufficientBalance {
+            account: *addr,
+            balance: a.balance,
+            needed: amount,
+        })?;
+        self.set_account(*addr, a);
+        Ok(())
+    }
+
+    /// Entries of the base state in `range`, with this overlay's changes applied.
+    pub fn range_keys(&self, from: &StateKey, to: &StateKey) -> Vec<StateKey> {
+        let mut keys: std::collections::BTreeSet<StateKey> =
+            self.base.range(from.clone()..to.clone()).map(|(k, _)| k.clone()).collect();
+        for (k, v) in self.changes.range(from.clone()..to.clone()) {
+            if v.is_some() {
+                keys.insert(k.clone());
+            } else {
+                keys.remove(k);
+            }
+        }
+        keys.into_iter().collect()
+    }
+
+    /// Finishes: the diff (with undo data and the new root), leaving the base untouched.
+    pub fn into_diff(self) -> StateDiff {
+        let mut lthash = self.base.lthash.clone();
+        let mut undo = Vec::with_capacity(self.changes.len());
+        let mut changes = BTreeMap::new();
+        for (k, new) in self.changes {
+            let old = self.base.get(&k).cloned();
+            if old == new {
+                continue;
+            }
+            if let Some(o) = &old {
+                lthash.remove(&k, o);
+            }
+            if let Some(n) = &new {
+                lthash.insert(&k, n);
+            }
+            undo.push((k.clone(), old));
+            changes.insert(k, new);
+        }
+        StateDiff { changes, undo: BlockUndo { entries: undo }, state_root: lthash.root() }
+    }
+}
