@@ -21,6 +21,7 @@
 
 mod error;
 mod genesis;
+pub mod pouw;
 mod state;
 mod transition;
 
