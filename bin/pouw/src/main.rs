@@ -1,6 +1,12 @@
 //! `pouw`: one binary for the node, the devnet, the client and the operator tools.
+//!
+//! Thin by design: parse the command line, set up tracing (stderr), call into the crates, and
+//! turn errors into a message and an exit code. Results go to stdout (JSON with `--json`).
 
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod keys;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,9 +20,28 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Make and show ed25519 key files.
+    Keys(keys::KeysArgs),
+}
 
-fn main() -> std::process::ExitCode {
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    init_tracing();
+    let result = match cli.command {
+        Command::Keys(args) => keys::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
