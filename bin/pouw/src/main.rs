@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod keys;
+mod train;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,6 +24,9 @@ struct Cli {
 enum Command {
     /// Make and show ed25519 key files.
     Keys(keys::KeysArgs),
+    /// Train a task file locally with the deterministic engine (simulating its miners).
+    /// Exit code 3 on failure.
+    Train(train::TrainArgs),
 }
 
 fn init_tracing() {
@@ -34,14 +38,15 @@ fn init_tracing() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let result = match cli.command {
-        Command::Keys(args) => keys::run(args),
+    let (result, failure_code) = match cli.command {
+        Command::Keys(args) => (keys::run(args), 1),
+        Command::Train(args) => (train::run(args), train::EXIT_TRAIN_FAILED),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(failure_code)
         }
     }
 }

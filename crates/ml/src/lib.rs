@@ -6,7 +6,63 @@
 //!
 //! Determinism contract: every function on the consensus path gives the same bits on any x86-64
 //! CPU and any thread count. See the module docs of [`kernels`] for the arithmetic rules.
+//!
+//! # Map
+//! - [`kernels`]: the three matrix products (ascending-`k` FMA chains) and [`Exec`].
+//! - [`ops`]: bias add, activations and their backward, softmax cross-entropy, accuracy, bias
+//!   gradient; fixed summation order, `libm` transcendentals.
+//! - spec: [`ModelSpec`], [`LayerSpec`], [`Activation`], [`Init`], [`OptimizerSpec`], [`Layout`].
+//! - model: [`Model`] (one flat parameter vector), its initialiser, forward and gradient.
+//! - rng: [`Rng`] (xoshiro256**), the only random source (init, split, batch order).
+//! - hash: [`Digest`] and the canonical hashes ([`model_hash`], [`residual_hash`],
+//!   [`map_hash`]; batch and segment hashes via [`Batch::hash`], [`Dataset::segment_hash`]).
+//! - batch: [`Batch`] and its canonical bytes.
+//! - iteration: [`TrainState::iterate`], the PoUW iteration, giving an [`IterationOutput`];
+//!   [`TrainState::sgd_step`] for comparison.
+//! - dataset: [`Dataset`] loaders, [`Split`], [`BatchSchedule`].
+//! - export: safetensors [`save_safetensors`] / [`load_safetensors`].
+//! - task: the client's [`TaskFile`] (TOML).
+//!
+//! # Data flow of one iteration
+//! ```text
+//! Dataset ──BatchSchedule──▶ Batch ─┐
+//! peer maps (in order) ─────────────┼─▶ TrainState::iterate ─▶ IterationOutput
+//! TrainState (w, R, v) ─────────────┘        │                  (hashes, map, loss, accuracy)
+//!                                             └─▶ TrainState (w', R', v')
+//! ```
+//! Byte layouts and the exact arithmetic are in `docs/ml.md` and in each module's docs.
 
 pub mod kernels;
+pub mod ops;
 
+mod batch;
+mod dataset;
+mod export;
+mod hash;
+mod iteration;
+mod model;
+mod rng;
+mod spec;
+mod task;
+
+pub use batch::{Batch, BatchError};
+pub use dataset::{BatchSchedule, Dataset, DatasetError, Segment, Split, SplitError};
+pub use export::{
+    from_safetensors, load_safetensors, save_safetensors, to_safetensors, ExportError,
+};
+pub use hash::{map_hash, model_hash, residual_hash, Digest};
+pub use iteration::{
+    pack_entry, unpack_entry, IterationError, IterationOutput, TrainState, MAP_INDEX_MASK,
+    MAP_SIGN_BIT,
+};
 pub use kernels::Exec;
+pub use model::{Metrics, Model};
+pub use rng::{Rng, SplitMix64};
+pub use spec::{
+    Activation, DenseLayout, Init, LayerSpec, Layout, ModelSpec, OptimizerSpec, SpecError,
+    MAX_PARAMS,
+};
+pub use task::{
+    Coins, DatasetFormat, DatasetSpec, PaymentSpec, TaskError, TaskFile, WorkersSpec,
+    BASE_UNITS_PER_COIN,
+};

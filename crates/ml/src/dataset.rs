@@ -1,0 +1,319 @@
+//! Datasets: loading (IDX, CSV), the 10-segment split, and the deterministic batch order.
+//!
+//! A [`Dataset`] holds every sample as `f32` features (row-major, `width` per sample) and a
+//! `u32` label. Loaders validate everything (shape, labels, finiteness) and name the file and
+//! the problem in their errors.
+//!
+//! From dataset to batches (SPEC section 3):
+//! 1. [`Dataset::segments`] cuts the samples, in file order, into `N` equal segments of
+//!    `floor(len / N)` samples; the last `len mod N` samples (fewer than `N`) belong to no
+//!    segment and are never used. Each segment has a hash ([`Dataset::segment_hash`]).
+//! 2. [`Split::new`] shuffles the segment list with a 32-byte seed (on chain: the hash of the
+//!    block holding the task); the last `round(test_fraction · N)` segments are the test set,
+//!    the `round(validation_fraction · N)` before them the validation set, the rest training.
+//! 3. [`BatchSchedule`] lists the training samples (training segments in split order, samples in
+//!    file order), permutes them per epoch from the seed, and cuts the permutation into batches
+//!    of `batch_size`; a final partial batch is dropped (the permutation changes every epoch, so
+//!    no sample is always left out). Batch `b` of an epoch goes to miner `b mod miners`.
+
+mod csv;
+mod idx;
+mod split;
+
+use std::path::{Path, PathBuf};
+
+pub use split::{BatchSchedule, Segment, Split, SplitError};
+
+use crate::{
+    batch::Batch,
+    hash::{self, Digest},
+};
+
+/// Why a dataset file could not be loaded. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatasetError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file (or its decompressed content) is empty, or holds no samples.
+    #[error("{}: empty file (no samples)", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file starts like gzip (1f 8b) but does not decompress.
+    #[error("{}: corrupt gzip stream: {source}", path.display())]
+    Gzip {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        source: std::io::Error,
+    },
+    /// The first bytes are not an IDX magic number (`00 00 <type> <rank>`).
+    #[error("{}: wrong magic number {found:#010x}: not an IDX file (expected 00 00 08 <rank>)", path.display())]
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+        /// The first four bytes, big-endian.
+        found: u32,
+    },
+    /// An IDX element type other than unsigned byte (0x08).
+    #[error("{}: IDX element type {code:#04x} is not supported (only 0x08, unsigned byte)", path.display())]
+    UnsupportedType {
+        /// The file.
+        path: PathBuf,
+        /// The type byte.
+        code: u8,
+    },
+    /// The IDX file has the wrong rank (images need at least 2, labels exactly 1).
+    #[error("{}: IDX rank {found}, expected {expected}", path.display())]
+    Rank {
+        /// The file.
+        path: PathBuf,
+        /// Found rank.
+        found: u8,
+        /// What was expected, in words.
+        expected: &'static str,
+    },
+    /// The file is shorter than its header says.
+    #[error("{}: truncated: the header announces {expected} bytes, the file has {actual}", path.display())]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Bytes the header announces (header included).
+        expected: u64,
+        /// Bytes present.
+        actual: u64,
+    },
+    /// The file is longer than its header says.
+    #[error("{}: {extra} unexpected bytes after the data the header announces", path.display())]
+    TrailingBytes {
+        /// The file.
+        path: PathBuf,
+        /// Extra bytes.
+        extra: u64,
+    },
+    /// Image and label files disagree on the sample count.
+    #[error("{} has {image_count} images but {} has {label_count} labels", images.display(), labels.display())]
+    CountMismatch {
+        /// The image file.
+        images: PathBuf,
+        /// Its sample count.
+        image_count: u64,
+        /// The label file.
+        labels: PathBuf,
+        /// Its label count.
+        label_count: u64,
+    },
+    /// A label `>= classes`.
+    #[error("{}: sample {index}: label {label} out of range (the task has {classes} classes)", path.display())]
+    LabelOutOfRange {
+        /// The file.
+        path: PathBuf,
+        /// Sample index (0-based).
+        index: usize,
+        /// The label.
+        label: u64,
+        /// Number of classes.
+        classes: u32,
+    },
+    /// A NaN or infinite value.
+    #[error("{}: line {line}, column {column}: value is NaN or infinite", path.display())]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
+    /// A CSV field that does not parse.
+    #[error("{}: line {line}, column {column}: {reason}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A CSV row with a different number of columns than the first.
+    #[error("{}: line {line}: {found} columns, expected {expected} (as on the first data line)", path.display())]
+    ColumnMismatch {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// Columns of the first data row.
+        expected: usize,
+        /// Columns of this row.
+        found: usize,
+    },
+    /// Fewer samples than segments.
+    #[error("{}: {samples} samples cannot fill {segments} segments", path.display())]
+    TooFewSamples {
+        /// The file (images or CSV).
+        path: PathBuf,
+        /// Samples in the dataset.
+        samples: usize,
+        /// Segments requested.
+        segments: usize,
+    },
+}
+
+/// A labelled dataset held in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    source: PathBuf,
+    features: Vec<f32>,
+    labels: Vec<u32>,
+    sample_shape: Vec<u32>,
+    width: usize,
+    classes: u32,
+}
+
+impl Dataset {
+    /// Loads an IDX pair (the MNIST format): `images` of rank >= 2 (`n × d1 × …`, unsigned
+    /// bytes) and `labels` of rank 1 (`n`, unsigned bytes). Each file may be raw or gzip
+    /// (detected by the magic bytes `1f 8b`). Pixels become `byte as f32 / 255.0`.
+    pub fn load_idx(images: &Path, labels: &Path, classes: u32) -> Result<Self, DatasetError> {
+        idx::load(images, labels, classes)
+    }
+
+    /// Loads a CSV file: one sample per line, `label,f1,f2,…` (label an integer in
+    /// `0..classes`, features decimal floats); see `docs/ml.md` for the exact format.
+    pub fn load_csv(path: &Path, classes: u32) -> Result<Self, DatasetError> {
+        csv::load(path, classes)
+    }
+
+    /// A dataset from memory (`features` is `labels.len() × product(sample_shape)`); checks
+    /// shapes, labels and finiteness like the loaders. `source` names it in errors.
+    pub fn from_parts(
+        source: PathBuf,
+        features: Vec<f32>,
+        labels: Vec<u32>,
+        sample_shape: Vec<u32>,
+        classes: u32,
+    ) -> Result<Self, DatasetError> {
+        let width: usize = sample_shape.iter().map(|&d| d as usize).product();
+        if labels.is_empty() || width == 0 {
+            return Err(DatasetError::Empty { path: source });
+        }
+        if features.len() != labels.len() * width {
+            return Err(DatasetError::Truncated {
+                path: source,
+                expected: (labels.len() * width) as u64,
+                actual: features.len() as u64,
+            });
+        }
+        if let Some(index) = labels.iter().position(|&l| l >= classes) {
+            return Err(DatasetError::LabelOutOfRange {
+                path: source,
+                index,
+                label: u64::from(labels[index]),
+                classes,
+            });
+        }
+        if let Some(i) = features.iter().position(|v| !v.is_finite()) {
+            return Err(DatasetError::NonFinite {
+                path: source,
+                line: i / width + 1,
+                column: i % width + 1,
+            });
+        }
+        Ok(Self { source, features, labels, sample_shape, width, classes })
+    }
+
+    /// The file the samples came from (the image file for IDX).
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True if there are no samples (never, for a loaded dataset).
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Shape of one sample (e.g. `[28, 28]`).
+    pub fn sample_shape(&self) -> &[u32] {
+        &self.sample_shape
+    }
+
+    /// Features per sample (product of the sample shape).
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Number of classes the labels were checked against.
+    pub fn classes(&self) -> u32 {
+        self.classes
+    }
+
+    /// All features, row-major.
+    pub fn features(&self) -> &[f32] {
+        &self.features
+    }
+
+    /// All labels.
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    /// The batch of the given sample indices, in that order. Panics on an index out of range.
+    pub fn gather(&self, indices: &[u32]) -> Batch {
+        let mut features = Vec::with_capacity(indices.len() * self.width);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let i = i as usize;
+            features.extend_from_slice(&self.features[i * self.width..(i + 1) * self.width]);
+            labels.push(self.labels[i]);
+        }
+        Batch::new(features, labels, self.width).expect("samples were validated on load")
+    }
+
+    /// Features and labels of a range of samples.
+    pub fn range(&self, start: usize, len: usize) -> (&[f32], &[u32]) {
+        (
+            &self.features[start * self.width..(start + len) * self.width],
+            &self.labels[start..start + len],
+        )
+    }
+
+    /// `count` equal segments in file order (remainder dropped; see the module docs).
+    pub fn segments(&self, count: usize) -> Result<Vec<Segment>, DatasetError> {
+        let size = self.len().checked_div(count).unwrap_or(0);
+        if size == 0 {
+            return Err(DatasetError::TooFewSamples {
+                path: self.source.clone(),
+                samples: self.len(),
+                segments: count,
+            });
+        }
+        Ok((0..count).map(|index| Segment { index, start: index * size, len: size }).collect())
+    }
+
+    /// The canonical bytes of a segment: same layout as [`Batch::canonical_bytes`].
+    pub fn segment_bytes(&self, segment: &Segment) -> Vec<u8> {
+        let (x, y) = self.range(segment.start, segment.len);
+        Batch::new(x.to_vec(), y.to_vec(), self.width).expect("validated").canonical_bytes()
+    }
+
+    /// `BLAKE3("pouw-ml/segment/v1" || 0x00 || segment_bytes)`.
+    pub fn segment_hash(&self, segment: &Segment) -> Digest {
+        let (x, y) = self.range(segment.start, segment.len);
+        hash::samples_hash(hash::SEGMENT_TAG, x, y, self.width)
+    }
+}

@@ -1,0 +1,167 @@
+//! Safetensors export and import of a model.
+//!
+//! Tensors: for the layer at position `i` of the spec's layer list, a dense layer gives
+//! `dense{i}.weight` (F32, shape `[inputs, units]`, row-major as in the flat vector) and
+//! `dense{i}.bias` (F32, `[units]`). Metadata: `pouw.spec` = the [`ModelSpec`] as JSON,
+//! `pouw.model_hash` = the model hash in hex, `format` = `pt`. Import rebuilds the flat vector,
+//! recomputes the hash and rejects the file if it differs from the metadata.
+
+use std::{collections::HashMap, path::Path};
+
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+
+use crate::{
+    hash::Digest,
+    model::Model,
+    spec::{ModelSpec, SpecError},
+};
+
+/// Why an export or import failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// Reading or writing the file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The safetensors container is malformed.
+    #[error("safetensors: {0}")]
+    Format(#[from] safetensors::SafeTensorError),
+    /// Metadata missing or unreadable.
+    #[error("metadata: {0}")]
+    Metadata(String),
+    /// The spec in the metadata is not a valid model.
+    #[error("spec: {0}")]
+    Spec(#[from] SpecError),
+    /// A tensor is missing or has the wrong dtype or shape.
+    #[error("tensor {name}: {problem}")]
+    Tensor {
+        /// Tensor name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The parameters do not hash to the recorded model hash.
+    #[error("model hash mismatch: metadata says {expected}, the tensors give {actual}")]
+    HashMismatch {
+        /// From the metadata.
+        expected: String,
+        /// Recomputed.
+        actual: Digest,
+    },
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Serialises a model to safetensors bytes.
+pub fn to_safetensors(model: &Model) -> Result<Vec<u8>, ExportError> {
+    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (i, d) in model.layout().dense.iter().enumerate() {
+        let p = model.params();
+        buffers.push((
+            format!("dense{i}.weight"),
+            vec![d.inputs, d.units],
+            f32_bytes(&p[d.weight_offset..d.bias_offset]),
+        ));
+        buffers.push((
+            format!("dense{i}.bias"),
+            vec![d.units],
+            f32_bytes(&p[d.bias_offset..d.bias_offset + d.units]),
+        ));
+    }
+    let views = buffers
+        .iter()
+        .map(|(name, shape, data)| {
+            Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), data)?))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let spec =
+        serde_json::to_string(model.spec()).map_err(|e| ExportError::Metadata(e.to_string()))?;
+    let metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("pouw.spec".to_string(), spec),
+        ("pouw.model_hash".to_string(), model.hash().to_hex()),
+    ]);
+    Ok(safetensors::serialize(views, &Some(metadata))?)
+}
+
+/// Parses safetensors bytes written by [`to_safetensors`] and checks the model hash.
+pub fn from_safetensors(bytes: &[u8]) -> Result<Model, ExportError> {
+    let (_, meta) = SafeTensors::read_metadata(bytes)?;
+    let info = meta.metadata().as_ref().ok_or_else(|| ExportError::Metadata("none".into()))?;
+    let spec_json =
+        info.get("pouw.spec").ok_or_else(|| ExportError::Metadata("no pouw.spec".into()))?;
+    let expected = info
+        .get("pouw.model_hash")
+        .ok_or_else(|| ExportError::Metadata("no pouw.model_hash".into()))?
+        .clone();
+    let spec: ModelSpec = serde_json::from_str(spec_json)
+        .map_err(|e| ExportError::Metadata(format!("pouw.spec: {e}")))?;
+    let layout = spec.layout()?;
+    let tensors = SafeTensors::deserialize(bytes)?;
+    let mut params = vec![0.0f32; layout.params];
+    for (i, d) in layout.dense.iter().enumerate() {
+        for (name, shape, range) in [
+            (format!("dense{i}.weight"), vec![d.inputs, d.units], d.weight_offset..d.bias_offset),
+            (format!("dense{i}.bias"), vec![d.units], d.bias_offset..d.bias_offset + d.units),
+        ] {
+            let t = tensors
+                .tensor(&name)
+                .map_err(|e| ExportError::Tensor { name: name.clone(), problem: e.to_string() })?;
+            if t.dtype() != Dtype::F32 || t.shape() != shape.as_slice() {
+                return Err(ExportError::Tensor {
+                    name,
+                    problem: format!(
+                        "expected F32 {shape:?}, found {:?} {:?}",
+                        t.dtype(),
+                        t.shape()
+                    ),
+                });
+            }
+            for (dst, src) in params[range].iter_mut().zip(t.data().chunks_exact(4)) {
+                *dst = f32::from_le_bytes(src.try_into().expect("4 bytes"));
+            }
+        }
+    }
+    let model = Model::from_params(spec, params)?;
+    let actual = model.hash();
+    if actual.to_hex() != expected {
+        return Err(ExportError::HashMismatch { expected, actual });
+    }
+    Ok(model)
+}
+
+/// Writes [`to_safetensors`] to `path`.
+pub fn save_safetensors(model: &Model, path: &Path) -> Result<(), ExportError> {
+    let bytes = to_safetensors(model)?;
+    std::fs::write(path, bytes)
+        .map_err(|source| ExportError::Io { path: path.to_path_buf(), source })
+}
+
+/// Reads a model written by [`save_safetensors`].
+pub fn load_safetensors(path: &Path) -> Result<Model, ExportError> {
+    let bytes = std::fs::read(path)
+        .map_err(|source| ExportError::Io { path: path.to_path_buf(), source })?;
+    from_safetensors(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Activation;
+
+    #[test]
+    fn round_trip_keeps_the_hash() {
+        let model = Model::new(ModelSpec::mlp(20, &[7, 5], 3, Activation::Sigmoid, 3)).unwrap();
+        let bytes = to_safetensors(&model).unwrap();
+        let back = from_safetensors(&bytes).unwrap();
+        assert_eq!(back.hash(), model.hash());
+        assert_eq!(back, model);
+    }
+}

@@ -1,0 +1,390 @@
+//! One PoUW training iteration (SPEC section 4) and the plain SGD step it is compared with.
+//!
+//! [`TrainState::iterate`] runs, on the state `(model w, residual R, velocity v)`:
+//! 1. check the batch and every peer-map index (an error leaves the state untouched);
+//! 2. apply the peer maps in the order given, each entry in order, as a plain SGD step:
+//!    `w_j = w_j - lr * s` with `s = +tau` if bit 31 is set, `-tau` if not (`j` = bits 0–30);
+//! 3. forward and backward on the batch: gradient `g` of the batch-mean loss;
+//! 4. `R_j = R_j + g_j` for every `j`;
+//! 5. message map, ascending `j`: `R_j > tau` emits `j | 1<<31` (delta `+tau`), `R_j < -tau`
+//!    emits `j` (delta `-tau`); NaN never emits;
+//! 6. `R_j = R_j - delta_j` for each emitted `j`;
+//! 7. local update with the deltas `d` (`d_j = ±tau` if emitted, `0` otherwise) as the gradient
+//!    of SGD with momentum: `v_j = mu * v_j + d_j; w_j = w_j - lr * v_j` for every `j` (each
+//!    product and sum rounded separately, never fused). With `mu = 0` the velocity is not state
+//!    (empty vector) and only emitted coordinates change: `w_j = w_j - lr * d_j`, the same bits
+//!    as the dense rule (`0 * v + 0 = +0` and `w - lr * +0 = w`);
+//! 8. loss and accuracy: from the forward pass of step 3, i.e. of the model after the peer
+//!    updates and before the local update. (The paper's code ran a second forward pass after
+//!    the update; measuring on the pass we already have saves a third of the iteration's work
+//!    and reports the loss of the model the gradient was taken on.)
+//!
+//! The sign convention of step 2/5 follows the paper's code: bit 31 set = `+tau` = the
+//! residual (accumulated gradient) was positive, so the parameter *decreases*.
+
+use crate::{
+    batch::{Batch, BatchError},
+    hash::{self, Digest},
+    kernels::Exec,
+    model::{Metrics, Model},
+    spec::{OptimizerSpec, SpecError},
+};
+
+/// Bit 31 of a map entry: the sign (set = `+tau`).
+pub const MAP_SIGN_BIT: u32 = 1 << 31;
+/// Bits 0–30 of a map entry: the flat parameter index.
+pub const MAP_INDEX_MASK: u32 = MAP_SIGN_BIT - 1;
+
+/// Packs a map entry.
+pub fn pack_entry(index: u32, positive: bool) -> u32 {
+    debug_assert!(index <= MAP_INDEX_MASK);
+    index | if positive { MAP_SIGN_BIT } else { 0 }
+}
+
+/// Unpacks a map entry into `(index, positive)`.
+pub fn unpack_entry(entry: u32) -> (u32, bool) {
+    (entry & MAP_INDEX_MASK, entry & MAP_SIGN_BIT != 0)
+}
+
+/// Why an iteration could not run. The state is unchanged when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IterationError {
+    /// The batch does not fit the model.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// A peer map addresses a parameter that does not exist.
+    #[error("peer map {map}, entry {entry}: index {index} out of range ({params} parameters)")]
+    PeerIndex {
+        /// Position of the map in the list given.
+        map: usize,
+        /// Position of the entry in that map.
+        entry: usize,
+        /// The index.
+        index: u32,
+        /// The model's parameter count.
+        params: usize,
+    },
+    /// State vectors of the wrong length or a bad optimizer.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+}
+
+/// What one iteration produced: the fields of IT_RES the engine computes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IterationOutput {
+    /// Hash of the model before step 2.
+    pub start_model_hash: Digest,
+    /// Hash of residual and velocity before step 2.
+    pub start_residual_hash: Digest,
+    /// [`Batch::hash`].
+    pub batch_hash: Digest,
+    /// The message map: packed entries in ascending index order.
+    pub map: Vec<u32>,
+    /// [`hash::map_hash`] of `map`.
+    pub map_hash: Digest,
+    /// Batch loss, `f32` bits.
+    pub loss_bits: u32,
+    /// Batch accuracy, `f32` bits.
+    pub accuracy_bits: u32,
+    /// Hash of the model after step 7.
+    pub end_model_hash: Digest,
+    /// Hash of residual and velocity after step 7 (the next iteration's start).
+    pub end_residual_hash: Digest,
+}
+
+impl IterationOutput {
+    /// The loss as `f32`.
+    pub fn loss(&self) -> f32 {
+        f32::from_bits(self.loss_bits)
+    }
+
+    /// The accuracy as `f32`.
+    pub fn accuracy(&self) -> f32 {
+        f32::from_bits(self.accuracy_bits)
+    }
+}
+
+/// A miner's training state: model, gradient residual and optimizer velocity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainState {
+    model: Model,
+    optimizer: OptimizerSpec,
+    residual: Vec<f32>,
+    /// Momentum buffer; empty when `optimizer.momentum == 0` (then it is not state).
+    velocity: Vec<f32>,
+}
+
+impl TrainState {
+    /// Fresh state: residual and velocity `+0.0`.
+    pub fn new(model: Model, optimizer: OptimizerSpec) -> Result<Self, SpecError> {
+        optimizer.validate()?;
+        let n = model.param_count();
+        let velocity = if optimizer.momentum == 0.0 { Vec::new() } else { vec![0.0; n] };
+        Ok(Self { model, optimizer, residual: vec![0.0; n], velocity })
+    }
+
+    /// State from its parts (e.g. a verifier's start model and residual).
+    pub fn from_parts(
+        model: Model,
+        optimizer: OptimizerSpec,
+        residual: Vec<f32>,
+        velocity: Vec<f32>,
+    ) -> Result<Self, SpecError> {
+        optimizer.validate()?;
+        let n = model.param_count();
+        let vn = if optimizer.momentum == 0.0 { 0 } else { n };
+        if residual.len() != n {
+            return Err(SpecError::ParamCount { expected: n, actual: residual.len() });
+        }
+        if velocity.len() != vn {
+            return Err(SpecError::ParamCount { expected: vn, actual: velocity.len() });
+        }
+        Ok(Self { model, optimizer, residual, velocity })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The optimizer.
+    pub fn optimizer(&self) -> &OptimizerSpec {
+        &self.optimizer
+    }
+
+    /// The gradient residual `R`.
+    pub fn residual(&self) -> &[f32] {
+        &self.residual
+    }
+
+    /// The velocity (empty when momentum is 0).
+    pub fn velocity(&self) -> &[f32] {
+        &self.velocity
+    }
+
+    /// Takes the model out.
+    pub fn into_model(self) -> Model {
+        self.model
+    }
+
+    /// [`hash::residual_hash`] of residual and velocity.
+    pub fn residual_hash(&self) -> Digest {
+        hash::residual_hash(&self.residual, &self.velocity)
+    }
+
+    /// One PoUW iteration (steps in the module docs). `peer_maps` are applied in the order given.
+    pub fn iterate(
+        &mut self,
+        exec: Exec,
+        batch: &Batch,
+        peer_maps: &[&[u32]],
+    ) -> Result<IterationOutput, IterationError> {
+        let layout = self.model.layout();
+        batch.validate(layout.inputs, layout.classes as u32)?;
+        let params = self.model.param_count();
+        for (m, map) in peer_maps.iter().enumerate() {
+            for (e, &entry) in map.iter().enumerate() {
+                let (index, _) = unpack_entry(entry);
+                if index as usize >= params {
+                    return Err(IterationError::PeerIndex { map: m, entry: e, index, params });
+                }
+            }
+        }
+        let start_model_hash = self.model.hash();
+        let start_residual_hash = self.residual_hash();
+        let batch_hash = batch.hash();
+
+        // 2. peer updates.
+        let lr = self.optimizer.learning_rate;
+        let tau = self.optimizer.tau;
+        let w = self.model.params_mut();
+        for map in peer_maps {
+            for &entry in *map {
+                let (j, positive) = unpack_entry(entry);
+                let d = if positive { tau } else { -tau };
+                let j = j as usize;
+                w[j] -= lr * d;
+            }
+        }
+
+        // 3. gradient (and step-8 metrics from the same forward pass).
+        let mut g = vec![0.0f32; params];
+        let metrics = self.model.gradient(exec, batch, &mut g);
+
+        // 4–6. residual, message map, residual minus emitted.
+        let mut map = Vec::new();
+        for (j, (r, &gj)) in self.residual.iter_mut().zip(&g).enumerate() {
+            *r += gj;
+            if *r > tau {
+                *r -= tau;
+                map.push(pack_entry(j as u32, true));
+            } else if *r < -tau {
+                *r -= -tau;
+                map.push(pack_entry(j as u32, false));
+            }
+        }
+
+        // 7. local update.
+        self.apply_local(&map);
+
+        Ok(IterationOutput {
+            start_model_hash,
+            start_residual_hash,
+            batch_hash,
+            map_hash: hash::map_hash(&map),
+            map,
+            loss_bits: metrics.loss.to_bits(),
+            accuracy_bits: metrics.accuracy().to_bits(),
+            end_model_hash: self.model.hash(),
+            end_residual_hash: self.residual_hash(),
+        })
+    }
+
+    /// Step 7: the emitted deltas as the gradient of SGD with momentum.
+    fn apply_local(&mut self, map: &[u32]) {
+        let lr = self.optimizer.learning_rate;
+        let tau = self.optimizer.tau;
+        let mu = self.optimizer.momentum;
+        let w = self.model.params_mut();
+        if self.velocity.is_empty() {
+            // mu = 0: sparse, bit-identical to the dense rule below.
+            for &entry in map {
+                let (j, positive) = unpack_entry(entry);
+                let d = if positive { tau } else { -tau };
+                w[j as usize] -= lr * d;
+            }
+        } else {
+            let mut entries = map.iter().map(|&e| unpack_entry(e)).peekable();
+            for (j, (wj, vj)) in w.iter_mut().zip(&mut self.velocity).enumerate() {
+                let d = match entries.peek() {
+                    Some(&(i, positive)) if i as usize == j => {
+                        entries.next();
+                        if positive {
+                            tau
+                        } else {
+                            -tau
+                        }
+                    }
+                    _ => 0.0,
+                };
+                *vj = mu * *vj + d;
+                *wj -= lr * *vj;
+            }
+        }
+    }
+
+    /// A plain (non-PoUW) SGD-with-momentum step on the batch gradient, for comparison:
+    /// `v = mu * v + g; w = w - lr * v` (with `mu = 0`: `w = w - lr * g`). The residual is
+    /// untouched. Returns the batch metrics of the forward pass.
+    pub fn sgd_step(&mut self, exec: Exec, batch: &Batch) -> Result<Metrics, IterationError> {
+        let layout = self.model.layout();
+        batch.validate(layout.inputs, layout.classes as u32)?;
+        let mut g = vec![0.0f32; self.model.param_count()];
+        let metrics = self.model.gradient(exec, batch, &mut g);
+        let lr = self.optimizer.learning_rate;
+        let mu = self.optimizer.momentum;
+        let w = self.model.params_mut();
+        if self.velocity.is_empty() {
+            for (wj, &gj) in w.iter_mut().zip(&g) {
+                *wj -= lr * gj;
+            }
+        } else {
+            for ((wj, vj), &gj) in w.iter_mut().zip(&mut self.velocity).zip(&g) {
+                *vj = mu * *vj + gj;
+                *wj -= lr * *vj;
+            }
+        }
+        Ok(metrics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        rng::Rng,
+        spec::{Activation, ModelSpec},
+    };
+
+    fn setup(momentum: f32) -> (TrainState, Batch) {
+        let spec = ModelSpec::mlp(12, &[8], 3, Activation::Tanh, 5);
+        let opt =
+            OptimizerSpec { learning_rate: 0.5, momentum, tau: 0.01, batch_size: 4, epochs: 1 };
+        let mut rng = Rng::from_u64(9);
+        let x: Vec<f32> = (0..4 * 12).map(|_| rng.next_f32()).collect();
+        let batch = Batch::new(x, vec![0, 1, 2, 1], 12).unwrap();
+        (TrainState::new(Model::new(spec).unwrap(), opt).unwrap(), batch)
+    }
+
+    #[test]
+    fn sparse_update_matches_dense_definition() {
+        let (mut s, batch) = setup(0.0);
+        let (mut dense, _) = setup(0.0);
+        for _ in 0..5 {
+            let out = s.iterate(Exec::SINGLE, &batch, &[]).unwrap();
+            // Dense reference: v = 0*v + d; w = w - lr*v over every coordinate.
+            let mut g = vec![0.0; dense.model.param_count()];
+            dense.model.gradient(Exec::SINGLE, &batch, &mut g);
+            let (lr, tau) = (dense.optimizer.learning_rate, dense.optimizer.tau);
+            let mut d = vec![0.0f32; g.len()];
+            for (j, (r, gj)) in dense.residual.iter_mut().zip(&g).enumerate() {
+                *r += gj;
+                if *r > tau {
+                    d[j] = tau;
+                } else if *r < -tau {
+                    d[j] = -tau;
+                }
+                *r -= d[j];
+            }
+            let v_old = 0.0f32;
+            for (w, dj) in dense.model.params_mut().iter_mut().zip(&d) {
+                let v = 0.0 * v_old + dj;
+                *w -= lr * v;
+            }
+            assert_eq!(out.end_model_hash, dense.model.hash());
+            assert_eq!(s.residual, dense.residual);
+        }
+    }
+
+    #[test]
+    fn map_is_sorted_and_residual_bounded() {
+        let (mut s, batch) = setup(0.9);
+        for _ in 0..5 {
+            let out = s.iterate(Exec::SINGLE, &batch, &[]).unwrap();
+            assert!(!out.map.is_empty());
+            assert!(out.map.iter().all(|&e| unpack_entry(e).0 < s.model.param_count() as u32));
+            let idx: Vec<u32> = out.map.iter().map(|&e| unpack_entry(e).0).collect();
+            assert!(idx.windows(2).all(|p| p[0] < p[1]));
+            let tau = s.optimizer.tau;
+            for (j, &r) in s.residual.iter().enumerate() {
+                if idx.binary_search(&(j as u32)).is_err() {
+                    assert!(r.abs() <= tau, "unsent residual {r} above tau");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_peer_index_is_an_error_and_changes_nothing() {
+        let (mut s, batch) = setup(0.0);
+        let before = s.clone();
+        let bad = [pack_entry(s.model.param_count() as u32, true)];
+        let err = s.iterate(Exec::SINGLE, &batch, &[&[1, 2], &bad]).unwrap_err();
+        assert!(matches!(err, IterationError::PeerIndex { map: 1, entry: 0, .. }));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn peer_update_sign_convention() {
+        let (mut s, batch) = setup(0.0);
+        let w0 = s.model.params()[3];
+        let mut t = s.clone();
+        let (lr, tau) = (s.optimizer.learning_rate, s.optimizer.tau);
+        // Apply the peer entry only (the gradient part is the same in both runs).
+        s.iterate(Exec::SINGLE, &batch, &[&[pack_entry(3, true)]]).unwrap();
+        t.model.params_mut()[3] = w0 - lr * tau;
+        t.iterate(Exec::SINGLE, &batch, &[]).unwrap();
+        assert_eq!(s.model.params(), t.model.params());
+    }
+}

@@ -1,0 +1,333 @@
+//! The client's task file (TOML): what to train, on which data, with whom, for how much.
+//!
+//! Every field is documented with an example in `docs/task-file.md`; `tasks/mnist-mlp.toml` is
+//! the default task. Unknown fields are errors; errors name the file and the field.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::{
+    dataset::{Dataset, DatasetError},
+    spec::{ModelSpec, OptimizerSpec, SpecError},
+};
+
+/// A parsed, validated task file. Dataset paths are resolved against the file's directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFile {
+    /// A human-readable name.
+    #[serde(default)]
+    pub name: String,
+    /// The model.
+    pub model: ModelSpec,
+    /// The optimizer.
+    pub optimizer: OptimizerSpec,
+    /// The data.
+    pub dataset: DatasetSpec,
+    /// Workers wanted.
+    #[serde(default)]
+    pub workers: WorkersSpec,
+    /// Fee and deadlines.
+    #[serde(default)]
+    pub payment: PaymentSpec,
+}
+
+/// Dataset file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatasetFormat {
+    /// IDX image + label files (MNIST), raw or gzip.
+    Idx,
+    /// One CSV file, label first.
+    Csv,
+}
+
+/// `[dataset]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    /// `idx` or `csv`.
+    pub format: DatasetFormat,
+    /// IDX image file (format `idx`), relative to the task file.
+    #[serde(default)]
+    pub images: Option<PathBuf>,
+    /// IDX label file (format `idx`), relative to the task file.
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+    /// CSV file (format `csv`), relative to the task file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Number of equal segments (default 10).
+    #[serde(default = "default_segments")]
+    pub segments: u32,
+    /// Fraction of segments withheld for testing (default 0.3).
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+    /// Fraction of segments for validation (default 0).
+    #[serde(default)]
+    pub validation_fraction: f64,
+}
+
+fn default_segments() -> u32 {
+    10
+}
+fn default_test_fraction() -> f64 {
+    0.3
+}
+
+/// `[workers]`: how many of each role the task wants, and what they must offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkersSpec {
+    /// Miners training the model (default 3).
+    pub miners: u32,
+    /// Supervisors recording the messages (default 3).
+    pub supervisors: u32,
+    /// Evaluators testing the final models (default 3).
+    pub evaluators: u32,
+    /// Only workers with a GPU (default false).
+    pub needs_gpu: bool,
+}
+
+impl Default for WorkersSpec {
+    fn default() -> Self {
+        Self { miners: 3, supervisors: 3, evaluators: 3, needs_gpu: false }
+    }
+}
+
+/// `[payment]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentSpec {
+    /// The fee, in coins as a decimal string (at most 8 decimals; default "0").
+    pub fee: Coins,
+    /// Blocks after registration by which training must end (default 10000).
+    pub deadline_blocks: u64,
+}
+
+impl Default for PaymentSpec {
+    fn default() -> Self {
+        Self { fee: Coins(0), deadline_blocks: 10_000 }
+    }
+}
+
+/// An amount in base units (10^8 per coin), written in files as a decimal string of coins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Coins(pub u64);
+
+/// Base units per coin.
+pub const BASE_UNITS_PER_COIN: u64 = 100_000_000;
+
+impl FromStr for Coins {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not an amount of coins (e.g. \"12.5\", at most 8 decimals)");
+        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+        let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty()
+            || !digits(whole)
+            || !digits(frac)
+            || frac.len() > 8
+            || (s.contains('.') && frac.is_empty())
+        {
+            return Err(bad());
+        }
+        let whole: u64 = whole.parse().map_err(|_| bad())?;
+        let frac_units: u64 = format!("{frac:0<8}").parse().map_err(|_| bad())?;
+        whole
+            .checked_mul(BASE_UNITS_PER_COIN)
+            .and_then(|w| w.checked_add(frac_units))
+            .map(Self)
+            .ok_or_else(bad)
+    }
+}
+
+impl fmt::Display for Coins {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (w, r) = (self.0 / BASE_UNITS_PER_COIN, self.0 % BASE_UNITS_PER_COIN);
+        if r == 0 {
+            write!(f, "{w}")
+        } else {
+            let frac = format!("{r:08}");
+            write!(f, "{w}.{}", frac.trim_end_matches('0'))
+        }
+    }
+}
+
+impl Serialize for Coins {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Coins {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why a task file is not usable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown field, a missing field or a wrong type (the message gives the
+    /// line and the key).
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: Box<toml::de::Error>,
+    },
+    /// A field with a value out of range.
+    #[error("{}: field `{field}`: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Dotted field name, e.g. `optimizer.tau`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The dataset could not be loaded.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+}
+
+impl TaskFile {
+    /// Reads, parses and validates a task file; dataset paths are made relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, TaskError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| TaskError::Io { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` names the file in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, TaskError> {
+        let mut task: Self = toml::from_str(text)
+            .map_err(|e| TaskError::Parse { path: path.to_path_buf(), source: Box::new(e) })?;
+        task.validate(path)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for p in [&mut task.dataset.images, &mut task.dataset.labels, &mut task.dataset.path]
+            .into_iter()
+            .flatten()
+        {
+            *p = base.join(&*p);
+        }
+        Ok(task)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), TaskError> {
+        let invalid = |field: &str, reason: String| TaskError::Invalid {
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            reason,
+        };
+        self.model.layout().map_err(|e| invalid("model", e.to_string()))?;
+        if let Err(e) = self.optimizer.validate() {
+            let field = match &e {
+                SpecError::Optimizer(m) => m.split(' ').next().unwrap_or(""),
+                _ => "",
+            };
+            return Err(invalid(&format!("optimizer.{field}"), e.to_string()));
+        }
+        let d = &self.dataset;
+        match d.format {
+            DatasetFormat::Idx => {
+                if d.images.is_none() {
+                    return Err(invalid("dataset.images", "required when format = \"idx\"".into()));
+                }
+                if d.labels.is_none() {
+                    return Err(invalid("dataset.labels", "required when format = \"idx\"".into()));
+                }
+                if d.path.is_some() {
+                    return Err(invalid("dataset.path", "only for format = \"csv\"".into()));
+                }
+            }
+            DatasetFormat::Csv => {
+                if d.path.is_none() {
+                    return Err(invalid("dataset.path", "required when format = \"csv\"".into()));
+                }
+                if d.images.is_some() || d.labels.is_some() {
+                    return Err(invalid("dataset.images", "only for format = \"idx\"".into()));
+                }
+            }
+        }
+        if d.segments == 0 {
+            return Err(invalid("dataset.segments", "must be at least 1".into()));
+        }
+        crate::dataset::Split::new(
+            &[0; 32],
+            d.segments as usize,
+            d.test_fraction,
+            d.validation_fraction,
+        )
+        .map_err(|e| invalid("dataset.test_fraction", e.to_string()))?;
+        if self.workers.miners == 0 {
+            return Err(invalid("workers.miners", "must be at least 1".into()));
+        }
+        if self.payment.deadline_blocks == 0 {
+            return Err(invalid("payment.deadline_blocks", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Loads the dataset the task names and checks it fits the model's input.
+    pub fn load_dataset(&self) -> Result<Dataset, TaskError> {
+        let d = &self.dataset;
+        let classes = self.model.classes;
+        let data = match d.format {
+            DatasetFormat::Idx => Dataset::load_idx(
+                d.images.as_deref().expect("validated"),
+                d.labels.as_deref().expect("validated"),
+                classes,
+            )?,
+            DatasetFormat::Csv => {
+                Dataset::load_csv(d.path.as_deref().expect("validated"), classes)?
+            }
+        };
+        let width: usize = self.model.input_shape.iter().map(|&x| x as usize).product();
+        if data.width() != width {
+            return Err(TaskError::Invalid {
+                path: data.source().to_path_buf(),
+                field: "model.input_shape".into(),
+                reason: format!(
+                    "the model takes {width} features per sample, the dataset has {} (shape {:?})",
+                    data.width(),
+                    data.sample_shape()
+                ),
+            });
+        }
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coins_parse_and_print() {
+        assert_eq!("12.5".parse::<Coins>().unwrap(), Coins(1_250_000_000));
+        assert_eq!("0.00000001".parse::<Coins>().unwrap(), Coins(1));
+        assert_eq!(Coins(1_250_000_000).to_string(), "12.5");
+        for bad in ["", ".5", "1.", "1.123456789", "-1", "1e3", "99999999999999999999"] {
+            assert!(bad.parse::<Coins>().is_err(), "{bad}");
+        }
+    }
+}

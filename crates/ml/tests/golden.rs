@@ -1,0 +1,170 @@
+//! Golden test: fixed models, batches and peer updates give checked-in bits, on 1, 2 and 4
+//! threads. These constants are the consensus contract: if one changes, every node that
+//! replays an iteration disagrees with every node that did not change. `scripts/qemu-golden.sh`
+//! runs this binary under `qemu-x86_64 -cpu Nehalem` (no AVX, no FMA) as well.
+
+use std::path::Path;
+
+use pouw_ml::{
+    pack_entry, Activation, Batch, Dataset, Exec, Init, IterationOutput, LayerSpec, Model,
+    ModelSpec, OptimizerSpec, Rng, TrainState,
+};
+
+/// What a golden case pins: per iteration (map hash, end model hash, loss bits, accuracy bits),
+/// and the final residual hash.
+struct Expected {
+    iterations: &'static [(&'static str, &'static str, u32, u32)],
+    final_residual: &'static str,
+}
+
+fn random_batch(rng: &mut Rng, rows: usize, width: usize, classes: u64) -> Batch {
+    let x = (0..rows * width).map(|_| rng.uniform_sym(1.5)).collect();
+    let y = (0..rows).map(|_| rng.below(classes) as u32).collect();
+    Batch::new(x, y, width).unwrap()
+}
+
+fn random_map(rng: &mut Rng, params: usize, len: usize) -> Vec<u32> {
+    (0..len).map(|_| pack_entry(rng.below(params as u64) as u32, rng.below(2) == 1)).collect()
+}
+
+/// Three chained iterations with peer updates between them.
+fn run_case(
+    exec: Exec,
+    spec: &ModelSpec,
+    opt: OptimizerSpec,
+    batches: &[Batch],
+) -> (Vec<IterationOutput>, String) {
+    let model = Model::new(spec.clone()).unwrap();
+    let params = model.param_count();
+    let mut state = TrainState::new(model, opt).unwrap();
+    let mut rng = Rng::from_u64(0xBEEF);
+    let mut outs = Vec::new();
+    for batch in batches {
+        let p1 = random_map(&mut rng, params, 40);
+        let p2 = random_map(&mut rng, params, 7);
+        let out = state.iterate(exec, batch, &[&p1, &p2]).unwrap();
+        assert_eq!(
+            out.start_residual_hash,
+            outs.last().map_or(out.start_residual_hash, |o: &IterationOutput| o.end_residual_hash)
+        );
+        outs.push(out);
+    }
+    (outs, state.residual_hash().to_hex())
+}
+
+fn check(
+    name: &str,
+    spec: ModelSpec,
+    opt: OptimizerSpec,
+    batches: Vec<Batch>,
+    expected: &Expected,
+) {
+    for threads in [1, 2, 4] {
+        let (outs, residual) = run_case(Exec::new(threads), &spec, opt, &batches);
+        let got: Vec<(String, String, u32, u32)> = outs
+            .iter()
+            .map(|o| (o.map_hash.to_hex(), o.end_model_hash.to_hex(), o.loss_bits, o.accuracy_bits))
+            .collect();
+        let want: Vec<(String, String, u32, u32)> = expected
+            .iterations
+            .iter()
+            .map(|&(m, h, l, a)| (m.to_string(), h.to_string(), l, a))
+            .collect();
+        assert_eq!(got, want, "{name}: iteration outputs differ on {threads} thread(s)");
+        assert_eq!(
+            residual, expected.final_residual,
+            "{name}: residual differs on {threads} thread(s)"
+        );
+    }
+}
+
+#[test]
+fn golden_mixed_activations_momentum() {
+    let spec = ModelSpec {
+        input_shape: vec![7, 9],
+        layers: vec![
+            LayerSpec::Dense { units: 40, activation: Activation::Relu },
+            LayerSpec::Dense { units: 24, activation: Activation::Tanh },
+            LayerSpec::Dense { units: 16, activation: Activation::Sigmoid },
+            LayerSpec::Dense { units: 5, activation: Activation::None },
+        ],
+        classes: 5,
+        init: Init::He,
+        seed: 2024,
+    };
+    let opt =
+        OptimizerSpec { learning_rate: 0.1, momentum: 0.9, tau: 0.002, batch_size: 16, epochs: 1 };
+    let mut rng = Rng::from_u64(17);
+    let batches = (0..3).map(|_| random_batch(&mut rng, 16, 63, 5)).collect();
+    check("mixed", spec, opt, batches, &MIXED);
+}
+
+#[test]
+fn golden_mnist_mlp() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist");
+    let data = Dataset::load_idx(
+        &root.join("mnist-10k-images-idx3-ubyte.gz"),
+        &root.join("mnist-10k-labels-idx1-ubyte.gz"),
+        10,
+    )
+    .unwrap();
+    assert_eq!(data.len(), 10_000);
+    let segments = data.segments(10).unwrap();
+    assert_eq!(data.segment_hash(&segments[0]).to_hex(), SEGMENT0);
+    let spec = ModelSpec::mlp(784, &[128], 10, Activation::Relu, 1);
+    let opt =
+        OptimizerSpec { learning_rate: 0.3, momentum: 0.0, tau: 0.01, batch_size: 32, epochs: 1 };
+    let batches =
+        (0..3u32).map(|b| data.gather(&(b * 32..(b + 1) * 32).collect::<Vec<_>>())).collect();
+    check("mnist", spec, opt, batches, &MNIST);
+}
+
+const SEGMENT0: &str = "203b9b6e8332823836f3ada75c73f81921fe03e7104b1631e478db264730b63e";
+
+const MIXED: Expected = Expected {
+    iterations: &[
+        (
+            "6e2e2b945e89d5d46ce2469d53db39449ffd4bf8f3bf63ef5b70f2aee597cdf0",
+            "7e461f83861834b89358bf87e06cf4c1729eef2d3ed0ffeddc76141166f76f45",
+            1073479023,
+            1044381696,
+        ),
+        (
+            "402d5050585c28add96cfaebe069df1d9a09a8386828f1e8d0dde3351eb10604",
+            "7fefe24d9aede9ed4fbc0e28d720ac5ea74373c5d406569234eb6b845861f69b",
+            1071949641,
+            1040187392,
+        ),
+        (
+            "67114af9e28d428fd57321d40d38d21be8417dc7700a7c5b3e9a99b1b3f52dac",
+            "718ef2584d196ab47bd0f15a8ba415245ef12fab5a35d9775dde133ca08c32f8",
+            1072790807,
+            1052770304,
+        ),
+    ],
+    final_residual: "114c62258c3dba54e97bf5f0dccc4c637ddc881040fa6f2358aa4ad6727d7272",
+};
+
+const MNIST: Expected = Expected {
+    iterations: &[
+        (
+            "4667207fb71facc4294b6d83a4b911e758a6571e8569e850422eae559addb6af",
+            "405c9a7ce318283d813b84042229759918f5ea668f34cef4b1d5caf63e1b2f40",
+            1075155703,
+            1040187392,
+        ),
+        (
+            "85c8986a5effab24648683085ac9cdf65aa02383d57ec18449b4cb04f24e3c07",
+            "1947c3598383d84982ed5c91024df3b9ee885a161e0423c46f5cbc9663507a31",
+            1075034457,
+            1046478848,
+        ),
+        (
+            "5c71f20f1f545c361476109b728c0e6363b1452fc8ff54b154aa511d644cb01f",
+            "1e77aea67aef0ffa2e5de881ec93f42158589206f9e7a8b68cdda0d0a45a07a1",
+            1074997503,
+            1040187392,
+        ),
+    ],
+    final_residual: "e45a51ef5a3b781d7ee4f3ed2fabcdeff9a1f7dcc96c9d1325b19473f4a3432c",
+};
