@@ -8,7 +8,8 @@
 //!
 //! Loops, outermost first: `k` in blocks of [`KC`] (partial sums go through `C`, exactly), pack
 //! every `V` panel of the block (`NR` lanes per `p`, zero-padded), `S` in blocks of [`MC`]
-//! rows (kept in L2), `V` panels, `S` tiles of [`MR`] rows, then the tile kernel.
+//! rows (kept in L2, packed as runs of `MR` rows when enough panels reuse them), `V` panels,
+//! `S` tiles of [`MR`] rows, then the tile kernel.
 
 use std::cell::RefCell;
 
@@ -77,8 +78,8 @@ struct Problem<'a> {
 unsafe impl Sync for Problem<'_> {}
 
 thread_local! {
-    /// Packed `V` panels, reused across calls on this thread.
-    static PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Packed `V` panels and `S` micro-panels, reused across calls on this thread.
+    static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Rough cycle count of one orientation: multiply-adds (padding lanes included), packing `V`
@@ -181,37 +182,49 @@ fn run_oriented(
 
 /// Outputs `[s0, s1) × [v0, v1)` of `p`, on this thread.
 fn block(p: &Problem<'_>, s0: usize, s1: usize, v0: usize, v1: usize) {
-    PACK.with(|buf| {
-        let mut buf = buf.borrow_mut();
+    PACK.with(|bufs| {
+        let (vbuf, sbuf) = &mut *bufs.borrow_mut();
         let npanels = (v1 - v0).div_ceil(NR);
+        // Packing S into tile-ordered runs costs about one more pass over S; it pays when several
+        // V panels reuse it, or when S's rows would alias in L1 (long strides).
+        let pack_s = npanels >= 3 || (p.s_st.ps != 1 && npanels >= 2);
         let mut pc = 0;
         while pc < p.k {
             let kb = KC.min(p.k - pc);
             let panel_len = kb * NR;
-            let need = npanels * panel_len + NR;
-            if buf.len() < need {
-                buf.resize(need, 0.0);
-            }
-            // Start on a 64-byte boundary: every panel row is then one aligned cache line.
-            let off = buf.as_ptr().align_offset(64).min(NR);
-            let packed = &mut buf[off..off + npanels * panel_len];
-            for (jp, dst) in packed.chunks_exact_mut(panel_len).enumerate() {
+            let vpacked = aligned(vbuf, npanels * panel_len);
+            for (jp, dst) in vpacked.chunks_exact_mut(panel_len).enumerate() {
                 let lane0 = v0 + jp * NR;
                 pack_panel(p.v, p.v_st, lane0, NR.min(v1 - lane0), pc, kb, dst);
             }
             let mut ic = s0;
             while ic < s1 {
                 let ie = (ic + MC).min(s1);
-                for (jp, panel) in packed.chunks_exact(panel_len).enumerate() {
+                let spacked = if pack_s {
+                    let sp = aligned(sbuf, (ie - ic).div_ceil(MR) * MR * kb);
+                    pack_rows(p.s, p.s_st, ic, ie, pc, kb, sp);
+                    Some(&*sp)
+                } else {
+                    None
+                };
+                for (jp, panel) in vpacked.chunks_exact(panel_len).enumerate() {
                     let lane0 = v0 + jp * NR;
                     let mut i = ic;
                     while i < ie {
                         let rows = MR.min(ie - i);
+                        let (s, s_rs, s_ps) = match spacked {
+                            Some(sp) => (sp[(i - ic) * kb..].as_ptr(), 1, MR),
+                            None => (
+                                p.s[i * p.s_st.rs + pc * p.s_st.ps..].as_ptr(),
+                                p.s_st.rs,
+                                p.s_st.ps,
+                            ),
+                        };
                         let t = Tile {
                             k: kb,
-                            s: p.s[i * p.s_st.rs + pc * p.s_st.ps..].as_ptr(),
-                            s_rs: p.s_st.rs,
-                            s_ps: p.s_st.ps,
+                            s,
+                            s_rs,
+                            s_ps,
                             v: panel.as_ptr(),
                             out: p.out.wrapping_add(i * p.o_s + lane0 * p.o_v),
                             o_s: p.o_s,
@@ -219,12 +232,13 @@ fn block(p: &Problem<'_>, s0: usize, s1: usize, v0: usize, v1: usize) {
                             nv: NR.min(v1 - lane0),
                             accumulate: pc > 0,
                         };
-                        // SAFETY: rows `i..i + rows < ns` and `p` in `pc..pc + kb <= k` of S lie
-                        // in `p.s` (its length is `ns × k`, checked at the public entry); the
-                        // panel holds `kb × NR` values; outputs `(i + r, lane0 + l)` with
-                        // `l < nv` lie in C (`ns × nv` elements) and in this thread's block
-                        // `[s0, s1) × [v0, v1)`, which no other thread touches; `p.tile`
-                        // matches an instruction set checked by `Isa::is_available`.
+                        // SAFETY: S rows `i..i + rows` and `p` in `pc..pc + kb` lie in `p.s`
+                        // (length `ns × k`, checked at the public entry) or in the packed run of
+                        // this tile (`kb × MR` values); the panel holds `kb × NR` values;
+                        // outputs `(i + r, lane0 + l)` with `l < nv` lie in C (`ns × nv`
+                        // elements) and in this thread's block `[s0, s1) × [v0, v1)`, which no
+                        // other thread touches; `p.tile` matches an instruction set checked by
+                        // `Isa::is_available`.
                         unsafe { (p.tile)(rows, &t) };
                         i += rows;
                     }
@@ -234,6 +248,37 @@ fn block(p: &Problem<'_>, s0: usize, s1: usize, v0: usize, v1: usize) {
             pc += kb;
         }
     });
+}
+
+/// The first `len` values of `buf` from a 64-byte boundary (grown as needed).
+fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len + NR {
+        buf.resize(len + NR, 0.0);
+    }
+    let off = buf.as_ptr().align_offset(64).min(NR);
+    &mut buf[off..off + len]
+}
+
+/// Packs rows `i0..i1` of `S` for `p` in `pc..pc + kb` as runs of [`MR`] rows: row `i` lands at
+/// `dst[(i - i0) / MR · kb · MR + q · MR + (i - i0) % MR]`. Padding rows are left as they are
+/// (never read: a short tile reads only its rows).
+fn pack_rows(s: &[f32], st: Strides, i0: usize, i1: usize, pc: usize, kb: usize, dst: &mut [f32]) {
+    for (t, run) in dst.chunks_exact_mut(kb * MR).enumerate() {
+        let r0 = i0 + t * MR;
+        let rows = MR.min(i1 - r0);
+        if st.rs == 1 && rows == MR {
+            // MR rows contiguous for each p (Aᵀ stored [k×m]): a copy per p.
+            for (q, dst) in run.chunks_exact_mut(MR).enumerate() {
+                dst.copy_from_slice(&s[(pc + q) * st.ps + r0..][..MR]);
+            }
+        } else {
+            for r in 0..rows {
+                for q in 0..kb {
+                    run[q * MR + r] = s[(r0 + r) * st.rs + (pc + q) * st.ps];
+                }
+            }
+        }
+    }
 }
 
 /// Packs lanes `lane0..lane0 + nvalid` of `V` for `p` in `pc..pc + kb` as `dst[q·NR + l]`,
