@@ -185,12 +185,12 @@ fn block(p: &Problem<'_>, s0: usize, s1: usize, v0: usize, v1: usize) {
     PACK.with(|bufs| {
         let (vbuf, sbuf) = &mut *bufs.borrow_mut();
         let npanels = (v1 - v0).div_ceil(NR);
-        // Packing S into tile-ordered runs costs about one more pass over S; it pays when several
-        // V panels reuse it, or when S's rows would alias in L1 (long strides).
-        let pack_s = npanels >= 3 || (p.s_st.ps != 1 && npanels >= 2);
+        let pack_s = should_pack_s(p.s_st, npanels);
+        // Equal blocks of at most KC: no short last block paying a tile's fixed costs.
+        let kc = p.k.div_ceil(p.k.div_ceil(KC));
         let mut pc = 0;
         while pc < p.k {
-            let kb = KC.min(p.k - pc);
+            let kb = kc.min(p.k - pc);
             let panel_len = kb * NR;
             let vpacked = aligned(vbuf, npanels * panel_len);
             for (jp, dst) in vpacked.chunks_exact_mut(panel_len).enumerate() {
@@ -201,7 +201,7 @@ fn block(p: &Problem<'_>, s0: usize, s1: usize, v0: usize, v1: usize) {
             while ic < s1 {
                 let ie = (ic + MC).min(s1);
                 let spacked = if pack_s {
-                    let sp = aligned(sbuf, (ie - ic).div_ceil(MR) * MR * kb);
+                    let sp = aligned(sbuf, tile_rows(ie - ic).count() * MR * kb);
                     pack_rows(p.s, p.s_st, ic, ie, pc, kb, sp);
                     Some(&*sp)
                 } else {
@@ -210,10 +210,9 @@ fn block(p: &Problem<'_>, s0: usize, s1: usize, v0: usize, v1: usize) {
                 for (jp, panel) in vpacked.chunks_exact(panel_len).enumerate() {
                     let lane0 = v0 + jp * NR;
                     let mut i = ic;
-                    while i < ie {
-                        let rows = MR.min(ie - i);
+                    for (t, rows) in tile_rows(ie - ic).enumerate() {
                         let (s, s_rs, s_ps) = match spacked {
-                            Some(sp) => (sp[(i - ic) * kb..].as_ptr(), 1, MR),
+                            Some(sp) => (sp[t * kb * MR..].as_ptr(), 1, MR),
                             None => (
                                 p.s[i * p.s_st.rs + pc * p.s_st.ps..].as_ptr(),
                                 p.s_st.rs,
@@ -250,6 +249,19 @@ fn block(p: &Problem<'_>, s0: usize, s1: usize, v0: usize, v1: usize) {
     });
 }
 
+/// Whether to pack `S` into tile-ordered runs, which costs about one more pass over `S`. Rows
+/// contiguous in `p` (A of `A·B`) are read in place unless their stride is near a multiple of
+/// 4 KiB, where the six rows of a tile would share an L1 set; strided `p` (Aᵀ) is packed once a
+/// second panel reuses it.
+fn should_pack_s(st: Strides, npanels: usize) -> bool {
+    if st.ps == 1 {
+        let offset = (st.rs * 4) % 4096;
+        npanels >= 3 && !(256..=4096 - 256).contains(&offset)
+    } else {
+        npanels >= 2
+    }
+}
+
 /// The first `len` values of `buf` from a 64-byte boundary (grown as needed).
 fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buf.len() < len + NR {
@@ -259,25 +271,50 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[off..off + len]
 }
 
-/// Packs rows `i0..i1` of `S` for `p` in `pc..pc + kb` as runs of [`MR`] rows: row `i` lands at
-/// `dst[(i - i0) / MR · kb · MR + q · MR + (i - i0) % MR]`. Padding rows are left as they are
-/// (never read: a short tile reads only its rows).
+/// Row counts of the tiles that cover `len` rows: sixes, but 7 to 9 last rows go as two tiles
+/// of 3 to 5 (a tile of `r` rows runs `2r` chains; eight keep both FMA pipes busy, two do not).
+fn tile_rows(len: usize) -> impl Iterator<Item = usize> {
+    let mut left = len;
+    std::iter::from_fn(move || {
+        let rows = match left {
+            0 => return None,
+            7..=9 => left - left / 2,
+            _ => MR.min(left),
+        };
+        left -= rows;
+        Some(rows)
+    })
+}
+
+/// Packs rows `i0..i1` of `S` for `p` in `pc..pc + kb`, one run of `kb × MR` values per tile of
+/// [`tile_rows`]: row `r` of tile `t` at `dst[t · kb · MR + q · MR + r]`. Rows past a short
+/// tile's count are left as they are (never read).
 fn pack_rows(s: &[f32], st: Strides, i0: usize, i1: usize, pc: usize, kb: usize, dst: &mut [f32]) {
-    for (t, run) in dst.chunks_exact_mut(kb * MR).enumerate() {
-        let r0 = i0 + t * MR;
-        let rows = MR.min(i1 - r0);
+    let mut r0 = i0;
+    for (run, rows) in dst.chunks_exact_mut(kb * MR).zip(tile_rows(i1 - i0)) {
         if st.rs == 1 && rows == MR {
             // MR rows contiguous for each p (Aᵀ stored [k×m]): a copy per p.
             for (q, dst) in run.chunks_exact_mut(MR).enumerate() {
                 dst.copy_from_slice(&s[(pc + q) * st.ps + r0..][..MR]);
             }
         } else {
-            for r in 0..rows {
-                for q in 0..kb {
-                    run[q * MR + r] = s[(r0 + r) * st.rs + (pc + q) * st.ps];
+            if st.ps == 1 && rows == MR {
+                // Rows contiguous in p (A stored [m×k]): six streams in, one out.
+                let src: [&[f32]; MR] = std::array::from_fn(|r| &s[(r0 + r) * st.rs + pc..][..kb]);
+                for (q, dst) in run.chunks_exact_mut(MR).enumerate() {
+                    for (d, src) in dst.iter_mut().zip(&src) {
+                        *d = src[q];
+                    }
+                }
+            } else {
+                for r in 0..rows {
+                    for q in 0..kb {
+                        run[q * MR + r] = s[(r0 + r) * st.rs + (pc + q) * st.ps];
+                    }
                 }
             }
         }
+        r0 += rows;
     }
 }
 
@@ -295,15 +332,30 @@ fn pack_panel(
     if st.rs == 1 {
         // Lanes contiguous (rows of a row-major B): a copy per p.
         for (q, row) in dst.chunks_exact_mut(NR).enumerate() {
-            let src = &v[(pc + q) * st.ps + lane0..][..nvalid];
-            row[..nvalid].copy_from_slice(src);
-            row[nvalid..].fill(0.0);
+            let src = &v[(pc + q) * st.ps + lane0..];
+            if nvalid == NR {
+                // Fixed length: a few vector moves, not a call to memcpy.
+                row.copy_from_slice(&src[..NR]);
+            } else {
+                row[..nvalid].copy_from_slice(&src[..nvalid]);
+                row[nvalid..].fill(0.0);
+            }
         }
     } else {
         // Lanes strided (a transpose): walk each lane's run of p.
-        for (l, lane) in (lane0..lane0 + nvalid).enumerate() {
-            for q in 0..kb {
-                dst[q * NR + l] = v[lane * st.rs + (pc + q) * st.ps];
+        if st.ps == 1 && nvalid == NR {
+            // Rows of Bᵀ contiguous in p: sixteen streams in, one out.
+            let src: [&[f32]; NR] = std::array::from_fn(|l| &v[(lane0 + l) * st.rs + pc..][..kb]);
+            for (q, row) in dst.chunks_exact_mut(NR).enumerate() {
+                for (d, src) in row.iter_mut().zip(&src) {
+                    *d = src[q];
+                }
+            }
+        } else {
+            for (l, lane) in (lane0..lane0 + nvalid).enumerate() {
+                for q in 0..kb {
+                    dst[q * NR + l] = v[lane * st.rs + (pc + q) * st.ps];
+                }
             }
         }
         if nvalid < NR {
