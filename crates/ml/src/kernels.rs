@@ -47,8 +47,9 @@ impl Exec {
     /// How many threads a product of `m×k` by `k×n` actually uses: at most `self.threads`, and
     /// one for small products, whose time would go to waking workers. Speed only, never bits.
     pub fn threads_for(self, m: usize, k: usize, n: usize) -> usize {
-        /// Multiply-adds a worker should get at least (about 15 µs on one AVX2 core).
-        const MIN_WORK_PER_THREAD: usize = 1 << 18;
+        /// Multiply-adds a worker should get at least: about 10 µs on one AVX2 core, several
+        /// times what waking a pool worker costs.
+        const MIN_WORK_PER_THREAD: usize = 1 << 19;
         let work = m.saturating_mul(k).saturating_mul(n);
         self.threads.max(1).min(work / MIN_WORK_PER_THREAD).max(1)
     }
