@@ -222,3 +222,41 @@ fn portable_equals_avx2_on_large_products() {
         assert_eq!(bits(&fast), bits(&slow), "{op:?}");
     }
 }
+
+/// FNV-1a over the bits of every output: a fingerprint small enough to pin in the source.
+fn digest(outputs: &[Vec<f32>]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for x in outputs.iter().flatten() {
+        for byte in x.to_bits().to_le_bytes() {
+            h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Pinned bits: every CPU (AVX2+FMA or not, e.g. Nehalem under `qemu-x86_64 -cpu Nehalem`) and
+/// every thread count must give exactly these outputs. If this fails on one machine only, that
+/// machine's path breaks the contract; if the contract itself ever changes, re-pin knowingly.
+#[test]
+fn golden_digest_is_the_same_on_every_cpu() {
+    const GOLDEN: u64 = 0x1834_51a1_2231_57b7;
+    eprintln!("products run on {:?}", Isa::detect());
+    let mut rng = Rng(7);
+    let mut outputs = Vec::new();
+    for (m, k, n) in [(32, 784, 128), (784, 32, 128), (32, 128, 784), (7, 13, 5), (33, 300, 129)] {
+        let a = rng.vec(m * k);
+        let b = rng.vec(k * n);
+        for threads in [1, 3] {
+            let exec = Exec::new(threads);
+            let mut c = vec![f32::NAN; m * n];
+            kernels::matmul(exec, &a, &b, &mut c, m, k, n);
+            outputs.push(c.clone());
+            let (at, bt) = (rng.vec(k * m), rng.vec(n * k));
+            kernels::matmul_at_b(exec, &at, &b, &mut c, m, k, n);
+            outputs.push(c.clone());
+            kernels::matmul_a_bt(exec, &a, &bt, &mut c, m, k, n);
+            outputs.push(c);
+        }
+    }
+    assert_eq!(digest(&outputs), GOLDEN, "on {:?}", Isa::detect());
+}
