@@ -3,10 +3,14 @@
 //! `cargo bench -p pouw-ml --bench matmul` (filter with a name, e.g. `-- square`). The `peak`
 //! group times a register-only FMA loop: its throughput (two flops per lane per `vfmadd`) is the
 //! ceiling the products are measured against.
+//!
+//! `POUW_BENCH_TABLE=1 cargo bench -p pouw-ml --bench matmul` prints a table instead: the best of
+//! many runs per product (wall clock, and for one thread also the thread's CPU clock, which a
+//! busy shared machine does not inflate) as ms, GFLOP/s and percent of the measured peak.
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use pouw_ml::kernels::{self, Exec, Isa, Op};
 
 fn data(len: usize, seed: u32) -> Vec<f32> {
@@ -115,4 +119,83 @@ fn bench_peak(cr: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_peak, bench_trainer, bench_square);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os("POUW_BENCH_TABLE").is_some() {
+        table();
+    } else {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+}
+
+/// CPU time consumed by the calling thread, in seconds.
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the OS knows.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Best-of-runs table on stdout (see the module docs).
+#[allow(clippy::disallowed_macros)] // a bench's table is its result
+fn table() {
+    use std::time::Instant;
+    #[cfg(target_arch = "x86_64")]
+    let peak = if Isa::Avx2Fma.is_available() {
+        let iters = 200_000u64;
+        let mut best = f64::MAX;
+        for _ in 0..50 {
+            let t = Instant::now();
+            // SAFETY: AVX2 and FMA were detected above.
+            black_box(unsafe { fma_peak_loop(black_box(iters), black_box(1e-3)) });
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        (iters * 12 * 8 * 2) as f64 / best / 1e9
+    } else {
+        f64::NAN
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let peak = f64::NAN;
+    println!("isa {:?}; peak {peak:.1} GFLOP/s per core (12 vfmadd chains)", Isa::detect());
+    println!(
+        "{:22} {:>3} {:>10} {:>10} {:>8} {:>7}",
+        "product", "thr", "wall ms", "cpu ms", "GFLOP/s", "% peak"
+    );
+    let mut cases = Vec::new();
+    for batch in [32, 100, 256] {
+        for (name, op, m, k, n) in trainer_shapes(batch) {
+            cases.push((format!("{name}/b{batch}"), op, m, k, n));
+        }
+    }
+    for (name, op) in [("ab", Op::AB), ("atb", Op::AtB), ("abt", Op::ABt)] {
+        cases.push((format!("square_{name}/1024"), op, 1024, 1024, 1024));
+    }
+    for (name, op, m, k, n) in cases {
+        let (a, b) = (data(m * k, 1), data(k * n, 2));
+        let mut c = vec![0.0; m * n];
+        let runs = if m * k * n > 100_000_000 { 10 } else { 300 };
+        for threads in [1, 2] {
+            let (mut wall, mut cpu) = (f64::MAX, f64::MAX);
+            for _ in 0..runs {
+                let (t, c0) = (Instant::now(), thread_cpu_seconds());
+                run(Exec::new(threads), op, black_box(&a), &b, &mut c, m, k, n);
+                cpu = cpu.min(thread_cpu_seconds() - c0);
+                wall = wall.min(t.elapsed().as_secs_f64());
+            }
+            // With one thread the product runs on this thread, so its CPU clock is the product's
+            // time minus preemption; with more, only the wall clock means anything.
+            let (best, cpu_col) = if threads == 1 {
+                (cpu, format!("{:10.3}", cpu * 1e3))
+            } else {
+                (wall, format!("{:>10}", "-"))
+            };
+            let gflops = 2.0 * (m * k * n) as f64 / best / 1e9;
+            println!(
+                "{name:22} {threads:>3} {:10.3} {cpu_col} {gflops:8.1} {:6.1}%",
+                wall * 1e3,
+                100.0 * gflops / (peak * threads as f64),
+            );
+        }
+    }
+}
