@@ -16,7 +16,7 @@
 //! is `Y = X · W` with `X` of shape `[batch × in]`.
 //!
 //! # How the products are fast and still exact
-//! The three products share one blocked driver ([`gemm`](self)): a tile of up to 6 × 16 outputs
+//! The three products share one blocked driver (`kernels/gemm.rs`): a tile of up to 6 × 16 outputs
 //! lives in registers while `p` runs over a block of `k`; the next block of `k` reloads the
 //! partial sums from `C` and carries on, so each output is still one chain of fused
 //! multiply-adds in ascending `p` from `+0.0`. Storing an `f32` partial sum and loading it back
@@ -26,7 +26,7 @@
 //!   no FMA unit: slow, same bits).
 //!
 //! Threads take disjoint blocks of output tiles; a small product runs on the calling thread
-//! (the choice changes speed, never bits). [`reference`] keeps the naive loops as the oracle.
+//! (the choice changes speed, never bits). [`reference`](mod@reference) keeps the naive loops as the oracle.
 
 /// How much parallelism a kernel may use. The result never depends on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,14 +132,15 @@ pub fn product_with(
     n: usize,
 ) {
     assert!(isa.is_available(), "{isa:?} is not supported by this CPU");
+    // Checked products: a wrapped length could let the kernels' raw reads past a short slice.
+    let len = |x: usize, y: usize| x.checked_mul(y).expect("matrix size overflows usize");
     let (a_len, b_len) = match op {
-        Op::AB => (m * k, k * n),
-        Op::AtB => (k * m, k * n),
-        Op::ABt => (m * k, n * k),
+        Op::AB | Op::ABt => (len(m, k), len(k, n)),
+        Op::AtB => (len(k, m), len(k, n)),
     };
     assert_eq!(a.len(), a_len, "A has the wrong length");
     assert_eq!(b.len(), b_len, "B has the wrong length");
-    assert_eq!(c.len(), m * n, "C has the wrong length");
+    assert_eq!(c.len(), len(m, n), "C has the wrong length");
     gemm::run(op, isa, threads.max(1), a, b, c, m, k, n);
 }
 
