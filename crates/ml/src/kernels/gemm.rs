@@ -71,6 +71,7 @@ struct Problem<'a> {
     o_s: usize,
     o_v: usize,
     tile: TileFn,
+    isa: Isa,
 }
 
 // SAFETY: `out` is only written through disjoint output blocks, one per thread (see `run`), and
@@ -147,9 +148,35 @@ fn run_oriented(
     };
     let out = c.as_mut_ptr();
     let p = if transposed {
-        Problem { s: b, s_st: b_st, v: a, v_st: a_st, ns: n, nv: m, k, out, o_s: 1, o_v: n, tile }
+        Problem {
+            s: b,
+            s_st: b_st,
+            v: a,
+            v_st: a_st,
+            ns: n,
+            nv: m,
+            k,
+            out,
+            o_s: 1,
+            o_v: n,
+            tile,
+            isa,
+        }
     } else {
-        Problem { s: a, s_st: a_st, v: b, v_st: b_st, ns: m, nv: n, k, out, o_s: n, o_v: 1, tile }
+        Problem {
+            s: a,
+            s_st: a_st,
+            v: b,
+            v_st: b_st,
+            ns: m,
+            nv: n,
+            k,
+            out,
+            o_s: n,
+            o_v: 1,
+            tile,
+            isa,
+        }
     };
 
     let panels = p.nv.div_ceil(NR);
@@ -195,7 +222,7 @@ fn block(p: &Problem<'_>, s0: usize, s1: usize, v0: usize, v1: usize) {
             let vpacked = aligned(vbuf, npanels * panel_len);
             for (jp, dst) in vpacked.chunks_exact_mut(panel_len).enumerate() {
                 let lane0 = v0 + jp * NR;
-                pack_panel(p.v, p.v_st, lane0, NR.min(v1 - lane0), pc, kb, dst);
+                pack_panel(p.isa, p.v, p.v_st, lane0, NR.min(v1 - lane0), pc, kb, dst);
             }
             let mut ic = s0;
             while ic < s1 {
@@ -320,7 +347,9 @@ fn pack_rows(s: &[f32], st: Strides, i0: usize, i1: usize, pc: usize, kb: usize,
 
 /// Packs lanes `lane0..lane0 + nvalid` of `V` for `p` in `pc..pc + kb` as `dst[q·NR + l]`,
 /// zero in the padding lanes.
+#[allow(clippy::too_many_arguments)] // the panel's coordinates
 fn pack_panel(
+    isa: Isa,
     v: &[f32],
     st: Strides,
     lane0: usize,
@@ -343,6 +372,15 @@ fn pack_panel(
         }
     } else {
         // Lanes strided (a transpose): walk each lane's run of p.
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx2Fma && st.ps == 1 && nvalid == NR {
+            let src = &v[lane0 * st.rs + pc..][..(NR - 1) * st.rs + kb];
+            let dst = &mut dst[..kb * NR];
+            // SAFETY: AVX is part of the checked instruction set; lane `l < NR` reads
+            // `src[l·rs + q]`, `q < kb`, inside `src`'s length, and writes `dst[..kb·NR]`.
+            unsafe { super::x86::pack_transposed_panel(src.as_ptr(), st.rs, kb, dst.as_mut_ptr()) };
+            return;
+        }
         if st.ps == 1 && nvalid == NR {
             // Rows of Bᵀ contiguous in p: sixteen streams in, one out.
             let src: [&[f32]; NR] = std::array::from_fn(|l| &v[(lane0 + l) * st.rs + pc..][..kb]);

@@ -5,8 +5,9 @@
 
 use std::arch::x86_64::{
     __m256i, _mm256_cmpgt_epi32, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_maskload_ps,
-    _mm256_maskstore_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps,
-    _mm256_storeu_ps,
+    _mm256_maskstore_ps, _mm256_permute2f128_ps, _mm256_set1_epi32, _mm256_set1_ps,
+    _mm256_setr_epi32, _mm256_setzero_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
+    _mm256_unpacklo_ps,
 };
 
 use super::gemm::{Tile, MR, NR};
@@ -26,6 +27,59 @@ pub(super) unsafe fn tile_avx2_fma(rows: usize, t: &Tile) {
             3 => tile::<3>(t),
             2 => tile::<2>(t),
             _ => tile::<1>(t),
+        }
+    }
+}
+
+/// Packs a full panel of 16 lanes whose values run contiguously in `p` (rows of Bᵀ stored
+/// `[n×k]`): `dst[q·NR + l] = src[l·rs + q]` for `q < kb`, `l < 16`, by 8 × 8 transposes.
+/// Pure data movement: no arithmetic, so no effect on the bits.
+///
+/// # Safety
+/// The CPU supports AVX; `src[l·rs + q]` is readable and `dst[..kb·NR]` writable for those `q`, `l`.
+#[target_feature(enable = "avx")]
+pub(super) unsafe fn pack_transposed_panel(src: *const f32, rs: usize, kb: usize, dst: *mut f32) {
+    // SAFETY (whole body): every address is one of those in the contract above.
+    unsafe {
+        let mut q = 0;
+        while q + 8 <= kb {
+            for half in 0..2 {
+                let row = |r: usize| _mm256_loadu_ps(src.add((half * 8 + r) * rs + q));
+                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                let (r4, r5, r6, r7) = (row(4), row(5), row(6), row(7));
+                let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+                let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+                let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+                let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                // Column j of the 8 × 8 block: p = q + j, lanes half·8 .. half·8 + 8.
+                let cols = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (j, col) in cols.into_iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((q + j) * NR + half * 8), col);
+                }
+            }
+            q += 8;
+        }
+        for q in q..kb {
+            for l in 0..NR {
+                *dst.add(q * NR + l) = *src.add(l * rs + q);
+            }
         }
     }
 }
