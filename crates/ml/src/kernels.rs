@@ -9,8 +9,8 @@
 //! - **Other sums** (bias gradients, losses, accuracy counts) run in ascending index order with
 //!   plain `+`, never fused, never reassociated.
 //! - **Transcendentals** (`exp`, `ln`, `tanh`) come from `libm`, one portable implementation.
-//! - **Threads** split the *outputs* (rows of the result); no reduction is ever split, so the
-//!   result never depends on the thread count.
+//! - **Threads** split the *outputs* (blocks of rows or columns of the result); no reduction is
+//!   ever split, so the result never depends on the thread count.
 //!
 //! Layouts are row-major. A dense layer's weight `W` is stored `[in × out]`, so the forward pass
 //! is `Y = X · W` with `X` of shape `[batch × in]`.
@@ -26,7 +26,8 @@
 //!   no FMA unit: slow, same bits).
 //!
 //! Threads take disjoint blocks of output tiles; a small product runs on the calling thread
-//! (the choice changes speed, never bits). [`reference`](mod@reference) keeps the naive loops as the oracle.
+//! (the choice changes speed, never bits). [`reference`](mod@reference) keeps the naive loops
+//! as the oracle.
 
 /// How much parallelism a kernel may use. The result never depends on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
