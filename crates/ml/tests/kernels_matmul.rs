@@ -260,3 +260,53 @@ fn golden_digest_is_the_same_on_every_cpu() {
     }
     assert_eq!(digest(&outputs), GOLDEN, "on {:?}", Isa::detect());
 }
+
+/// Subnormal inputs and products, and sums that overflow to infinity: still the reference bits
+/// (no flush-to-zero on any path). Outputs that are NaN (∞ − ∞) need only be NaN: their payload
+/// is the hardware's default NaN, not part of the contract.
+#[test]
+fn subnormals_and_overflow_match_reference() {
+    let mut rng = Rng(8);
+    let mut extreme = |len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                let r = rng.next_u64();
+                let mant = 1.0 + (r >> 40) as f32 / (1u64 << 24) as f32;
+                let sign = if r & 1 != 0 { -1.0f32 } else { 1.0 };
+                match r % 8 {
+                    0 | 1 => sign * f32::from_bits(1 + ((r >> 8) as u32 % 0x007f_ffff)), // subnormal
+                    2 | 3 => sign * mant * 2f32.powi(-(((r >> 16) % 60) as i32) - 60),   // tiny
+                    4 => sign * mant * 2f32.powi(((r >> 16) % 68) as i32), // up to 2^67
+                    _ => sign * mant,
+                }
+            })
+            .collect()
+    };
+    let (mut overflowed, mut subnormal) = (false, false);
+    for (m, k, n) in [(7, 13, 5), (13, 300, 17), (32, 128, 70), (9, 40, 33)] {
+        for op in [Op::AB, Op::AtB, Op::ABt] {
+            let mut a = extreme(m * k);
+            let b = extreme(k * n);
+            if m == 9 {
+                // Only subnormal A: every product and sum stays in the subnormal range.
+                a.iter_mut().for_each(|x| *x = f32::from_bits(x.to_bits() & 0x8000_ffff));
+            }
+            let want = reference_product(op, &a, &b, m, k, n);
+            overflowed |= want.iter().any(|x| x.is_infinite());
+            subnormal |= want.iter().any(|x| x.is_subnormal());
+            for isa in isas() {
+                for t in [1, 3] {
+                    let mut c = vec![0.0; m * n];
+                    kernels::product_with(op, isa, t, &a, &b, &mut c, m, k, n);
+                    for (got, want) in c.iter().zip(&want) {
+                        assert!(
+                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                            "{op:?} {isa:?} threads={t} {m}x{k}x{n}: {got:e} vs {want:e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(overflowed && subnormal, "the data must reach both ends of the range");
+}
