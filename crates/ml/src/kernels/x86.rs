@@ -99,7 +99,8 @@ unsafe fn tile<const R: usize>(t: &Tile) {
     let full = t.nv == NR;
     let (m0, m1) = masks(t.nv);
     // SAFETY (whole body): the addresses are those described on `Tile`, valid by the caller's
-    // contract; masked loads and stores touch only lanes `< nv`.
+    // contract; masked loads and stores touch only lanes `< nv` (the address of a fully masked
+    // half may lie past C: it is formed with `wrapping_add` and never accessed).
     unsafe {
         if t.accumulate {
             if t.o_v == 1 {
@@ -108,7 +109,10 @@ unsafe fn tile<const R: usize>(t: &Tile) {
                     if full {
                         *acc = [_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8))];
                     } else {
-                        *acc = [_mm256_maskload_ps(row, m0), _mm256_maskload_ps(row.add(8), m1)];
+                        *acc = [
+                            _mm256_maskload_ps(row, m0),
+                            _mm256_maskload_ps(row.wrapping_add(8), m1),
+                        ];
                     }
                 }
             } else {
@@ -134,8 +138,9 @@ unsafe fn tile<const R: usize>(t: &Tile) {
                 acc[0] = _mm256_fmadd_ps(x, v0, acc[0]);
                 acc[1] = _mm256_fmadd_ps(x, v1, acc[1]);
             }
-            s = s.add(t.s_ps);
-            v = v.add(NR);
+            // Wrapping: after the last `p` these point past the operands, and are never read.
+            s = s.wrapping_add(t.s_ps);
+            v = v.wrapping_add(NR);
         }
 
         if t.o_v == 1 {
@@ -146,7 +151,7 @@ unsafe fn tile<const R: usize>(t: &Tile) {
                     _mm256_storeu_ps(row.add(8), acc[1]);
                 } else {
                     _mm256_maskstore_ps(row, m0, acc[0]);
-                    _mm256_maskstore_ps(row.add(8), m1, acc[1]);
+                    _mm256_maskstore_ps(row.wrapping_add(8), m1, acc[1]);
                 }
             }
         } else {
