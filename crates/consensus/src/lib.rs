@@ -48,7 +48,7 @@ pub use state::{
 };
 pub use tasks::{authorize_worker, verdict_hash};
 pub use tickets::{confiscate_ticket, expire_tickets, release_ticket, tickets_of};
-pub use transition::{apply_block, apply_tx, check_tx_stateless, seed_hash, BlockContext};
+pub use transition::{apply_block, apply_tx, check_tx_stateless, BlockContext};
 pub use validation::{
     check_block_body, check_header, check_state_root, median_time_past, validate_and_apply,
     HeaderContext, MEDIAN_TIME_SPAN,

@@ -53,9 +53,9 @@ pub struct TaskRecord {
     pub escrow: Amount,
     /// Height of the block holding the PayForTask transaction.
     pub created_at: u64,
-    /// The seed hash of that block ([`crate::seed_hash`]: the header hash with `state_root`
-    /// zeroed, because the state root cannot depend on the block hash that commits to it).
-    /// Seeds worker selection and the dataset split.
+    /// Hash of the *parent* of the block holding the PayForTask ([`crate::BlockContext::seed`]:
+    /// the block's own hash commits to the state root, so the state cannot contain it). Seeds
+    /// worker selection and the dataset split.
     pub created_in: Hash,
     /// Open (taking worker transactions) or closed (the verdict was paid out).
     pub status: TaskStatus,

@@ -15,20 +15,15 @@ pub struct BlockContext<'a> {
     pub height: u64,
     /// Hash of the block.
     pub block_hash: Hash,
-    /// The block's seed hash ([`seed_hash`]); what state may record about the block, since the
-    /// block hash commits to the state root and so cannot appear in the state.
+    /// The randomness this block may write into state: its parent's hash (`prev_hash`).
+    ///
+    /// Not the block's own hash: that commits to `state_root`, so state cannot contain it, and
+    /// the miner commits to the zero-nonce header (state root included) k iterations before the
+    /// nonce is known, so the state may not depend on the nonce or `msg_hash` either. The
+    /// parent hash is fixed before this block is built and cost proof-of-work to produce.
     pub seed: Hash,
     /// The miner (paid reward and fees).
     pub miner: pouw_primitives::PublicKey,
-}
-
-/// The hash of `header` with `state_root` zeroed: unpredictable before the block is mined
-/// (it covers the nonce and every other field) yet computable before the state root, so state
-/// can record it (a task's `created_in`). Hashed under its own tag.
-pub fn seed_hash(header: &Header) -> Hash {
-    let mut h = header.clone();
-    h.state_root = Hash::ZERO;
-    Hash::tagged("pouw/block-seed", &pouw_primitives::codec::encode(&h))
 }
 
 impl<'a> BlockContext<'a> {
@@ -38,7 +33,7 @@ impl<'a> BlockContext<'a> {
             spec,
             height: header.height,
             block_hash: header.hash(),
-            seed: seed_hash(header),
+            seed: header.prev_hash,
             miner: header.miner,
         }
     }

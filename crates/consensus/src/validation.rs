@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! check_header        version, height, prev_hash, target, timestamp window, PoW   (no body)
-//!   -> check_block_body  tx count, encoded size, iteration binding, miner signature, tx_root
+//!   -> check_block_body  tx count, encoded size, iteration binding, signatures, tx_root
 //!   -> [PoUW proof verification: a later issue, slots in here]
 //!   -> apply_block       transactions and state transition (the expensive part)
 //!   -> state root        header.state_root == diff.state_root
@@ -89,10 +89,11 @@ pub fn check_header(
 /// Checks a (non-genesis) block's body against its header: transaction count, encoded size,
 /// the iteration message's binding to the header (present, `id == msg_hash`, same miner and
 /// task; only genesis has none and genesis is never imported, it is built from the spec), the
-/// miner's signature, then `tx_root` (hashing every transaction, the costliest check here).
+/// miner's signature over the header and over the iteration message, then `tx_root` (hashing
+/// every transaction, the costliest check here).
 ///
-/// The iteration message's own signature and the PoUW proof are checked by the proof
-/// verification, not here.
+/// Whether the iteration message is a valid proof (commitment, replay) is the PoUW proof
+/// verification's job, not this function's.
 pub fn check_block_body(block: &Block, spec: &ChainSpec) -> Result<(), ConsensusError> {
     let count = block.transactions.len();
     if u64::try_from(count).map_or(true, |c| c > u64::from(spec.max_block_txs)) {
@@ -118,6 +119,7 @@ pub fn check_block_body(block: &Block, spec: &ChainSpec) -> Result<(), Consensus
         return Err(ConsensusError::BadIteration("id differs from the header's msg_hash"));
     }
     block.verify_signature().map_err(ConsensusError::BadMinerSignature)?;
+    iteration.verify_signature().map_err(ConsensusError::BadIterationSignature)?;
     let tx_root = Block::compute_tx_root(&block.transactions);
     if tx_root != block.header.tx_root {
         return Err(ConsensusError::BadTxRoot { expected: tx_root, got: block.header.tx_root });
