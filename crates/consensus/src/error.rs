@@ -2,9 +2,13 @@
 //!
 //! Peer scoring: every variant here is provable from the block or transaction alone (plus the
 //! chain state it builds on), so a peer that relays a block failing with any of them sent
-//! invalid data and may be banned; the chain maps errors to peer actions in one place.
+//! invalid data and may be banned; the chain maps errors to peer actions in one place. The
+//! exceptions are listed by [`ConsensusError::may_become_valid`] (a block from the near future).
+//! `InvalidChainSpec` and `BadRetargetWindow` are the local caller's fault, not the peer's.
 
-use pouw_primitives::{Address, Amount, CodecError, Hash, SignatureError, TaskId};
+use pouw_primitives::{
+    Address, Amount, CodecError, CompactTarget, Hash, SignatureError, TaskId, Timestamp,
+};
 
 /// A transaction or block broke a consensus rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,10 +118,167 @@ pub enum ConsensusError {
     /// The same transaction appears twice in a block.
     #[error("transaction {0} appears twice in the block")]
     DuplicateTx(Hash),
-    /// Too many transactions or bytes.
-    #[error("block too large: {0}")]
-    BlockTooLarge(String),
+    /// The task has been closed (its verdict was executed).
+    #[error("task {0} is closed")]
+    TaskClosed(TaskId),
+    /// The record already exists (one message-history root per slot and supervisor, one model
+    /// per miner).
+    #[error("{what} for task {task} already recorded by {account}")]
+    AlreadyRecorded {
+        /// What was recorded twice.
+        what: &'static str,
+        /// Task.
+        task: TaskId,
+        /// Who.
+        account: Address,
+    },
+    /// An evaluator voted twice on one task.
+    #[error("evaluator {evaluator} already voted on task {task}")]
+    DoubleVote {
+        /// Task.
+        task: TaskId,
+        /// Evaluator.
+        evaluator: Address,
+    },
+    /// A verdict pays out more than the task's escrow.
+    #[error("verdict pays {total}, escrow holds {escrow}")]
+    PayoutsExceedEscrow {
+        /// Sum of the payouts.
+        total: Amount,
+        /// The task's escrow.
+        escrow: Amount,
+    },
+    /// An address appears twice in one list of a verdict.
+    #[error("{list} lists {account} twice")]
+    DuplicateInVerdict {
+        /// `ranking`, `payouts` or `confiscations`.
+        list: &'static str,
+        /// The repeated address.
+        account: Address,
+    },
+    /// No ticket with this id.
+    #[error("unknown ticket {0}")]
+    UnknownTicket(Hash),
+    /// More transactions than the spec allows.
+    #[error("block has {count} transactions, at most {max} allowed")]
+    TooManyTransactions {
+        /// Transactions in the block.
+        count: usize,
+        /// `spec.max_block_txs`.
+        max: u32,
+    },
+    /// The encoded block is larger than the spec allows.
+    #[error("block is {size} bytes, at most {max} allowed")]
+    BlockTooLarge {
+        /// Encoded size.
+        size: u64,
+        /// `spec.max_block_bytes`.
+        max: u64,
+    },
+    /// Unknown header version.
+    #[error("header version {got}, expected {expected}")]
+    BadVersion {
+        /// Supported version.
+        expected: u32,
+        /// Header's.
+        got: u32,
+    },
+    /// Height is not parent height + 1.
+    #[error("header height {got}, expected {expected}")]
+    BadHeight {
+        /// Parent height + 1.
+        expected: u64,
+        /// Header's.
+        got: u64,
+    },
+    /// `prev_hash` is not the parent's hash.
+    #[error("header prev_hash {got}, parent is {expected}")]
+    BadPrevHash {
+        /// Parent's hash.
+        expected: Hash,
+        /// Header's.
+        got: Hash,
+    },
+    /// Timestamp not after the median of the last 11 ancestors.
+    #[error("timestamp {timestamp:?} is not after the median time past {median:?}")]
+    TimestampTooOld {
+        /// Header's.
+        timestamp: Timestamp,
+        /// Median of the ancestors' timestamps.
+        median: Timestamp,
+    },
+    /// Timestamp too far ahead of the local clock. Not a provable fault: the block may become
+    /// valid later (see [`ConsensusError::may_become_valid`]).
+    #[error("timestamp {timestamp:?} is after the allowed {max:?}")]
+    TimestampInFuture {
+        /// Header's.
+        timestamp: Timestamp,
+        /// `now + spec.max_future_ms`.
+        max: Timestamp,
+    },
+    /// The header's target is not what the retarget rule gives.
+    #[error("header target {got}, expected {expected}")]
+    WrongTarget {
+        /// The rule's target.
+        expected: CompactTarget,
+        /// Header's.
+        got: CompactTarget,
+    },
+    /// A compact target that does not expand to a valid target.
+    #[error("invalid compact target {0}")]
+    InvalidTarget(CompactTarget),
+    /// The header hash does not meet its target.
+    #[error("header hash {hash} does not meet the target")]
+    InsufficientWork {
+        /// The header hash.
+        hash: Hash,
+    },
+    /// `tx_root` does not commit to the block's transactions.
+    #[error("tx_root {got}, transactions give {expected}")]
+    BadTxRoot {
+        /// Computed.
+        expected: Hash,
+        /// Header's.
+        got: Hash,
+    },
+    /// The miner's signature over the header does not verify.
+    #[error("bad miner signature: {0}")]
+    BadMinerSignature(SignatureError),
+    /// The iteration message's signature (by the block's miner) does not verify.
+    #[error("bad iteration message signature: {0}")]
+    BadIterationSignature(SignatureError),
+    /// A non-genesis block lacks its iteration message, or it does not match the header.
+    #[error("iteration message: {0}")]
+    BadIteration(&'static str),
+    /// The header's `state_root` differs from the state after applying the block.
+    #[error("state_root {header}, the block's state transition gives {computed}")]
+    StateRootMismatch {
+        /// Header's.
+        header: Hash,
+        /// Computed.
+        computed: Hash,
+    },
+    /// The caller passed the wrong number of retarget-window timestamps (caller's fault).
+    #[error("retarget needs {expected} timestamps, got {got}")]
+    BadRetargetWindow {
+        /// Needed.
+        expected: usize,
+        /// Given.
+        got: usize,
+    },
+    /// A chain-spec parameter makes a rule impossible to evaluate (caller's fault).
+    #[error("invalid chain spec: {0}")]
+    InvalidChainSpec(&'static str),
     /// Encoding problem.
     #[error(transparent)]
     Codec(#[from] CodecError),
+}
+
+impl ConsensusError {
+    /// True for the failures that do not prove the block invalid forever: today only a
+    /// timestamp from the near future (the block may be retried once the clock catches up;
+    /// don't ban its sender). Every other variant is final for the block it was raised on.
+    pub fn may_become_valid(&self) -> bool {
+        matches!(self, Self::TimestampInFuture { .. })
+    }
 }

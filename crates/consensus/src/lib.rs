@@ -3,8 +3,16 @@
 //! - [`State`]: the ledger as a typed key/value map with an incremental state root;
 //!   [`Overlay`] stages a block's writes so an invalid block changes nothing.
 //! - [`apply_block`]: the state transition, a pure function of (state, block, spec) giving a
-//!   [`StateDiff`] with the undo data of the block.
+//!   [`StateDiff`] with the undo data of the block. Per block: expire the tickets due at this
+//!   height, apply every transaction ([`apply_tx`]: transfers, tasks and their escrow, tickets,
+//!   message-history roots, model submissions, evaluator verdicts), pay the coinbase.
+//! - Block validation ([`validate_and_apply`]): [`check_header`] (against the parent, with the
+//!   target from [`next_target`]), [`check_block_body`], then the transition and the state
+//!   root, cheapest checks first.
 //! - [`genesis_block`] / [`genesis_state`]: derived from the [`ChainSpec`](pouw_primitives::ChainSpec).
+//!
+//! Conservation: balances + open tasks' escrows + tickets' stakes ([`State::total_value`])
+//! change only by the block reward.
 //!
 //! This crate must never panic on untrusted input: the lints below forbid unwraps, indexing
 //! and unchecked arithmetic outside tests.
@@ -19,15 +27,30 @@
     )
 )]
 
+mod difficulty;
 mod error;
 mod genesis;
 pub mod pouw;
 mod state;
+mod tasks;
+mod tickets;
 mod transition;
+mod validation;
 
+pub use difficulty::{
+    capped_timespan, is_retarget_height, next_target, retarget, retarget_window_len,
+    MAX_ADJUSTMENT, MAX_GAP_BLOCKS,
+};
 pub use error::ConsensusError;
 pub use genesis::{genesis_block, genesis_state};
 pub use state::{
-    Account, BlockUndo, LtHash, Overlay, State, StateDiff, StateKey, StateValue, TaskRecord, Ticket,
+    Account, BlockUndo, LtHash, Overlay, State, StateDiff, StateKey, StateValue, TaskRecord,
+    TaskStatus, Ticket,
 };
+pub use tasks::{authorize_worker, verdict_hash};
+pub use tickets::{confiscate_ticket, expire_tickets, release_ticket, tickets_of};
 pub use transition::{apply_block, apply_tx, check_tx_stateless, BlockContext};
+pub use validation::{
+    check_block_body, check_header, check_state_root, median_time_past, validate_and_apply,
+    HeaderContext, MEDIAN_TIME_SPAN,
+};

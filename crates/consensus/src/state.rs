@@ -14,7 +14,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use pouw_primitives::{
     codec, Address, Amount, Hash, PublicKey, Role, TaskDefinition, TaskId, TicketPreferences,
 };
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, ops::Bound};
 
 /// An account.
 #[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -53,8 +53,26 @@ pub struct TaskRecord {
     pub escrow: Amount,
     /// Height of the block holding the PayForTask transaction.
     pub created_at: u64,
-    /// Hash of that block (seeds selection and the dataset split).
+    /// Hash of the *parent* of the block holding the PayForTask ([`crate::BlockContext::seed`]:
+    /// the block's own hash commits to the state root, so the state cannot contain it). Seeds
+    /// worker selection and the dataset split.
     pub created_in: Hash,
+    /// Open (taking worker transactions) or closed (the verdict was paid out).
+    pub status: TaskStatus,
+}
+
+/// Lifecycle of a task in state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum TaskStatus {
+    /// Registered; workers may commit histories, submit models and vote.
+    Open,
+    /// A verdict reached a majority and was executed; nothing more can happen.
+    Closed {
+        /// Height of the block that executed the verdict.
+        at: u64,
+        /// Hash of the executed verdict ([`crate::verdict_hash`]).
+        verdict: Hash,
+    },
 }
 
 /// A key of the state map.
@@ -82,6 +100,47 @@ pub enum StateKey {
         /// Iteration index.
         iteration: u64,
     },
+    /// Index of tickets by owner and role (value: [`StateValue::Marker`]); lets the
+    /// authorisation check and confiscation find a worker's tickets.
+    OwnerTicket {
+        /// Ticket owner.
+        owner: Address,
+        /// Ticket role.
+        role: Role,
+        /// Ticket id.
+        ticket: Hash,
+    },
+    /// A supervisor's committed message-history root for one slot of a task
+    /// (value: [`StateValue::Hash`], the Merkle root).
+    MessageHistory {
+        /// Task.
+        task: TaskId,
+        /// Slot number.
+        slot: u32,
+        /// The committing supervisor.
+        supervisor: PublicKey,
+    },
+    /// A miner's submitted final model (value: [`StateValue::Hash`], the model hash).
+    SubmittedModel {
+        /// Task.
+        task: TaskId,
+        /// Miner.
+        miner: PublicKey,
+    },
+    /// An evaluator's vote (value: [`StateValue::Hash`], the [`crate::verdict_hash`]).
+    Verdict {
+        /// Task.
+        task: TaskId,
+        /// Evaluator.
+        evaluator: PublicKey,
+    },
+    /// How many evaluators voted for one verdict of a task (value: [`StateValue::Count`]).
+    VerdictVotes {
+        /// Task.
+        task: TaskId,
+        /// The [`crate::verdict_hash`].
+        verdict: Hash,
+    },
 }
 
 /// A value of the state map.
@@ -91,10 +150,14 @@ pub enum StateValue {
     Account(Account),
     /// A ticket.
     Ticket(Ticket),
-    /// A task.
-    Task(TaskRecord),
+    /// A task (boxed: a task definition is far larger than the other values).
+    Task(Box<TaskRecord>),
     /// Presence marker for index keys.
     Marker,
+    /// A hash (message-history root, model hash, verdict hash).
+    Hash(Hash),
+    /// A counter.
+    Count(u64),
 }
 
 /// Number of 16-bit lanes in the lattice hash.
@@ -243,6 +306,31 @@ impl State {
         self.lthash.root()
     }
 
+    /// All money held in the state: balances + open tasks' escrows + tickets' locked stakes.
+    /// Only the block reward changes it (fees move from senders to the miner); `None` if the
+    /// sum does not fit in `u128`, which no reachable state can do.
+    pub fn total_value(&self) -> Option<u128> {
+        self.entries.values().try_fold(0u128, |acc, v| {
+            let held = match v {
+                StateValue::Account(a) => a.balance,
+                StateValue::Ticket(t) => t.stake,
+                StateValue::Task(t) => t.escrow,
+                StateValue::Marker | StateValue::Hash(_) | StateValue::Count(_) => Amount::ZERO,
+            };
+            acc.checked_add(u128::from(held.units()))
+        })
+    }
+
+    /// Recomputes the state root from scratch (for audits and tests; [`State::root`] is
+    /// maintained incrementally).
+    pub fn recompute_root(&self) -> Hash {
+        let mut h = LtHash::default();
+        for (k, v) in &self.entries {
+            h.insert(k, v);
+        }
+        h.root()
+    }
+
     fn set(&mut self, key: StateKey, value: Option<StateValue>) -> Option<StateValue> {
         let old = match value {
             Some(v) => {
@@ -321,6 +409,30 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
+    /// The ticket with this id.
+    pub fn ticket(&self, id: &Hash) -> Option<Ticket> {
+        match self.get(&StateKey::Ticket(*id)) {
+            Some(StateValue::Ticket(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The task with this id.
+    pub fn task(&self, id: &TaskId) -> Option<TaskRecord> {
+        match self.get(&StateKey::Task(*id)) {
+            Some(StateValue::Task(t)) => Some(*t),
+            _ => None,
+        }
+    }
+
+    /// The hash stored at `key` (for [`StateValue::Hash`] entries).
+    pub fn hash_at(&self, key: &StateKey) -> Option<Hash> {
+        match self.get(key) {
+            Some(StateValue::Hash(h)) => Some(h),
+            _ => None,
+        }
+    }
+
     /// Takes from a balance.
     pub fn debit(&mut self, addr: &Address, amount: Amount) -> Result<(), ConsensusError> {
         let mut a = self.account(addr);
@@ -333,11 +445,20 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
-    /// Entries of the base state in `range`, with this overlay's changes applied.
+    /// Keys in `from..to` present in the base state, with this overlay's changes applied.
     pub fn range_keys(&self, from: &StateKey, to: &StateKey) -> Vec<StateKey> {
+        self.keys_in((Bound::Included(from.clone()), Bound::Excluded(to.clone())))
+    }
+
+    /// Keys in `from..=to`, with this overlay's changes applied.
+    pub fn range_keys_inclusive(&self, from: &StateKey, to: &StateKey) -> Vec<StateKey> {
+        self.keys_in((Bound::Included(from.clone()), Bound::Included(to.clone())))
+    }
+
+    fn keys_in(&self, range: (Bound<StateKey>, Bound<StateKey>)) -> Vec<StateKey> {
         let mut keys: std::collections::BTreeSet<StateKey> =
-            self.base.range(from.clone()..to.clone()).map(|(k, _)| k.clone()).collect();
-        for (k, v) in self.changes.range(from.clone()..to.clone()) {
+            self.base.range(range.clone()).map(|(k, _)| k.clone()).collect();
+        for (k, v) in self.changes.range(range) {
             if v.is_some() {
                 keys.insert(k.clone());
             } else {

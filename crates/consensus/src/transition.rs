@@ -1,10 +1,10 @@
 //! The state transition: a pure function of (state, block, chain spec).
 
 use crate::{
-    state::{Overlay, StateDiff},
-    ConsensusError, State,
+    state::{Overlay, StateDiff, Ticket},
+    tasks, tickets, ConsensusError, State,
 };
-use pouw_primitives::{Amount, Block, ChainSpec, Hash, Transaction, TxKind};
+use pouw_primitives::{Amount, Block, ChainSpec, Hash, Header, Transaction, TxKind};
 
 /// Context of the block being applied.
 #[derive(Debug, Clone, Copy)]
@@ -15,8 +15,28 @@ pub struct BlockContext<'a> {
     pub height: u64,
     /// Hash of the block.
     pub block_hash: Hash,
+    /// The randomness this block may write into state: its parent's hash (`prev_hash`).
+    ///
+    /// Not the block's own hash: that commits to `state_root`, so state cannot contain it, and
+    /// the miner commits to the zero-nonce header (state root included) k iterations before the
+    /// nonce is known, so the state may not depend on the nonce or `msg_hash` either. The
+    /// parent hash is fixed before this block is built and cost proof-of-work to produce.
+    pub seed: Hash,
     /// The miner (paid reward and fees).
     pub miner: pouw_primitives::PublicKey,
+}
+
+impl<'a> BlockContext<'a> {
+    /// The context of the block with this header.
+    pub fn new(spec: &'a ChainSpec, header: &Header) -> Self {
+        Self {
+            spec,
+            height: header.height,
+            block_hash: header.hash(),
+            seed: header.prev_hash,
+            miner: header.miner,
+        }
+    }
 }
 
 /// Applies a block's transactions, the coinbase (reward + fees) and the per-height
@@ -28,13 +48,9 @@ pub fn apply_block(
     block: &Block,
     spec: &ChainSpec,
 ) -> Result<StateDiff, ConsensusError> {
-    let ctx = BlockContext {
-        spec,
-        height: block.header.height,
-        block_hash: block.hash(),
-        miner: block.header.miner,
-    };
+    let ctx = BlockContext::new(spec, &block.header);
     let mut overlay = Overlay::new(state);
+    tickets::expire_tickets(&mut overlay, ctx.height)?;
     let mut fees = Amount::ZERO;
     let mut seen = std::collections::BTreeSet::new();
     for (index, tx) in block.transactions.iter().enumerate() {
@@ -65,6 +81,9 @@ pub fn check_tx_stateless(tx: &Transaction, spec: &ChainSpec) -> Result<(), Cons
 }
 
 /// Applies one transaction to the overlay: signature, nonce, fee, then the kind's effect.
+///
+/// On error the overlay may hold part of the transaction's writes: discard it (as
+/// [`apply_block`] does) or apply each transaction to a fresh overlay.
 pub fn apply_tx(
     overlay: &mut Overlay<'_>,
     tx: &Transaction,
@@ -95,9 +114,45 @@ pub fn apply_tx(
             overlay.credit(to, *amount)?;
             Ok(())
         }
-        other => Err(ConsensusError::InvalidTx {
-            kind: other.name(),
-            reason: "not yet supported by this node".into(),
-        }),
+        TxKind::PayForTask { task, fee } => {
+            tasks::pay_for_task(overlay, tx.hash(), sender, task, *fee, ctx)
+        }
+        TxKind::BuyTicket { role, stake, preferences, expires_at } => {
+            if *stake < ctx.spec.min_ticket_stake {
+                return Err(ConsensusError::StakeTooLow {
+                    stake: *stake,
+                    min: ctx.spec.min_ticket_stake,
+                });
+            }
+            let max = ctx.height.saturating_add(ctx.spec.max_ticket_blocks);
+            if *expires_at <= ctx.height || *expires_at > max {
+                return Err(ConsensusError::BadTicketExpiry {
+                    expires_at: *expires_at,
+                    height: ctx.height,
+                    max,
+                });
+            }
+            overlay.debit(&sender, *stake)?;
+            let ticket = Ticket {
+                owner: sender,
+                role: *role,
+                stake: *stake,
+                preferences: preferences.clone(),
+                created_at: ctx.height,
+                expires_at: *expires_at,
+            };
+            tickets::insert_ticket(overlay, tx.hash(), ticket);
+            Ok(())
+        }
+        TxKind::MessageHistory { task_id, slot, root } => {
+            tasks::message_history(overlay, sender, *task_id, *slot, *root, ctx)
+        }
+        TxKind::SubmitModel { task_id, model_hash } => {
+            tasks::submit_model(overlay, sender, *task_id, *model_hash, ctx)
+        }
+        TxKind::ChargeForTask { task_id, ranking, payouts, confiscations } => {
+            let verdict = tasks::Verdict { task_id: *task_id, ranking, payouts, confiscations };
+            tasks::charge_for_task(overlay, sender, verdict, ctx)
+        }
     }
 }

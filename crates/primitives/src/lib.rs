@@ -8,6 +8,8 @@
 //! - the canonical codec ([`codec`]): one encoding per value, decoding rejects trailing bytes
 //!   and every non-canonical form.
 //!
+//! Feature `test-utils`: proptest strategies for every type ([`test_utils`]).
+//!
 //! No I/O beyond reading a chain-spec file.
 
 mod amount;
@@ -19,6 +21,8 @@ mod iteration;
 mod keys;
 mod target;
 mod task;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 mod tx;
 
 pub use amount::{Amount, ParseAmountError, COIN};
