@@ -76,7 +76,7 @@ pub enum StorageError {
     },
     /// The genesis block or state could not be built from the spec.
     #[error("cannot build genesis: {0}")]
-    Genesis(#[from] pouw_consensus::ConsensusError),
+    Genesis(Box<pouw_consensus::ConsensusError>),
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     Io {
@@ -88,19 +88,26 @@ pub enum StorageError {
     /// The database engine failed (I/O error, lock held by another process, engine-level
     /// corruption detected by redb, ...).
     #[error("database error: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
 }
 
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StorageError {
             fn from(e: $t) -> Self {
-                Self::Db(e.into())
+                Self::Db(Box::new(e.into()))
             }
         }
     )*};
 }
+impl From<pouw_consensus::ConsensusError> for StorageError {
+    fn from(e: pouw_consensus::ConsensusError) -> Self {
+        Self::Genesis(Box::new(e))
+    }
+}
+
 from_redb!(
+    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
