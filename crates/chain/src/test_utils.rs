@@ -346,3 +346,50 @@ impl ChainHarness {
         self.factory.chain_on(ancestor, n)
     }
 }
+
+/// The deterministic block sequence of the crash test: branch A (120 blocks with transfers),
+/// branch B forking from A40 that overtakes A (an 80-block reorg at B121), then A growing
+/// again until it wins back (a 90-block reorg at A131). Blocks are listed in import order.
+#[derive(Debug)]
+pub struct CrashScenario {
+    /// Every block built (with post-states), for checking a reopened chain.
+    pub factory: BlockFactory,
+    /// Blocks in import order.
+    pub blocks: Vec<Block>,
+    /// The final tip once every block is imported.
+    pub final_tip: Hash,
+}
+
+impl CrashScenario {
+    /// Builds the scenario for `seed` (the seed varies the transfers).
+    pub fn new(seed: u64) -> Self {
+        let mut factory = BlockFactory::new(test_spec());
+        let mut blocks = Vec::new();
+        let mut salt = seed;
+        let mut next_salt = || {
+            salt = salt
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            salt >> 33
+        };
+        let mut extend =
+            |factory: &mut BlockFactory, from: Hash, n: usize, out: &mut Vec<Block>| {
+                let mut parent = from;
+                let mut hashes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let s = next_salt();
+                    let b = factory.build_with_transfers(&parent, 1 + (s % 4) as usize, s);
+                    parent = b.hash();
+                    hashes.push(parent);
+                    out.push(b);
+                }
+                hashes
+            };
+        let genesis = factory.genesis;
+        let a = extend(&mut factory, genesis, 120, &mut blocks);
+        let _b = extend(&mut factory, a[39], 90, &mut blocks);
+        let a2 = extend(&mut factory, a[119], 20, &mut blocks);
+        let final_tip = *a2.last().expect("twenty blocks");
+        Self { factory, blocks, final_tip }
+    }
+}
