@@ -561,6 +561,22 @@ impl Chain {
             }
             scratch.as_mut().expect("reverts happen on the scratch state").revert(&undo);
         }
+        if let Some(s) = &scratch {
+            // Undo data that decodes but is wrong would make honest blocks look invalid:
+            // check the reverted state against the fork block before executing anything.
+            let fork_root = self.entry(&cur).header.state_root;
+            if !old_branch.is_empty() && s.root() != fork_root {
+                return Err(StorageError::Corrupt {
+                    table: Table::Undo,
+                    key: old_branch.iter().map(Hash::to_string).collect::<Vec<_>>().join(","),
+                    reason: format!(
+                        "reverting to {cur} gives state root {}, expected {fork_root}",
+                        s.root()
+                    ),
+                }
+                .into());
+            }
+        }
         let mut executed = Vec::with_capacity(new_branch.len());
         let mut last_diff = None;
         for h in &new_branch {

@@ -119,6 +119,28 @@ fn missing_undo_data_stops_a_reorg() {
 }
 
 #[test]
+fn wrong_but_decodable_undo_data_is_corruption_not_an_invalid_block() {
+    let mut h = ChainHarness::new();
+    let a = h.extend_chain(3);
+    let side = h.fork(&a[0], 3);
+    h.import(side[0].clone()).unwrap();
+    h.import(side[1].clone()).unwrap();
+    let (chain, _, dir) = h.into_parts();
+    drop(chain);
+    // Undo data of a[2] replaced by the (valid encoding of) empty undo data.
+    let empty = codec::encode(&pouw_consensus::BlockUndo::default());
+    raw_write(dir.path(), RawTable::Undo, a[2].as_bytes(), &empty);
+    let mut chain = Chain::open(dir.path(), test_spec()).unwrap();
+    let now = side[2].header.timestamp;
+    let err = chain.import_block(side[2].clone(), now).unwrap_err();
+    assert_eq!(corrupt_table(err), Table::Undo);
+    // The side branch is not marked invalid.
+    let status = chain.header_entry(&side[1].hash()).unwrap().status;
+    assert_eq!(status, pouw_storage::BlockStatus::Unvalidated);
+    assert_eq!(chain.tip(), a[2]);
+}
+
+#[test]
 fn other_genesis_is_refused() {
     let (dir, _, _) = closed_chain();
     let mut spec = test_spec();
@@ -157,4 +179,52 @@ fn overwritten_file_bytes_never_give_silent_bad_data() {
         }
     }
     eprintln!("{detected} of 6 overwrites detected at open");
+}
+
+/// Every offset at which `needle` occurs in `haystack`.
+fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
+    haystack
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[test]
+fn overwritten_live_records_are_detected() {
+    // Overwrite bytes where live records are (found by searching the file for the tip hash
+    // and for an encoded state key): open, or the first read of that record, must fail with
+    // an error, never panic or return different data.
+    let key = codec::encode(&StateKey::Account(pouw_chain::test_utils::devnet_key(3).public()));
+    for which in 0..2 {
+        let (dir, tip, root) = closed_chain();
+        let path = dir.path().join(DB_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let needle: &[u8] = if which == 0 { tip.as_bytes() } else { &key };
+        let hits = find_all(&bytes, needle);
+        assert!(!hits.is_empty());
+        for &at in &hits {
+            let end = (at + 64).min(bytes.len());
+            for b in &mut bytes[at..end] {
+                *b ^= 0x5a;
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let result = std::panic::catch_unwind(|| {
+            let chain = Chain::open(dir.path(), test_spec())?;
+            for h in chain.canonical() {
+                chain.block(h)?;
+            }
+            Ok::<_, ChainError>((chain.tip(), chain.state().root()))
+        });
+        match result {
+            Ok(Err(e)) => eprintln!("needle {which}: detected: {e}"),
+            Ok(Ok((t, r))) => panic!(
+                "needle {which}: corruption undetected (same data: {})",
+                t == tip && r == root
+            ),
+            Err(_) => panic!("needle {which}: opening a corrupted file panicked"),
+        }
+    }
 }
