@@ -640,3 +640,38 @@ impl Chain {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::test_utils::ChainHarness;
+
+    #[test]
+    fn locator_of_a_fresh_chain_is_genesis() {
+        let h = ChainHarness::new();
+        assert_eq!(h.chain.locator(), vec![h.chain.genesis_hash()]);
+        assert_eq!(h.chain.height(), 0);
+        assert_eq!(h.chain.tip(), h.chain.genesis_hash());
+    }
+
+    #[test]
+    fn locator_is_dense_then_sparse() {
+        let mut h = ChainHarness::new();
+        h.extend_chain(40);
+        let heights: Vec<u64> =
+            h.chain.locator().iter().map(|x| h.chain.header(x).unwrap().height).collect();
+        assert_eq!(heights, vec![40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 29, 25, 17, 1, 0]);
+    }
+
+    #[test]
+    fn best_candidate_prefers_work_then_first_seen() {
+        let mut h = ChainHarness::new();
+        let g = h.chain.genesis_hash();
+        let a = h.fork(&g, 2);
+        let b = h.fork(&g, 2);
+        for blk in a.iter().chain(b.iter()) {
+            h.import(blk.clone()).unwrap();
+        }
+        assert_eq!(h.chain.best_candidate(), a[1].hash());
+        assert_eq!(h.chain.tip(), a[1].hash());
+    }
+}

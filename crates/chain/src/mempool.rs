@@ -492,3 +492,33 @@ impl Mempool {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_utils::{devnet_key, test_spec, transfer};
+
+    #[test]
+    fn cost_and_fee_rate() {
+        let spec = test_spec();
+        let t = transfer(&spec, &devnet_key(0), 0, devnet_key(1).public(), 100, 7);
+        assert_eq!(tx_cost(&t), Some(Amount(107)));
+        let max = transfer(&spec, &devnet_key(0), 0, devnet_key(1).public(), u64::MAX, 1);
+        assert_eq!(tx_cost(&max), None);
+        let e = |fee, size| Entry {
+            tx: transfer(&spec, &devnet_key(0), 0, devnet_key(1).public(), 1, fee),
+            size,
+            seq: 0,
+        };
+        assert_eq!(e(10, 100).rate_cmp(&e(20, 200)), Ordering::Equal);
+        assert_eq!(e(11, 100).rate_cmp(&e(20, 200)), Ordering::Greater);
+        assert_eq!(e(u64::MAX, u64::MAX).rate_cmp(&e(u64::MAX, 1)), Ordering::Less);
+    }
+
+    #[test]
+    fn unknown_sender_has_empty_split() {
+        let p = Mempool::new(test_spec(), MempoolConfig::default());
+        assert_eq!(p.sender_nonces(&devnet_key(0).public()), (vec![], vec![]));
+        assert!(p.select(10, 1000).is_empty());
+    }
+}
