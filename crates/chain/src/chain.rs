@@ -38,6 +38,31 @@ pub struct TipChange {
     pub applied: Vec<Hash>,
 }
 
+impl TipChange {
+    /// Appends a later change, cancelling blocks applied then reverted (or the reverse).
+    pub fn merge(&mut self, later: &Self) {
+        for r in &later.reverted {
+            if let Some(i) = self.applied.iter().position(|a| a == r) {
+                self.applied.remove(i);
+            } else {
+                self.reverted.push(*r);
+            }
+        }
+        for a in &later.applied {
+            if let Some(i) = self.reverted.iter().position(|r| r == a) {
+                self.reverted.remove(i);
+            } else {
+                self.applied.push(*a);
+            }
+        }
+    }
+
+    /// True if nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.reverted.is_empty() && self.applied.is_empty()
+    }
+}
+
 /// Chain settings (not consensus: those are in the [`ChainSpec`]).
 #[derive(Clone, Debug)]
 pub struct ChainConfig {
@@ -81,6 +106,8 @@ pub struct Chain {
     orphans: BTreeMap<Hash, Block>,
     config: ChainConfig,
     last_change: TipChange,
+    /// Net change since the last [`Chain::take_tip_changes`].
+    pending_changes: TipChange,
     /// A block accepted by the cheap checks but not yet written: the next commit includes it,
     /// so a block and the reorg it causes land in one transaction.
     unwritten: Option<(Hash, Block)>,
@@ -137,6 +164,7 @@ impl Chain {
             orphans: BTreeMap::new(),
             config,
             last_change: TipChange::default(),
+            pending_changes: TipChange::default(),
             unwritten: None,
         };
         // A heavier stored branch (not possible with this import pipeline, but cheap to
@@ -230,9 +258,15 @@ impl Chain {
         &self.canonical
     }
 
-    /// How the canonical chain changed in the last import that changed it.
+    /// How the canonical chain changed in the last switch of the tip.
     pub fn last_tip_change(&self) -> &TipChange {
         &self.last_change
+    }
+
+    /// The net change of the canonical chain since the previous call (blocks applied and
+    /// reverted in between cancel out), for the mempool.
+    pub fn take_tip_changes(&mut self) -> TipChange {
+        std::mem::take(&mut self.pending_changes)
     }
 
     /// A block locator: canonical hashes from the tip back, dense for 10 then doubling the
@@ -637,6 +671,7 @@ impl Chain {
             tracing::info!(target: "chain", depth = old_branch.len(), tip = %target, height = target_height, "reorg");
         }
         self.last_change = TipChange { reverted: old_branch, applied: new_branch };
+        self.pending_changes.merge(&self.last_change);
         Ok(None)
     }
 }

@@ -431,9 +431,10 @@ impl Mempool {
         }
     }
 
-    /// [`Mempool::on_new_tip`] with the chain's last tip change.
-    pub fn sync_with(&mut self, chain: &Chain) -> Result<(), crate::ChainError> {
-        let change = chain.last_tip_change();
+    /// [`Mempool::on_new_tip`] with the chain's net tip change since the last sync
+    /// ([`Chain::take_tip_changes`]).
+    pub fn sync_with(&mut self, chain: &mut Chain) -> Result<(), crate::ChainError> {
+        let change = chain.take_tip_changes();
         let load = |hs: &[Hash]| -> Result<Vec<Block>, crate::ChainError> {
             hs.iter().filter_map(|h| chain.block(h).transpose()).collect()
         };

@@ -151,12 +151,13 @@ fn new_tip_and_reorg_update_the_pool() {
     for t in [&a0, &a1, &b0] {
         p.add(t.clone(), h.chain.state()).unwrap();
     }
+    h.chain.take_tip_changes();
     // Block A1 includes a0 and b0, selected from the pool.
     let body = p.select(2, 1 << 20);
     assert_eq!(body.len(), 2);
     let blk_a = h.factory.build(&g, body);
     assert_eq!(h.import(blk_a).unwrap(), ImportOutcome::Extended);
-    p.sync_with(&h.chain).unwrap();
+    p.sync_with(&mut h.chain).unwrap();
     assert_eq!(p.len(), 1);
     let remaining: Vec<_> = p.select(10, 1 << 20);
     assert_eq!(remaining.len(), 1);
@@ -166,7 +167,7 @@ fn new_tip_and_reorg_update_the_pool() {
     let blk_b2 = h.factory.build(&blk_b1.hash(), vec![]);
     assert_eq!(h.import(blk_b1).unwrap(), ImportOutcome::SideChain);
     assert_eq!(h.import(blk_b2).unwrap(), ImportOutcome::Reorged { depth: 1 });
-    p.sync_with(&h.chain).unwrap();
+    p.sync_with(&mut h.chain).unwrap();
     // b0 came back from the reverted block; a0 is dead (nonce 0 used by `other`), and a1 is
     // now pending for sender 0 (nonce 1).
     assert!(p.contains(&b0.hash()));
@@ -178,7 +179,7 @@ fn new_tip_and_reorg_update_the_pool() {
     let body = p.select(100, 1 << 20);
     let blk = h.factory.build(&tip, body);
     assert_eq!(h.import(blk).unwrap(), ImportOutcome::Extended);
-    p.sync_with(&h.chain).unwrap();
+    p.sync_with(&mut h.chain).unwrap();
     assert!(p.is_empty());
 }
 
@@ -195,6 +196,24 @@ fn new_tip_drops_unaffordable() {
     let big = tx(2, 0, balance - balance / 4, 10);
     let blk = h.factory.build(&g, vec![big]);
     h.import(blk).unwrap();
-    p.sync_with(&h.chain).unwrap();
+    p.sync_with(&mut h.chain).unwrap();
     assert!(p.is_empty(), "nonce 0 is used and nonce 1 is unaffordable now");
+}
+
+#[test]
+fn changes_accumulate_between_syncs() {
+    let mut h = ChainHarness::new();
+    let mut p = Mempool::new(test_spec(), MempoolConfig::default());
+    let g = h.chain.tip();
+    let t = tx(0, 0, 5, 10);
+    p.add(t.clone(), h.chain.state()).unwrap();
+    // Included in A1, which a longer branch then replaces, all before the pool syncs.
+    let a1 = h.factory.build(&g, vec![t.clone()]);
+    h.import(a1).unwrap();
+    let b = h.fork(&g, 2);
+    h.import(b[0].clone()).unwrap();
+    assert_eq!(h.import(b[1].clone()).unwrap(), ImportOutcome::Reorged { depth: 1 });
+    p.sync_with(&mut h.chain).unwrap();
+    assert!(p.contains(&t.hash()), "applied then reverted: the transaction is still pending");
+    assert!(h.chain.take_tip_changes().is_empty());
 }
