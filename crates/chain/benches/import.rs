@@ -63,6 +63,13 @@ fn bench_import(c: &mut Criterion) {
     group.bench_function("1000_transfers_execute_only", |b| {
         b.iter(|| apply_block(&genesis_state, &block, &spec).unwrap());
     });
+    group.bench_function("1000_signatures_verify_only", |b| {
+        b.iter(|| {
+            for tx in &block.transactions {
+                tx.verify_signature().unwrap();
+            }
+        });
+    });
     group.finish();
 }
 
