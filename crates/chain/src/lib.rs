@@ -1,1 +1,28 @@
 //! pouw-chain: block tree, fork choice, import pipeline, reorgs and the mempool.
+//!
+//! - [`Chain`]: opens the node's [`Store`](pouw_storage::Store) (creating genesis on first
+//!   open), imports blocks ([`Chain::import_block`]) through the cheap header/body rules, the
+//!   [`BlockValidator`] extension point (PoUW proof check) and execution, and keeps the
+//!   heaviest valid branch (most cumulative work, ties to the first seen) as the canonical
+//!   chain. Side-chain blocks are stored but executed only when their branch becomes heavier;
+//!   a reorg undoes state with the stored undo data and commits as one transaction.
+//! - [`Mempool`]: pending transactions by fee rate, nonce-gap queue, bounds with eviction,
+//!   replacement, and re-adding transactions of reverted blocks.
+//! - `rules`: header/body rules, median time past and the retarget rule (to move to
+//!   pouw-consensus).
+//!
+//! Feature `test-utils`: [`test_utils`] (easy-target spec, `BlockBuilder`, `ChainHarness`).
+
+mod chain;
+mod error;
+mod mempool;
+pub mod rules;
+mod validator;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
+
+pub use chain::{Chain, ChainConfig, ImportOutcome, TipChange};
+pub use error::{BlockError, ChainError};
+pub use mempool::{AddOutcome, Mempool, MempoolConfig, MempoolError};
+pub use validator::{BlockValidator, NoProofCheck};
