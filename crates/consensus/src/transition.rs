@@ -35,6 +35,7 @@ pub fn apply_block(
         miner: block.header.miner,
     };
     let mut overlay = Overlay::new(state);
+    crate::pouw::mark_iteration_used(&mut overlay, block)?;
     let mut fees = Amount::ZERO;
     let mut seen = std::collections::BTreeSet::new();
     for (index, tx) in block.transactions.iter().enumerate() {
