@@ -165,12 +165,13 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(s.committed.zero_nonce_hash()))
     });
     let (end, mh) = (Hash(s.out.end_model_hash.0), map_hash(&s.out.map));
+    let winning_id = s.proof.winning.id();
     g.bench_function("nonce_attempts_all_a", |b| {
         b.iter(|| {
             black_box(mine_iteration(
                 &s.spec,
                 &s.committed,
-                s.proof.winning.id(),
+                winning_id,
                 end,
                 mh,
                 batch_bytes,
@@ -179,6 +180,7 @@ fn benches(c: &mut Criterion) {
             ))
         })
     });
+    g.bench_function("itres_id", |b| b.iter(|| black_box(s.proof.winning.id())));
     g.bench_function("itres_id_and_sign", |b| {
         b.iter(|| black_box(s.proof.winning.body.clone().sign(&s.key)))
     });
