@@ -113,12 +113,8 @@ impl<'a> BlockBuilder<'a> {
             msg_history_root: Hash::ZERO,
             nonce: Hash::ZERO,
         };
-        let mut block = Block {
-            header,
-            signature: Signature::default(),
-            iteration: None,
-            transactions: self.txs,
-        };
+        let mut block =
+            Block { header, signature: Signature::default(), proof: None, transactions: self.txs };
         let diff = apply_block(self.parent_state, &block, self.spec)?;
         block.header.state_root = diff.state_root;
         grind(&mut block.header);

@@ -52,7 +52,7 @@ fn block(txs: Vec<Transaction>) -> Block {
         msg_history_root: Hash::ZERO,
         nonce: Hash::ZERO,
     };
-    Block { header, signature: Signature::default(), iteration: None, transactions: txs }
+    Block { header, signature: Signature::default(), proof: None, transactions: txs }
 }
 
 fn bench(c: &mut Criterion) {

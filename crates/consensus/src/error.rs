@@ -272,6 +272,9 @@ pub enum ConsensusError {
     /// Encoding problem.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// The PoUW proof broke a rule (each variant documents its peer action: all ban).
+    #[error(transparent)]
+    Pouw(#[from] crate::pouw::PouwError),
 }
 
 impl ConsensusError {

@@ -33,5 +33,5 @@ pub fn genesis_block(spec: &ChainSpec) -> Result<Block, ConsensusError> {
         msg_history_root: Hash::ZERO,
         nonce: Hash::tagged("pouw/genesis", spec.name.as_bytes()),
     };
-    Ok(Block { header, signature: Signature::default(), iteration: None, transactions: vec![] })
+    Ok(Block { header, signature: Signature::default(), proof: None, transactions: vec![] })
 }

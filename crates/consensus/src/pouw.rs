@@ -8,6 +8,31 @@
 //! ```
 //! A miner may try only the `a` nonces its iteration yields, with the header it committed to
 //! `k = spec.commitment_depth` iterations earlier.
+//!
+//! Submodules:
+//! - `task`: task definition to ML specs ([`ml_specs`]), filler tasks ([`filler_task`]);
+//! - `data`: the proof data a replay fetches ([`ProofData`]) and its content addresses;
+//! - `verify`: [`check_proof_cheap`], [`replay`], [`mark_iteration_used`];
+//! - `mine`: the miner's nonce loop ([`mine_iteration`]);
+//! - `error`: [`PouwError`], one variant per rule.
+
+mod data;
+mod error;
+mod mine;
+mod task;
+mod verify;
+
+pub use data::{batch_hash_of, model_hash_of, residual_hash_of, ProofData, ProofDataKeys};
+pub use error::PouwError;
+pub use mine::mine_iteration;
+pub use task::{
+    filler_epoch, filler_epoch_opening_height, filler_task, filler_task_id, ml_specs,
+    shipped_segment_hashes, FILLER_BATCH, FILLER_EPOCHS, FILLER_HIDDEN, FILLER_LEARNING_RATE,
+    FILLER_TAU,
+};
+pub use verify::{
+    check_proof_cheap, mark_iteration_used, proof_of, replay, used_iteration_key, verify_proof,
+};
 
 use pouw_primitives::{ChainSpec, Hash, Header, IterationMessage};
 

@@ -51,6 +51,7 @@ pub fn apply_block(
     let ctx = BlockContext::new(spec, &block.header);
     let mut overlay = Overlay::new(state);
     tickets::expire_tickets(&mut overlay, ctx.height)?;
+    crate::pouw::mark_iteration_used(&mut overlay, block)?;
     let mut fees = Amount::ZERO;
     let mut seen = std::collections::BTreeSet::new();
     for (index, tx) in block.transactions.iter().enumerate() {

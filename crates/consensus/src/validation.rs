@@ -106,9 +106,10 @@ pub fn check_block_body(block: &Block, spec: &ChainSpec) -> Result<(), Consensus
     if block.header.height == 0 {
         return Err(ConsensusError::BadIteration("height 0 is the genesis block, built locally"));
     }
-    let Some(iteration) = &block.iteration else {
+    let Some(proof) = &block.proof else {
         return Err(ConsensusError::BadIteration("missing (only genesis has none)"));
     };
+    let iteration = &proof.winning;
     if iteration.body.miner != block.header.miner {
         return Err(ConsensusError::BadIteration("miner differs from the header's"));
     }
@@ -120,6 +121,10 @@ pub fn check_block_body(block: &Block, spec: &ChainSpec) -> Result<(), Consensus
     }
     block.verify_signature().map_err(ConsensusError::BadMinerSignature)?;
     iteration.verify_signature().map_err(ConsensusError::BadIterationSignature)?;
+    if proof.committing.body.miner != block.header.miner {
+        return Err(ConsensusError::BadIteration("committing message is by another miner"));
+    }
+    proof.committing.verify_signature().map_err(ConsensusError::BadIterationSignature)?;
     let tx_root = Block::compute_tx_root(&block.transactions);
     if tx_root != block.header.tx_root {
         return Err(ConsensusError::BadTxRoot { expected: tx_root, got: block.header.tx_root });

@@ -188,6 +188,18 @@ impl Dataset {
         idx::load(images, labels, classes)
     }
 
+    /// Like [`Dataset::load_idx`], from the file contents already in memory (e.g. embedded with
+    /// `include_bytes!`); `images` and `labels` only name the data in errors.
+    pub fn load_idx_bytes(
+        images: &Path,
+        image_bytes: &[u8],
+        labels: &Path,
+        label_bytes: &[u8],
+        classes: u32,
+    ) -> Result<Self, DatasetError> {
+        idx::load_bytes(images, image_bytes, labels, label_bytes, classes)
+    }
+
     /// Loads a CSV file: one sample per line, `label,f1,f2,…` (label an integer in
     /// `0..classes`, features decimal floats); see `docs/ml.md` for the exact format.
     pub fn load_csv(path: &Path, classes: u32) -> Result<Self, DatasetError> {

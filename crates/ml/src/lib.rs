@@ -22,6 +22,7 @@
 //! - dataset: [`Dataset`] loaders, [`Split`], [`BatchSchedule`].
 //! - export: safetensors [`save_safetensors`] / [`load_safetensors`].
 //! - task: the client's [`TaskFile`] (TOML).
+//! - shipped: the MNIST subset embedded in the binary ([`shipped_mnist`]).
 //!
 //! # Data flow of one iteration
 //! ```text
@@ -42,6 +43,7 @@ mod hash;
 mod iteration;
 mod model;
 mod rng;
+mod shipped;
 mod spec;
 mod task;
 
@@ -58,6 +60,7 @@ pub use iteration::{
 pub use kernels::Exec;
 pub use model::{Metrics, Model};
 pub use rng::{Rng, SplitMix64};
+pub use shipped::{shipped_mnist, shipped_mnist_ref, SHIPPED_MNIST_CLASSES};
 pub use spec::{
     Activation, DenseLayout, Init, LayerSpec, Layout, ModelSpec, OptimizerSpec, SpecError,
     MAX_PARAMS,

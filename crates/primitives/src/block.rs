@@ -91,7 +91,20 @@ impl Header {
     }
 }
 
-/// A full block: header, the miner's signature over the header hash, the iteration message
+/// The proof of useful work a mined block carries (design 003): the two signed iteration
+/// messages every cheap check needs. The bulky proof data (start model, residual, batch, peer
+/// messages) is addressed by the hashes inside `winning` and fetched separately.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct PouwProof {
+    /// The signed IT_RES whose end model and message map yield the nonce; its id is
+    /// `header.msg_hash`.
+    pub winning: IterationMessage,
+    /// The same miner's signed IT_RES from `k = commitment_depth` iterations earlier, whose
+    /// `commitment` is the header's zero-nonce hash.
+    pub committing: IterationMessage,
+}
+
+/// A full block: header, the miner's signature over the header hash, the proof of useful work
 /// behind the nonce (absent only in genesis) and the transactions.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct Block {
@@ -99,8 +112,8 @@ pub struct Block {
     pub header: Header,
     /// The miner's signature over the header hash.
     pub signature: Signature,
-    /// The iteration message whose hash is `header.msg_hash`.
-    pub iteration: Option<IterationMessage>,
+    /// The PoUW proof (`winning.id() == header.msg_hash`); `None` only in genesis.
+    pub proof: Option<PouwProof>,
     /// Transactions, in execution order.
     pub transactions: Vec<Transaction>,
 }

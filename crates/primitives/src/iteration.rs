@@ -64,12 +64,21 @@ impl IterationBody {
     }
 }
 
-/// Hash of a message map: BLAKE3 under a tag over the little-endian `u32` entries.
+/// Hash of a message map: `BLAKE3("pouw-ml/map/v1" || 0x00 || u32 count || entries)`, all
+/// little-endian. This is the ML engine's `pouw_ml::map_hash`, bit for bit (the consensus crate
+/// tests it): the nonce precursor has one definition.
 pub fn map_hash(map: &[u32]) -> Hash {
     let mut h = blake3::Hasher::new();
-    h.update(b"pouw/map\0");
-    for v in map {
-        h.update(&v.to_le_bytes());
+    h.update(b"pouw-ml/map/v1\0");
+    h.update(&u32::try_from(map.len()).unwrap_or(u32::MAX).to_le_bytes());
+    let mut buf = [0u8; 4096];
+    for chunk in map.chunks(1024) {
+        let mut len = 0;
+        for (dst, v) in buf.chunks_exact_mut(4).zip(chunk) {
+            dst.copy_from_slice(&v.to_le_bytes());
+            len += 4;
+        }
+        h.update(&buf[..len]);
     }
     Hash(*h.finalize().as_bytes())
 }

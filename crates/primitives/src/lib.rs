@@ -3,7 +3,7 @@
 //! - [`Hash`] (BLAKE3-256), [`PublicKey`]/[`Address`], [`Signature`], [`Keypair`] (ed25519);
 //! - [`Amount`] (u64 base units, checked arithmetic only), [`Timestamp`], [`CompactTarget`];
 //! - [`Transaction`] with every [`TxKind`], [`TaskDefinition`], [`Header`], [`Block`],
-//!   [`IterationMessage`];
+//!   [`IterationMessage`], [`PouwProof`];
 //! - [`ChainSpec`] with the built-in devnet;
 //! - the canonical codec ([`codec`]): one encoding per value, decoding rejects trailing bytes
 //!   and every non-canonical form.
@@ -26,7 +26,7 @@ pub mod test_utils;
 mod tx;
 
 pub use amount::{Amount, ParseAmountError, COIN};
-pub use block::{Block, Header, Timestamp, HEADER_VERSION, MAX_BLOCK_BYTES};
+pub use block::{Block, Header, PouwProof, Timestamp, HEADER_VERSION, MAX_BLOCK_BYTES};
 pub use chainspec::{Allocation, ChainSpec, ChainSpecError, Genesis, DEVNET_ACCOUNTS};
 pub use codec::{decode, decode_bounded, encode, Canonical, CodecError};
 pub use hash::{merkle_root, Hash, ParseHexError};

@@ -10,7 +10,7 @@
 use crate::{
     Activation, Address, Amount, Block, CompactTarget, DatasetDef, DatasetFormat, Deadlines, Hash,
     Header, Initializer, IterationBody, IterationMessage, Keypair, LayerDef, ModelDef,
-    OptimizerDef, Payout, PublicKey, Role, Signature, TaskDefinition, TaskPreferences,
+    OptimizerDef, Payout, PouwProof, PublicKey, Role, Signature, TaskDefinition, TaskPreferences,
     TicketPreferences, Timestamp, Transaction, TxBody, TxKind, WorkersWanted, DATASET_SEGMENTS,
     F32, HEADER_VERSION,
 };
@@ -314,13 +314,13 @@ pub fn any_block() -> impl Strategy<Value = Block> {
     (
         any_header(),
         any_signature(),
-        proptest::option::of(any_iteration_message()),
+        proptest::option::of((any_iteration_message(), any_iteration_message())),
         vec(any_transaction(), 0..3),
     )
-        .prop_map(|(header, signature, iteration, transactions)| Block {
+        .prop_map(|(header, signature, proof, transactions)| Block {
             header,
             signature,
-            iteration,
+            proof: proof.map(|(winning, committing)| PouwProof { winning, committing }),
             transactions,
         })
 }
@@ -329,11 +329,20 @@ pub fn any_block() -> impl Strategy<Value = Block> {
 /// contents, the iteration is by the header's miner for the header's task, and the miner
 /// (test key `0..8`) signed the header. Height is at least 1.
 pub fn signed_block() -> impl Strategy<Value = Block> {
-    (0usize..8, any_header(), signed_iteration_message(), vec(signed_transaction(), 0..3)).prop_map(
-        |(k, mut header, mut iteration, transactions)| {
+    (
+        0usize..8,
+        any_header(),
+        signed_iteration_message(),
+        signed_iteration_message(),
+        vec(signed_transaction(), 0..3),
+    )
+        .prop_map(|(k, mut header, mut iteration, mut committing, transactions)| {
             let key = key(k);
             iteration.body.miner = key.public();
             iteration = iteration.body.sign(&key);
+            committing.body.miner = key.public();
+            committing.body.task_id = iteration.body.task_id;
+            committing = committing.body.sign(&key);
             header.version = HEADER_VERSION;
             header.height = header.height.max(1);
             header.miner = key.public();
@@ -343,13 +352,12 @@ pub fn signed_block() -> impl Strategy<Value = Block> {
             let mut block = Block {
                 header,
                 signature: Signature::default(),
-                iteration: Some(iteration),
+                proof: Some(PouwProof { winning: iteration, committing }),
                 transactions,
             };
             block.sign(&key);
             block
-        },
-    )
+        })
 }
 
 /// An arbitrary address from a small pool, so that generated transactions collide.

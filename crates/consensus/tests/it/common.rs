@@ -47,7 +47,7 @@ pub(crate) fn block(height: u64, txs: Vec<Transaction>) -> Block {
         msg_history_root: Hash::ZERO,
         nonce: Hash::ZERO,
     };
-    Block { header, signature: Signature::default(), iteration: None, transactions: txs }
+    Block { header, signature: Signature::default(), proof: None, transactions: txs }
 }
 
 /// A ledger that applies one block per call.

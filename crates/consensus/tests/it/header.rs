@@ -56,7 +56,10 @@ fn child(spec: &ChainSpec, txs: Vec<Transaction>) -> (Header, Block) {
     let mut block = Block {
         header: header.clone(),
         signature: Signature::default(),
-        iteration: Some(iteration),
+        proof: Some(pouw_primitives::PouwProof {
+            winning: iteration.clone(),
+            committing: iteration,
+        }),
         transactions: txs,
     };
     let state = genesis_state(spec).unwrap();
@@ -168,15 +171,15 @@ fn each_body_rule() {
     b.signature.0[0] ^= 1;
     assert!(matches!(check_block_body(&b, &spec), Err(E::BadMinerSignature(_))));
     let mut b = block.clone();
-    b.iteration = None;
+    b.proof = None;
     assert!(matches!(check_block_body(&b, &spec), Err(E::BadIteration(_))));
     let mut b = block.clone();
-    if let Some(it) = &mut b.iteration {
+    if let Some(it) = b.proof.as_mut().map(|p| &mut p.winning) {
         it.body.epoch = 9;
     }
     assert!(matches!(check_block_body(&b, &spec), Err(E::BadIteration(_))));
     let mut b = block;
-    if let Some(it) = &mut b.iteration {
+    if let Some(it) = b.proof.as_mut().map(|p| &mut p.winning) {
         it.signature.0[1] ^= 1;
     }
     assert!(matches!(check_block_body(&b, &spec), Err(E::BadIterationSignature(_))));

@@ -16,6 +16,11 @@ struct Idx {
 fn read_file(path: &Path) -> Result<Vec<u8>, DatasetError> {
     let raw = std::fs::read(path)
         .map_err(|source| DatasetError::Io { path: path.to_path_buf(), source })?;
+    decompress(path, raw)
+}
+
+/// Raw or gzip bytes of the file named `path` (the name is only used in errors).
+fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DatasetError> {
     if raw.is_empty() {
         return Err(DatasetError::Empty { path: path.to_path_buf() });
     }
@@ -73,6 +78,29 @@ fn parse(path: &Path, bytes: Vec<u8>) -> Result<Idx, DatasetError> {
 pub(super) fn load(images: &Path, labels: &Path, classes: u32) -> Result<Dataset, DatasetError> {
     let img = parse(images, read_file(images)?)?;
     let lab = parse(labels, read_file(labels)?)?;
+    build(images, img, labels, lab, classes)
+}
+
+/// Like [`load`], from the (raw or gzip) file contents; `images` and `labels` name them.
+pub(super) fn load_bytes(
+    images: &Path,
+    image_bytes: &[u8],
+    labels: &Path,
+    label_bytes: &[u8],
+    classes: u32,
+) -> Result<Dataset, DatasetError> {
+    let img = parse(images, decompress(images, image_bytes.to_vec())?)?;
+    let lab = parse(labels, decompress(labels, label_bytes.to_vec())?)?;
+    build(images, img, labels, lab, classes)
+}
+
+fn build(
+    images: &Path,
+    img: Idx,
+    labels: &Path,
+    lab: Idx,
+    classes: u32,
+) -> Result<Dataset, DatasetError> {
     if img.dims.len() < 2 {
         return Err(DatasetError::Rank {
             path: images.to_path_buf(),

@@ -1,0 +1,196 @@
+//! PoUW costs on the filler task (784-64-10 MLP, batch 32, shipped MNIST):
+//! - verifying one block (cheap checks, replay, both) next to the iteration it replays;
+//! - the miner's per-iteration overhead (commitment hash, the `a` nonce attempts, IT_RES id
+//!   and signature, the model/residual/map hashes inside the iteration) next to the plain
+//!   training step.
+//!
+//! `cargo bench -p pouw-consensus --bench pouw`
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
+use pouw_consensus::{
+    genesis_block,
+    pouw::{check_proof_cheap, filler_task, mine_iteration, ml_specs, replay, ProofData},
+};
+use pouw_ml::{Batch, Exec, IterationOutput, Model, TrainState};
+use pouw_primitives::{
+    map_hash, Block, ChainSpec, Hash, Header, IterationBody, PouwProof, TaskDefinition, Timestamp,
+    Uint256, HEADER_VERSION,
+};
+
+struct Setup {
+    spec: ChainSpec,
+    task: TaskDefinition,
+    header: Header,
+    committed: Header,
+    proof: PouwProof,
+    data: ProofData,
+    start: TrainState,
+    batch: Batch,
+    out: IterationOutput,
+    key: pouw_primitives::Keypair,
+}
+
+fn batch_of(b: usize) -> Batch {
+    let idx: Vec<u32> = (b * 32..b * 32 + 32).map(|i| i as u32).collect();
+    pouw_ml::shipped_mnist_ref().gather(&idx)
+}
+
+fn body(
+    task_id: Hash,
+    key: &pouw_primitives::Keypair,
+    i: u64,
+    o: &IterationOutput,
+) -> IterationBody {
+    IterationBody {
+        task_id,
+        miner: key.public(),
+        epoch: 0,
+        iteration: i,
+        batch_hash: Hash(o.batch_hash.0),
+        start_model_hash: Hash(o.start_model_hash.0),
+        start_residual_hash: Hash(o.start_residual_hash.0),
+        peer_msgs: vec![],
+        map: o.map.clone(),
+        loss: o.loss_bits,
+        accuracy: o.accuracy_bits,
+        commitment: Hash::ZERO,
+    }
+}
+
+fn setup() -> Setup {
+    let spec = ChainSpec::devnet();
+    let genesis = genesis_block(&spec).unwrap();
+    let (task_id, task) = filler_task(&spec, &genesis.hash());
+    let (m, o) = ml_specs(&task).unwrap();
+    let key = ChainSpec::devnet_key(1);
+    let peer = ChainSpec::devnet_key(2);
+    let mut ps = TrainState::new(Model::new(m.clone()).unwrap(), o).unwrap();
+    let peer_msg =
+        body(task_id, &peer, 0, &ps.iterate(Exec::SINGLE, &batch_of(99), &[]).unwrap()).sign(&peer);
+    let committed = Header {
+        version: HEADER_VERSION,
+        height: 1,
+        prev_hash: genesis.hash(),
+        tx_root: Block::compute_tx_root(&[]),
+        state_root: Hash::digest(b"state"),
+        timestamp: Timestamp(spec.genesis.timestamp.0 + 5_000),
+        target: spec.initial_target,
+        miner: key.public(),
+        task_id,
+        msg_hash: Hash::ZERO,
+        msg_history_root: Hash::ZERO,
+        nonce: Hash::ZERO,
+    };
+    let k = u64::from(spec.commitment_depth);
+    let mut state = TrainState::new(Model::new(m).unwrap(), o).unwrap();
+    let mut committing = None;
+    for i in 0..k {
+        let out = state.iterate(Exec::SINGLE, &batch_of(i as usize), &[]).unwrap();
+        if i == 0 {
+            let mut b = body(task_id, &key, 0, &out);
+            b.commitment = committed.zero_nonce_hash();
+            committing = Some(b.sign(&key));
+        }
+    }
+    let start = state.clone();
+    let batch = batch_of(k as usize);
+    let out = state.iterate(Exec::SINGLE, &batch, &[&peer_msg.body.map]).unwrap();
+    let mut wb = body(task_id, &key, k, &out);
+    wb.peer_msgs = vec![peer_msg.id()];
+    let winning = wb.sign(&key);
+    let header = mine_iteration(
+        &spec,
+        &committed,
+        winning.id(),
+        Hash(out.end_model_hash.0),
+        map_hash(&out.map),
+        batch.byte_len() as u64,
+        start.model().param_count() as u64,
+        Uint256::MAX,
+    )
+    .unwrap();
+    let data = ProofData {
+        start_params: start.model().params().to_vec(),
+        start_residual: start.residual().to_vec(),
+        start_velocity: start.velocity().to_vec(),
+        batch: batch.canonical_bytes(),
+        peers: vec![peer_msg],
+    };
+    let proof = PouwProof { winning, committing: committing.unwrap() };
+    Setup { spec, task, header, committed, proof, data, start, batch, out, key }
+}
+
+fn benches(c: &mut Criterion) {
+    let s = setup();
+    let peer_map = s.data.peers[0].body.map.clone();
+    let params = s.start.model().param_count() as u64;
+    let batch_bytes = s.batch.byte_len() as u64;
+    eprintln!(
+        "filler task: {params} parameters, batch {batch_bytes} bytes, nonce budget a = {}, map {} entries",
+        pouw_consensus::pouw::nonce_budget(&s.spec, batch_bytes, params),
+        s.out.map.len()
+    );
+
+    let mut g = c.benchmark_group("verify");
+    g.bench_function("cheap_checks", |b| {
+        b.iter(|| check_proof_cheap(&s.spec, &s.header, &s.proof, &s.task).unwrap())
+    });
+    g.bench_function("replay", |b| {
+        b.iter(|| replay(&s.spec, &s.header, &s.proof, &s.task, &s.data, Exec::SINGLE).unwrap())
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("train");
+    g.bench_function("iterate", |b| {
+        b.iter_batched_ref(
+            || s.start.clone(),
+            |st| black_box(st.iterate(Exec::SINGLE, &s.batch, &[&peer_map]).unwrap()),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("sgd_step", |b| {
+        b.iter_batched_ref(
+            || s.start.clone(),
+            |st| black_box(st.sgd_step(Exec::SINGLE, &s.batch).unwrap()),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("state_clone", |b| b.iter(|| black_box(s.start.clone())));
+    g.finish();
+
+    let mut g = c.benchmark_group("mining_overhead");
+    g.bench_function("commitment_zero_nonce_hash", |b| {
+        b.iter(|| black_box(s.committed.zero_nonce_hash()))
+    });
+    let (end, mh) = (Hash(s.out.end_model_hash.0), map_hash(&s.out.map));
+    let winning_id = s.proof.winning.id();
+    g.bench_function("nonce_attempts_all_a", |b| {
+        b.iter(|| {
+            black_box(mine_iteration(
+                &s.spec,
+                &s.committed,
+                winning_id,
+                end,
+                mh,
+                batch_bytes,
+                params,
+                Uint256::ZERO,
+            ))
+        })
+    });
+    g.bench_function("itres_id", |b| b.iter(|| black_box(s.proof.winning.id())));
+    g.bench_function("itres_id_and_sign", |b| {
+        b.iter(|| black_box(s.proof.winning.body.clone().sign(&s.key)))
+    });
+    g.bench_function("map_hash", |b| b.iter(|| black_box(map_hash(&s.out.map))));
+    let model = s.start.model();
+    g.bench_function("model_hash", |b| b.iter(|| black_box(model.hash())));
+    g.bench_function("residual_hash", |b| b.iter(|| black_box(s.start.residual_hash())));
+    g.bench_function("batch_hash", |b| b.iter(|| black_box(s.batch.hash())));
+    g.finish();
+}
+
+criterion_group!(pouw, benches);
+criterion_main!(pouw);

@@ -1,0 +1,236 @@
+//! The verification pipeline of a PoUW block (design 003), cheapest checks first, as separate
+//! steps so a caller can stop early: [`check_proof_cheap`] (signatures, task, commitment, map
+//! syntax; microseconds), then [`replay`] (one training iteration). The caller checks the
+//! header itself (syntax, parent, time, target, `meets_target(header.hash(), target)`, block
+//! signature) before both, and [`mark_iteration_used`] runs inside the state transition.
+
+use super::{
+    data::{batch_hash_of, model_hash_of, residual_hash_of},
+    ml_specs, nonce_at, nonce_budget, nonce_precursor, PouwError, ProofData,
+};
+use crate::state::{Overlay, StateKey, StateValue};
+use pouw_ml::{Batch, Exec, IterationError, Model, TrainState, MAP_INDEX_MASK};
+use pouw_primitives::{map_hash, Block, ChainSpec, Hash, Header, PouwProof, TaskDefinition};
+use std::collections::BTreeSet;
+
+/// The proof of a block; [`PouwError::MissingProof`] for a non-genesis block without one.
+pub fn proof_of(block: &Block) -> Result<Option<&PouwProof>, PouwError> {
+    match (&block.proof, block.header.height) {
+        (None, 0) => Ok(None),
+        (None, _) => Err(PouwError::MissingProof),
+        (Some(p), _) => Ok(Some(p)),
+    }
+}
+
+/// The checks that need no proof data, in order: `winning` is by `header.miner`, is validly
+/// signed, is the message `header.msg_hash` names, is for `header.task_id`, commits to zero;
+/// `committing` is by the same miner for the same task exactly `k` iterations earlier, committed
+/// to `header.zero_nonce_hash()` and is validly signed; the epochs are in range and ordered; the
+/// winning map is strictly ascending and in range; `peer_msgs` has no duplicate.
+///
+/// `task` is the definition of `header.task_id`, resolved by the caller (a live task the miner
+/// was selected for, or the current filler task, which any miner may mine).
+pub fn check_proof_cheap(
+    spec: &ChainSpec,
+    header: &Header,
+    proof: &PouwProof,
+    task: &TaskDefinition,
+) -> Result<(), PouwError> {
+    let (w, c) = (&proof.winning.body, &proof.committing.body);
+    if w.miner != header.miner {
+        return Err(PouwError::WinningMiner { message: w.miner, header: header.miner });
+    }
+    proof.winning.verify_signature().map_err(PouwError::WinningSignature)?;
+    let id = proof.winning.id();
+    if id != header.msg_hash {
+        return Err(PouwError::MsgHash { header: header.msg_hash, message: id });
+    }
+    if w.task_id != header.task_id {
+        return Err(PouwError::WinningTask { message: w.task_id, header: header.task_id });
+    }
+    if !w.commitment.is_zero() {
+        return Err(PouwError::WinningCommitment(w.commitment));
+    }
+    // The commitment: owner, depth, hash (a header on another tip has another hash).
+    if c.miner != w.miner || c.task_id != w.task_id {
+        return Err(PouwError::CommittingOwner);
+    }
+    if w.iteration.checked_sub(u64::from(spec.commitment_depth)).is_none() {
+        return Err(PouwError::CommitmentDepth { committed_at: c.iteration, expected: None });
+    }
+    super::check_commitment(spec, header, &proof.winning, &proof.committing)?;
+    proof.committing.verify_signature().map_err(PouwError::CommittingSignature)?;
+    // Epoch sanity.
+    let epochs = task.optimizer.epochs;
+    if w.epoch >= epochs {
+        return Err(PouwError::EpochOutOfRange { epoch: w.epoch, epochs });
+    }
+    let depth = spec.commitment_depth;
+    let advanced = w.epoch.checked_sub(c.epoch);
+    if !matches!(advanced, Some(d) if d <= depth) {
+        return Err(PouwError::EpochOrder { committing: c.epoch, winning: w.epoch, depth });
+    }
+    // Map syntax.
+    let params = task
+        .parameter_count()
+        .ok_or_else(|| PouwError::InvalidTask("the parameter count overflows".into()))?;
+    let mut previous: Option<u32> = None;
+    for (position, &entry) in w.map.iter().enumerate() {
+        let index = entry & MAP_INDEX_MASK;
+        if u64::from(index) >= params {
+            return Err(PouwError::MapIndex { position, index, params });
+        }
+        if previous.is_some_and(|p| index <= p) {
+            return Err(PouwError::MapOrder { position });
+        }
+        previous = Some(index);
+    }
+    let mut seen = BTreeSet::new();
+    for peer in &w.peer_msgs {
+        if !seen.insert(*peer) {
+            return Err(PouwError::DuplicatePeer(*peer));
+        }
+    }
+    Ok(())
+}
+
+/// Replays the winning iteration from the proof data and checks every output against the
+/// winning message, bit for bit, then the nonce. Run it after [`check_proof_cheap`]; it checks
+/// the data against the signed hashes before spending the iteration, in order: start-state
+/// lengths, start model hash, start residual hash, batch hash, batch decoding and size, peer
+/// count, each peer's id, signature and task; then the iteration; then map, loss bits,
+/// accuracy bits and `header.nonce == nonce_at(precursor, j)` for some `j < a`.
+pub fn replay(
+    spec: &ChainSpec,
+    header: &Header,
+    proof: &PouwProof,
+    task: &TaskDefinition,
+    data: &ProofData,
+    exec: Exec,
+) -> Result<(), PouwError> {
+    let w = &proof.winning.body;
+    let (model_spec, optimizer) = ml_specs(task)?;
+    let layout = model_spec.layout().map_err(|e| PouwError::InvalidTask(e.to_string()))?;
+    let params = layout.params;
+    let velocity_len = if optimizer.momentum == 0.0 { 0 } else { params };
+    for (field, expected, actual) in [
+        ("start_params", params, data.start_params.len()),
+        ("start_residual", params, data.start_residual.len()),
+        ("start_velocity", velocity_len, data.start_velocity.len()),
+    ] {
+        if expected != actual {
+            return Err(PouwError::StartStateLength { field, expected, actual });
+        }
+    }
+    let model = model_hash_of(&model_spec, &data.start_params);
+    if model != w.start_model_hash {
+        return Err(PouwError::StartModelHash { expected: w.start_model_hash, actual: model });
+    }
+    let residual = residual_hash_of(&data.start_residual, &data.start_velocity);
+    if residual != w.start_residual_hash {
+        return Err(PouwError::StartResidualHash {
+            expected: w.start_residual_hash,
+            actual: residual,
+        });
+    }
+    let batch_hash = batch_hash_of(&data.batch);
+    if batch_hash != w.batch_hash {
+        return Err(PouwError::BatchHash { expected: w.batch_hash, actual: batch_hash });
+    }
+    let batch = Batch::from_canonical_bytes(&data.batch).map_err(PouwError::BadBatch)?;
+    if u32::try_from(batch.len()).ok() != Some(task.optimizer.batch_size) {
+        return Err(PouwError::BatchSize {
+            expected: task.optimizer.batch_size,
+            actual: batch.len(),
+        });
+    }
+    batch.validate(layout.inputs, model_spec.classes).map_err(PouwError::BadBatch)?;
+    if data.peers.len() != w.peer_msgs.len() {
+        return Err(PouwError::PeerCount { expected: w.peer_msgs.len(), actual: data.peers.len() });
+    }
+    for (index, (peer, expected)) in data.peers.iter().zip(&w.peer_msgs).enumerate() {
+        let actual = peer.id();
+        if actual != *expected {
+            return Err(PouwError::PeerId { index, expected: *expected, actual });
+        }
+        peer.verify_signature().map_err(|source| PouwError::PeerSignature { index, source })?;
+        if peer.body.task_id != w.task_id {
+            return Err(PouwError::PeerTask { index, task: peer.body.task_id });
+        }
+    }
+
+    let model = Model::from_params(model_spec, data.start_params.clone())
+        .map_err(|e| PouwError::Engine(e.to_string()))?;
+    let mut state = TrainState::from_parts(
+        model,
+        optimizer,
+        data.start_residual.clone(),
+        data.start_velocity.clone(),
+    )
+    .map_err(|e| PouwError::Engine(e.to_string()))?;
+    let peer_maps: Vec<&[u32]> = data.peers.iter().map(|p| p.body.map.as_slice()).collect();
+    let out = state.iterate(exec, &batch, &peer_maps).map_err(|e| match e {
+        IterationError::PeerIndex { map, entry, .. } => {
+            PouwError::PeerMapIndex { index: map, entry }
+        }
+        IterationError::Batch(b) => PouwError::BadBatch(b),
+        other => PouwError::Engine(other.to_string()),
+    })?;
+
+    if out.map != w.map {
+        return Err(PouwError::Map { claimed: w.map.len(), replayed: out.map.len() });
+    }
+    if out.loss_bits != w.loss {
+        return Err(PouwError::Loss { claimed: w.loss, replayed: out.loss_bits });
+    }
+    if out.accuracy_bits != w.accuracy {
+        return Err(PouwError::Accuracy { claimed: w.accuracy, replayed: out.accuracy_bits });
+    }
+    let budget = nonce_budget(
+        spec,
+        u64::try_from(batch.byte_len()).unwrap_or(u64::MAX),
+        u64::try_from(params).unwrap_or(u64::MAX),
+    );
+    let precursor = nonce_precursor(&Hash(out.end_model_hash.0), &map_hash(&out.map));
+    if !(0..budget).any(|j| nonce_at(&precursor, j) == header.nonce) {
+        return Err(PouwError::Nonce { budget });
+    }
+    Ok(())
+}
+
+/// [`check_proof_cheap`] then [`replay`].
+pub fn verify_proof(
+    spec: &ChainSpec,
+    header: &Header,
+    proof: &PouwProof,
+    task: &TaskDefinition,
+    data: &ProofData,
+    exec: Exec,
+) -> Result<(), PouwError> {
+    check_proof_cheap(spec, header, proof, task)?;
+    replay(spec, header, proof, task, data, exec)
+}
+
+/// The state key recording that the winning (task, miner, iteration) of `proof` has won.
+pub fn used_iteration_key(proof: &PouwProof) -> StateKey {
+    let w = &proof.winning.body;
+    StateKey::UsedIteration { task: w.task_id, miner: w.miner, iteration: w.iteration }
+}
+
+/// "A (task, miner, iteration) wins at most once": fails if the block's winning iteration has
+/// won before, records it otherwise. A state entry, so reverting the block with its undo data
+/// frees it again. Blocks without a proof (genesis) record nothing.
+pub fn mark_iteration_used(overlay: &mut Overlay<'_>, block: &Block) -> Result<(), PouwError> {
+    let Some(proof) = block.proof.as_ref() else { return Ok(()) };
+    let key = used_iteration_key(proof);
+    if overlay.get(&key).is_some() {
+        let w = &proof.winning.body;
+        return Err(PouwError::IterationReused {
+            task: w.task_id,
+            miner: w.miner,
+            iteration: w.iteration,
+        });
+    }
+    overlay.set(key, Some(StateValue::Marker));
+    Ok(())
+}
