@@ -21,7 +21,7 @@ use crate::{
 #[non_exhaustive]
 pub enum ExportError {
     /// Reading or writing the file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: cannot read or write the model file", path.display())]
     Io {
         /// The file.
         path: std::path::PathBuf,
@@ -29,13 +29,13 @@ pub enum ExportError {
         source: std::io::Error,
     },
     /// The safetensors container is malformed.
-    #[error("safetensors: {0}")]
+    #[error("not a valid safetensors file")]
     Format(#[from] safetensors::SafeTensorError),
     /// Metadata missing or unreadable.
     #[error("metadata: {0}")]
     Metadata(String),
     /// The spec in the metadata is not a valid model.
-    #[error("spec: {0}")]
+    #[error("the model spec in the metadata is invalid")]
     Spec(#[from] SpecError),
     /// A tensor is missing or has the wrong dtype or shape.
     #[error("tensor {name}: {problem}")]

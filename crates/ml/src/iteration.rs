@@ -106,13 +106,26 @@ impl IterationOutput {
 }
 
 /// A miner's training state: model, gradient residual and optimizer velocity.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct TrainState {
     model: Model,
     optimizer: OptimizerSpec,
     residual: Vec<f32>,
     /// Momentum buffer; empty when `optimizer.momentum == 0` (then it is not state).
     velocity: Vec<f32>,
+    /// (model hash, residual hash) of the current state, when known: set by `iterate` (its end
+    /// hashes are the next start hashes), cleared by anything else that changes the state.
+    hashes: Option<(Digest, Digest)>,
+}
+
+impl PartialEq for TrainState {
+    /// Equal model, optimizer, residual and velocity (the hash cache does not count).
+    fn eq(&self, other: &Self) -> bool {
+        self.model == other.model
+            && self.optimizer == other.optimizer
+            && self.residual == other.residual
+            && self.velocity == other.velocity
+    }
 }
 
 impl TrainState {
@@ -121,7 +134,7 @@ impl TrainState {
         optimizer.validate()?;
         let n = model.param_count();
         let velocity = if optimizer.momentum == 0.0 { Vec::new() } else { vec![0.0; n] };
-        Ok(Self { model, optimizer, residual: vec![0.0; n], velocity })
+        Ok(Self { model, optimizer, residual: vec![0.0; n], velocity, hashes: None })
     }
 
     /// State from its parts (e.g. a verifier's start model and residual).
@@ -140,7 +153,7 @@ impl TrainState {
         if velocity.len() != vn {
             return Err(SpecError::ParamCount { expected: vn, actual: velocity.len() });
         }
-        Ok(Self { model, optimizer, residual, velocity })
+        Ok(Self { model, optimizer, residual, velocity, hashes: None })
     }
 
     /// The model.
@@ -191,8 +204,8 @@ impl TrainState {
                 }
             }
         }
-        let start_model_hash = self.model.hash();
-        let start_residual_hash = self.residual_hash();
+        let (start_model_hash, start_residual_hash) =
+            self.hashes.take().unwrap_or_else(|| (self.model.hash(), self.residual_hash()));
         let batch_hash = batch.hash();
 
         // 2. peer updates.
@@ -228,6 +241,9 @@ impl TrainState {
         // 7. local update.
         self.apply_local(&map);
 
+        let end_model_hash = self.model.hash();
+        let end_residual_hash = self.residual_hash();
+        self.hashes = Some((end_model_hash, end_residual_hash));
         Ok(IterationOutput {
             start_model_hash,
             start_residual_hash,
@@ -236,8 +252,8 @@ impl TrainState {
             map,
             loss_bits: metrics.loss.to_bits(),
             accuracy_bits: metrics.accuracy().to_bits(),
-            end_model_hash: self.model.hash(),
-            end_residual_hash: self.residual_hash(),
+            end_model_hash,
+            end_residual_hash,
         })
     }
 
@@ -280,6 +296,7 @@ impl TrainState {
     pub fn sgd_step(&mut self, exec: Exec, batch: &Batch) -> Result<Metrics, IterationError> {
         let layout = self.model.layout();
         batch.validate(layout.inputs, layout.classes as u32)?;
+        self.hashes = None;
         let mut g = vec![0.0f32; self.model.param_count()];
         let metrics = self.model.gradient(exec, batch, &mut g);
         let lr = self.optimizer.learning_rate;

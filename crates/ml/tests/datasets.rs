@@ -32,8 +32,15 @@ fn good_pair(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (write(dir, "img.idx", &images), write(dir, "lab.idx", &labels))
 }
 
+/// The error and its sources, as `anyhow`'s `{:#}` prints them.
 fn err_text(e: &DatasetError) -> String {
-    e.to_string()
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    msg
 }
 
 #[test]

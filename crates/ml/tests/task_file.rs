@@ -26,7 +26,15 @@ fn default_task_loads_with_its_dataset() {
 fn parse_err(text: &str) -> String {
     match TaskFile::parse(text, Path::new("/tasks/t.toml")) {
         Ok(_) => panic!("parsed: {text}"),
-        Err(e @ (TaskError::Parse { .. } | TaskError::Invalid { .. })) => e.to_string(),
+        Err(e @ (TaskError::Parse { .. } | TaskError::Invalid { .. })) => {
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            msg
+        }
         Err(e) => panic!("unexpected error {e}"),
     }
 }
