@@ -119,6 +119,13 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<Model, ExportError> {
     let spec: ModelSpec = serde_json::from_str(spec_json)
         .map_err(|e| ExportError::Metadata(format!("pouw.spec: {e}")))?;
     let layout = spec.layout()?;
+    // Before allocating: the file must hold every parameter (a hostile spec could ask for 2^31).
+    if layout.params.saturating_mul(4) > bytes.len() {
+        return Err(ExportError::Metadata(format!(
+            "pouw.spec has {} parameters, more than the file holds",
+            layout.params
+        )));
+    }
     let tensors = SafeTensors::deserialize(bytes)?;
     let mut params = vec![0.0f32; layout.params];
     for (i, d) in layout.dense.iter().enumerate() {

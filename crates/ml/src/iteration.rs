@@ -187,6 +187,19 @@ impl TrainState {
     }
 
     /// One PoUW iteration (steps in the module docs). `peer_maps` are applied in the order given.
+    ///
+    /// A verifier replays a miner's iteration from its start state and compares every field:
+    /// ```no_run
+    /// # fn fetch() -> (pouw_ml::Model, pouw_ml::OptimizerSpec, Vec<f32>, Vec<f32>, pouw_ml::Batch, Vec<Vec<u32>>, pouw_ml::IterationOutput) { unimplemented!() }
+    /// use pouw_ml::{Exec, TrainState};
+    ///
+    /// let (start_model, optimizer, residual, velocity, batch, peer_maps, claimed) = fetch();
+    /// let mut state = TrainState::from_parts(start_model, optimizer, residual, velocity)?;
+    /// let peers: Vec<&[u32]> = peer_maps.iter().map(Vec::as_slice).collect();
+    /// let replayed = state.iterate(Exec::new(4), &batch, &peers)?;
+    /// assert_eq!(replayed, claimed, "bit-for-bit, or the block is invalid");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn iterate(
         &mut self,
         exec: Exec,
