@@ -58,6 +58,9 @@ struct TrainReport {
     model_hash: String,
     test_accuracy: f32,
     test_loss: f32,
+    /// Accuracy of the written model on the validation segments (absent without any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    validation_accuracy: Option<f32>,
     final_loss: f32,
     iterations: u64,
     epochs_completed: u32,
@@ -175,6 +178,10 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
         .max_by(|&a, &b| results[a].correct.cmp(&results[b].correct).then(b.cmp(&a)))
         .expect("at least one miner");
     let best_model = states.swap_remove(best).into_model();
+    let validation_accuracy = (!split.validation.is_empty()).then(|| {
+        let (x, y) = gather_segments(&data, &segments, &split.validation);
+        best_model.evaluate(exec, &x, &y, 500).accuracy()
+    });
     let model_hash = best_model.hash();
     let out_path = args.out.clone().unwrap_or_else(|| args.task.with_extension("safetensors"));
     pouw_ml::save_safetensors(&best_model, &out_path).context("cannot write the model")?;
@@ -185,6 +192,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
         model_hash: model_hash.to_hex(),
         test_accuracy: results[best].accuracy(),
         test_loss: results[best].loss,
+        validation_accuracy,
         final_loss: out_loss_mean(&recent_losses),
         iterations: done,
         epochs_completed,

@@ -34,7 +34,7 @@ use crate::{
 #[non_exhaustive]
 pub enum DatasetError {
     /// The file could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: cannot read the file", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -48,7 +48,7 @@ pub enum DatasetError {
         path: PathBuf,
     },
     /// The file starts like gzip (1f 8b) but does not decompress.
-    #[error("{}: corrupt gzip stream: {source}", path.display())]
+    #[error("{}: corrupt gzip stream", path.display())]
     Gzip {
         /// The file.
         path: PathBuf,

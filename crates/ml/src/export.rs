@@ -6,9 +6,9 @@
 //! `pouw.model_hash` = the model hash in hex, `format` = `pt`. Import rebuilds the flat vector,
 //! recomputes the hash and rejects the file if it differs from the metadata.
 
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
-use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensors};
 
 use crate::{
     hash::Digest,
@@ -21,7 +21,7 @@ use crate::{
 #[non_exhaustive]
 pub enum ExportError {
     /// Reading or writing the file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: cannot read or write the model file", path.display())]
     Io {
         /// The file.
         path: std::path::PathBuf,
@@ -29,13 +29,13 @@ pub enum ExportError {
         source: std::io::Error,
     },
     /// The safetensors container is malformed.
-    #[error("safetensors: {0}")]
+    #[error("not a valid safetensors file")]
     Format(#[from] safetensors::SafeTensorError),
     /// Metadata missing or unreadable.
     #[error("metadata: {0}")]
     Metadata(String),
     /// The spec in the metadata is not a valid model.
-    #[error("spec: {0}")]
+    #[error("the model spec in the metadata is invalid")]
     Spec(#[from] SpecError),
     /// A tensor is missing or has the wrong dtype or shape.
     #[error("tensor {name}: {problem}")]
@@ -55,40 +55,55 @@ pub enum ExportError {
     },
 }
 
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
 /// Serialises a model to safetensors bytes.
+///
+/// The bytes are reproducible (the same model always gives the same file, so the file can be
+/// addressed by its hash): the header is written here rather than by the `safetensors` crate,
+/// whose metadata map has a random order. Header JSON: `__metadata__` first (keys sorted), then
+/// the tensors in layer order (weight, bias), data in the same order; the header is padded with
+/// spaces to a multiple of 8 bytes, as the reference implementation does.
 pub fn to_safetensors(model: &Model) -> Result<Vec<u8>, ExportError> {
-    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (i, d) in model.layout().dense.iter().enumerate() {
-        let p = model.params();
-        buffers.push((
-            format!("dense{i}.weight"),
-            vec![d.inputs, d.units],
-            f32_bytes(&p[d.weight_offset..d.bias_offset]),
-        ));
-        buffers.push((
-            format!("dense{i}.bias"),
-            vec![d.units],
-            f32_bytes(&p[d.bias_offset..d.bias_offset + d.units]),
-        ));
-    }
-    let views = buffers
-        .iter()
-        .map(|(name, shape, data)| {
-            Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), data)?))
-        })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let json = |s: &str| serde_json::to_string(s).map_err(|e| ExportError::Metadata(e.to_string()));
     let spec =
         serde_json::to_string(model.spec()).map_err(|e| ExportError::Metadata(e.to_string()))?;
-    let metadata = HashMap::from([
-        ("format".to_string(), "pt".to_string()),
-        ("pouw.spec".to_string(), spec),
-        ("pouw.model_hash".to_string(), model.hash().to_hex()),
-    ]);
-    Ok(safetensors::serialize(views, &Some(metadata))?)
+    let mut header = format!(
+        "{{\"__metadata__\":{{\"format\":\"pt\",\"pouw.model_hash\":\"{}\",\"pouw.spec\":{}}}",
+        model.hash(),
+        json(&spec)?
+    );
+    let p = model.params();
+    let mut data = Vec::with_capacity(p.len() * 4);
+    for (i, d) in model.layout().dense.iter().enumerate() {
+        for (name, shape, values) in [
+            (
+                format!("dense{i}.weight"),
+                format!("[{},{}]", d.inputs, d.units),
+                &p[d.weight_offset..d.bias_offset],
+            ),
+            (
+                format!("dense{i}.bias"),
+                format!("[{}]", d.units),
+                &p[d.bias_offset..d.bias_offset + d.units],
+            ),
+        ] {
+            let start = data.len();
+            data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            header.push_str(&format!(
+                ",{}:{{\"dtype\":\"F32\",\"shape\":{shape},\"data_offsets\":[{start},{}]}}",
+                json(&name)?,
+                data.len()
+            ));
+        }
+    }
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + data.len());
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&data);
+    Ok(out)
 }
 
 /// Parses safetensors bytes written by [`to_safetensors`] and checks the model hash.
@@ -104,6 +119,13 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<Model, ExportError> {
     let spec: ModelSpec = serde_json::from_str(spec_json)
         .map_err(|e| ExportError::Metadata(format!("pouw.spec: {e}")))?;
     let layout = spec.layout()?;
+    // Before allocating: the file must hold every parameter (a hostile spec could ask for 2^31).
+    if layout.params.saturating_mul(4) > bytes.len() {
+        return Err(ExportError::Metadata(format!(
+            "pouw.spec has {} parameters, more than the file holds",
+            layout.params
+        )));
+    }
     let tensors = SafeTensors::deserialize(bytes)?;
     let mut params = vec![0.0f32; layout.params];
     for (i, d) in layout.dense.iter().enumerate() {
@@ -163,5 +185,21 @@ mod tests {
         let back = from_safetensors(&bytes).unwrap();
         assert_eq!(back.hash(), model.hash());
         assert_eq!(back, model);
+        assert_eq!(to_safetensors(&back).unwrap(), bytes, "export is reproducible");
+        // The reference parser reads the tensors we wrote.
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let w = st.tensor("dense1.weight").unwrap();
+        assert_eq!(w.shape(), &[7, 5]);
+        let off = model.layout().dense[1].weight_offset;
+        assert_eq!(&w.data()[..4], &model.params()[off].to_le_bytes());
+    }
+
+    #[test]
+    fn tampered_file_is_rejected() {
+        let model = Model::new(ModelSpec::mlp(4, &[3], 2, Activation::Relu, 1)).unwrap();
+        let mut bytes = to_safetensors(&model).unwrap();
+        let n = bytes.len();
+        bytes[n - 1] ^= 1;
+        assert!(matches!(from_safetensors(&bytes), Err(ExportError::HashMismatch { .. })));
     }
 }

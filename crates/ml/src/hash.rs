@@ -82,8 +82,9 @@ pub(crate) fn tagged(tag: &str) -> blake3::Hasher {
 
 /// Absorbs `values` as little-endian IEEE bits, in order.
 pub(crate) fn update_f32s(h: &mut blake3::Hasher, values: &[f32]) {
-    let mut buf = [0u8; 4096];
-    for chunk in values.chunks(1024) {
+    // 16 KiB per update lets BLAKE3 hash 16 chunks in parallel (SIMD).
+    let mut buf = [0u8; 16384];
+    for chunk in values.chunks(4096) {
         for (dst, v) in buf.chunks_exact_mut(4).zip(chunk) {
             dst.copy_from_slice(&v.to_bits().to_le_bytes());
         }
@@ -93,8 +94,8 @@ pub(crate) fn update_f32s(h: &mut blake3::Hasher, values: &[f32]) {
 
 /// Absorbs `values` as little-endian `u32`, in order.
 pub(crate) fn update_u32s(h: &mut blake3::Hasher, values: &[u32]) {
-    let mut buf = [0u8; 4096];
-    for chunk in values.chunks(1024) {
+    let mut buf = [0u8; 16384];
+    for chunk in values.chunks(4096) {
         for (dst, v) in buf.chunks_exact_mut(4).zip(chunk) {
             dst.copy_from_slice(&v.to_le_bytes());
         }

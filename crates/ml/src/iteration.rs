@@ -106,13 +106,26 @@ impl IterationOutput {
 }
 
 /// A miner's training state: model, gradient residual and optimizer velocity.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct TrainState {
     model: Model,
     optimizer: OptimizerSpec,
     residual: Vec<f32>,
     /// Momentum buffer; empty when `optimizer.momentum == 0` (then it is not state).
     velocity: Vec<f32>,
+    /// (model hash, residual hash) of the current state, when known: set by `iterate` (its end
+    /// hashes are the next start hashes), cleared by anything else that changes the state.
+    hashes: Option<(Digest, Digest)>,
+}
+
+impl PartialEq for TrainState {
+    /// Equal model, optimizer, residual and velocity (the hash cache does not count).
+    fn eq(&self, other: &Self) -> bool {
+        self.model == other.model
+            && self.optimizer == other.optimizer
+            && self.residual == other.residual
+            && self.velocity == other.velocity
+    }
 }
 
 impl TrainState {
@@ -121,7 +134,7 @@ impl TrainState {
         optimizer.validate()?;
         let n = model.param_count();
         let velocity = if optimizer.momentum == 0.0 { Vec::new() } else { vec![0.0; n] };
-        Ok(Self { model, optimizer, residual: vec![0.0; n], velocity })
+        Ok(Self { model, optimizer, residual: vec![0.0; n], velocity, hashes: None })
     }
 
     /// State from its parts (e.g. a verifier's start model and residual).
@@ -140,7 +153,7 @@ impl TrainState {
         if velocity.len() != vn {
             return Err(SpecError::ParamCount { expected: vn, actual: velocity.len() });
         }
-        Ok(Self { model, optimizer, residual, velocity })
+        Ok(Self { model, optimizer, residual, velocity, hashes: None })
     }
 
     /// The model.
@@ -174,6 +187,19 @@ impl TrainState {
     }
 
     /// One PoUW iteration (steps in the module docs). `peer_maps` are applied in the order given.
+    ///
+    /// A verifier replays a miner's iteration from its start state and compares every field:
+    /// ```no_run
+    /// # fn fetch() -> (pouw_ml::Model, pouw_ml::OptimizerSpec, Vec<f32>, Vec<f32>, pouw_ml::Batch, Vec<Vec<u32>>, pouw_ml::IterationOutput) { unimplemented!() }
+    /// use pouw_ml::{Exec, TrainState};
+    ///
+    /// let (start_model, optimizer, residual, velocity, batch, peer_maps, claimed) = fetch();
+    /// let mut state = TrainState::from_parts(start_model, optimizer, residual, velocity)?;
+    /// let peers: Vec<&[u32]> = peer_maps.iter().map(Vec::as_slice).collect();
+    /// let replayed = state.iterate(Exec::new(4), &batch, &peers)?;
+    /// assert_eq!(replayed, claimed, "bit-for-bit, or the block is invalid");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn iterate(
         &mut self,
         exec: Exec,
@@ -191,8 +217,8 @@ impl TrainState {
                 }
             }
         }
-        let start_model_hash = self.model.hash();
-        let start_residual_hash = self.residual_hash();
+        let (start_model_hash, start_residual_hash) =
+            self.hashes.take().unwrap_or_else(|| (self.model.hash(), self.residual_hash()));
         let batch_hash = batch.hash();
 
         // 2. peer updates.
@@ -228,6 +254,9 @@ impl TrainState {
         // 7. local update.
         self.apply_local(&map);
 
+        let end_model_hash = self.model.hash();
+        let end_residual_hash = self.residual_hash();
+        self.hashes = Some((end_model_hash, end_residual_hash));
         Ok(IterationOutput {
             start_model_hash,
             start_residual_hash,
@@ -236,8 +265,8 @@ impl TrainState {
             map,
             loss_bits: metrics.loss.to_bits(),
             accuracy_bits: metrics.accuracy().to_bits(),
-            end_model_hash: self.model.hash(),
-            end_residual_hash: self.residual_hash(),
+            end_model_hash,
+            end_residual_hash,
         })
     }
 
@@ -280,6 +309,7 @@ impl TrainState {
     pub fn sgd_step(&mut self, exec: Exec, batch: &Batch) -> Result<Metrics, IterationError> {
         let layout = self.model.layout();
         batch.validate(layout.inputs, layout.classes as u32)?;
+        self.hashes = None;
         let mut g = vec![0.0f32; self.model.param_count()];
         let metrics = self.model.gradient(exec, batch, &mut g);
         let lr = self.optimizer.learning_rate;

@@ -178,7 +178,7 @@ impl<'de> Deserialize<'de> for Coins {
 #[non_exhaustive]
 pub enum TaskError {
     /// The file could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: cannot read the task file", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -187,7 +187,7 @@ pub enum TaskError {
     },
     /// Not valid TOML, an unknown field, a missing field or a wrong type (the message gives the
     /// line and the key).
-    #[error("{}: {source}", path.display())]
+    #[error("{}: invalid task file", path.display())]
     Parse {
         /// The file.
         path: PathBuf,

@@ -168,3 +168,22 @@ const MNIST: Expected = Expected {
     ],
     final_residual: "e45a51ef5a3b781d7ee4f3ed2fabcdeff9a1f7dcc96c9d1325b19473f4a3432c",
 };
+
+/// The transcendental functions are part of consensus: a `libm` upgrade that changes one bit of
+/// `expf`, `logf` or `tanhf` changes iterations. This pins their outputs on 3 × 20,001 inputs
+/// (a sweep of the ranges the engine uses). If it fails after a dependency update, pin `libm`
+/// to the old version (`libm = "=0.2.16"`) rather than update the constant.
+#[test]
+fn golden_libm() {
+    let mut h = blake3::Hasher::new();
+    for i in -10_000i32..=10_000 {
+        let x = i as f32 / 256.0; // [-39.06, 39.06]
+        h.update(&libm::expf(x).to_bits().to_le_bytes());
+        h.update(&libm::tanhf(x / 8.0).to_bits().to_le_bytes());
+        let y = (i + 10_001) as f32 / 1000.0; // (0, 20.0]
+        h.update(&libm::logf(y).to_bits().to_le_bytes());
+    }
+    assert_eq!(h.finalize().to_hex().as_str(), LIBM);
+}
+
+const LIBM: &str = "c037c157279b59df14c5fedcecdc779b97fbeeab3f48cbfa067d675021e765e6";

@@ -1,0 +1,89 @@
+//! The task file: the default task loads; errors name the file and the field.
+
+use std::path::Path;
+
+use pouw_ml::{Coins, DatasetFormat, TaskError, TaskFile};
+
+fn default_task_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tasks/mnist-mlp.toml")
+}
+
+#[test]
+fn default_task_loads_with_its_dataset() {
+    let task = TaskFile::load(&default_task_path()).unwrap();
+    assert_eq!(task.model.input_shape, vec![784]);
+    assert_eq!(task.optimizer.batch_size, 32);
+    assert_eq!(task.optimizer.learning_rate, 0.3);
+    assert_eq!(task.optimizer.tau, 0.01);
+    assert_eq!(task.dataset.format, DatasetFormat::Idx);
+    assert_eq!(task.dataset.segments, 10);
+    assert_eq!(task.workers.miners, 3);
+    assert_eq!(task.payment.fee, Coins(10 * 100_000_000));
+    let data = task.load_dataset().unwrap();
+    assert_eq!(data.len(), 10_000);
+}
+
+fn parse_err(text: &str) -> String {
+    match TaskFile::parse(text, Path::new("/tasks/t.toml")) {
+        Ok(_) => panic!("parsed: {text}"),
+        Err(e @ (TaskError::Parse { .. } | TaskError::Invalid { .. })) => {
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            msg
+        }
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+const BASE: &str = r#"
+[model]
+input_shape = [4]
+classes = 2
+layers = [{ type = "dense", units = 2, activation = "none" }]
+[optimizer]
+learning_rate = 0.1
+tau = 0.01
+batch_size = 2
+epochs = 1
+[dataset]
+format = "csv"
+path = "d.csv"
+"#;
+
+#[test]
+fn minimal_task_gets_defaults() {
+    let t = TaskFile::parse(BASE, Path::new("/tasks/t.toml")).unwrap();
+    assert_eq!(t.dataset.test_fraction, 0.3);
+    assert_eq!(t.dataset.path.as_deref(), Some(Path::new("/tasks/d.csv")));
+    assert_eq!(t.workers.evaluators, 3);
+    assert_eq!(t.payment.fee, Coins(0));
+    assert_eq!(t.optimizer.momentum, 0.0);
+}
+
+#[test]
+fn errors_name_file_and_field() {
+    let cases = [
+        (BASE.replace("epochs = 1", "epochs = 1\nlr = 2"), "unknown field `lr`"),
+        (BASE.replace("tau = 0.01\n", ""), "missing field `tau`"),
+        (BASE.replace("tau = 0.01", "tau = -1.0"), "optimizer.tau"),
+        (BASE.replace("format = \"csv\"", "format = \"parquet\""), "unknown variant `parquet`"),
+        (BASE.replace("path = \"d.csv\"", ""), "dataset.path"),
+        (BASE.replace("units = 2", "units = 3"), "field `model`"),
+        (format!("{BASE}[payment]\nfee = \"1.5x\"\n"), "fee = \"1.5x\""),
+        (format!("{BASE}[workers]\nminers = 0\n"), "workers.miners"),
+        (format!("{BASE}[workers]\nminers = 1\ngpu = true\n"), "unknown field `gpu`"),
+        (
+            BASE.replace("format = \"csv\"", "format = \"csv\"\ntest_fraction = 1.0"),
+            "dataset.test_fraction",
+        ),
+    ];
+    for (text, needle) in cases {
+        let msg = parse_err(&text);
+        assert!(msg.contains("/tasks/t.toml"), "{msg:?} does not name the file");
+        assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+    }
+}

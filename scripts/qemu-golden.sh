@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Cross-CPU determinism check: the golden test and a short `pouw train` run must give the same
+# bits natively and under `qemu-x86_64 -cpu Nehalem` (x86-64 without AVX/AVX2/FMA, so the
+# kernels' portable fallback path runs).
+#
+# Usage: scripts/qemu-golden.sh            (from anywhere; installs qemu-user if missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pouw-target-ml}"
+export CARGO_TERM_COLOR=never
+QEMU=(qemu-x86_64 -cpu Nehalem)
+
+if ! command -v qemu-x86_64 >/dev/null 2>&1; then
+  echo "== installing qemu-user" >&2
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq qemu-user >/dev/null
+fi
+
+echo "== building the golden test" >&2
+golden=$(cargo test -p pouw-ml --test golden --no-run --message-format=json 2>/dev/null \
+  | grep '"name":"golden"' | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | tail -n1)
+[ -x "$golden" ] || { echo "golden test executable not found" >&2; exit 1; }
+
+echo "== golden test, native" >&2
+"$golden" --test-threads=1 -q
+echo "== golden test, ${QEMU[*]}" >&2
+"${QEMU[@]}" "$golden" --test-threads=1 -q
+
+echo "== building pouw (release)" >&2
+cargo build --release -p pouw -q
+pouw="$CARGO_TARGET_DIR/release/pouw"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+model_hash() { grep -o '"model_hash": *"[0-9a-f]*"' "$1" | grep -o '[0-9a-f]\{64\}'; }
+
+echo "== pouw train --iterations 20, native (2 threads)" >&2
+"$pouw" train tasks/mnist-mlp.toml --iterations 20 --json --threads 2 \
+  --out "$tmp/native.safetensors" >"$tmp/native.json"
+echo "== pouw train --iterations 20, ${QEMU[*]} (1 thread)" >&2
+"${QEMU[@]}" "$pouw" train tasks/mnist-mlp.toml --iterations 20 --json --threads 1 \
+  --out "$tmp/qemu.safetensors" >"$tmp/qemu.json"
+
+native=$(model_hash "$tmp/native.json")
+emulated=$(model_hash "$tmp/qemu.json")
+echo "native   model_hash $native"
+echo "Nehalem  model_hash $emulated"
+if [ -z "$native" ] || [ "$native" != "$emulated" ]; then
+  echo "FAIL: model hashes differ" >&2
+  exit 1
+fi
+cmp "$tmp/native.safetensors" "$tmp/qemu.safetensors"
+echo "OK: identical bits natively and on Nehalem"
