@@ -6,7 +6,7 @@
 # Usage: scripts/qemu-golden.sh            (from anywhere; installs qemu-user if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pouw-target-ml}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pouw-target}"
 export CARGO_TERM_COLOR=never
 QEMU=(qemu-x86_64 -cpu Nehalem)
 
@@ -28,9 +28,9 @@ echo "== golden test, native" >&2
 echo "== golden test, ${QEMU[*]}" >&2
 "${QEMU[@]}" "$golden" --test-threads=1 -q
 
-echo "== building pouw (release)" >&2
-cargo build --release -p pouw -q
-pouw="$CARGO_TARGET_DIR/release/pouw"
+echo "== building pouw" >&2
+cargo build -p pouw -q
+pouw="$CARGO_TARGET_DIR/debug/pouw"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
