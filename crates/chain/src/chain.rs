@@ -1,10 +1,10 @@
 //! The block tree, fork choice and import pipeline.
 
-use crate::{
-    rules::{self, MEDIAN_TIME_SPAN},
-    BlockError, BlockValidator, ChainError, NoProofCheck,
+use crate::{BlockError, BlockValidator, ChainError, NoProofCheck};
+use pouw_consensus::{
+    apply_block, check_block_body, check_header, next_target, retarget_window_len, Account,
+    HeaderContext, State, StateKey, StateValue, MEDIAN_TIME_SPAN,
 };
-use pouw_consensus::{apply_block, Account, State, StateKey, StateValue};
 use pouw_primitives::{Address, Block, ChainSpec, Hash, Header, Timestamp, Uint256};
 use pouw_storage::{BlockStatus, Durability, HeaderEntry, StorageError, Store, StoreWriter, Table};
 use std::{
@@ -424,17 +424,18 @@ impl Chain {
         parent: &Header,
         now: Timestamp,
     ) -> Result<(), BlockError> {
-        let median = rules::median_time_past(&self.ancestor_timestamps(parent, MEDIAN_TIME_SPAN));
-        let window_len = usize::try_from(self.spec.retarget_window.min(parent.height))
-            .unwrap_or(usize::MAX)
-            .saturating_add(1);
-        let target = if rules::is_retarget_height(&self.spec, parent.height.saturating_add(1)) {
-            rules::next_target(&self.spec, parent, &self.ancestor_timestamps(parent, window_len))
-        } else {
-            parent.target
+        let height = parent.height.saturating_add(1);
+        let window = self.ancestor_timestamps(parent, retarget_window_len(&self.spec, height)?);
+        let expected_target = next_target(&self.spec, height, parent.target, &window)?;
+        let ancestors = self.ancestor_timestamps(parent, MEDIAN_TIME_SPAN);
+        let ctx = HeaderContext {
+            spec: &self.spec,
+            now,
+            ancestor_timestamps: &ancestors,
+            expected_target,
         };
-        rules::check_header(&self.spec, &block.header, parent, median, target, now)?;
-        rules::check_body(&self.spec, block)?;
+        check_header(&block.header, parent, &ctx)?;
+        check_block_body(block, &self.spec)?;
         self.validator.validate(block, parent, &self.spec).map_err(BlockError::Proof)?;
         Ok(())
     }
@@ -618,7 +619,7 @@ impl Chain {
             let base = scratch.as_ref().unwrap_or(&self.state);
             let diff = match apply_block(base, &block, &self.spec) {
                 Ok(d) => d,
-                Err(e) => return Ok(Some((*h, BlockError::Execution(e)))),
+                Err(e) => return Ok(Some((*h, e.into()))),
             };
             if diff.state_root != block.header.state_root {
                 return Ok(Some((

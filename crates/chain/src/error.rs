@@ -1,7 +1,7 @@
 //! Import errors.
 
 use pouw_consensus::ConsensusError;
-use pouw_primitives::{CompactTarget, Hash, SignatureError, Timestamp};
+use pouw_primitives::Hash;
 use pouw_storage::StorageError;
 
 /// Why a block is invalid. Each rule has its own variant.
@@ -12,89 +12,17 @@ use pouw_storage::StorageError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BlockError {
-    /// Unknown header version.
-    #[error("header version {got}, expected {expected}")]
-    BadVersion {
-        /// Supported version.
-        expected: u32,
-        /// The header's.
-        got: u32,
-    },
-    /// Height is not the parent's plus one.
-    #[error("height {got}, expected {expected}")]
-    BadHeight {
-        /// Parent height + 1.
-        expected: u64,
-        /// The header's.
-        got: u64,
-    },
-    /// Timestamp not after the median of the last 11 blocks.
-    #[error("timestamp {timestamp:?} is not after the median time past {median:?}")]
-    TimestampTooOld {
-        /// The header's.
-        timestamp: Timestamp,
-        /// Median of the last 11 ancestors' timestamps.
-        median: Timestamp,
-    },
-    /// Timestamp too far ahead of the local clock.
+    /// A consensus rule from `pouw-consensus`: a header rule (version, height, parent hash,
+    /// target, timestamps, proof of work), a body rule (transaction count, size, height,
+    /// miner signature, tx root) or the state transition (a transaction or the coinbase).
     ///
-    /// Peer scoring: not a fault (clocks differ); the block may become valid later.
-    #[error("timestamp {timestamp:?} is after the latest allowed {max:?}")]
-    TimestampInFuture {
-        /// The header's.
-        timestamp: Timestamp,
-        /// Local now + `max_future_ms`.
-        max: Timestamp,
-    },
-    /// Target differs from the retarget rule.
-    #[error("target {got}, the retarget rule gives {expected}")]
-    BadTarget {
-        /// Rule output.
-        expected: CompactTarget,
-        /// The header's.
-        got: CompactTarget,
-    },
-    /// The header hash does not meet its target.
-    #[error("header hash {hash} does not meet target {target}")]
-    InsufficientWork {
-        /// Header hash.
-        hash: Hash,
-        /// Target.
-        target: CompactTarget,
-    },
-    /// Encoded block too large.
-    #[error("block is {size} bytes, over the limit of {max}")]
-    TooLarge {
-        /// Encoded size.
-        size: u64,
-        /// Limit.
-        max: u64,
-    },
-    /// Too many transactions.
-    #[error("block has {count} transactions, over the limit of {max}")]
-    TooManyTxs {
-        /// Count.
-        count: u64,
-        /// Limit.
-        max: u64,
-    },
-    /// `tx_root` does not match the transactions.
-    #[error("tx_root {got}, transactions give {expected}")]
-    BadTxRoot {
-        /// Computed.
-        expected: Hash,
-        /// The header's.
-        got: Hash,
-    },
-    /// The miner signature does not verify.
-    #[error("bad miner signature: {0}")]
-    BadSignature(#[from] SignatureError),
+    /// Peer scoring: a fault unless [`ConsensusError::may_become_valid`] (a timestamp from
+    /// the near future: clocks differ and the block may become valid later).
+    #[error(transparent)]
+    Consensus(#[from] ConsensusError),
     /// The [`BlockValidator`](crate::BlockValidator) rejected the block (PoUW proof).
     #[error("proof rejected: {0}")]
     Proof(Box<dyn std::error::Error + Send + Sync>),
-    /// A transaction or the coinbase broke a state-transition rule.
-    #[error("execution failed: {0}")]
-    Execution(#[from] ConsensusError),
     /// The header's `state_root` differs from the state after execution.
     #[error("state_root {got}, execution gives {expected}")]
     BadStateRoot {
@@ -111,7 +39,10 @@ pub enum BlockError {
 impl BlockError {
     /// True if a peer that relayed a block failing this way sent invalid data.
     pub fn is_peer_fault(&self) -> bool {
-        !matches!(self, Self::TimestampInFuture { .. })
+        match self {
+            Self::Consensus(e) => !e.may_become_valid(),
+            Self::Proof(_) | Self::BadStateRoot { .. } | Self::InvalidAncestor(_) => true,
+        }
     }
 }
 

@@ -8,15 +8,15 @@
 //!   a reorg undoes state with the stored undo data and commits as one transaction.
 //! - [`Mempool`]: pending transactions by fee rate, nonce-gap queue, bounds with eviction,
 //!   replacement, and re-adding transactions of reverted blocks.
-//! - `rules`: header/body rules, median time past and the retarget rule (to move to
-//!   pouw-consensus).
+//! - Block rules (header, body, median time past, retarget) are `pouw-consensus`'s
+//!   ([`pouw_consensus::check_header`], [`pouw_consensus::check_block_body`],
+//!   [`pouw_consensus::next_target`]); their errors become [`BlockError::Consensus`].
 //!
 //! Feature `test-utils`: [`test_utils`] (easy-target spec, `BlockBuilder`, `ChainHarness`).
 
 mod chain;
 mod error;
 mod mempool;
-pub mod rules;
 mod validator;
 
 #[cfg(any(test, feature = "test-utils"))]

@@ -1,7 +1,10 @@
 //! Test harness: an easy-target chain spec, a builder of valid blocks and [`ChainHarness`].
 
-use crate::{rules, Chain, ChainError, ImportOutcome};
-use pouw_consensus::{apply_block, genesis_block, genesis_state, ConsensusError, State};
+use crate::{Chain, ChainError, ImportOutcome};
+use pouw_consensus::{
+    apply_block, genesis_block, genesis_state, next_target, retarget_window_len, ConsensusError,
+    State,
+};
 use pouw_primitives::{
     meets_target, Address, Amount, Block, ChainSpec, CompactTarget, Hash, Header, Keypair,
     Signature, Timestamp, Transaction, TxBody, TxKind, HEADER_VERSION,
@@ -188,10 +191,12 @@ impl BlockFactory {
         self.states[at].account(&devnet_key(i).public()).nonce
     }
 
-    /// The target a child of `parent` must carry (the retarget rule over built headers).
+    /// The target a child of `parent` must carry (the consensus retarget rule,
+    /// [`pouw_consensus::next_target`], over built headers).
     pub fn next_target(&self, parent: &Hash) -> CompactTarget {
         let p = &self.headers[parent];
-        let n = self.spec.retarget_window.min(p.height) as usize + 1;
+        let height = p.height + 1;
+        let n = retarget_window_len(&self.spec, height).expect("valid test spec");
         let mut ts = Vec::with_capacity(n);
         let mut cur = Some(p);
         while let Some(h) = cur {
@@ -202,7 +207,7 @@ impl BlockFactory {
             cur = if h.height == 0 { None } else { self.headers.get(&h.prev_hash) };
         }
         ts.reverse();
-        rules::next_target(&self.spec, p, &ts)
+        next_target(&self.spec, height, p.target, &ts).expect("window of the right length")
     }
 
     /// Builds (and records) a child of `parent` with `txs`, one block time later, mined by a

@@ -3,11 +3,13 @@
 use pouw_primitives::{Block, ChainSpec, Header};
 
 /// An extra block check the chain runs on every new block after the cheap header and body
-/// checks (version, height, timestamps, target, PoW, size, tx root, miner signature) and before
-/// the block is stored or executed.
+/// checks (`pouw_consensus::check_header` and `check_block_body`: version, height, timestamps,
+/// target, PoW, size, tx root, miner signature) and before the block is stored or executed.
 ///
-/// The PoUW issue implements this to verify the iteration message behind the nonce (replaying
-/// the training step, checking `msg_hash`, `msg_history_root` and the used-iteration index). A
+/// This is where the PoUW proof is verified: the proof's presence and binding to the header
+/// (`pouw_consensus::pouw::check_proof_structure`, or `check_proof_cheap` once the task is
+/// resolved), then the replay of the training step. The body checks no longer look at
+/// `block.proof`, so a validator that skips this accepts blocks without one. A
 /// rejection marks nothing: the block is simply refused with
 /// [`BlockError::Proof`](crate::BlockError::Proof), which scores the relaying peer.
 ///

@@ -244,12 +244,9 @@ pub enum ConsensusError {
     /// The miner's signature over the header does not verify.
     #[error("bad miner signature: {0}")]
     BadMinerSignature(SignatureError),
-    /// The iteration message's signature (by the block's miner) does not verify.
-    #[error("bad iteration message signature: {0}")]
-    BadIterationSignature(SignatureError),
-    /// A non-genesis block lacks its iteration message, or it does not match the header.
-    #[error("iteration message: {0}")]
-    BadIteration(&'static str),
+    /// A block at height 0: genesis is built from the spec, never imported.
+    #[error("height 0 is the genesis block, built locally")]
+    GenesisHeight,
     /// The header's `state_root` differs from the state after applying the block.
     #[error("state_root {header}, the block's state transition gives {computed}")]
     StateRootMismatch {

@@ -12,7 +12,7 @@
 //! Submodules:
 //! - `task`: task definition to ML specs ([`ml_specs`]), filler tasks ([`filler_task`]);
 //! - `data`: the proof data a replay fetches ([`ProofData`]) and its content addresses;
-//! - `verify`: [`check_proof_cheap`], [`replay`], [`mark_iteration_used`];
+//! - `verify`: [`check_proof_structure`], [`check_proof_cheap`], [`replay`], [`mark_iteration_used`];
 //! - `mine`: the miner's nonce loop ([`mine_iteration`]);
 //! - `error`: [`PouwError`], one variant per rule.
 
@@ -31,7 +31,8 @@ pub use task::{
     FILLER_TAU,
 };
 pub use verify::{
-    check_proof_cheap, mark_iteration_used, proof_of, replay, used_iteration_key, verify_proof,
+    check_proof_cheap, check_proof_structure, mark_iteration_used, proof_of, replay,
+    used_iteration_key, verify_proof,
 };
 
 use pouw_primitives::{ChainSpec, Hash, Header, IterationMessage};

@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! check_header        version, height, prev_hash, target, timestamp window, PoW   (no body)
-//!   -> check_block_body  tx count, encoded size, iteration binding, signatures, tx_root
-//!   -> [PoUW proof verification: a later issue, slots in here]
+//!   -> check_block_body  tx count, encoded size, height != 0, miner signature, tx_root
+//!   -> [PoUW proof verification (crate::pouw): check_proof_structure / check_proof_cheap,
+//!       replay; run by the caller, e.g. the chain's BlockValidator]
 //!   -> apply_block       transactions and state transition (the expensive part)
 //!   -> state root        header.state_root == diff.state_root
 //! ```
@@ -87,13 +88,13 @@ pub fn check_header(
 }
 
 /// Checks a (non-genesis) block's body against its header: transaction count, encoded size,
-/// the iteration message's binding to the header (present, `id == msg_hash`, same miner and
-/// task; only genesis has none and genesis is never imported, it is built from the spec), the
-/// miner's signature over the header and over the iteration message, then `tx_root` (hashing
-/// every transaction, the costliest check here).
+/// height (0 is the genesis block, never imported: it is built from the spec), the miner's
+/// signature over the header, then `tx_root` (hashing every transaction, the costliest check
+/// here).
 ///
-/// Whether the iteration message is a valid proof (commitment, replay) is the PoUW proof
-/// verification's job, not this function's.
+/// The PoUW proof (`block.proof`: presence, binding to the header, signatures, commitment,
+/// replay) is the PoUW proof verification's job: [`crate::pouw::check_proof_structure`],
+/// [`crate::pouw::check_proof_cheap`] and [`crate::pouw::replay`].
 pub fn check_block_body(block: &Block, spec: &ChainSpec) -> Result<(), ConsensusError> {
     let count = block.transactions.len();
     if u64::try_from(count).map_or(true, |c| c > u64::from(spec.max_block_txs)) {
@@ -104,27 +105,9 @@ pub fn check_block_body(block: &Block, spec: &ChainSpec) -> Result<(), Consensus
         return Err(ConsensusError::BlockTooLarge { size, max: spec.max_block_bytes });
     }
     if block.header.height == 0 {
-        return Err(ConsensusError::BadIteration("height 0 is the genesis block, built locally"));
-    }
-    let Some(proof) = &block.proof else {
-        return Err(ConsensusError::BadIteration("missing (only genesis has none)"));
-    };
-    let iteration = &proof.winning;
-    if iteration.body.miner != block.header.miner {
-        return Err(ConsensusError::BadIteration("miner differs from the header's"));
-    }
-    if iteration.body.task_id != block.header.task_id {
-        return Err(ConsensusError::BadIteration("task differs from the header's"));
-    }
-    if iteration.id() != block.header.msg_hash {
-        return Err(ConsensusError::BadIteration("id differs from the header's msg_hash"));
+        return Err(ConsensusError::GenesisHeight);
     }
     block.verify_signature().map_err(ConsensusError::BadMinerSignature)?;
-    iteration.verify_signature().map_err(ConsensusError::BadIterationSignature)?;
-    if proof.committing.body.miner != block.header.miner {
-        return Err(ConsensusError::BadIteration("committing message is by another miner"));
-    }
-    proof.committing.verify_signature().map_err(ConsensusError::BadIterationSignature)?;
     let tx_root = Block::compute_tx_root(&block.transactions);
     if tx_root != block.header.tx_root {
         return Err(ConsensusError::BadTxRoot { expected: tx_root, got: block.header.tx_root });
@@ -144,7 +127,9 @@ pub fn check_state_root(header: &Header, diff: &StateDiff) -> Result<(), Consens
 }
 
 /// The whole pipeline for a block on top of `parent` whose post-state is `state`:
-/// [`check_header`], [`check_block_body`], [`apply_block`], [`check_state_root`]. Returns the
+/// [`check_header`], [`check_block_body`], [`crate::pouw::check_proof_structure`] (the proof's
+/// presence and binding; the task-dependent checks and the replay stay the caller's),
+/// [`apply_block`], [`check_state_root`]. Returns the
 /// diff to store (with its undo data). `state` is never modified.
 pub fn validate_and_apply(
     state: &State,
@@ -154,6 +139,7 @@ pub fn validate_and_apply(
 ) -> Result<StateDiff, ConsensusError> {
     check_header(&block.header, parent, ctx)?;
     check_block_body(block, ctx.spec)?;
+    crate::pouw::check_proof_structure(block)?;
     let diff = apply_block(state, block, ctx.spec)?;
     check_state_root(&block.header, &diff)?;
     Ok(diff)

@@ -189,7 +189,7 @@ fn execution_failure_on_the_tip_changes_nothing() {
     let (bad, _) = BlockBuilder::new(&spec, &parent, &rich).txs(vec![tx]).build().unwrap();
     let before = h.chain.state().clone();
     let err = h.import(bad.clone()).unwrap_err();
-    assert!(matches!(err.block_error(), Some(BlockError::Execution(_))), "{err}");
+    assert!(matches!(err.block_error(), Some(BlockError::Consensus(_))), "{err}");
     assert_eq!(h.chain.state(), &before);
     assert_eq!(h.chain.tip(), tip);
     assert_eq!(h.chain.header_entry(&bad.hash()).unwrap().status, BlockStatus::Invalid);

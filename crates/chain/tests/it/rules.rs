@@ -5,6 +5,7 @@ use pouw_chain::{
     test_utils::{devnet_key, test_spec, transfer, ChainHarness},
     BlockError, BlockValidator, Chain, ChainConfig, ChainError,
 };
+use pouw_consensus::ConsensusError as E;
 use pouw_primitives::{
     meets_target, Block, ChainSpec, CompactTarget, Hash, Header, Keypair, Timestamp,
 };
@@ -52,10 +53,10 @@ fn setup() -> (ChainHarness, Block, Timestamp) {
 fn header_rules() {
     let (mut h, good, now) = setup();
     expect_rejected(&mut h, remine(good.clone(), |x| x.version = 2), now, |e| {
-        matches!(e, BlockError::BadVersion { got: 2, .. })
+        matches!(e, BlockError::Consensus(E::BadVersion { got: 2, .. })) && e.is_peer_fault()
     });
     expect_rejected(&mut h, remine(good.clone(), |x| x.height += 1), now, |e| {
-        matches!(e, BlockError::BadHeight { expected: 13, got: 14 })
+        matches!(e, BlockError::Consensus(E::BadHeight { expected: 13, got: 14 }))
     });
     // The median of the last 11 is the timestamp 5 blocks back.
     let median = h.chain.header_at(7).unwrap().timestamp;
@@ -63,18 +64,20 @@ fn header_rules() {
         &mut h,
         remine(good.clone(), |x| x.timestamp = median),
         now,
-        |e| matches!(e, BlockError::TimestampTooOld { median: m, .. } if *m == median),
+        |e| matches!(e, BlockError::Consensus(E::TimestampTooOld { median: m, .. }) if *m == median),
     );
     // Just after the median is fine as far as time goes (it fails later only on the root,
     // since the miner changed): check the time rule alone by using now far behind.
     let future = remine(good.clone(), |x| x.timestamp = Timestamp(now.0 + 15_001));
-    expect_rejected(&mut h, future, now, |e| matches!(e, BlockError::TimestampInFuture { .. }));
+    expect_rejected(&mut h, future, now, |e| {
+        matches!(e, BlockError::Consensus(E::TimestampInFuture { .. })) && !e.is_peer_fault()
+    });
     let wrong_target = CompactTarget(0x2000_ffff);
     expect_rejected(
         &mut h,
         remine(good.clone(), |x| x.target = wrong_target),
         now,
-        |e| matches!(e, BlockError::BadTarget { got, .. } if *got == wrong_target),
+        |e| matches!(e, BlockError::Consensus(E::WrongTarget { got, .. }) if *got == wrong_target),
     );
     // A nonce that misses the (easy) target: grind for a failing hash.
     let key = Keypair::from_label("x");
@@ -88,23 +91,29 @@ fn header_rules() {
         }
     }
     weak.sign(&key);
-    expect_rejected(&mut h, weak, now, |e| matches!(e, BlockError::InsufficientWork { .. }));
+    expect_rejected(&mut h, weak, now, |e| {
+        matches!(e, BlockError::Consensus(E::InsufficientWork { .. }))
+    });
 }
 
 #[test]
 fn body_rules() {
     let (mut h, good, now) = setup();
     expect_rejected(&mut h, remine(good.clone(), |x| x.tx_root = Hash::digest(b"x")), now, |e| {
-        matches!(e, BlockError::BadTxRoot { .. })
+        matches!(e, BlockError::Consensus(E::BadTxRoot { .. }))
     });
     // Signed by a key that is not the header's miner.
     let mut forged = resign(good.clone(), &devnet_key(5));
     forged.sign(&devnet_key(6));
-    expect_rejected(&mut h, forged, now, |e| matches!(e, BlockError::BadSignature(_)));
+    expect_rejected(&mut h, forged, now, |e| {
+        matches!(e, BlockError::Consensus(E::BadMinerSignature(_)))
+    });
     // Unsigned.
     let mut unsigned = good.clone();
     unsigned.signature = Default::default();
-    expect_rejected(&mut h, unsigned, now, |e| matches!(e, BlockError::BadSignature(_)));
+    expect_rejected(&mut h, unsigned, now, |e| {
+        matches!(e, BlockError::Consensus(E::BadMinerSignature(_)))
+    });
     // The good block still imports afterwards.
     h.chain.import_block(good, now).unwrap();
 }
@@ -124,7 +133,9 @@ fn block_limits() {
         (0..3).map(|i| transfer(&spec, &devnet_key(i), 0, devnet_key(9).public(), 5, 1)).collect();
     let b = h.factory.build(&g, txs);
     let now = b.header.timestamp;
-    expect_rejected(&mut h, b, now, |e| matches!(e, BlockError::TooManyTxs { count: 3, max: 2 }));
+    expect_rejected(&mut h, b, now, |e| {
+        matches!(e, BlockError::Consensus(E::TooManyTransactions { count: 3, max: 2 }))
+    });
 
     let mut h = harness_with(|s| s.max_block_bytes = 1024);
     let g = h.chain.tip();
@@ -132,7 +143,9 @@ fn block_limits() {
         (0..8).map(|i| transfer(&spec, &devnet_key(i), 0, devnet_key(9).public(), 5, 1)).collect();
     let b = h.factory.build(&g, txs);
     let now = b.header.timestamp;
-    expect_rejected(&mut h, b, now, |e| matches!(e, BlockError::TooLarge { max: 1024, .. }));
+    expect_rejected(&mut h, b, now, |e| {
+        matches!(e, BlockError::Consensus(E::BlockTooLarge { max: 1024, .. }))
+    });
 }
 
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 //! The verification pipeline of a PoUW block (design 003), cheapest checks first, as separate
 //! steps so a caller can stop early: [`check_proof_cheap`] (signatures, task, commitment, map
-//! syntax; microseconds), then [`replay`] (one training iteration). The caller checks the
+//! syntax; microseconds; [`check_proof_structure`] is its task-free subset), then [`replay`] (one training iteration). The caller checks the
 //! header itself (syntax, parent, time, target, `meets_target(header.hash(), target)`, block
 //! signature) before both, and [`mark_iteration_used`] runs inside the state transition.
 
@@ -22,6 +22,41 @@ pub fn proof_of(block: &Block) -> Result<Option<&PouwProof>, PouwError> {
     }
 }
 
+/// The proof's presence and its binding to the block, needing neither the task nor the spec:
+/// a non-genesis block carries a proof ([`PouwError::MissingProof`]); `winning` is by
+/// `header.miner`, is validly signed, is the message `header.msg_hash` names and is for
+/// `header.task_id`; `committing` is by the same miner for the same task and is validly signed.
+/// [`check_proof_cheap`] checks all of this too (and more); this is its subset for a caller
+/// that has not resolved the task. Returns the proof (`None` for genesis).
+pub fn check_proof_structure(block: &Block) -> Result<Option<&PouwProof>, PouwError> {
+    let Some(proof) = proof_of(block)? else { return Ok(None) };
+    check_winning_binding(&block.header, proof)?;
+    let (w, c) = (&proof.winning.body, &proof.committing.body);
+    if c.miner != w.miner || c.task_id != w.task_id {
+        return Err(PouwError::CommittingOwner);
+    }
+    proof.committing.verify_signature().map_err(PouwError::CommittingSignature)?;
+    Ok(Some(proof))
+}
+
+/// `winning` is by `header.miner`, validly signed, named by `header.msg_hash`, for
+/// `header.task_id`.
+fn check_winning_binding(header: &Header, proof: &PouwProof) -> Result<(), PouwError> {
+    let w = &proof.winning.body;
+    if w.miner != header.miner {
+        return Err(PouwError::WinningMiner { message: w.miner, header: header.miner });
+    }
+    proof.winning.verify_signature().map_err(PouwError::WinningSignature)?;
+    let id = proof.winning.id();
+    if id != header.msg_hash {
+        return Err(PouwError::MsgHash { header: header.msg_hash, message: id });
+    }
+    if w.task_id != header.task_id {
+        return Err(PouwError::WinningTask { message: w.task_id, header: header.task_id });
+    }
+    Ok(())
+}
+
 /// The checks that need no proof data, in order: `winning` is by `header.miner`, is validly
 /// signed, is the message `header.msg_hash` names, is for `header.task_id`, commits to zero;
 /// `committing` is by the same miner for the same task exactly `k` iterations earlier, committed
@@ -36,18 +71,8 @@ pub fn check_proof_cheap(
     proof: &PouwProof,
     task: &TaskDefinition,
 ) -> Result<(), PouwError> {
+    check_winning_binding(header, proof)?;
     let (w, c) = (&proof.winning.body, &proof.committing.body);
-    if w.miner != header.miner {
-        return Err(PouwError::WinningMiner { message: w.miner, header: header.miner });
-    }
-    proof.winning.verify_signature().map_err(PouwError::WinningSignature)?;
-    let id = proof.winning.id();
-    if id != header.msg_hash {
-        return Err(PouwError::MsgHash { header: header.msg_hash, message: id });
-    }
-    if w.task_id != header.task_id {
-        return Err(PouwError::WinningTask { message: w.task_id, header: header.task_id });
-    }
     if !w.commitment.is_zero() {
         return Err(PouwError::WinningCommitment(w.commitment));
     }

@@ -3,6 +3,7 @@
 use crate::common::*;
 use pouw_consensus::{
     apply_block, check_block_body, check_header, genesis_block, genesis_state, next_target,
+    pouw::{check_proof_structure, PouwError},
     validate_and_apply, ConsensusError as E, HeaderContext,
 };
 use pouw_primitives::{
@@ -167,24 +168,73 @@ fn each_body_rule() {
     let mut b = block.clone();
     b.transactions.pop();
     assert!(matches!(check_block_body(&b, &spec), Err(E::BadTxRoot { .. })));
-    let mut b = block.clone();
+    let mut b = block;
     b.signature.0[0] ^= 1;
     assert!(matches!(check_block_body(&b, &spec), Err(E::BadMinerSignature(_))));
+    let g = genesis_block(&spec).unwrap();
+    assert!(matches!(check_block_body(&g, &spec), Err(E::GenesisHeight)));
+}
+
+/// The proof checks left `check_block_body` for the PoUW structure check; each still fails.
+#[test]
+fn each_proof_structure_rule() {
+    let spec = spec();
+    let (_, block) = child(&spec, transfers(&spec, 1));
+    assert!(check_proof_structure(&block).unwrap().is_some());
+    // Only genesis carries no proof.
+    assert!(check_proof_structure(&genesis_block(&spec).unwrap()).unwrap().is_none());
     let mut b = block.clone();
     b.proof = None;
-    assert!(matches!(check_block_body(&b, &spec), Err(E::BadIteration(_))));
+    check_block_body(&b, &spec).unwrap();
+    assert!(matches!(check_proof_structure(&b), Err(PouwError::MissingProof)));
+    // A changed winning message no longer has the header's msg_hash (it is re-signed, so the
+    // signature is not what fails).
     let mut b = block.clone();
-    if let Some(it) = b.proof.as_mut().map(|p| &mut p.winning) {
-        it.body.epoch = 9;
+    if let Some(p) = b.proof.as_mut() {
+        p.winning = IterationBody { epoch: 9, ..p.winning.body.clone() }.sign(&key(15));
     }
-    assert!(matches!(check_block_body(&b, &spec), Err(E::BadIteration(_))));
-    let mut b = block;
+    assert!(matches!(check_proof_structure(&b), Err(PouwError::MsgHash { .. })));
+    let mut b = block.clone();
+    if let Some(p) = b.proof.as_mut() {
+        p.winning =
+            IterationBody { task_id: Hash::digest(b"t"), ..p.winning.body.clone() }.sign(&key(15));
+    }
+    assert!(matches!(check_proof_structure(&b), Err(PouwError::MsgHash { .. })));
+    // Winning message by another miner.
+    let mut b = block.clone();
+    if let Some(p) = b.proof.as_mut() {
+        p.winning =
+            IterationBody { miner: key(14).public(), ..p.winning.body.clone() }.sign(&key(14));
+    }
+    assert!(matches!(check_proof_structure(&b), Err(PouwError::WinningMiner { .. })));
+    let mut b = block.clone();
     if let Some(it) = b.proof.as_mut().map(|p| &mut p.winning) {
         it.signature.0[1] ^= 1;
     }
-    assert!(matches!(check_block_body(&b, &spec), Err(E::BadIterationSignature(_))));
-    let g = genesis_block(&spec).unwrap();
-    assert!(matches!(check_block_body(&g, &spec), Err(E::BadIteration(_))));
+    assert!(matches!(check_proof_structure(&b), Err(PouwError::WinningSignature(_))));
+    // Committing message by another miner, or with a bad signature.
+    let mut b = block.clone();
+    if let Some(p) = b.proof.as_mut() {
+        p.committing =
+            IterationBody { miner: key(14).public(), ..p.committing.body.clone() }.sign(&key(14));
+    }
+    assert!(matches!(check_proof_structure(&b), Err(PouwError::CommittingOwner)));
+    let mut b = block.clone();
+    if let Some(it) = b.proof.as_mut().map(|p| &mut p.committing) {
+        it.signature.0[1] ^= 1;
+    }
+    assert!(matches!(check_proof_structure(&b), Err(PouwError::CommittingSignature(_))));
+    // The pipeline runs it.
+    let parent = genesis_block(&spec).unwrap().header;
+    let anc = [parent.timestamp];
+    let c = ctx(&spec, &parent, block.header.timestamp, &anc);
+    let state = genesis_state(&spec).unwrap();
+    let mut b = block;
+    b.proof = None;
+    assert!(matches!(
+        validate_and_apply(&state, &b, &parent, &c),
+        Err(E::Pouw(PouwError::MissingProof))
+    ));
 }
 
 #[test]

@@ -2,8 +2,8 @@
 
 use crate::common::*;
 use pouw_consensus::{
-    apply_block, check_block_body, genesis_state, Account, BlockUndo, State, StateDiff, StateKey,
-    StateValue, TaskRecord, TaskStatus, Ticket,
+    apply_block, check_block_body, genesis_state, pouw::check_proof_structure, Account, BlockUndo,
+    State, StateDiff, StateKey, StateValue, TaskRecord, TaskStatus, Ticket,
 };
 use pouw_primitives::{
     codec, test_utils::*, Amount, Block, Canonical, Hash, Payout, Role, TicketPreferences,
@@ -318,18 +318,21 @@ proptest! {
         codec_prop(&v, pos, xor)?;
     }
 
-    /// A decodable single-byte mutant of a valid signed block fails the body checks (header
-    /// bytes break the miner signature, transaction bytes the tx root, iteration bytes the
-    /// msg_hash binding).
+    /// A decodable single-byte mutant of a valid signed block fails the body checks or the
+    /// PoUW structure check (header bytes break the miner signature, transaction bytes the tx
+    /// root, proof bytes a message signature or the msg_hash binding).
     #[test]
     fn mutated_block_fails_body_checks(b in signed_block(), pos in any::<Index>(), xor in 1u8..=255) {
         let spec = spec();
         prop_assert!(check_block_body(&b, &spec).is_ok());
+        prop_assert!(check_proof_structure(&b).is_ok());
         let mut bytes = codec::encode(&b);
         let i = pos.index(bytes.len());
         bytes[i] ^= xor;
         if let Ok(m) = codec::decode::<Block>(&bytes) {
-            prop_assert!(check_block_body(&m, &spec).is_err());
+            prop_assert!(
+                check_block_body(&m, &spec).is_err() || check_proof_structure(&m).is_err()
+            );
         }
     }
 
