@@ -20,6 +20,8 @@ pub enum Table {
     Undo,
     /// Metadata.
     Meta,
+    /// Proof data (`proofs.redb`).
+    Proofs,
 }
 
 impl fmt::Display for Table {
@@ -31,6 +33,7 @@ impl fmt::Display for Table {
             Self::State => "state",
             Self::Undo => "undo",
             Self::Meta => "meta",
+            Self::Proofs => "proof_blobs",
         })
     }
 }

@@ -25,9 +25,11 @@
 //! Feature `test-utils`: [`Store::put_raw`] writes raw bytes into a table (corruption tests).
 
 mod error;
+mod proofs;
 mod store;
 
 pub use error::{StorageError, Table};
+pub use proofs::{ProofKind, ProofStore, PROOFS_FILE};
 pub use store::{
     spec_hash, BlockStatus, Durability, HeaderEntry, Store, StoreWriter, DB_FILE, SCHEMA_VERSION,
 };

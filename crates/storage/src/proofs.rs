@@ -14,9 +14,10 @@
 //! data of every stored block is kept for as long as the block is. (Records of blocks that were
 //! reorged away are kept too: the branch may come back.)
 
-use crate::{Result, StorageError};
-use pouw_primitives::Hash;
-use redb::{ReadableTable, TableDefinition};
+use crate::{Result, StorageError, Table};
+use pouw_consensus::pouw::ProofData;
+use pouw_primitives::{codec, Hash, IterationBody, IterationMessage};
+use redb::TableDefinition;
 use std::path::{Path, PathBuf};
 
 /// File name of the proof-data database in a data directory.
@@ -106,6 +107,63 @@ impl ProofStore {
         Ok(self.get(kind, hash)?.is_some())
     }
 
+    /// Stores the proof data of a block whose winning message is `winning`: each piece under the
+    /// hash the message names it by (start model, start residual and optimiser state, batch, peer
+    /// messages), in one durable transaction. The caller has checked the data against those
+    /// hashes (a replay does), so what is stored is what the block commits to.
+    pub fn put_proof(&self, winning: &IterationBody, data: &ProofData) -> Result<()> {
+        let params = codec::encode(&bits(&data.start_params));
+        let residual = codec::encode(&(bits(&data.start_residual), bits(&data.start_velocity)));
+        let peers: Vec<Vec<u8>> = data.peers.iter().map(codec::encode).collect();
+        let mut records: Vec<(ProofKind, Hash, &[u8])> = vec![
+            (ProofKind::Model, winning.start_model_hash, &params),
+            (ProofKind::Residual, winning.start_residual_hash, &residual),
+            (ProofKind::Batch, winning.batch_hash, &data.batch),
+        ];
+        for (id, bytes) in winning.peer_msgs.iter().zip(&peers) {
+            records.push((ProofKind::Message, *id, bytes));
+        }
+        self.put_many(&records)
+    }
+
+    /// The proof data a block with winning message `winning` needs for its replay; `None` if any
+    /// piece is missing. A stored piece that does not decode is a [`StorageError::Corrupt`].
+    /// (Whether the pieces hash to what `winning` names is the replay's check.)
+    pub fn get_proof(&self, winning: &IterationBody) -> Result<Option<ProofData>> {
+        let corrupt = |kind: ProofKind, hash: &Hash, e: codec::CodecError| {
+            StorageError::corrupt(Table::Proofs, format!("{kind:?}:{hash}"), e)
+        };
+        let Some(params) = self.get(ProofKind::Model, &winning.start_model_hash)? else {
+            return Ok(None);
+        };
+        let Some(residual) = self.get(ProofKind::Residual, &winning.start_residual_hash)? else {
+            return Ok(None);
+        };
+        let Some(batch) = self.get(ProofKind::Batch, &winning.batch_hash)? else {
+            return Ok(None);
+        };
+        let params: Vec<u32> = codec::decode(&params)
+            .map_err(|e| corrupt(ProofKind::Model, &winning.start_model_hash, e))?;
+        let (residual, velocity): (Vec<u32>, Vec<u32>) = codec::decode(&residual)
+            .map_err(|e| corrupt(ProofKind::Residual, &winning.start_residual_hash, e))?;
+        let mut peers = Vec::with_capacity(winning.peer_msgs.len());
+        for id in &winning.peer_msgs {
+            let Some(bytes) = self.get(ProofKind::Message, id)? else {
+                return Ok(None);
+            };
+            let msg: IterationMessage =
+                codec::decode(&bytes).map_err(|e| corrupt(ProofKind::Message, id, e))?;
+            peers.push(msg);
+        }
+        Ok(Some(ProofData {
+            start_params: floats(&params),
+            start_residual: floats(&residual),
+            start_velocity: floats(&velocity),
+            batch,
+            peers,
+        }))
+    }
+
     /// Number of records.
     pub fn len(&self) -> Result<u64> {
         use redb::ReadableTableMetadata;
@@ -119,6 +177,14 @@ impl ProofStore {
     }
 }
 
+fn bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|v| v.to_bits()).collect()
+}
+
+fn floats(bits: &[u32]) -> Vec<f32> {
+    bits.iter().map(|b| f32::from_bits(*b)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,7 +196,9 @@ mod tests {
         {
             let store = ProofStore::open(dir.path()).unwrap();
             assert!(store.is_empty().unwrap());
-            store.put_many(&[(ProofKind::Model, h, b"params"), (ProofKind::Batch, h, b"batch")]).unwrap();
+            store
+                .put_many(&[(ProofKind::Model, h, b"params"), (ProofKind::Batch, h, b"batch")])
+                .unwrap();
             assert_eq!(store.get(ProofKind::Model, &h).unwrap().as_deref(), Some(&b"params"[..]));
             assert_eq!(store.get(ProofKind::Batch, &h).unwrap().as_deref(), Some(&b"batch"[..]));
             assert_eq!(store.get(ProofKind::Residual, &h).unwrap(), None);
@@ -138,5 +206,54 @@ mod tests {
         let store = ProofStore::open(dir.path()).unwrap();
         assert_eq!(store.len().unwrap(), 2);
         assert!(store.contains(ProofKind::Model, &h).unwrap());
+    }
+
+    #[test]
+    fn proof_data_round_trips_bit_for_bit_and_missing_pieces_give_none() {
+        use pouw_primitives::{Keypair, PublicKey};
+        let dir = tempfile::tempdir().unwrap();
+        let store = ProofStore::open(dir.path()).unwrap();
+        let key = Keypair::from_label("peer");
+        let peer = IterationBody {
+            task_id: Hash::digest(b"task"),
+            miner: key.public(),
+            epoch: 0,
+            iteration: 3,
+            batch_hash: Hash::digest(b"b"),
+            start_model_hash: Hash::digest(b"m"),
+            start_residual_hash: Hash::digest(b"r"),
+            peer_msgs: vec![],
+            map: vec![1, 2, 0x8000_0003],
+            loss: 1,
+            accuracy: 2,
+            commitment: Hash::ZERO,
+        }
+        .sign(&key);
+        let data = ProofData {
+            start_params: vec![1.5, -0.0, f32::MIN_POSITIVE / 2.0],
+            start_residual: vec![0.25, -3.0, 0.0],
+            start_velocity: vec![],
+            batch: vec![7; 40],
+            peers: vec![peer.clone()],
+        };
+        let winning = IterationBody {
+            miner: PublicKey::default(),
+            iteration: 9,
+            peer_msgs: vec![peer.id()],
+            ..peer.body
+        };
+        assert_eq!(store.get_proof(&winning).unwrap(), None);
+        store.put_proof(&winning, &data).unwrap();
+        let back = store.get_proof(&winning).unwrap().unwrap();
+        assert_eq!(bits(&back.start_params), bits(&data.start_params));
+        assert_eq!(bits(&back.start_residual), bits(&data.start_residual));
+        assert_eq!(back.batch, data.batch);
+        assert_eq!(back.peers, data.peers);
+        let mut other = winning.clone();
+        other.peer_msgs.push(Hash::digest(b"unknown peer"));
+        assert_eq!(store.get_proof(&other).unwrap(), None);
+        store.put_many(&[(ProofKind::Model, winning.start_model_hash, b"\x05")]).unwrap();
+        let err = store.get_proof(&winning).unwrap_err().to_string();
+        assert!(err.contains("corrupted"), "{err}");
     }
 }
