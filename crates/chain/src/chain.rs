@@ -2,10 +2,11 @@
 
 use crate::{BlockError, BlockValidator, ChainError, NoProofCheck};
 use pouw_consensus::{
-    apply_block, check_block_body, check_header, next_target, retarget_window_len, Account,
-    HeaderContext, State, StateKey, StateValue, MEDIAN_TIME_SPAN,
+    apply_block, check_block_body, check_header, median_time_past, next_target,
+    retarget_window_len, Account, ConsensusError, HeaderContext, State, StateKey, StateValue,
+    MEDIAN_TIME_SPAN,
 };
-use pouw_primitives::{Address, Block, ChainSpec, Hash, Header, Timestamp, Uint256};
+use pouw_primitives::{Address, Block, ChainSpec, CompactTarget, Hash, Header, Timestamp, Uint256};
 use pouw_storage::{BlockStatus, Durability, HeaderEntry, StorageError, Store, StoreWriter, Table};
 use std::{
     collections::{BTreeMap, HashMap},
@@ -417,6 +418,21 @@ impl Chain {
         }
     }
 
+    /// The target a child of `parent` must carry (the retarget rule).
+    pub fn expected_target(&self, parent: &Header) -> Result<CompactTarget, ConsensusError> {
+        let height = parent.height.saturating_add(1);
+        let window = self.ancestor_timestamps(parent, retarget_window_len(&self.spec, height)?);
+        next_target(&self.spec, height, parent.target, &window)
+    }
+
+    /// The earliest timestamp a child of `parent` may carry (one millisecond after the median
+    /// of the last 11 timestamps).
+    pub fn min_child_timestamp(&self, parent: &Header) -> Timestamp {
+        let ancestors = self.ancestor_timestamps(parent, MEDIAN_TIME_SPAN);
+        let median = median_time_past(&ancestors).unwrap_or(parent.timestamp);
+        Timestamp(median.0.saturating_add(1))
+    }
+
     /// Cheap, context-free-of-state checks: header rules, body rules, the validator.
     fn check_block(
         &self,
@@ -436,7 +452,10 @@ impl Chain {
         };
         check_header(&block.header, parent, &ctx)?;
         check_block_body(block, &self.spec)?;
-        self.validator.validate(block, parent, &self.spec).map_err(BlockError::Proof)?;
+        let ancestors = BranchAncestors { chain: self, parent };
+        self.validator
+            .validate(block, parent, &self.spec, &ancestors)
+            .map_err(BlockError::Proof)?;
         Ok(())
     }
 
@@ -674,6 +693,27 @@ impl Chain {
         self.last_change = TipChange { reverted: old_branch, applied: new_branch };
         self.pending_changes.merge(&self.last_change);
         Ok(None)
+    }
+}
+
+/// The ancestors of a block (through its parent) in the header tree.
+struct BranchAncestors<'a> {
+    chain: &'a Chain,
+    parent: &'a Header,
+}
+
+impl crate::validator::Ancestors for BranchAncestors<'_> {
+    fn hash_at(&self, height: u64) -> Option<Hash> {
+        if height > self.parent.height {
+            return None;
+        }
+        let mut hash = self.parent.hash();
+        let mut header = self.parent;
+        while header.height > height {
+            hash = header.prev_hash;
+            header = self.chain.header(&hash)?;
+        }
+        Some(hash)
     }
 }
 

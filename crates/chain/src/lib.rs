@@ -17,6 +17,7 @@
 mod chain;
 mod error;
 mod mempool;
+mod pouw_validator;
 mod validator;
 
 #[cfg(any(test, feature = "test-utils"))]
@@ -25,4 +26,5 @@ pub mod test_utils;
 pub use chain::{Chain, ChainConfig, ImportOutcome, TipChange};
 pub use error::{BlockError, ChainError};
 pub use mempool::{AddOutcome, Mempool, MempoolConfig, MempoolError};
-pub use validator::{BlockValidator, NoProofCheck};
+pub use pouw_validator::{PouwValidator, ProofCheckError};
+pub use validator::{Ancestors, BlockValidator, NoProofCheck};

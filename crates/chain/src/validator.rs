@@ -1,6 +1,6 @@
 //! The extension point for the PoUW proof check.
 
-use pouw_primitives::{Block, ChainSpec, Header};
+use pouw_primitives::{Block, ChainSpec, Hash, Header};
 
 /// An extra block check the chain runs on every new block after the cheap header and body
 /// checks (`pouw_consensus::check_header` and `check_block_body`: version, height, timestamps,
@@ -17,17 +17,26 @@ use pouw_primitives::{Block, ChainSpec, Header};
 /// untrusted input. They run on the importing thread; an expensive check should be
 /// parallelised inside.
 pub trait BlockValidator: Send + Sync + std::fmt::Debug {
-    /// Checks `block`, whose parent is `parent`.
+    /// Checks `block`, whose parent is `parent`; `ancestors` gives the hash of the block's
+    /// ancestor at a height (at most `parent.height`) on the block's own branch.
     fn validate(
         &self,
         block: &Block,
         parent: &Header,
         spec: &ChainSpec,
+        ancestors: &dyn Ancestors,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
-/// The chain's default validator: adds nothing to the cheap checks (the nonce is only checked
-/// against the target). Used until the PoUW proof check lands.
+/// Lookup of a block's ancestors on its own branch (side branches included).
+pub trait Ancestors {
+    /// The hash of the ancestor at `height`, if `height` is at most the parent's height.
+    fn hash_at(&self, height: u64) -> Option<Hash>;
+}
+
+/// A validator that adds nothing to the cheap checks (the nonce is only checked against the
+/// target): for tests of the ledger and the chain that build blocks without training. A node
+/// runs [`PouwValidator`](crate::PouwValidator).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoProofCheck;
 
@@ -37,6 +46,7 @@ impl BlockValidator for NoProofCheck {
         _block: &Block,
         _parent: &Header,
         _spec: &ChainSpec,
+        _ancestors: &dyn Ancestors,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Ok(())
     }

@@ -157,6 +157,7 @@ impl BlockValidator for RejectMinerSeven {
         block: &Block,
         _parent: &Header,
         _spec: &ChainSpec,
+        _ancestors: &dyn pouw_chain::Ancestors,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if block.header.miner == devnet_key(7).public() {
             return Err("miner 7 has no valid proof".into());

@@ -1,0 +1,283 @@
+//! The miner: one PoUW training iteration per step, mining with every iteration.
+
+use pouw_chain::{Ancestors, Chain, PouwValidator};
+use pouw_consensus::{
+    apply_block,
+    pouw::{mine_iteration, ml_specs, PouwError, ProofData},
+    ConsensusError,
+};
+use pouw_ml::{BatchSchedule, Dataset, Exec, Model, Split, TrainState};
+use pouw_primitives::{
+    map_hash, Block, ChainSpec, Hash, Header, IterationBody, IterationMessage, Keypair, PouwProof,
+    Signature, TaskDefinition, TaskId, Timestamp, Transaction, HEADER_VERSION,
+};
+use std::collections::VecDeque;
+
+/// Why a miner step failed (a local fault: the node's own data or configuration).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MinerError {
+    /// The task cannot be trained.
+    #[error(transparent)]
+    Task(#[from] PouwError),
+    /// Building the block template failed.
+    #[error("cannot build a block template: {0}")]
+    Template(#[from] ConsensusError),
+    /// The training step failed.
+    #[error("training step failed: {0}")]
+    Training(String),
+    /// The epoch-opening block of the filler epoch is not on the canonical chain.
+    #[error("the filler epoch of height {0} has no opening block on the canonical chain")]
+    NoFillerTask(u64),
+}
+
+/// A zero-nonce block a miner committed to: the header (with `msg_hash` and `nonce` zero)
+/// and the transactions it commits to.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// The header, `msg_hash` and `nonce` zero.
+    pub header: Header,
+    /// The transactions.
+    pub transactions: Vec<Transaction>,
+}
+
+/// A block the miner found, with the proof data every verifier needs to replay it.
+#[derive(Debug, Clone)]
+pub struct MinedBlock {
+    /// The block.
+    pub block: Block,
+    /// Its proof data (start model, residual, batch, peer messages).
+    pub data: ProofData,
+}
+
+/// One task being trained.
+#[derive(Debug)]
+struct Job {
+    task_id: TaskId,
+    state: TrainState,
+    schedule: BatchSchedule,
+    order: Vec<u32>,
+    epoch: u32,
+    batch: usize,
+    iteration: u64,
+    /// Messages of the last k iterations that committed to a template, oldest first.
+    commitments: VecDeque<(u64, IterationMessage, Template)>,
+}
+
+/// The miner of one node.
+#[derive(Debug)]
+pub struct Miner {
+    spec: ChainSpec,
+    key: Keypair,
+    exec: Exec,
+    dataset: &'static Dataset,
+    job: Option<Job>,
+}
+
+struct Canonical<'a>(&'a Chain);
+
+impl Ancestors for Canonical<'_> {
+    fn hash_at(&self, height: u64) -> Option<Hash> {
+        self.0.hash_at(height)
+    }
+}
+
+impl Miner {
+    /// A miner signing with `key`, training with `exec`.
+    pub fn new(spec: ChainSpec, key: Keypair, exec: Exec) -> Self {
+        Self { spec, key, exec, dataset: pouw_ml::shipped_mnist_ref(), job: None }
+    }
+
+    /// The miner's address.
+    pub fn address(&self) -> pouw_primitives::PublicKey {
+        self.key.public()
+    }
+
+    /// Iterations run on the current task.
+    pub fn iterations(&self) -> u64 {
+        self.job.as_ref().map_or(0, |j| j.iteration)
+    }
+
+    /// One training iteration on the task of the chain's next block, mining with it. Returns
+    /// the block found, if any; the caller stores its proof data, then imports it.
+    pub fn step(
+        &mut self,
+        chain: &Chain,
+        transactions: &[Transaction],
+        now: Timestamp,
+    ) -> Result<(Option<MinedBlock>, f32), MinerError> {
+        let tip = chain.tip_header().clone();
+        let (task_id, task) = PouwValidator::filler_task_for(&self.spec, &tip, &Canonical(chain))
+            .ok_or(MinerError::NoFillerTask(tip.height))?;
+        if self.job.as_ref().map(|j| j.task_id) != Some(task_id) {
+            self.job = Some(self.start_job(task_id, task)?);
+        }
+        let k = u64::from(self.spec.commitment_depth);
+        let job = self.job.as_mut().expect("set above");
+        let i = job.iteration;
+
+        // The mini-batch.
+        if job.batch >= job.schedule.batches_per_epoch() {
+            job.epoch = job.epoch.saturating_add(1);
+            job.order = job.schedule.epoch_order(job.epoch);
+            job.batch = 0;
+        }
+        let batch = self.dataset.gather(job.schedule.batch(&job.order, job.batch));
+        job.batch += 1;
+
+        let start = job.state.clone();
+        let out = job
+            .state
+            .iterate(self.exec, &batch, &[])
+            .map_err(|e| MinerError::Training(e.to_string()))?;
+        job.iteration += 1;
+        let loss = out.loss();
+        let mut body = IterationBody {
+            task_id,
+            miner: self.key.public(),
+            epoch: job.epoch,
+            iteration: i,
+            batch_hash: Hash(out.batch_hash.0),
+            start_model_hash: Hash(out.start_model_hash.0),
+            start_residual_hash: Hash(out.start_residual_hash.0),
+            peer_msgs: vec![],
+            map: out.map.clone(),
+            loss: out.loss_bits,
+            accuracy: out.accuracy_bits,
+            commitment: Hash::ZERO,
+        };
+
+        // Mine with the header committed k iterations ago, if it is still on the tip.
+        while job.commitments.front().is_some_and(|(at, _, _)| at.saturating_add(k) < i) {
+            job.commitments.pop_front();
+        }
+        let committed = job
+            .commitments
+            .front()
+            .filter(|(at, _, t)| at.saturating_add(k) == i && t.header.prev_hash == tip.hash())
+            .cloned();
+        if let Some((_, committing, template)) = committed {
+            let target = template.header.target.to_target().unwrap_or_default();
+            let params = start.model().param_count() as u64;
+            let winning_id = body.id();
+            if let Some(header) = mine_iteration(
+                &self.spec,
+                &template.header,
+                winning_id,
+                Hash(out.end_model_hash.0),
+                map_hash(&out.map),
+                batch.byte_len() as u64,
+                params,
+                target,
+            ) {
+                let winning = body.sign(&self.key);
+                let mut block = Block {
+                    header,
+                    signature: Signature::default(),
+                    proof: Some(PouwProof { winning, committing }),
+                    transactions: template.transactions,
+                };
+                block.sign(&self.key);
+                let data = ProofData {
+                    start_params: start.model().params().to_vec(),
+                    start_residual: start.residual().to_vec(),
+                    start_velocity: start.velocity().to_vec(),
+                    batch: batch.canonical_bytes(),
+                    peers: vec![],
+                };
+                job.commitments.clear();
+                return Ok((Some(MinedBlock { block, data }), loss));
+            }
+        }
+
+        // No block: this iteration commits to the header to be mined at i + k.
+        let template = self.template_for(chain, &tip, task_id, i + k, transactions, now)?;
+        body.commitment = template.header.zero_nonce_hash();
+        let msg = body.sign(&self.key);
+        let job = self.job.as_mut().expect("set above");
+        job.commitments.push_back((i, msg, template));
+        Ok((None, loss))
+    }
+
+    fn start_job(&self, task_id: TaskId, task: TaskDefinition) -> Result<Job, MinerError> {
+        let (model_spec, optimizer) = ml_specs(&task)?;
+        let model = Model::new(model_spec).map_err(|e| MinerError::Training(e.to_string()))?;
+        let state =
+            TrainState::new(model, optimizer).map_err(|e| MinerError::Training(e.to_string()))?;
+        let segments = self
+            .dataset
+            .segments(pouw_primitives::DATASET_SEGMENTS)
+            .map_err(|e| MinerError::Training(e.to_string()))?;
+        let test = f64::from(task.dataset.test_permille) / 1000.0;
+        let split = Split::new(&task_id.0, segments.len(), test, 0.0)
+            .map_err(|e| MinerError::Training(e.to_string()))?;
+        let batch_size = task.optimizer.batch_size as usize;
+        let schedule = BatchSchedule::new(&segments, &split, batch_size, task_id.0);
+        let order = schedule.epoch_order(0);
+        tracing::info!(target: "miner", task = %task_id.short(), "training a new filler task");
+        Ok(Job {
+            task_id,
+            state,
+            schedule,
+            order,
+            epoch: 0,
+            batch: 0,
+            iteration: 0,
+            commitments: VecDeque::new(),
+        })
+    }
+
+    /// The zero-nonce template for the next block on `tip`, to be mined at `iteration` (its
+    /// state root covers that iteration's marker, so there is one template per iteration).
+    fn template_for(
+        &self,
+        chain: &Chain,
+        tip: &Header,
+        task_id: TaskId,
+        iteration: u64,
+        transactions: &[Transaction],
+        now: Timestamp,
+    ) -> Result<Template, MinerError> {
+        let tip_hash = tip.hash();
+        let timestamp = Timestamp(now.0.max(chain.min_child_timestamp(tip).0));
+        let mut header = Header {
+            version: HEADER_VERSION,
+            height: tip.height.saturating_add(1),
+            prev_hash: tip_hash,
+            tx_root: Block::compute_tx_root(transactions),
+            state_root: Hash::ZERO,
+            timestamp,
+            target: chain.expected_target(tip)?,
+            miner: self.key.public(),
+            task_id,
+            msg_hash: Hash::ZERO,
+            msg_history_root: Hash::ZERO,
+            nonce: Hash::ZERO,
+        };
+        // The state root covers the (task, miner, iteration) marker of the block, so execute it
+        // with a proof carrying that identity (the only proof fields the transition reads).
+        let identity = IterationBody {
+            task_id,
+            miner: self.key.public(),
+            epoch: 0,
+            iteration,
+            batch_hash: Hash::ZERO,
+            start_model_hash: Hash::ZERO,
+            start_residual_hash: Hash::ZERO,
+            peer_msgs: vec![],
+            map: vec![],
+            loss: 0,
+            accuracy: 0,
+            commitment: Hash::ZERO,
+        };
+        let placeholder = IterationMessage { body: identity, signature: Signature::default() };
+        let block = Block {
+            header: header.clone(),
+            signature: Signature::default(),
+            proof: Some(PouwProof { winning: placeholder.clone(), committing: placeholder }),
+            transactions: transactions.to_vec(),
+        };
+        header.state_root = apply_block(chain.state(), &block, &self.spec)?.state_root;
+        Ok(Template { header, transactions: transactions.to_vec() })
+    }
+}

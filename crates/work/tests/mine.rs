@@ -1,0 +1,104 @@
+//! A miner trains the filler task and mines real PoUW blocks; a chain running the PoUW
+//! validator replays and accepts them, and refuses a block whose proof data was tampered with.
+
+use pouw_chain::{BlockError, Chain, ChainConfig, ChainError, ImportOutcome, PouwValidator};
+use pouw_ml::Exec;
+use pouw_primitives::{Amount, ChainSpec, CompactTarget, Timestamp};
+use pouw_storage::ProofStore;
+use pouw_work::{MinedBlock, Miner};
+use std::sync::Arc;
+
+fn easy_spec() -> ChainSpec {
+    let mut spec = ChainSpec::devnet();
+    spec.initial_target = CompactTarget(0x2100_ffff);
+    spec.max_target = CompactTarget(0x2100_ffff);
+    spec
+}
+
+fn open(dir: &std::path::Path, spec: &ChainSpec) -> (Chain, Arc<ProofStore>) {
+    let proofs = Arc::new(ProofStore::open(dir).unwrap());
+    let validator = Arc::new(PouwValidator::new(proofs.clone(), Exec::new(2)));
+    let chain = Chain::open_with(dir, spec.clone(), ChainConfig::default(), validator).unwrap();
+    (chain, proofs)
+}
+
+fn mine_blocks(
+    spec: &ChainSpec,
+    chain: &mut Chain,
+    proofs: &ProofStore,
+    n: u64,
+) -> Vec<MinedBlock> {
+    let mut miner = Miner::new(spec.clone(), ChainSpec::devnet_key(3), Exec::SINGLE);
+    let mut mined = vec![];
+    for _ in 0..20 * n {
+        let (found, loss) = miner.step(chain, &[], Timestamp::now()).unwrap();
+        assert!(loss.is_finite());
+        if let Some(m) = found {
+            let winning = &m.block.proof.as_ref().unwrap().winning.body;
+            proofs.put_proof(winning, &m.data).unwrap();
+            let outcome = chain.import_block(m.block.clone(), Timestamp::now()).unwrap();
+            assert_eq!(outcome, ImportOutcome::Extended);
+            mined.push(m);
+            if mined.len() as u64 == n {
+                break;
+            }
+        }
+    }
+    mined
+}
+
+#[test]
+fn mined_blocks_replay_and_persist() {
+    let spec = easy_spec();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut chain, proofs) = open(dir.path(), &spec);
+    let mined = mine_blocks(&spec, &mut chain, &proofs, 3);
+    assert_eq!(mined.len(), 3);
+    assert_eq!(chain.height(), 3);
+    let miner = ChainSpec::devnet_key(3).public();
+    let genesis_balance = spec.genesis.allocations.iter().find(|a| a.address == miner).unwrap();
+    let expected = genesis_balance.balance.checked_add(Amount(spec.block_reward.0 * 3)).unwrap();
+    assert_eq!(chain.account(&miner).balance, expected);
+    // Consecutive wins by one miner are k + 1 iterations apart (commit, then mine).
+    let its: Vec<u64> =
+        mined.iter().map(|m| m.block.proof.as_ref().unwrap().winning.body.iteration).collect();
+    assert!(its.windows(2).all(|w| w[1] > w[0]), "{its:?}");
+    let tip = chain.tip();
+    drop(chain);
+    drop(proofs);
+    let (chain, _) = open(dir.path(), &spec);
+    assert_eq!(chain.tip(), tip);
+}
+
+#[test]
+fn a_block_whose_replay_differs_is_refused_and_changes_nothing() {
+    let spec = easy_spec();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut chain, proofs) = open(dir.path(), &spec);
+    let mined = mine_blocks(&spec, &mut chain, &proofs, 1);
+    let m = &mined[0];
+
+    // A second node that received the block but a tampered start model.
+    let other = tempfile::tempdir().unwrap();
+    let (mut chain2, proofs2) = open(other.path(), &spec);
+    let root = chain2.state().root();
+    let winning = &m.block.proof.as_ref().unwrap().winning.body;
+    let err = chain2.import_block(m.block.clone(), Timestamp::now()).unwrap_err();
+    assert!(matches!(err.block_error(), Some(BlockError::Proof(_))), "{err}");
+    assert!(err.to_string().contains("not in the proof store"), "{err}");
+    let mut data = m.data.clone();
+    data.start_params[7] = f32::from_bits(data.start_params[7].to_bits() ^ 1);
+    proofs2.put_proof(winning, &data).unwrap();
+    let err = chain2.import_block(m.block.clone(), Timestamp::now()).unwrap_err();
+    assert!(matches!(&err, ChainError::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("model"), "{err}");
+    assert_eq!(chain2.height(), 0);
+    assert_eq!(chain2.state().root(), root);
+
+    // With the right data the same block is accepted.
+    proofs2.put_proof(winning, &m.data).unwrap();
+    assert_eq!(
+        chain2.import_block(m.block.clone(), Timestamp::now()).unwrap(),
+        ImportOutcome::Extended
+    );
+}
