@@ -81,7 +81,7 @@ pub enum StorageError {
     #[error("cannot build genesis: {0}")]
     Genesis(Box<pouw_consensus::ConsensusError>),
     /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("I/O error on {path}: {source}")]
     Io {
         /// Directory.
         path: String,

@@ -44,5 +44,20 @@ use {
     pouw_primitives::Block,
 };
 
+/// Renames a fully written file into place: fsync the file, rename, fsync the directory, so
+/// that after a crash either the old name is absent or the new file is complete.
+pub(crate) fn durable_rename(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    let io = |path: &std::path::Path, source| StorageError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::File::open(from).and_then(|f| f.sync_all()).map_err(|e| io(from, e))?;
+    std::fs::rename(from, to).map_err(|e| io(to, e))?;
+    if let Some(dir) = to.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))?;
+    }
+    Ok(())
+}
+
 /// `Result` with [`StorageError`].
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -75,10 +75,24 @@ impl ProofStore {
         std::fs::create_dir_all(datadir)
             .map_err(|source| StorageError::Io { path: datadir.display().to_string(), source })?;
         let path = datadir.join(PROOFS_FILE);
+        if !path.exists() {
+            // Built under a temporary name and renamed into place (see `Store::open`).
+            let tmp = datadir.join(format!("{PROOFS_FILE}.new"));
+            match std::fs::remove_file(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StorageError::Io { path: tmp.display().to_string(), source })
+                }
+            }
+            let db = redb::Database::create(&tmp)?;
+            let txn = db.begin_write()?;
+            txn.open_table(BLOBS)?;
+            txn.commit()?;
+            drop(db);
+            crate::durable_rename(&tmp, &path)?;
+        }
         let db = redb::Database::create(&path)?;
-        let txn = db.begin_write()?;
-        txn.open_table(BLOBS)?;
-        txn.commit()?;
         Ok(Self { db, path })
     }
 

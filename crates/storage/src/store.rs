@@ -122,9 +122,29 @@ impl Store {
         std::fs::create_dir_all(datadir)
             .map_err(|source| StorageError::Io { path: datadir.display().to_string(), source })?;
         let path = datadir.join(DB_FILE);
+        let genesis = genesis_block(spec)?;
+        if !path.exists() {
+            // A new database is built under a temporary name and renamed into place once its
+            // genesis is durable: a crash while redb lays out a fresh file cannot leave a
+            // half-written `chain.redb` behind (the next start just builds it again).
+            let tmp = datadir.join(format!("{DB_FILE}.new"));
+            let io = |source| StorageError::Io { path: tmp.display().to_string(), source };
+            match std::fs::remove_file(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+            let fresh = Self {
+                db: redb::Database::create(&tmp)?,
+                durability: Durability::Immediate,
+                path: tmp.clone(),
+            };
+            fresh.init(spec, &genesis)?;
+            drop(fresh);
+            crate::durable_rename(&tmp, &path)?;
+        }
         let db = redb::Database::create(&path)?;
         let store = Self { db, durability, path };
-        let genesis = genesis_block(spec)?;
         let genesis_hash = genesis.hash();
         let expected_spec = spec_hash(spec);
         if store.meta_raw(META_SCHEMA)?.is_none() {
@@ -503,6 +523,18 @@ mod tests {
         let (store, state2) = Store::open(dir.path(), &spec(), Durability::Immediate).unwrap();
         assert_eq!(state2, state);
         assert_eq!(store.header_entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_half_built_database_from_a_crash_is_rebuilt() {
+        // A crash while a fresh database was being laid out leaves only the temporary file.
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join(format!("{DB_FILE}.new"));
+        std::fs::write(&tmp, b"redb header cut short by SIGKILL").unwrap();
+        let (store, _) = Store::open(dir.path(), &spec(), Durability::Immediate).unwrap();
+        assert_eq!(store.tip().unwrap(), genesis_block(&spec()).unwrap().hash());
+        assert!(!tmp.exists());
+        assert!(dir.path().join(DB_FILE).exists());
     }
 
     #[test]
