@@ -6,7 +6,9 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod chain_cmd;
 mod keys;
+mod node;
 mod train;
 
 #[derive(Debug, Parser)]
@@ -22,6 +24,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a node (today: `--dev`, one mining node on its own).
+    Node(node::NodeArgs),
+    /// Query and re-verify a stopped node's chain.
+    Chain(chain_cmd::ChainArgs),
     /// Make and show ed25519 key files.
     Keys(keys::KeysArgs),
     /// Train a task file locally with the deterministic engine (simulating its miners).
@@ -32,13 +38,20 @@ enum Command {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let (result, failure_code) = match cli.command {
+        Command::Node(args) => (node::run(args), 1),
+        Command::Chain(args) => (chain_cmd::run(args), 1),
         Command::Keys(args) => (keys::run(args), 1),
         Command::Train(args) => (train::run(args), train::EXIT_TRAIN_FAILED),
     };

@@ -1,4 +1,5 @@
-//! pouw-work: the loops of the worker roles. Today: the miner.
+//! pouw-work: the loops of the worker roles. Today: the miner, and the re-verification of a
+//! stored chain ([`verify_chain`]).
 //!
 //! A [`Miner`] trains the task of the next block (the chain's filler task when no client task
 //! is assigned) one PoUW iteration per [`Miner::step`], and mines with every iteration:
@@ -13,5 +14,7 @@
 //! voids any commitment it could carry.
 
 mod miner;
+mod verify;
 
 pub use miner::{MinedBlock, Miner, MinerError, Template};
+pub use verify::{verify_chain, VerifyFailure, VerifyReport};

@@ -4,7 +4,7 @@ use pouw_chain::{Ancestors, Chain, PouwValidator};
 use pouw_consensus::{
     apply_block,
     pouw::{mine_iteration, ml_specs, PouwError, ProofData},
-    ConsensusError,
+    ConsensusError, StateKey,
 };
 use pouw_ml::{BatchSchedule, Dataset, Exec, Model, Split, TrainState};
 use pouw_primitives::{
@@ -110,7 +110,9 @@ impl Miner {
         let (task_id, task) = PouwValidator::filler_task_for(&self.spec, &tip, &Canonical(chain))
             .ok_or(MinerError::NoFillerTask(tip.height))?;
         if self.job.as_ref().map(|j| j.task_id) != Some(task_id) {
-            self.job = Some(self.start_job(task_id, task)?);
+            let mut job = self.start_job(task_id, task)?;
+            job.iteration = self.next_unused_iteration(chain, task_id);
+            self.job = Some(job);
         }
         let k = u64::from(self.spec.commitment_depth);
         let job = self.job.as_mut().expect("set above");
@@ -197,6 +199,23 @@ impl Miner {
         let job = self.job.as_mut().expect("set above");
         job.commitments.push_back((i, msg, template));
         Ok((None, loss))
+    }
+
+    /// The first iteration index above every iteration of this miner that already won a block
+    /// on `task_id` (a restarted miner must not reuse an index: each wins at most once).
+    fn next_unused_iteration(&self, chain: &Chain, task_id: TaskId) -> u64 {
+        let miner = self.key.public();
+        let from = StateKey::UsedIteration { task: task_id, miner, iteration: 0 };
+        let to = StateKey::UsedIteration { task: task_id, miner, iteration: u64::MAX };
+        chain
+            .state()
+            .range(from..=to)
+            .filter_map(|(k, _)| match k {
+                StateKey::UsedIteration { iteration, .. } => iteration.checked_add(1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     fn start_job(&self, task_id: TaskId, task: TaskDefinition) -> Result<Job, MinerError> {
