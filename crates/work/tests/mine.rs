@@ -102,3 +102,20 @@ fn a_block_whose_replay_differs_is_refused_and_changes_nothing() {
         ImportOutcome::Extended
     );
 }
+
+#[test]
+fn filler_epochs_switch_tasks_and_keep_verifying() {
+    // Epochs of 2 blocks: blocks 1-2 train the task opened by genesis, 3-4 the task opened by
+    // block 2, and so on; every block is replayed against its own epoch's task.
+    let mut spec = easy_spec();
+    spec.filler_epoch_blocks = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut chain, proofs) = open(dir.path(), &spec);
+    let mined = mine_blocks(&spec, &mut chain, &proofs, 5);
+    assert_eq!(chain.height(), 5);
+    let tasks: Vec<_> = mined.iter().map(|m| m.block.header.task_id).collect();
+    assert_eq!(tasks[0], tasks[1]);
+    assert_ne!(tasks[1], tasks[2]);
+    assert_eq!(tasks[2], tasks[3]);
+    assert_ne!(tasks[3], tasks[4]);
+}
