@@ -111,7 +111,7 @@ impl ChainSpec {
             chain_id: 0x706f_7577_6465_7631, // "pouwdev1"
             block_time_ms: 5_000,
             retarget_window: 20,
-            initial_target: CompactTarget(0x1f0b_ea67),
+            initial_target: CompactTarget(0x1f02_fa99),
             max_target: CompactTarget(0x2100_ffff),
             block_reward: Amount(50 * COIN),
             max_block_bytes: crate::MAX_BLOCK_BYTES as u64,
