@@ -52,20 +52,7 @@ fn batch_of(b: usize) -> Batch {
 }
 
 fn body(task_id: Hash, key: &Keypair, iteration: u64, out: &IterationOutput) -> IterationBody {
-    IterationBody {
-        task_id,
-        miner: key.public(),
-        epoch: 0,
-        iteration,
-        batch_hash: Hash(out.batch_hash.0),
-        start_model_hash: Hash(out.start_model_hash.0),
-        start_residual_hash: Hash(out.start_residual_hash.0),
-        peer_msgs: vec![],
-        map: out.map.clone(),
-        loss: out.loss_bits,
-        accuracy: out.accuracy_bits,
-        commitment: Hash::ZERO,
-    }
+    pouw_consensus::pouw::iteration_body(task_id, key.public(), 0, iteration, out)
 }
 
 fn build() -> Fixture {

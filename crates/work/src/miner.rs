@@ -3,7 +3,7 @@
 use pouw_chain::{Ancestors, Chain, PouwValidator};
 use pouw_consensus::{
     apply_block,
-    pouw::{mine_iteration, ml_specs, PouwError, ProofData},
+    pouw::{iteration_body, mine_iteration, ml_specs, PouwError, ProofData},
     ConsensusError, StateKey,
 };
 use pouw_ml::{BatchSchedule, Dataset, Exec, Model, Split, TrainState};
@@ -134,20 +134,7 @@ impl Miner {
             .map_err(|e| MinerError::Training(e.to_string()))?;
         job.iteration += 1;
         let loss = out.loss();
-        let mut body = IterationBody {
-            task_id,
-            miner: self.key.public(),
-            epoch: job.epoch,
-            iteration: i,
-            batch_hash: Hash(out.batch_hash.0),
-            start_model_hash: Hash(out.start_model_hash.0),
-            start_residual_hash: Hash(out.start_residual_hash.0),
-            peer_msgs: vec![],
-            map: out.map.clone(),
-            loss: out.loss_bits,
-            accuracy: out.accuracy_bits,
-            commitment: Hash::ZERO,
-        };
+        let mut body = iteration_body(task_id, self.key.public(), job.epoch, i, &out);
 
         // Mine with the header committed k iterations ago, if it is still on the tip.
         while job.commitments.front().is_some_and(|(at, _, _)| at.saturating_add(k) < i) {

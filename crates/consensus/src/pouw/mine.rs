@@ -43,3 +43,28 @@ pub fn mine_iteration(
     }
     None
 }
+
+/// The iteration message body of one engine iteration (no peer messages, commitment zero: the
+/// caller sets `peer_msgs` and, for a committing message, `commitment`).
+pub fn iteration_body(
+    task_id: pouw_primitives::TaskId,
+    miner: pouw_primitives::PublicKey,
+    epoch: u32,
+    iteration: u64,
+    out: &pouw_ml::IterationOutput,
+) -> pouw_primitives::IterationBody {
+    pouw_primitives::IterationBody {
+        task_id,
+        miner,
+        epoch,
+        iteration,
+        batch_hash: Hash(out.batch_hash.0),
+        start_model_hash: Hash(out.start_model_hash.0),
+        start_residual_hash: Hash(out.start_residual_hash.0),
+        peer_msgs: vec![],
+        map: out.map.clone(),
+        loss: out.loss_bits,
+        accuracy: out.accuracy_bits,
+        commitment: Hash::ZERO,
+    }
+}
