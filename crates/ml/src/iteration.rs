@@ -181,6 +181,18 @@ impl TrainState {
         self.model
     }
 
+    /// The (model hash, residual hash) of the current state, computed once and kept for the next
+    /// [`TrainState::iterate`], which reports them as its start hashes (a verifier checks them
+    /// before replaying without hashing the same state twice).
+    pub fn start_hashes(&mut self) -> (Digest, Digest) {
+        let hashes = match self.hashes {
+            Some(h) => h,
+            None => (self.model.hash(), self.residual_hash()),
+        };
+        self.hashes = Some(hashes);
+        hashes
+    }
+
     /// [`hash::residual_hash`] of residual and velocity.
     pub fn residual_hash(&self) -> Digest {
         hash::residual_hash(&self.residual, &self.velocity)

@@ -1,12 +1,11 @@
 //! The verification pipeline of a PoUW block (design 003), cheapest checks first, as separate
 //! steps so a caller can stop early: [`check_proof_cheap`] (signatures, task, commitment, map
-//! syntax; microseconds; [`check_proof_structure`] is its task-free subset), then [`replay`] (one training iteration). The caller checks the
-//! header itself (syntax, parent, time, target, `meets_target(header.hash(), target)`, block
+//! syntax; microseconds; [`check_proof_structure`] is its task-free subset), then [`replay`]
+//! (one training iteration). The caller checks the header itself (syntax, parent, time, target, `meets_target(header.hash(), target)`, block
 //! signature) before both, and [`mark_iteration_used`] runs inside the state transition.
 
 use super::{
-    data::{batch_hash_of, model_hash_of, residual_hash_of},
-    ml_specs, nonce_at, nonce_budget, nonce_precursor, PouwError, ProofData,
+    data::batch_hash_of, ml_specs, nonce_budget, nonce_index, nonce_precursor, PouwError, ProofData,
 };
 use crate::state::{Overlay, StateKey, StateValue};
 use pouw_ml::{Batch, Exec, IterationError, Model, TrainState, MAP_INDEX_MASK};
@@ -147,11 +146,22 @@ pub fn replay(
             return Err(PouwError::StartStateLength { field, expected, actual });
         }
     }
-    let model = model_hash_of(&model_spec, &data.start_params);
+    let classes = model_spec.classes;
+    let model = Model::from_params(model_spec, data.start_params.clone())
+        .map_err(|e| PouwError::Engine(e.to_string()))?;
+    let mut state = TrainState::from_parts(
+        model,
+        optimizer,
+        data.start_residual.clone(),
+        data.start_velocity.clone(),
+    )
+    .map_err(|e| PouwError::Engine(e.to_string()))?;
+    // Hashed once: the iteration below reports these same hashes as its start hashes.
+    let (model, residual) = state.start_hashes();
+    let (model, residual) = (Hash(model.0), Hash(residual.0));
     if model != w.start_model_hash {
         return Err(PouwError::StartModelHash { expected: w.start_model_hash, actual: model });
     }
-    let residual = residual_hash_of(&data.start_residual, &data.start_velocity);
     if residual != w.start_residual_hash {
         return Err(PouwError::StartResidualHash {
             expected: w.start_residual_hash,
@@ -169,7 +179,7 @@ pub fn replay(
             actual: batch.len(),
         });
     }
-    batch.validate(layout.inputs, model_spec.classes).map_err(PouwError::BadBatch)?;
+    batch.validate(layout.inputs, classes).map_err(PouwError::BadBatch)?;
     if data.peers.len() != w.peer_msgs.len() {
         return Err(PouwError::PeerCount { expected: w.peer_msgs.len(), actual: data.peers.len() });
     }
@@ -184,15 +194,6 @@ pub fn replay(
         }
     }
 
-    let model = Model::from_params(model_spec, data.start_params.clone())
-        .map_err(|e| PouwError::Engine(e.to_string()))?;
-    let mut state = TrainState::from_parts(
-        model,
-        optimizer,
-        data.start_residual.clone(),
-        data.start_velocity.clone(),
-    )
-    .map_err(|e| PouwError::Engine(e.to_string()))?;
     let peer_maps: Vec<&[u32]> = data.peers.iter().map(|p| p.body.map.as_slice()).collect();
     let out = state.iterate(exec, &batch, &peer_maps).map_err(|e| match e {
         IterationError::PeerIndex { map, entry, .. } => {
@@ -217,7 +218,7 @@ pub fn replay(
         u64::try_from(params).unwrap_or(u64::MAX),
     );
     let precursor = nonce_precursor(&Hash(out.end_model_hash.0), &map_hash(&out.map));
-    if !(0..budget).any(|j| nonce_at(&precursor, j) == header.nonce) {
+    if nonce_index(&precursor, budget, &header.nonce).is_none() {
         return Err(PouwError::Nonce { budget });
     }
     Ok(())
