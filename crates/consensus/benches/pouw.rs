@@ -43,20 +43,7 @@ fn body(
     i: u64,
     o: &IterationOutput,
 ) -> IterationBody {
-    IterationBody {
-        task_id,
-        miner: key.public(),
-        epoch: 0,
-        iteration: i,
-        batch_hash: Hash(o.batch_hash.0),
-        start_model_hash: Hash(o.start_model_hash.0),
-        start_residual_hash: Hash(o.start_residual_hash.0),
-        peer_msgs: vec![],
-        map: o.map.clone(),
-        loss: o.loss_bits,
-        accuracy: o.accuracy_bits,
-        commitment: Hash::ZERO,
-    }
+    pouw_consensus::pouw::iteration_body(task_id, key.public(), 0, i, o)
 }
 
 fn setup() -> Setup {
