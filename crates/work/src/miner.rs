@@ -127,16 +127,8 @@ impl Miner {
         let batch = self.dataset.gather(job.schedule.batch(&job.order, job.batch));
         job.batch += 1;
 
-        let start = job.state.clone();
-        let out = job
-            .state
-            .iterate(self.exec, &batch, &[])
-            .map_err(|e| MinerError::Training(e.to_string()))?;
-        job.iteration += 1;
-        let loss = out.loss();
-        let mut body = iteration_body(task_id, self.key.public(), job.epoch, i, &out);
-
-        // Mine with the header committed k iterations ago, if it is still on the tip.
+        // The header committed k iterations ago, if it is still on the tip: only then can this
+        // iteration mine, and only then is its start state (the proof data) worth copying.
         while job.commitments.front().is_some_and(|(at, _, _)| at.saturating_add(k) < i) {
             job.commitments.pop_front();
         }
@@ -145,7 +137,16 @@ impl Miner {
             .front()
             .filter(|(at, _, t)| at.saturating_add(k) == i && t.header.prev_hash == tip.hash())
             .cloned();
-        if let Some((_, committing, template)) = committed {
+        let start = committed.as_ref().map(|_| job.state.clone());
+        let out = job
+            .state
+            .iterate(self.exec, &batch, &[])
+            .map_err(|e| MinerError::Training(e.to_string()))?;
+        job.iteration += 1;
+        let loss = out.loss();
+        let mut body = iteration_body(task_id, self.key.public(), job.epoch, i, &out);
+
+        if let (Some((_, committing, template)), Some(start)) = (committed, start) {
             let target = template.header.target.to_target().unwrap_or_default();
             let params = start.model().param_count() as u64;
             let winning_id = body.id();
