@@ -13,6 +13,7 @@
 //! No I/O beyond reading a chain-spec file.
 
 mod amount;
+mod attest;
 mod block;
 mod chainspec;
 pub mod codec;
@@ -26,6 +27,10 @@ pub mod test_utils;
 mod tx;
 
 pub use amount::{Amount, ParseAmountError, COIN};
+pub use attest::{
+    AlertError, AlertKind, Attestation, AttestationBody, SecurityAlert, SecurityAlertBody,
+    MAX_ALERT_DETAIL_BYTES, MAX_ALERT_EVIDENCE,
+};
 pub use block::{Block, Header, PouwProof, Timestamp, HEADER_VERSION, MAX_BLOCK_BYTES};
 pub use chainspec::{Allocation, ChainSpec, ChainSpecError, Genesis, DEVNET_ACCOUNTS};
 pub use codec::{decode, decode_bounded, encode, Canonical, CodecError};

@@ -1,0 +1,346 @@
+//! The node's side of the network: a cloneable [`NetworkHandle`] that sends commands to the
+//! network task, and the [`NetEvent`]s it receives. Both are bounded channels; nothing in the
+//! node ever touches libp2p types other than [`PeerId`] and [`Multiaddr`].
+
+use crate::messages::{GossipMessage, Request, Response};
+use serde::Serialize;
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+pub use libp2p::{Multiaddr, PeerId};
+
+/// Capacity of the command queue (node -> network).
+pub const COMMAND_QUEUE: usize = 1024;
+/// Capacity of the event queue (network -> node).
+pub const EVENT_QUEUE: usize = 1024;
+
+/// Identifies one outbound request; its answer comes back as [`NetEvent::Response`].
+pub type RequestId = u64;
+/// Identifies one inbound request; answer it with [`NetworkHandle::respond`].
+pub type InboundId = u64;
+
+/// Identifies one received gossip message awaiting validation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GossipId(pub Vec<u8>);
+
+/// The node's verdict on a received gossip message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Valid: forward it to the mesh.
+    Accept,
+    /// Provably invalid: drop it and penalise the sender (the node also bans it through
+    /// [`NetworkHandle::report`]).
+    Reject,
+    /// Not invalid but not useful (duplicate, unknown parent, stale): drop it, no penalty.
+    Ignore,
+}
+
+/// How a peer misbehaved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerVerdict {
+    /// Provably invalid data (block, transaction, proof, malformed message): disconnect and ban.
+    Ban {
+        /// Why, for the logs and `peers`.
+        reason: String,
+    },
+    /// Slow, flaky or unhelpful: lower the score; a peer whose score falls below the
+    /// threshold is disconnected (and banned for a while).
+    Penalty {
+        /// Why.
+        reason: String,
+        /// Points taken from the score.
+        points: u32,
+    },
+}
+
+/// Why a request got no response.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestFailure {
+    /// No answer in time.
+    #[error("request timed out")]
+    Timeout,
+    /// The peer is not connected (or disconnected meanwhile).
+    #[error("peer not connected")]
+    NotConnected,
+    /// The response was malformed or over its limit.
+    #[error("bad response: {0}")]
+    BadResponse(String),
+    /// Any other transport failure.
+    #[error("request failed: {0}")]
+    Other(String),
+}
+
+/// What the network tells the node.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A decoded gossip message. The node must answer with [`NetworkHandle::validate`].
+    Gossip {
+        /// The peer that forwarded it.
+        from: PeerId,
+        /// Validation handle.
+        id: GossipId,
+        /// The message.
+        message: GossipMessage,
+    },
+    /// A peer asks something; answer with [`NetworkHandle::respond`].
+    Request {
+        /// Who asks.
+        from: PeerId,
+        /// Answer handle.
+        id: InboundId,
+        /// The request.
+        request: Request,
+    },
+    /// The answer to one of our requests.
+    Response {
+        /// Who was asked.
+        peer: PeerId,
+        /// Which request.
+        id: RequestId,
+        /// The answer.
+        result: Result<Response, RequestFailure>,
+    },
+    /// A peer connected (after the handshake, genesis checked through identify).
+    PeerConnected(PeerId),
+    /// A peer disconnected.
+    PeerDisconnected(PeerId),
+}
+
+/// One peer, as `peers` reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerInfo {
+    /// Peer id.
+    pub peer_id: String,
+    /// The address we are connected on.
+    pub address: Option<String>,
+    /// Connected now.
+    pub connected: bool,
+    /// Our score of the peer (application score plus gossipsub's).
+    pub score: f64,
+    /// Banned until this many seconds from now (0: not banned).
+    pub banned_for_secs: u64,
+    /// Last ping round trip, milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// The peer's agent string (identify).
+    pub agent: Option<String>,
+}
+
+/// Network counters, shared with the network task.
+#[derive(Debug, Default)]
+pub struct NetStats {
+    /// Bytes received (payloads of gossip and request-response).
+    pub bytes_in: AtomicU64,
+    /// Bytes sent.
+    pub bytes_out: AtomicU64,
+    /// Gossip and request messages received.
+    pub messages_in: AtomicU64,
+    /// Gossip and request messages sent.
+    pub messages_out: AtomicU64,
+    /// Peers banned since start.
+    pub bans: AtomicU64,
+    /// Events dropped because the node's queue was full.
+    pub dropped: AtomicU64,
+    /// Currently connected peers.
+    pub connected: AtomicU64,
+}
+
+/// A snapshot of [`NetStats`].
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct NetCounters {
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Messages sent.
+    pub messages_out: u64,
+    /// Bans since start.
+    pub bans: u64,
+    /// Events dropped (node too slow).
+    pub dropped: u64,
+    /// Connected peers.
+    pub connected: u64,
+}
+
+impl NetStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> NetCounters {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        NetCounters {
+            bytes_in: r(&self.bytes_in),
+            bytes_out: r(&self.bytes_out),
+            messages_in: r(&self.messages_in),
+            messages_out: r(&self.messages_out),
+            bans: r(&self.bans),
+            dropped: r(&self.dropped),
+            connected: r(&self.connected),
+        }
+    }
+}
+
+/// What the network task is told to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Publish(GossipMessage),
+    Validate { id: GossipId, from: PeerId, acceptance: Acceptance },
+    Request { peer: PeerId, id: RequestId, request: Request },
+    Respond { id: InboundId, response: Response },
+    Report { peer: PeerId, verdict: PeerVerdict },
+    Dial(Multiaddr),
+    Subscribe(crate::messages::Topic),
+    Unsubscribe(crate::messages::Topic),
+    Shutdown,
+}
+
+/// Why a command could not be queued.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    /// The command queue is full (the network task is overloaded).
+    #[error("network command queue full")]
+    Full,
+    /// The network task has stopped.
+    #[error("network stopped")]
+    Stopped,
+}
+
+/// State the network task publishes for the node (peers, addresses).
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) peers: Mutex<Vec<PeerInfo>>,
+    pub(crate) listen_addrs: Mutex<Vec<Multiaddr>>,
+}
+
+/// The node's handle on the network. Cheap to clone; every method is non-blocking.
+#[derive(Clone, Debug)]
+pub struct NetworkHandle {
+    pub(crate) commands: flume::Sender<Command>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stats: Arc<NetStats>,
+    pub(crate) next_request: Arc<AtomicU64>,
+    pub(crate) local_peer_id: PeerId,
+}
+
+impl NetworkHandle {
+    fn send(&self, cmd: Command) -> Result<(), HandleError> {
+        self.commands.try_send(cmd).map_err(|e| match e {
+            flume::TrySendError::Full(_) => HandleError::Full,
+            flume::TrySendError::Disconnected(_) => HandleError::Stopped,
+        })
+    }
+
+    /// Our peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// The addresses we listen on (ports resolved).
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.shared.listen_addrs.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    /// Known peers.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.shared.peers.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NetCounters {
+        self.stats.snapshot()
+    }
+
+    /// Gossips a message on its topic.
+    pub fn publish(&self, message: GossipMessage) -> Result<(), HandleError> {
+        self.send(Command::Publish(message))
+    }
+
+    /// Reports the verdict on a received gossip message.
+    pub fn validate(
+        &self,
+        id: GossipId,
+        from: PeerId,
+        acceptance: Acceptance,
+    ) -> Result<(), HandleError> {
+        self.send(Command::Validate { id, from, acceptance })
+    }
+
+    /// Sends a request; the answer arrives as [`NetEvent::Response`] with the returned id.
+    pub fn request(&self, peer: PeerId, request: Request) -> Result<RequestId, HandleError> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        self.send(Command::Request { peer, id, request })?;
+        Ok(id)
+    }
+
+    /// Answers an inbound request.
+    pub fn respond(&self, id: InboundId, response: Response) -> Result<(), HandleError> {
+        self.send(Command::Respond { id, response })
+    }
+
+    /// Reports a misbehaving peer.
+    pub fn report(&self, peer: PeerId, verdict: PeerVerdict) -> Result<(), HandleError> {
+        self.send(Command::Report { peer, verdict })
+    }
+
+    /// Dials an address (with or without `/p2p/<peer id>`).
+    pub fn dial(&self, addr: Multiaddr) -> Result<(), HandleError> {
+        self.send(Command::Dial(addr))
+    }
+
+    /// Subscribes to a topic (blocks, transactions, verification and alerts are subscribed
+    /// from the start; task topics on demand).
+    pub fn subscribe(&self, topic: crate::messages::Topic) -> Result<(), HandleError> {
+        self.send(Command::Subscribe(topic))
+    }
+
+    /// Leaves a topic.
+    pub fn unsubscribe(&self, topic: crate::messages::Topic) -> Result<(), HandleError> {
+        self.send(Command::Unsubscribe(topic))
+    }
+
+    /// Stops the network task (closing connections).
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+    }
+}
+
+/// Network configuration.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Addresses to listen on (e.g. `/ip4/127.0.0.1/tcp/0`).
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap peers, retried until reachable (with or without `/p2p/<peer id>`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Genesis hash: names the topics and the identify protocol version.
+    pub genesis: pouw_primitives::Hash,
+    /// Most connected peers.
+    pub max_peers: u32,
+    /// Timeout of one request.
+    pub request_timeout: Duration,
+    /// How long a banned peer stays banned.
+    pub ban_duration: Duration,
+    /// First and longest wait before redialling a lost peer.
+    pub redial_backoff: (Duration, Duration),
+    /// Agent string sent through identify.
+    pub agent: String,
+}
+
+impl NetConfig {
+    /// Defaults for a node of the chain with `genesis`, listening on `listen`.
+    pub fn new(genesis: pouw_primitives::Hash, listen: Vec<Multiaddr>) -> Self {
+        Self {
+            listen,
+            bootstrap: Vec::new(),
+            genesis,
+            max_peers: 50,
+            request_timeout: Duration::from_secs(20),
+            ban_duration: Duration::from_secs(3600),
+            redial_backoff: (Duration::from_millis(500), Duration::from_secs(30)),
+            agent: concat!("pouw/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}

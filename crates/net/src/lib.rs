@@ -1,0 +1,18 @@
+//! The peer-to-peer network of a PoUW node, on rust-libp2p (SPEC section 5).
+//!
+//! libp2p stays inside this crate: the node talks to the network task through a
+//! [`NetworkHandle`] (commands) and a queue of [`NetEvent`]s, both bounded. Messages are the
+//! typed [`GossipMessage`], [`Request`] and [`Response`], canonically encoded and size-limited.
+
+mod handle;
+pub mod messages;
+
+pub use handle::{
+    Acceptance, GossipId, HandleError, InboundId, Multiaddr, NetConfig, NetCounters, NetEvent,
+    NetStats, NetworkHandle, PeerId, PeerInfo, PeerVerdict, RequestFailure, RequestId,
+    COMMAND_QUEUE, EVENT_QUEUE,
+};
+pub use messages::{
+    BlockWithProof, ChainStatus, GossipMessage, MessageKind, Request, Response, Topic,
+    VerificationRequest, WireError,
+};
