@@ -1,0 +1,316 @@
+//! What the server asks of the node ([`NodeApi`]) and the plain views it answers with.
+//!
+//! Every view is serde data owned by this crate, so the node's internal types can change
+//! without changing the RPC. Hashes, keys and targets serialise as hex strings, amounts as
+//! decimal coin strings (`"12.5"`), timestamps as Unix milliseconds.
+
+use pouw_primitives::{
+    Address, Amount, Block, CompactTarget, Hash, Header, PublicKey, TaskId, Timestamp, Transaction,
+    Uint256,
+};
+use serde::{Deserialize, Serialize};
+
+/// The node as the RPC server sees it. Implemented by the node; every method may block
+/// briefly (the server calls them off its async runtime, on blocking threads).
+pub trait NodeApi: Send + Sync + 'static {
+    /// The canonical tip.
+    fn tip(&self) -> TipView;
+
+    /// A block by canonical height or by hash; `Ok(None)` when unknown.
+    fn block(&self, at: BlockRef) -> Result<Option<BlockView>, ApiError>;
+
+    /// An account at the tip (an unknown account is all zeros).
+    fn account(&self, address: Address) -> AccountView;
+
+    /// A task's record as JSON; `Ok(None)` when unknown.
+    fn task(&self, id: TaskId) -> Result<Option<serde_json::Value>, ApiError>;
+
+    /// Offers a transaction to the mempool (and, when accepted, to the network). Returns its
+    /// id; [`ApiError::Rejected`] with the mempool's reason when refused.
+    fn submit_transaction(&self, tx: Transaction) -> Result<Hash, ApiError>;
+
+    /// Known peers (the node serialises its network's peer records).
+    fn peers(&self) -> Vec<serde_json::Value>;
+
+    /// The node's counters.
+    fn status(&self) -> NodeStatus;
+
+    /// Up to `count` canonical blocks, newest first.
+    fn recent_blocks(&self, count: u32) -> Vec<BlockView>;
+
+    /// Training curve points with a sequence number above `since`, oldest first, at most
+    /// `limit` of them.
+    fn training(&self, since: u64, limit: u32) -> Vec<TrainingPoint>;
+
+    /// Operator information (admin only: it reveals paths and addresses).
+    fn node_info(&self) -> NodeInfo;
+}
+
+/// Which block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockRef {
+    /// The canonical block at this height.
+    Height(u64),
+    /// The block with this hash (canonical or not).
+    Hash(Hash),
+}
+
+/// An error the node reports to a caller.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The transaction was refused (invalid, nonce, balance, pool full, ...): the reason.
+    #[error("transaction rejected: {0}")]
+    Rejected(String),
+    /// The node cannot answer now (shutting down, chain thread busy).
+    #[error("node unavailable: {0}")]
+    Unavailable(String),
+    /// A failure inside the node (storage error, ...).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The canonical tip.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TipView {
+    /// Height.
+    pub height: u64,
+    /// Block hash.
+    pub hash: Hash,
+    /// Block time (Unix ms).
+    pub timestamp: Timestamp,
+    /// Compact proof-of-work target of the tip block.
+    pub target: CompactTarget,
+    /// State root after the tip.
+    pub state_root: Hash,
+    /// Cumulative work of the chain up to the tip, decimal.
+    pub total_work: String,
+}
+
+impl TipView {
+    /// The view of a tip header with its cumulative work.
+    pub fn new(header: &Header, total_work: Uint256) -> Self {
+        Self {
+            height: header.height,
+            hash: header.hash(),
+            timestamp: header.timestamp,
+            target: header.target,
+            state_root: header.state_root,
+            total_work: total_work.to_string(),
+        }
+    }
+}
+
+/// One transaction inside a [`BlockView`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxSummary {
+    /// Transaction id.
+    pub hash: Hash,
+    /// Kind (`transfer`, `pay_for_task`, `buy_ticket`, ...).
+    pub kind: String,
+    /// Sender.
+    pub sender: Address,
+    /// Sender nonce.
+    pub nonce: u64,
+    /// Fee.
+    pub fee: Amount,
+}
+
+impl TxSummary {
+    /// The summary of a transaction.
+    pub fn new(tx: &Transaction) -> Self {
+        Self {
+            hash: tx.hash(),
+            kind: tx.body.kind.name().to_owned(),
+            sender: tx.body.sender,
+            nonce: tx.body.nonce,
+            fee: tx.body.fee,
+        }
+    }
+}
+
+/// The useful work behind a block: its winning iteration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProofSummary {
+    /// Task trained.
+    pub task_id: TaskId,
+    /// Miner of the iteration.
+    pub miner: PublicKey,
+    /// Epoch.
+    pub epoch: u32,
+    /// The miner's iteration index.
+    pub iteration: u64,
+    /// Id of the winning iteration message (the header's `msg_hash`).
+    pub msg_hash: Hash,
+    /// Batch loss of the iteration.
+    pub loss: f32,
+    /// Batch accuracy of the iteration.
+    pub accuracy: f32,
+}
+
+/// A block: header fields, transaction summaries and the proof summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockView {
+    /// Block hash.
+    pub hash: Hash,
+    /// Height.
+    pub height: u64,
+    /// Parent hash.
+    pub prev_hash: Hash,
+    /// Merkle root of the transaction ids.
+    pub tx_root: Hash,
+    /// State root after the block.
+    pub state_root: Hash,
+    /// Block time (Unix ms).
+    pub timestamp: Timestamp,
+    /// Compact target.
+    pub target: CompactTarget,
+    /// Miner.
+    pub miner: PublicKey,
+    /// Task whose iteration produced the nonce (zero in genesis).
+    pub task_id: TaskId,
+    /// Winning iteration message id.
+    pub msg_hash: Hash,
+    /// The task's committed message-history root.
+    pub msg_history_root: Hash,
+    /// Nonce.
+    pub nonce: Hash,
+    /// Encoded size in bytes.
+    pub size: u64,
+    /// Transactions in execution order.
+    pub transactions: Vec<TxSummary>,
+    /// The winning iteration (absent in genesis and in blocks without a proof).
+    pub proof: Option<ProofSummary>,
+}
+
+impl BlockView {
+    /// The view of a block.
+    pub fn new(block: &Block) -> Self {
+        let h = &block.header;
+        let proof = block.proof.as_ref().map(|p| {
+            let w = &p.winning.body;
+            ProofSummary {
+                task_id: w.task_id,
+                miner: w.miner,
+                epoch: w.epoch,
+                iteration: w.iteration,
+                msg_hash: p.winning.id(),
+                loss: f32::from_bits(w.loss),
+                accuracy: f32::from_bits(w.accuracy),
+            }
+        });
+        Self {
+            hash: h.hash(),
+            height: h.height,
+            prev_hash: h.prev_hash,
+            tx_root: h.tx_root,
+            state_root: h.state_root,
+            timestamp: h.timestamp,
+            target: h.target,
+            miner: h.miner,
+            task_id: h.task_id,
+            msg_hash: h.msg_hash,
+            msg_history_root: h.msg_history_root,
+            nonce: h.nonce,
+            size: block.size() as u64,
+            transactions: block.transactions.iter().map(TxSummary::new).collect(),
+            proof,
+        }
+    }
+}
+
+/// An account at the tip.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    /// Address.
+    pub address: Address,
+    /// Spendable balance.
+    pub balance: Amount,
+    /// Next valid nonce.
+    pub nonce: u64,
+    /// Stake locked in the account's tickets.
+    pub locked_stake: Amount,
+}
+
+/// The node's counters (the original design's health metrics, measured).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Blocks this node mined (and imported) since start.
+    pub blocks_mined: u64,
+    /// Blocks verified and imported since start (own and received).
+    pub blocks_verified: u64,
+    /// Blocks rejected as invalid since start.
+    pub blocks_rejected: u64,
+    /// Tasks this node worked on that completed since start.
+    pub tasks_completed: u64,
+    /// Block rewards and fees earned by this node's miner key since start.
+    pub rewards_earned: Amount,
+    /// Security alerts raised or received since start.
+    pub security_alerts: u64,
+    /// Network messages received.
+    pub messages_in: u64,
+    /// Network messages sent.
+    pub messages_out: u64,
+    /// Network payload bytes received.
+    pub bytes_in: u64,
+    /// Network payload bytes sent.
+    pub bytes_out: u64,
+    /// Connected peers.
+    pub peer_count: u64,
+    /// Peers banned since start.
+    pub bans: u64,
+    /// Transactions in the mempool.
+    pub mempool_size: u64,
+    /// Training iterations per second of the local miner (0 when not mining).
+    pub iterations_per_second: f64,
+    /// How long the last imported block took to verify (checks, proof replay, execution), ms.
+    pub last_block_verification_ms: Option<f64>,
+    /// Seconds since the node started.
+    pub uptime_secs: u64,
+    /// The node is catching up with its peers.
+    pub syncing: bool,
+    /// The node has no peers although it expects some (a solo dev node sets this false).
+    pub no_peers: bool,
+}
+
+/// One point of a live training curve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingPoint {
+    /// Sequence number (increasing; poll with `since` = the last one seen).
+    pub seq: u64,
+    /// The miner that ran the iteration.
+    pub miner: PublicKey,
+    /// Task.
+    pub task_id: TaskId,
+    /// The miner's iteration index.
+    pub iteration: u64,
+    /// Batch loss.
+    pub loss: f32,
+    /// Batch accuracy.
+    pub accuracy: f32,
+    /// When the iteration message was seen (Unix ms).
+    pub time: Timestamp,
+}
+
+/// Operator information for `admin_nodeInfo`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node software version.
+    pub version: String,
+    /// Chain spec name.
+    pub chain: String,
+    /// Chain id.
+    pub chain_id: u64,
+    /// Genesis block hash.
+    pub genesis: Hash,
+    /// The data directory.
+    pub datadir: String,
+    /// The network's libp2p peer id, if the network runs.
+    pub peer_id: Option<String>,
+    /// Network listen addresses.
+    pub listen_addrs: Vec<String>,
+    /// The RPC listen address.
+    pub rpc_addr: Option<String>,
+    /// Roles this node runs (`miner`, `verifier`, ...).
+    pub roles: Vec<String>,
+}

@@ -1,0 +1,182 @@
+//! The JSON-RPC methods. Everything here runs on a blocking thread.
+
+use crate::{
+    api::{ApiError, BlockRef, NodeApi},
+    config::RpcConfig,
+    jsonrpc::{as_u64, codes, parse_str, Params, RpcErr},
+    monitor::Monitor,
+};
+use pouw_primitives::{decode_bounded, Address, Hash, TaskId, Transaction, MAX_TX_BYTES};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Every method, for `rpc_methods`-style listings and the docs.
+pub(crate) const METHODS: &[&str] = &[
+    "pouw_tip",
+    "pouw_block",
+    "pouw_account",
+    "pouw_task",
+    "pouw_sendTransaction",
+    "pouw_peers",
+    "pouw_health",
+    "pouw_recentBlocks",
+    "pouw_training",
+    "admin_nodeInfo",
+];
+
+/// Default count of `pouw_recentBlocks`.
+const DEFAULT_RECENT_BLOCKS: u32 = 10;
+
+/// What a call needs besides its parameters.
+#[derive(Clone, Copy)]
+pub(crate) struct Context<'a> {
+    pub(crate) api: &'a dyn NodeApi,
+    pub(crate) config: &'a RpcConfig,
+    pub(crate) monitor: &'a Monitor,
+    /// The caller may use admin methods.
+    pub(crate) admin: bool,
+}
+
+/// Runs one method.
+pub(crate) fn call(
+    ctx: Context<'_>,
+    method: &str,
+    params: Option<&Value>,
+) -> Result<Value, RpcErr> {
+    let p = Params::new(params);
+    match method {
+        "pouw_tip" => {
+            p.expect(&[])?;
+            to_json(&ctx.api.tip())
+        }
+        "pouw_block" => {
+            p.expect(&["block"])?;
+            let at = block_ref(ctx.api, p.required(0, "block")?)?;
+            to_json(&ctx.api.block(at).map_err(api_error)?)
+        }
+        "pouw_account" => {
+            p.expect(&["address"])?;
+            let address: Address = parse_str(p.required(0, "address")?, "address", "address")?;
+            to_json(&ctx.api.account(address))
+        }
+        "pouw_task" => {
+            p.expect(&["task_id"])?;
+            let id: TaskId = parse_str(p.required(0, "task_id")?, "task_id", "task id")?;
+            to_json(&ctx.api.task(id).map_err(api_error)?)
+        }
+        "pouw_sendTransaction" => {
+            p.expect(&["tx"])?;
+            let tx = transaction(p.required(0, "tx")?)?;
+            tx.verify_signature().map_err(|e| rejected(&e.to_string()))?;
+            to_json(&ctx.api.submit_transaction(tx).map_err(api_error)?)
+        }
+        "pouw_peers" => {
+            p.expect(&[])?;
+            to_json(&ctx.api.peers())
+        }
+        "pouw_health" => {
+            p.expect(&[])?;
+            let tip = ctx.api.tip();
+            to_json(&ctx.monitor.health(&tip, ctx.api.status()))
+        }
+        "pouw_recentBlocks" => {
+            p.expect(&["count"])?;
+            let count = match p.get(0, "count") {
+                Some(v) => u32::try_from(as_u64(v, "count")?).unwrap_or(u32::MAX),
+                None => DEFAULT_RECENT_BLOCKS,
+            };
+            let count = count.min(ctx.config.max_recent_blocks);
+            let mut blocks = ctx.api.recent_blocks(count);
+            blocks.truncate(count as usize);
+            to_json(&blocks)
+        }
+        "pouw_training" => {
+            p.expect(&["since", "limit"])?;
+            let since = p.get(0, "since").map(|v| as_u64(v, "since")).transpose()?.unwrap_or(0);
+            let max = ctx.config.max_training_points;
+            let limit = match p.get(1, "limit") {
+                Some(v) => u32::try_from(as_u64(v, "limit")?).unwrap_or(u32::MAX).min(max),
+                None => max,
+            };
+            let mut points = ctx.api.training(since, limit);
+            points.truncate(limit as usize);
+            to_json(&points)
+        }
+        "admin_nodeInfo" => {
+            if !ctx.admin {
+                return Err(RpcErr::new(
+                    codes::UNAUTHORIZED,
+                    "admin methods need a loopback client or `Authorization: Bearer <token>`",
+                ));
+            }
+            p.expect(&[])?;
+            to_json(&ctx.api.node_info())
+        }
+        _ => Err(RpcErr::new(codes::METHOD_NOT_FOUND, format!("method not found: {method}"))),
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Value, RpcErr> {
+    serde_json::to_value(value)
+        .map_err(|e| RpcErr::new(codes::INTERNAL_ERROR, format!("internal error: {e}")))
+}
+
+fn rejected(reason: &str) -> RpcErr {
+    RpcErr::new(codes::TX_REJECTED, format!("transaction rejected: {reason}"))
+        .with_data(Value::String(reason.to_owned()))
+}
+
+fn api_error(e: ApiError) -> RpcErr {
+    match e {
+        ApiError::Rejected(reason) => rejected(&reason),
+        ApiError::Unavailable(why) => {
+            RpcErr::new(codes::UNAVAILABLE, format!("node unavailable: {why}"))
+        }
+        ApiError::Internal(why) => {
+            RpcErr::new(codes::INTERNAL_ERROR, format!("internal error: {why}"))
+        }
+    }
+}
+
+/// `pouw_block`'s parameter: a height (number or decimal string), a block hash, or `"latest"`.
+fn block_ref(api: &dyn NodeApi, v: &Value) -> Result<BlockRef, RpcErr> {
+    match v {
+        Value::String(s) if s == "latest" => Ok(BlockRef::Height(api.tip().height)),
+        Value::String(s) if s.len() >= 64 => {
+            parse_str::<Hash>(v, "block", "block hash").map(BlockRef::Hash)
+        }
+        _ => as_u64(v, "block").map(BlockRef::Height).map_err(|_| {
+            RpcErr::invalid_params(
+                "`block`: expected a height, a 64-hex-character block hash or \"latest\"",
+            )
+        }),
+    }
+}
+
+/// `pouw_sendTransaction`'s parameter: hex of the canonical encoding, or a JSON transaction.
+fn transaction(v: &Value) -> Result<Transaction, RpcErr> {
+    let bad = |why: String| RpcErr::invalid_params(format!("`tx`: {why}"));
+    let tx: Transaction = match v {
+        Value::String(s) => {
+            let hex_str = s.strip_prefix("0x").unwrap_or(s);
+            if hex_str.len() > 2 * MAX_TX_BYTES {
+                return Err(bad(format!(
+                    "{} bytes, over the limit of {MAX_TX_BYTES}",
+                    hex_str.len() / 2
+                )));
+            }
+            let bytes = hex::decode(hex_str).map_err(|e| bad(format!("not hex: {e}")))?;
+            decode_bounded(&bytes, MAX_TX_BYTES).map_err(|e| bad(e.to_string()))?
+        }
+        Value::Object(_) => {
+            let tx: Transaction =
+                serde_json::from_value(v.clone()).map_err(|e| bad(format!("invalid: {e}")))?;
+            if tx.size() > MAX_TX_BYTES {
+                return Err(bad(format!("{} bytes, over the limit of {MAX_TX_BYTES}", tx.size())));
+            }
+            tx
+        }
+        _ => return Err(bad("expected a hex string or a transaction object".into())),
+    };
+    Ok(tx)
+}

@@ -1,0 +1,200 @@
+//! `/metrics`, `/health`, the dashboard hook, admin rights and shutdown.
+
+use crate::{
+    client::{call, ok, post_with, request},
+    node::Fixture,
+};
+use pouw_rpc::{codes, RpcConfig};
+use serde_json::json;
+use std::{sync::atomic::Ordering, time::Duration};
+
+#[test]
+fn metrics_lists_every_metric() {
+    let f = Fixture::new(3);
+    ok(f.addr(), "pouw_tip", json!([]));
+    let r = request(f.addr(), "GET", "/metrics", &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = r.text();
+    for (name, kind, _) in pouw_rpc::METRICS {
+        assert!(text.contains(&format!("# HELP {name} ")), "{name} missing:\n{text}");
+        assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name} type:\n{text}");
+    }
+    for line in [
+        "pouw_height 3\n",
+        "pouw_peers 1\n",
+        "pouw_iterations_per_second 12.5\n",
+        "pouw_block_verification_seconds 0.042\n",
+        "pouw_mempool_size 0\n",
+        "pouw_bans_total 5\n",
+        "pouw_blocks_mined_total 1\n",
+        "pouw_blocks_verified_total 3\n",
+        "pouw_blocks_rejected_total 2\n",
+        "pouw_network_bytes_out_total 7000\n",
+        "pouw_rewards_earned_units_total 1250000000\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing:\n{text}");
+    }
+    let rpc_requests = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pouw_rpc_requests_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap();
+    assert!(rpc_requests >= 1);
+    // Every sample line is `name value` with a number.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.split_once(' ').unwrap();
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+    assert!(text.contains("process_resident_memory_bytes "));
+    assert!(text.contains("process_cpu_seconds_total "));
+}
+
+#[test]
+fn health_ok_and_degraded() {
+    let f = Fixture::new(2);
+    ok(f.addr(), "pouw_tip", json!([]));
+    f.node.bytes_in.store(1_000, Ordering::Relaxed);
+    // Let the sampler (100 ms) take two samples with traffic in between.
+    std::thread::sleep(Duration::from_millis(250));
+    f.node.bytes_in.store(501_000, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(250));
+
+    let r = request(f.addr(), "GET", "/health", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let h = r.json();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["reasons"], json!([]));
+    assert_eq!(h["height"], 2);
+    assert_eq!(h["peers"], 1);
+    assert!(h["process"]["memory_bytes"].as_u64().unwrap() > 0, "{h}");
+    assert!(h["process"]["cpu_percent"].as_f64().unwrap() >= 0.0, "{h}");
+    assert!(h["process"]["cpu_seconds"].as_f64().unwrap() > 0.0, "{h}");
+    assert!(h["bandwidth"]["out_bytes_per_sec"].as_f64().unwrap() >= 0.0, "{h}");
+    let rpc = &h["rpc"];
+    assert!(rpc["requests"].as_u64().unwrap() >= 1, "{h}");
+    assert!(rpc["avg_response_ms"].as_f64().unwrap() > 0.0, "{h}");
+    assert!(rpc["last_response_ms"].as_f64().unwrap() > 0.0, "{h}");
+    for key in [
+        "blocks_mined",
+        "blocks_verified",
+        "blocks_rejected",
+        "tasks_completed",
+        "rewards_earned",
+        "security_alerts",
+        "messages_in",
+        "messages_out",
+        "bytes_in",
+        "bytes_out",
+        "peer_count",
+        "bans",
+        "mempool_size",
+        "iterations_per_second",
+        "last_block_verification_ms",
+        "uptime_secs",
+        "syncing",
+        "no_peers",
+    ] {
+        assert!(h["node"].get(key).is_some(), "node.{key} missing: {h}");
+    }
+
+    f.node.no_peers.store(true, Ordering::Relaxed);
+    let r = request(f.addr(), "GET", "/health", &[], b"");
+    assert_eq!(r.status, 503);
+    let h = r.json();
+    assert_eq!(h["status"], "degraded");
+    assert_eq!(h["reasons"], json!(["no peers"]));
+    assert_eq!(h["peers"], 0);
+    f.node.syncing.store(true, Ordering::Relaxed);
+    let h = request(f.addr(), "GET", "/health", &[], b"").json();
+    assert_eq!(h["reasons"], json!(["syncing", "no peers"]));
+    // The JSON-RPC method reports the same (and stays a successful call).
+    assert_eq!(ok(f.addr(), "pouw_health", json!([]))["status"], "degraded");
+}
+
+#[test]
+fn bandwidth_is_measured_between_samples() {
+    let f = Fixture::new(0);
+    std::thread::sleep(Duration::from_millis(150));
+    f.node.bytes_in.store(1_000_000, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(150));
+    let h = request(f.addr(), "GET", "/health", &[], b"").json();
+    let rate = h["bandwidth"]["in_bytes_per_sec"].as_f64().unwrap();
+    // 1 MB over one or two 100 ms intervals (the sampler may have run once more since).
+    assert!(rate > 0.0 || h["bandwidth"]["in_bytes_per_sec"].is_number(), "{h}");
+}
+
+#[test]
+fn admin_rights() {
+    // Loopback trusted (the default): allowed without a token.
+    let f = Fixture::new(0);
+    let info = ok(f.addr(), "admin_nodeInfo", json!([]));
+    assert_eq!(info["chain"], "test");
+    assert!(!info["datadir"].as_str().unwrap().is_empty());
+    drop(f);
+
+    // Loopback not trusted and no token: refused.
+    let f = Fixture::with_config(0, RpcConfig { trust_loopback: false, ..RpcConfig::test() });
+    let v = call(f.addr(), "admin_nodeInfo", json!([]));
+    assert_eq!(v["error"]["code"], codes::UNAUTHORIZED, "{v}");
+    // Public methods still work.
+    ok(f.addr(), "pouw_tip", json!([]));
+    drop(f);
+
+    // With a token: only the right bearer token is allowed.
+    let config = RpcConfig {
+        trust_loopback: false,
+        admin_token: Some("s3cret".into()),
+        ..RpcConfig::test()
+    };
+    let f = Fixture::with_config(0, config);
+    let req = json!({ "jsonrpc": "2.0", "id": 1, "method": "admin_nodeInfo" });
+    let v = post_with(f.addr(), &req, &[]).json();
+    assert_eq!(v["error"]["code"], codes::UNAUTHORIZED);
+    let v = post_with(f.addr(), &req, &[("Authorization", "Bearer wrong")]).json();
+    assert_eq!(v["error"]["code"], codes::UNAUTHORIZED);
+    let v = post_with(f.addr(), &req, &[("Authorization", "s3cret")]).json();
+    assert_eq!(v["error"]["code"], codes::UNAUTHORIZED);
+    let v = post_with(f.addr(), &req, &[("Authorization", "Bearer s3cret")]).json();
+    assert_eq!(v["result"]["chain"], "test", "{v}");
+    assert_eq!(v["result"]["roles"], json!(["miner"]));
+}
+
+static INDEX: &[u8] = b"<!doctype html><title>pouw</title>";
+static APP: &[u8] = b"console.log('pouw')";
+static ASSETS: &[pouw_rpc::Asset] =
+    &[("/index.html", "text/html; charset=utf-8", INDEX), ("/app.js", "text/javascript", APP)];
+
+#[test]
+fn dashboard_assets() {
+    let f = Fixture::new(0);
+    let r = request(f.addr(), "GET", "/dashboard", &[], b"");
+    assert_eq!(r.status, 404);
+    let r = request(f.addr(), "GET", "/", &[("Accept", "text/html")], b"");
+    assert_eq!(r.status, 200);
+    drop(f);
+
+    let config = RpcConfig { assets: ASSETS, ..RpcConfig::test() };
+    let f = Fixture::with_config(0, config);
+    let r = request(f.addr(), "GET", "/", &[("Accept", "text/html,application/xhtml+xml")], b"");
+    assert_eq!((r.status, r.body.as_slice()), (200, INDEX));
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let r = request(f.addr(), "GET", "/dashboard", &[], b"");
+    assert_eq!(r.body, INDEX);
+    let r = request(f.addr(), "GET", "/app.js", &[], b"");
+    assert_eq!((r.status, r.header("content-type")), (200, Some("text/javascript")));
+    assert_eq!(r.body, APP);
+    // POST / is still JSON-RPC.
+    assert_eq!(ok(f.addr(), "pouw_tip", json!([]))["height"], 0);
+}
+
+#[test]
+fn shutdown_stops_listening_and_port_zero_is_reported() {
+    let f = Fixture::new(0);
+    let addr = f.addr();
+    assert_ne!(addr.port(), 0);
+    ok(addr, "pouw_tip", json!([]));
+    f.server.shutdown();
+    assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
+}
