@@ -196,6 +196,16 @@ async fn handle(
 
 async fn rpc(shared: &Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     let started = Instant::now();
+    // Only `application/json`: a browser cannot send that cross-origin without a CORS
+    // preflight (which this server never grants), so web pages cannot post to a local node.
+    if !is_json(&req) {
+        let mut r = text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "JSON-RPC requests need `Content-Type: application/json`\n",
+        );
+        r.headers_mut().insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        return r;
+    }
     let admin = is_admin(&shared.config, peer, &req);
     let max = shared.config.max_body_bytes;
     let too_large = || {
@@ -314,9 +324,11 @@ async fn health_route(shared: &Arc<Shared>) -> Resp {
     }
 }
 
-/// Admin methods: from loopback when `trust_loopback`, or with the configured bearer token.
+/// Admin methods: from loopback when `trust_loopback` (and the `Host` is an IP address or
+/// `localhost`, so that a web page behind a DNS-rebound name cannot use them), or with the
+/// configured bearer token.
 fn is_admin(config: &RpcConfig, peer: SocketAddr, req: &Request<Incoming>) -> bool {
-    if config.trust_loopback && peer.ip().to_canonical().is_loopback() {
+    if config.trust_loopback && peer.ip().to_canonical().is_loopback() && local_host(req) {
         return true;
     }
     let Some(token) = config.admin_token.as_deref().filter(|t| !t.is_empty()) else {
@@ -332,6 +344,25 @@ fn is_admin(config: &RpcConfig, peer: SocketAddr, req: &Request<Incoming>) -> bo
 /// Compares without an early exit on the first differing byte (the length is not secret).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The `Host` header names this machine by address or as `localhost` (absent: HTTP/1.0).
+fn local_host(req: &Request<Incoming>) -> bool {
+    let Some(host) = req.headers().get(header::HOST) else { return true };
+    let Ok(host) = host.to_str() else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+fn is_json(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
 fn accepts_html(req: &Request<Incoming>) -> bool {

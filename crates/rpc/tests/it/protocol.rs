@@ -11,7 +11,8 @@ use std::time::Duration;
 #[test]
 fn parse_error_and_invalid_requests() {
     let f = Fixture::new(0);
-    let r = request(f.addr(), "POST", "/", &[], b"{\"jsonrpc\": \"2.0\", \"method\"");
+    let json_ct = [("Content-Type", "application/json")];
+    let r = request(f.addr(), "POST", "/", &json_ct, b"{\"jsonrpc\": \"2.0\", \"method\"");
     assert_eq!(r.status, 200);
     let v = r.json();
     assert_eq!(v["error"]["code"], codes::PARSE_ERROR);
@@ -75,7 +76,8 @@ fn batches_and_notifications() {
     assert_eq!(r.json()["result"]["height"], 2);
     // The /rpc path works too.
     let body = json!({ "jsonrpc": "2.0", "id": 9, "method": "pouw_tip" }).to_string();
-    let r = request(f.addr(), "POST", "/rpc", &[], body.as_bytes());
+    let r =
+        request(f.addr(), "POST", "/rpc", &[("Content-Type", "application/json")], body.as_bytes());
     assert_eq!(r.json()["result"]["height"], 2);
 }
 
@@ -99,7 +101,7 @@ fn limits() {
     // Chunked, without a length: cut off at the limit while reading.
     let chunk = "x".repeat(3000);
     let mut req = String::from(
-        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
     );
     for _ in 0..2 {
         req.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
@@ -123,8 +125,8 @@ fn default_body_limit_is_one_mib() {
 
 #[test]
 fn node_panics_and_timeouts_do_not_stop_the_server() {
-    let config = RpcConfig { call_timeout: Duration::from_millis(300), ..RpcConfig::test() };
-    let f = Fixture::with_config(0, config);
+    // The default call timeout: printing the panic's backtrace can take a while.
+    let f = Fixture::new(0);
     let (code, _) = err(f.addr(), "pouw_task", json!([panicking_task().to_string()]));
     assert_eq!(code, codes::INTERNAL_ERROR);
     // In a batch, the other calls still answer.
@@ -139,6 +141,10 @@ fn node_panics_and_timeouts_do_not_stop_the_server() {
     assert_eq!(v[0]["error"]["code"], codes::INTERNAL_ERROR);
     assert_eq!(v[1]["result"]["height"], 0);
 
+    drop(f);
+
+    let config = RpcConfig { call_timeout: Duration::from_millis(300), ..RpcConfig::test() };
+    let f = Fixture::with_config(0, config);
     let v = call(f.addr(), "pouw_task", json!([slow_task().to_string()]));
     assert_eq!(v["error"]["code"], codes::UNAVAILABLE, "{v}");
     assert_eq!(ok(f.addr(), "pouw_tip", json!([]))["height"], 0);

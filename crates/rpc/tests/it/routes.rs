@@ -1,7 +1,7 @@
 //! `/metrics`, `/health`, the dashboard hook, admin rights and shutdown.
 
 use crate::{
-    client::{call, ok, post_with, request},
+    client::{call, ok, post_with, raw, request},
     node::Fixture,
 };
 use pouw_rpc::{codes, RpcConfig};
@@ -115,14 +115,36 @@ fn health_ok_and_degraded() {
 
 #[test]
 fn bandwidth_is_measured_between_samples() {
-    let f = Fixture::new(0);
-    std::thread::sleep(Duration::from_millis(150));
+    let config = RpcConfig { sample_interval: Duration::from_millis(400), ..RpcConfig::test() };
+    let f = Fixture::with_config(0, config);
+    // The first sample is taken at once; the next one, 400 ms later, sees the traffic.
+    std::thread::sleep(Duration::from_millis(100));
     f.node.bytes_in.store(1_000_000, Ordering::Relaxed);
-    std::thread::sleep(Duration::from_millis(150));
+    std::thread::sleep(Duration::from_millis(450));
     let h = request(f.addr(), "GET", "/health", &[], b"").json();
     let rate = h["bandwidth"]["in_bytes_per_sec"].as_f64().unwrap();
-    // 1 MB over one or two 100 ms intervals (the sampler may have run once more since).
-    assert!(rate > 0.0 || h["bandwidth"]["in_bytes_per_sec"].is_number(), "{h}");
+    assert!(rate > 1_000_000.0 && rate < 4_000_000.0, "{h}");
+    assert_eq!(h["bandwidth"]["out_bytes_per_sec"], 0.0);
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let config = RpcConfig { header_timeout: Duration::from_millis(300), ..RpcConfig::test() };
+    let f = Fixture::with_config(0, config);
+    let started = std::time::Instant::now();
+    let answer = raw(f.addr(), b"");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"), "{answer:?}");
+    // A keep-alive connection is closed too after its last answer.
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "pouw_tip" }).to_string();
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let started = std::time::Instant::now();
+    let answer = String::from_utf8_lossy(&raw(f.addr(), req.as_bytes())).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[test]
@@ -159,6 +181,33 @@ fn admin_rights() {
     let v = post_with(f.addr(), &req, &[("Authorization", "Bearer s3cret")]).json();
     assert_eq!(v["result"]["chain"], "test", "{v}");
     assert_eq!(v["result"]["roles"], json!(["miner"]));
+    drop(f);
+
+    // Loopback trust needs a local Host (a DNS-rebound name is not local).
+    let f = Fixture::new(0);
+    let body = req.to_string();
+    let local = [("Content-Type", "application/json"), ("Host", "localhost:8545")];
+    let v = request(f.addr(), "POST", "/", &local, body.as_bytes()).json();
+    assert_eq!(v["result"]["chain"], "test", "{v}");
+    let v6 = [("Content-Type", "application/json"), ("Host", "[::1]:8545")];
+    let v = request(f.addr(), "POST", "/", &v6, body.as_bytes()).json();
+    assert_eq!(v["result"]["chain"], "test", "{v}");
+    let rebound = [("Content-Type", "application/json"), ("Host", "evil.example:8545")];
+    let v = request(f.addr(), "POST", "/", &rebound, body.as_bytes()).json();
+    assert_eq!(v["error"]["code"], codes::UNAUTHORIZED, "{v}");
+}
+
+#[test]
+fn rpc_needs_json_content_type() {
+    let f = Fixture::new(0);
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "pouw_tip" }).to_string();
+    let r = request(f.addr(), "POST", "/", &[("Content-Type", "text/plain")], body.as_bytes());
+    assert_eq!(r.status, 415);
+    let r = request(f.addr(), "POST", "/", &[], body.as_bytes());
+    assert_eq!(r.status, 415);
+    let ct = [("Content-Type", "application/json; charset=utf-8")];
+    let r = request(f.addr(), "POST", "/", &ct, body.as_bytes());
+    assert_eq!(r.json()["result"]["height"], 0);
 }
 
 static INDEX: &[u8] = b"<!doctype html><title>pouw</title>";
