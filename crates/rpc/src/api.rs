@@ -143,8 +143,10 @@ pub struct ProofSummary {
     /// Id of the winning iteration message (the header's `msg_hash`).
     pub msg_hash: Hash,
     /// Batch loss of the iteration.
+    #[serde(serialize_with = "short_f32")]
     pub loss: f32,
     /// Batch accuracy of the iteration.
+    #[serde(serialize_with = "short_f32")]
     pub accuracy: f32,
 }
 
@@ -219,6 +221,15 @@ impl BlockView {
     }
 }
 
+/// An `f32` as the JSON number with the fewest digits that reads back as the same `f32`
+/// (`0.4`, not `0.4000000059604645`); NaN and infinities as `null`.
+fn short_f32<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    match v.to_string().parse::<f64>() {
+        Ok(x) if x.is_finite() => s.serialize_f64(x),
+        _ => s.serialize_none(),
+    }
+}
+
 /// An account at the tip.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountView {
@@ -285,8 +296,10 @@ pub struct TrainingPoint {
     /// The miner's iteration index.
     pub iteration: u64,
     /// Batch loss.
+    #[serde(serialize_with = "short_f32")]
     pub loss: f32,
     /// Batch accuracy.
+    #[serde(serialize_with = "short_f32")]
     pub accuracy: f32,
     /// When the iteration message was seen (Unix ms).
     pub time: Timestamp,
@@ -313,4 +326,25 @@ pub struct NodeInfo {
     pub rpc_addr: Option<String>,
     /// Roles this node runs (`miner`, `verifier`, ...).
     pub roles: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_serialise_short() {
+        let p = TrainingPoint {
+            seq: 1,
+            miner: PublicKey::default(),
+            task_id: Hash::ZERO,
+            iteration: 0,
+            loss: 0.4,
+            accuracy: f32::NAN,
+            time: Timestamp(0),
+        };
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["loss"].to_string(), "0.4");
+        assert!(v["accuracy"].is_null());
+    }
 }
