@@ -15,6 +15,20 @@
 //!
 //! Every node call runs on a blocking thread with a timeout, and a panicking call answers
 //! with an internal error: a bad request or a stuck node never stops the server.
+//!
+//! ```no_run
+//! use pouw_rpc::{NodeApi, RpcConfig, RpcError};
+//! use std::sync::Arc;
+//!
+//! fn start(api: Arc<dyn NodeApi>) -> Result<(), RpcError> {
+//!     let addr = "127.0.0.1:8545".parse().expect("a socket address");
+//!     let server = pouw_rpc::spawn(addr, api, RpcConfig::default())?;
+//!     let _bound = server.local_addr(); // the real port when `addr` has port 0
+//!     // ... run the node ...
+//!     server.shutdown();
+//!     Ok(())
+//! }
+//! ```
 
 pub mod api;
 mod config;
