@@ -218,6 +218,21 @@ fn dialable(addrs: &[Multiaddr]) -> Option<Multiaddr> {
         .map(strip_p2p)
 }
 
+/// libp2p sets `SO_REUSEPORT` on its listeners, so a second node would silently share a port
+/// with the first: check first that a fixed ip/port is free with a plain socket.
+fn check_port_free(addr: &Multiaddr) -> io::Result<()> {
+    let mut iter = addr.iter();
+    let ip: std::net::IpAddr = match iter.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    match iter.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => std::net::TcpListener::bind((ip, port)).map(drop),
+        _ => Ok(()),
+    }
+}
+
 fn is_tcp_listen_addr(addr: &Multiaddr) -> bool {
     let mut iter = addr.iter();
     matches!(
@@ -355,6 +370,8 @@ impl Service {
                     reason: "expected /ip4|ip6|dns/<host>/tcp/<port>".into(),
                 });
             }
+            check_port_free(addr)
+                .map_err(|e| NetError::Bind { addr: addr.clone(), reason: e.to_string() })?;
             let id = swarm
                 .listen_on(addr.clone())
                 .map_err(|e| NetError::Bind { addr: addr.clone(), reason: e.to_string() })?;
@@ -604,6 +621,7 @@ impl Service {
         let score = *score;
         debug!(%peer, reason, points, score, "peer penalised");
         self.swarm.behaviour_mut().gossipsub.set_application_score(&peer, score);
+        self.refresh_shared();
         if score <= -f64::from(self.config.penalty_ban_threshold) {
             let reason = format!("score {score:.0} after: {reason}");
             self.ban(peer, &reason, self.config.penalty_ban_duration);
@@ -794,10 +812,11 @@ impl Service {
         }
         let plain = strip_p2p(&remote);
         for r in &mut self.redials {
-            let matches = match r.peer {
-                Some(p) => p == peer,
-                None => endpoint.is_dialer() && strip_p2p(&r.addr) == plain,
-            };
+            // An address given without a peer id follows whoever answers on it.
+            let matches = r.peer == Some(peer)
+                || (endpoint.is_dialer()
+                    && peer_of(&r.addr).is_none()
+                    && strip_p2p(&r.addr) == plain);
             if matches {
                 r.peer = Some(peer);
                 r.next = None;
@@ -812,7 +831,6 @@ impl Service {
         let dial_addr = state.dial_addr.clone();
         if was_identified {
             info!(%peer, "peer disconnected");
-            self.deliver(NetEvent::PeerDisconnected(peer)).await;
         }
         if !self.bans.contains_key(&peer) {
             // Redial it: through its entry if it has one, else on an address we know.
@@ -841,7 +859,11 @@ impl Service {
             warn!("no peers connected");
             self.alone = true;
         }
+        // The snapshot is up to date before the node hears of the disconnection.
         self.refresh_shared();
+        if was_identified {
+            self.deliver(NetEvent::PeerDisconnected(peer)).await;
+        }
     }
 
     async fn on_identify(&mut self, event: identify::Event) {
@@ -886,10 +908,16 @@ impl Service {
         };
         self.stats.bytes_in.fetch_add(message.data.len() as u64, Ordering::Relaxed);
         self.stats.messages_in.fetch_add(1, Ordering::Relaxed);
-        let decoded = match self.topics.get(&message.topic) {
-            Some(topic) => GossipMessage::decode(&message.data, topic).map_err(|e| e.to_string()),
-            None => Err(format!("message on unknown topic {}", message.topic)),
+        let Some(topic) = self.topics.get(&message.topic) else {
+            // A topic we just left: not the sender's fault.
+            self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                &message_id,
+                &propagation_source,
+                MessageAcceptance::Ignore,
+            );
+            return;
         };
+        let decoded = GossipMessage::decode(&message.data, topic);
         match decoded {
             Ok(decoded) => {
                 let event = NetEvent::Gossip {
@@ -906,7 +934,7 @@ impl Service {
                     );
                 }
             }
-            Err(reason) => {
+            Err(error) => {
                 self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
                     &message_id,
                     &propagation_source,
@@ -914,7 +942,7 @@ impl Service {
                 );
                 self.ban(
                     propagation_source,
-                    &format!("undecodable gossip: {reason}"),
+                    &format!("undecodable gossip: {error}"),
                     self.config.ban_duration,
                 );
             }
