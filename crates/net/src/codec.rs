@@ -2,8 +2,10 @@
 //! response, bounded by [`MAX_REQUEST_BYTES`] / [`MAX_RESPONSE_BYTES`] before anything is
 //! allocated, and decoded with [`Request::decode`] / [`Response::decode`].
 //!
-//! Malformed data from the peer is reported as [`io::ErrorKind::InvalidData`] (the network
-//! task bans the peer for it); a local request over its limit as
+//! A malformed or oversized inbound request is read as [`WireRequest::Malformed`] (request-
+//! response does not report failed reads, and the network task must see them to ban the
+//! peer); a malformed response is an [`io::ErrorKind::InvalidData`] error carrying
+//! [`Malformed`] (see [`is_malformed`]); a local request over its limit is refused with
 //! [`io::ErrorKind::InvalidInput`].
 
 use crate::handle::NetStats;
@@ -14,6 +16,15 @@ use std::{
     io,
     sync::{atomic::Ordering, Arc},
 };
+
+/// A request as read from a peer.
+#[derive(Debug)]
+pub(crate) enum WireRequest {
+    /// A well-formed request.
+    Valid(Request),
+    /// The peer sent garbage (why).
+    Malformed(String),
+}
 
 /// The codec; it counts the payload bytes and messages it moves in [`NetStats`].
 #[derive(Clone, Debug)]
@@ -46,10 +57,7 @@ where
     io.read_exact(&mut prefix).await?;
     let len = u32::from_be_bytes(prefix) as usize;
     if len > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes is over the limit of {max}"),
-        ));
+        return Err(invalid(format!("frame of {len} bytes is over the limit of {max}")));
     }
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
@@ -68,24 +76,41 @@ where
     io.flush().await
 }
 
+/// The peer sent a frame over its limit or not decodable: the error the network task bans
+/// for (told apart from transport errors, which may also read as `InvalidData`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Malformed(String);
+
 fn invalid(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+    io::Error::new(io::ErrorKind::InvalidData, Malformed(e.to_string()))
+}
+
+/// Whether `e` is the peer's fault (a malformed or oversized frame).
+pub(crate) fn is_malformed(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Malformed>())
 }
 
 #[async_trait::async_trait]
 impl libp2p::request_response::Codec for WireCodec {
     type Protocol = StreamProtocol;
-    type Request = Request;
+    type Request = WireRequest;
     type Response = Response;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<WireRequest>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let bytes = read_frame(io, MAX_REQUEST_BYTES).await?;
-        let request = Request::decode(&bytes).map_err(invalid)?;
+        let bytes = match read_frame(io, MAX_REQUEST_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(e) if is_malformed(&e) => return Ok(WireRequest::Malformed(e.to_string())),
+            Err(e) => return Err(e),
+        };
         self.count_in(bytes.len());
-        Ok(request)
+        Ok(match Request::decode(&bytes) {
+            Ok(request) => WireRequest::Valid(request),
+            Err(e) => WireRequest::Malformed(e.to_string()),
+        })
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
@@ -102,11 +127,14 @@ impl libp2p::request_response::Codec for WireCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        request: Request,
+        request: WireRequest,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
+        let WireRequest::Valid(request) = request else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a request"));
+        };
         let bytes = request.encode();
         if bytes.len() > MAX_REQUEST_BYTES {
             return Err(io::Error::new(
@@ -156,9 +184,11 @@ mod tests {
     fn frames_round_trip() {
         let mut codec = WireCodec::new(Arc::default());
         let mut buf = Cursor::new(Vec::new());
-        block_on(codec.write_request(&protocol(), &mut buf, Request::Status)).unwrap();
+        let status = WireRequest::Valid(Request::Status);
+        block_on(codec.write_request(&protocol(), &mut buf, status)).unwrap();
         let mut read = Cursor::new(buf.into_inner());
-        assert_eq!(block_on(codec.read_request(&protocol(), &mut read)).unwrap(), Request::Status);
+        let read = block_on(codec.read_request(&protocol(), &mut read)).unwrap();
+        assert!(matches!(read, WireRequest::Valid(Request::Status)), "{read:?}");
         assert_eq!(codec.stats.snapshot().messages_in, 1);
         assert_eq!(codec.stats.snapshot().messages_out, 1);
     }
@@ -168,8 +198,8 @@ mod tests {
         let mut codec = WireCodec::new(Arc::default());
         // Announces 4 GiB - 1 but carries nothing: refused on the prefix alone.
         let mut read = Cursor::new(u32::MAX.to_be_bytes().to_vec());
-        let err = block_on(codec.read_request(&protocol(), &mut read)).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let read = block_on(codec.read_request(&protocol(), &mut read)).unwrap();
+        assert!(matches!(read, WireRequest::Malformed(_)), "{read:?}");
         let mut read = Cursor::new(((MAX_RESPONSE_BYTES + 1) as u32).to_be_bytes().to_vec());
         let err = block_on(codec.read_response(&protocol(), &mut read)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
@@ -180,8 +210,14 @@ mod tests {
         let mut codec = WireCodec::new(Arc::default());
         let mut frame = 3u32.to_be_bytes().to_vec();
         frame.extend([0xff, 0xff, 0xff]);
-        let err = block_on(codec.read_request(&protocol(), &mut Cursor::new(frame))).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let read = block_on(codec.read_request(&protocol(), &mut Cursor::new(frame))).unwrap();
+        assert!(matches!(read, WireRequest::Malformed(_)), "{read:?}");
+        let mut frame = 3u32.to_be_bytes().to_vec();
+        frame.extend([0xff, 0xff, 0xff]);
+        let err = block_on(codec.read_response(&protocol(), &mut Cursor::new(frame))).unwrap_err();
+        assert!(is_malformed(&err));
+        let eof = block_on(codec.read_request(&protocol(), &mut Cursor::new(vec![0, 0, 0, 9, 1])));
+        assert!(!is_malformed(&eof.unwrap_err()), "a cut stream is not the peer's fault");
     }
 
     #[test]
@@ -189,7 +225,8 @@ mod tests {
         let mut codec = WireCodec::new(Arc::default());
         let big = Request::Blocks(vec![pouw_primitives::Hash::ZERO; 4096]);
         let mut buf = Cursor::new(Vec::new());
-        let err = block_on(codec.write_request(&protocol(), &mut buf, big)).unwrap_err();
+        let err = block_on(codec.write_request(&protocol(), &mut buf, WireRequest::Valid(big)));
+        let err = err.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(buf.into_inner().is_empty());
     }

@@ -195,6 +195,12 @@ pub(crate) enum Command {
         topic: crate::messages::Topic,
         data: Vec<u8>,
     },
+    #[cfg(feature = "test-util")]
+    RequestUnchecked {
+        peer: PeerId,
+        id: RequestId,
+        request: Request,
+    },
     Validate {
         id: GossipId,
         from: PeerId,
@@ -332,6 +338,19 @@ impl NetworkHandle {
         data: Vec<u8>,
     ) -> Result<(), HandleError> {
         self.send(Command::PublishRaw { topic, data })
+    }
+
+    /// Test support: sends a request without the local bounds check (peers must refuse an
+    /// out-of-bounds one and ban us).
+    #[cfg(feature = "test-util")]
+    pub fn request_unchecked(
+        &self,
+        peer: PeerId,
+        request: Request,
+    ) -> Result<RequestId, HandleError> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        self.send(Command::RequestUnchecked { peer, id, request })?;
+        Ok(id)
     }
 
     /// Stops the network task (closing connections).

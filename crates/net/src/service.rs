@@ -2,7 +2,7 @@
 //! request-response, connection limits and a ban list) owned by one thread running a tokio
 //! runtime. It serves the node's [`Command`]s and turns swarm events into [`NetEvent`]s.
 
-use crate::codec::WireCodec;
+use crate::codec::{is_malformed, WireCodec, WireRequest};
 use crate::handle::{
     Acceptance, Command, GossipId, InboundId, NetConfig, NetEvent, NetStats, NetworkHandle,
     PeerInfo, PeerVerdict, RequestFailure, RequestId, Shared, COMMAND_QUEUE, EVENT_QUEUE,
@@ -508,7 +508,20 @@ impl Service {
                     debug!(%from, "validated a message no longer in the cache");
                 }
             }
-            Command::Request { peer, id, request } => self.send_request(peer, id, request).await,
+            Command::Request { peer, id, request } => {
+                // Our own requests are checked as the peer will check them: never get banned
+                // for a request out of bounds.
+                if let Err(e) = Request::decode(&request.encode()) {
+                    let failure = RequestFailure::Other(format!("request refused locally: {e}"));
+                    self.deliver(NetEvent::Response { peer, id, result: Err(failure) }).await;
+                    return;
+                }
+                self.send_request(peer, id, request).await;
+            }
+            #[cfg(feature = "test-util")]
+            Command::RequestUnchecked { peer, id, request } => {
+                self.send_request(peer, id, request).await;
+            }
             Command::Respond { id, response } => match self.inbound.remove(&id) {
                 Some(channel) => {
                     if self.swarm.behaviour_mut().rr.send_response(channel, response).is_err() {
@@ -570,20 +583,14 @@ impl Service {
     }
 
     async fn send_request(&mut self, peer: PeerId, id: RequestId, request: Request) {
-        // Our own requests are checked as the peer will check them: never get banned for a
-        // request out of bounds.
-        if let Err(e) = Request::decode(&request.encode()) {
-            let failure = RequestFailure::Other(format!("request refused locally: {e}"));
-            self.deliver(NetEvent::Response { peer, id, result: Err(failure) }).await;
-            return;
-        }
         let connected = self.peers.get(&peer).is_some_and(|p| p.identified);
         if !connected || self.bans.contains_key(&peer) {
             let result = Err(RequestFailure::NotConnected);
             self.deliver(NetEvent::Response { peer, id, result }).await;
             return;
         }
-        let outbound = self.swarm.behaviour_mut().rr.send_request(&peer, request);
+        let outbound =
+            self.swarm.behaviour_mut().rr.send_request(&peer, WireRequest::Valid(request));
         self.outbound.insert(outbound, (id, peer));
     }
 
@@ -949,10 +956,19 @@ impl Service {
         }
     }
 
-    async fn on_request_response(&mut self, event: request_response::Event<Request, Response>) {
+    async fn on_request_response(&mut self, event: request_response::Event<WireRequest, Response>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
+                    let request = match request {
+                        WireRequest::Valid(request) => request,
+                        WireRequest::Malformed(reason) => {
+                            drop(channel);
+                            let reason = format!("malformed request: {reason}");
+                            self.ban(peer, &reason, self.config.ban_duration);
+                            return;
+                        }
+                    };
                     let id = self.next_inbound;
                     self.next_inbound += 1;
                     self.inbound.insert(id, channel);
@@ -976,9 +992,7 @@ impl Service {
                     request_response::OutboundFailure::UnsupportedProtocols => {
                         RequestFailure::Other("peer does not support the protocol".into())
                     }
-                    request_response::OutboundFailure::Io(e)
-                        if e.kind() == io::ErrorKind::InvalidData =>
-                    {
+                    request_response::OutboundFailure::Io(e) if is_malformed(&e) => {
                         self.ban(
                             peer,
                             &format!("malformed response: {e}"),
@@ -995,14 +1009,11 @@ impl Service {
                     self.deliver(NetEvent::Response { peer, id, result: Err(failure) }).await;
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => match error {
-                request_response::InboundFailure::Io(e)
-                    if e.kind() == io::ErrorKind::InvalidData =>
-                {
-                    self.ban(peer, &format!("malformed request: {e}"), self.config.ban_duration);
-                }
-                other => debug!(%peer, error = %other, "inbound request failed"),
-            },
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                // Malformed requests arrive as `WireRequest::Malformed`; these are transport
+                // failures and timeouts.
+                debug!(%peer, %error, "inbound request failed");
+            }
             request_response::Event::ResponseSent { .. } => {}
         }
     }

@@ -376,3 +376,19 @@ fn an_oversized_request_is_refused() {
         Some(Ok(Response::Error("no chain".into())))
     );
 }
+
+#[test]
+fn a_malformed_request_gets_its_sender_banned() {
+    let (a, b) = (start(config(genesis()), 91), start(config(genesis()), 92));
+    connect(&a, &b);
+    // 33 hashes: encodes fine, but over the bound every node checks when decoding.
+    let id = a.handle.request_unchecked(b.peer(), Request::Blocks(vec![Hash::ZERO; 33])).unwrap();
+    let seen = b.wait(Duration::from_secs(5), |e| match e {
+        NetEvent::Request { .. } => panic!("a malformed request reached the node"),
+        NetEvent::PeerDisconnected(p) if p == a.peer() => Some(()),
+        _ => None,
+    });
+    assert!(seen.is_some(), "the sender of a malformed request stays connected");
+    assert_eq!(b.handle.stats().bans, 1);
+    assert!(matches!(a.response(id, Duration::from_secs(5)), Some(Err(_))));
+}
