@@ -76,6 +76,7 @@ pub enum RequestFailure {
 }
 
 /// What the network tells the node.
+#[allow(clippy::large_enum_variant)] // gossip (blocks) is the common event; not worth a box
 #[derive(Debug)]
 pub enum NetEvent {
     /// A decoded gossip message. The node must answer with [`NetworkHandle::validate`].
@@ -185,13 +186,39 @@ impl NetStats {
 }
 
 /// What the network task is told to do.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Command {
     Publish(GossipMessage),
-    Validate { id: GossipId, from: PeerId, acceptance: Acceptance },
-    Request { peer: PeerId, id: RequestId, request: Request },
-    Respond { id: InboundId, response: Response },
-    Report { peer: PeerId, verdict: PeerVerdict },
+    #[cfg(feature = "test-util")]
+    PublishRaw {
+        topic: crate::messages::Topic,
+        data: Vec<u8>,
+    },
+    #[cfg(feature = "test-util")]
+    RequestUnchecked {
+        peer: PeerId,
+        id: RequestId,
+        request: Request,
+    },
+    Validate {
+        id: GossipId,
+        from: PeerId,
+        acceptance: Acceptance,
+    },
+    Request {
+        peer: PeerId,
+        id: RequestId,
+        request: Request,
+    },
+    Respond {
+        id: InboundId,
+        response: Response,
+    },
+    Report {
+        peer: PeerId,
+        verdict: PeerVerdict,
+    },
     Dial(Multiaddr),
     Subscribe(crate::messages::Topic),
     Unsubscribe(crate::messages::Topic),
@@ -302,6 +329,30 @@ impl NetworkHandle {
         self.send(Command::Unsubscribe(topic))
     }
 
+    /// Test support: publishes `data` on `topic` as it is, unchecked (peers that receive it
+    /// must reject it and ban us).
+    #[cfg(feature = "test-util")]
+    pub fn publish_raw(
+        &self,
+        topic: crate::messages::Topic,
+        data: Vec<u8>,
+    ) -> Result<(), HandleError> {
+        self.send(Command::PublishRaw { topic, data })
+    }
+
+    /// Test support: sends a request without the local bounds check (peers must refuse an
+    /// out-of-bounds one and ban us).
+    #[cfg(feature = "test-util")]
+    pub fn request_unchecked(
+        &self,
+        peer: PeerId,
+        request: Request,
+    ) -> Result<RequestId, HandleError> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        self.send(Command::RequestUnchecked { peer, id, request })?;
+        Ok(id)
+    }
+
     /// Stops the network task (closing connections).
     pub fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
@@ -327,6 +378,16 @@ pub struct NetConfig {
     pub redial_backoff: (Duration, Duration),
     /// Agent string sent through identify.
     pub agent: String,
+    /// A peer whose application score (lowered by [`PeerVerdict::Penalty`]) falls to minus
+    /// this is disconnected and banned for [`NetConfig::penalty_ban_duration`].
+    pub penalty_ban_threshold: u32,
+    /// How long a peer banned for its low score stays banned.
+    pub penalty_ban_duration: Duration,
+    /// Application scores decay back toward 0 with this half-life.
+    pub score_half_life: Duration,
+    /// Most inbound requests awaiting the node's answer; beyond it the oldest is dropped
+    /// (its peer sees the stream close).
+    pub max_pending_inbound: usize,
 }
 
 impl NetConfig {
@@ -341,6 +402,10 @@ impl NetConfig {
             ban_duration: Duration::from_secs(3600),
             redial_backoff: (Duration::from_millis(500), Duration::from_secs(30)),
             agent: concat!("pouw/", env!("CARGO_PKG_VERSION")).to_owned(),
+            penalty_ban_threshold: 100,
+            penalty_ban_duration: Duration::from_secs(600),
+            score_half_life: Duration::from_secs(600),
+            max_pending_inbound: 256,
         }
     }
 }

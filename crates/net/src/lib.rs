@@ -3,9 +3,12 @@
 //! libp2p stays inside this crate: the node talks to the network task through a
 //! [`NetworkHandle`] (commands) and a queue of [`NetEvent`]s, both bounded. Messages are the
 //! typed [`GossipMessage`], [`Request`] and [`Response`], canonically encoded and size-limited.
+//! [`spawn`] starts the network thread.
 
+mod codec;
 mod handle;
 pub mod messages;
+mod service;
 
 pub use handle::{
     Acceptance, GossipId, HandleError, InboundId, Multiaddr, NetConfig, NetCounters, NetEvent,
@@ -16,3 +19,4 @@ pub use messages::{
     BlockWithProof, ChainStatus, GossipMessage, MessageKind, Request, Response, Topic,
     VerificationRequest, WireError,
 };
+pub use service::{spawn, NetError};

@@ -110,6 +110,8 @@ pub struct VerificationRequest {
 }
 
 /// A gossip message. Its topic follows from its variant ([`GossipMessage::topic`]).
+// Blocks travel by value: they are the common case, and boxing would change the node's API.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, BorshSerialize, BorshDeserialize)]
 pub enum GossipMessage {
     /// NEW_BLOCK: a block (its proof data is fetched with [`Request::Proof`]).
@@ -253,10 +255,10 @@ impl Request {
         }
         let req: Self = codec::decode(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
         match &req {
-            Self::HeadersAfter { locator, max } => {
-                if locator.len() > MAX_LOCATOR || *max > MAX_HEADERS_PER_RESPONSE {
-                    return Err(WireError::Malformed("header request out of bounds".into()));
-                }
+            Self::HeadersAfter { locator, max }
+                if locator.len() > MAX_LOCATOR || *max > MAX_HEADERS_PER_RESPONSE =>
+            {
+                return Err(WireError::Malformed("header request out of bounds".into()));
             }
             Self::Blocks(hashes) if hashes.len() > MAX_BLOCKS_PER_RESPONSE as usize => {
                 return Err(WireError::Malformed(format!(
@@ -360,7 +362,7 @@ mod tests {
             GossipMessage::decode(&bytes, &Topic::Blocks),
             Err(WireError::WrongTopic(MessageKind::NewTransaction))
         );
-        let mut trailing = bytes.clone();
+        let mut trailing = bytes;
         trailing.push(0);
         assert!(matches!(
             GossipMessage::decode(&trailing, &Topic::Transactions),
