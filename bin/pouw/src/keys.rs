@@ -63,7 +63,7 @@ pub(crate) fn read_key(path: &Path) -> Result<Keypair> {
     Ok(key)
 }
 
-fn write_key(path: &Path, key: &Keypair) -> Result<()> {
+pub(crate) fn write_key(path: &Path, key: &Keypair) -> Result<()> {
     let body = serde_json::to_string_pretty(&KeyFile {
         public: key.public().to_string(),
         secret: hex::encode(key.secret_bytes()),

@@ -1,6 +1,6 @@
 //! The block tree, fork choice and import pipeline.
 
-use crate::{BlockError, BlockValidator, ChainError, NoProofCheck};
+use crate::{Ancestors, BlockError, BlockValidator, ChainError, NoProofCheck};
 use pouw_consensus::{
     apply_block, check_block_body, check_header, median_time_past, next_target,
     retarget_window_len, Account, ConsensusError, HeaderContext, State, StateKey, StateValue,
@@ -433,8 +433,23 @@ impl Chain {
         Timestamp(median.0.saturating_add(1))
     }
 
-    /// Cheap, context-free-of-state checks: header rules, body rules, the validator.
-    fn check_block(
+    /// The header and body rules of `block` against its stored parent, without the
+    /// [`BlockValidator`] (so no proof data and no replay): what a node checks before it
+    /// fetches anything else for a block it was sent.
+    pub fn check_rules(&self, block: &Block, now: Timestamp) -> Result<(), ChainError> {
+        let hash = block.hash();
+        let parent = self
+            .header(&block.header.prev_hash)
+            .ok_or(ChainError::UnknownParent { hash, parent: block.header.prev_hash })?;
+        self.check_header_and_body(block, parent, now).map_err(|e| ChainError::invalid(hash, e))
+    }
+
+    /// The ancestors of a block whose parent is `parent`, on that block's own branch.
+    pub fn branch_ancestors<'a>(&'a self, parent: &'a Header) -> impl Ancestors + 'a {
+        BranchAncestors { chain: self, parent }
+    }
+
+    fn check_header_and_body(
         &self,
         block: &Block,
         parent: &Header,
@@ -452,6 +467,17 @@ impl Chain {
         };
         check_header(&block.header, parent, &ctx)?;
         check_block_body(block, &self.spec)?;
+        Ok(())
+    }
+
+    /// Cheap, context-free-of-state checks: header rules, body rules, the validator.
+    fn check_block(
+        &self,
+        block: &Block,
+        parent: &Header,
+        now: Timestamp,
+    ) -> Result<(), BlockError> {
+        self.check_header_and_body(block, parent, now)?;
         let ancestors = BranchAncestors { chain: self, parent };
         self.validator
             .validate(block, parent, &self.spec, &ancestors)

@@ -18,6 +18,7 @@ mod chain;
 mod error;
 mod mempool;
 mod pouw_validator;
+mod proof_data;
 mod validator;
 
 #[cfg(any(test, feature = "test-utils"))]
@@ -27,4 +28,5 @@ pub use chain::{Chain, ChainConfig, ImportOutcome, TipChange};
 pub use error::{BlockError, ChainError};
 pub use mempool::{AddOutcome, Mempool, MempoolConfig, MempoolError};
 pub use pouw_validator::{PouwValidator, ProofCheckError};
+pub use proof_data::{block_task, check_proof_data, precheck, ProofDataError};
 pub use validator::{Ancestors, BlockValidator, NoProofCheck};

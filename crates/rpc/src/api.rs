@@ -183,6 +183,9 @@ pub struct BlockView {
     pub transactions: Vec<TxSummary>,
     /// The winning iteration (absent in genesis and in blocks without a proof).
     pub proof: Option<ProofSummary>,
+    /// How long this node took to verify and import the block (checks, replay, execution,
+    /// commit), if it still remembers.
+    pub verification_ms: Option<f64>,
 }
 
 impl BlockView {
@@ -217,6 +220,7 @@ impl BlockView {
             size: block.size() as u64,
             transactions: block.transactions.iter().map(TxSummary::new).collect(),
             proof,
+            verification_ms: None,
         }
     }
 }

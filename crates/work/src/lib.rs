@@ -16,5 +16,5 @@
 mod miner;
 mod verify;
 
-pub use miner::{MinedBlock, Miner, MinerError, Template};
+pub use miner::{MinedBlock, Miner, MinerError, StepMetrics, Template};
 pub use verify::{verify_chain, VerifyFailure, VerifyReport};

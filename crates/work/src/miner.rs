@@ -72,6 +72,20 @@ pub struct Miner {
     exec: Exec,
     dataset: &'static Dataset,
     job: Option<Job>,
+    last: Option<StepMetrics>,
+}
+
+/// What the last training iteration measured (for progress displays and training curves).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepMetrics {
+    /// Task trained.
+    pub task_id: TaskId,
+    /// The miner's iteration index.
+    pub iteration: u64,
+    /// Mini-batch loss.
+    pub loss: f32,
+    /// Mini-batch accuracy (0..1).
+    pub accuracy: f32,
 }
 
 struct Canonical<'a>(&'a Chain);
@@ -85,12 +99,17 @@ impl Ancestors for Canonical<'_> {
 impl Miner {
     /// A miner signing with `key`, training with `exec`.
     pub fn new(spec: ChainSpec, key: Keypair, exec: Exec) -> Self {
-        Self { spec, key, exec, dataset: pouw_ml::shipped_mnist_ref(), job: None }
+        Self { spec, key, exec, dataset: pouw_ml::shipped_mnist_ref(), job: None, last: None }
     }
 
     /// The miner's address.
     pub fn address(&self) -> pouw_primitives::PublicKey {
         self.key.public()
+    }
+
+    /// Metrics of the last iteration run.
+    pub fn last_step(&self) -> Option<StepMetrics> {
+        self.last
     }
 
     /// Iterations run on the current task.
@@ -145,6 +164,13 @@ impl Miner {
         job.iteration += 1;
         let loss = out.loss();
         let mut body = iteration_body(task_id, self.key.public(), job.epoch, i, &out);
+        let metrics = StepMetrics {
+            task_id,
+            iteration: i,
+            loss: f32::from_bits(body.loss),
+            accuracy: f32::from_bits(body.accuracy),
+        };
+        self.last = Some(metrics);
 
         if let (Some((_, committing, template)), Some(start)) = (committed, start) {
             let target = template.header.target.to_target().unwrap_or_default();

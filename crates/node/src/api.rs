@@ -1,0 +1,150 @@
+//! The node's answers to JSON-RPC ([`pouw_rpc::NodeApi`]): reads of the shared chain and of
+//! the node's counters; transactions go through the node loop like gossiped ones.
+
+use crate::{stats::NodeStats, NodeCommand};
+use pouw_chain::Chain;
+use pouw_consensus::{Overlay, StateKey, StateValue};
+use pouw_net::NetworkHandle;
+use pouw_primitives::{Address, Amount, Role, TaskId, Transaction};
+use pouw_rpc::{
+    AccountView, ApiError, BlockRef, BlockView, NodeApi, NodeInfo, NodeStatus, TipView,
+    TrainingPoint,
+};
+use std::{
+    sync::{atomic::Ordering, Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+/// What the RPC server reads.
+#[derive(Debug)]
+pub(crate) struct Api {
+    pub(crate) chain: Arc<RwLock<Chain>>,
+    pub(crate) net: NetworkHandle,
+    pub(crate) stats: Arc<NodeStats>,
+    pub(crate) commands: flume::Sender<NodeCommand>,
+    pub(crate) started: Instant,
+    pub(crate) info: NodeInfo,
+    /// Peers are expected (bootstrap peers configured): no peers then means degraded health.
+    pub(crate) expects_peers: bool,
+}
+
+impl Api {
+    fn chain(&self) -> std::sync::RwLockReadGuard<'_, Chain> {
+        self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+impl NodeApi for Api {
+    fn tip(&self) -> TipView {
+        let chain = self.chain();
+        TipView::new(chain.tip_header(), chain.tip_work())
+    }
+
+    fn block(&self, at: BlockRef) -> Result<Option<BlockView>, ApiError> {
+        let chain = self.chain();
+        let block = match at {
+            BlockRef::Height(h) => chain.block_at(h),
+            BlockRef::Hash(h) => chain.block(&h),
+        }
+        .map_err(internal)?;
+        Ok(block.as_ref().map(BlockView::new))
+    }
+
+    fn account(&self, address: Address) -> AccountView {
+        let chain = self.chain();
+        let state = chain.state();
+        let account = state.account(&address);
+        let overlay = Overlay::new(state);
+        let mut locked = Amount::ZERO;
+        for role in [Role::Miner, Role::Supervisor, Role::Evaluator, Role::Verifier] {
+            for id in pouw_consensus::tickets_of(&overlay, &address, role) {
+                if let Some(StateValue::Ticket(t)) = state.get(&StateKey::Ticket(id)) {
+                    locked = locked.checked_add(t.stake).unwrap_or(Amount::MAX);
+                }
+            }
+        }
+        AccountView {
+            address,
+            balance: account.balance,
+            nonce: account.nonce,
+            locked_stake: locked,
+        }
+    }
+
+    fn task(&self, id: TaskId) -> Result<Option<serde_json::Value>, ApiError> {
+        let chain = self.chain();
+        Ok(crate::tasks::task_json(chain.state(), &id))
+    }
+
+    fn submit_transaction(&self, tx: Transaction) -> Result<pouw_primitives::Hash, ApiError> {
+        let (reply, answer) = flume::bounded(1);
+        self.commands
+            .try_send(NodeCommand::SubmitTransaction(tx, reply))
+            .map_err(|_| ApiError::Unavailable("the node is busy or stopping".into()))?;
+        answer
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| ApiError::Unavailable("the node did not answer in time".into()))?
+            .map_err(ApiError::Rejected)
+    }
+
+    fn peers(&self) -> Vec<serde_json::Value> {
+        self.net.peers().iter().filter_map(|p| serde_json::to_value(p).ok()).collect()
+    }
+
+    fn status(&self) -> NodeStatus {
+        let s = self.stats.snapshot();
+        let n = self.net.stats();
+        let uptime = self.started.elapsed();
+        NodeStatus {
+            blocks_mined: s.blocks_mined,
+            blocks_verified: s.blocks_verified,
+            blocks_rejected: s.blocks_rejected,
+            tasks_completed: self.stats.tasks_completed.load(Ordering::Relaxed),
+            rewards_earned: Amount(self.stats.rewards_earned.load(Ordering::Relaxed)),
+            security_alerts: s.alerts,
+            messages_in: n.messages_in,
+            messages_out: n.messages_out,
+            bytes_in: n.bytes_in,
+            bytes_out: n.bytes_out,
+            peer_count: n.connected,
+            bans: s.bans.max(n.bans),
+            mempool_size: s.mempool,
+            iterations_per_second: self.stats.iteration_rate(),
+            last_block_verification_ms: (s.last_verify_us > 0)
+                .then(|| s.last_verify_us as f64 / 1000.0),
+            uptime_secs: uptime.as_secs(),
+            syncing: s.syncing,
+            no_peers: self.expects_peers && n.connected == 0,
+        }
+    }
+
+    fn recent_blocks(&self, count: u32) -> Vec<BlockView> {
+        let chain = self.chain();
+        let tip = chain.height();
+        (0..u64::from(count))
+            .map_while(|i| tip.checked_sub(i))
+            .filter_map(|h| chain.block_at(h).ok().flatten())
+            .map(|b| {
+                let mut v = BlockView::new(&b);
+                if let Some(r) = self.stats.imported_at(&v.hash) {
+                    v.verification_ms = Some(r.verify_us as f64 / 1000.0);
+                }
+                v
+            })
+            .collect()
+    }
+
+    fn training(&self, since: u64, limit: u32) -> Vec<TrainingPoint> {
+        self.stats.training_since(since, limit as usize)
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        let mut info = self.info.clone();
+        info.listen_addrs = self.net.listen_addrs().iter().map(ToString::to_string).collect();
+        info
+    }
+}

@@ -1,0 +1,21 @@
+//! A PoUW node: the chain, the mempool, the miner and the network, driven by one event loop
+//! on its own thread.
+//!
+//! ```text
+//!  network task (libp2p) ──NetEvent──► node loop ──► Chain (RwLock, readers: RPC, CLI)
+//!        ▲                                │  ├─ gossip: blocks, txs, iterations, alerts
+//!        └───────── NetworkHandle ◄───────┘  ├─ requests: status, headers, blocks+proofs
+//!                                            ├─ sync: status → headers → blocks (replayed)
+//!                                            └─ one miner step per turn when mining
+//! ```
+
+mod api;
+mod config;
+mod node;
+mod stats;
+mod sync;
+mod tasks;
+
+pub use config::{local_spec, NodeConfig};
+pub use node::{NodeCommand, NodeError, NodeHandle};
+pub use stats::{ImportRecord, NodeCounters, NodeStats};

@@ -1,0 +1,991 @@
+//! The node loop: one thread owns the mempool, the miner and the sync state and handles every
+//! network event; the chain sits behind a lock so readers (RPC, CLI, tests) can query it.
+
+use crate::{
+    stats::{ImportRecord, NodeStats},
+    sync::Sync,
+    NodeConfig,
+};
+use pouw_chain::{
+    check_proof_data, precheck, Chain, ChainConfig, ChainError, ImportOutcome, Mempool,
+    MempoolConfig, MempoolError, PouwValidator, ProofCheckError,
+};
+use pouw_consensus::{
+    check_tx_stateless,
+    pouw::{proof_of, ProofData},
+};
+use pouw_ml::Exec;
+use pouw_net::{
+    Acceptance, BlockWithProof, ChainStatus, GossipId, GossipMessage, InboundId, Multiaddr,
+    NetConfig, NetEvent, NetworkHandle, PeerId, PeerVerdict, Request, RequestFailure, RequestId,
+    Response,
+};
+use pouw_primitives::{Block, Hash, Timestamp, Transaction, TxKind};
+use pouw_rpc::{NodeInfo, TrainingPoint};
+use pouw_storage::{Durability, ProofStore, StorageError};
+use pouw_work::{Miner, MinerError};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+/// Responses carrying blocks stop growing at this many bytes.
+const BLOCKS_RESPONSE_BUDGET: usize = pouw_net::messages::MAX_RESPONSE_BYTES / 2;
+/// Events handled per turn before the miner gets its iteration.
+const EVENTS_PER_TURN: usize = 256;
+/// A sync that made no progress for this long is abandoned (the peer is penalised).
+const SYNC_STALL_SECS: u64 = 60;
+
+/// Why the node failed (its own data or configuration; never a peer's fault).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// Opening or using the chain failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The proof store failed.
+    #[error("proof store: {0}")]
+    Storage(#[from] StorageError),
+    /// The network could not start.
+    #[error("network: {0}")]
+    Net(#[from] pouw_net::NetError),
+    /// The miner failed.
+    #[error("miner: {0}")]
+    Miner(#[from] MinerError),
+    /// The network task stopped unexpectedly.
+    #[error("the network task stopped")]
+    NetworkStopped,
+    /// The RPC server could not start.
+    #[error("RPC server: {0}")]
+    Rpc(String),
+    /// The node thread panicked.
+    #[error("the node thread stopped abnormally")]
+    Panicked,
+}
+
+/// What other threads ask the node loop to do.
+#[derive(Debug)]
+pub enum NodeCommand {
+    /// Admit a transaction to the mempool and gossip it; the reply carries its hash or why it
+    /// was refused.
+    SubmitTransaction(Transaction, flume::Sender<Result<Hash, String>>),
+    /// Turn mining on or off.
+    SetMining(bool),
+}
+
+/// A running node: its thread, its network and what others may read.
+#[derive(Debug)]
+pub struct NodeHandle {
+    chain: Arc<RwLock<Chain>>,
+    net: NetworkHandle,
+    stats: Arc<NodeStats>,
+    commands: flume::Sender<NodeCommand>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), NodeError>>>,
+    rpc_addr: Option<std::net::SocketAddr>,
+}
+
+fn read(chain: &RwLock<Chain>) -> RwLockReadGuard<'_, Chain> {
+    chain.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write(chain: &RwLock<Chain>) -> RwLockWriteGuard<'_, Chain> {
+    chain.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl NodeHandle {
+    /// Opens the data directory, starts the network and the node thread.
+    pub fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        let proofs = Arc::new(ProofStore::open(&config.datadir)?);
+        let exec = Exec::new(config.threads);
+        let validator = Arc::new(PouwValidator::new(proofs.clone(), exec));
+        let chain_config = ChainConfig {
+            durability: if config.durable { Durability::Immediate } else { Durability::Eventual },
+            ..ChainConfig::default()
+        };
+        let chain =
+            Chain::open_with(&config.datadir, config.spec.clone(), chain_config, validator)?;
+        let mut net_config = NetConfig::new(chain.genesis_hash(), config.listen.clone());
+        net_config.bootstrap = config.bootstrap.clone();
+        let (net, events) = pouw_net::spawn(net_config, config.key.secret_bytes())?;
+        let stats = Arc::new(NodeStats::default());
+        stats.height.store(chain.height(), Ordering::Relaxed);
+        let chain = Arc::new(RwLock::new(chain));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cmd_tx, cmd_rx) = flume::bounded(256);
+        let miner = config.mine.then(|| Miner::new(config.spec.clone(), config.key.clone(), exec));
+        let mempool = Mempool::new(config.spec.clone(), MempoolConfig::default());
+        tracing::info!(
+            target: "node",
+            peer_id = %net.local_peer_id(),
+            height = read(&chain).height(),
+            listen = ?net.listen_addrs(),
+            mining = config.mine,
+            "node started"
+        );
+        let rpc = match config.rpc {
+            Some(addr) => {
+                let api = crate::api::Api {
+                    chain: chain.clone(),
+                    net: net.clone(),
+                    stats: stats.clone(),
+                    commands: cmd_tx.clone(),
+                    started: Instant::now(),
+                    expects_peers: !config.bootstrap.is_empty(),
+                    info: NodeInfo {
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        chain: config.spec.name.clone(),
+                        chain_id: config.spec.chain_id,
+                        genesis: read(&chain).genesis_hash(),
+                        datadir: config.datadir.display().to_string(),
+                        peer_id: Some(net.local_peer_id().to_string()),
+                        listen_addrs: Vec::new(),
+                        rpc_addr: None,
+                        roles: if config.mine { vec!["miner".into()] } else { Vec::new() },
+                    },
+                };
+                let server = pouw_rpc::spawn(addr, Arc::new(api), config.rpc_config.clone())
+                    .map_err(|e| NodeError::Rpc(e.to_string()))?;
+                tracing::info!(target: "node", addr = %server.local_addr(), "JSON-RPC listening");
+                Some(server)
+            }
+            None => None,
+        };
+        let rpc_addr = rpc.as_ref().map(pouw_rpc::RpcServer::local_addr);
+        let node = Node {
+            rpc,
+            mining: config.mine,
+            config,
+            chain: chain.clone(),
+            proofs,
+            mempool,
+            miner,
+            net: net.clone(),
+            events,
+            commands: cmd_rx,
+            stats: stats.clone(),
+            stop: stop.clone(),
+            sync: Sync::default(),
+            pending: HashMap::new(),
+            fetching: HashSet::new(),
+            banned: HashSet::new(),
+            peers: HashSet::new(),
+            last_status_round: Instant::now(),
+            mined: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("pouw-node".into())
+            .spawn(move || node.run())
+            .map_err(|e| {
+                NodeError::Storage(StorageError::Io { path: "thread".into(), source: e })
+            })?;
+        Ok(Self { chain, net, stats, commands: cmd_tx, stop, thread: Some(thread), rpc_addr })
+    }
+
+    /// The chain, for reading (hold the guard briefly: the node waits for it to import).
+    pub fn chain(&self) -> RwLockReadGuard<'_, Chain> {
+        read(&self.chain)
+    }
+
+    /// The shared chain (for servers that read it from their own threads).
+    pub fn chain_arc(&self) -> Arc<RwLock<Chain>> {
+        self.chain.clone()
+    }
+
+    /// Tip height and hash.
+    pub fn tip(&self) -> (u64, Hash) {
+        let c = self.chain();
+        (c.height(), c.tip())
+    }
+
+    /// The state root at the tip.
+    pub fn state_root(&self) -> Hash {
+        self.chain().tip_header().state_root
+    }
+
+    /// Where JSON-RPC is served, if it is.
+    pub fn rpc_addr(&self) -> Option<std::net::SocketAddr> {
+        self.rpc_addr
+    }
+
+    /// The network handle.
+    pub fn net(&self) -> &NetworkHandle {
+        &self.net
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.net.local_peer_id()
+    }
+
+    /// Our listen addresses, each ending in `/p2p/<peer id>` (what others bootstrap from).
+    pub fn p2p_addrs(&self) -> Vec<Multiaddr> {
+        let id = self.peer_id();
+        self.net
+            .listen_addrs()
+            .into_iter()
+            .filter_map(|a| format!("{a}/p2p/{id}").parse().ok())
+            .collect()
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &Arc<NodeStats> {
+        &self.stats
+    }
+
+    /// The flag that stops the node loop (for signal handlers).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Sends a command to the node loop.
+    pub fn command(&self, cmd: NodeCommand) -> bool {
+        self.commands.try_send(cmd).is_ok()
+    }
+
+    /// Turns mining on or off.
+    pub fn set_mining(&self, on: bool) {
+        self.command(NodeCommand::SetMining(on));
+    }
+
+    /// Submits a transaction (mempool, then gossip); waits up to 10 s for the node's answer.
+    pub fn submit_transaction(&self, tx: Transaction) -> Result<Hash, String> {
+        let (reply, answer) = flume::bounded(1);
+        if !self.command(NodeCommand::SubmitTransaction(tx, reply)) {
+            return Err("the node is busy or stopped".into());
+        }
+        answer
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "the node did not answer".to_string())?
+    }
+
+    /// True while the node thread runs.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Waits for the node thread to end (after the stop flag is set or a fatal error).
+    pub fn wait(&mut self) -> Result<(), NodeError> {
+        let result = match self.thread.take() {
+            Some(t) => t.join().map_err(|_| NodeError::Panicked)?,
+            None => Ok(()),
+        };
+        self.net.shutdown();
+        result
+    }
+
+    /// Stops the node (after the current iteration) and waits for it; every imported block is
+    /// already durable.
+    pub fn shutdown(mut self) -> Result<(), NodeError> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wait()
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.wait();
+    }
+}
+
+#[derive(Debug)]
+enum Pending {
+    Status,
+    Headers,
+    Blocks,
+    Proof { block: Block, gossip: Option<GossipId> },
+}
+
+struct Node {
+    /// Stopped when the node stops.
+    rpc: Option<pouw_rpc::RpcServer>,
+    config: NodeConfig,
+    chain: Arc<RwLock<Chain>>,
+    proofs: Arc<ProofStore>,
+    mempool: Mempool,
+    miner: Option<Miner>,
+    net: NetworkHandle,
+    events: flume::Receiver<NetEvent>,
+    commands: flume::Receiver<NodeCommand>,
+    stats: Arc<NodeStats>,
+    stop: Arc<AtomicBool>,
+    sync: Sync,
+    pending: HashMap<RequestId, (PeerId, Pending)>,
+    /// Blocks whose proof data is being fetched.
+    fetching: HashSet<Hash>,
+    banned: HashSet<PeerId>,
+    peers: HashSet<PeerId>,
+    last_status_round: Instant,
+    mining: bool,
+    mined: u64,
+}
+
+/// Whether an import error proves the sender wrong (as opposed to "not yet" or a local fault).
+fn is_fault(e: &ChainError) -> bool {
+    match e {
+        ChainError::Invalid { error, .. } => {
+            if let pouw_chain::BlockError::Proof(inner) = error.as_ref() {
+                if let Some(p) = inner.downcast_ref::<ProofCheckError>() {
+                    return !matches!(
+                        p,
+                        ProofCheckError::MissingData(_) | ProofCheckError::Storage(_)
+                    );
+                }
+            }
+            error.is_peer_fault()
+        }
+        _ => false,
+    }
+}
+
+impl Node {
+    fn run(mut self) -> Result<(), NodeError> {
+        let result = self.run_loop();
+        if let Err(e) = &result {
+            tracing::error!(target: "node", error = %e, "node stopped on an error");
+        }
+        tracing::info!(target: "node", height = read(&self.chain).height(), mined = self.mined, "node stopped");
+        if let Some(rpc) = self.rpc.take() {
+            rpc.shutdown();
+        }
+        self.net.shutdown();
+        result
+    }
+
+    fn run_loop(&mut self) -> Result<(), NodeError> {
+        while !self.stop.load(Ordering::SeqCst) {
+            let mining = self.should_mine();
+            let wait = if mining { Duration::ZERO } else { Duration::from_millis(50) };
+            match self.events.recv_timeout(wait) {
+                Ok(ev) => {
+                    self.on_event(ev)?;
+                    for ev in self.events.try_iter().take(EVENTS_PER_TURN).collect::<Vec<_>>() {
+                        self.on_event(ev)?;
+                    }
+                }
+                Err(flume::RecvTimeoutError::Timeout) => {}
+                Err(flume::RecvTimeoutError::Disconnected) => {
+                    if self.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    return Err(NodeError::NetworkStopped);
+                }
+            }
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.on_command(cmd);
+            }
+            self.tick();
+            if mining {
+                self.mine_step()?;
+                if !self.config.mining_pause.is_zero() {
+                    std::thread::sleep(self.config.mining_pause);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn should_mine(&self) -> bool {
+        let behind = self.sync.is_active()
+            && self
+                .sync
+                .best_peer_height()
+                .is_some_and(|h| h > self.stats.height.load(Ordering::Relaxed).saturating_add(2));
+        self.mining
+            && self.miner.is_some()
+            && !behind
+            && self.config.max_blocks.is_none_or(|n| self.mined < n)
+    }
+
+    // ---- periodic work ----
+
+    fn tick(&mut self) {
+        if self.last_status_round.elapsed() >= self.config.status_interval {
+            self.last_status_round = Instant::now();
+            let peers: Vec<PeerId> = self.peers.iter().copied().collect();
+            for p in peers {
+                self.request(p, Request::Status, Pending::Status);
+            }
+            self.stats.mempool.store(self.mempool.len() as u64, Ordering::Relaxed);
+            if self.sync.stalled_secs() > SYNC_STALL_SECS {
+                if let Some(p) = self.sync.peer() {
+                    self.penalise(p, "sync stalled", 20);
+                    self.sync.abort(p);
+                }
+            }
+        }
+        self.stats.syncing.store(self.sync.is_active(), Ordering::Relaxed);
+    }
+
+    fn on_command(&mut self, cmd: NodeCommand) {
+        match cmd {
+            NodeCommand::SubmitTransaction(tx, reply) => {
+                let _ = reply.send(self.submit_local(tx));
+            }
+            NodeCommand::SetMining(on) => self.mining = on,
+        }
+    }
+
+    fn submit_local(&mut self, tx: Transaction) -> Result<Hash, String> {
+        check_tx_stateless(&tx, &self.config.spec).map_err(|e| e.to_string())?;
+        let hash = tx.hash();
+        {
+            let chain = read(&self.chain);
+            self.mempool.add(tx.clone(), chain.state()).map_err(|e| e.to_string())?;
+        }
+        NodeStats::add(&self.stats.txs_accepted, 1);
+        let msg = if matches!(tx.body.kind, TxKind::PayForTask { .. }) {
+            GossipMessage::TaskSubmission(tx)
+        } else {
+            GossipMessage::NewTransaction(tx)
+        };
+        if let Err(e) = self.net.publish(msg) {
+            tracing::warn!(target: "node", error = %e, "could not gossip a transaction");
+        }
+        Ok(hash)
+    }
+
+    // ---- mining ----
+
+    fn mine_step(&mut self) -> Result<(), NodeError> {
+        let Some(miner) = self.miner.as_mut() else { return Ok(()) };
+        let max_txs = self.config.spec.max_block_txs as usize;
+        let max_bytes = usize::try_from(self.config.spec.max_block_bytes / 2).unwrap_or(usize::MAX);
+        let txs = self.mempool.select(max_txs, max_bytes);
+        let (found, loss) = {
+            let chain = read(&self.chain);
+            miner.step(&chain, &txs, Timestamp::now())?
+        };
+        let iterations = self.stats.iterations.fetch_add(1, Ordering::Relaxed);
+        if iterations % crate::stats::TRAINING_EVERY == 0 {
+            if let Some(m) = miner.last_step() {
+                self.stats.record_training(TrainingPoint {
+                    seq: 0,
+                    miner: miner.address(),
+                    task_id: m.task_id,
+                    iteration: m.iteration,
+                    loss: m.loss,
+                    accuracy: m.accuracy,
+                    time: Timestamp::now(),
+                });
+            }
+        }
+        let Some(mined) = found else { return Ok(()) };
+        let block = mined.block;
+        let Some(proof) = block.proof.as_ref() else { return Ok(()) };
+        self.proofs.put_proof(&proof.winning.body, &mined.data)?;
+        let hash = block.hash();
+        let iteration = proof.winning.body.iteration;
+        let started = Instant::now();
+        let result = {
+            let mut chain = write(&self.chain);
+            let r = chain.import_block(block.clone(), Timestamp::now());
+            if r.is_ok() {
+                self.mempool.sync_with(&mut chain)?;
+            }
+            r
+        };
+        match result {
+            Ok(outcome @ (ImportOutcome::Extended | ImportOutcome::Reorged { .. })) => {
+                self.mined = self.mined.saturating_add(1);
+                NodeStats::add(&self.stats.blocks_mined, 1);
+                let fees =
+                    block.transactions.iter().fold(0u64, |a, t| a.saturating_add(t.body.fee.0));
+                NodeStats::add(
+                    &self.stats.rewards_earned,
+                    self.config.spec.block_reward.0.saturating_add(fees),
+                );
+                let height = block.header.height;
+                self.after_import(hash, height, started, true);
+                tracing::info!(
+                    target: "node",
+                    height,
+                    hash = %hash.short(),
+                    iteration,
+                    loss,
+                    ?outcome,
+                    "block mined"
+                );
+                if let Err(e) = self.net.publish(GossipMessage::NewBlock(block)) {
+                    tracing::warn!(target: "node", error = %e, "could not gossip our block");
+                }
+            }
+            Ok(outcome) => {
+                tracing::debug!(target: "node", hash = %hash.short(), ?outcome, "mined block not on the tip")
+            }
+            Err(e) => tracing::warn!(target: "node", error = %e, "our own block was refused"),
+        }
+        Ok(())
+    }
+
+    fn after_import(&self, hash: Hash, height: u64, started: Instant, mined: bool) {
+        let verify_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let tip_height = read(&self.chain).height();
+        self.stats.height.store(tip_height, Ordering::Relaxed);
+        self.stats.record_import(ImportRecord {
+            hash,
+            height,
+            at: Instant::now(),
+            verify_us,
+            mined,
+        });
+        if !mined {
+            self.stats.last_verify_us.store(verify_us, Ordering::Relaxed);
+            NodeStats::add(&self.stats.blocks_verified, 1);
+        }
+    }
+
+    // ---- network events ----
+
+    fn on_event(&mut self, ev: NetEvent) -> Result<(), NodeError> {
+        match ev {
+            NetEvent::Gossip { from, id, message } => {
+                if self.banned.contains(&from) {
+                    self.validate(id, from, Acceptance::Ignore);
+                    return Ok(());
+                }
+                self.on_gossip(from, id, message)
+            }
+            NetEvent::Request { from, id, request } => {
+                if !self.banned.contains(&from) {
+                    self.serve(id, request)?;
+                }
+                Ok(())
+            }
+            NetEvent::Response { peer, id, result } => {
+                let Some((_, pending)) = self.pending.remove(&id) else { return Ok(()) };
+                if self.banned.contains(&peer) {
+                    return Ok(());
+                }
+                self.on_response(peer, pending, result)
+            }
+            NetEvent::PeerConnected(peer) => {
+                if self.peers.insert(peer) && self.peers.len() == 1 {
+                    tracing::info!(target: "node", %peer, "connected to the network");
+                }
+                self.request(peer, Request::Status, Pending::Status);
+                Ok(())
+            }
+            NetEvent::PeerDisconnected(peer) => {
+                self.peers.remove(&peer);
+                self.sync.peer_gone(peer);
+                if self.peers.is_empty() {
+                    tracing::warn!(target: "node", "no peers connected: mining alone until a peer is back");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn validate(&self, id: GossipId, from: PeerId, acceptance: Acceptance) {
+        let _ = self.net.validate(id, from, acceptance);
+    }
+
+    fn ban(&mut self, peer: PeerId, reason: String) {
+        tracing::warn!(target: "node", %peer, %reason, "banning peer");
+        if self.banned.insert(peer) {
+            NodeStats::add(&self.stats.bans, 1);
+        }
+        self.peers.remove(&peer);
+        self.sync.peer_gone(peer);
+        let _ = self.net.report(peer, PeerVerdict::Ban { reason });
+    }
+
+    fn penalise(&self, peer: PeerId, reason: &str, points: u32) {
+        tracing::debug!(target: "node", %peer, reason, points, "penalising peer");
+        let _ = self.net.report(peer, PeerVerdict::Penalty { reason: reason.into(), points });
+    }
+
+    fn request(&mut self, peer: PeerId, request: Request, pending: Pending) {
+        match self.net.request(peer, request) {
+            Ok(id) => {
+                self.pending.insert(id, (peer, pending));
+            }
+            Err(e) => tracing::debug!(target: "node", %peer, error = %e, "request not sent"),
+        }
+    }
+
+    fn on_gossip(
+        &mut self,
+        from: PeerId,
+        id: GossipId,
+        message: GossipMessage,
+    ) -> Result<(), NodeError> {
+        match message {
+            GossipMessage::NewBlock(block) => self.on_gossip_block(from, id, block)?,
+            GossipMessage::NewTransaction(tx) | GossipMessage::TaskSubmission(tx) => {
+                if let Err(e) = check_tx_stateless(&tx, &self.config.spec) {
+                    self.validate(id, from, Acceptance::Reject);
+                    self.ban(from, format!("invalid transaction: {e}"));
+                    return Ok(());
+                }
+                let added = {
+                    let chain = read(&self.chain);
+                    self.mempool.add(tx, chain.state())
+                };
+                match added {
+                    Ok(_) => {
+                        NodeStats::add(&self.stats.txs_accepted, 1);
+                        self.validate(id, from, Acceptance::Accept);
+                    }
+                    Err(MempoolError::AlreadyKnown(_)) | Err(_) => {
+                        self.validate(id, from, Acceptance::Ignore)
+                    }
+                }
+            }
+            GossipMessage::MlIteration(msg) => match msg.verify_signature() {
+                Ok(()) => self.validate(id, from, Acceptance::Accept),
+                Err(e) => {
+                    self.validate(id, from, Acceptance::Reject);
+                    self.ban(from, format!("iteration message: {e}"));
+                }
+            },
+            GossipMessage::Attestation(att) => match att.verify_signature() {
+                Ok(()) => self.validate(id, from, Acceptance::Accept),
+                Err(e) => {
+                    self.validate(id, from, Acceptance::Reject);
+                    self.ban(from, format!("attestation: {e}"));
+                }
+            },
+            GossipMessage::SecurityAlert(alert) => match alert.check() {
+                Ok(()) => {
+                    NodeStats::add(&self.stats.alerts, 1);
+                    tracing::warn!(
+                        target: "node",
+                        kind = ?alert.body.kind,
+                        accused = %alert.body.accused.short(),
+                        reporter = %alert.body.reporter.short(),
+                        "security alert"
+                    );
+                    self.validate(id, from, Acceptance::Accept);
+                }
+                Err(e) => {
+                    self.validate(id, from, Acceptance::Reject);
+                    self.ban(from, format!("security alert: {e}"));
+                }
+            },
+            GossipMessage::VerificationRequest(_) => self.validate(id, from, Acceptance::Accept),
+        }
+        Ok(())
+    }
+
+    fn on_gossip_block(
+        &mut self,
+        from: PeerId,
+        id: GossipId,
+        block: Block,
+    ) -> Result<(), NodeError> {
+        let hash = block.hash();
+        let (known, parent_known) = {
+            let chain = read(&self.chain);
+            (chain.header(&hash).is_some(), chain.header(&block.header.prev_hash).is_some())
+        };
+        if known || self.fetching.contains(&hash) {
+            self.validate(id, from, Acceptance::Ignore);
+            return Ok(());
+        }
+        if !parent_known {
+            // A block on a chain we do not have: ask the sender where it is.
+            self.validate(id, from, Acceptance::Ignore);
+            self.request(from, Request::Status, Pending::Status);
+            return Ok(());
+        }
+        let checked = precheck(&read(&self.chain), &block, Timestamp::now());
+        if let Err(e) = checked {
+            if is_fault(&e) {
+                NodeStats::add(&self.stats.blocks_rejected, 1);
+                self.validate(id, from, Acceptance::Reject);
+                self.ban(from, format!("invalid block: {e}"));
+            } else {
+                self.validate(id, from, Acceptance::Ignore);
+            }
+            return Ok(());
+        }
+        let have_data = match proof_of(&block) {
+            Ok(Some(proof)) => self.proofs.get_proof(&proof.winning.body)?.is_some(),
+            _ => true,
+        };
+        if have_data {
+            self.import(Some(from), block, None, Some(id))?;
+        } else {
+            self.fetching.insert(hash);
+            self.request(from, Request::Proof(hash), Pending::Proof { block, gossip: Some(id) });
+        }
+        Ok(())
+    }
+
+    /// Imports a block, storing its proof data first if given (after checking it is exactly
+    /// the data the block names). Returns whether the block is now stored and valid so far.
+    fn import(
+        &mut self,
+        from: Option<PeerId>,
+        block: Block,
+        data: Option<ProofData>,
+        gossip: Option<GossipId>,
+    ) -> Result<bool, NodeError> {
+        let hash = block.hash();
+        let reject = |node: &mut Self, reason: String| {
+            NodeStats::add(&node.stats.blocks_rejected, 1);
+            if let (Some(peer), Some(id)) = (from, gossip.clone()) {
+                node.validate(id, peer, Acceptance::Reject);
+            }
+            if let Some(peer) = from {
+                node.ban(peer, reason);
+            }
+        };
+        if let Some(data) = data {
+            let checked = check_proof_data(&read(&self.chain), &block, &data);
+            if let Err(e) = checked {
+                reject(self, format!("bad proof data: {e}"));
+                return Ok(false);
+            }
+            if let Ok(Some(proof)) = proof_of(&block) {
+                self.proofs.put_proof(&proof.winning.body, &data)?;
+            }
+        }
+        let started = Instant::now();
+        let height = block.header.height;
+        let result = {
+            let mut chain = write(&self.chain);
+            let r = chain.import_block(block, Timestamp::now());
+            if r.is_ok() {
+                self.mempool.sync_with(&mut chain)?;
+            }
+            r
+        };
+        match result {
+            Ok(ImportOutcome::AlreadyKnown) => {
+                if let (Some(peer), Some(id)) = (from, gossip) {
+                    self.validate(id, peer, Acceptance::Ignore);
+                }
+                Ok(true)
+            }
+            Ok(outcome) => {
+                self.after_import(hash, height, started, false);
+                if let (Some(peer), Some(id)) = (from, gossip) {
+                    self.validate(id, peer, Acceptance::Accept);
+                }
+                match outcome {
+                    ImportOutcome::Reorged { depth } => tracing::info!(
+                        target: "node", height, hash = %hash.short(), depth, "reorganised to a heavier chain"
+                    ),
+                    ImportOutcome::Extended => tracing::debug!(
+                        target: "node", height, hash = %hash.short(), "block verified and imported"
+                    ),
+                    _ => {}
+                }
+                Ok(true)
+            }
+            Err(e) if is_fault(&e) => {
+                reject(self, format!("invalid block: {e}"));
+                Ok(false)
+            }
+            Err(e) => {
+                tracing::debug!(target: "node", hash = %hash.short(), error = %e, "block not imported");
+                if let (Some(peer), Some(id)) = (from, gossip) {
+                    self.validate(id, peer, Acceptance::Ignore);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        peer: PeerId,
+        pending: Pending,
+        result: Result<Response, RequestFailure>,
+    ) -> Result<(), NodeError> {
+        let response = match result {
+            Ok(r) => r,
+            Err(failure) => {
+                tracing::debug!(target: "node", %peer, %failure, ?pending, "request failed");
+                match pending {
+                    Pending::Proof { block, gossip } => {
+                        self.fetching.remove(&block.hash());
+                        if let Some(id) = gossip {
+                            self.validate(id, peer, Acceptance::Ignore);
+                        }
+                    }
+                    Pending::Headers | Pending::Blocks => self.sync.abort(peer),
+                    Pending::Status => {}
+                }
+                if failure == RequestFailure::Timeout {
+                    self.penalise(peer, "request timed out", 10);
+                }
+                return Ok(());
+            }
+        };
+        match (pending, response) {
+            (Pending::Status, Response::Status(status)) => self.on_status(peer, status),
+            (Pending::Headers, Response::Headers(headers)) => {
+                let checked = {
+                    let chain = read(&self.chain);
+                    self.sync.on_headers(peer, &headers, |h| chain.header(h).is_some())
+                };
+                match checked {
+                    Ok(Some((p, req))) => self.request(p, req, Pending::Blocks),
+                    Ok(None) => {}
+                    Err(fault) => self.ban(peer, format!("bad headers: {fault}")),
+                }
+            }
+            (Pending::Blocks, Response::Blocks(blocks)) => self.on_sync_blocks(peer, blocks)?,
+            (Pending::Proof { block, gossip }, Response::Proof(data)) => {
+                self.fetching.remove(&block.hash());
+                match data {
+                    Some(data) => {
+                        self.import(Some(peer), block, Some(data), gossip)?;
+                    }
+                    None => {
+                        if let Some(id) = gossip {
+                            self.validate(id, peer, Acceptance::Ignore);
+                        }
+                        self.penalise(peer, "announced a block without its proof data", 20);
+                    }
+                }
+            }
+            (pending, Response::Error(e)) => {
+                tracing::debug!(target: "node", %peer, error = %e, ?pending, "peer could not answer");
+                if matches!(pending, Pending::Headers | Pending::Blocks) {
+                    self.sync.abort(peer);
+                }
+            }
+            (pending, other) => {
+                self.ban(peer, format!("answered {pending:?} with {}", response_name(&other)));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_status(&mut self, peer: PeerId, status: ChainStatus) {
+        let (genesis, work) = {
+            let chain = read(&self.chain);
+            (chain.genesis_hash(), chain.tip_work())
+        };
+        if status.genesis != genesis {
+            self.ban(peer, format!("different genesis {}", status.genesis));
+            return;
+        }
+        let chain = self.chain.clone();
+        if let Some((p, req)) = self.sync.on_status(peer, status, work, || read(&chain).locator()) {
+            tracing::info!(target: "node", %p, "syncing from a heavier peer");
+            self.request(p, req, Pending::Headers);
+        }
+    }
+
+    fn on_sync_blocks(
+        &mut self,
+        peer: PeerId,
+        blocks: Vec<BlockWithProof>,
+    ) -> Result<(), NodeError> {
+        let mut imported = 0usize;
+        for BlockWithProof { block, proof } in blocks {
+            let needs_data = match proof_of(&block) {
+                Ok(Some(p)) => self.proofs.get_proof(&p.winning.body)?.is_none(),
+                _ => false,
+            };
+            if needs_data && proof.is_none() {
+                self.penalise(peer, "sent a block without its proof data", 20);
+                self.sync.abort(peer);
+                return Ok(());
+            }
+            if !self.import(Some(peer), block, proof, None)? {
+                self.sync.abort(peer);
+                return Ok(());
+            }
+            imported += 1;
+        }
+        let chain = self.chain.clone();
+        let next = self.sync.after_blocks(peer, imported, || read(&chain).locator());
+        if let Some((p, req)) = next {
+            let pending = if matches!(req, Request::HeadersAfter { .. }) {
+                Pending::Headers
+            } else {
+                Pending::Blocks
+            };
+            self.request(p, req, pending);
+        } else if !self.sync.is_active() {
+            tracing::info!(target: "node", height = read(&self.chain).height(), synced = self.sync.synced, "sync finished");
+        }
+        Ok(())
+    }
+
+    // ---- serving peers ----
+
+    fn serve(&mut self, id: InboundId, request: Request) -> Result<(), NodeError> {
+        let chain = read(&self.chain);
+        let response = match request {
+            Request::Status => Response::Status(ChainStatus {
+                genesis: chain.genesis_hash(),
+                tip: chain.tip(),
+                height: chain.height(),
+                total_work: chain.tip_work().to_be_bytes(),
+            }),
+            Request::HeadersAfter { locator, max } => {
+                let max = max.min(pouw_net::messages::MAX_HEADERS_PER_RESPONSE) as usize;
+                Response::Headers(chain.headers_after_locator(&locator, max))
+            }
+            Request::Blocks(hashes) => {
+                let mut out = Vec::new();
+                let mut bytes = 0usize;
+                for h in hashes {
+                    let Some(block) = chain.block(&h)? else { break };
+                    let proof = self.proof_data_of(&block)?;
+                    bytes = bytes.saturating_add(approx_size(&block, proof.as_ref()));
+                    out.push(BlockWithProof { block, proof });
+                    if bytes > BLOCKS_RESPONSE_BUDGET {
+                        break;
+                    }
+                }
+                Response::Blocks(out)
+            }
+            Request::Proof(hash) => match chain.block(&hash)? {
+                Some(block) => Response::Proof(self.proof_data_of(&block)?),
+                None => Response::Proof(None),
+            },
+            Request::Segment { .. } => Response::Segment(None),
+            Request::Model(_) => Response::Model(None),
+            Request::History { .. } => Response::History(Vec::new()),
+        };
+        drop(chain);
+        let _ = self.net.respond(id, response);
+        Ok(())
+    }
+
+    fn proof_data_of(&self, block: &Block) -> Result<Option<ProofData>, NodeError> {
+        match proof_of(block) {
+            Ok(Some(p)) => Ok(self.proofs.get_proof(&p.winning.body)?),
+            _ => Ok(None),
+        }
+    }
+}
+
+fn approx_size(block: &Block, proof: Option<&ProofData>) -> usize {
+    let txs: usize = block.transactions.len().saturating_mul(256);
+    let data = proof.map_or(0, |p| {
+        (p.start_params.len() + p.start_residual.len() + p.start_velocity.len())
+            .saturating_mul(4)
+            .saturating_add(p.batch.len())
+            .saturating_add(p.peers.len().saturating_mul(16 * 1024))
+    });
+    txs.saturating_add(data).saturating_add(16 * 1024)
+}
+
+fn response_name(r: &Response) -> &'static str {
+    match r {
+        Response::Status(_) => "Status",
+        Response::Headers(_) => "Headers",
+        Response::Blocks(_) => "Blocks",
+        Response::Proof(_) => "Proof",
+        Response::Segment(_) => "Segment",
+        Response::Model(_) => "Model",
+        Response::History(_) => "History",
+        Response::Error(_) => "Error",
+    }
+}

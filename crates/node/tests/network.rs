@@ -1,0 +1,188 @@
+//! Several nodes on real loopback sockets: convergence, late sync, partitions, hostile peers.
+
+use pouw_net::{GossipMessage, NetConfig};
+use pouw_node::{local_spec, NodeConfig, NodeHandle};
+use pouw_primitives::{ChainSpec, Hash, Keypair};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn node(
+    dir: &Path,
+    name: &str,
+    spec: &ChainSpec,
+    bootstrap: &[&NodeHandle],
+    mine: bool,
+) -> NodeHandle {
+    let mut cfg = NodeConfig::new(dir.join(name), spec.clone(), Keypair::from_label(name));
+    cfg.bootstrap = bootstrap.iter().flat_map(|n| n.p2p_addrs()).collect();
+    cfg.mine = mine;
+    cfg.durable = false;
+    cfg.mining_pause = Duration::from_millis(2);
+    cfg.status_interval = Duration::from_millis(500);
+    NodeHandle::start(cfg).expect("node starts")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops every miner but the first, lets it mine two more blocks (so blocks of equal work
+/// mined at the same moment cannot leave the network split on a tie), then stops it and waits
+/// for one tip.
+fn settle(nodes: &[&NodeHandle]) {
+    for n in &nodes[1..] {
+        n.set_mining(false);
+    }
+    let top = nodes.iter().map(|n| n.tip().0).max().unwrap_or(0);
+    wait_until("two more blocks", Duration::from_secs(90), || nodes[0].tip().0 >= top + 2);
+    nodes[0].set_mining(false);
+    wait_until("one tip", Duration::from_secs(60), || converged(nodes));
+}
+
+fn converged(nodes: &[&NodeHandle]) -> bool {
+    let tips: Vec<(u64, Hash)> = nodes.iter().map(|n| n.tip()).collect();
+    tips.windows(2).all(|w| w[0] == w[1])
+}
+
+fn assert_same_state(nodes: &[&NodeHandle]) {
+    let tip = nodes[0].tip();
+    let root = nodes[0].state_root();
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n.tip(), tip, "node {i} tip");
+        assert_eq!(n.state_root(), root, "node {i} state root");
+    }
+}
+
+#[test]
+fn five_mining_nodes_converge_on_one_tip_and_state_root() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = local_spec(400);
+    let a = node(dir.path(), "n0", &spec, &[], true);
+    let b = node(dir.path(), "n1", &spec, &[&a], true);
+    let c = node(dir.path(), "n2", &spec, &[&b], true);
+    let d = node(dir.path(), "n3", &spec, &[&c], true);
+    let e = node(dir.path(), "n4", &spec, &[&d, &a], true);
+    let all = [&a, &b, &c, &d, &e];
+    wait_until("every node past height 12", Duration::from_secs(120), || {
+        all.iter().all(|n| n.tip().0 >= 12)
+    });
+    settle(&all);
+    assert_same_state(&all);
+    let mined: u64 = all.iter().map(|n| n.stats().snapshot().blocks_mined).sum();
+    let miners = all.iter().filter(|n| n.stats().snapshot().blocks_mined > 0).count();
+    assert!(mined >= 12, "{mined} blocks mined");
+    assert!(miners >= 2, "blocks came from {miners} miner(s) only");
+    for n in all {
+        let s = n.stats().snapshot();
+        assert_eq!(s.blocks_rejected, 0, "an honest network rejects nothing");
+        assert_eq!(s.bans, 0);
+    }
+}
+
+#[test]
+fn a_node_started_after_200_blocks_syncs_to_the_tip() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = local_spec(3);
+    let mut cfg = NodeConfig::new(dir.path().join("a"), spec.clone(), Keypair::from_label("a"));
+    cfg.durable = false;
+    cfg.max_blocks = Some(200);
+    let a = NodeHandle::start(cfg).unwrap();
+    wait_until("200 blocks", Duration::from_secs(180), || a.tip().0 >= 200);
+    let late = node(dir.path(), "late", &spec, &[&a], false);
+    wait_until("the late node at the tip", Duration::from_secs(120), || late.tip() == a.tip());
+    assert_same_state(&[&a, &late]);
+    let s = late.stats().snapshot();
+    assert_eq!(s.blocks_verified, a.tip().0, "every block verified (replayed) on import");
+    assert_eq!(s.blocks_rejected, 0);
+}
+
+#[test]
+fn a_healed_partition_converges_on_the_heavier_side() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = local_spec(300);
+    let a = node(dir.path(), "p0", &spec, &[], true);
+    let b = node(dir.path(), "p1", &spec, &[&a], true);
+    let c = node(dir.path(), "p2", &spec, &[&a, &b], true);
+    let d = node(dir.path(), "p3", &spec, &[], true);
+    let e = node(dir.path(), "p4", &spec, &[&d], true);
+    let (left, right) = ([&a, &b, &c], [&d, &e]);
+    wait_until("both sides past height 6", Duration::from_secs(120), || {
+        a.tip().0 >= 6 && d.tip().0 >= 6
+    });
+    // The right side stops first; the left mines on until it is strictly heavier.
+    settle(&right);
+    let right_height = d.tip().0;
+    wait_until("the left side ahead", Duration::from_secs(90), || a.tip().0 >= right_height + 2);
+    settle(&left);
+    assert_ne!(a.tip(), d.tip(), "the sides mined different chains");
+    let (wa, wd) = (a.chain().tip_work(), d.chain().tip_work());
+    let heavier = if wa >= wd { a.tip() } else { d.tip() };
+    // Heal: one connection across.
+    for addr in d.p2p_addrs() {
+        a.net().dial(addr).unwrap();
+    }
+    let all = [&a, &b, &c, &d, &e];
+    wait_until("one tip after healing", Duration::from_secs(90), || converged(&all));
+    assert_same_state(&all);
+    assert_eq!(a.tip(), heavier, "the heavier chain wins");
+}
+
+#[test]
+fn a_peer_sending_invalid_blocks_is_banned_after_the_first() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = local_spec(300);
+    let a = node(dir.path(), "h0", &spec, &[], true);
+    let b = node(dir.path(), "h1", &spec, &[&a], true);
+    wait_until("a few blocks", Duration::from_secs(60), || a.tip().0 >= 2 && b.tip().0 >= 2);
+    // The hostile peer speaks the protocol but sends blocks that fail the cheap checks.
+    let genesis = a.chain().genesis_hash();
+    let mut net_cfg = NetConfig::new(genesis, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]);
+    net_cfg.bootstrap = a.p2p_addrs();
+    let (hostile, _events) =
+        pouw_net::spawn(net_cfg, Keypair::from_label("hostile").secret_bytes()).unwrap();
+    wait_until("the hostile peer connected", Duration::from_secs(20), || {
+        a.net()
+            .peers()
+            .iter()
+            .any(|p| p.connected && p.peer_id == hostile.local_peer_id().to_string())
+    });
+    std::thread::sleep(Duration::from_secs(1)); // gossip subscriptions exchanged
+    let tip = a.chain().block(&a.tip().1).unwrap().unwrap();
+    for i in 0..1000u64 {
+        let mut bad = tip.clone();
+        bad.header.timestamp.0 += 1 + i; // breaks the proof of work and the miner signature
+        let _ = hostile.publish(GossipMessage::NewBlock(bad));
+    }
+    wait_until("the ban", Duration::from_secs(20), || a.stats().snapshot().bans >= 1);
+    let height = a.tip().0;
+    wait_until("the honest chain advancing", Duration::from_secs(60), || a.tip().0 >= height + 3);
+    let s = a.stats().snapshot();
+    assert_eq!(s.blocks_rejected, 1, "only the first invalid block was looked at");
+    assert_eq!(s.bans, 1);
+    assert!(a
+        .net()
+        .peers()
+        .iter()
+        .filter(|p| p.peer_id == hostile.local_peer_id().to_string())
+        .all(|p| !p.connected && p.banned_for_secs > 0));
+    hostile.shutdown();
+}
