@@ -168,6 +168,8 @@ struct Redial {
     backoff: Duration,
     /// When to dial next; `None` while connected.
     next: Option<Instant>,
+    /// What a DNS address last resolved to.
+    resolved: Vec<Multiaddr>,
     failures: u32,
 }
 
@@ -187,6 +189,9 @@ struct Service {
     bans: HashMap<PeerId, Instant>,
     app_scores: HashMap<PeerId, f64>,
     redials: Vec<Redial>,
+    /// DNS addresses resolved off the swarm loop, to dial.
+    resolved_tx: tokio::sync::mpsc::UnboundedSender<(Multiaddr, Vec<Multiaddr>)>,
+    resolved_rx: tokio::sync::mpsc::UnboundedReceiver<(Multiaddr, Vec<Multiaddr>)>,
     /// Whether "no peers connected" was logged (to log the recovery).
     alone: bool,
     last_refresh: Instant,
@@ -235,16 +240,45 @@ fn check_port_free(addr: &Multiaddr) -> io::Result<()> {
 
 fn is_tcp_listen_addr(addr: &Multiaddr) -> bool {
     let mut iter = addr.iter();
-    matches!(
-        iter.next(),
-        Some(
-            Protocol::Ip4(_)
-                | Protocol::Ip6(_)
-                | Protocol::Dns(_)
-                | Protocol::Dns4(_)
-                | Protocol::Dns6(_)
-        )
-    ) && matches!(iter.next(), Some(Protocol::Tcp(_)))
+    matches!(iter.next(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)))
+        && matches!(iter.next(), Some(Protocol::Tcp(_)))
+}
+
+/// A `/dns|dns4|dns6/<host>/tcp/<port>/..` address: its host, port, wanted IP family
+/// (`Some(true)`: v4 only, `Some(false)`: v6 only) and the protocols after the port.
+fn dns_parts(addr: &Multiaddr) -> Option<(String, u16, Option<bool>, Vec<Protocol<'static>>)> {
+    let mut iter = addr.iter();
+    let (host, v4) = match iter.next()? {
+        Protocol::Dns(host) => (host.into_owned(), None),
+        Protocol::Dns4(host) => (host.into_owned(), Some(true)),
+        Protocol::Dns6(host) => (host.into_owned(), Some(false)),
+        _ => return None,
+    };
+    let Protocol::Tcp(port) = iter.next()? else { return None };
+    Some((host, port, v4, iter.map(|p| p.acquire()).collect()))
+}
+
+/// Resolves a DNS address to IP addresses with the system resolver (libp2p's DNS transport is
+/// not built in).
+async fn resolve(addr: Multiaddr) -> (Multiaddr, Vec<Multiaddr>) {
+    let Some((host, port, v4, rest)) = dns_parts(&addr) else { return (addr, Vec::new()) };
+    let resolved = match tokio::net::lookup_host((host.as_str(), port)).await {
+        Ok(found) => found
+            .filter(|ip| v4.is_none_or(|v4| ip.is_ipv4() == v4))
+            .map(|ip| {
+                let mut out = Multiaddr::from(ip.ip()).with(Protocol::Tcp(port));
+                for p in &rest {
+                    out.push(p.clone());
+                }
+                out
+            })
+            .collect(),
+        Err(e) => {
+            debug!(%addr, error = %e, "cannot resolve");
+            Vec::new()
+        }
+    };
+    (addr, resolved)
 }
 
 /// Score parameters of a topic: rewards for first deliveries and time in the mesh, a heavy
@@ -425,8 +459,10 @@ impl Service {
                 backoff: config.redial_backoff.0,
                 next: Some(now),
                 failures: 0,
+                resolved: Vec::new(),
             })
             .collect();
+        let (resolved_tx, resolved_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Self {
             swarm,
             config,
@@ -443,6 +479,8 @@ impl Service {
             bans: HashMap::new(),
             app_scores: HashMap::new(),
             redials,
+            resolved_tx,
+            resolved_rx,
             alone: false,
             last_refresh: now,
         })
@@ -458,6 +496,7 @@ impl Service {
                     Ok(Command::Shutdown) | Err(_) => break,
                     Ok(command) => self.on_command(command).await,
                 },
+                Some((addr, resolved)) = self.resolved_rx.recv() => self.on_resolved(addr, resolved),
                 _ = tick.tick() => self.on_tick(),
             }
         }
@@ -541,9 +580,7 @@ impl Service {
                         return;
                     }
                 }
-                if let Err(e) = self.swarm.dial(addr.clone()) {
-                    warn!(%addr, error = %e, "dial failed");
-                }
+                self.dial(addr);
             }
             Command::Subscribe(topic) => {
                 let ident = IdentTopic::new(topic.name(&self.config.genesis));
@@ -577,6 +614,9 @@ impl Service {
             }
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
                 debug!(?topic, "published to no peer (none subscribed)");
+            }
+            Err(gossipsub::PublishError::Duplicate) => {
+                debug!(?topic, "not republishing a message already seen");
             }
             Err(e) => warn!(?topic, error = %e, "publish failed"),
         }
@@ -675,7 +715,12 @@ impl Service {
                 }
             }
             debug!(addr = %r.addr, backoff = ?r.backoff, "dialling");
-            if let Err(e) = self.swarm.dial(r.addr.clone()) {
+            if dns_parts(&r.addr).is_some() {
+                let (resolved, addr) = (self.resolved_tx.clone(), r.addr.clone());
+                tokio::spawn(async move {
+                    let _ = resolved.send(resolve(addr).await);
+                });
+            } else if let Err(e) = self.swarm.dial(r.addr.clone()) {
                 debug!(addr = %r.addr, error = %e, "dial failed");
             }
             r.failures += 1;
@@ -683,6 +728,32 @@ impl Service {
             r.backoff = (r.backoff * 2).clamp(min, max);
         }
         self.redials.retain(|r| r.bootstrap || r.failures <= MAX_REDIALS);
+    }
+
+    /// Dials `addr`, resolving a DNS name first.
+    fn dial(&mut self, addr: Multiaddr) {
+        if dns_parts(&addr).is_some() {
+            let resolved = self.resolved_tx.clone();
+            tokio::spawn(async move {
+                let _ = resolved.send(resolve(addr).await);
+            });
+        } else if let Err(e) = self.swarm.dial(addr.clone()) {
+            warn!(%addr, error = %e, "dial failed");
+        }
+    }
+
+    fn on_resolved(&mut self, addr: Multiaddr, resolved: Vec<Multiaddr>) {
+        if resolved.is_empty() {
+            warn!(%addr, "cannot resolve");
+            return;
+        }
+        for r in self.redials.iter_mut().filter(|r| r.addr == addr) {
+            r.resolved.clone_from(&resolved);
+        }
+        // One address suffices (the others are usually the same host).
+        if let Err(e) = self.swarm.dial(resolved[0].clone()) {
+            debug!(%addr, error = %e, "dial failed");
+        }
     }
 
     fn decay_scores(&mut self, elapsed: Duration) {
@@ -823,7 +894,8 @@ impl Service {
             let matches = r.peer == Some(peer)
                 || (endpoint.is_dialer()
                     && peer_of(&r.addr).is_none()
-                    && strip_p2p(&r.addr) == plain);
+                    && (strip_p2p(&r.addr) == plain
+                        || r.resolved.iter().any(|a| strip_p2p(a) == plain)));
             if matches {
                 r.peer = Some(peer);
                 r.next = None;
@@ -857,6 +929,7 @@ impl Service {
                         backoff: self.config.redial_backoff.0,
                         next: Some(now + self.config.redial_backoff.0),
                         failures: 0,
+                        resolved: Vec::new(),
                     });
                 }
             }

@@ -392,3 +392,18 @@ fn a_malformed_request_gets_its_sender_banned() {
     assert_eq!(b.handle.stats().bans, 1);
     assert!(matches!(a.response(id, Duration::from_secs(5)), Some(Err(_))));
 }
+
+#[test]
+fn bootstrap_addresses_may_be_dns_names() {
+    let a = start(config(genesis()), 101);
+    let port = a.handle.listen_addrs()[0]
+        .to_string()
+        .rsplit('/')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("a tcp port");
+    let mut config_b = config(genesis());
+    config_b.bootstrap = vec![format!("/dns4/localhost/tcp/{port}").parse().unwrap()];
+    let b = start(config_b, 102);
+    b.wait_connected(a.peer());
+}
