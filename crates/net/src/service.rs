@@ -40,6 +40,8 @@ const REFRESH: Duration = Duration::from_secs(1);
 const MAX_REDIALS: u32 = 10;
 /// Most connections to one peer.
 const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+/// Heartbeats (seconds) a received message waits for the node's verdict.
+const VALIDATION_WINDOW_HEARTBEATS: usize = 30;
 /// Weight of the application score in gossipsub's score.
 const APP_SCORE_WEIGHT: f64 = 1.0;
 
@@ -323,6 +325,9 @@ fn build_swarm(
         .max_transmit_size(MAX_GOSSIP_BYTES)
         .heartbeat_initial_delay(Duration::from_millis(100))
         .heartbeat_interval(Duration::from_secs(1))
+        // Messages awaiting the node's verdict stay in the cache this many heartbeats: the
+        // node has that long to validate a block (replaying its proof) before it is lost.
+        .history_length(VALIDATION_WINDOW_HEARTBEATS)
         .duplicate_cache_time(Duration::from_secs(120))
         .build()
         .map_err(|e| NetError::Behaviour(format!("gossipsub: {e}")))?;
