@@ -86,11 +86,15 @@ fn block() -> pouw_primitives::Block {
 }
 
 fn transaction() -> GossipMessage {
+    transaction_with_nonce(3)
+}
+
+fn transaction_with_nonce(nonce: u64) -> GossipMessage {
     let key = Keypair::from_label("x");
     let body = TxBody {
         chain_id: 1,
         sender: key.public(),
-        nonce: 3,
+        nonce,
         fee: Amount(1),
         kind: TxKind::Transfer { to: key.public(), amount: Amount(5) },
     };
@@ -296,7 +300,7 @@ fn nodes_of_different_chains_do_not_talk() {
     let (a, b) = (start(config(genesis()), 51), start(config(Hash::digest(b"other")), 52));
     b.handle.dial(a.addr()).unwrap();
     let connected = |n: &Node| {
-        n.wait(Duration::from_secs(3), |e| match e {
+        n.wait(Duration::from_secs(2), |e| match e {
             NetEvent::PeerConnected(p) => Some(p),
             NetEvent::Gossip { .. } | NetEvent::Request { .. } => panic!("message across chains"),
             _ => None,
@@ -406,4 +410,27 @@ fn bootstrap_addresses_may_be_dns_names() {
     config_b.bootstrap = vec![format!("/dns4/localhost/tcp/{port}").parse().unwrap()];
     let b = start(config_b, 102);
     b.wait_connected(a.peer());
+}
+
+#[test]
+fn gossip_beyond_a_full_event_queue_is_dropped_and_counted() {
+    let (a, b) = (start(config(genesis()), 111), start(config(genesis()), 112));
+    connect(&a, &b);
+    settle();
+    // B's node reads nothing: its queue (EVENT_QUEUE) fills, the rest is dropped.
+    let total = pouw_net::EVENT_QUEUE as u64 + 100;
+    for nonce in 0..total {
+        let message = transaction_with_nonce(nonce);
+        while let Err(pouw_net::HandleError::Full) = a.handle.publish(message.clone()) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while b.handle.stats().messages_in < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = b.handle.stats();
+    assert_eq!(stats.messages_in, total);
+    assert_eq!(stats.dropped, total - pouw_net::EVENT_QUEUE as u64);
+    assert_eq!(b.events.len(), pouw_net::EVENT_QUEUE);
 }
