@@ -331,8 +331,17 @@ fn build_swarm(
         .duplicate_cache_time(Duration::from_secs(120))
         .build()
         .map_err(|e| NetError::Behaviour(format!("gossipsub: {e}")))?;
-    let mut score_params =
-        gossipsub::PeerScoreParams { app_specific_weight: APP_SCORE_WEIGHT, ..Default::default() };
+    let mut score_params = gossipsub::PeerScoreParams {
+        app_specific_weight: APP_SCORE_WEIGHT,
+        // Local test networks run many nodes on one host.
+        ip_colocation_factor_whitelist: [
+            std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    };
     for topic in FIXED_TOPICS {
         score_params
             .topics

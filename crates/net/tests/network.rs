@@ -220,6 +220,24 @@ fn requests_get_their_responses_or_time_out() {
     let id = a.handle.request(stranger.peer(), Request::Status).unwrap();
     assert_eq!(a.response(id, Duration::from_secs(5)), Some(Err(RequestFailure::NotConnected)));
     assert!(a.handle.stats().bytes_in > 0 && b.handle.stats().bytes_out > 0);
+
+    // The peers snapshot: B's agent (identify) and round trip (ping).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let info = a.handle.peers().into_iter().find(|p| p.peer_id == b.peer().to_string());
+        let info = info.expect("B is listed");
+        if info.rtt_ms.is_some() {
+            assert!(info.connected && info.address.is_some(), "{info:?}");
+            assert_eq!(
+                info.agent.as_deref(),
+                Some(NetConfig::new(genesis(), vec![]).agent.as_str())
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ping round trip: {info:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(a.handle.stats().connected, 1);
 }
 
 #[test]
