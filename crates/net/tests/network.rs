@@ -77,6 +77,11 @@ fn config(genesis: Hash) -> NetConfig {
 }
 
 fn start(config: NetConfig, seed: u8) -> Node {
+    // Logs of the network task, with RUST_LOG=pouw_net=debug (shown for failing tests).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let (handle, events) = spawn(config, [seed; 32]).expect("network starts");
     Node { handle, events }
 }
@@ -293,6 +298,14 @@ fn bootstrap_peers_are_retried_and_redialled() {
     let mut config_b = config(genesis());
     config_b.bootstrap = vec![fixed.clone()];
     let b = start(config_b, 42);
+    // C knows A's peer id too (the id follows from A's key).
+    let a_peer = libp2p::identity::Keypair::ed25519_from_bytes([41u8; 32])
+        .expect("valid key")
+        .public()
+        .to_peer_id();
+    let mut config_c = config(genesis());
+    config_c.bootstrap = vec![format!("{fixed}/p2p/{a_peer}").parse().unwrap()];
+    let c = start(config_c, 43);
 
     let start_a = || {
         let mut config_a = config(genesis());
@@ -301,16 +314,20 @@ fn bootstrap_peers_are_retried_and_redialled() {
     };
     std::thread::sleep(Duration::from_secs(2));
     let a = start_a();
+    assert_eq!(a.peer(), a_peer);
     b.wait_connected(a.peer());
+    c.wait_connected(a.peer());
 
-    // A goes away and comes back on the same port with the same key: B redials it.
+    // A goes away and comes back on the same port with the same key: B and C redial it.
     a.handle.shutdown();
     let stopped = a.wait(Duration::from_secs(5), |_| None::<()>);
     assert!(stopped.is_none());
     assert!(a.events.is_disconnected(), "A did not stop");
     b.wait_disconnected(a.peer());
+    c.wait_disconnected(a.peer());
     let a = start_a();
     b.wait_connected(a.peer());
+    c.wait_connected(a.peer());
 }
 
 #[test]
