@@ -5,8 +5,8 @@
 //! typed [`GossipMessage`], [`Request`] and [`Response`], canonically encoded and size-limited.
 //! [`spawn`] starts the network thread.
 //!
-//! The `test-util` feature adds `NetworkHandle::publish_raw` and
-//! `NetworkHandle::request_unchecked`, which send what an honest node never sends (for tests
+//! The `test-util` feature adds `NetworkHandle::publish_raw`, `NetworkHandle::request_unchecked`
+//! and `NetworkHandle::respond_raw`, which send what an honest node never sends (for tests
 //! that peers ban the sender).
 
 mod codec;

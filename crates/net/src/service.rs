@@ -2,12 +2,12 @@
 //! request-response, connection limits and a ban list) owned by one thread running a tokio
 //! runtime. It serves the node's [`Command`]s and turns swarm events into [`NetEvent`]s.
 
-use crate::codec::{is_malformed, WireCodec, WireRequest};
+use crate::codec::{is_malformed, WireCodec, WireRequest, WireResponse};
 use crate::handle::{
     Acceptance, Command, GossipId, InboundId, NetConfig, NetEvent, NetStats, NetworkHandle,
     PeerInfo, PeerVerdict, RequestFailure, RequestId, Shared, COMMAND_QUEUE, EVENT_QUEUE,
 };
-use crate::messages::{GossipMessage, Request, Response, Topic, MAX_GOSSIP_BYTES};
+use crate::messages::{GossipMessage, Request, Topic, MAX_GOSSIP_BYTES};
 use libp2p::{
     allow_block_list, connection_limits,
     futures::StreamExt,
@@ -184,7 +184,7 @@ struct Service {
     protocol_version: String,
     topics: HashMap<TopicHash, Topic>,
     outbound: HashMap<OutboundRequestId, (RequestId, PeerId)>,
-    inbound: HashMap<InboundId, ResponseChannel<Response>>,
+    inbound: HashMap<InboundId, ResponseChannel<WireResponse>>,
     inbound_order: VecDeque<InboundId>,
     next_inbound: InboundId,
     peers: HashMap<PeerId, PeerState>,
@@ -572,11 +572,22 @@ impl Service {
                 self.send_request(peer, id, request).await;
             }
             #[cfg(feature = "test-util")]
+            Command::RespondRaw { id, data } => {
+                if let Some(channel) = self.inbound.remove(&id) {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .rr
+                        .send_response(channel, WireResponse::Raw(data));
+                }
+            }
+            #[cfg(feature = "test-util")]
             Command::RequestUnchecked { peer, id, request } => {
                 self.send_request(peer, id, request).await;
             }
             Command::Respond { id, response } => match self.inbound.remove(&id) {
                 Some(channel) => {
+                    let response = WireResponse::Valid(response);
                     if self.swarm.behaviour_mut().rr.send_response(channel, response).is_err() {
                         debug!(id, "response not sent: the requester is gone");
                     }
@@ -1043,7 +1054,10 @@ impl Service {
         }
     }
 
-    async fn on_request_response(&mut self, event: request_response::Event<WireRequest, Response>) {
+    async fn on_request_response(
+        &mut self,
+        event: request_response::Event<WireRequest, WireResponse>,
+    ) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
@@ -1064,8 +1078,13 @@ impl Service {
                     self.deliver(NetEvent::Request { from: peer, id, request }).await;
                 }
                 request_response::Message::Response { request_id, response } => {
+                    let result = match response {
+                        WireResponse::Valid(response) => Ok(response),
+                        #[cfg(feature = "test-util")]
+                        WireResponse::Raw(_) => Err(RequestFailure::BadResponse("raw".into())),
+                    };
                     if let Some((id, peer)) = self.outbound.remove(&request_id) {
-                        self.deliver(NetEvent::Response { peer, id, result: Ok(response) }).await;
+                        self.deliver(NetEvent::Response { peer, id, result }).await;
                     }
                 }
             },

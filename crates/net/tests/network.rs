@@ -469,3 +469,23 @@ fn gossip_beyond_a_full_event_queue_is_dropped_and_counted() {
     assert_eq!(stats.dropped, total - pouw_net::EVENT_QUEUE as u64);
     assert_eq!(b.events.len(), pouw_net::EVENT_QUEUE);
 }
+
+#[test]
+fn a_malformed_response_gets_its_sender_banned() {
+    let (a, b) = (start(config(genesis()), 121), start(config(genesis()), 122));
+    connect(&a, &b);
+    let id = a.handle.request(b.peer(), Request::Status).unwrap();
+    let inbound = b
+        .wait(Duration::from_secs(5), |e| match e {
+            NetEvent::Request { id, .. } => Some(id),
+            _ => None,
+        })
+        .expect("B gets the request");
+    b.handle.respond_raw(inbound, vec![0xff; 5]).unwrap();
+    assert!(matches!(
+        a.response(id, Duration::from_secs(5)),
+        Some(Err(RequestFailure::BadResponse(_)))
+    ));
+    a.wait_disconnected(b.peer());
+    assert_eq!(a.handle.stats().bans, 1);
+}
