@@ -26,6 +26,16 @@ pub(crate) enum WireRequest {
     Malformed(String),
 }
 
+/// A response as written to or read from a peer.
+#[derive(Debug)]
+pub(crate) enum WireResponse {
+    /// A response.
+    Valid(Response),
+    /// Test support: bytes written as they are (read responses are always `Valid`).
+    #[cfg(feature = "test-util")]
+    Raw(Vec<u8>),
+}
+
 /// The codec; it counts the payload bytes and messages it moves in [`NetStats`].
 #[derive(Clone, Debug)]
 pub(crate) struct WireCodec {
@@ -95,7 +105,7 @@ pub(crate) fn is_malformed(e: &io::Error) -> bool {
 impl libp2p::request_response::Codec for WireCodec {
     type Protocol = StreamProtocol;
     type Request = WireRequest;
-    type Response = Response;
+    type Response = WireResponse;
 
     async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<WireRequest>
     where
@@ -113,14 +123,14 @@ impl libp2p::request_response::Codec for WireCodec {
         })
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<WireResponse>
     where
         T: AsyncRead + Unpin + Send,
     {
         let bytes = read_frame(io, MAX_RESPONSE_BYTES).await?;
         let response = Response::decode(&bytes).map_err(invalid)?;
         self.count_in(bytes.len());
-        Ok(response)
+        Ok(WireResponse::Valid(response))
     }
 
     async fn write_request<T>(
@@ -154,11 +164,21 @@ impl libp2p::request_response::Codec for WireCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        response: Response,
+        response: WireResponse,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
+        #[allow(clippy::infallible_destructuring_match)] // not without the test-util feature
+        let response = match response {
+            WireResponse::Valid(response) => response,
+            #[cfg(feature = "test-util")]
+            WireResponse::Raw(bytes) => {
+                write_frame(io, &bytes).await?;
+                self.count_out(bytes.len());
+                return Ok(());
+            }
+        };
         let mut bytes = response.encode();
         if bytes.len() > MAX_RESPONSE_BYTES {
             tracing::warn!(len = bytes.len(), "response over the limit; sending an error instead");

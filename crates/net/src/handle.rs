@@ -196,6 +196,11 @@ pub(crate) enum Command {
         data: Vec<u8>,
     },
     #[cfg(feature = "test-util")]
+    RespondRaw {
+        id: InboundId,
+        data: Vec<u8>,
+    },
+    #[cfg(feature = "test-util")]
     RequestUnchecked {
         peer: PeerId,
         id: RequestId,
@@ -351,6 +356,13 @@ impl NetworkHandle {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         self.send(Command::RequestUnchecked { peer, id, request })?;
         Ok(id)
+    }
+
+    /// Test support: answers an inbound request with `data` as it is (the requester must
+    /// refuse it and ban us).
+    #[cfg(feature = "test-util")]
+    pub fn respond_raw(&self, id: InboundId, data: Vec<u8>) -> Result<(), HandleError> {
+        self.send(Command::RespondRaw { id, data })
     }
 
     /// Stops the network task (closing connections).

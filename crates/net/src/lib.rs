@@ -4,6 +4,10 @@
 //! [`NetworkHandle`] (commands) and a queue of [`NetEvent`]s, both bounded. Messages are the
 //! typed [`GossipMessage`], [`Request`] and [`Response`], canonically encoded and size-limited.
 //! [`spawn`] starts the network thread.
+//!
+//! The `test-util` feature adds `NetworkHandle::publish_raw`, `NetworkHandle::request_unchecked`
+//! and `NetworkHandle::respond_raw`, which send what an honest node never sends (for tests
+//! that peers ban the sender).
 
 mod codec;
 mod handle;

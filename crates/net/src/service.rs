@@ -2,12 +2,12 @@
 //! request-response, connection limits and a ban list) owned by one thread running a tokio
 //! runtime. It serves the node's [`Command`]s and turns swarm events into [`NetEvent`]s.
 
-use crate::codec::{is_malformed, WireCodec, WireRequest};
+use crate::codec::{is_malformed, WireCodec, WireRequest, WireResponse};
 use crate::handle::{
     Acceptance, Command, GossipId, InboundId, NetConfig, NetEvent, NetStats, NetworkHandle,
     PeerInfo, PeerVerdict, RequestFailure, RequestId, Shared, COMMAND_QUEUE, EVENT_QUEUE,
 };
-use crate::messages::{GossipMessage, Request, Response, Topic, MAX_GOSSIP_BYTES};
+use crate::messages::{GossipMessage, Request, Topic, MAX_GOSSIP_BYTES};
 use libp2p::{
     allow_block_list, connection_limits,
     futures::StreamExt,
@@ -40,6 +40,8 @@ const REFRESH: Duration = Duration::from_secs(1);
 const MAX_REDIALS: u32 = 10;
 /// Most connections to one peer.
 const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+/// Heartbeats (seconds) a received message waits for the node's verdict.
+const VALIDATION_WINDOW_HEARTBEATS: usize = 30;
 /// Weight of the application score in gossipsub's score.
 const APP_SCORE_WEIGHT: f64 = 1.0;
 
@@ -168,6 +170,8 @@ struct Redial {
     backoff: Duration,
     /// When to dial next; `None` while connected.
     next: Option<Instant>,
+    /// What a DNS address last resolved to.
+    resolved: Vec<Multiaddr>,
     failures: u32,
 }
 
@@ -180,13 +184,16 @@ struct Service {
     protocol_version: String,
     topics: HashMap<TopicHash, Topic>,
     outbound: HashMap<OutboundRequestId, (RequestId, PeerId)>,
-    inbound: HashMap<InboundId, ResponseChannel<Response>>,
+    inbound: HashMap<InboundId, ResponseChannel<WireResponse>>,
     inbound_order: VecDeque<InboundId>,
     next_inbound: InboundId,
     peers: HashMap<PeerId, PeerState>,
     bans: HashMap<PeerId, Instant>,
     app_scores: HashMap<PeerId, f64>,
     redials: Vec<Redial>,
+    /// DNS addresses resolved off the swarm loop, to dial.
+    resolved_tx: tokio::sync::mpsc::UnboundedSender<(Multiaddr, Vec<Multiaddr>)>,
+    resolved_rx: tokio::sync::mpsc::UnboundedReceiver<(Multiaddr, Vec<Multiaddr>)>,
     /// Whether "no peers connected" was logged (to log the recovery).
     alone: bool,
     last_refresh: Instant,
@@ -235,16 +242,45 @@ fn check_port_free(addr: &Multiaddr) -> io::Result<()> {
 
 fn is_tcp_listen_addr(addr: &Multiaddr) -> bool {
     let mut iter = addr.iter();
-    matches!(
-        iter.next(),
-        Some(
-            Protocol::Ip4(_)
-                | Protocol::Ip6(_)
-                | Protocol::Dns(_)
-                | Protocol::Dns4(_)
-                | Protocol::Dns6(_)
-        )
-    ) && matches!(iter.next(), Some(Protocol::Tcp(_)))
+    matches!(iter.next(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)))
+        && matches!(iter.next(), Some(Protocol::Tcp(_)))
+}
+
+/// A `/dns|dns4|dns6/<host>/tcp/<port>/..` address: its host, port, wanted IP family
+/// (`Some(true)`: v4 only, `Some(false)`: v6 only) and the protocols after the port.
+fn dns_parts(addr: &Multiaddr) -> Option<(String, u16, Option<bool>, Vec<Protocol<'static>>)> {
+    let mut iter = addr.iter();
+    let (host, v4) = match iter.next()? {
+        Protocol::Dns(host) => (host.into_owned(), None),
+        Protocol::Dns4(host) => (host.into_owned(), Some(true)),
+        Protocol::Dns6(host) => (host.into_owned(), Some(false)),
+        _ => return None,
+    };
+    let Protocol::Tcp(port) = iter.next()? else { return None };
+    Some((host, port, v4, iter.map(|p| p.acquire()).collect()))
+}
+
+/// Resolves a DNS address to IP addresses with the system resolver (libp2p's DNS transport is
+/// not built in).
+async fn resolve(addr: Multiaddr) -> (Multiaddr, Vec<Multiaddr>) {
+    let Some((host, port, v4, rest)) = dns_parts(&addr) else { return (addr, Vec::new()) };
+    let resolved = match tokio::net::lookup_host((host.as_str(), port)).await {
+        Ok(found) => found
+            .filter(|ip| v4.is_none_or(|v4| ip.is_ipv4() == v4))
+            .map(|ip| {
+                let mut out = Multiaddr::from(ip.ip()).with(Protocol::Tcp(port));
+                for p in &rest {
+                    out.push(p.clone());
+                }
+                out
+            })
+            .collect(),
+        Err(e) => {
+            debug!(%addr, error = %e, "cannot resolve");
+            Vec::new()
+        }
+    };
+    (addr, resolved)
 }
 
 /// Score parameters of a topic: rewards for first deliveries and time in the mesh, a heavy
@@ -289,11 +325,23 @@ fn build_swarm(
         .max_transmit_size(MAX_GOSSIP_BYTES)
         .heartbeat_initial_delay(Duration::from_millis(100))
         .heartbeat_interval(Duration::from_secs(1))
+        // Messages awaiting the node's verdict stay in the cache this many heartbeats: the
+        // node has that long to validate a block (replaying its proof) before it is lost.
+        .history_length(VALIDATION_WINDOW_HEARTBEATS)
         .duplicate_cache_time(Duration::from_secs(120))
         .build()
         .map_err(|e| NetError::Behaviour(format!("gossipsub: {e}")))?;
-    let mut score_params =
-        gossipsub::PeerScoreParams { app_specific_weight: APP_SCORE_WEIGHT, ..Default::default() };
+    let mut score_params = gossipsub::PeerScoreParams {
+        app_specific_weight: APP_SCORE_WEIGHT,
+        // Local test networks run many nodes on one host.
+        ip_colocation_factor_whitelist: [
+            std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    };
     for topic in FIXED_TOPICS {
         score_params
             .topics
@@ -425,8 +473,10 @@ impl Service {
                 backoff: config.redial_backoff.0,
                 next: Some(now),
                 failures: 0,
+                resolved: Vec::new(),
             })
             .collect();
+        let (resolved_tx, resolved_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Self {
             swarm,
             config,
@@ -443,6 +493,8 @@ impl Service {
             bans: HashMap::new(),
             app_scores: HashMap::new(),
             redials,
+            resolved_tx,
+            resolved_rx,
             alone: false,
             last_refresh: now,
         })
@@ -458,6 +510,7 @@ impl Service {
                     Ok(Command::Shutdown) | Err(_) => break,
                     Ok(command) => self.on_command(command).await,
                 },
+                Some((addr, resolved)) = self.resolved_rx.recv() => self.on_resolved(addr, resolved),
                 _ = tick.tick() => self.on_tick(),
             }
         }
@@ -519,11 +572,22 @@ impl Service {
                 self.send_request(peer, id, request).await;
             }
             #[cfg(feature = "test-util")]
+            Command::RespondRaw { id, data } => {
+                if let Some(channel) = self.inbound.remove(&id) {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .rr
+                        .send_response(channel, WireResponse::Raw(data));
+                }
+            }
+            #[cfg(feature = "test-util")]
             Command::RequestUnchecked { peer, id, request } => {
                 self.send_request(peer, id, request).await;
             }
             Command::Respond { id, response } => match self.inbound.remove(&id) {
                 Some(channel) => {
+                    let response = WireResponse::Valid(response);
                     if self.swarm.behaviour_mut().rr.send_response(channel, response).is_err() {
                         debug!(id, "response not sent: the requester is gone");
                     }
@@ -541,9 +605,7 @@ impl Service {
                         return;
                     }
                 }
-                if let Err(e) = self.swarm.dial(addr.clone()) {
-                    warn!(%addr, error = %e, "dial failed");
-                }
+                self.dial(addr);
             }
             Command::Subscribe(topic) => {
                 let ident = IdentTopic::new(topic.name(&self.config.genesis));
@@ -577,6 +639,9 @@ impl Service {
             }
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
                 debug!(?topic, "published to no peer (none subscribed)");
+            }
+            Err(gossipsub::PublishError::Duplicate) => {
+                debug!(?topic, "not republishing a message already seen");
             }
             Err(e) => warn!(?topic, error = %e, "publish failed"),
         }
@@ -675,7 +740,12 @@ impl Service {
                 }
             }
             debug!(addr = %r.addr, backoff = ?r.backoff, "dialling");
-            if let Err(e) = self.swarm.dial(r.addr.clone()) {
+            if dns_parts(&r.addr).is_some() {
+                let (resolved, addr) = (self.resolved_tx.clone(), r.addr.clone());
+                tokio::spawn(async move {
+                    let _ = resolved.send(resolve(addr).await);
+                });
+            } else if let Err(e) = self.swarm.dial(r.addr.clone()) {
                 debug!(addr = %r.addr, error = %e, "dial failed");
             }
             r.failures += 1;
@@ -683,6 +753,32 @@ impl Service {
             r.backoff = (r.backoff * 2).clamp(min, max);
         }
         self.redials.retain(|r| r.bootstrap || r.failures <= MAX_REDIALS);
+    }
+
+    /// Dials `addr`, resolving a DNS name first.
+    fn dial(&mut self, addr: Multiaddr) {
+        if dns_parts(&addr).is_some() {
+            let resolved = self.resolved_tx.clone();
+            tokio::spawn(async move {
+                let _ = resolved.send(resolve(addr).await);
+            });
+        } else if let Err(e) = self.swarm.dial(addr.clone()) {
+            warn!(%addr, error = %e, "dial failed");
+        }
+    }
+
+    fn on_resolved(&mut self, addr: Multiaddr, resolved: Vec<Multiaddr>) {
+        if resolved.is_empty() {
+            warn!(%addr, "cannot resolve");
+            return;
+        }
+        for r in self.redials.iter_mut().filter(|r| r.addr == addr) {
+            r.resolved.clone_from(&resolved);
+        }
+        // One address suffices (the others are usually the same host).
+        if let Err(e) = self.swarm.dial(resolved[0].clone()) {
+            debug!(%addr, error = %e, "dial failed");
+        }
     }
 
     fn decay_scores(&mut self, elapsed: Duration) {
@@ -823,7 +919,8 @@ impl Service {
             let matches = r.peer == Some(peer)
                 || (endpoint.is_dialer()
                     && peer_of(&r.addr).is_none()
-                    && strip_p2p(&r.addr) == plain);
+                    && (strip_p2p(&r.addr) == plain
+                        || r.resolved.iter().any(|a| strip_p2p(a) == plain)));
             if matches {
                 r.peer = Some(peer);
                 r.next = None;
@@ -857,6 +954,7 @@ impl Service {
                         backoff: self.config.redial_backoff.0,
                         next: Some(now + self.config.redial_backoff.0),
                         failures: 0,
+                        resolved: Vec::new(),
                     });
                 }
             }
@@ -956,7 +1054,10 @@ impl Service {
         }
     }
 
-    async fn on_request_response(&mut self, event: request_response::Event<WireRequest, Response>) {
+    async fn on_request_response(
+        &mut self,
+        event: request_response::Event<WireRequest, WireResponse>,
+    ) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
@@ -977,8 +1078,13 @@ impl Service {
                     self.deliver(NetEvent::Request { from: peer, id, request }).await;
                 }
                 request_response::Message::Response { request_id, response } => {
+                    let result = match response {
+                        WireResponse::Valid(response) => Ok(response),
+                        #[cfg(feature = "test-util")]
+                        WireResponse::Raw(_) => Err(RequestFailure::BadResponse("raw".into())),
+                    };
                     if let Some((id, peer)) = self.outbound.remove(&request_id) {
-                        self.deliver(NetEvent::Response { peer, id, result: Ok(response) }).await;
+                        self.deliver(NetEvent::Response { peer, id, result }).await;
                     }
                 }
             },

@@ -77,6 +77,11 @@ fn config(genesis: Hash) -> NetConfig {
 }
 
 fn start(config: NetConfig, seed: u8) -> Node {
+    // Logs of the network task, with RUST_LOG=pouw_net=debug (shown for failing tests).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let (handle, events) = spawn(config, [seed; 32]).expect("network starts");
     Node { handle, events }
 }
@@ -86,11 +91,15 @@ fn block() -> pouw_primitives::Block {
 }
 
 fn transaction() -> GossipMessage {
+    transaction_with_nonce(3)
+}
+
+fn transaction_with_nonce(nonce: u64) -> GossipMessage {
     let key = Keypair::from_label("x");
     let body = TxBody {
         chain_id: 1,
         sender: key.public(),
-        nonce: 3,
+        nonce,
         fee: Amount(1),
         kind: TxKind::Transfer { to: key.public(), amount: Amount(5) },
     };
@@ -216,6 +225,24 @@ fn requests_get_their_responses_or_time_out() {
     let id = a.handle.request(stranger.peer(), Request::Status).unwrap();
     assert_eq!(a.response(id, Duration::from_secs(5)), Some(Err(RequestFailure::NotConnected)));
     assert!(a.handle.stats().bytes_in > 0 && b.handle.stats().bytes_out > 0);
+
+    // The peers snapshot: B's agent (identify) and round trip (ping).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let info = a.handle.peers().into_iter().find(|p| p.peer_id == b.peer().to_string());
+        let info = info.expect("B is listed");
+        if info.rtt_ms.is_some() {
+            assert!(info.connected && info.address.is_some(), "{info:?}");
+            assert_eq!(
+                info.agent.as_deref(),
+                Some(NetConfig::new(genesis(), vec![]).agent.as_str())
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ping round trip: {info:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(a.handle.stats().connected, 1);
 }
 
 #[test]
@@ -271,6 +298,14 @@ fn bootstrap_peers_are_retried_and_redialled() {
     let mut config_b = config(genesis());
     config_b.bootstrap = vec![fixed.clone()];
     let b = start(config_b, 42);
+    // C knows A's peer id too (the id follows from A's key).
+    let a_peer = libp2p::identity::Keypair::ed25519_from_bytes([41u8; 32])
+        .expect("valid key")
+        .public()
+        .to_peer_id();
+    let mut config_c = config(genesis());
+    config_c.bootstrap = vec![format!("{fixed}/p2p/{a_peer}").parse().unwrap()];
+    let c = start(config_c, 43);
 
     let start_a = || {
         let mut config_a = config(genesis());
@@ -279,16 +314,20 @@ fn bootstrap_peers_are_retried_and_redialled() {
     };
     std::thread::sleep(Duration::from_secs(2));
     let a = start_a();
+    assert_eq!(a.peer(), a_peer);
     b.wait_connected(a.peer());
+    c.wait_connected(a.peer());
 
-    // A goes away and comes back on the same port with the same key: B redials it.
+    // A goes away and comes back on the same port with the same key: B and C redial it.
     a.handle.shutdown();
     let stopped = a.wait(Duration::from_secs(5), |_| None::<()>);
     assert!(stopped.is_none());
     assert!(a.events.is_disconnected(), "A did not stop");
     b.wait_disconnected(a.peer());
+    c.wait_disconnected(a.peer());
     let a = start_a();
     b.wait_connected(a.peer());
+    c.wait_connected(a.peer());
 }
 
 #[test]
@@ -296,7 +335,7 @@ fn nodes_of_different_chains_do_not_talk() {
     let (a, b) = (start(config(genesis()), 51), start(config(Hash::digest(b"other")), 52));
     b.handle.dial(a.addr()).unwrap();
     let connected = |n: &Node| {
-        n.wait(Duration::from_secs(3), |e| match e {
+        n.wait(Duration::from_secs(2), |e| match e {
             NetEvent::PeerConnected(p) => Some(p),
             NetEvent::Gossip { .. } | NetEvent::Request { .. } => panic!("message across chains"),
             _ => None,
@@ -391,4 +430,62 @@ fn a_malformed_request_gets_its_sender_banned() {
     assert!(seen.is_some(), "the sender of a malformed request stays connected");
     assert_eq!(b.handle.stats().bans, 1);
     assert!(matches!(a.response(id, Duration::from_secs(5)), Some(Err(_))));
+}
+
+#[test]
+fn bootstrap_addresses_may_be_dns_names() {
+    let a = start(config(genesis()), 101);
+    let port = a.handle.listen_addrs()[0]
+        .to_string()
+        .rsplit('/')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("a tcp port");
+    let mut config_b = config(genesis());
+    config_b.bootstrap = vec![format!("/dns4/localhost/tcp/{port}").parse().unwrap()];
+    let b = start(config_b, 102);
+    b.wait_connected(a.peer());
+}
+
+#[test]
+fn gossip_beyond_a_full_event_queue_is_dropped_and_counted() {
+    let (a, b) = (start(config(genesis()), 111), start(config(genesis()), 112));
+    connect(&a, &b);
+    settle();
+    // B's node reads nothing: its queue (EVENT_QUEUE) fills, the rest is dropped.
+    let total = pouw_net::EVENT_QUEUE as u64 + 100;
+    for nonce in 0..total {
+        let message = transaction_with_nonce(nonce);
+        while let Err(pouw_net::HandleError::Full) = a.handle.publish(message.clone()) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while b.handle.stats().messages_in < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = b.handle.stats();
+    assert_eq!(stats.messages_in, total);
+    assert_eq!(stats.dropped, total - pouw_net::EVENT_QUEUE as u64);
+    assert_eq!(b.events.len(), pouw_net::EVENT_QUEUE);
+}
+
+#[test]
+fn a_malformed_response_gets_its_sender_banned() {
+    let (a, b) = (start(config(genesis()), 121), start(config(genesis()), 122));
+    connect(&a, &b);
+    let id = a.handle.request(b.peer(), Request::Status).unwrap();
+    let inbound = b
+        .wait(Duration::from_secs(5), |e| match e {
+            NetEvent::Request { id, .. } => Some(id),
+            _ => None,
+        })
+        .expect("B gets the request");
+    b.handle.respond_raw(inbound, vec![0xff; 5]).unwrap();
+    assert!(matches!(
+        a.response(id, Duration::from_secs(5)),
+        Some(Err(RequestFailure::BadResponse(_)))
+    ));
+    a.wait_disconnected(b.peer());
+    assert_eq!(a.handle.stats().bans, 1);
 }
