@@ -54,7 +54,7 @@ pub use tasks::{
     select_weighted, selection_draw, split_segments, supervisor_quota, task_deadlines, task_record,
     task_split, task_split_of, task_view, ticket_matches, verdict_hash, Candidate, ModelView,
     TaskSplit, TaskView, VerdictView, WorkerAvailability, EVALUATOR_QUOTA_PERMILLE, SELECTED_ROLES,
-    SUPERVISOR_QUOTA_PERMILLE,
+    SPLIT_CONTEXT, SUPERVISOR_QUOTA_PERMILLE,
 };
 pub use tickets::{confiscate_ticket, expire_tickets, release_ticket, tickets_of};
 pub use transition::{apply_block, apply_tx, check_tx_stateless, BlockContext};

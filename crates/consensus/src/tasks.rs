@@ -461,25 +461,18 @@ impl TaskSplit {
     }
 }
 
-/// Shuffles the segment indices `0..10` with `seed` (Fisher-Yates from the back: position
-/// `i` swaps with `BLAKE3("pouw/split" || seed || i) mod (i + 1)`, the first 8 hash bytes
-/// little-endian) and cuts the result: the last `test_segments` are the test set, the
-/// `validation_segments` before them the validation set, the rest the training set.
+/// The engine's key-derivation context of the segment shuffle (`pouw_ml::Split`).
+pub const SPLIT_CONTEXT: &str = "pouw-ml v1 segment split";
+
+/// Shuffles the segment indices `0..10` with `seed`, exactly as the engine's
+/// `pouw_ml::Split::new` does (Fisher-Yates from the back with the integer-only, unbiased
+/// `pouw_ml::Rng::derived(SPLIT_CONTEXT, seed, 0)`, a BLAKE3-keyed xoshiro256**), so a local
+/// dry run with `pouw train --seed <seed>` sees the same segments; then cuts the result with
+/// integer counts: the last `test_segments` are the test set, the `validation_segments`
+/// before them the validation set, the rest the training set.
 pub fn split_segments(seed: &Hash, test_segments: u64, validation_segments: u64) -> TaskSplit {
     let mut order: Vec<usize> = (0..DATASET_SEGMENTS).collect();
-    for i in (1..DATASET_SEGMENTS).rev() {
-        let mut bytes = Vec::with_capacity(40);
-        bytes.extend_from_slice(seed.as_bytes());
-        bytes.extend_from_slice(&(i as u64).to_le_bytes());
-        let h = Hash::tagged("pouw/split", &bytes);
-        let mut b = [0u8; 8];
-        for (dst, src) in b.iter_mut().zip(h.as_bytes().iter()) {
-            *dst = *src;
-        }
-        let bound = (i as u64).saturating_add(1);
-        let j = usize::try_from(u64::from_le_bytes(b).checked_rem(bound).unwrap_or(0)).unwrap_or(0);
-        order.swap(i, j.min(i));
-    }
+    pouw_ml::Rng::derived(SPLIT_CONTEXT, seed.as_bytes(), 0).shuffle(&mut order);
     let n = DATASET_SEGMENTS;
     let test = usize::try_from(test_segments).unwrap_or(n).min(n);
     let validation = usize::try_from(validation_segments).unwrap_or(n).min(n.saturating_sub(test));

@@ -401,6 +401,15 @@ fn the_split_is_a_pure_function_of_the_seed() {
     d.dataset.validation_permille = 200;
     assert_eq!(task_split_of(&d, &a), s);
     assert_eq!(s.to_ml().test, s.test);
+    // The same segments as the engine's split with the same seed (what `pouw train --seed`
+    // uses), for the usual fractions.
+    for i in 0..50u8 {
+        let seed = Hash::digest(&[i, 2]);
+        let ml = pouw_ml::Split::new(seed.as_bytes(), 10, 0.3, 0.0).unwrap();
+        assert_eq!(split_segments(&seed, 3, 0).to_ml(), ml);
+        let ml = pouw_ml::Split::new(seed.as_bytes(), 10, 0.3, 0.2).unwrap();
+        assert_eq!(split_segments(&seed, 3, 2).to_ml(), ml);
+    }
     // The task view shows the split of the recorded seed.
     let (c, id) = selected_task();
     let v = task_view(&c.state, &id).unwrap();
