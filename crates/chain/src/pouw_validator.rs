@@ -5,10 +5,14 @@ use pouw_consensus::pouw::{
     check_proof_cheap, filler_epoch, filler_epoch_opening_height, filler_task, proof_of, replay,
     PouwError,
 };
+use pouw_consensus::{pouw::ml_specs, State, StateKey, StateValue, TaskRecord, TaskStatus};
 use pouw_ml::Exec;
-use pouw_primitives::{Block, ChainSpec, Hash, Header, TaskDefinition, TaskId};
+use pouw_primitives::{Block, ChainSpec, Hash, Header, PublicKey, TaskDefinition, TaskId};
 use pouw_storage::{ProofStore, StorageError};
-use std::sync::Arc;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, RwLock},
+};
 
 /// Why a block's proof could not be checked or was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +36,45 @@ pub enum ProofCheckError {
     /// The proof store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The block trains a client task that is not in its Training phase in the parent state.
+    #[error("block trains task {task}, which is {phase}, not training")]
+    TaskNotTraining {
+        /// The header's task.
+        task: TaskId,
+        /// The task's phase.
+        phase: &'static str,
+    },
+    /// The block's miner was not selected as a miner of the client task it trains.
+    #[error("block miner {miner} was not selected as a miner of task {task}")]
+    MinerNotSelected {
+        /// The header's task.
+        task: TaskId,
+        /// The header's miner.
+        miner: PublicKey,
+    },
+    /// The block trains a task other than the filler task, and the validator does not know
+    /// the client tasks of the state the block builds on (its parent is not the tip the
+    /// validator was last told about, see [`PouwValidator::update_tasks`]). Not a fault: the
+    /// block can be checked once its parent is the known tip.
+    #[error(
+        "block trains task {task}; the client tasks at its parent {parent} are not known here"
+    )]
+    TaskStateUnavailable {
+        /// The header's task.
+        task: TaskId,
+        /// The block's parent.
+        parent: Hash,
+    },
+}
+
+/// The client tasks in Training of one state: the tip's, as last given to
+/// [`PouwValidator::update_tasks`].
+#[derive(Debug, Default)]
+struct TaskSnapshot {
+    /// Hash of the block whose post-state this is (`None` until the first update).
+    tip: Option<Hash>,
+    /// Every task record of that state that is in Training.
+    training: BTreeMap<TaskId, TaskRecord>,
 }
 
 /// Verifies the PoUW proof of every block: the cheap checks, then the bit-exact replay of the
@@ -39,19 +82,86 @@ pub enum ProofCheckError {
 ///
 /// Tasks: a block at height `h` trains the filler task of the epoch its parent is in (epoch
 /// `(h - 1) / filler_epoch_blocks`, opened by the ancestor at `epoch * filler_epoch_blocks`,
-/// so a block never depends on its own hash). Client tasks are resolved by the task-lifecycle
-/// rules, which this validator does not know yet: such blocks are refused with
-/// [`ProofCheckError::UnknownTask`].
+/// so a block never depends on its own hash), or a client task: a task in Training in the
+/// parent's state, whose definition is read from that state, and only by one of the task's
+/// selected miners (design/005). The validator runs before execution and has no access to the
+/// chain's state, so the owner tells it the client tasks of the tip after every tip change
+/// ([`PouwValidator::update_tasks`]); a client-task block whose parent is not that tip is
+/// refused with [`ProofCheckError::TaskStateUnavailable`] (not a fault). The same task rule is
+/// also enforced by `apply_block` ([`pouw_consensus::check_block_task`]) against the exact
+/// parent state, so a side-branch block can never slip through.
 #[derive(Debug)]
 pub struct PouwValidator {
     proofs: Arc<ProofStore>,
     exec: Exec,
+    tasks: RwLock<TaskSnapshot>,
 }
 
 impl PouwValidator {
     /// A validator replaying with `exec` (the result never depends on the thread count).
     pub fn new(proofs: Arc<ProofStore>, exec: Exec) -> Self {
-        Self { proofs, exec }
+        Self { proofs, exec, tasks: RwLock::new(TaskSnapshot::default()) }
+    }
+
+    /// Records the client tasks in Training of `state`, the post-state of block `tip`; blocks
+    /// built on `tip` that train one of them can then be checked. Call after every tip change
+    /// (cost: one range scan of the task records).
+    pub fn update_tasks(&self, tip: Hash, state: &State) {
+        let training = state
+            .range(StateKey::Task(Hash([0; 32]))..=StateKey::Task(Hash([0xff; 32])))
+            .filter_map(|(k, v)| match (k, v) {
+                (StateKey::Task(id), StateValue::Task(r)) if r.status == TaskStatus::Training => {
+                    Some((*id, (**r).clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        if let Ok(mut t) = self.tasks.write() {
+            *t = TaskSnapshot { tip: Some(tip), training };
+        }
+    }
+
+    /// The definition a block trains on a client task with this record in the parent state:
+    /// the task must be in Training and `header.miner` one of its selected miners.
+    pub fn client_task_definition(
+        record: &TaskRecord,
+        header: &Header,
+    ) -> Result<TaskDefinition, ProofCheckError> {
+        let task = header.task_id;
+        if record.status != TaskStatus::Training {
+            return Err(ProofCheckError::TaskNotTraining { task, phase: record.status.name() });
+        }
+        if !record.participants.miners.iter().any(|s| s.worker == header.miner) {
+            return Err(ProofCheckError::MinerNotSelected { task, miner: header.miner });
+        }
+        ml_specs(&record.definition)?;
+        Ok(record.definition.clone())
+    }
+
+    /// Resolves a block's non-filler task from the recorded tip state.
+    fn client_task(
+        &self,
+        header: &Header,
+        filler: TaskId,
+    ) -> Result<TaskDefinition, ProofCheckError> {
+        let task = header.task_id;
+        let snapshot = self.tasks.read().map_err(|_| ProofCheckError::TaskStateUnavailable {
+            task,
+            parent: header.prev_hash,
+        })?;
+        match snapshot.tip {
+            Some(tip) if tip == header.prev_hash => {}
+            _ => {
+                return Err(ProofCheckError::TaskStateUnavailable {
+                    task,
+                    parent: header.prev_hash,
+                })
+            }
+        }
+        match snapshot.training.get(&task) {
+            Some(record) => Self::client_task_definition(record, header),
+            None => Err(ProofCheckError::UnknownTask { task, filler }),
+        }
     }
 
     /// The filler task a block whose parent is `parent` trains, if its epoch-opening ancestor
@@ -77,17 +187,11 @@ impl PouwValidator {
         let Some(proof) = proof_of(block)? else {
             return Ok(()); // genesis, which the chain builds itself
         };
-        let (filler_id, task) =
-            Self::filler_task_for(spec, parent, ancestors).ok_or(ProofCheckError::UnknownTask {
-                task: block.header.task_id,
-                filler: Hash::ZERO,
-            })?;
-        if block.header.task_id != filler_id {
-            return Err(ProofCheckError::UnknownTask {
-                task: block.header.task_id,
-                filler: filler_id,
-            });
-        }
+        let task = match Self::filler_task_for(spec, parent, ancestors) {
+            Some((filler_id, task)) if block.header.task_id == filler_id => task,
+            Some((filler_id, _)) => self.client_task(&block.header, filler_id)?,
+            None => self.client_task(&block.header, Hash::ZERO)?,
+        };
         check_proof_cheap(spec, &block.header, proof, &task)?;
         let data = self
             .proofs
@@ -107,5 +211,94 @@ impl BlockValidator for PouwValidator {
         ancestors: &dyn Ancestors,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         self.check(block, parent, spec, ancestors).map_err(|e| Box::new(e) as _)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pouw_consensus::{Participants, Seat};
+    use pouw_primitives::{Amount, Keypair};
+
+    fn valid_task(_: u16) -> TaskDefinition {
+        filler_task(&ChainSpec::devnet(), &Hash::digest(b"opening")).1
+    }
+
+    fn record(status: TaskStatus, miner: PublicKey) -> TaskRecord {
+        TaskRecord {
+            client: Keypair::from_label("client").public(),
+            definition: valid_task(1),
+            fee: Amount(100),
+            escrow: Amount(100),
+            created_at: 1,
+            created_in: Hash::ZERO,
+            seed: Hash::digest(b"seed"),
+            training_deadline: 10,
+            finalisation_deadline: 20,
+            participants: Participants {
+                miners: vec![Seat { worker: miner, ticket: Hash::digest(b"t") }],
+                ..Participants::default()
+            },
+            models: vec![],
+            history_committers: vec![],
+            status,
+            settlement: None,
+        }
+    }
+
+    fn header(task: TaskId, miner: PublicKey, parent: Hash) -> Header {
+        Header {
+            version: pouw_primitives::HEADER_VERSION,
+            height: 5,
+            prev_hash: parent,
+            tx_root: Hash::ZERO,
+            state_root: Hash::ZERO,
+            timestamp: pouw_primitives::Timestamp(5),
+            target: pouw_primitives::CompactTarget(0x2000_ffff),
+            miner,
+            task_id: task,
+            msg_hash: Hash::ZERO,
+            msg_history_root: Hash::ZERO,
+            nonce: Hash::ZERO,
+        }
+    }
+
+    #[test]
+    fn client_tasks_resolve_from_the_tip_state_for_selected_miners_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let proofs = Arc::new(ProofStore::open(dir.path()).unwrap());
+        let v = PouwValidator::new(proofs, Exec::new(1));
+        let miner = Keypair::from_label("miner").public();
+        let other = Keypair::from_label("other").public();
+        let (training, done) = (Hash::digest(b"training"), Hash::digest(b"done"));
+        let tip = Hash::digest(b"tip");
+        let state = State::from_entries([
+            (
+                StateKey::Task(training),
+                StateValue::Task(Box::new(record(TaskStatus::Training, miner))),
+            ),
+            (
+                StateKey::Task(done),
+                StateValue::Task(Box::new(record(TaskStatus::Expired { at: 3 }, miner))),
+            ),
+        ]);
+        // Nothing known yet: not a fault, try later.
+        let e = v.client_task(&header(training, miner, tip), Hash::ZERO).unwrap_err();
+        assert!(matches!(e, ProofCheckError::TaskStateUnavailable { .. }), "{e}");
+        v.update_tasks(tip, &state);
+        let def = v.client_task(&header(training, miner, tip), Hash::ZERO).unwrap();
+        assert_eq!(def, valid_task(1));
+        let e = v.client_task(&header(training, other, tip), Hash::ZERO).unwrap_err();
+        assert!(matches!(e, ProofCheckError::MinerNotSelected { .. }), "{e}");
+        let e = v.client_task(&header(done, miner, tip), Hash::ZERO).unwrap_err();
+        assert!(matches!(e, ProofCheckError::UnknownTask { .. }), "{e}");
+        let e =
+            v.client_task(&header(training, miner, Hash::digest(b"side")), Hash::ZERO).unwrap_err();
+        assert!(matches!(e, ProofCheckError::TaskStateUnavailable { .. }), "{e}");
+        // The pure rule on a record.
+        let r = record(TaskStatus::Finalising { since: 4 }, miner);
+        let e =
+            PouwValidator::client_task_definition(&r, &header(training, miner, tip)).unwrap_err();
+        assert!(matches!(e, ProofCheckError::TaskNotTraining { phase: "finalising", .. }), "{e}");
     }
 }

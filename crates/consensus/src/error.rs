@@ -159,6 +159,45 @@ pub enum ConsensusError {
     /// No ticket with this id.
     #[error("unknown ticket {0}")]
     UnknownTicket(Hash),
+    /// The task is not in the phase this transaction needs.
+    #[error("cannot {action} for task {task}: it is {phase}")]
+    WrongPhase {
+        /// Task.
+        task: TaskId,
+        /// The task's phase ([`crate::TaskStatus::name`]).
+        phase: &'static str,
+        /// What was tried.
+        action: &'static str,
+    },
+    /// A verdict names someone who was not selected for the task in that capacity.
+    #[error("verdict's {list} names {account}, who is not a {expected} of task {task}")]
+    NotAParticipant {
+        /// `ranking`, `payouts` or `confiscations`.
+        list: &'static str,
+        /// Who.
+        account: Address,
+        /// What they should have been.
+        expected: &'static str,
+        /// Task.
+        task: TaskId,
+    },
+    /// A verdict ranks a miner that never submitted a model.
+    #[error("verdict ranks {0}, who submitted no model")]
+    RankedWithoutModel(Address),
+    /// A verdict both ranks (pays) and confiscates a miner.
+    #[error("verdict both ranks and confiscates {0}")]
+    RankedAndConfiscated(Address),
+    /// A verdict's payouts are not the by-rank split of the miners' pot.
+    #[error("verdict payouts are not the by-rank split of the miners' pot {pot} (expected {expected:?})")]
+    PayoutsNotByRank {
+        /// The miners' pot (miners' share of the fee + confiscated stakes).
+        pot: Amount,
+        /// The payouts the ranking gives ([`crate::rank_payouts`]).
+        expected: Vec<(Address, Amount)>,
+    },
+    /// A task's deadlines do not fit in a block height.
+    #[error("task deadlines overflow the block height")]
+    DeadlineOverflow,
     /// More transactions than the spec allows.
     #[error("block has {count} transactions, at most {max} allowed")]
     TooManyTransactions {

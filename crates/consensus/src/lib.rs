@@ -4,7 +4,8 @@
 //!   [`Overlay`] stages a block's writes so an invalid block changes nothing.
 //! - [`apply_block`]: the state transition, a pure function of (state, block, spec) giving a
 //!   [`StateDiff`] with the undo data of the block. Per block: expire the tickets due at this
-//!   height, apply every transaction ([`apply_tx`]: transfers, tasks and their escrow, tickets,
+//!   height, run the task deadlines due (selection, end of training, expiry: design/005),
+//!   apply every transaction ([`apply_tx`]: transfers, tasks and their escrow, tickets,
 //!   message-history roots, model submissions, evaluator verdicts), pay the coinbase.
 //! - Block validation ([`validate_and_apply`]): [`check_header`] (against the parent, with the
 //!   target from [`next_target`]), [`check_block_body`], then the transition and the state
@@ -44,10 +45,17 @@ pub use difficulty::{
 pub use error::ConsensusError;
 pub use genesis::{genesis_block, genesis_state};
 pub use state::{
-    Account, BlockUndo, LtHash, Overlay, State, StateDiff, StateKey, StateValue, TaskRecord,
-    TaskStatus, Ticket,
+    Account, BlockUndo, LtHash, Overlay, Participants, Refusal, Seat, Settlement, State, StateDiff,
+    StateKey, StateValue, TaskRecord, TaskStatus, Ticket,
 };
-pub use tasks::{authorize_worker, verdict_hash};
+pub use tasks::{
+    authorize_worker, available_workers, check_block_task, check_pay_for_task,
+    check_workers_available, evaluator_quota, expected_payouts, miners_share, rank_payouts,
+    select_weighted, selection_draw, split_segments, supervisor_quota, task_deadlines, task_record,
+    task_split, task_split_of, task_view, ticket_matches, verdict_hash, Candidate, ModelView,
+    TaskSplit, TaskView, VerdictView, WorkerAvailability, EVALUATOR_QUOTA_PERMILLE, SELECTED_ROLES,
+    SPLIT_CONTEXT, SUPERVISOR_QUOTA_PERMILLE,
+};
 pub use tickets::{confiscate_ticket, expire_tickets, release_ticket, tickets_of};
 pub use transition::{apply_block, apply_tx, check_tx_stateless, BlockContext};
 pub use validation::{

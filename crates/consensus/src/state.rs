@@ -12,8 +12,10 @@
 use crate::ConsensusError;
 use borsh::{BorshDeserialize, BorshSerialize};
 use pouw_primitives::{
-    codec, Address, Amount, Hash, PublicKey, Role, TaskDefinition, TaskId, TicketPreferences,
+    codec, Address, Amount, Hash, Payout, PublicKey, Role, TaskDefinition, TaskId,
+    TicketPreferences,
 };
+use serde::Serialize;
 use std::{collections::BTreeMap, ops::Bound};
 
 /// An account.
@@ -42,37 +44,175 @@ pub struct Ticket {
     pub expires_at: u64,
 }
 
-/// A registered task and its escrowed fee.
+/// One seat of a task's committee: the selected worker and the ticket that won the seat.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Seat {
+    /// The worker (the ticket's owner; the address its transactions come from).
+    pub worker: Address,
+    /// The ticket selected (bound to this task until it ends).
+    pub ticket: Hash,
+}
+
+/// The workers selected for a task, per role, in draw order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Participants {
+    /// Selected miners.
+    pub miners: Vec<Seat>,
+    /// Selected supervisors.
+    pub supervisors: Vec<Seat>,
+    /// Selected evaluators.
+    pub evaluators: Vec<Seat>,
+}
+
+impl Participants {
+    /// The seats of one role (verifiers are not selected per task: empty).
+    pub fn of(&self, role: Role) -> &[Seat] {
+        match role {
+            Role::Miner => &self.miners,
+            Role::Supervisor => &self.supervisors,
+            Role::Evaluator => &self.evaluators,
+            Role::Verifier => &[],
+        }
+    }
+
+    /// Every seat with its role.
+    pub fn all(&self) -> impl Iterator<Item = (Role, &Seat)> {
+        self.miners
+            .iter()
+            .map(|s| (Role::Miner, s))
+            .chain(self.supervisors.iter().map(|s| (Role::Supervisor, s)))
+            .chain(self.evaluators.iter().map(|s| (Role::Evaluator, s)))
+    }
+
+    /// The seat `worker` holds in this task, if any (a worker holds at most one).
+    pub fn seat_of(&self, worker: &Address) -> Option<(Role, &Seat)> {
+        self.all().find(|(_, s)| s.worker == *worker)
+    }
+}
+
+/// Why a task was refused at selection.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub enum Refusal {
+    /// Fewer live matching tickets (of distinct owners) than the task wants for a role.
+    NotEnoughWorkers {
+        /// The role that could not be filled.
+        role: Role,
+        /// Workers wanted.
+        wanted: u16,
+        /// Distinct eligible workers found.
+        available: u32,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotEnoughWorkers { role, wanted, available } => write!(
+                f,
+                "wanted {wanted} {role:?} workers, only {available} eligible tickets were live"
+            ),
+        }
+    }
+}
+
+/// What a completed (or expired) task paid, for queries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Settlement {
+    /// Every credit made from the pot (miners by rank, supervisors, evaluators), in order.
+    pub payouts: Vec<Payout>,
+    /// The seats whose stakes were confiscated into the miners' pot.
+    pub confiscated: Vec<Seat>,
+    /// Total confiscated stake.
+    pub confiscated_stake: Amount,
+    /// What went back to the client (unpaid quotas, rounding, the whole fee on expiry).
+    pub refund: Amount,
+}
+
+/// A registered task, its escrowed fee, its committee and its phase.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct TaskRecord {
     /// The client who paid.
     pub client: Address,
     /// The definition.
     pub definition: TaskDefinition,
+    /// The fee the client paid (for queries; the money is in `escrow`).
+    pub fee: Amount,
     /// Fee still held in escrow for the task's workers.
     pub escrow: Amount,
-    /// Height of the block holding the PayForTask transaction.
+    /// Height `h` of the block holding the PayForTask transaction.
     pub created_at: u64,
-    /// Hash of the *parent* of the block holding the PayForTask ([`crate::BlockContext::seed`]:
-    /// the block's own hash commits to the state root, so the state cannot contain it). Seeds
-    /// worker selection and the dataset split.
+    /// Hash of the *parent* of block `h` ([`crate::BlockContext::seed`] of block `h`).
     pub created_in: Hash,
-    /// Open (taking worker transactions) or closed (the verdict was paid out).
+    /// The selection and split seed: the hash of block `h`, known when block `h + 1` is
+    /// applied (its `prev_hash`); [`Hash::ZERO`] until then.
+    pub seed: Hash,
+    /// Height at which training ends: `h + 1 + deadlines.training_blocks`.
+    pub training_deadline: u64,
+    /// Height at which an undecided task expires: `training_deadline +
+    /// deadlines.evaluation_blocks`.
+    pub finalisation_deadline: u64,
+    /// The selected workers (empty until selection, and for refused tasks).
+    pub participants: Participants,
+    /// Miners that sent SubmitModel, in submission order.
+    pub models: Vec<Address>,
+    /// Supervisors that committed at least one message-history root.
+    pub history_committers: Vec<Address>,
+    /// Phase.
     pub status: TaskStatus,
+    /// What was paid, once the task completed or expired.
+    pub settlement: Option<Settlement>,
 }
 
-/// Lifecycle of a task in state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+/// Lifecycle of a task in state (design/005).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
 pub enum TaskStatus {
-    /// Registered; workers may commit histories, submit models and vote.
-    Open,
-    /// A verdict reached a majority and was executed; nothing more can happen.
-    Closed {
+    /// Paid, waiting for the selection at block `created_at + 1`.
+    Registered,
+    /// Workers selected; miners train and submit models, supervisors commit histories.
+    Training,
+    /// Training over (deadline passed or every miner submitted); evaluators vote.
+    Finalising {
+        /// Height of the block that ended training.
+        since: u64,
+    },
+    /// A verdict reached a majority of the evaluators and was paid out.
+    Completed {
         /// Height of the block that executed the verdict.
         at: u64,
         /// Hash of the executed verdict ([`crate::verdict_hash`]).
         verdict: Hash,
     },
+    /// The finalisation deadline passed without a majority: fee refunded, stakes returned.
+    Expired {
+        /// Height of the expiry.
+        at: u64,
+    },
+    /// Selection failed: the fee was refunded in full.
+    Refused {
+        /// Height of the selection attempt.
+        at: u64,
+        /// Why.
+        reason: Refusal,
+    },
+}
+
+impl TaskStatus {
+    /// Short name of the phase.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Training => "training",
+            Self::Finalising { .. } => "finalising",
+            Self::Completed { .. } => "completed",
+            Self::Expired { .. } => "expired",
+            Self::Refused { .. } => "refused",
+        }
+    }
+
+    /// True once nothing more can happen to the task.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Completed { .. } | Self::Expired { .. } | Self::Refused { .. })
+    }
 }
 
 /// A key of the state map.
@@ -140,6 +280,22 @@ pub enum StateKey {
         task: TaskId,
         /// The [`crate::verdict_hash`].
         verdict: Hash,
+    },
+    /// Index of the tickets free for selection, by role (value: [`StateValue::Marker`]): a
+    /// ticket is here from purchase until it is selected for a task.
+    FreeTicket {
+        /// Ticket role.
+        role: Role,
+        /// Ticket id.
+        ticket: Hash,
+    },
+    /// Index of task deadlines by height (value: [`StateValue::Marker`]): the block at
+    /// `height` selects, moves or expires `task` (one entry per task at a time).
+    TaskDeadline {
+        /// Height of the block that acts.
+        height: u64,
+        /// Task.
+        task: TaskId,
     },
 }
 

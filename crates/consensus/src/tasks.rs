@@ -1,21 +1,150 @@
-//! The task lifecycle on chain: registration (escrow), worker commitments, and the
-//! evaluators' verdict that pays the workers and closes the task (SPEC section 3).
+//! The task lifecycle on chain (SPEC section 3, design/005): registration and escrow,
+//! worker selection, the dataset split, phases with deadlines, authorisation of worker
+//! transactions, and the evaluators' verdict that pays the workers.
 //!
-//! Money of a task: the client's fee sits in `TaskRecord::escrow` until a verdict reaches a
-//! strict majority of the task's `workers.evaluators`. Executing the verdict forms a pot of
-//! `escrow + the confiscated stakes`, pays every payout from it (payouts are at most the
-//! escrow, checked when the vote is cast), and refunds the rest of the pot to the client. So
-//! a confiscated stake ends with the client, as compensation for the sabotaged work, and the
+//! ```text
+//! block h:      PayForTask            -> Registered (fee in escrow)
+//! block h+1:    selection (seed = hash of block h = prev_hash of h+1)
+//!                 enough tickets      -> Training (tickets bound to the task)
+//!                 too few             -> Refused (fee refunded in full)
+//! Training:     MessageHistory (selected supervisors), SubmitModel (selected miners, once)
+//!                 every miner submitted, or block T = h+1+training_blocks -> Finalising
+//! Finalising:   ChargeForTask (selected evaluators, one vote each)
+//!                 strict majority of the evaluators on one verdict -> Completed (paid out)
+//!                 block F = T + evaluation_blocks first             -> Expired (refund)
+//! ```
+//!
+//! Money of a task: the fee sits in `TaskRecord::escrow` until the task ends. On completion
+//! the pot is `escrow + the stakes of the confiscated seats`; it pays the miners by rank
+//! (the miners' share of the fee plus every confiscated stake), the active supervisors and
+//! the evaluators of the majority an equal part of their quota each, and the rest goes back
+//! to the client. Every other selected ticket is released (its stake back to its owner). The
 //! sum of balances, escrows and stakes is unchanged by every step.
 
 use crate::{
-    state::{Overlay, StateKey, StateValue, TaskRecord, TaskStatus},
-    tickets, BlockContext, ConsensusError,
+    state::{
+        Overlay, Participants, Refusal, Seat, Settlement, StateKey, StateValue, TaskRecord,
+        TaskStatus, Ticket,
+    },
+    tickets, BlockContext, ConsensusError, State,
 };
-use pouw_primitives::{codec, Address, Amount, Hash, Payout, Role, TaskDefinition, TaskId};
+use pouw_primitives::{
+    codec, Address, Amount, Block, Hash, Payout, Role, TaskDefinition, TaskId, DATASET_SEGMENTS,
+};
+use serde::Serialize;
 use std::collections::BTreeSet;
 
-/// Registers a task: validates it, moves `fee` from the client into escrow.
+/// Share of the fee paid to the supervisors, in per-mille (split equally among the
+/// supervisors that committed at least one message-history root).
+pub const SUPERVISOR_QUOTA_PERMILLE: u64 = 100;
+/// Share of the fee paid to the evaluators, in per-mille (split equally among the evaluators
+/// that voted for the executed verdict).
+pub const EVALUATOR_QUOTA_PERMILLE: u64 = 100;
+/// The roles a task selects, in selection order (verifiers attest blocks, not tasks).
+pub const SELECTED_ROLES: [Role; 3] = [Role::Miner, Role::Supervisor, Role::Evaluator];
+
+const LOWEST: Hash = Hash([0; 32]);
+const HIGHEST: Hash = Hash([0xff; 32]);
+
+// ---- money helpers -----------------------------------------------------------------------
+
+fn permille(amount: Amount, p: u64) -> Amount {
+    let v = u128::from(amount.units())
+        .checked_mul(u128::from(p))
+        .and_then(|v| v.checked_div(1000))
+        .unwrap_or(0);
+    Amount(u64::try_from(v).unwrap_or(0))
+}
+
+/// The supervisors' quota of a fee.
+pub fn supervisor_quota(fee: Amount) -> Amount {
+    permille(fee, SUPERVISOR_QUOTA_PERMILLE)
+}
+
+/// The evaluators' quota of a fee.
+pub fn evaluator_quota(fee: Amount) -> Amount {
+    permille(fee, EVALUATOR_QUOTA_PERMILLE)
+}
+
+/// The miners' share of a fee: the fee minus both quotas.
+pub fn miners_share(fee: Amount) -> Amount {
+    fee.checked_sub(supervisor_quota(fee))
+        .and_then(|r| r.checked_sub(evaluator_quota(fee)))
+        .unwrap_or(Amount::ZERO)
+}
+
+fn add(a: Amount, b: Amount, what: &'static str) -> Result<Amount, ConsensusError> {
+    a.checked_add(b).ok_or(ConsensusError::AmountOverflow(what))
+}
+
+/// The by-rank split of the miners' pot: with `n` ranked miners, the miner at rank `i`
+/// (0 = best) gets `pot * (n - i) / (n (n + 1) / 2)` (floored), and the rounding remainder
+/// goes to the best. Zero amounts are left out. Empty for an empty ranking.
+pub fn rank_payouts(pot: Amount, ranking: &[Address]) -> Vec<Payout> {
+    let n = u128::try_from(ranking.len()).unwrap_or(u128::MAX);
+    let weights = n.checked_mul(n.saturating_add(1)).and_then(|v| v.checked_div(2)).unwrap_or(0);
+    if weights == 0 {
+        return vec![];
+    }
+    let pot128 = u128::from(pot.units());
+    let mut amounts: Vec<u128> = (0..n)
+        .map(|i| {
+            pot128
+                .checked_mul(n.saturating_sub(i))
+                .and_then(|v| v.checked_div(weights))
+                .unwrap_or(0)
+        })
+        .collect();
+    let paid = amounts.iter().fold(0u128, |acc, a| acc.saturating_add(*a));
+    if let Some(first) = amounts.first_mut() {
+        *first = first.saturating_add(pot128.saturating_sub(paid));
+    }
+    ranking
+        .iter()
+        .zip(amounts)
+        .filter(|(_, a)| *a > 0)
+        .map(|(to, a)| Payout { to: *to, amount: Amount(u64::try_from(a).unwrap_or(0)) })
+        .collect()
+}
+
+// ---- registration ------------------------------------------------------------------------
+
+/// The rules of a PayForTask that need no state: positive fee, valid definition (ranges,
+/// batch within the training set, committees of at least `3f + 1`).
+pub fn check_pay_for_task(task: &TaskDefinition, fee: Amount) -> Result<(), ConsensusError> {
+    if fee.is_zero() {
+        return Err(ConsensusError::ZeroAmount("task fee"));
+    }
+    task.validate()?;
+    Ok(())
+}
+
+/// The deadlines of a task registered in block `h`: (selection height `h + 1`, training
+/// deadline `T = h + 1 + training_blocks`, finalisation deadline `F = T + evaluation_blocks`).
+pub fn task_deadlines(
+    task: &TaskDefinition,
+    registered_at: u64,
+) -> Result<(u64, u64, u64), ConsensusError> {
+    let selection = registered_at.checked_add(1).ok_or(ConsensusError::DeadlineOverflow)?;
+    let training = selection
+        .checked_add(task.deadlines.training_blocks)
+        .ok_or(ConsensusError::DeadlineOverflow)?;
+    let finalisation = training
+        .checked_add(task.deadlines.evaluation_blocks)
+        .ok_or(ConsensusError::DeadlineOverflow)?;
+    Ok((selection, training, finalisation))
+}
+
+fn schedule(overlay: &mut Overlay<'_>, height: u64, task: TaskId) {
+    overlay.set(StateKey::TaskDeadline { height, task }, Some(StateValue::Marker));
+}
+
+fn save(overlay: &mut Overlay<'_>, id: TaskId, rec: TaskRecord) {
+    overlay.set(StateKey::Task(id), Some(StateValue::Task(Box::new(rec))));
+}
+
+/// Registers a task: validates it, moves `fee` from the client into escrow, and schedules the
+/// selection at the next block.
 pub(crate) fn pay_for_task(
     overlay: &mut Overlay<'_>,
     id: TaskId,
@@ -24,70 +153,419 @@ pub(crate) fn pay_for_task(
     fee: Amount,
     ctx: &BlockContext<'_>,
 ) -> Result<(), ConsensusError> {
-    task.validate()?;
-    if fee.is_zero() {
-        return Err(ConsensusError::ZeroAmount("task fee"));
-    }
+    check_pay_for_task(task, fee)?;
     if overlay.get(&StateKey::Task(id)).is_some() {
         return Err(ConsensusError::DuplicateTask(id));
     }
+    let (selection, training_deadline, finalisation_deadline) = task_deadlines(task, ctx.height)?;
     overlay.debit(&client, fee)?;
     let record = TaskRecord {
         client,
         definition: task.clone(),
+        fee,
         escrow: fee,
         created_at: ctx.height,
         created_in: ctx.seed,
-        status: TaskStatus::Open,
+        seed: Hash::ZERO,
+        training_deadline,
+        finalisation_deadline,
+        participants: Participants::default(),
+        models: vec![],
+        history_committers: vec![],
+        status: TaskStatus::Registered,
+        settlement: None,
     };
-    overlay.set(StateKey::Task(id), Some(StateValue::Task(Box::new(record))));
+    save(overlay, id, record);
+    schedule(overlay, selection, id);
     Ok(())
 }
 
-/// The open task `id`.
-fn open_task(overlay: &Overlay<'_>, id: &TaskId) -> Result<TaskRecord, ConsensusError> {
-    let task = overlay.task(id).ok_or(ConsensusError::UnknownTask(*id))?;
-    match task.status {
-        TaskStatus::Open => Ok(task),
-        TaskStatus::Closed { .. } => Err(ConsensusError::TaskClosed(*id)),
+// ---- selection ---------------------------------------------------------------------------
+
+/// A ticket that may be drawn for a role of a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Candidate {
+    /// Ticket id.
+    pub ticket: Hash,
+    /// Its owner.
+    pub owner: Address,
+    /// Its stake (the draw weight).
+    pub stake: Amount,
+}
+
+/// Whether `ticket` may serve a task with this definition and fee, by a client `client`,
+/// whose finalisation deadline is `ends_at`: positive stake of at least the task's
+/// `min_stake`, a GPU if needed, a model within the ticket's `max_params` (0 = any), a fee
+/// of at least the ticket's `min_fee`, a ticket that outlives the task (`expires_at >
+/// ends_at`), and not the client's own.
+pub fn ticket_matches(
+    ticket: &Ticket,
+    task: &TaskDefinition,
+    fee: Amount,
+    client: &Address,
+    ends_at: u64,
+) -> bool {
+    let prefs = &task.preferences;
+    let params = task.parameter_count().unwrap_or(u64::MAX);
+    !ticket.stake.is_zero()
+        && ticket.stake >= prefs.min_stake
+        && (ticket.preferences.has_gpu || !prefs.needs_gpu)
+        && (ticket.preferences.max_params == 0 || params <= ticket.preferences.max_params)
+        && ticket.preferences.min_fee <= fee
+        && ticket.expires_at > ends_at
+        && ticket.owner != *client
+}
+
+fn candidates(
+    overlay: &Overlay<'_>,
+    role: Role,
+    task: &TaskDefinition,
+    fee: Amount,
+    client: &Address,
+    ends_at: u64,
+) -> Vec<Candidate> {
+    tickets::free_tickets(overlay, role)
+        .into_iter()
+        .filter_map(|id| {
+            let t = overlay.ticket(&id)?;
+            ticket_matches(&t, task, fee, client, ends_at).then_some(Candidate {
+                ticket: id,
+                owner: t.owner,
+                stake: t.stake,
+            })
+        })
+        .collect()
+}
+
+fn role_code(role: Role) -> u8 {
+    match role {
+        Role::Miner => 0,
+        Role::Supervisor => 1,
+        Role::Evaluator => 2,
+        Role::Verifier => 3,
     }
 }
 
-/// **The one authorisation check** for worker transactions (MessageHistory needs a
-/// supervisor, SubmitModel a miner, ChargeForTask an evaluator). Returns the id of the ticket
-/// that authorises `account`.
-///
-/// Interim rule, until committee selection (SPEC section 3, step 1) lands: `account` must hold
-/// a live ticket of `role` whose stake is at least the task's `preferences.min_stake` and that
-/// has a GPU if the task needs one. Every ticket in state is live (tickets expiring at height
-/// h are removed before the block at h runs its transactions); the `expires_at` check below
-/// only guards that invariant. The selection issue replaces this function's body with "was
-/// `account` selected for `role` in `task`" (reading the selection recorded in state) and
-/// nothing else needs to change.
-pub fn authorize_worker(
-    overlay: &Overlay<'_>,
-    task_id: &TaskId,
-    task: &TaskRecord,
-    account: &Address,
-    role: Role,
-    height: u64,
-) -> Result<Hash, ConsensusError> {
-    let prefs = &task.definition.preferences;
-    tickets::tickets_of(overlay, account, role)
-        .into_iter()
-        .find(|id| {
-            overlay.ticket(id).is_some_and(|t| {
-                t.expires_at > height
-                    && t.stake >= prefs.min_stake
-                    && (t.preferences.has_gpu || !prefs.needs_gpu)
-            })
-        })
-        .ok_or(ConsensusError::NotAuthorized {
-            account: *account,
-            action: role_action(role),
-            task: *task_id,
-        })
+/// The `draw`-th random number of a task's selection for `role`:
+/// `BLAKE3("pouw/select" || seed || task || role || draw)`, first 16 bytes little-endian.
+pub fn selection_draw(seed: &Hash, task: &TaskId, role: Role, draw: u16) -> u128 {
+    let mut bytes = Vec::with_capacity(67);
+    bytes.extend_from_slice(seed.as_bytes());
+    bytes.extend_from_slice(task.as_bytes());
+    bytes.push(role_code(role));
+    bytes.extend_from_slice(&draw.to_le_bytes());
+    let h = Hash::tagged("pouw/select", &bytes);
+    let mut b = [0u8; 16];
+    for (dst, src) in b.iter_mut().zip(h.as_bytes().iter()) {
+        *dst = *src;
+    }
+    u128::from_le_bytes(b)
 }
+
+/// Deterministic stake-weighted sampling without replacement: `wanted` draws from
+/// `candidates` (in the given order, normally ticket-id order), skipping zero stakes and the
+/// owners in `excluded`. Draw `d` picks the candidate whose cumulative-stake interval holds
+/// `selection_draw(seed, task, role, d) mod total_stake`; the chosen candidate and every other
+/// ticket of its owner leave the pool (one seat per worker). `Err(available)` (the number of
+/// distinct eligible owners) if fewer than `wanted`.
+pub fn select_weighted(
+    seed: &Hash,
+    task: &TaskId,
+    role: Role,
+    candidates: &[Candidate],
+    wanted: u16,
+    excluded: &BTreeSet<Address>,
+) -> Result<Vec<Candidate>, u32> {
+    let mut pool: Vec<&Candidate> =
+        candidates.iter().filter(|c| !c.stake.is_zero() && !excluded.contains(&c.owner)).collect();
+    let distinct = pool.iter().map(|c| c.owner).collect::<BTreeSet<_>>().len();
+    let available = u32::try_from(distinct).unwrap_or(u32::MAX);
+    if distinct < usize::from(wanted) {
+        return Err(available);
+    }
+    let mut out = Vec::with_capacity(usize::from(wanted));
+    for draw in 0..wanted {
+        let total =
+            pool.iter().fold(0u128, |acc, c| acc.saturating_add(u128::from(c.stake.units())));
+        let r = selection_draw(seed, task, role, draw).checked_rem(total).ok_or(available)?;
+        let mut acc = 0u128;
+        let mut chosen = None;
+        for c in &pool {
+            acc = acc.saturating_add(u128::from(c.stake.units()));
+            if r < acc {
+                chosen = Some((*c).clone());
+                break;
+            }
+        }
+        let chosen = chosen.ok_or(available)?;
+        pool.retain(|c| c.owner != chosen.owner);
+        out.push(chosen);
+    }
+    Ok(out)
+}
+
+fn wanted(task: &TaskDefinition, role: Role) -> u16 {
+    match role {
+        Role::Miner => task.workers.miners,
+        Role::Supervisor => task.workers.supervisors,
+        Role::Evaluator => task.workers.evaluators,
+        Role::Verifier => 0,
+    }
+}
+
+/// Selects the committee of a registered task at its selection block; refuses it (full
+/// refund) if a role cannot be filled.
+fn select_workers(
+    overlay: &mut Overlay<'_>,
+    id: TaskId,
+    mut rec: TaskRecord,
+    ctx: &BlockContext<'_>,
+) -> Result<(), ConsensusError> {
+    rec.seed = ctx.seed;
+    let mut excluded = BTreeSet::from([rec.client]);
+    let mut chosen: Vec<(Role, Vec<Candidate>)> = Vec::with_capacity(SELECTED_ROLES.len());
+    for role in SELECTED_ROLES {
+        let want = wanted(&rec.definition, role);
+        let pool = candidates(
+            overlay,
+            role,
+            &rec.definition,
+            rec.fee,
+            &rec.client,
+            rec.finalisation_deadline,
+        );
+        match select_weighted(&rec.seed, &id, role, &pool, want, &excluded) {
+            Ok(seats) => {
+                excluded.extend(seats.iter().map(|c| c.owner));
+                chosen.push((role, seats));
+            }
+            Err(available) => {
+                let refund = rec.escrow;
+                overlay.credit(&rec.client, refund)?;
+                rec.escrow = Amount::ZERO;
+                rec.status = TaskStatus::Refused {
+                    at: ctx.height,
+                    reason: Refusal::NotEnoughWorkers { role, wanted: want, available },
+                };
+                rec.settlement = Some(Settlement { refund, ..Settlement::default() });
+                save(overlay, id, rec);
+                return Ok(());
+            }
+        }
+    }
+    for (role, seats) in chosen {
+        for c in seats {
+            tickets::bind_ticket(overlay, role, &c.ticket);
+            let seat = Seat { worker: c.owner, ticket: c.ticket };
+            match role {
+                Role::Miner => rec.participants.miners.push(seat),
+                Role::Supervisor => rec.participants.supervisors.push(seat),
+                Role::Evaluator | Role::Verifier => rec.participants.evaluators.push(seat),
+            }
+        }
+    }
+    rec.status = TaskStatus::Training;
+    schedule(overlay, rec.training_deadline, id);
+    save(overlay, id, rec);
+    Ok(())
+}
+
+/// Distinct workers with a live, free ticket matching a task, per selected role.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WorkerAvailability {
+    /// Eligible miners.
+    pub miners: u32,
+    /// Eligible supervisors.
+    pub supervisors: u32,
+    /// Eligible evaluators.
+    pub evaluators: u32,
+}
+
+/// How many distinct workers could serve each role of `task` if its PayForTask went into the
+/// block after `tip_height` (so selection at `tip_height + 2`): free tickets matching the
+/// task ([`ticket_matches`]) whose owner is not `client`. Counted per role independently, so
+/// a worker with tickets in two roles counts in both (selection gives it one seat).
+pub fn available_workers(
+    state: &State,
+    task: &TaskDefinition,
+    fee: Amount,
+    client: &Address,
+    tip_height: u64,
+) -> Result<WorkerAvailability, ConsensusError> {
+    let registered_at = tip_height.checked_add(1).ok_or(ConsensusError::DeadlineOverflow)?;
+    let (_, _, ends_at) = task_deadlines(task, registered_at)?;
+    let overlay = Overlay::new(state);
+    let count = |role| {
+        let owners: BTreeSet<Address> = candidates(&overlay, role, task, fee, client, ends_at)
+            .into_iter()
+            .map(|c| c.owner)
+            .collect();
+        u32::try_from(owners.len()).unwrap_or(u32::MAX)
+    };
+    Ok(WorkerAvailability {
+        miners: count(Role::Miner),
+        supervisors: count(Role::Supervisor),
+        evaluators: count(Role::Evaluator),
+    })
+}
+
+/// [`available_workers`] against the task's wants: `Err` with the first role that cannot be
+/// filled (what the selection would refuse the task for), so a client can stop before paying.
+pub fn check_workers_available(
+    state: &State,
+    task: &TaskDefinition,
+    fee: Amount,
+    client: &Address,
+    tip_height: u64,
+) -> Result<WorkerAvailability, Refusal> {
+    let a = available_workers(state, task, fee, client, tip_height).map_err(|_| {
+        Refusal::NotEnoughWorkers { role: Role::Miner, wanted: task.workers.miners, available: 0 }
+    })?;
+    for (role, available) in [
+        (Role::Miner, a.miners),
+        (Role::Supervisor, a.supervisors),
+        (Role::Evaluator, a.evaluators),
+    ] {
+        let want = wanted(task, role);
+        if available < u32::from(want) {
+            return Err(Refusal::NotEnoughWorkers { role, wanted: want, available });
+        }
+    }
+    Ok(a)
+}
+
+// ---- the split ---------------------------------------------------------------------------
+
+/// Which of the task's [`DATASET_SEGMENTS`] segments are for training, validation and test.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TaskSplit {
+    /// Segment indices (positions in the client's segment list), shuffled.
+    pub order: Vec<usize>,
+    /// Training segments: the front of `order`.
+    pub train: Vec<usize>,
+    /// Validation segments: just before the test segments.
+    pub validation: Vec<usize>,
+    /// Test segments: the back of `order` (the client keeps them until finalisation).
+    pub test: Vec<usize>,
+}
+
+impl TaskSplit {
+    /// The same split as the engine's [`pouw_ml::Split`] (for `pouw_ml::BatchSchedule`).
+    pub fn to_ml(&self) -> pouw_ml::Split {
+        pouw_ml::Split {
+            order: self.order.clone(),
+            train: self.train.clone(),
+            validation: self.validation.clone(),
+            test: self.test.clone(),
+        }
+    }
+}
+
+/// The engine's key-derivation context of the segment shuffle (`pouw_ml::Split`).
+pub const SPLIT_CONTEXT: &str = "pouw-ml v1 segment split";
+
+/// Shuffles the segment indices `0..10` with `seed`, exactly as the engine's
+/// `pouw_ml::Split::new` does (Fisher-Yates from the back with the integer-only, unbiased
+/// `pouw_ml::Rng::derived(SPLIT_CONTEXT, seed, 0)`, a BLAKE3-keyed xoshiro256**), so a local
+/// dry run with `pouw train --seed <seed>` sees the same segments; then cuts the result with
+/// integer counts: the last `test_segments` are the test set, the `validation_segments`
+/// before them the validation set, the rest the training set.
+pub fn split_segments(seed: &Hash, test_segments: u64, validation_segments: u64) -> TaskSplit {
+    let mut order: Vec<usize> = (0..DATASET_SEGMENTS).collect();
+    pouw_ml::Rng::derived(SPLIT_CONTEXT, seed.as_bytes(), 0).shuffle(&mut order);
+    let n = DATASET_SEGMENTS;
+    let test = usize::try_from(test_segments).unwrap_or(n).min(n);
+    let validation = usize::try_from(validation_segments).unwrap_or(n).min(n.saturating_sub(test));
+    let train_end = n.saturating_sub(test).saturating_sub(validation);
+    TaskSplit {
+        train: order.iter().take(train_end).copied().collect(),
+        validation: order.iter().skip(train_end).take(validation).copied().collect(),
+        test: order.iter().skip(train_end.saturating_add(validation)).copied().collect(),
+        order,
+    }
+}
+
+/// The split of a task fixed by the hash of the block holding its PayForTask (the seed), with
+/// the default test fraction (300 per-mille = 3 test segments) and no validation segment:
+/// `(training segment indices, test segment indices)`.
+pub fn task_split(seed: Hash) -> (Vec<usize>, Vec<usize>) {
+    let s = split_segments(&seed, 3, 0);
+    (s.train, s.test)
+}
+
+/// The split of a task with its own `test_permille` and `validation_permille`
+/// ([`pouw_primitives::DatasetDef::test_segments`]).
+pub fn task_split_of(task: &TaskDefinition, seed: &Hash) -> TaskSplit {
+    split_segments(seed, task.dataset.test_segments(), task.dataset.validation_segments())
+}
+
+// ---- deadlines ---------------------------------------------------------------------------
+
+/// Runs the task deadlines due at `ctx.height`: selections of the tasks registered in the
+/// previous block, training deadlines (-> Finalising) and finalisation deadlines (-> Expired).
+/// O(tasks due): reads only the `TaskDeadline` index entries of this height.
+pub(crate) fn process_deadlines(
+    overlay: &mut Overlay<'_>,
+    ctx: &BlockContext<'_>,
+) -> Result<(), ConsensusError> {
+    let height = ctx.height;
+    let due: Vec<TaskId> = overlay
+        .range_keys_inclusive(
+            &StateKey::TaskDeadline { height, task: LOWEST },
+            &StateKey::TaskDeadline { height, task: HIGHEST },
+        )
+        .into_iter()
+        .filter_map(|k| match k {
+            StateKey::TaskDeadline { task, .. } => Some(task),
+            _ => None,
+        })
+        .collect();
+    for id in due {
+        overlay.set(StateKey::TaskDeadline { height, task: id }, None);
+        let Some(mut rec) = overlay.task(&id) else { continue };
+        match rec.status {
+            TaskStatus::Registered => select_workers(overlay, id, rec, ctx)?,
+            TaskStatus::Training => {
+                rec.status = TaskStatus::Finalising { since: height };
+                schedule(overlay, rec.finalisation_deadline, id);
+                save(overlay, id, rec);
+            }
+            TaskStatus::Finalising { .. } => {
+                if height >= rec.finalisation_deadline {
+                    expire(overlay, id, rec, height)?;
+                } else {
+                    schedule(overlay, rec.finalisation_deadline, id);
+                }
+            }
+            TaskStatus::Completed { .. }
+            | TaskStatus::Expired { .. }
+            | TaskStatus::Refused { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// The finalisation deadline passed without a majority: every selected ticket is released
+/// (no confiscation), the whole escrow goes back to the client.
+fn expire(
+    overlay: &mut Overlay<'_>,
+    id: TaskId,
+    mut rec: TaskRecord,
+    height: u64,
+) -> Result<(), ConsensusError> {
+    for (_, seat) in rec.participants.all() {
+        tickets::release_ticket(overlay, &seat.ticket)?;
+    }
+    let refund = rec.escrow;
+    overlay.credit(&rec.client, refund)?;
+    rec.escrow = Amount::ZERO;
+    rec.status = TaskStatus::Expired { at: height };
+    rec.settlement = Some(Settlement { refund, ..Settlement::default() });
+    save(overlay, id, rec);
+    Ok(())
+}
+
+// ---- worker transactions -----------------------------------------------------------------
 
 fn role_action(role: Role) -> &'static str {
     match role {
@@ -98,17 +576,63 @@ fn role_action(role: Role) -> &'static str {
     }
 }
 
-/// A supervisor commits the Merkle root of one slot of iteration messages.
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Miner => "selected miner",
+        Role::Supervisor => "selected supervisor",
+        Role::Evaluator => "selected evaluator",
+        Role::Verifier => "selected verifier",
+    }
+}
+
+/// **The authorisation check** for worker transactions: `account` must have been selected for
+/// `role` in this task (MessageHistory: a supervisor, SubmitModel: a miner, ChargeForTask: an
+/// evaluator). Returns the id of the ticket that won the seat.
+pub fn authorize_worker(
+    task_id: &TaskId,
+    task: &TaskRecord,
+    account: &Address,
+    role: Role,
+) -> Result<Hash, ConsensusError> {
+    task.participants.of(role).iter().find(|s| s.worker == *account).map(|s| s.ticket).ok_or(
+        ConsensusError::NotAuthorized {
+            account: *account,
+            action: role_action(role),
+            task: *task_id,
+        },
+    )
+}
+
+/// The task `id`, which must be in a phase `allowed` accepts.
+fn task_in_phase(
+    overlay: &Overlay<'_>,
+    id: &TaskId,
+    action: &'static str,
+    allowed: impl Fn(&TaskStatus) -> bool,
+) -> Result<TaskRecord, ConsensusError> {
+    let task = overlay.task(id).ok_or(ConsensusError::UnknownTask(*id))?;
+    if task.status.is_terminal() {
+        return Err(ConsensusError::TaskClosed(*id));
+    }
+    if !allowed(&task.status) {
+        return Err(ConsensusError::WrongPhase { task: *id, phase: task.status.name(), action });
+    }
+    Ok(task)
+}
+
+/// A supervisor commits the Merkle root of one slot of iteration messages (Training or
+/// Finalising; one root per slot and supervisor).
 pub(crate) fn message_history(
     overlay: &mut Overlay<'_>,
     supervisor: Address,
     task_id: TaskId,
     slot: u32,
     root: Hash,
-    ctx: &BlockContext<'_>,
 ) -> Result<(), ConsensusError> {
-    let task = open_task(overlay, &task_id)?;
-    authorize_worker(overlay, &task_id, &task, &supervisor, Role::Supervisor, ctx.height)?;
+    let mut task = task_in_phase(overlay, &task_id, role_action(Role::Supervisor), |s| {
+        matches!(s, TaskStatus::Training | TaskStatus::Finalising { .. })
+    })?;
+    authorize_worker(&task_id, &task, &supervisor, Role::Supervisor)?;
     let key = StateKey::MessageHistory { task: task_id, slot, supervisor };
     if overlay.get(&key).is_some() {
         return Err(ConsensusError::AlreadyRecorded {
@@ -118,10 +642,15 @@ pub(crate) fn message_history(
         });
     }
     overlay.set(key, Some(StateValue::Hash(root)));
+    if !task.history_committers.contains(&supervisor) {
+        task.history_committers.push(supervisor);
+        save(overlay, task_id, task);
+    }
     Ok(())
 }
 
-/// A miner submits the hash of its final model (once per task).
+/// A selected miner submits the hash of its final model (Training only; once per miner).
+/// When every selected miner has submitted, the task moves to Finalising at once.
 pub(crate) fn submit_model(
     overlay: &mut Overlay<'_>,
     miner: Address,
@@ -129,8 +658,10 @@ pub(crate) fn submit_model(
     model_hash: Hash,
     ctx: &BlockContext<'_>,
 ) -> Result<(), ConsensusError> {
-    let task = open_task(overlay, &task_id)?;
-    authorize_worker(overlay, &task_id, &task, &miner, Role::Miner, ctx.height)?;
+    let mut task = task_in_phase(overlay, &task_id, role_action(Role::Miner), |s| {
+        matches!(s, TaskStatus::Training)
+    })?;
+    authorize_worker(&task_id, &task, &miner, Role::Miner)?;
     let key = StateKey::SubmittedModel { task: task_id, miner };
     if overlay.get(&key).is_some() {
         return Err(ConsensusError::AlreadyRecorded {
@@ -140,6 +671,12 @@ pub(crate) fn submit_model(
         });
     }
     overlay.set(key, Some(StateValue::Hash(model_hash)));
+    task.models.push(miner);
+    if task.models.len() >= task.participants.miners.len() {
+        // The training-deadline entry stays; at that height it re-schedules the expiry.
+        task.status = TaskStatus::Finalising { since: ctx.height };
+    }
+    save(overlay, task_id, task);
     Ok(())
 }
 
@@ -170,8 +707,94 @@ pub(crate) struct Verdict<'a> {
     pub(crate) confiscations: &'a [Address],
 }
 
-/// An evaluator's vote; executes the verdict when it reaches a strict majority of the task's
-/// `workers.evaluators`.
+/// Checks a verdict against the task and returns the seats it confiscates and the miners' pot
+/// (miners' share of the fee + their stakes).
+fn check_verdict(
+    overlay: &Overlay<'_>,
+    task_id: &TaskId,
+    task: &TaskRecord,
+    v: &Verdict<'_>,
+) -> Result<(Vec<Seat>, Amount), ConsensusError> {
+    no_duplicates("ranking", v.ranking)?;
+    no_duplicates("payouts", v.payouts.iter().map(|p| &p.to))?;
+    no_duplicates("confiscations", v.confiscations)?;
+    let mut confiscated = Vec::with_capacity(v.confiscations.len());
+    let mut pot = miners_share(task.fee);
+    for a in v.confiscations {
+        let (_, seat) = task.participants.seat_of(a).ok_or(ConsensusError::NotAParticipant {
+            list: "confiscations",
+            account: *a,
+            expected: "selected worker",
+            task: *task_id,
+        })?;
+        let ticket =
+            overlay.ticket(&seat.ticket).ok_or(ConsensusError::UnknownTicket(seat.ticket))?;
+        pot = add(pot, ticket.stake, "miners' pot")?;
+        confiscated.push(seat.clone());
+    }
+    let is_miner = |a: &Address| task.participants.miners.iter().any(|s| s.worker == *a);
+    for a in v.ranking {
+        if !is_miner(a) {
+            return Err(ConsensusError::NotAParticipant {
+                list: "ranking",
+                account: *a,
+                expected: role_name(Role::Miner),
+                task: *task_id,
+            });
+        }
+        if !task.models.contains(a) {
+            return Err(ConsensusError::RankedWithoutModel(*a));
+        }
+        if v.confiscations.contains(a) {
+            return Err(ConsensusError::RankedAndConfiscated(*a));
+        }
+    }
+    for p in v.payouts {
+        if p.amount.is_zero() {
+            return Err(ConsensusError::ZeroAmount("payout"));
+        }
+        if !is_miner(&p.to) {
+            return Err(ConsensusError::NotAParticipant {
+                list: "payouts",
+                account: p.to,
+                expected: role_name(Role::Miner),
+                task: *task_id,
+            });
+        }
+    }
+    let expected = rank_payouts(pot, v.ranking);
+    if expected.as_slice() != v.payouts {
+        return Err(ConsensusError::PayoutsNotByRank {
+            pot,
+            expected: expected.into_iter().map(|p| (p.to, p.amount)).collect(),
+        });
+    }
+    Ok((confiscated, pot))
+}
+
+/// The payouts a verdict with this ranking and these confiscations must carry for the task
+/// `task_id` in `state` (what an evaluator puts in its ChargeForTask).
+pub fn expected_payouts(
+    state: &State,
+    task_id: &TaskId,
+    ranking: &[Address],
+    confiscations: &[Address],
+) -> Result<Vec<Payout>, ConsensusError> {
+    let overlay = Overlay::new(state);
+    let task = overlay.task(task_id).ok_or(ConsensusError::UnknownTask(*task_id))?;
+    let mut pot = miners_share(task.fee);
+    for a in confiscations {
+        if let Some((_, seat)) = task.participants.seat_of(a) {
+            if let Some(t) = overlay.ticket(&seat.ticket) {
+                pot = add(pot, t.stake, "miners' pot")?;
+            }
+        }
+    }
+    Ok(rank_payouts(pot, ranking))
+}
+
+/// An evaluator's vote (Finalising only, one per selected evaluator); executes the verdict
+/// when it reaches a strict majority of the selected evaluators.
 pub(crate) fn charge_for_task(
     overlay: &mut Overlay<'_>,
     evaluator: Address,
@@ -179,26 +802,15 @@ pub(crate) fn charge_for_task(
     ctx: &BlockContext<'_>,
 ) -> Result<(), ConsensusError> {
     let task_id = v.task_id;
-    let task = open_task(overlay, &task_id)?;
-    // Syntax of the verdict first: it is the same for every evaluator.
-    no_duplicates("ranking", v.ranking)?;
-    no_duplicates("payouts", v.payouts.iter().map(|p| &p.to))?;
-    no_duplicates("confiscations", v.confiscations)?;
-    let mut total = Amount::ZERO;
-    for p in v.payouts {
-        if p.amount.is_zero() {
-            return Err(ConsensusError::ZeroAmount("payout"));
-        }
-        total = total.checked_add(p.amount).ok_or(ConsensusError::AmountOverflow("payouts"))?;
-    }
-    if total > task.escrow {
-        return Err(ConsensusError::PayoutsExceedEscrow { total, escrow: task.escrow });
-    }
-    authorize_worker(overlay, &task_id, &task, &evaluator, Role::Evaluator, ctx.height)?;
+    let task = task_in_phase(overlay, &task_id, role_action(Role::Evaluator), |s| {
+        matches!(s, TaskStatus::Finalising { .. })
+    })?;
+    authorize_worker(&task_id, &task, &evaluator, Role::Evaluator)?;
     let vote_key = StateKey::Verdict { task: task_id, evaluator };
     if overlay.get(&vote_key).is_some() {
         return Err(ConsensusError::DoubleVote { task: task_id, evaluator });
     }
+    let (confiscated, _) = check_verdict(overlay, &task_id, &task, &v)?;
     let verdict = verdict_hash(v.ranking, v.payouts, v.confiscations);
     overlay.set(vote_key, Some(StateValue::Hash(verdict)));
     let count_key = StateKey::VerdictVotes { task: task_id, verdict };
@@ -209,12 +821,33 @@ pub(crate) fn charge_for_task(
     .checked_add(1)
     .ok_or(ConsensusError::AmountOverflow("votes"))?;
     overlay.set(count_key, Some(StateValue::Count(votes)));
-    let evaluators = u64::from(task.definition.workers.evaluators);
+    let evaluators = u64::try_from(task.participants.evaluators.len()).unwrap_or(u64::MAX);
     let majority = votes.checked_mul(2).is_some_and(|twice| twice > evaluators);
     if majority {
-        execute_verdict(overlay, task_id, task, v, verdict, ctx.height)?;
+        execute_verdict(overlay, task_id, task, v, confiscated, verdict, ctx.height)?;
     }
     Ok(())
+}
+
+/// Credits `quota` in equal parts to `workers` (floored; the remainder stays in the pot).
+fn pay_equal(
+    overlay: &mut Overlay<'_>,
+    quota: Amount,
+    workers: &[Address],
+    settlement: &mut Settlement,
+) -> Result<Amount, ConsensusError> {
+    let n = u64::try_from(workers.len()).unwrap_or(u64::MAX);
+    let share = Amount(quota.units().checked_div(n).unwrap_or(0));
+    let mut paid = Amount::ZERO;
+    if share.is_zero() {
+        return Ok(paid);
+    }
+    for w in workers {
+        overlay.credit(w, share)?;
+        settlement.payouts.push(Payout { to: *w, amount: share });
+        paid = add(paid, share, "quota")?;
+    }
+    Ok(paid)
 }
 
 /// Pays a verdict that reached a majority; see the module docs for where the money goes.
@@ -223,25 +856,196 @@ fn execute_verdict(
     task_id: TaskId,
     mut task: TaskRecord,
     v: Verdict<'_>,
+    confiscated: Vec<Seat>,
     verdict: Hash,
     height: u64,
 ) -> Result<(), ConsensusError> {
-    let mut pot = task.escrow;
-    for worker in v.confiscations {
-        let taken = tickets::confiscate_all(overlay, worker)?;
-        pot = pot.checked_add(taken).ok_or(ConsensusError::AmountOverflow("verdict pot"))?;
+    let mut settlement = Settlement::default();
+    let mut available = task.escrow;
+    for seat in &confiscated {
+        let t = tickets::confiscate_ticket(overlay, &seat.ticket)?;
+        available = add(available, t.stake, "verdict pot")?;
+        settlement.confiscated_stake = add(settlement.confiscated_stake, t.stake, "confiscated")?;
     }
+    settlement.confiscated = confiscated;
+    let is_confiscated = |a: &Address| settlement.confiscated.iter().any(|s| s.worker == *a);
+    let mut paid = Amount::ZERO;
     for p in v.payouts {
-        pot = pot
-            .checked_sub(p.amount)
-            .ok_or(ConsensusError::PayoutsExceedEscrow { total: p.amount, escrow: pot })?;
         overlay.credit(&p.to, p.amount)?;
+        settlement.payouts.push(p.clone());
+        paid = add(paid, p.amount, "payouts")?;
     }
-    if !pot.is_zero() {
-        overlay.credit(&task.client, pot)?;
+    let supervisors: Vec<Address> = task
+        .participants
+        .supervisors
+        .iter()
+        .map(|s| s.worker)
+        .filter(|w| task.history_committers.contains(w) && !is_confiscated(w))
+        .collect();
+    let evaluators: Vec<Address> = task
+        .participants
+        .evaluators
+        .iter()
+        .map(|s| s.worker)
+        .filter(|w| {
+            overlay.hash_at(&StateKey::Verdict { task: task_id, evaluator: *w }) == Some(verdict)
+                && !is_confiscated(w)
+        })
+        .collect();
+    let s = pay_equal(overlay, supervisor_quota(task.fee), &supervisors, &mut settlement)?;
+    let e = pay_equal(overlay, evaluator_quota(task.fee), &evaluators, &mut settlement)?;
+    paid = add(add(paid, s, "payouts")?, e, "payouts")?;
+    for (_, seat) in task.participants.all() {
+        if !settlement.confiscated.iter().any(|c| c.ticket == seat.ticket) {
+            tickets::release_ticket(overlay, &seat.ticket)?;
+        }
     }
+    let refund = available
+        .checked_sub(paid)
+        .ok_or(ConsensusError::PayoutsExceedEscrow { total: paid, escrow: available })?;
+    if !refund.is_zero() {
+        overlay.credit(&task.client, refund)?;
+    }
+    settlement.refund = refund;
     task.escrow = Amount::ZERO;
-    task.status = TaskStatus::Closed { at: height, verdict };
-    overlay.set(StateKey::Task(task_id), Some(StateValue::Task(Box::new(task))));
+    task.status = TaskStatus::Completed { at: height, verdict };
+    task.settlement = Some(settlement);
+    save(overlay, task_id, task);
     Ok(())
+}
+
+// ---- blocks mined on client tasks --------------------------------------------------------
+
+/// A block whose PoUW proof trains a client task (a task in state) must train a task in
+/// Training, and its miner must be one of the task's selected miners. Checked against the
+/// parent state, before the block's own deadlines run. Blocks on other task ids (filler
+/// tasks) are the PoUW validator's business.
+pub fn check_block_task(state: &State, block: &Block) -> Result<(), ConsensusError> {
+    if block.proof.is_none() {
+        return Ok(());
+    }
+    let id = block.header.task_id;
+    let Some(task) = task_record(state, &id) else { return Ok(()) };
+    if task.status != TaskStatus::Training {
+        return Err(ConsensusError::WrongPhase {
+            task: id,
+            phase: task.status.name(),
+            action: "mine a block",
+        });
+    }
+    if !task.participants.miners.iter().any(|s| s.worker == block.header.miner) {
+        return Err(ConsensusError::NotAuthorized {
+            account: block.header.miner,
+            action: "mine a block as miner",
+            task: id,
+        });
+    }
+    Ok(())
+}
+
+// ---- queries -----------------------------------------------------------------------------
+
+/// The record of task `id` in `state`.
+pub fn task_record(state: &State, id: &TaskId) -> Option<TaskRecord> {
+    match state.get(&StateKey::Task(*id)) {
+        Some(StateValue::Task(t)) => Some((**t).clone()),
+        _ => None,
+    }
+}
+
+/// A submitted model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelView {
+    /// The miner.
+    pub miner: Address,
+    /// The model hash it submitted.
+    pub model_hash: Hash,
+}
+
+/// An evaluator's vote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerdictView {
+    /// The evaluator.
+    pub evaluator: Address,
+    /// The [`verdict_hash`] it voted for.
+    pub verdict: Hash,
+}
+
+/// Everything the chain knows about a task, for RPC and CLI.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TaskView {
+    /// Task id.
+    pub id: TaskId,
+    /// Phase (with the refusal reason, the verdict hash or the height it ended at).
+    pub phase: TaskStatus,
+    /// The client.
+    pub client: Address,
+    /// The fee paid.
+    pub fee: Amount,
+    /// Still in escrow.
+    pub escrow: Amount,
+    /// Height of the PayForTask block.
+    pub created_at: u64,
+    /// The selection and split seed (hash of the PayForTask block), once selected.
+    pub seed: Option<Hash>,
+    /// The split, once selected.
+    pub split: Option<TaskSplit>,
+    /// Height at which training ends.
+    pub training_deadline: u64,
+    /// Height at which an undecided task expires.
+    pub finalisation_deadline: u64,
+    /// Selected workers per role.
+    pub participants: Participants,
+    /// Submitted models.
+    pub models: Vec<ModelView>,
+    /// Supervisors that committed message-history roots.
+    pub history_committers: Vec<Address>,
+    /// Evaluator votes.
+    pub verdicts: Vec<VerdictView>,
+    /// What was paid (after completion, expiry or refusal).
+    pub settlement: Option<Settlement>,
+}
+
+/// The [`TaskView`] of task `id`, if it exists.
+pub fn task_view(state: &State, id: &TaskId) -> Option<TaskView> {
+    let rec = task_record(state, id)?;
+    let hash = |key: StateKey| match state.get(&key) {
+        Some(StateValue::Hash(h)) => Some(*h),
+        _ => None,
+    };
+    let selected = !matches!(rec.status, TaskStatus::Registered | TaskStatus::Refused { .. });
+    let models = rec
+        .models
+        .iter()
+        .filter_map(|m| {
+            hash(StateKey::SubmittedModel { task: *id, miner: *m })
+                .map(|model_hash| ModelView { miner: *m, model_hash })
+        })
+        .collect();
+    let verdicts = rec
+        .participants
+        .evaluators
+        .iter()
+        .filter_map(|s| {
+            hash(StateKey::Verdict { task: *id, evaluator: s.worker })
+                .map(|verdict| VerdictView { evaluator: s.worker, verdict })
+        })
+        .collect();
+    Some(TaskView {
+        id: *id,
+        client: rec.client,
+        fee: rec.fee,
+        escrow: rec.escrow,
+        created_at: rec.created_at,
+        seed: selected.then_some(rec.seed),
+        split: selected.then(|| task_split_of(&rec.definition, &rec.seed)),
+        training_deadline: rec.training_deadline,
+        finalisation_deadline: rec.finalisation_deadline,
+        models,
+        history_committers: rec.history_committers,
+        verdicts,
+        settlement: rec.settlement,
+        participants: rec.participants,
+        phase: rec.status,
+    })
 }

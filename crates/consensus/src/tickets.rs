@@ -1,9 +1,13 @@
 //! Staking tickets: buying, expiry at a fixed height, early release and confiscation.
 //!
-//! A ticket lives under three keys, written and removed together:
+//! A ticket lives under these keys, written and removed together:
 //! `Ticket(id)` (the record), `TicketExpiry { height, ticket }` (so the block at the expiry
-//! height finds it without a scan) and `OwnerTicket { owner, role, ticket }` (so authorisation
-//! and confiscation find a worker's tickets). While the ticket exists its stake is counted in
+//! height finds it without a scan), `OwnerTicket { owner, role, ticket }` (a worker's
+//! tickets) and, while no task has selected it, `FreeTicket { role, ticket }` (the pool the
+//! selection draws from). A selected ticket leaves the free pool and is bound to one task
+//! until the task ends, when it is released (stake back to the owner) or confiscated; the
+//! selection only takes tickets that outlive the task's finalisation deadline, so a bound
+//! ticket never reaches its expiry height. While the ticket exists its stake is counted in
 //! [`crate::State::total_value`]; it leaves either back to the owner (expiry, release) or to
 //! the caller (confiscation), never both.
 
@@ -11,14 +15,10 @@ use crate::{
     state::{Overlay, StateKey, StateValue, Ticket},
     ConsensusError,
 };
-use pouw_primitives::{Address, Amount, Hash, Role};
+use pouw_primitives::{Address, Hash, Role};
 
 const LOWEST: Hash = Hash([0; 32]);
 const HIGHEST: Hash = Hash([0xff; 32]);
-
-/// Every role, for scans over all of an owner's tickets.
-pub(crate) const ROLES: [Role; 4] =
-    [Role::Miner, Role::Supervisor, Role::Evaluator, Role::Verifier];
 
 /// Stores a new ticket (the stake must already have been debited from the owner).
 pub(crate) fn insert_ticket(overlay: &mut Overlay<'_>, id: Hash, ticket: Ticket) {
@@ -30,7 +30,28 @@ pub(crate) fn insert_ticket(overlay: &mut Overlay<'_>, id: Hash, ticket: Ticket)
         StateKey::OwnerTicket { owner: ticket.owner, role: ticket.role, ticket: id },
         Some(StateValue::Marker),
     );
+    overlay.set(StateKey::FreeTicket { role: ticket.role, ticket: id }, Some(StateValue::Marker));
     overlay.set(StateKey::Ticket(id), Some(StateValue::Ticket(ticket)));
+}
+
+/// Takes a ticket out of the free pool (it was selected for a task).
+pub(crate) fn bind_ticket(overlay: &mut Overlay<'_>, role: Role, id: &Hash) {
+    overlay.set(StateKey::FreeTicket { role, ticket: *id }, None);
+}
+
+/// The free (selectable) tickets of `role`, in id order.
+pub(crate) fn free_tickets(overlay: &Overlay<'_>, role: Role) -> Vec<Hash> {
+    overlay
+        .range_keys_inclusive(
+            &StateKey::FreeTicket { role, ticket: LOWEST },
+            &StateKey::FreeTicket { role, ticket: HIGHEST },
+        )
+        .into_iter()
+        .filter_map(|k| match k {
+            StateKey::FreeTicket { ticket, .. } => Some(ticket),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Removes a ticket and its index entries, returning it; its stake is now held by nobody, so
@@ -41,6 +62,7 @@ fn remove_ticket(overlay: &mut Overlay<'_>, id: &Hash) -> Result<Ticket, Consens
     overlay.set(StateKey::TicketExpiry { height: ticket.expires_at, ticket: *id }, None);
     overlay
         .set(StateKey::OwnerTicket { owner: ticket.owner, role: ticket.role, ticket: *id }, None);
+    overlay.set(StateKey::FreeTicket { role: ticket.role, ticket: *id }, None);
     Ok(ticket)
 }
 
@@ -91,21 +113,4 @@ pub fn tickets_of(overlay: &Overlay<'_>, owner: &Address, role: Role) -> Vec<Has
             _ => None,
         })
         .collect()
-}
-
-/// Confiscates every ticket `owner` holds (all roles) and returns the total stake taken.
-pub(crate) fn confiscate_all(
-    overlay: &mut Overlay<'_>,
-    owner: &Address,
-) -> Result<Amount, ConsensusError> {
-    let mut total = Amount::ZERO;
-    for role in ROLES {
-        for id in tickets_of(overlay, owner, role) {
-            let t = confiscate_ticket(overlay, &id)?;
-            total = total
-                .checked_add(t.stake)
-                .ok_or(ConsensusError::AmountOverflow("confiscated stakes"))?;
-        }
-    }
-    Ok(total)
 }

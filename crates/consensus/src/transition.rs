@@ -49,8 +49,10 @@ pub fn apply_block(
     spec: &ChainSpec,
 ) -> Result<StateDiff, ConsensusError> {
     let ctx = BlockContext::new(spec, &block.header);
+    tasks::check_block_task(state, block)?;
     let mut overlay = Overlay::new(state);
     tickets::expire_tickets(&mut overlay, ctx.height)?;
+    tasks::process_deadlines(&mut overlay, &ctx)?;
     crate::pouw::mark_iteration_used(&mut overlay, block)?;
     let mut fees = Amount::ZERO;
     let mut seen = std::collections::BTreeSet::new();
@@ -72,12 +74,29 @@ pub fn apply_block(
     Ok(overlay.into_diff())
 }
 
-/// Checks a transaction's stateless rules: chain id and signature.
+/// Checks a transaction's stateless rules: chain id, the kind's own rules (PayForTask:
+/// positive fee and a valid definition, see [`tasks::check_pay_for_task`]; BuyTicket: stake
+/// at least `spec.min_ticket_stake`; Transfer: positive amount), then the signature.
 pub fn check_tx_stateless(tx: &Transaction, spec: &ChainSpec) -> Result<(), ConsensusError> {
     if tx.body.chain_id != spec.chain_id {
         return Err(ConsensusError::WrongChain { expected: spec.chain_id, got: tx.body.chain_id });
     }
+    match &tx.body.kind {
+        TxKind::PayForTask { task, fee } => tasks::check_pay_for_task(task, *fee)?,
+        TxKind::BuyTicket { stake, .. } => check_ticket_stake(*stake, spec)?,
+        TxKind::Transfer { amount, .. } if amount.is_zero() => {
+            return Err(ConsensusError::ZeroAmount("transfer amount"))
+        }
+        _ => {}
+    }
     tx.verify_signature()?;
+    Ok(())
+}
+
+fn check_ticket_stake(stake: Amount, spec: &ChainSpec) -> Result<(), ConsensusError> {
+    if stake.is_zero() || stake < spec.min_ticket_stake {
+        return Err(ConsensusError::StakeTooLow { stake, min: spec.min_ticket_stake });
+    }
     Ok(())
 }
 
@@ -119,12 +138,7 @@ pub fn apply_tx(
             tasks::pay_for_task(overlay, tx.hash(), sender, task, *fee, ctx)
         }
         TxKind::BuyTicket { role, stake, preferences, expires_at } => {
-            if *stake < ctx.spec.min_ticket_stake {
-                return Err(ConsensusError::StakeTooLow {
-                    stake: *stake,
-                    min: ctx.spec.min_ticket_stake,
-                });
-            }
+            check_ticket_stake(*stake, ctx.spec)?;
             let max = ctx.height.saturating_add(ctx.spec.max_ticket_blocks);
             if *expires_at <= ctx.height || *expires_at > max {
                 return Err(ConsensusError::BadTicketExpiry {
@@ -146,7 +160,7 @@ pub fn apply_tx(
             Ok(())
         }
         TxKind::MessageHistory { task_id, slot, root } => {
-            tasks::message_history(overlay, sender, *task_id, *slot, *root, ctx)
+            tasks::message_history(overlay, sender, *task_id, *slot, *root)
         }
         TxKind::SubmitModel { task_id, model_hash } => {
             tasks::submit_model(overlay, sender, *task_id, *model_hash, ctx)

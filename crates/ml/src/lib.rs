@@ -37,6 +37,7 @@ pub mod kernels;
 pub mod ops;
 
 mod batch;
+mod client_task;
 mod dataset;
 mod export;
 mod hash;
@@ -48,6 +49,7 @@ mod spec;
 mod task;
 
 pub use batch::{Batch, BatchError};
+pub use client_task::{client_task, load_client_task, ClientTask, ClientTaskError};
 pub use dataset::{BatchSchedule, Dataset, DatasetError, Segment, Split, SplitError};
 pub use export::{
     from_safetensors, load_safetensors, save_safetensors, to_safetensors, ExportError,

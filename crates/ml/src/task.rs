@@ -71,6 +71,10 @@ pub struct DatasetSpec {
     /// Fraction of segments for validation (default 0).
     #[serde(default)]
     pub validation_fraction: f64,
+    /// The hashes of the segments, hex (client tasks, optional): if given, each must match
+    /// the hash of the data ([`crate::client_task`] checks them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segment_hashes: Vec<String>,
 }
 
 fn default_segments() -> u32 {
@@ -92,11 +96,23 @@ pub struct WorkersSpec {
     pub evaluators: u32,
     /// Only workers with a GPU (default false).
     pub needs_gpu: bool,
+    /// Byzantine faults the supervisor and evaluator committees must tolerate; each needs at
+    /// least `3 * max_faulty + 1` members (default 0).
+    pub max_faulty: u32,
+    /// Smallest stake a worker's ticket must lock, in coins (default "0": the chain minimum).
+    pub min_stake: Coins,
 }
 
 impl Default for WorkersSpec {
     fn default() -> Self {
-        Self { miners: 3, supervisors: 3, evaluators: 3, needs_gpu: false }
+        Self {
+            miners: 3,
+            supervisors: 3,
+            evaluators: 3,
+            needs_gpu: false,
+            max_faulty: 0,
+            min_stake: Coins(0),
+        }
     }
 }
 
@@ -106,13 +122,15 @@ impl Default for WorkersSpec {
 pub struct PaymentSpec {
     /// The fee, in coins as a decimal string (at most 8 decimals; default "0").
     pub fee: Coins,
-    /// Blocks after registration by which training must end (default 10000).
+    /// Blocks of training, counted from the selection block (default 10000).
     pub deadline_blocks: u64,
+    /// Blocks the evaluators have after training to agree on a verdict (default 1000).
+    pub evaluation_blocks: u64,
 }
 
 impl Default for PaymentSpec {
     fn default() -> Self {
-        Self { fee: Coins(0), deadline_blocks: 10_000 }
+        Self { fee: Coins(0), deadline_blocks: 10_000, evaluation_blocks: 1_000 }
     }
 }
 
@@ -283,6 +301,9 @@ impl TaskFile {
         }
         if self.payment.deadline_blocks == 0 {
             return Err(invalid("payment.deadline_blocks", "must be at least 1".into()));
+        }
+        if self.payment.evaluation_blocks == 0 {
+            return Err(invalid("payment.evaluation_blocks", "must be at least 1".into()));
         }
         Ok(())
     }

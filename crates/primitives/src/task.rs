@@ -172,6 +172,41 @@ pub struct DatasetDef {
     pub validation_permille: u16,
 }
 
+impl DatasetDef {
+    /// Number of segments in the test set: `round(test_permille * 10 / 1000)` (half up, in
+    /// integers), the last ones of the shuffled segment list.
+    pub fn test_segments(&self) -> u64 {
+        permille_of_segments(self.test_permille)
+    }
+
+    /// Number of segments in the validation set (`round(validation_permille * 10 / 1000)`),
+    /// taken just before the test segments.
+    pub fn validation_segments(&self) -> u64 {
+        permille_of_segments(self.validation_permille)
+    }
+
+    /// Number of training segments (`10 - test - validation`; 0 if the fractions leave none).
+    pub fn train_segments(&self) -> u64 {
+        (DATASET_SEGMENTS as u64)
+            .saturating_sub(self.test_segments())
+            .saturating_sub(self.validation_segments())
+    }
+
+    /// Samples per segment (`samples / 10`, remainder dropped as the engine does).
+    pub fn segment_samples(&self) -> u64 {
+        self.samples / DATASET_SEGMENTS as u64
+    }
+
+    /// Samples the miners train on: samples per segment times training segments.
+    pub fn train_samples(&self) -> u64 {
+        self.segment_samples().saturating_mul(self.train_segments())
+    }
+}
+
+fn permille_of_segments(permille: u16) -> u64 {
+    (u64::from(permille) * DATASET_SEGMENTS as u64 + 500) / 1000
+}
+
 /// How many workers of each role the task wants, and how many faults it must tolerate.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct WorkersWanted {
@@ -233,6 +268,29 @@ pub enum TaskDefError {
         field: &'static str,
         /// What is wrong.
         reason: String,
+    },
+    /// The mini-batch is larger than the training set.
+    #[error(
+        "task field `optimizer.batch_size` is invalid: batch of {batch} samples is larger than \
+         the {train_samples} training samples of the dataset"
+    )]
+    BatchLargerThanTrainingSet {
+        /// The batch size.
+        batch: u32,
+        /// Training samples (samples per segment x training segments).
+        train_samples: u64,
+    },
+    /// A supervisor or evaluator committee cannot tolerate the declared faults.
+    #[error(
+        "task field `{field}` is invalid: {n} cannot tolerate {max_faulty} faults (needs n >= 3f + 1)"
+    )]
+    CommitteeTooSmall {
+        /// `workers.supervisors` or `workers.evaluators`.
+        field: &'static str,
+        /// The committee size.
+        n: u16,
+        /// `workers.max_faulty`.
+        max_faulty: u16,
     },
 }
 
@@ -330,6 +388,21 @@ impl TaskDefinition {
         if d.validation_permille >= 1000 {
             return Err(bad("dataset.validation_permille", "must be below 1000"));
         }
+        if d.test_segments() == 0 {
+            return Err(bad("dataset.test_permille", "leaves no test segment out of 10"));
+        }
+        if d.train_segments() == 0 {
+            return Err(bad(
+                "dataset.test_permille",
+                "test and validation leave no training segment",
+            ));
+        }
+        if u64::from(o.batch_size) > d.train_samples() {
+            return Err(TaskDefError::BatchLargerThanTrainingSet {
+                batch: o.batch_size,
+                train_samples: d.train_samples(),
+            });
+        }
         let w = &self.workers;
         if w.miners == 0 {
             return Err(bad("workers.miners", "need at least one miner"));
@@ -341,10 +414,11 @@ impl TaskDefinition {
             match needed {
                 Some(needed) if n >= needed => {}
                 _ => {
-                    return Err(bad(
+                    return Err(TaskDefError::CommitteeTooSmall {
                         field,
-                        format!("{n} cannot tolerate {} faults (n >= 3f + 1)", w.max_faulty),
-                    ))
+                        n,
+                        max_faulty: w.max_faulty,
+                    })
                 }
             }
         }

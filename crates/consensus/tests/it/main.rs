@@ -4,5 +4,6 @@
 
 mod common;
 mod header;
+mod lifecycle;
 mod props;
 mod rules;

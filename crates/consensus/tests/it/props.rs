@@ -2,12 +2,13 @@
 
 use crate::common::*;
 use pouw_consensus::{
-    apply_block, check_block_body, genesis_state, pouw::check_proof_structure, Account, BlockUndo,
-    State, StateDiff, StateKey, StateValue, TaskRecord, TaskStatus, Ticket,
+    apply_block, check_block_body, expected_payouts, genesis_state, pouw::check_proof_structure,
+    Account, BlockUndo, Participants, Refusal, Seat, Settlement, State, StateDiff, StateKey,
+    StateValue, TaskRecord, TaskStatus, Ticket,
 };
 use pouw_primitives::{
-    codec, test_utils::*, Amount, Block, Canonical, Hash, Payout, Role, TicketPreferences,
-    Transaction, TxKind, COIN,
+    codec, test_utils::*, Amount, Block, Canonical, Hash, Role, TicketPreferences, Transaction,
+    TxKind, COIN,
 };
 use proptest::{collection::vec, prelude::*, sample::Index};
 
@@ -32,7 +33,41 @@ fn any_state_key() -> impl Strategy<Value = StateKey> {
             .prop_map(|(task, evaluator)| StateKey::Verdict { task, evaluator }),
         (any_hash(), any_hash())
             .prop_map(|(task, verdict)| StateKey::VerdictVotes { task, verdict }),
+        (any_role(), any_hash()).prop_map(|(role, ticket)| StateKey::FreeTicket { role, ticket }),
+        (any::<u64>(), any_hash())
+            .prop_map(|(height, task)| StateKey::TaskDeadline { height, task }),
     ]
+}
+
+fn any_seat() -> impl Strategy<Value = Seat> {
+    (any_public_key(), any_hash()).prop_map(|(worker, ticket)| Seat { worker, ticket })
+}
+
+fn any_status() -> impl Strategy<Value = TaskStatus> {
+    prop_oneof![
+        Just(TaskStatus::Registered),
+        Just(TaskStatus::Training),
+        any::<u64>().prop_map(|since| TaskStatus::Finalising { since }),
+        (any::<u64>(), any_hash()).prop_map(|(at, verdict)| TaskStatus::Completed { at, verdict }),
+        any::<u64>().prop_map(|at| TaskStatus::Expired { at }),
+        (any::<u64>(), any_role(), any::<u16>(), any::<u32>()).prop_map(
+            |(at, role, wanted, available)| TaskStatus::Refused {
+                at,
+                reason: Refusal::NotEnoughWorkers { role, wanted, available }
+            }
+        ),
+    ]
+}
+
+fn any_settlement() -> impl Strategy<Value = Settlement> {
+    (vec(any_payout(), 0..3), vec(any_seat(), 0..2), any_amount(), any_amount()).prop_map(
+        |(payouts, confiscated, confiscated_stake, refund)| Settlement {
+            payouts,
+            confiscated,
+            confiscated_stake,
+            refund,
+        },
+    )
 }
 
 fn any_state_value() -> impl Strategy<Value = StateValue> {
@@ -58,27 +93,38 @@ fn any_state_value() -> impl Strategy<Value = StateValue> {
                 })
             }),
         (
-            any_public_key(),
-            any_task(),
-            any_amount(),
-            any::<u64>(),
-            any_hash(),
-            proptest::option::of((any::<u64>(), any_hash()))
+            (any_public_key(), any_task(), any_amount(), any_amount()),
+            (any::<u64>(), any_hash(), any_hash(), any::<u64>(), any::<u64>()),
+            (vec(any_seat(), 0..3), vec(any_seat(), 0..2), vec(any_seat(), 0..2)),
+            (vec(any_public_key(), 0..2), vec(any_public_key(), 0..2)),
+            (any_status(), proptest::option::of(any_settlement())),
         )
-            .prop_map(|(client, definition, escrow, created_at, created_in, closed)| {
-                let status = match closed {
-                    None => TaskStatus::Open,
-                    Some((at, verdict)) => TaskStatus::Closed { at, verdict },
-                };
-                StateValue::Task(Box::new(TaskRecord {
-                    client,
-                    definition,
-                    escrow,
-                    created_at,
-                    created_in,
-                    status,
-                }))
-            }),
+            .prop_map(
+                |(
+                    (client, definition, fee, escrow),
+                    (created_at, created_in, seed, training_deadline, finalisation_deadline),
+                    (miners, supervisors, evaluators),
+                    (models, history_committers),
+                    (status, settlement),
+                )| {
+                    StateValue::Task(Box::new(TaskRecord {
+                        client,
+                        definition,
+                        fee,
+                        escrow,
+                        created_at,
+                        created_in,
+                        seed,
+                        training_deadline,
+                        finalisation_deadline,
+                        participants: Participants { miners, supervisors, evaluators },
+                        models,
+                        history_committers,
+                        status,
+                        settlement,
+                    }))
+                },
+            ),
         Just(StateValue::Marker),
         any_hash().prop_map(StateValue::Hash),
         any::<u64>().prop_map(StateValue::Count),
@@ -194,10 +240,10 @@ fn materialize(
     let tasks = tasks_in(state);
     let pick = |ix: &usize| {
         if tasks.is_empty() {
-            (Hash::digest(b"no task"), Amount::ZERO)
+            (Hash::digest(b"no task"), None)
         } else {
             let (id, r) = &tasks[*ix % tasks.len()];
-            (*id, r.escrow)
+            (*id, Some(r.clone()))
         }
     };
     let kind = match a {
@@ -206,6 +252,8 @@ fn materialize(
         }
         Action::PayForTask { fee, evaluators, broken, .. } => {
             let mut task = valid_task(*evaluators);
+            task.deadlines.training_blocks = 1;
+            task.deadlines.evaluation_blocks = 2;
             if *broken {
                 task.optimizer.batch_size = 0;
             }
@@ -226,26 +274,24 @@ fn materialize(
             TxKind::SubmitModel { task_id: pick(task).0, model_hash: Hash::digest(b"m") }
         }
         Action::Charge { task, verdict, .. } => {
-            let (task_id, escrow) = pick(task);
-            let v = u64::from(*verdict);
-            let payouts = if escrow.is_zero() {
-                vec![]
-            } else {
-                vec![
-                    Payout { to: addr(0), amount: Amount(escrow.0 / (2 + v)) },
-                    Payout { to: addr(1), amount: Amount(escrow.0 / 4) },
-                ]
-                .into_iter()
-                .filter(|p| !p.amount.is_zero())
-                .collect()
+            // The ranking of the miners that submitted; verdict 1 tampers with the payouts,
+            // verdict 2 confiscates the first supervisor.
+            let (task_id, rec) = pick(task);
+            let ranking: Vec<_> = rec.as_ref().map(|r| r.models.clone()).unwrap_or_default();
+            let confiscations: Vec<_> = match (verdict, &rec) {
+                (2, Some(r)) => {
+                    r.participants.supervisors.iter().map(|s| s.worker).take(1).collect()
+                }
+                _ => vec![],
             };
-            let confiscations = if v == 1 { vec![addr(5)] } else { vec![] };
-            TxKind::ChargeForTask {
-                task_id,
-                ranking: vec![addr(1), addr(0)],
-                payouts,
-                confiscations,
+            let mut payouts =
+                expected_payouts(state, &task_id, &ranking, &confiscations).unwrap_or_default();
+            if *verdict == 1 {
+                if let Some(p) = payouts.first_mut() {
+                    p.amount = Amount(p.amount.0 + 1);
+                }
             }
+            TxKind::ChargeForTask { task_id, ranking, payouts, confiscations }
         }
         Action::BadNonce { .. } => TxKind::Transfer { to: addr(0), amount: Amount(1) },
     };
@@ -419,16 +465,17 @@ proptest! {
 /// property tests above are not vacuous.
 #[test]
 fn random_activity_reaches_every_kind() {
+    // Tickets first (one per role), then the task (training 1 block, evaluation 2: it ends at
+    // block 4 + 1 + 1 + 2 = 8, before every ticket expires), selected at block 5.
     let acts = vec![
-        Action::PayForTask { from: 0, fee: 100 * COIN, evaluators: 1, broken: false },
         Action::BuyTicket { from: 1, role: Role::Evaluator, stake: 20 * COIN, expiry: 8 },
         Action::BuyTicket { from: 2, role: Role::Miner, stake: 20 * COIN, expiry: 8 },
         Action::BuyTicket { from: 3, role: Role::Supervisor, stake: 20 * COIN, expiry: 8 },
-        Action::BuyTicket { from: 5, role: Role::Miner, stake: 20 * COIN, expiry: 8 },
+        Action::PayForTask { from: 0, fee: 100 * COIN, evaluators: 1, broken: false },
         Action::Submit { from: 2, task: 0 },
         Action::History { from: 3, task: 0, slot: 0 },
+        Action::Charge { from: 1, task: 0, verdict: 0 },
         Action::Transfer { from: 4, to: 0, amount: 5 },
-        Action::Charge { from: 1, task: 0, verdict: 1 },
     ];
     let spec = spec();
     let mut state = genesis_state(&spec).unwrap();
@@ -437,6 +484,6 @@ fn random_activity_reaches_every_kind() {
     let applied: usize = chain.iter().map(|(b, _)| b.transactions.len()).sum();
     assert_eq!(applied, acts.len());
     let (_, task) = &tasks_in(&state)[0];
-    assert!(matches!(task.status, TaskStatus::Closed { .. }));
-    assert_eq!(state.total_value().unwrap(), total + 9 * u128::from(spec.block_reward.0));
+    assert!(matches!(task.status, TaskStatus::Completed { .. }), "{:?}", task.status);
+    assert_eq!(state.total_value().unwrap(), total + 8 * u128::from(spec.block_reward.0));
 }

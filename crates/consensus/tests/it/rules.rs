@@ -5,7 +5,7 @@ use pouw_consensus::{
     apply_tx, genesis_state, BlockContext, ConsensusError as E, Overlay, StateKey, TaskStatus,
 };
 use pouw_primitives::{
-    test_utils::valid_task, Allocation, Amount, Hash, Payout, Role, TicketPreferences, TxKind, COIN,
+    test_utils::valid_task, Allocation, Amount, Role, TicketPreferences, TxKind, COIN,
 };
 
 fn transfer(to: usize, amount: u64) -> TxKind {
@@ -134,7 +134,8 @@ fn pay_for_task_escrows_the_fee() {
     assert_eq!(rec.client, addr(0));
     assert_eq!(rec.created_at, 1);
     assert_eq!(rec.created_in, parent_seed);
-    assert_eq!(rec.status, TaskStatus::Open);
+    assert_eq!(rec.status, TaskStatus::Registered);
+    assert_eq!(rec.fee, Amount(7 * COIN));
     assert_eq!(l.balance(&addr(0)), Amount(before.0 - 7 * COIN - 1));
 }
 
@@ -173,36 +174,25 @@ fn stake_too_low_and_bad_expiry() {
     }
 }
 
-/// Sets up a task from account 0 (fee 1000 coins) and returns its id.
-fn open_task(l: &mut Ledger, evaluators: u16) -> Hash {
-    let t = l.tx(0, TxKind::PayForTask { task: valid_task(evaluators), fee: Amount(1_000 * COIN) });
-    let id = t.hash();
-    l.apply_one(t).unwrap();
-    id
-}
-
 #[test]
-fn ticket_returned_exactly_at_expiry_and_unusable_after() {
+fn ticket_returned_exactly_at_expiry() {
     let mut l = Ledger::new();
-    let task = open_task(&mut l, 1); // block 1
+    l.apply(vec![]).unwrap(); // block 1
     let stake = 20 * COIN;
     let before = l.balance(&addr(1));
     let t = l.tx(1, ticket(Role::Supervisor, stake, 4));
     let id = t.hash();
     l.apply_one(t).unwrap(); // block 2
     assert_eq!(l.balance(&addr(1)), Amount(before.0 - stake - 1));
-    let history = |slot| TxKind::MessageHistory { task_id: task, slot, root: Hash::digest(b"r") };
-    l.apply_one(l.tx(1, history(0))).unwrap(); // block 3: usable
+    let free = StateKey::FreeTicket { role: Role::Supervisor, ticket: id };
+    assert!(l.state.get(&free).is_some());
+    l.apply(vec![]).unwrap(); // block 3: still locked
     assert!(l.state.get(&StateKey::Ticket(id)).is_some());
-    // Block 4 = expiry: released at the start of the block, before its transactions.
-    let err = l.apply_one(l.tx(1, history(1))).unwrap_err();
-    assert!(matches!(err, E::NotAuthorized { .. }), "{err:?}");
-    l.apply(vec![]).unwrap(); // block 4
+    l.apply(vec![]).unwrap(); // block 4 = expiry: released at the start of the block
     assert!(l.state.get(&StateKey::Ticket(id)).is_none());
     assert!(l.state.get(&StateKey::TicketExpiry { height: 4, ticket: id }).is_none());
-    assert_eq!(l.balance(&addr(1)), Amount(before.0 - 2)); // two fees paid, stake back
-    let err = l.apply_one(l.tx(1, history(1))).unwrap_err(); // block 5
-    assert!(matches!(err, E::NotAuthorized { .. }), "{err:?}");
+    assert!(l.state.get(&free).is_none());
+    assert_eq!(l.balance(&addr(1)), Amount(before.0 - 1)); // fee paid, stake back
 }
 
 #[test]
@@ -218,139 +208,4 @@ fn release_ticket_early_returns_the_stake() {
     assert_eq!(o.account(&addr(1)).balance, Amount(before.0 + 20 * COIN));
     assert!(pouw_consensus::tickets_of(&o, &addr(1), Role::Miner).is_empty());
     assert_eq!(pouw_consensus::release_ticket(&mut o, &id), Err(E::UnknownTicket(id)));
-}
-
-#[test]
-fn unauthorised_task_transactions() {
-    let mut l = Ledger::new();
-    let task = open_task(&mut l, 1);
-    let history = TxKind::MessageHistory { task_id: task, slot: 0, root: Hash::ZERO };
-    let model = TxKind::SubmitModel { task_id: task, model_hash: Hash::digest(b"m") };
-    let verdict = TxKind::ChargeForTask {
-        task_id: task,
-        ranking: vec![],
-        payouts: vec![],
-        confiscations: vec![],
-    };
-    for kind in [history.clone(), model.clone(), verdict.clone()] {
-        let err = l.apply_one(l.tx(2, kind)).unwrap_err();
-        assert!(matches!(err, E::NotAuthorized { .. }), "{err:?}");
-    }
-    // A ticket of the wrong role does not help.
-    l.apply_one(l.tx(2, ticket(Role::Verifier, 20 * COIN, 9))).unwrap();
-    for kind in [history, model, verdict] {
-        let err = l.apply_one(l.tx(2, kind)).unwrap_err();
-        assert!(matches!(err, E::NotAuthorized { .. }), "{err:?}");
-    }
-    let unknown = TxKind::SubmitModel { task_id: Hash::digest(b"?"), model_hash: Hash::ZERO };
-    assert!(matches!(l.apply_one(l.tx(2, unknown)), Err(E::UnknownTask(_))));
-}
-
-#[test]
-fn models_and_histories_are_recorded_once() {
-    let mut l = Ledger::new();
-    let task = open_task(&mut l, 1);
-    l.apply(vec![
-        l.tx(1, ticket(Role::Miner, 20 * COIN, 9)),
-        l.tx(2, ticket(Role::Supervisor, 20 * COIN, 9)),
-    ])
-    .unwrap();
-    let m = Hash::digest(b"model");
-    l.apply_one(l.tx(1, TxKind::SubmitModel { task_id: task, model_hash: m })).unwrap();
-    let key = StateKey::SubmittedModel { task, miner: addr(1) };
-    assert_eq!(l.state.get(&key), Some(&pouw_consensus::StateValue::Hash(m)));
-    let again = l.tx(1, TxKind::SubmitModel { task_id: task, model_hash: m });
-    assert!(matches!(l.apply_one(again), Err(E::AlreadyRecorded { .. })));
-    let r = Hash::digest(b"root");
-    l.apply_one(l.tx(2, TxKind::MessageHistory { task_id: task, slot: 3, root: r })).unwrap();
-    let key = StateKey::MessageHistory { task, slot: 3, supervisor: addr(2) };
-    assert_eq!(l.state.get(&key), Some(&pouw_consensus::StateValue::Hash(r)));
-    let again = l.tx(2, TxKind::MessageHistory { task_id: task, slot: 3, root: r });
-    assert!(matches!(l.apply_one(again), Err(E::AlreadyRecorded { .. })));
-}
-
-fn charge(task: Hash, payouts: &[(usize, u64)], confiscations: &[usize]) -> TxKind {
-    TxKind::ChargeForTask {
-        task_id: task,
-        ranking: vec![addr(5)],
-        payouts: payouts
-            .iter()
-            .map(|&(i, c)| Payout { to: addr(i), amount: Amount(c * COIN) })
-            .collect(),
-        confiscations: confiscations.iter().map(|&i| addr(i)).collect(),
-    }
-}
-
-#[test]
-fn majority_verdict_pays_confiscates_refunds_and_closes() {
-    let mut l = Ledger::new();
-    let task = open_task(&mut l, 3); // 1000 coins escrowed by account 0
-    l.apply(vec![
-        l.tx(2, ticket(Role::Evaluator, 20 * COIN, 9)),
-        l.tx(3, ticket(Role::Evaluator, 20 * COIN, 9)),
-        l.tx(4, ticket(Role::Evaluator, 20 * COIN, 9)),
-        l.tx(7, ticket(Role::Miner, 30 * COIN, 9)),
-    ])
-    .unwrap();
-    let total = l.state.total_value().unwrap();
-    let good = charge(task, &[(5, 600), (6, 100)], &[7]);
-    let other = charge(task, &[(5, 700)], &[]);
-
-    l.apply_one(l.tx(2, good.clone())).unwrap(); // 1 of 3: no effect
-    assert!(matches!(l.apply_one(l.tx(2, good.clone())), Err(E::DoubleVote { .. })));
-    l.apply_one(l.tx(3, other)).unwrap(); // a different verdict counts separately
-    let (c, p5, p6) = (l.balance(&addr(0)), l.balance(&addr(5)), l.balance(&addr(6)));
-    assert!(matches!(
-        l.state.get(&StateKey::Task(task)),
-        Some(pouw_consensus::StateValue::Task(r)) if r.status == TaskStatus::Open
-    ));
-
-    l.apply_one(l.tx(4, good.clone())).unwrap(); // 2 of 3: executes
-    assert_eq!(l.balance(&addr(5)), Amount(p5.0 + 600 * COIN));
-    assert_eq!(l.balance(&addr(6)), Amount(p6.0 + 100 * COIN));
-    // Client gets the rest of the escrow plus the confiscated stake: 1000 - 700 + 30.
-    assert_eq!(l.balance(&addr(0)), Amount(c.0 + 330 * COIN));
-    assert!(pouw_consensus::tickets_of(&Overlay::new(&l.state), &addr(7), Role::Miner).is_empty());
-    match l.state.get(&StateKey::Task(task)) {
-        Some(pouw_consensus::StateValue::Task(r)) => {
-            assert_eq!(r.escrow, Amount::ZERO);
-            assert!(matches!(r.status, TaskStatus::Closed { at: 5, .. }));
-        }
-        other => panic!("{other:?}"),
-    }
-    // Money is conserved: only the 3 blocks' rewards were added.
-    assert_eq!(l.state.total_value().unwrap(), total + 3 * u128::from(l.spec.block_reward.0));
-    // Closed: nothing more.
-    assert_eq!(l.apply_one(l.tx(3, good)), Err(E::TaskClosed(task)));
-}
-
-#[test]
-fn malformed_verdicts() {
-    let mut l = Ledger::new();
-    let task = open_task(&mut l, 1);
-    l.apply_one(l.tx(2, ticket(Role::Evaluator, 20 * COIN, 9))).unwrap();
-    let too_much = charge(task, &[(5, 600), (6, 401)], &[]);
-    assert!(matches!(l.apply_one(l.tx(2, too_much)), Err(E::PayoutsExceedEscrow { .. })));
-    let dup = charge(task, &[(5, 1), (5, 1)], &[]);
-    assert!(matches!(
-        l.apply_one(l.tx(2, dup)),
-        Err(E::DuplicateInVerdict { list: "payouts", .. })
-    ));
-    let mut dup_rank = charge(task, &[], &[]);
-    if let TxKind::ChargeForTask { ranking, .. } = &mut dup_rank {
-        ranking.push(addr(5));
-    }
-    assert!(matches!(
-        l.apply_one(l.tx(2, dup_rank)),
-        Err(E::DuplicateInVerdict { list: "ranking", .. })
-    ));
-    let dup_conf = charge(task, &[], &[7, 7]);
-    assert!(matches!(l.apply_one(l.tx(2, dup_conf)), Err(E::DuplicateInVerdict { .. })));
-    let zero = charge(task, &[(5, 0)], &[]);
-    assert_eq!(l.apply_one(l.tx(2, zero)), Err(E::ZeroAmount("payout")));
-    // A lone evaluator of a one-evaluator task is a majority: the whole escrow paid out.
-    let all = charge(task, &[(5, 1000)], &[]);
-    let before = l.balance(&addr(0));
-    l.apply_one(l.tx(2, all)).unwrap();
-    assert_eq!(l.balance(&addr(0)), before);
 }

@@ -1,0 +1,864 @@
+//! The task lifecycle (design/005): selection, split, phases and deadlines, authorisation,
+//! payouts, refunds and conservation of money, through `apply_block`.
+
+use crate::common::{addr, key, miner, spec, tx, unwrap_tx_error};
+use pouw_consensus::{
+    apply_block, check_block_task, check_tx_stateless, check_workers_available, evaluator_quota,
+    expected_payouts, genesis_state, miners_share, rank_payouts, select_weighted, split_segments,
+    supervisor_quota, task_record, task_split, task_split_of, task_view, verdict_hash, Candidate,
+    ConsensusError as E, Refusal, State, StateDiff, StateKey, TaskRecord, TaskStatus,
+};
+use pouw_primitives::{
+    codec, test_utils::valid_task, Activation, Address, Amount, Block, ChainSpec, CompactTarget,
+    Hash, Header, LayerDef, Payout, Role, TaskDefinition, TicketPreferences, Timestamp,
+    Transaction, TxKind, COIN, HEADER_VERSION,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A chain of test blocks with real `prev_hash` links (so the selection seed is the hash of the
+/// PayForTask block) and tickets that may live long enough for a task.
+struct Chain {
+    spec: ChainSpec,
+    state: State,
+    height: u64,
+    tip: Hash,
+    hashes: Vec<Hash>,
+    genesis_total: u128,
+}
+
+impl Chain {
+    fn new() -> Self {
+        let mut spec = spec();
+        spec.max_ticket_blocks = 1_000;
+        let state = genesis_state(&spec).unwrap();
+        let genesis_total = state.total_value().unwrap();
+        Self {
+            spec,
+            state,
+            height: 0,
+            tip: Hash::digest(b"genesis"),
+            hashes: vec![],
+            genesis_total,
+        }
+    }
+
+    fn block(&self, txs: Vec<Transaction>) -> Block {
+        let header = Header {
+            version: HEADER_VERSION,
+            height: self.height + 1,
+            prev_hash: self.tip,
+            tx_root: Block::compute_tx_root(&txs),
+            state_root: Hash::ZERO,
+            timestamp: Timestamp((self.height + 1) * 5_000),
+            target: CompactTarget(0x2000_ffff),
+            miner: miner(),
+            task_id: Hash::ZERO,
+            msg_hash: Hash::ZERO,
+            msg_history_root: Hash::ZERO,
+            nonce: Hash::ZERO,
+        };
+        Block { header, signature: Default::default(), proof: None, transactions: txs }
+    }
+
+    fn apply(&mut self, txs: Vec<Transaction>) -> Result<StateDiff, E> {
+        let b = self.block(txs);
+        let diff = apply_block(&self.state, &b, &self.spec).map_err(unwrap_tx_error)?;
+        self.state.apply_diff(&diff);
+        self.height += 1;
+        self.tip = b.header.hash();
+        self.hashes.push(self.tip);
+        // Conservation after every block: only block rewards add money.
+        let reward = u128::from(self.spec.block_reward.0) * u128::from(self.height as u32);
+        assert_eq!(self.state.total_value().unwrap(), self.genesis_total + reward);
+        assert_eq!(self.state.root(), self.state.recompute_root());
+        Ok(diff)
+    }
+
+    fn tx(&self, i: usize, kind: TxKind) -> Transaction {
+        tx(&self.spec, &key(i), self.state.account(&addr(i)).nonce, 1, kind)
+    }
+
+    fn one(&mut self, i: usize, kind: TxKind) -> Result<StateDiff, E> {
+        let t = self.tx(i, kind);
+        self.apply(vec![t])
+    }
+
+    fn empty(&mut self) {
+        self.apply(vec![]).unwrap();
+    }
+
+    fn balance(&self, i: usize) -> u64 {
+        self.state.account(&addr(i)).balance.0
+    }
+
+    fn task(&self, id: &Hash) -> TaskRecord {
+        task_record(&self.state, id).unwrap()
+    }
+
+    /// Buys tickets (one block): `(account, role, stake in coins)`, returns their ids.
+    fn tickets(&mut self, list: &[(usize, Role, u64)]) -> Vec<Hash> {
+        self.tickets_until(list, self.height + 1 + 900)
+    }
+
+    /// [`Chain::tickets`] expiring at `expires_at`.
+    fn tickets_until(&mut self, list: &[(usize, Role, u64)], expires_at: u64) -> Vec<Hash> {
+        // Several tickets of one account need consecutive nonces.
+        let mut nonces: BTreeMap<usize, u64> = BTreeMap::new();
+        let txs: Vec<Transaction> = list
+            .iter()
+            .map(|&(i, role, stake)| {
+                let n = nonces.entry(i).or_insert(self.state.account(&addr(i)).nonce);
+                let t = tx(&self.spec, &key(i), *n, 1, ticket(role, stake, expires_at));
+                *n += 1;
+                t
+            })
+            .collect();
+        let ids = txs.iter().map(Transaction::hash).collect();
+        self.apply(txs).unwrap();
+        ids
+    }
+
+    /// Account 0 pays for `def` with `fee_coins`; returns the task id (selection runs at the
+    /// next block).
+    fn pay(&mut self, def: TaskDefinition, fee_coins: u64) -> Hash {
+        let t = self.tx(0, TxKind::PayForTask { task: def, fee: Amount(fee_coins * COIN) });
+        let id = t.hash();
+        self.apply(vec![t]).unwrap();
+        id
+    }
+}
+
+fn ticket(role: Role, stake_coins: u64, expires_at: u64) -> TxKind {
+    TxKind::BuyTicket {
+        role,
+        stake: Amount(stake_coins * COIN),
+        preferences: TicketPreferences::default(),
+        expires_at,
+    }
+}
+
+/// A valid small task wanting `m` miners, `s` supervisors, `e` evaluators, `f` faults.
+fn def(m: u16, s: u16, e: u16, f: u16) -> TaskDefinition {
+    let mut d = valid_task(e);
+    d.workers.miners = m;
+    d.workers.supervisors = s;
+    d.workers.evaluators = e;
+    d.workers.max_faulty = f;
+    d.deadlines.training_blocks = 10;
+    d.deadlines.evaluation_blocks = 5;
+    d
+}
+
+fn workers(seats: &[pouw_consensus::Seat]) -> Vec<Address> {
+    seats.iter().map(|s| s.worker).collect()
+}
+
+fn account_of(a: &Address) -> usize {
+    (0..16).find(|i| addr(*i) == *a).unwrap()
+}
+
+fn submit(task: Hash, label: &[u8]) -> TxKind {
+    TxKind::SubmitModel { task_id: task, model_hash: Hash::digest(label) }
+}
+
+fn history(task: Hash, slot: u32) -> TxKind {
+    TxKind::MessageHistory { task_id: task, slot, root: Hash::digest(&slot.to_le_bytes()) }
+}
+
+fn verdict(c: &Chain, task: Hash, ranking: &[Address], confiscations: &[Address]) -> TxKind {
+    let payouts = expected_payouts(&c.state, &task, ranking, confiscations).unwrap();
+    TxKind::ChargeForTask {
+        task_id: task,
+        ranking: ranking.to_vec(),
+        payouts,
+        confiscations: confiscations.to_vec(),
+    }
+}
+
+/// Miners 1-3, supervisors 4-7, evaluators 8-11 (20 coins each); a 3/4/4 task with f = 1
+/// paid by account 0 with 1000 coins; selection applied. Returns (chain, task).
+fn selected_task() -> (Chain, Hash) {
+    let mut c = Chain::new();
+    let mut list = vec![];
+    for i in 1..=3 {
+        list.push((i, Role::Miner, 20));
+    }
+    for i in 4..=7 {
+        list.push((i, Role::Supervisor, 20));
+    }
+    for i in 8..=11 {
+        list.push((i, Role::Evaluator, 20));
+    }
+    c.tickets(&list);
+    let id = c.pay(def(3, 4, 4, 1), 1_000);
+    assert_eq!(c.task(&id).status, TaskStatus::Registered);
+    c.empty(); // selection
+    assert_eq!(c.task(&id).status, TaskStatus::Training);
+    (c, id)
+}
+
+// ---- selection -------------------------------------------------------------------------
+
+#[test]
+fn selection_happens_at_the_next_block_seeded_by_the_paying_block() {
+    let (c, id) = selected_task();
+    let rec = c.task(&id);
+    // The PayForTask block is the second-to-last block; its hash is the next block's prev_hash.
+    let paying_block = c.hashes[c.hashes.len() - 2];
+    assert_eq!(rec.seed, paying_block);
+    assert_eq!(rec.created_at, 2);
+    assert_eq!(rec.training_deadline, 3 + 10);
+    assert_eq!(rec.finalisation_deadline, 3 + 10 + 5);
+    let p = &rec.participants;
+    assert_eq!(workers(&p.miners).len(), 3);
+    assert_eq!(workers(&p.supervisors).len(), 4);
+    assert_eq!(workers(&p.evaluators).len(), 4);
+    // Everyone available was selected, each in its own role, no one twice.
+    let all: BTreeSet<Address> = p.all().map(|(_, s)| s.worker).collect();
+    assert_eq!(all.len(), 11);
+    assert!(!all.contains(&addr(0)));
+    for (role, seat) in p.all() {
+        let t = c.state.get(&StateKey::Ticket(seat.ticket));
+        assert!(
+            matches!(t, Some(pouw_consensus::StateValue::Ticket(t)) if t.role == role && t.owner == seat.worker)
+        );
+        // Bound: out of the free pool.
+        assert!(c.state.get(&StateKey::FreeTicket { role, ticket: seat.ticket }).is_none());
+    }
+    // Deterministic: the same blocks give the same selection.
+    let (c2, id2) = selected_task();
+    assert_eq!(id, id2);
+    assert_eq!(c2.task(&id2).participants, rec.participants);
+}
+
+#[test]
+fn selection_is_stake_weighted_without_replacement_and_never_zero_stake() {
+    let cand = |i: u8, owner: usize, stake: u64| Candidate {
+        ticket: Hash::digest(&[i]),
+        owner: addr(owner),
+        stake: Amount(stake),
+    };
+    let pool = vec![cand(1, 1, COIN), cand(2, 2, 3 * COIN), cand(3, 3, 0)];
+    let task = Hash::digest(b"task");
+    let mut counts = [0u32; 4];
+    let runs = 4_000u32;
+    for s in 0..runs {
+        let seed = Hash::digest(&s.to_le_bytes());
+        let got = select_weighted(&seed, &task, Role::Miner, &pool, 1, &BTreeSet::new()).unwrap();
+        counts[account_of(&got[0].owner)] += 1;
+        // Deterministic.
+        assert_eq!(
+            got,
+            select_weighted(&seed, &task, Role::Miner, &pool, 1, &BTreeSet::new()).unwrap()
+        );
+    }
+    assert_eq!(counts[3], 0, "zero stake selected");
+    // Expected 1000 / 3000; 6 sigma of a binomial(4000, 1/4) is about 165.
+    assert!((835..=1165).contains(&counts[1]), "{counts:?}");
+    assert_eq!(counts[1] + counts[2], runs);
+    // Two draws from the two staked owners: always both, never one twice; zero stake is not
+    // a worker, so asking for 3 fails with 2 available.
+    for s in 0..200u32 {
+        let seed = Hash::digest(&s.to_le_bytes());
+        let got = select_weighted(&seed, &task, Role::Miner, &pool, 2, &BTreeSet::new()).unwrap();
+        let owners: BTreeSet<_> = got.iter().map(|c| c.owner).collect();
+        assert_eq!(owners, BTreeSet::from([addr(1), addr(2)]));
+    }
+    assert_eq!(select_weighted(&task, &task, Role::Miner, &pool, 3, &BTreeSet::new()), Err(2));
+    // One owner with two tickets holds at most one seat; excluded owners are skipped.
+    let pool = vec![cand(1, 1, COIN), cand(2, 1, COIN), cand(3, 2, COIN)];
+    assert_eq!(select_weighted(&task, &task, Role::Miner, &pool, 3, &BTreeSet::new()), Err(2));
+    let got =
+        select_weighted(&task, &task, Role::Miner, &pool, 1, &BTreeSet::from([addr(1)])).unwrap();
+    assert_eq!(got[0].owner, addr(2));
+    // Stake weighting over owners with several tickets of different weights: 1:1:2 by stake.
+    let pool = vec![cand(1, 1, COIN), cand(2, 2, COIN), cand(3, 3, 2 * COIN)];
+    let mut counts = [0u32; 4];
+    for s in 0..runs {
+        let seed = Hash::digest(&(s + 10_000).to_le_bytes());
+        let got =
+            select_weighted(&seed, &task, Role::Evaluator, &pool, 1, &BTreeSet::new()).unwrap();
+        counts[account_of(&got[0].owner)] += 1;
+    }
+    assert!((1_800..=2_200).contains(&counts[3]), "{counts:?}");
+}
+
+#[test]
+fn too_few_tickets_refuses_the_task_and_refunds_the_whole_fee() {
+    let mut c = Chain::new();
+    // Two miners, but the client's own miner ticket does not count.
+    c.tickets(&[
+        (0, Role::Miner, 20),
+        (1, Role::Miner, 20),
+        (4, Role::Supervisor, 20),
+        (8, Role::Evaluator, 20),
+    ]);
+    let before = c.balance(0);
+    let id = c.pay(def(2, 1, 1, 0), 500);
+    assert_eq!(c.balance(0), before - 500 * COIN - 1);
+    c.empty();
+    let rec = c.task(&id);
+    assert_eq!(
+        rec.status,
+        TaskStatus::Refused {
+            at: 3,
+            reason: Refusal::NotEnoughWorkers { role: Role::Miner, wanted: 2, available: 1 }
+        }
+    );
+    assert_eq!(rec.escrow, Amount::ZERO);
+    assert_eq!(c.balance(0), before - 1, "only the transaction fee is charged");
+    assert!(rec.participants.miners.is_empty());
+    // No ticket was bound.
+    let free = c.state.entries().filter(|(k, _)| matches!(k, StateKey::FreeTicket { .. })).count();
+    assert_eq!(free, 4);
+    // A refused task takes no worker transaction.
+    assert_eq!(c.one(1, submit(id, b"m")), Err(E::TaskClosed(id)));
+}
+
+#[test]
+fn tickets_that_expire_before_the_task_ends_or_do_not_match_are_not_eligible() {
+    let mut c = Chain::new();
+    let short = ticket(Role::Miner, 20, 10); // the task ends at 2 + 1 + 10 + 5 = 18
+    let tiny = TxKind::BuyTicket {
+        role: Role::Miner,
+        stake: Amount(20 * COIN),
+        preferences: TicketPreferences { has_gpu: false, max_params: 10, min_fee: Amount::ZERO },
+        expires_at: 500,
+    };
+    let pricey = TxKind::BuyTicket {
+        role: Role::Miner,
+        stake: Amount(20 * COIN),
+        preferences: TicketPreferences {
+            has_gpu: false,
+            max_params: 0,
+            min_fee: Amount(10_000 * COIN),
+        },
+        expires_at: 500,
+    };
+    let t = vec![
+        c.tx(1, short),
+        c.tx(2, tiny),
+        c.tx(3, pricey),
+        c.tx(4, ticket(Role::Supervisor, 20, 500)),
+        c.tx(8, ticket(Role::Evaluator, 20, 500)),
+    ];
+    c.apply(t).unwrap();
+    let mut d = def(1, 1, 1, 0);
+    d.preferences.min_stake = Amount(5 * COIN);
+    let avail =
+        pouw_consensus::available_workers(&c.state, &d, Amount(100 * COIN), &addr(0), c.height)
+            .unwrap();
+    assert_eq!((avail.miners, avail.supervisors, avail.evaluators), (0, 1, 1));
+    let id = c.pay(d, 100);
+    c.empty();
+    assert!(matches!(
+        c.task(&id).status,
+        TaskStatus::Refused {
+            reason: Refusal::NotEnoughWorkers { role: Role::Miner, available: 0, .. },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn too_few_workers_is_known_before_paying_for_a_client_task_file() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tasks");
+    let t = pouw_ml::load_client_task(&root.join("mnist-client.toml"), &root).unwrap();
+    let mut c = Chain::new();
+    c.spec.max_ticket_blocks = 5_000;
+    // Tickets must outlive the task (2000 training + 200 evaluation blocks).
+    c.tickets_until(&[(1, Role::Miner, 20), (2, Role::Miner, 20)], 4_000);
+    let refusal =
+        check_workers_available(&c.state, &t.definition, t.fee, &addr(0), c.height).unwrap_err();
+    assert_eq!(refusal, Refusal::NotEnoughWorkers { role: Role::Miner, wanted: 3, available: 2 });
+    assert!(refusal.to_string().contains("wanted 3"));
+}
+
+// ---- split -----------------------------------------------------------------------------
+
+#[test]
+fn the_split_is_a_pure_function_of_the_seed() {
+    let a = Hash::digest(b"block a");
+    let (train, test) = task_split(a);
+    assert_eq!(train.len(), 7);
+    assert_eq!(test.len(), 3);
+    let all: BTreeSet<usize> = train.iter().chain(&test).copied().collect();
+    assert_eq!(all, (0..10).collect());
+    assert_eq!(task_split(a), (train, test.clone()));
+    // Different seeds give different splits (over a few seeds, at least one differs).
+    assert!((0..8u8).any(|i| task_split(Hash::digest(&[i])).1 != test));
+    // Every segment ends up in the test set for some seed.
+    let mut seen = BTreeSet::new();
+    for i in 0..200u8 {
+        seen.extend(task_split(Hash::digest(&[i, 1])).1);
+    }
+    assert_eq!(seen.len(), 10);
+    // With a validation fraction: 5 train, 2 validation, 3 test.
+    let s = split_segments(&a, 3, 2);
+    assert_eq!((s.train.len(), s.validation.len(), s.test.len()), (5, 2, 3));
+    assert_eq!(s.test, test);
+    let mut d = valid_task(1);
+    d.dataset.validation_permille = 200;
+    assert_eq!(task_split_of(&d, &a), s);
+    assert_eq!(s.to_ml().test, s.test);
+    // The same segments as the engine's split with the same seed (what `pouw train --seed`
+    // uses), for the usual fractions.
+    for i in 0..50u8 {
+        let seed = Hash::digest(&[i, 2]);
+        let ml = pouw_ml::Split::new(seed.as_bytes(), 10, 0.3, 0.0).unwrap();
+        assert_eq!(split_segments(&seed, 3, 0).to_ml(), ml);
+        let ml = pouw_ml::Split::new(seed.as_bytes(), 10, 0.3, 0.2).unwrap();
+        assert_eq!(split_segments(&seed, 3, 2).to_ml(), ml);
+    }
+    // The task view shows the split of the recorded seed.
+    let (c, id) = selected_task();
+    let v = task_view(&c.state, &id).unwrap();
+    let (train, test) = task_split(c.task(&id).seed);
+    let split = v.split.unwrap();
+    assert_eq!((split.train, split.test), (train, test));
+}
+
+// ---- phases ----------------------------------------------------------------------------
+
+#[test]
+fn training_deadline_then_expiry_refunds_the_client_and_returns_every_stake() {
+    let (mut c, id) = selected_task();
+    let balances: Vec<u64> = (0..12).map(|i| c.balance(i)).collect();
+    let rec = c.task(&id);
+    // One model only (not all): training continues until the deadline.
+    let m = rec.participants.miners[0].worker;
+    c.one(account_of(&m), submit(id, b"m")).unwrap();
+    assert_eq!(c.task(&id).status, TaskStatus::Training);
+    while c.height + 1 < rec.training_deadline {
+        c.empty();
+    }
+    assert_eq!(c.task(&id).status, TaskStatus::Training);
+    c.empty(); // block T
+    assert_eq!(c.task(&id).status, TaskStatus::Finalising { since: rec.training_deadline });
+    // Too late for models.
+    let late = c.participants_tx(&rec.participants.miners[1].worker, submit(id, b"late"));
+    assert!(matches!(late, Err(E::WrongPhase { phase: "finalising", .. })), "{late:?}");
+    // One vote of four: no majority.
+    let ev = rec.participants.evaluators[0].worker;
+    let v = verdict(&c, id, &[m], &[]);
+    c.one(account_of(&ev), v).unwrap();
+    while c.height + 1 < rec.finalisation_deadline {
+        c.empty();
+    }
+    assert!(matches!(c.task(&id).status, TaskStatus::Finalising { .. }));
+    c.empty(); // block F
+    let rec2 = c.task(&id);
+    assert_eq!(rec2.status, TaskStatus::Expired { at: rec.finalisation_deadline });
+    assert_eq!(rec2.escrow, Amount::ZERO);
+    assert_eq!(c.balance(0), balances[0] + 1_000 * COIN);
+    // Every selected ticket released: stake back, no confiscation (minus the fees they paid).
+    for (_, seat) in rec.participants.all() {
+        assert!(c.state.get(&StateKey::Ticket(seat.ticket)).is_none());
+        let i = account_of(&seat.worker);
+        let fees = u64::from(seat.worker == m || seat.worker == ev); // their one transaction
+        assert_eq!(c.balance(i), balances[i] + 20 * COIN - fees, "{i}");
+    }
+    assert_eq!(c.one(account_of(&ev), verdict(&c, id, &[m], &[])), Err(E::TaskClosed(id)));
+}
+
+impl Chain {
+    /// Applies a one-transaction block from worker `w` (by address).
+    fn participants_tx(&mut self, w: &Address, kind: TxKind) -> Result<StateDiff, E> {
+        self.one(account_of(w), kind)
+    }
+}
+
+#[test]
+fn every_miner_submitting_ends_training_early() {
+    let (mut c, id) = selected_task();
+    let rec = c.task(&id);
+    let txs: Vec<Transaction> = rec
+        .participants
+        .miners
+        .iter()
+        .enumerate()
+        .map(|(n, s)| c.tx(account_of(&s.worker), submit(id, &[n as u8])))
+        .collect();
+    c.apply(txs).unwrap();
+    assert_eq!(c.task(&id).status, TaskStatus::Finalising { since: c.height });
+    // The training deadline passes without changing anything, the expiry stays at F.
+    while c.height < rec.training_deadline {
+        c.empty();
+    }
+    assert!(matches!(c.task(&id).status, TaskStatus::Finalising { .. }));
+    while c.height < rec.finalisation_deadline {
+        c.empty();
+    }
+    assert!(matches!(c.task(&id).status, TaskStatus::Expired { .. }));
+    // No deadline entry is left behind.
+    assert!(!c.state.entries().any(|(k, _)| matches!(k, StateKey::TaskDeadline { .. })));
+}
+
+// ---- authorisation ---------------------------------------------------------------------
+
+#[test]
+fn only_selected_workers_act_and_each_only_once_in_its_phase() {
+    let mut c = Chain::new();
+    c.tickets(&[
+        (1, Role::Miner, 20),
+        (2, Role::Miner, 20),
+        (4, Role::Supervisor, 20),
+        (8, Role::Evaluator, 20),
+        (12, Role::Supervisor, 20), // not selected: 1 supervisor wanted, but...
+    ]);
+    // In the PayForTask block itself the task is only registered.
+    let pay = c.tx(0, TxKind::PayForTask { task: def(1, 1, 1, 0), fee: Amount(100 * COIN) });
+    let id = pay.hash();
+    let early = c.tx(1, submit(id, b"m"));
+    let err = c.apply(vec![pay.clone(), early]).unwrap_err();
+    assert!(matches!(err, E::WrongPhase { phase: "registered", .. }), "{err:?}");
+    c.apply(vec![pay]).unwrap();
+    c.empty();
+    let rec = c.task(&id);
+    let m = rec.participants.miners[0].worker;
+    let other_miner = if m == addr(1) { addr(2) } else { addr(1) };
+    let sup = rec.participants.supervisors[0].worker;
+    let not_sup = if sup == addr(4) { addr(12) } else { addr(4) };
+    let ev = rec.participants.evaluators[0].worker;
+    assert_eq!(ev, addr(8));
+
+    // Not selected (a ticket of the right role is not enough any more).
+    for (who, kind) in [
+        (other_miner, submit(id, b"x")),
+        (not_sup, history(id, 0)),
+        (addr(13), history(id, 0)),
+        (m, history(id, 0)),     // a miner is not a supervisor
+        (sup, submit(id, b"y")), // nor a supervisor a miner
+    ] {
+        let err = c.participants_tx(&who, kind).unwrap_err();
+        assert!(matches!(err, E::NotAuthorized { .. }), "{err:?}");
+    }
+    // Evaluators vote only in Finalising.
+    let err = c.participants_tx(&ev, verdict(&c, id, &[], &[])).unwrap_err();
+    assert!(matches!(err, E::WrongPhase { phase: "training", .. }), "{err:?}");
+    // Histories: once per slot.
+    c.participants_tx(&sup, history(id, 0)).unwrap();
+    c.participants_tx(&sup, history(id, 1)).unwrap();
+    assert!(matches!(c.participants_tx(&sup, history(id, 1)), Err(E::AlreadyRecorded { .. })));
+    // The only miner submits: training ends.
+    c.participants_tx(&m, submit(id, b"m")).unwrap();
+    assert!(matches!(
+        c.participants_tx(&m, submit(id, b"again")),
+        Err(E::WrongPhase { phase: "finalising", .. })
+    ));
+    // Supervisors may still commit while finalising.
+    c.participants_tx(&sup, history(id, 2)).unwrap();
+    // A non-selected evaluator, then a verdict naming outsiders.
+    let err = c.participants_tx(&m, verdict(&c, id, &[m], &[])).unwrap_err();
+    assert!(matches!(err, E::NotAuthorized { .. }), "{err:?}");
+    for (ranking, confiscations, list) in [
+        (vec![other_miner], vec![], "ranking"),
+        (vec![sup], vec![], "ranking"),
+        (vec![m], vec![addr(13)], "confiscations"),
+    ] {
+        let err = c.participants_tx(&ev, verdict(&c, id, &ranking, &confiscations)).unwrap_err();
+        assert!(matches!(err, E::NotAParticipant { list: l, .. } if l == list), "{err:?}");
+    }
+    let err = c.participants_tx(&ev, verdict(&c, id, &[m], &[m])).unwrap_err();
+    assert_eq!(err, E::RankedAndConfiscated(m));
+    // Payouts that are not the by-rank split, or name an outsider.
+    let bad = TxKind::ChargeForTask {
+        task_id: id,
+        ranking: vec![m],
+        payouts: vec![Payout { to: m, amount: Amount(COIN) }],
+        confiscations: vec![],
+    };
+    assert!(matches!(c.participants_tx(&ev, bad), Err(E::PayoutsNotByRank { .. })));
+    let outsider = TxKind::ChargeForTask {
+        task_id: id,
+        ranking: vec![m],
+        payouts: vec![Payout { to: addr(13), amount: Amount(COIN) }],
+        confiscations: vec![],
+    };
+    assert!(matches!(
+        c.participants_tx(&ev, outsider),
+        Err(E::NotAParticipant { list: "payouts", .. })
+    ));
+    let dup = TxKind::ChargeForTask {
+        task_id: id,
+        ranking: vec![m, m],
+        payouts: vec![],
+        confiscations: vec![],
+    };
+    assert!(matches!(
+        c.participants_tx(&ev, dup),
+        Err(E::DuplicateInVerdict { list: "ranking", .. })
+    ));
+    // The lone evaluator's valid verdict is a majority: completed.
+    c.participants_tx(&ev, verdict(&c, id, &[m], &[])).unwrap();
+    assert!(matches!(c.task(&id).status, TaskStatus::Completed { .. }));
+    assert_eq!(c.participants_tx(&ev, verdict(&c, id, &[m], &[])), Err(E::TaskClosed(id)));
+    let unknown = Hash::digest(b"?");
+    assert_eq!(c.participants_tx(&m, submit(unknown, b"m")), Err(E::UnknownTask(unknown)));
+}
+
+#[test]
+fn a_miner_without_a_model_cannot_be_ranked_and_votes_are_single() {
+    let (mut c, id) = selected_task();
+    let rec = c.task(&id);
+    let [a, b, silent] = [0, 1, 2].map(|i| rec.participants.miners[i].worker);
+    c.participants_tx(&a, submit(id, b"a")).unwrap();
+    c.participants_tx(&b, submit(id, b"b")).unwrap();
+    while c.height < rec.training_deadline {
+        c.empty();
+    }
+    let ev = rec.participants.evaluators[0].worker;
+    let err = c.participants_tx(&ev, verdict(&c, id, &[a, silent], &[])).unwrap_err();
+    assert_eq!(err, E::RankedWithoutModel(silent));
+    c.participants_tx(&ev, verdict(&c, id, &[a, b], &[])).unwrap();
+    assert!(matches!(
+        c.participants_tx(&ev, verdict(&c, id, &[b, a], &[])),
+        Err(E::DoubleVote { .. })
+    ));
+}
+
+// ---- payouts ---------------------------------------------------------------------------
+
+#[test]
+fn full_lifecycle_pays_by_rank_and_quota_and_conserves_money() {
+    let (mut c, id) = selected_task();
+    let rec = c.task(&id);
+    let p = rec.participants.clone();
+    let [best, second, silent] = [0, 1, 2].map(|i| p.miners[i].worker);
+    c.participants_tx(&second, submit(id, b"second")).unwrap();
+    c.participants_tx(&best, submit(id, b"best")).unwrap();
+    // Three of four supervisors commit histories; one twice.
+    for (n, s) in p.supervisors.iter().take(3).enumerate() {
+        c.participants_tx(&s.worker, history(id, n as u32)).unwrap();
+    }
+    c.participants_tx(&p.supervisors[0].worker, history(id, 9)).unwrap();
+    while c.height < rec.training_deadline {
+        c.empty();
+    }
+    assert!(matches!(c.task(&id).status, TaskStatus::Finalising { .. }));
+    let before: Vec<u64> = (0..16).map(|i| c.balance(i)).collect();
+    let v = verdict(&c, id, &[best, second], &[]);
+    // Three of four evaluators agree (majority of 4 is 3); the fourth stays silent; a
+    // dissenting verdict never executes.
+    let dissent_rank = verdict(&c, id, &[second, best], &[]);
+    c.participants_tx(&p.evaluators[0].worker, v.clone()).unwrap();
+    c.participants_tx(&p.evaluators[3].worker, dissent_rank).unwrap();
+    c.participants_tx(&p.evaluators[1].worker, v.clone()).unwrap();
+    assert!(matches!(c.task(&id).status, TaskStatus::Finalising { .. }));
+    c.participants_tx(&p.evaluators[2].worker, v.clone()).unwrap();
+    let done = c.task(&id);
+    let TxKind::ChargeForTask { ranking, payouts, confiscations, .. } = &v else { unreachable!() };
+    assert_eq!(
+        done.status,
+        TaskStatus::Completed {
+            at: c.height,
+            verdict: verdict_hash(ranking, payouts, confiscations)
+        }
+    );
+
+    let fee = Amount(1_000 * COIN);
+    let pot = miners_share(fee);
+    assert_eq!(pot, Amount(800 * COIN));
+    let by_rank = rank_payouts(pot, &[best, second]);
+    assert_eq!(by_rank[0].amount.0, 53_333_333_334); // 2/3 of 800 coins + the rounding unit
+    assert_eq!(by_rank[1].amount.0, 26_666_666_666);
+    let sup_share = supervisor_quota(fee).0 / 3;
+    let ev_share = evaluator_quota(fee).0 / 3;
+    let stake = 20 * COIN;
+    let delta = |a: &Address| c.balance(account_of(a)) as i128 - before[account_of(a)] as i128;
+    // Miners: by rank, plus their stake back; the silent miner only gets its stake back.
+    assert_eq!(delta(&best), (by_rank[0].amount.0 + stake) as i128);
+    assert_eq!(delta(&second), (by_rank[1].amount.0 + stake) as i128);
+    assert_eq!(delta(&silent), stake as i128);
+    // Supervisors: active ones an equal share of 10 %; the silent one its stake only.
+    for s in &p.supervisors[..3] {
+        assert_eq!(delta(&s.worker), (sup_share + stake) as i128);
+    }
+    assert_eq!(delta(&p.supervisors[3].worker), stake as i128);
+    // Evaluators of the majority: an equal share of 10 % (each paid a 1-unit transaction fee
+    // for its vote); the dissenting one only its stake back.
+    for e in &p.evaluators[..3] {
+        assert_eq!(delta(&e.worker), (ev_share + stake) as i128 - 1);
+    }
+    assert_eq!(delta(&p.evaluators[3].worker), stake as i128 - 1, "dissenting evaluator");
+    // The client gets the rounding dust back: fee - everything paid.
+    let paid = by_rank[0].amount.0 + by_rank[1].amount.0 + 3 * sup_share + 3 * ev_share;
+    assert_eq!(delta(&addr(0)), (fee.0 - paid) as i128);
+    assert_eq!(done.settlement.as_ref().unwrap().refund.0, fee.0 - paid);
+    assert_eq!(done.escrow, Amount::ZERO);
+    // Every ticket is gone (returned).
+    for (_, s) in p.all() {
+        assert!(c.state.get(&StateKey::Ticket(s.ticket)).is_none());
+    }
+    // The view.
+    let view = task_view(&c.state, &id).unwrap();
+    assert_eq!(view.phase.name(), "completed");
+    assert_eq!(view.models.len(), 2);
+    assert_eq!(view.verdicts.len(), 4);
+    assert_eq!(view.history_committers.len(), 3);
+    assert_eq!(view.settlement.unwrap().payouts.len(), 2 + 3 + 3);
+    assert_eq!(view.fee, fee);
+    assert!(serde_json::to_string(&task_view(&c.state, &id).unwrap()).is_ok());
+}
+
+#[test]
+fn confiscation_takes_only_the_selected_ticket_and_pays_the_honest_miners() {
+    let mut c = Chain::new();
+    // Account 1 has two miner tickets and an evaluator ticket; only one miner ticket is
+    // selected (one seat per worker).
+    let ids = c.tickets(&[
+        (1, Role::Miner, 30),
+        (1, Role::Miner, 40),
+        (1, Role::Evaluator, 25),
+        (2, Role::Miner, 20),
+        (4, Role::Supervisor, 20),
+        (8, Role::Evaluator, 20),
+    ]);
+    let id = c.pay(def(2, 1, 1, 0), 100);
+    c.empty();
+    let rec = c.task(&id);
+    let cheat = rec.participants.miners.iter().find(|s| s.worker == addr(1)).unwrap().clone();
+    assert!(cheat.ticket == ids[0] || cheat.ticket == ids[1]);
+    let spare = if cheat.ticket == ids[0] { ids[1] } else { ids[0] };
+    let cheat_stake = if cheat.ticket == ids[0] { 30 } else { 40 };
+    c.participants_tx(&addr(1), submit(id, b"poisoned")).unwrap();
+    c.participants_tx(&addr(2), submit(id, b"honest")).unwrap();
+    let b1 = c.balance(1);
+    let b2 = c.balance(2);
+    let v = verdict(&c, id, &[addr(2)], &[addr(1)]);
+    if let TxKind::ChargeForTask { payouts, .. } = &v {
+        // The honest miner gets the miners' share plus the confiscated stake.
+        assert_eq!(payouts[0].amount, Amount(80 * COIN + cheat_stake * COIN));
+    }
+    c.participants_tx(&addr(8), v).unwrap();
+    let done = c.task(&id);
+    assert!(matches!(done.status, TaskStatus::Completed { .. }));
+    assert_eq!(done.settlement.as_ref().unwrap().confiscated_stake, Amount(cheat_stake * COIN));
+    assert_eq!(c.balance(2), b2 + 80 * COIN + cheat_stake * COIN + 20 * COIN);
+    assert_eq!(c.balance(1), b1, "the cheater gets nothing back");
+    // Only the selected ticket went: the spare miner ticket and the evaluator ticket remain.
+    assert!(c.state.get(&StateKey::Ticket(cheat.ticket)).is_none());
+    assert!(c.state.get(&StateKey::Ticket(spare)).is_some());
+    assert!(c.state.get(&StateKey::Ticket(ids[2])).is_some());
+    assert!(c.state.get(&StateKey::FreeTicket { role: Role::Miner, ticket: spare }).is_some());
+}
+
+#[test]
+fn a_task_whose_evaluators_rank_nobody_refunds_the_miners_share() {
+    let mut c = Chain::new();
+    c.tickets(&[(1, Role::Miner, 20), (4, Role::Supervisor, 20), (8, Role::Evaluator, 20)]);
+    let id = c.pay(def(1, 1, 1, 0), 100);
+    c.empty();
+    while c.height < c.task(&id).training_deadline {
+        c.empty();
+    }
+    let b0 = c.balance(0);
+    c.participants_tx(&addr(8), verdict(&c, id, &[], &[])).unwrap();
+    // Nobody ranked, the supervisor silent: client gets 90 of 100 back (evaluator paid 10).
+    assert_eq!(c.balance(0), b0 + 90 * COIN);
+}
+
+// ---- validation ------------------------------------------------------------------------
+
+#[test]
+fn pay_for_task_and_buy_ticket_validation_errors() {
+    let c = Chain::new();
+    let check = |kind: TxKind| check_tx_stateless(&c.tx(0, kind), &c.spec);
+    let pay = |task: TaskDefinition, fee: u64| TxKind::PayForTask { task, fee: Amount(fee) };
+    assert_eq!(check(pay(valid_task(1), 0)), Err(E::ZeroAmount("task fee")));
+    let mut big_batch = valid_task(1);
+    big_batch.optimizer.batch_size = 71; // 100 samples: 70 for training
+    let err = check(pay(big_batch, COIN)).unwrap_err();
+    assert!(matches!(
+        err,
+        E::InvalidTask(pouw_primitives::TaskDefError::BatchLargerThanTrainingSet {
+            batch: 71,
+            train_samples: 70
+        })
+    ));
+    assert!(err.to_string().contains("optimizer.batch_size"), "{err}");
+    let mut committee = valid_task(3);
+    committee.workers.max_faulty = 1;
+    committee.workers.supervisors = 4;
+    let err = check(pay(committee, COIN)).unwrap_err();
+    assert!(matches!(
+        err,
+        E::InvalidTask(pouw_primitives::TaskDefError::CommitteeTooSmall {
+            field: "workers.evaluators",
+            n: 3,
+            max_faulty: 1
+        })
+    ));
+    assert!(check(pay(valid_task(1), COIN)).is_ok());
+    // Tickets: stake below the minimum (and zero) refused before any state is read.
+    let min = c.spec.min_ticket_stake.0;
+    for stake in [0, min - 1] {
+        let t = TxKind::BuyTicket {
+            role: Role::Miner,
+            stake: Amount(stake),
+            preferences: TicketPreferences::default(),
+            expires_at: 5,
+        };
+        assert!(matches!(check(t), Err(E::StakeTooLow { .. })));
+    }
+    // The same rules inside a block.
+    let mut c = Chain::new();
+    assert_eq!(c.one(0, pay(valid_task(1), 0)), Err(E::ZeroAmount("task fee")));
+    let mut d = valid_task(1);
+    d.deadlines.training_blocks = u64::MAX;
+    assert_eq!(c.one(0, pay(d, COIN)), Err(E::DeadlineOverflow));
+    for expires_at in [0, 1, 2_000] {
+        let err = c.one(1, ticket(Role::Miner, 20, expires_at)).unwrap_err();
+        assert!(matches!(err, E::BadTicketExpiry { .. }), "{expires_at}: {err:?}");
+    }
+}
+
+#[test]
+fn unknown_layers_and_activations_do_not_decode() {
+    let d = valid_task(1);
+    let bytes = codec::encode(&d);
+    let layer = codec::encode(&LayerDef::Dense { units: 8, activation: Activation::Relu });
+    let at = bytes.windows(layer.len()).position(|w| w == layer.as_slice()).unwrap();
+    // Unknown activation tag.
+    let mut bad = bytes.clone();
+    bad[at + layer.len() - 1] = 9;
+    assert!(codec::decode::<TaskDefinition>(&bad).is_err());
+    // Unknown layer kind tag.
+    let mut bad = bytes.clone();
+    bad[at] = 5;
+    assert!(codec::decode::<TaskDefinition>(&bad).is_err());
+    assert_eq!(codec::decode::<TaskDefinition>(&bytes).unwrap(), d);
+}
+
+// ---- blocks mined on client tasks ------------------------------------------------------
+
+#[test]
+fn only_selected_miners_mine_on_a_client_task_in_training() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let (mut c, id) = selected_task();
+    let rec = c.task(&id);
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut b =
+        pouw_primitives::test_utils::signed_block().new_tree(&mut runner).unwrap().current();
+    b.header.task_id = id;
+    b.header.miner = rec.participants.miners[0].worker;
+    assert_eq!(check_block_task(&c.state, &b), Ok(()));
+    b.header.miner = addr(13);
+    assert!(matches!(check_block_task(&c.state, &b), Err(E::NotAuthorized { .. })));
+    // apply_block runs the same rule.
+    let mut blk = c.block(vec![]);
+    blk.header.task_id = id;
+    blk.header.miner = addr(13);
+    blk.proof = b.proof.clone();
+    assert!(matches!(apply_block(&c.state, &blk, &c.spec), Err(E::NotAuthorized { .. })));
+    // Another task id (a filler task) is not this rule's business.
+    b.header.task_id = Hash::digest(b"filler");
+    assert_eq!(check_block_task(&c.state, &b), Ok(()));
+    // Once training is over, no more blocks on the task.
+    while c.height < rec.training_deadline {
+        c.empty();
+    }
+    b.header.task_id = id;
+    b.header.miner = rec.participants.miners[0].worker;
+    assert!(matches!(check_block_task(&c.state, &b), Err(E::WrongPhase { .. })));
+}

@@ -1,0 +1,506 @@
+//! From the client's task file to the on-chain [`TaskDefinition`] and the dataset segments
+//! the client serves (SPEC section 3, `docs/task-file.md`).
+//!
+//! [`load_client_task`] reads the file, loads the dataset, cuts it into the
+//! [`DATASET_SEGMENTS`] segments, hashes them, and checks everything the chain would refuse
+//! (or that would waste the fee) before anything is paid: a zero fee, an unknown layer or
+//! activation, a batch larger than the training set, a segment hash written in the file that
+//! does not match the data, committees too small for `max_faulty`. Every error names the field.
+
+use std::path::{Path, PathBuf};
+
+use pouw_primitives::{
+    Activation, Amount, DatasetDef, Deadlines, Hash, Initializer, LayerDef, ModelDef, OptimizerDef,
+    TaskDefError, TaskDefinition, TaskPreferences, WorkersWanted, DATASET_SEGMENTS, F32,
+};
+
+use crate::{
+    spec::{Init, LayerSpec},
+    task::{DatasetFormat, TaskError, TaskFile},
+};
+
+/// Layer types a task file may use.
+const LAYER_TYPES: &[&str] = &["dense"];
+/// Activations a task file may use.
+const ACTIVATIONS: &[&str] = &["relu", "tanh", "sigmoid", "none"];
+
+/// A client task ready to be paid for.
+#[derive(Debug, Clone)]
+pub struct ClientTask {
+    /// The definition a PayForTask carries.
+    pub definition: TaskDefinition,
+    /// The fee (`payment.fee`) in base units.
+    pub fee: Amount,
+    /// The canonical bytes of the 10 segments, in file order (what the client serves; segment
+    /// `i` hashes to `definition.dataset.segment_hashes[i]`).
+    pub segments: Vec<Vec<u8>>,
+}
+
+/// Why a client task file cannot be paid for. Every variant names the field at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientTaskError {
+    /// The file could not be read, parsed or validated as a task file.
+    #[error(transparent)]
+    File(#[from] TaskError),
+    /// `payment.fee` is zero (or missing): the chain refuses a task that pays nothing.
+    #[error("{}: field `payment.fee`: the fee must be positive", path.display())]
+    ZeroFee {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A layer type the engine does not know.
+    #[error("{}: field `{field}`: unknown layer type {found:?} (known: {known})", path.display(), known = LAYER_TYPES.join(", "))]
+    UnknownLayer {
+        /// The file.
+        path: PathBuf,
+        /// e.g. `model.layers[1].type`.
+        field: String,
+        /// What the file says.
+        found: String,
+    },
+    /// An activation the engine does not know.
+    #[error("{}: field `{field}`: unknown activation {found:?} (known: {known})", path.display(), known = ACTIVATIONS.join(", "))]
+    UnknownActivation {
+        /// The file.
+        path: PathBuf,
+        /// e.g. `model.layers[0].activation`.
+        field: String,
+        /// What the file says.
+        found: String,
+    },
+    /// The batch is larger than the training set.
+    #[error("{}: field `optimizer.batch_size`: batch of {batch} is larger than the {train_samples} training samples of the dataset", path.display())]
+    BatchLargerThanDataset {
+        /// The file.
+        path: PathBuf,
+        /// The batch size.
+        batch: u32,
+        /// Training samples after the split.
+        train_samples: u64,
+    },
+    /// A segment hash written in the file does not match the data.
+    #[error("{}: field `dataset.segment_hashes[{index}]`: the file says {written}, the data hashes to {computed}", path.display())]
+    SegmentHashMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Segment index.
+        index: usize,
+        /// The hash in the file.
+        written: Hash,
+        /// The hash of the data.
+        computed: Hash,
+    },
+    /// `dataset.segment_hashes` is not a list of 10 hex hashes.
+    #[error("{}: field `{field}`: {reason}", path.display())]
+    BadSegmentHashes {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A committee cannot tolerate `workers.max_faulty` faults.
+    #[error("{}: field `{field}`: {n} members cannot tolerate workers.max_faulty = {max_faulty} faults (needs at least 3 * max_faulty + 1)", path.display())]
+    CommitteeTooSmall {
+        /// The file.
+        path: PathBuf,
+        /// `workers.supervisors` or `workers.evaluators`.
+        field: &'static str,
+        /// The committee size.
+        n: u32,
+        /// `workers.max_faulty`.
+        max_faulty: u32,
+    },
+    /// A field that is fine for a local dry run but not for a task on chain.
+    #[error("{}: field `{field}`: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The definition breaks an on-chain rule not covered above.
+    #[error("{}: {source}", path.display())]
+    Definition {
+        /// The file.
+        path: PathBuf,
+        /// The rule.
+        source: TaskDefError,
+    },
+}
+
+/// Checks the layer types and activations before the typed parse, so an unknown one gets a
+/// named error instead of a generic "unknown variant".
+fn check_layers(text: &str, path: &Path) -> Result<(), ClientTaskError> {
+    let Ok(value) = text.parse::<toml::Table>() else { return Ok(()) }; // the parse reports it
+    let Some(layers) =
+        value.get("model").and_then(|m| m.get("layers")).and_then(toml::Value::as_array)
+    else {
+        return Ok(());
+    };
+    for (i, layer) in layers.iter().enumerate() {
+        if let Some(t) = layer.get("type").and_then(toml::Value::as_str) {
+            if !LAYER_TYPES.contains(&t) {
+                return Err(ClientTaskError::UnknownLayer {
+                    path: path.to_path_buf(),
+                    field: format!("model.layers[{i}].type"),
+                    found: t.to_string(),
+                });
+            }
+        }
+        if let Some(a) = layer.get("activation").and_then(toml::Value::as_str) {
+            if !ACTIVATIONS.contains(&a) {
+                return Err(ClientTaskError::UnknownActivation {
+                    path: path.to_path_buf(),
+                    field: format!("model.layers[{i}].activation"),
+                    found: a.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn permille(fraction: f64) -> Option<u16> {
+    let p = (fraction * 1000.0).round();
+    (0.0..1000.0).contains(&p).then_some(p as u16)
+}
+
+/// [`load_client_task`] without the fee: the definition and the segment bytes.
+pub fn client_task(
+    file: &Path,
+    dir: &Path,
+) -> Result<(TaskDefinition, Vec<Vec<u8>>), ClientTaskError> {
+    let t = load_client_task(file, dir)?;
+    Ok((t.definition, t.segments))
+}
+
+/// Reads the task file `file`, resolving its relative dataset paths against `dir` (normally
+/// the file's own directory), loads the dataset, computes the segment hashes and checks the
+/// task (see the module docs).
+pub fn load_client_task(file: &Path, dir: &Path) -> Result<ClientTask, ClientTaskError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|source| TaskError::Io { path: file.to_path_buf(), source })?;
+    let path = file.to_path_buf();
+    check_layers(&text, &path)?;
+    let anchor = dir.join(file.file_name().unwrap_or_default());
+    let tf = TaskFile::parse(&text, &anchor)?;
+    let invalid = |field: &'static str, reason: String| ClientTaskError::Invalid {
+        path: path.clone(),
+        field,
+        reason,
+    };
+    if tf.payment.fee.0 == 0 {
+        return Err(ClientTaskError::ZeroFee { path });
+    }
+    if tf.dataset.segments as usize != DATASET_SEGMENTS {
+        return Err(invalid(
+            "dataset.segments",
+            format!("a task on chain has exactly {DATASET_SEGMENTS} segments"),
+        ));
+    }
+    let w = &tf.workers;
+    let needed = w.max_faulty.saturating_mul(3).saturating_add(1);
+    for (field, n) in [("workers.supervisors", w.supervisors), ("workers.evaluators", w.evaluators)]
+    {
+        if n < needed {
+            return Err(ClientTaskError::CommitteeTooSmall {
+                path,
+                field,
+                n,
+                max_faulty: w.max_faulty,
+            });
+        }
+    }
+    let small = |field: &'static str, v: u32| {
+        u16::try_from(v).map_err(|_| invalid(field, format!("{v} is more than {}", u16::MAX)))
+    };
+    let workers = WorkersWanted {
+        miners: small("workers.miners", w.miners)?,
+        supervisors: small("workers.supervisors", w.supervisors)?,
+        evaluators: small("workers.evaluators", w.evaluators)?,
+        max_faulty: small("workers.max_faulty", w.max_faulty)?,
+    };
+    let test_permille = permille(tf.dataset.test_fraction)
+        .ok_or_else(|| invalid("dataset.test_fraction", "must be in [0, 1)".into()))?;
+    let validation_permille = permille(tf.dataset.validation_fraction)
+        .ok_or_else(|| invalid("dataset.validation_fraction", "must be in [0, 1)".into()))?;
+    let written: Vec<Hash> = tf
+        .dataset
+        .segment_hashes
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            h.parse::<Hash>().map_err(|e| ClientTaskError::BadSegmentHashes {
+                path: path.clone(),
+                field: format!("dataset.segment_hashes[{i}]"),
+                reason: format!("{h:?} is not a 64-digit hex hash: {e}"),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    if !written.is_empty() && written.len() != DATASET_SEGMENTS {
+        return Err(ClientTaskError::BadSegmentHashes {
+            path,
+            field: "dataset.segment_hashes".into(),
+            reason: format!("{} hashes, a task has {DATASET_SEGMENTS} segments", written.len()),
+        });
+    }
+
+    let data = tf.load_dataset()?;
+    let segs = data.segments(DATASET_SEGMENTS).map_err(TaskError::from)?;
+    let hashes: Vec<Hash> = segs.iter().map(|s| Hash(data.segment_hash(s).0)).collect();
+    for (index, (w, c)) in written.iter().zip(&hashes).enumerate() {
+        if w != c {
+            return Err(ClientTaskError::SegmentHashMismatch {
+                path,
+                index,
+                written: *w,
+                computed: *c,
+            });
+        }
+    }
+    let segments: Vec<Vec<u8>> = segs.iter().map(|s| data.segment_bytes(s)).collect();
+
+    let mut layers = Vec::with_capacity(tf.model.layers.len());
+    for (i, l) in tf.model.layers.iter().enumerate() {
+        match l {
+            LayerSpec::Dense { units, activation } => layers.push(LayerDef::Dense {
+                units: *units,
+                activation: match activation {
+                    crate::Activation::Relu => Activation::Relu,
+                    crate::Activation::Tanh => Activation::Tanh,
+                    crate::Activation::Sigmoid => Activation::Sigmoid,
+                    crate::Activation::None => Activation::None,
+                },
+            }),
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(ClientTaskError::UnknownLayer {
+                    path,
+                    field: format!("model.layers[{i}].type"),
+                    found: format!("{other:?}"),
+                })
+            }
+        }
+    }
+    let o = &tf.optimizer;
+    let definition = TaskDefinition {
+        model: ModelDef {
+            input_shape: tf.model.input_shape.clone(),
+            layers,
+            classes: tf.model.classes,
+            init: match tf.model.init {
+                Init::Xavier => Initializer::Xavier,
+                Init::He => Initializer::He,
+            },
+            seed: tf.model.seed,
+        },
+        optimizer: OptimizerDef {
+            learning_rate: F32::new(o.learning_rate),
+            momentum: F32::new(o.momentum),
+            tau: F32::new(o.tau),
+            batch_size: o.batch_size,
+            epochs: o.epochs,
+        },
+        dataset: DatasetDef {
+            format: match tf.dataset.format {
+                DatasetFormat::Idx => pouw_primitives::DatasetFormat::Idx,
+                DatasetFormat::Csv => pouw_primitives::DatasetFormat::Csv,
+            },
+            samples: data.len() as u64,
+            segment_hashes: hashes,
+            test_permille,
+            validation_permille,
+        },
+        workers,
+        preferences: TaskPreferences { needs_gpu: w.needs_gpu, min_stake: Amount(w.min_stake.0) },
+        deadlines: Deadlines {
+            training_blocks: tf.payment.deadline_blocks,
+            evaluation_blocks: tf.payment.evaluation_blocks,
+        },
+    };
+    let train_samples = definition.dataset.train_samples();
+    if u64::from(o.batch_size) > train_samples {
+        return Err(ClientTaskError::BatchLargerThanDataset {
+            path,
+            batch: o.batch_size,
+            train_samples,
+        });
+    }
+    definition
+        .validate()
+        .map_err(|source| ClientTaskError::Definition { path: path.clone(), source })?;
+    Ok(ClientTask { definition, fee: Amount(tf.payment.fee.0), segments })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fmt::Write as _;
+
+    fn repo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    /// A 3-class CSV dataset of `n` samples with 4 features, and a task file for it.
+    fn setup(n: usize, edit: impl Fn(String) -> String) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("label,a,b,c,d\n");
+        for i in 0..n {
+            writeln!(csv, "{},{},{},0.5,{}", i % 3, i, i % 7, i % 5).unwrap();
+        }
+        std::fs::write(dir.path().join("data.csv"), csv).unwrap();
+        let toml = r#"
+[model]
+input_shape = [4]
+classes = 3
+[[model.layers]]
+type = "dense"
+units = 8
+activation = "relu"
+[[model.layers]]
+type = "dense"
+units = 3
+activation = "none"
+[optimizer]
+learning_rate = 0.1
+tau = 0.01
+batch_size = 8
+epochs = 1
+[dataset]
+format = "csv"
+path = "data.csv"
+[workers]
+miners = 2
+supervisors = 4
+evaluators = 4
+max_faulty = 1
+[payment]
+fee = "5"
+deadline_blocks = 20
+evaluation_blocks = 5
+"#;
+        let file = dir.path().join("task.toml");
+        std::fs::write(&file, edit(toml.to_string())).unwrap();
+        (dir, file)
+    }
+
+    fn load(n: usize, edit: impl Fn(String) -> String) -> Result<ClientTask, ClientTaskError> {
+        let (dir, file) = setup(n, edit);
+        load_client_task(&file, dir.path())
+    }
+
+    #[test]
+    fn a_valid_file_gives_the_definition_and_segments() {
+        let t = load(100, |s| s).unwrap();
+        assert_eq!(t.fee, Amount(5 * crate::BASE_UNITS_PER_COIN));
+        assert_eq!(t.segments.len(), DATASET_SEGMENTS);
+        assert_eq!(t.definition.dataset.samples, 100);
+        assert_eq!(t.definition.dataset.test_permille, 300);
+        assert_eq!(t.definition.workers.max_faulty, 1);
+        assert_eq!(t.definition.deadlines, Deadlines { training_blocks: 20, evaluation_blocks: 5 });
+        for (bytes, h) in t.segments.iter().zip(&t.definition.dataset.segment_hashes) {
+            let mut hasher = crate::hash::tagged(crate::hash::SEGMENT_TAG);
+            hasher.update(bytes);
+            assert_eq!(&Hash(*hasher.finalize().as_bytes()), h);
+        }
+        // Writing the right hashes in the file is accepted.
+        let hashes: Vec<String> =
+            t.definition.dataset.segment_hashes.iter().map(|h| format!("\"{h}\"")).collect();
+        let line = format!("segment_hashes = [{}]\n[workers]", hashes.join(", "));
+        let again = load(100, |s| s.replace("[workers]", &line)).unwrap();
+        assert_eq!(again.definition, t.definition);
+    }
+
+    #[test]
+    fn the_shipped_client_task_loads() {
+        let file = repo().join("tasks/mnist-client.toml");
+        let (def, segments) = client_task(&file, &repo().join("tasks")).unwrap();
+        assert_eq!(segments.len(), 10);
+        assert_eq!(def.dataset.samples, 10_000);
+        assert_eq!(def.dataset.train_samples(), 7_000);
+        assert!(def.validate().is_ok());
+    }
+
+    #[test]
+    fn zero_fee_is_refused() {
+        let e = load(100, |s| s.replace("fee = \"5\"", "fee = \"0\"")).unwrap_err();
+        assert!(matches!(e, ClientTaskError::ZeroFee { .. }), "{e}");
+        assert!(e.to_string().contains("payment.fee"), "{e}");
+        let e = load(100, |s| s.replace("fee = \"5\"\n", "")).unwrap_err();
+        assert!(matches!(e, ClientTaskError::ZeroFee { .. }), "{e}");
+    }
+
+    #[test]
+    fn unknown_layer_and_activation_are_named() {
+        let e = load(100, |s| s.replacen("type = \"dense\"", "type = \"conv9d\"", 1)).unwrap_err();
+        assert!(
+            matches!(&e, ClientTaskError::UnknownLayer { field, found, .. }
+            if field == "model.layers[0].type" && found == "conv9d"),
+            "{e}"
+        );
+        let e =
+            load(100, |s| s.replace("activation = \"relu\"", "activation = \"gelu\"")).unwrap_err();
+        assert!(
+            matches!(&e, ClientTaskError::UnknownActivation { field, .. }
+            if field == "model.layers[0].activation"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn batch_larger_than_the_training_set_is_refused() {
+        // 100 samples: 10 per segment, 7 training segments = 70 training samples.
+        let e = load(100, |s| s.replace("batch_size = 8", "batch_size = 71")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ClientTaskError::BatchLargerThanDataset { batch: 71, train_samples: 70, .. }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("optimizer.batch_size"));
+        load(100, |s| s.replace("batch_size = 8", "batch_size = 70")).unwrap();
+    }
+
+    #[test]
+    fn segment_hash_mismatch_is_refused() {
+        let t = load(100, |s| s).unwrap();
+        let mut hashes: Vec<String> =
+            t.definition.dataset.segment_hashes.iter().map(|h| format!("\"{h}\"")).collect();
+        hashes[4] = format!("\"{}\"", Hash::digest(b"other data"));
+        let line = format!("segment_hashes = [{}]\n[workers]", hashes.join(", "));
+        let e = load(100, |s| s.replace("[workers]", &line)).unwrap_err();
+        assert!(matches!(e, ClientTaskError::SegmentHashMismatch { index: 4, .. }), "{e}");
+        assert!(e.to_string().contains("dataset.segment_hashes[4]"), "{e}");
+        let e = load(100, |s| s.replace("[workers]", "segment_hashes = [\"zz\"]\n[workers]"))
+            .unwrap_err();
+        assert!(matches!(e, ClientTaskError::BadSegmentHashes { .. }), "{e}");
+    }
+
+    #[test]
+    fn committees_too_small_for_max_faulty_are_refused() {
+        let e = load(100, |s| s.replace("evaluators = 4", "evaluators = 3")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ClientTaskError::CommitteeTooSmall {
+                    field: "workers.evaluators",
+                    n: 3,
+                    max_faulty: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = load(100, |s| s.replace("max_faulty = 1", "max_faulty = 2")).unwrap_err();
+        assert!(
+            matches!(e, ClientTaskError::CommitteeTooSmall { field: "workers.supervisors", .. }),
+            "{e}"
+        );
+    }
+}
