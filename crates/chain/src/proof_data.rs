@@ -8,7 +8,10 @@
 //! chain's [`PouwValidator`](crate::PouwValidator).
 
 use crate::{Chain, ChainError, PouwValidator, ProofCheckError};
-use pouw_consensus::pouw::{check_proof_cheap, ml_specs, proof_of, ProofData, ProofDataKeys};
+use pouw_consensus::{
+    pouw::{check_proof_cheap, ml_specs, proof_of, ProofData, ProofDataKeys},
+    task_record,
+};
 use pouw_primitives::{Block, Hash, TaskDefinition, TaskId, Timestamp};
 
 /// Why proof data sent for a block is not the data the block names.
@@ -31,20 +34,27 @@ pub enum ProofDataError {
     },
 }
 
-/// The task a block trains, resolved on the block's own branch (its parent must be stored).
-pub fn block_task(
-    chain: &Chain,
-    block: &Block,
-) -> Result<(TaskId, TaskDefinition), ProofCheckError> {
+/// The task a block trains, resolved on the block's own branch (its parent must be stored):
+/// the filler task of its epoch, or a client task in Training in the parent's state (known
+/// here when the parent is the tip).
+pub fn block_task(chain: &Chain, block: &Block) -> Result<(TaskId, TaskDefinition), ProofCheckError> {
     let unknown = |filler| ProofCheckError::UnknownTask { task: block.header.task_id, filler };
     let parent = chain.header(&block.header.prev_hash).ok_or(unknown(Hash::ZERO))?;
     let ancestors = chain.branch_ancestors(parent);
-    let (filler_id, task) = PouwValidator::filler_task_for(chain.spec(), parent, &ancestors)
-        .ok_or(unknown(Hash::ZERO))?;
-    if block.header.task_id != filler_id {
-        return Err(unknown(filler_id));
+    let (filler_id, task) =
+        PouwValidator::filler_task_for(chain.spec(), parent, &ancestors).ok_or(unknown(Hash::ZERO))?;
+    if block.header.task_id == filler_id {
+        return Ok((filler_id, task));
     }
-    Ok((filler_id, task))
+    if block.header.prev_hash != chain.tip() {
+        return Err(ProofCheckError::TaskStateUnavailable {
+            task: block.header.task_id,
+            parent: block.header.prev_hash,
+        });
+    }
+    let record = task_record(chain.state(), &block.header.task_id).ok_or(unknown(filler_id))?;
+    let definition = PouwValidator::client_task_definition(&record, &block.header)?;
+    Ok((block.header.task_id, definition))
 }
 
 /// Every check of `block` that needs neither its proof data nor a replay: header and body

@@ -83,7 +83,7 @@ impl NodeApi for Api {
     fn submit_transaction(&self, tx: Transaction) -> Result<pouw_primitives::Hash, ApiError> {
         let (reply, answer) = flume::bounded(1);
         self.commands
-            .try_send(NodeCommand::SubmitTransaction(tx, reply))
+            .try_send(NodeCommand::SubmitTransaction(Box::new(tx), reply))
             .map_err(|_| ApiError::Unavailable("the node is busy or stopping".into()))?;
         answer
             .recv_timeout(Duration::from_secs(10))

@@ -73,7 +73,7 @@ pub enum NodeError {
 pub enum NodeCommand {
     /// Admit a transaction to the mempool and gossip it; the reply carries its hash or why it
     /// was refused.
-    SubmitTransaction(Transaction, flume::Sender<Result<Hash, String>>),
+    SubmitTransaction(Box<Transaction>, flume::Sender<Result<Hash, String>>),
     /// Turn mining on or off.
     SetMining(bool),
 }
@@ -104,6 +104,7 @@ impl NodeHandle {
         let proofs = Arc::new(ProofStore::open(&config.datadir)?);
         let exec = Exec::new(config.threads);
         let validator = Arc::new(PouwValidator::new(proofs.clone(), exec));
+        let tasks_validator = validator.clone();
         let chain_config = ChainConfig {
             durability: if config.durable { Durability::Immediate } else { Durability::Eventual },
             ..ChainConfig::default()
@@ -113,6 +114,7 @@ impl NodeHandle {
         let mut net_config = NetConfig::new(chain.genesis_hash(), config.listen.clone());
         net_config.bootstrap = config.bootstrap.clone();
         let (net, events) = pouw_net::spawn(net_config, config.key.secret_bytes())?;
+        tasks_validator.update_tasks(chain.tip(), chain.state());
         let stats = Arc::new(NodeStats::default());
         stats.height.store(chain.height(), Ordering::Relaxed);
         let chain = Arc::new(RwLock::new(chain));
@@ -158,6 +160,7 @@ impl NodeHandle {
         };
         let rpc_addr = rpc.as_ref().map(pouw_rpc::RpcServer::local_addr);
         let node = Node {
+            validator: tasks_validator,
             rpc,
             mining: config.mine,
             config,
@@ -256,7 +259,7 @@ impl NodeHandle {
     /// Submits a transaction (mempool, then gossip); waits up to 10 s for the node's answer.
     pub fn submit_transaction(&self, tx: Transaction) -> Result<Hash, String> {
         let (reply, answer) = flume::bounded(1);
-        if !self.command(NodeCommand::SubmitTransaction(tx, reply)) {
+        if !self.command(NodeCommand::SubmitTransaction(Box::new(tx), reply)) {
             return Err("the node is busy or stopped".into());
         }
         answer
@@ -299,10 +302,12 @@ enum Pending {
     Status,
     Headers,
     Blocks,
-    Proof { block: Block, gossip: Option<GossipId> },
+    Proof { block: Box<Block>, gossip: Option<GossipId> },
 }
 
 struct Node {
+    /// The chain's validator (told about client tasks after every tip change).
+    validator: Arc<PouwValidator>,
     /// Stopped when the node stops.
     rpc: Option<pouw_rpc::RpcServer>,
     config: NodeConfig,
@@ -334,7 +339,9 @@ fn is_fault(e: &ChainError) -> bool {
                 if let Some(p) = inner.downcast_ref::<ProofCheckError>() {
                     return !matches!(
                         p,
-                        ProofCheckError::MissingData(_) | ProofCheckError::Storage(_)
+                        ProofCheckError::MissingData(_)
+                            | ProofCheckError::Storage(_)
+                            | ProofCheckError::TaskStateUnavailable { .. }
                     );
                 }
             }
@@ -426,7 +433,7 @@ impl Node {
     fn on_command(&mut self, cmd: NodeCommand) {
         match cmd {
             NodeCommand::SubmitTransaction(tx, reply) => {
-                let _ = reply.send(self.submit_local(tx));
+                let _ = reply.send(self.submit_local(*tx));
             }
             NodeCommand::SetMining(on) => self.mining = on,
         }
@@ -488,6 +495,7 @@ impl Node {
             let r = chain.import_block(block.clone(), Timestamp::now());
             if r.is_ok() {
                 self.mempool.sync_with(&mut chain)?;
+                self.validator.update_tasks(chain.tip(), chain.state());
             }
             r
         };
@@ -715,7 +723,7 @@ impl Node {
             self.import(Some(from), block, None, Some(id))?;
         } else {
             self.fetching.insert(hash);
-            self.request(from, Request::Proof(hash), Pending::Proof { block, gossip: Some(id) });
+            self.request(from, Request::Proof(hash), Pending::Proof { block: Box::new(block), gossip: Some(id) });
         }
         Ok(())
     }
@@ -756,6 +764,7 @@ impl Node {
             let r = chain.import_block(block, Timestamp::now());
             if r.is_ok() {
                 self.mempool.sync_with(&mut chain)?;
+                self.validator.update_tasks(chain.tip(), chain.state());
             }
             r
         };
@@ -840,7 +849,7 @@ impl Node {
                 self.fetching.remove(&block.hash());
                 match data {
                     Some(data) => {
-                        self.import(Some(peer), block, Some(data), gossip)?;
+                        self.import(Some(peer), *block, Some(data), gossip)?;
                     }
                     None => {
                         if let Some(id) = gossip {

@@ -198,7 +198,7 @@ mod tests {
         let mut self_accused = body.clone();
         self_accused.accused = key.public();
         assert_eq!(self_accused.sign(&key).check(), Err(AlertError::SelfAccusation));
-        let mut long = body.clone();
+        let mut long = body;
         long.detail = "x".repeat(MAX_ALERT_DETAIL_BYTES + 1);
         assert!(matches!(long.sign(&key).check(), Err(AlertError::DetailTooLong(_))));
         let mut forged = alert;
