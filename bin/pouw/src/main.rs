@@ -7,6 +7,9 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod chain_cmd;
+mod client;
+mod devnet;
+mod jsonrpc;
 mod keys;
 mod node;
 mod train;
@@ -24,8 +27,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a node (today: `--dev`, one mining node on its own).
+    /// Run a node: chain, mempool, miner and worker roles, P2P network, JSON-RPC.
     Node(node::NodeArgs),
+    /// Start a whole local network of node processes, train the default task end to end and
+    /// print a report.
+    Devnet(devnet::DevnetArgs),
+    /// Client commands: submit a task, follow it, fetch its model (through a node's RPC).
+    Client(client::ClientArgs),
     /// Query and re-verify a stopped node's chain.
     Chain(chain_cmd::ChainArgs),
     /// Make and show ed25519 key files.
@@ -51,6 +59,8 @@ fn main() -> ExitCode {
     init_tracing();
     let (result, failure_code) = match cli.command {
         Command::Node(args) => (node::run(args), 1),
+        Command::Devnet(args) => (devnet::run(args), 1),
+        Command::Client(args) => (client::run(args), 1),
         Command::Chain(args) => (chain_cmd::run(args), 1),
         Command::Keys(args) => (keys::run(args), 1),
         Command::Train(args) => (train::run(args), train::EXIT_TRAIN_FAILED),

@@ -38,6 +38,10 @@ pub(crate) struct NodeArgs {
     /// retried until reachable.
     #[arg(long, value_parser = parse_multiaddr)]
     bootstrap: Vec<Multiaddr>,
+    /// Worker roles (comma-separated: miner, supervisor, evaluator, verifier): a staking
+    /// ticket is kept live for each, and the node works in every task it is selected for.
+    #[arg(long, value_delimiter = ',', value_parser = parse_role)]
+    roles: Vec<pouw_primitives::Role>,
     /// Do not mine (validate and relay only).
     #[arg(long)]
     no_mine: bool,
@@ -54,6 +58,19 @@ pub(crate) struct NodeArgs {
     /// Bearer token that admits admin RPC methods from any address (default: loopback only).
     #[arg(long, env = "POUW_RPC_TOKEN")]
     rpc_token: Option<String>,
+}
+
+fn parse_role(s: &str) -> Result<pouw_primitives::Role, String> {
+    use pouw_primitives::Role;
+    match s.trim().to_ascii_lowercase().as_str() {
+        "miner" => Ok(Role::Miner),
+        "supervisor" => Ok(Role::Supervisor),
+        "evaluator" => Ok(Role::Evaluator),
+        "verifier" => Ok(Role::Verifier),
+        other => Err(format!(
+            "unknown role `{other}`: expected miner, supervisor, evaluator or verifier"
+        )),
+    }
 }
 
 fn parse_multiaddr(s: &str) -> Result<Multiaddr, String> {
@@ -89,6 +106,7 @@ pub(crate) fn run(args: NodeArgs) -> Result<()> {
     };
     config.bootstrap = args.bootstrap;
     config.mine = !args.no_mine;
+    config.roles = args.roles;
     config.threads = args.threads.max(1);
     config.max_blocks = args.blocks;
     config.rpc = args.rpc;

@@ -346,6 +346,12 @@ impl Mempool {
         }
     }
 
+    /// Drops a transaction that turned out invalid (e.g. a block template refused it): it
+    /// leaves the pool; later transactions of its sender wait for the nonce again.
+    pub fn remove(&mut self, hash: &Hash) -> Option<Transaction> {
+        self.remove_one(hash)
+    }
+
     fn remove_one(&mut self, hash: &Hash) -> Option<Transaction> {
         let e = self.txs.remove(hash)?;
         self.bytes -= e.size as usize;

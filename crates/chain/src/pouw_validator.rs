@@ -75,6 +75,10 @@ struct TaskSnapshot {
     tip: Option<Hash>,
     /// Every task record of that state that is in Training.
     training: BTreeMap<TaskId, TaskRecord>,
+    /// The definition of every task registered in that state (a task id is the hash of the
+    /// PayForTask that carries the definition, so it names the same definition on every
+    /// branch).
+    definitions: BTreeMap<TaskId, TaskDefinition>,
 }
 
 /// Verifies the PoUW proof of every block: the cheap checks, then the bit-exact replay of the
@@ -107,17 +111,19 @@ impl PouwValidator {
     /// built on `tip` that train one of them can then be checked. Call after every tip change
     /// (cost: one range scan of the task records).
     pub fn update_tasks(&self, tip: Hash, state: &State) {
-        let training = state
-            .range(StateKey::Task(Hash([0; 32]))..=StateKey::Task(Hash([0xff; 32])))
-            .filter_map(|(k, v)| match (k, v) {
-                (StateKey::Task(id), StateValue::Task(r)) if r.status == TaskStatus::Training => {
-                    Some((*id, (**r).clone()))
+        let mut training = BTreeMap::new();
+        let mut definitions = BTreeMap::new();
+        for (k, v) in state.range(StateKey::Task(Hash([0; 32]))..=StateKey::Task(Hash([0xff; 32])))
+        {
+            if let (StateKey::Task(id), StateValue::Task(r)) = (k, v) {
+                definitions.insert(*id, r.definition.clone());
+                if r.status == TaskStatus::Training {
+                    training.insert(*id, (**r).clone());
                 }
-                _ => None,
-            })
-            .collect();
+            }
+        }
         if let Ok(mut t) = self.tasks.write() {
-            *t = TaskSnapshot { tip: Some(tip), training };
+            *t = TaskSnapshot { tip: Some(tip), training, definitions };
         }
     }
 
@@ -151,11 +157,20 @@ impl PouwValidator {
         })?;
         match snapshot.tip {
             Some(tip) if tip == header.prev_hash => {}
+            // A block on another branch: the definition is the same on every branch (the task
+            // id commits to it), so the replay can run; whether the task is in Training there
+            // and the miner selected is checked by `apply_block` on that branch's own state.
             _ => {
-                return Err(ProofCheckError::TaskStateUnavailable {
-                    task,
-                    parent: header.prev_hash,
-                })
+                return match snapshot.definitions.get(&task) {
+                    Some(d) => {
+                        ml_specs(d)?;
+                        Ok(d.clone())
+                    }
+                    None => Err(ProofCheckError::TaskStateUnavailable {
+                        task,
+                        parent: header.prev_hash,
+                    }),
+                }
             }
         }
         match snapshot.training.get(&task) {
@@ -292,8 +307,13 @@ mod tests {
         assert!(matches!(e, ProofCheckError::MinerNotSelected { .. }), "{e}");
         let e = v.client_task(&header(done, miner, tip), Hash::ZERO).unwrap_err();
         assert!(matches!(e, ProofCheckError::UnknownTask { .. }), "{e}");
+        // On another branch: the definition (the same everywhere) is enough for the replay;
+        // `apply_block` checks the phase and the selection on that branch.
+        let def = v.client_task(&header(training, miner, Hash::digest(b"side")), Hash::ZERO);
+        assert_eq!(def.unwrap(), valid_task(1));
+        let unknown = Hash::digest(b"never registered");
         let e =
-            v.client_task(&header(training, miner, Hash::digest(b"side")), Hash::ZERO).unwrap_err();
+            v.client_task(&header(unknown, miner, Hash::digest(b"side")), Hash::ZERO).unwrap_err();
         assert!(matches!(e, ProofCheckError::TaskStateUnavailable { .. }), "{e}");
         // The pure rule on a record.
         let r = record(TaskStatus::Finalising { since: 4 }, miner);

@@ -37,23 +37,35 @@ pub enum ProofDataError {
 /// The task a block trains, resolved on the block's own branch (its parent must be stored):
 /// the filler task of its epoch, or a client task in Training in the parent's state (known
 /// here when the parent is the tip).
-pub fn block_task(chain: &Chain, block: &Block) -> Result<(TaskId, TaskDefinition), ProofCheckError> {
+pub fn block_task(
+    chain: &Chain,
+    block: &Block,
+) -> Result<(TaskId, TaskDefinition), ProofCheckError> {
     let unknown = |filler| ProofCheckError::UnknownTask { task: block.header.task_id, filler };
     let parent = chain.header(&block.header.prev_hash).ok_or(unknown(Hash::ZERO))?;
     let ancestors = chain.branch_ancestors(parent);
-    let (filler_id, task) =
-        PouwValidator::filler_task_for(chain.spec(), parent, &ancestors).ok_or(unknown(Hash::ZERO))?;
+    let (filler_id, task) = PouwValidator::filler_task_for(chain.spec(), parent, &ancestors)
+        .ok_or(unknown(Hash::ZERO))?;
     if block.header.task_id == filler_id {
         return Ok((filler_id, task));
     }
-    if block.header.prev_hash != chain.tip() {
-        return Err(ProofCheckError::TaskStateUnavailable {
-            task: block.header.task_id,
-            parent: block.header.prev_hash,
+    let Some(record) = task_record(chain.state(), &block.header.task_id) else {
+        return Err(if block.header.prev_hash == chain.tip() {
+            unknown(filler_id)
+        } else {
+            ProofCheckError::TaskStateUnavailable {
+                task: block.header.task_id,
+                parent: block.header.prev_hash,
+            }
         });
-    }
-    let record = task_record(chain.state(), &block.header.task_id).ok_or(unknown(filler_id))?;
-    let definition = PouwValidator::client_task_definition(&record, &block.header)?;
+    };
+    // At the tip the full rule; on another branch the definition alone (the task id commits
+    // to it; `apply_block` checks the phase and the selection on that branch).
+    let definition = if block.header.prev_hash == chain.tip() {
+        PouwValidator::client_task_definition(&record, &block.header)?
+    } else {
+        record.definition
+    };
     Ok((block.header.task_id, definition))
 }
 

@@ -329,3 +329,10 @@ impl Dataset {
         hash::samples_hash(hash::SEGMENT_TAG, x, y, self.width)
     }
 }
+
+/// The segment hash of canonical segment bytes as a client serves them over the network
+/// ([`Dataset::segment_bytes`]); `None` if the bytes are not a canonical batch.
+pub fn segment_hash_of_bytes(bytes: &[u8]) -> Option<Digest> {
+    let b = Batch::from_canonical_bytes(bytes).ok()?;
+    Some(hash::samples_hash(hash::SEGMENT_TAG, b.features(), b.labels(), b.width()))
+}

@@ -50,7 +50,9 @@ mod task;
 
 pub use batch::{Batch, BatchError};
 pub use client_task::{client_task, load_client_task, ClientTask, ClientTaskError};
-pub use dataset::{BatchSchedule, Dataset, DatasetError, Segment, Split, SplitError};
+pub use dataset::{
+    segment_hash_of_bytes, BatchSchedule, Dataset, DatasetError, Segment, Split, SplitError,
+};
 pub use export::{
     from_safetensors, load_safetensors, save_safetensors, to_safetensors, ExportError,
 };

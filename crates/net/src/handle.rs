@@ -421,3 +421,23 @@ impl NetConfig {
         }
     }
 }
+
+/// The peer id of the node whose key is `key` (a node's peer id is derived from its ed25519
+/// key, which is also its account address): how a worker finds the client or a miner.
+pub fn peer_id_of(key: &pouw_primitives::PublicKey) -> Option<PeerId> {
+    let pk = libp2p::identity::ed25519::PublicKey::try_from_bytes(&key.0).ok()?;
+    Some(libp2p::identity::PublicKey::from(pk).to_peer_id())
+}
+
+#[cfg(test)]
+mod peer_id_tests {
+    #[test]
+    fn peer_id_of_matches_the_identity_derived_from_the_secret() {
+        let key = pouw_primitives::Keypair::from_label("node");
+        let id = libp2p::identity::Keypair::ed25519_from_bytes(key.secret_bytes())
+            .unwrap()
+            .public()
+            .to_peer_id();
+        assert_eq!(super::peer_id_of(&key.public()), Some(id));
+    }
+}

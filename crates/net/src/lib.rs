@@ -15,8 +15,8 @@ pub mod messages;
 mod service;
 
 pub use handle::{
-    Acceptance, GossipId, HandleError, InboundId, Multiaddr, NetConfig, NetCounters, NetEvent,
-    NetStats, NetworkHandle, PeerId, PeerInfo, PeerVerdict, RequestFailure, RequestId,
+    peer_id_of, Acceptance, GossipId, HandleError, InboundId, Multiaddr, NetConfig, NetCounters,
+    NetEvent, NetStats, NetworkHandle, PeerId, PeerInfo, PeerVerdict, RequestFailure, RequestId,
     COMMAND_QUEUE, EVENT_QUEUE,
 };
 pub use messages::{

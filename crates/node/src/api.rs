@@ -7,7 +7,7 @@ use pouw_consensus::{Overlay, StateKey, StateValue};
 use pouw_net::NetworkHandle;
 use pouw_primitives::{Address, Amount, Role, TaskId, Transaction};
 use pouw_rpc::{
-    AccountView, ApiError, BlockRef, BlockView, NodeApi, NodeInfo, NodeStatus, TipView,
+    AccountView, ApiError, BlockRef, BlockView, NodeApi, NodeInfo, NodeStatus, SupplyView, TipView,
     TrainingPoint,
 };
 use std::{
@@ -26,6 +26,8 @@ pub(crate) struct Api {
     pub(crate) info: NodeInfo,
     /// Peers are expected (bootstrap peers configured): no peers then means degraded health.
     pub(crate) expects_peers: bool,
+    /// The data directory (where fetched models are).
+    pub(crate) datadir: std::path::PathBuf,
 }
 
 impl Api {
@@ -140,6 +142,42 @@ impl NodeApi for Api {
 
     fn training(&self, since: u64, limit: u32) -> Vec<TrainingPoint> {
         self.stats.training_since(since, limit as usize)
+    }
+
+    fn supply(&self) -> SupplyView {
+        let chain = self.chain();
+        let spec = chain.spec();
+        let genesis: u128 =
+            spec.genesis.allocations.iter().map(|a| u128::from(a.balance.units())).sum();
+        let rewards = u128::from(spec.block_reward.units()) * u128::from(chain.height());
+        let total = chain.state().total_value();
+        SupplyView {
+            height: chain.height(),
+            total: total.map_or_else(|| "overflow".into(), |t| t.to_string()),
+            genesis: genesis.to_string(),
+            rewards: rewards.to_string(),
+            ok: total == genesis.checked_add(rewards),
+        }
+    }
+
+    fn submit_task(&self, path: &str) -> Result<TaskId, ApiError> {
+        let (reply, answer) = flume::bounded(1);
+        self.commands
+            .try_send(NodeCommand::SubmitTask(path.into(), reply))
+            .map_err(|_| ApiError::Unavailable("the node is busy or stopping".into()))?;
+        answer
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| ApiError::Unavailable("the node did not answer in time".into()))?
+            .map_err(ApiError::Rejected)
+    }
+
+    fn task_model(&self, id: TaskId) -> Result<Option<Vec<u8>>, ApiError> {
+        let path = self.datadir.join("models").join(format!("task-{id}.safetensors"));
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(internal(format!("{}: {e}", path.display()))),
+        }
     }
 
     fn node_info(&self) -> NodeInfo {

@@ -33,6 +33,9 @@ pub struct NodeConfig {
     pub rpc: Option<std::net::SocketAddr>,
     /// RPC server settings.
     pub rpc_config: pouw_rpc::RpcConfig,
+    /// Worker roles this node offers (a staking ticket is kept live for each; the node acts
+    /// in every task it is selected for). Mining the chain is [`NodeConfig::mine`].
+    pub roles: Vec<pouw_primitives::Role>,
 }
 
 impl NodeConfig {
@@ -52,6 +55,7 @@ impl NodeConfig {
             durable: true,
             rpc: None,
             rpc_config: pouw_rpc::RpcConfig::default(),
+            roles: Vec::new(),
         }
     }
 }

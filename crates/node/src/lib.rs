@@ -9,6 +9,7 @@
 //!                                            └─ one miner step per turn when mining
 //! ```
 
+mod agent;
 mod api;
 mod config;
 mod node;
@@ -16,6 +17,7 @@ mod stats;
 mod sync;
 mod tasks;
 
+pub use agent::SubmitTaskError;
 pub use config::{local_spec, NodeConfig};
 pub use node::{NodeCommand, NodeError, NodeHandle};
 pub use stats::{ImportRecord, NodeCounters, NodeStats};

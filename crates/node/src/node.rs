@@ -8,8 +8,9 @@ use crate::{
 };
 use pouw_chain::{
     check_proof_data, precheck, Chain, ChainConfig, ChainError, ImportOutcome, Mempool,
-    MempoolConfig, MempoolError, PouwValidator, ProofCheckError,
+    MempoolConfig, MempoolError, PouwValidator, ProofCheckError, ProofDataError,
 };
+use pouw_consensus::ConsensusError;
 use pouw_consensus::{
     check_tx_stateless,
     pouw::{proof_of, ProofData},
@@ -20,12 +21,13 @@ use pouw_net::{
     NetConfig, NetEvent, NetworkHandle, PeerId, PeerVerdict, Request, RequestFailure, RequestId,
     Response,
 };
-use pouw_primitives::{Block, Hash, Timestamp, Transaction, TxKind};
+use pouw_primitives::{Address, Block, Hash, TaskId, Timestamp, Transaction, TxKind};
 use pouw_rpc::{NodeInfo, TrainingPoint};
 use pouw_storage::{Durability, ProofStore, StorageError};
 use pouw_work::{Miner, MinerError};
 use std::{
     collections::{HashMap, HashSet},
+    path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
@@ -76,6 +78,9 @@ pub enum NodeCommand {
     SubmitTransaction(Box<Transaction>, flume::Sender<Result<Hash, String>>),
     /// Turn mining on or off.
     SetMining(bool),
+    /// Client: submit the task file at this path (its dataset is read and served by this
+    /// node); the reply carries the task id or why it was refused.
+    SubmitTask(PathBuf, flume::Sender<Result<TaskId, String>>),
 }
 
 /// A running node: its thread, its network and what others may read.
@@ -139,6 +144,7 @@ impl NodeHandle {
                     commands: cmd_tx.clone(),
                     started: Instant::now(),
                     expects_peers: !config.bootstrap.is_empty(),
+                    datadir: config.datadir.clone(),
                     info: NodeInfo {
                         version: env!("CARGO_PKG_VERSION").into(),
                         chain: config.spec.name.clone(),
@@ -148,7 +154,12 @@ impl NodeHandle {
                         peer_id: Some(net.local_peer_id().to_string()),
                         listen_addrs: Vec::new(),
                         rpc_addr: None,
-                        roles: if config.mine { vec!["miner".into()] } else { Vec::new() },
+                        roles: config
+                            .roles
+                            .iter()
+                            .map(|r| format!("{r:?}").to_lowercase())
+                            .chain(config.mine.then(|| "mining".to_string()))
+                            .collect(),
                     },
                 };
                 let server = pouw_rpc::spawn(addr, Arc::new(api), config.rpc_config.clone())
@@ -159,6 +170,7 @@ impl NodeHandle {
             None => None,
         };
         let rpc_addr = rpc.as_ref().map(pouw_rpc::RpcServer::local_addr);
+        let agent = crate::agent::Agent::new(config.roles.clone(), config.datadir.clone());
         let node = Node {
             validator: tasks_validator,
             rpc,
@@ -180,6 +192,10 @@ impl NodeHandle {
             peers: HashSet::new(),
             last_status_round: Instant::now(),
             mined: 0,
+            agent,
+            last_agent_tick: Instant::now(),
+            own_txs: Vec::new(),
+            last_rebroadcast: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("pouw-node".into())
@@ -267,6 +283,18 @@ impl NodeHandle {
             .map_err(|_| "the node did not answer".to_string())?
     }
 
+    /// Client: submits the task file at `path` (this node serves its dataset); waits up to
+    /// 60 s for the node's answer: the task id, or why it was refused.
+    pub fn submit_task(&self, path: &std::path::Path) -> Result<TaskId, String> {
+        let (reply, answer) = flume::bounded(1);
+        if !self.command(NodeCommand::SubmitTask(path.to_path_buf(), reply)) {
+            return Err("the node is busy or stopped".into());
+        }
+        answer
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| "the node did not answer".to_string())?
+    }
+
     /// True while the node thread runs.
     pub fn is_running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
@@ -297,38 +325,51 @@ impl Drop for NodeHandle {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+enum PendingKind {
+    Status,
+    Data,
+}
+
 #[derive(Debug)]
-enum Pending {
+pub(crate) enum Pending {
     Status,
     Headers,
     Blocks,
     Proof { block: Box<Block>, gossip: Option<GossipId> },
+    Segment { task: TaskId, index: u8, test: bool },
+    Model { task: TaskId, miner: Address, hash: Hash },
 }
 
-struct Node {
+pub(crate) struct Node {
     /// The chain's validator (told about client tasks after every tip change).
-    validator: Arc<PouwValidator>,
+    pub(crate) validator: Arc<PouwValidator>,
     /// Stopped when the node stops.
-    rpc: Option<pouw_rpc::RpcServer>,
-    config: NodeConfig,
-    chain: Arc<RwLock<Chain>>,
-    proofs: Arc<ProofStore>,
-    mempool: Mempool,
-    miner: Option<Miner>,
-    net: NetworkHandle,
-    events: flume::Receiver<NetEvent>,
-    commands: flume::Receiver<NodeCommand>,
-    stats: Arc<NodeStats>,
-    stop: Arc<AtomicBool>,
-    sync: Sync,
-    pending: HashMap<RequestId, (PeerId, Pending)>,
+    pub(crate) rpc: Option<pouw_rpc::RpcServer>,
+    pub(crate) config: NodeConfig,
+    pub(crate) chain: Arc<RwLock<Chain>>,
+    pub(crate) proofs: Arc<ProofStore>,
+    pub(crate) mempool: Mempool,
+    pub(crate) miner: Option<Miner>,
+    pub(crate) net: NetworkHandle,
+    pub(crate) events: flume::Receiver<NetEvent>,
+    pub(crate) commands: flume::Receiver<NodeCommand>,
+    pub(crate) stats: Arc<NodeStats>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) sync: Sync,
+    pub(crate) pending: HashMap<RequestId, (PeerId, Pending)>,
     /// Blocks whose proof data is being fetched.
-    fetching: HashSet<Hash>,
-    banned: HashSet<PeerId>,
-    peers: HashSet<PeerId>,
-    last_status_round: Instant,
-    mining: bool,
-    mined: u64,
+    pub(crate) fetching: HashSet<Hash>,
+    pub(crate) banned: HashSet<PeerId>,
+    pub(crate) peers: HashSet<PeerId>,
+    pub(crate) last_status_round: Instant,
+    pub(crate) mining: bool,
+    pub(crate) mined: u64,
+    pub(crate) agent: crate::agent::Agent,
+    /// Our own transactions, re-gossiped while they wait in the pool.
+    pub(crate) own_txs: Vec<Hash>,
+    pub(crate) last_rebroadcast: Instant,
+    pub(crate) last_agent_tick: Instant,
 }
 
 /// Whether an import error proves the sender wrong (as opposed to "not yet" or a local fault).
@@ -415,7 +456,15 @@ impl Node {
     fn tick(&mut self) {
         if self.last_status_round.elapsed() >= self.config.status_interval {
             self.last_status_round = Instant::now();
-            let peers: Vec<PeerId> = self.peers.iter().copied().collect();
+            // One status request in flight per peer at most.
+            let waiting: HashSet<PeerId> = self
+                .pending
+                .values()
+                .filter(|(_, p)| matches!(p, Pending::Status))
+                .map(|(peer, _)| *peer)
+                .collect();
+            let peers: Vec<PeerId> =
+                self.peers.iter().copied().filter(|p| !waiting.contains(p)).collect();
             for p in peers {
                 self.request(p, Request::Status, Pending::Status);
             }
@@ -428,6 +477,22 @@ impl Node {
             }
         }
         self.stats.syncing.store(self.sync.is_active(), Ordering::Relaxed);
+        if self.last_rebroadcast.elapsed() >= Duration::from_secs(5) {
+            self.last_rebroadcast = Instant::now();
+            self.own_txs.retain(|h| self.mempool.contains(h));
+            for h in &self.own_txs {
+                if let Some(tx) = self.mempool.get(h) {
+                    // Peers that have it drop the duplicate; new peers get it.
+                    let _ = self.net.publish(GossipMessage::NewTransaction(tx.clone()));
+                }
+            }
+        }
+        if self.last_agent_tick.elapsed() >= Duration::from_millis(300) {
+            self.last_agent_tick = Instant::now();
+            if let Err(e) = self.agent_tick() {
+                tracing::warn!(target: "node", error = %e, "task agent");
+            }
+        }
     }
 
     fn on_command(&mut self, cmd: NodeCommand) {
@@ -436,10 +501,13 @@ impl Node {
                 let _ = reply.send(self.submit_local(*tx));
             }
             NodeCommand::SetMining(on) => self.mining = on,
+            NodeCommand::SubmitTask(path, reply) => {
+                let _ = reply.send(self.submit_task(&path).map_err(|e| e.to_string()));
+            }
         }
     }
 
-    fn submit_local(&mut self, tx: Transaction) -> Result<Hash, String> {
+    pub(crate) fn submit_local(&mut self, tx: Transaction) -> Result<Hash, String> {
         check_tx_stateless(&tx, &self.config.spec).map_err(|e| e.to_string())?;
         let hash = tx.hash();
         {
@@ -447,6 +515,7 @@ impl Node {
             self.mempool.add(tx.clone(), chain.state()).map_err(|e| e.to_string())?;
         }
         NodeStats::add(&self.stats.txs_accepted, 1);
+        self.own_txs.push(hash);
         let msg = if matches!(tx.body.kind, TxKind::PayForTask { .. }) {
             GossipMessage::TaskSubmission(tx)
         } else {
@@ -465,10 +534,37 @@ impl Node {
         let max_txs = self.config.spec.max_block_txs as usize;
         let max_bytes = usize::try_from(self.config.spec.max_block_bytes / 2).unwrap_or(usize::MAX);
         let txs = self.mempool.select(max_txs, max_bytes);
-        let (found, loss) = {
-            let chain = read(&self.chain);
-            miner.step(&chain, &txs, Timestamp::now())?
+        let assigned = miner.assignment().map(|a| a.task_id);
+        let peers = match assigned {
+            Some(task) => self.agent.take_inbox(&task),
+            None => Vec::new(),
         };
+        let out = {
+            let chain = read(&self.chain);
+            miner.step_with(&chain, &txs, Timestamp::now(), &peers)
+        };
+        let out = match out {
+            Ok(out) => out,
+            Err(MinerError::Template(ConsensusError::TxInBlock { id, source, .. })) => {
+                // A pooled transaction no longer applies (e.g. a verdict on a task that closed
+                // meanwhile): drop it, train on.
+                tracing::debug!(target: "node", tx = %id.short(), error = %source, "dropping a transaction that no longer applies");
+                self.mempool.remove(&id);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (found, loss) = (out.block, out.loss);
+        if let Some(finished) = out.finished {
+            self.agent_on_finished(finished);
+            return Ok(());
+        }
+        if let (Some(_), Some(msg)) = (assigned, out.message) {
+            if let Err(e) = self.net.publish(GossipMessage::MlIteration(msg)) {
+                tracing::debug!(target: "node", error = %e, "iteration message not gossiped");
+            }
+        }
+        let Some(miner) = self.miner.as_mut() else { return Ok(()) };
         let iterations = self.stats.iterations.fetch_add(1, Ordering::Relaxed);
         if iterations % crate::stats::TRAINING_EVERY == 0 {
             if let Some(m) = miner.last_step() {
@@ -610,7 +706,7 @@ impl Node {
         let _ = self.net.report(peer, PeerVerdict::Penalty { reason: reason.into(), points });
     }
 
-    fn request(&mut self, peer: PeerId, request: Request, pending: Pending) {
+    pub(crate) fn request(&mut self, peer: PeerId, request: Request, pending: Pending) {
         match self.net.request(peer, request) {
             Ok(id) => {
                 self.pending.insert(id, (peer, pending));
@@ -648,7 +744,14 @@ impl Node {
                 }
             }
             GossipMessage::MlIteration(msg) => match msg.verify_signature() {
-                Ok(()) => self.validate(id, from, Acceptance::Accept),
+                Ok(()) => {
+                    let acceptance = if self.agent_on_iteration(&msg) {
+                        Acceptance::Accept
+                    } else {
+                        Acceptance::Ignore
+                    };
+                    self.validate(id, from, acceptance);
+                }
                 Err(e) => {
                     self.validate(id, from, Acceptance::Reject);
                     self.ban(from, format!("iteration message: {e}"));
@@ -723,7 +826,11 @@ impl Node {
             self.import(Some(from), block, None, Some(id))?;
         } else {
             self.fetching.insert(hash);
-            self.request(from, Request::Proof(hash), Pending::Proof { block: Box::new(block), gossip: Some(id) });
+            self.request(
+                from,
+                Request::Proof(hash),
+                Pending::Proof { block: Box::new(block), gossip: Some(id) },
+            );
         }
         Ok(())
     }
@@ -749,9 +856,22 @@ impl Node {
         };
         if let Some(data) = data {
             let checked = check_proof_data(&read(&self.chain), &block, &data);
-            if let Err(e) = checked {
-                reject(self, format!("bad proof data: {e}"));
-                return Ok(false);
+            match checked {
+                Ok(()) => {}
+                // The tip moved on since the cheap checks: the block cannot be checked here
+                // now (not the sender's fault); sync brings it back if it wins.
+                Err(ProofDataError::Task(
+                    ProofCheckError::TaskStateUnavailable { .. } | ProofCheckError::Storage(_),
+                )) => {
+                    if let (Some(peer), Some(id)) = (from, gossip) {
+                        self.validate(id, peer, Acceptance::Ignore);
+                    }
+                    return Ok(false);
+                }
+                Err(e) => {
+                    reject(self, format!("bad proof data: {e}"));
+                    return Ok(false);
+                }
             }
             if let Ok(Some(proof)) = proof_of(&block) {
                 self.proofs.put_proof(&proof.winning.body, &data)?;
@@ -815,6 +935,11 @@ impl Node {
             Ok(r) => r,
             Err(failure) => {
                 tracing::debug!(target: "node", %peer, %failure, ?pending, "request failed");
+                let kind = if matches!(pending, Pending::Status) {
+                    PendingKind::Status
+                } else {
+                    PendingKind::Data
+                };
                 match pending {
                     Pending::Proof { block, gossip } => {
                         self.fetching.remove(&block.hash());
@@ -823,10 +948,12 @@ impl Node {
                         }
                     }
                     Pending::Headers | Pending::Blocks => self.sync.abort(peer),
-                    Pending::Status => {}
+                    Pending::Status | Pending::Segment { .. } | Pending::Model { .. } => {}
                 }
-                if failure == RequestFailure::Timeout {
-                    self.penalise(peer, "request timed out", 10);
+                // A slow answer to a status poll is not held against a peer (it may just be
+                // busy); slow sync and data answers cost a little score each.
+                if failure == RequestFailure::Timeout && !matches!(kind, PendingKind::Status) {
+                    self.penalise(peer, "request timed out", 5);
                 }
                 return Ok(());
             }
@@ -858,6 +985,12 @@ impl Node {
                         self.penalise(peer, "announced a block without its proof data", 20);
                     }
                 }
+            }
+            (Pending::Segment { task, index, test }, Response::Segment(bytes)) => {
+                self.agent_on_segment(task, index, bytes, test)
+            }
+            (Pending::Model { task, miner, hash }, Response::Model(bytes)) => {
+                self.agent_on_model(task, miner, hash, bytes)
             }
             (pending, Response::Error(e)) => {
                 tracing::debug!(target: "node", %peer, error = %e, ?pending, "peer could not answer");
@@ -928,6 +1061,10 @@ impl Node {
     // ---- serving peers ----
 
     fn serve(&mut self, id: InboundId, request: Request) -> Result<(), NodeError> {
+        if let Some(response) = self.agent_serve(&request) {
+            let _ = self.net.respond(id, response);
+            return Ok(());
+        }
         let chain = read(&self.chain);
         let response = match request {
             Request::Status => Response::Status(ChainStatus {

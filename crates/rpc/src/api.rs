@@ -44,6 +44,26 @@ pub trait NodeApi: Send + Sync + 'static {
 
     /// Operator information (admin only: it reveals paths and addresses).
     fn node_info(&self) -> NodeInfo;
+
+    /// Client (admin only: reads a local file): pays for the task in the task file at `path`
+    /// (its dataset is read and served by this node); returns the task id.
+    fn submit_task(&self, path: &str) -> Result<TaskId, ApiError> {
+        let _ = path;
+        Err(ApiError::Unavailable("this node does not take client tasks".into()))
+    }
+
+    /// Money check: all money held in the state (balances + escrows + locked stakes), what
+    /// genesis allocated and what block rewards created up to the tip.
+    fn supply(&self) -> SupplyView {
+        SupplyView::default()
+    }
+
+    /// Client: the best model of a completed task this node submitted (safetensors bytes),
+    /// once fetched from its miner.
+    fn task_model(&self, id: TaskId) -> Result<Option<Vec<u8>>, ApiError> {
+        let _ = id;
+        Ok(None)
+    }
 }
 
 /// Which block.
@@ -68,6 +88,21 @@ pub enum ApiError {
     /// A failure inside the node (storage error, ...).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// All money at the tip against what created it (`ok` when they are equal to the unit).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupplyView {
+    /// Height the numbers are for.
+    pub height: u64,
+    /// Balances + escrows + locked stakes, base units (decimal string).
+    pub total: String,
+    /// Genesis allocations, base units.
+    pub genesis: String,
+    /// Block rewards up to the tip, base units.
+    pub rewards: String,
+    /// `total == genesis + rewards`.
+    pub ok: bool,
 }
 
 /// The canonical tip.

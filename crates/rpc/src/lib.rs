@@ -40,7 +40,7 @@ mod server;
 
 pub use api::{
     AccountView, ApiError, BlockRef, BlockView, NodeApi, NodeInfo, NodeStatus, ProofSummary,
-    TipView, TrainingPoint, TxSummary,
+    SupplyView, TipView, TrainingPoint, TxSummary,
 };
 pub use config::{Asset, RpcConfig};
 pub use jsonrpc::codes;

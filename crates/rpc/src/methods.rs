@@ -22,6 +22,9 @@ pub(crate) const METHODS: &[&str] = &[
     "pouw_recentBlocks",
     "pouw_training",
     "admin_nodeInfo",
+    "pouw_supply",
+    "client_submitTask",
+    "client_model",
 ];
 
 /// Default count of `pouw_recentBlocks`.
@@ -101,6 +104,33 @@ pub(crate) fn call(
             let mut points = ctx.api.training(since, limit);
             points.truncate(limit as usize);
             to_json(&points)
+        }
+        "pouw_supply" => {
+            p.expect(&[])?;
+            to_json(&ctx.api.supply())
+        }
+        "client_submitTask" => {
+            if !ctx.admin {
+                return Err(RpcErr::new(
+                    codes::UNAUTHORIZED,
+                    "client_submitTask reads local files: it needs a loopback client or `Authorization: Bearer <token>`",
+                ));
+            }
+            p.expect(&["path"])?;
+            let path = p
+                .required(0, "path")?
+                .as_str()
+                .ok_or_else(|| RpcErr::new(codes::INVALID_PARAMS, "`path` must be a string"))?;
+            let id = ctx.api.submit_task(path).map_err(api_error)?;
+            to_json(&serde_json::json!({ "task_id": id }))
+        }
+        "client_model" => {
+            p.expect(&["task_id"])?;
+            let id: TaskId = parse_str(p.required(0, "task_id")?, "task_id", "task id")?;
+            let model = ctx.api.task_model(id).map_err(api_error)?;
+            to_json(&model.map(|bytes| {
+                serde_json::json!({ "bytes": bytes.len(), "safetensors_hex": hex::encode(bytes) })
+            }))
         }
         "admin_nodeInfo" => {
             if !ctx.admin {

@@ -16,5 +16,7 @@
 mod miner;
 mod verify;
 
-pub use miner::{MinedBlock, Miner, MinerError, StepMetrics, Template};
+pub use miner::{
+    Assignment, FinishedModel, MinedBlock, Miner, MinerError, StepMetrics, StepOutput, Template,
+};
 pub use verify::{verify_chain, VerifyFailure, VerifyReport};

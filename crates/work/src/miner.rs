@@ -11,7 +11,7 @@ use pouw_primitives::{
     map_hash, Block, ChainSpec, Hash, Header, IterationBody, IterationMessage, Keypair, PouwProof,
     Signature, TaskDefinition, TaskId, Timestamp, Transaction, HEADER_VERSION,
 };
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 /// Why a miner step failed (a local fault: the node's own data or configuration).
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +50,72 @@ pub struct MinedBlock {
     pub data: ProofData,
 }
 
+/// A client task this miner was selected for: what to train and which batches are its own.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its definition.
+    pub definition: TaskDefinition,
+    /// The dataset; only the training segments need to be filled in.
+    pub dataset: Arc<Dataset>,
+    /// The split fixed by the chain (`pouw_consensus::task_split_of(...).to_ml()`).
+    pub split: Split,
+    /// This miner's position among the task's selected miners.
+    pub miner_index: usize,
+    /// Number of selected miners (batch `b` is trained by miner `b mod miners`).
+    pub miners: usize,
+}
+
+/// A client task's final model, once the miner trained every epoch.
+#[derive(Debug, Clone)]
+pub struct FinishedModel {
+    /// The task.
+    pub task_id: TaskId,
+    /// The trained model.
+    pub model: Model,
+    /// Its model hash (what SubmitModel carries).
+    pub model_hash: Hash,
+}
+
+/// What one miner step produced.
+#[derive(Debug, Default)]
+pub struct StepOutput {
+    /// A block found with this iteration.
+    pub block: Option<MinedBlock>,
+    /// The iteration message (to gossip on the task's topic).
+    pub message: Option<IterationMessage>,
+    /// Batch loss.
+    pub loss: f32,
+    /// The final model, when this step ended a client task's training.
+    pub finished: Option<FinishedModel>,
+}
+
+#[derive(Debug, Clone)]
+enum DataRef {
+    Shipped(&'static Dataset),
+    Shared(Arc<Dataset>),
+}
+
+impl std::ops::Deref for DataRef {
+    type Target = Dataset;
+    fn deref(&self) -> &Dataset {
+        match self {
+            Self::Shipped(d) => d,
+            Self::Shared(d) => d,
+        }
+    }
+}
+
 /// One task being trained.
 #[derive(Debug)]
 struct Job {
     task_id: TaskId,
+    dataset: DataRef,
+    /// First batch of each epoch and the step between batches (miner index, miners).
+    stride: (usize, usize),
+    /// Epochs to train (client tasks); `None`: forever (filler tasks).
+    epochs: Option<u32>,
     state: TrainState,
     schedule: BatchSchedule,
     order: Vec<u32>,
@@ -70,9 +132,9 @@ pub struct Miner {
     spec: ChainSpec,
     key: Keypair,
     exec: Exec,
-    dataset: &'static Dataset,
     job: Option<Job>,
     last: Option<StepMetrics>,
+    assignment: Option<Assignment>,
 }
 
 /// What the last training iteration measured (for progress displays and training curves).
@@ -99,7 +161,22 @@ impl Ancestors for Canonical<'_> {
 impl Miner {
     /// A miner signing with `key`, training with `exec`.
     pub fn new(spec: ChainSpec, key: Keypair, exec: Exec) -> Self {
-        Self { spec, key, exec, dataset: pouw_ml::shipped_mnist_ref(), job: None, last: None }
+        Self { spec, key, exec, job: None, last: None, assignment: None }
+    }
+
+    /// Trains `assignment` (a client task) from the next step on, instead of the filler task.
+    pub fn assign(&mut self, assignment: Assignment) {
+        self.assignment = Some(assignment);
+    }
+
+    /// The client task being trained, if any.
+    pub fn assignment(&self) -> Option<&Assignment> {
+        self.assignment.as_ref()
+    }
+
+    /// Stops training the client task (e.g. its training phase ended on chain).
+    pub fn unassign(&mut self) {
+        self.assignment = None;
     }
 
     /// The miner's address.
@@ -125,26 +202,73 @@ impl Miner {
         transactions: &[Transaction],
         now: Timestamp,
     ) -> Result<(Option<MinedBlock>, f32), MinerError> {
+        let out = self.step_with(chain, transactions, now, &[])?;
+        Ok((out.block, out.loss))
+    }
+
+    /// One training iteration: on the assigned client task if any (applying `peers`, the
+    /// other miners' messages received since the last step, in this order), else on the
+    /// filler task of the chain's next block; mining with it either way.
+    pub fn step_with(
+        &mut self,
+        chain: &Chain,
+        transactions: &[Transaction],
+        now: Timestamp,
+        peers: &[IterationMessage],
+    ) -> Result<StepOutput, MinerError> {
         let tip = chain.tip_header().clone();
-        let (task_id, task) = PouwValidator::filler_task_for(&self.spec, &tip, &Canonical(chain))
-            .ok_or(MinerError::NoFillerTask(tip.height))?;
+        let task_id = match &self.assignment {
+            Some(a) => a.task_id,
+            None => {
+                let (task_id, task) =
+                    PouwValidator::filler_task_for(&self.spec, &tip, &Canonical(chain))
+                        .ok_or(MinerError::NoFillerTask(tip.height))?;
+                if self.job.as_ref().map(|j| j.task_id) != Some(task_id) {
+                    let mut job = self.start_job(
+                        task_id,
+                        task,
+                        DataRef::Shipped(pouw_ml::shipped_mnist_ref()),
+                        None,
+                    )?;
+                    job.iteration = self.next_unused_iteration(chain, task_id);
+                    self.job = Some(job);
+                }
+                task_id
+            }
+        };
         if self.job.as_ref().map(|j| j.task_id) != Some(task_id) {
-            let mut job = self.start_job(task_id, task)?;
+            let a = self.assignment.clone().expect("client task: assigned");
+            let mut job = self.start_job(
+                task_id,
+                a.definition.clone(),
+                DataRef::Shared(a.dataset.clone()),
+                Some(&a),
+            )?;
             job.iteration = self.next_unused_iteration(chain, task_id);
             self.job = Some(job);
         }
+        let peers: &[IterationMessage] = if self.assignment.is_some() { peers } else { &[] };
         let k = u64::from(self.spec.commitment_depth);
         let job = self.job.as_mut().expect("set above");
         let i = job.iteration;
 
-        // The mini-batch.
+        // The mini-batch: this miner's batches of the epoch, `stride` apart.
         if job.batch >= job.schedule.batches_per_epoch() {
             job.epoch = job.epoch.saturating_add(1);
             job.order = job.schedule.epoch_order(job.epoch);
-            job.batch = 0;
+            job.batch = job.stride.0;
+            if job.epochs.is_some_and(|max| job.epoch >= max) {
+                let model = job.state.model().clone();
+                let model_hash = Hash(model.hash().0);
+                let finished = FinishedModel { task_id, model, model_hash };
+                tracing::info!(target: "miner", task = %task_id.short(), model = %model_hash.short(), "client task trained");
+                self.job = None;
+                self.assignment = None;
+                return Ok(StepOutput { finished: Some(finished), ..StepOutput::default() });
+            }
         }
-        let batch = self.dataset.gather(job.schedule.batch(&job.order, job.batch));
-        job.batch += 1;
+        let batch = job.dataset.gather(job.schedule.batch(&job.order, job.batch));
+        job.batch += job.stride.1.max(1);
 
         // The header committed k iterations ago, if it is still on the tip: only then can this
         // iteration mine, and only then is its start state (the proof data) worth copying.
@@ -157,13 +281,15 @@ impl Miner {
             .filter(|(at, _, t)| at.saturating_add(k) == i && t.header.prev_hash == tip.hash())
             .cloned();
         let start = committed.as_ref().map(|_| job.state.clone());
+        let maps: Vec<&[u32]> = peers.iter().map(|m| m.body.map.as_slice()).collect();
         let out = job
             .state
-            .iterate(self.exec, &batch, &[])
+            .iterate(self.exec, &batch, &maps)
             .map_err(|e| MinerError::Training(e.to_string()))?;
         job.iteration += 1;
         let loss = out.loss();
         let mut body = iteration_body(task_id, self.key.public(), job.epoch, i, &out);
+        body.peer_msgs = peers.iter().map(IterationMessage::id).collect();
         let metrics = StepMetrics {
             task_id,
             iteration: i,
@@ -187,6 +313,7 @@ impl Miner {
                 target,
             ) {
                 let winning = body.sign(&self.key);
+                let message = winning.clone();
                 let mut block = Block {
                     header,
                     signature: Signature::default(),
@@ -199,10 +326,15 @@ impl Miner {
                     start_residual: start.residual().to_vec(),
                     start_velocity: start.velocity().to_vec(),
                     batch: batch.canonical_bytes(),
-                    peers: vec![],
+                    peers: peers.to_vec(),
                 };
                 job.commitments.clear();
-                return Ok((Some(MinedBlock { block, data }), loss));
+                return Ok(StepOutput {
+                    block: Some(MinedBlock { block, data }),
+                    message: Some(message),
+                    loss,
+                    finished: None,
+                });
             }
         }
 
@@ -211,8 +343,8 @@ impl Miner {
         body.commitment = template.header.zero_nonce_hash();
         let msg = body.sign(&self.key);
         let job = self.job.as_mut().expect("set above");
-        job.commitments.push_back((i, msg, template));
-        Ok((None, loss))
+        job.commitments.push_back((i, msg.clone(), template));
+        Ok(StepOutput { block: None, message: Some(msg), loss, finished: None })
     }
 
     /// The first iteration index above every iteration of this miner that already won a block
@@ -232,29 +364,50 @@ impl Miner {
             .unwrap_or(0)
     }
 
-    fn start_job(&self, task_id: TaskId, task: TaskDefinition) -> Result<Job, MinerError> {
+    fn start_job(
+        &self,
+        task_id: TaskId,
+        task: TaskDefinition,
+        dataset: DataRef,
+        client: Option<&Assignment>,
+    ) -> Result<Job, MinerError> {
         let (model_spec, optimizer) = ml_specs(&task)?;
         let model = Model::new(model_spec).map_err(|e| MinerError::Training(e.to_string()))?;
         let state =
             TrainState::new(model, optimizer).map_err(|e| MinerError::Training(e.to_string()))?;
-        let segments = self
-            .dataset
+        let segments = dataset
             .segments(pouw_primitives::DATASET_SEGMENTS)
             .map_err(|e| MinerError::Training(e.to_string()))?;
-        let test = f64::from(task.dataset.test_permille) / 1000.0;
-        let split = Split::new(&task_id.0, segments.len(), test, 0.0)
-            .map_err(|e| MinerError::Training(e.to_string()))?;
+        let split = match client {
+            Some(a) => a.split.clone(),
+            None => {
+                let test = f64::from(task.dataset.test_permille) / 1000.0;
+                Split::new(&task_id.0, segments.len(), test, 0.0)
+                    .map_err(|e| MinerError::Training(e.to_string()))?
+            }
+        };
         let batch_size = task.optimizer.batch_size as usize;
         let schedule = BatchSchedule::new(&segments, &split, batch_size, task_id.0);
         let order = schedule.epoch_order(0);
-        tracing::info!(target: "miner", task = %task_id.short(), "training a new filler task");
+        let stride = client.map_or((0, 1), |a| (a.miner_index, a.miners.max(1)));
+        match client {
+            Some(_) => {
+                tracing::info!(target: "miner", task = %task_id.short(), miner_index = stride.0, miners = stride.1, "training a client task")
+            }
+            None => {
+                tracing::info!(target: "miner", task = %task_id.short(), "training a new filler task")
+            }
+        }
         Ok(Job {
             task_id,
+            dataset,
+            stride,
+            epochs: client.map(|_| task.optimizer.epochs.max(1)),
             state,
             schedule,
             order,
             epoch: 0,
-            batch: 0,
+            batch: stride.0,
             iteration: 0,
             commitments: VecDeque::new(),
         })

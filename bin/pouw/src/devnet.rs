@@ -1,0 +1,429 @@
+//! `pouw devnet`: a whole network of separate node processes on loopback, one real client
+//! task from submission to the delivered model, and a report.
+//!
+//! Default layout (10 processes; only the 3 miners train, so it fits 2 cores):
+//!
+//! | node | roles | mines |
+//! |---|---|---|
+//! | client | client (submits the task, serves its dataset) | no |
+//! | miner-1..3 | miner | yes (filler task until selected) |
+//! | supervisor-1..3 | supervisor | no |
+//! | evaluator-1..3 | evaluator | no |
+//!
+//! Every node keeps its own data directory under `--dir`, verifies every block (replay
+//! included) and serves JSON-RPC (and the dashboard) on its own port.
+
+use crate::jsonrpc::call;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use pouw_primitives::{ChainSpec, CompactTarget, Uint256};
+use serde_json::{json, Value};
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+/// `pouw devnet`.
+#[derive(Debug, Args)]
+pub(crate) struct DevnetArgs {
+    /// Directory for the nodes' data directories, logs and the report (wiped at start).
+    #[arg(long, default_value = "target/devnet")]
+    dir: PathBuf,
+    /// The client task file.
+    #[arg(long, default_value = "tasks/devnet.toml")]
+    task: PathBuf,
+    /// Print the JSON report on stdout (progress goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Leave the network running after the report, until Ctrl-C.
+    #[arg(long)]
+    keep: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+}
+
+struct Node {
+    name: String,
+    roles: &'static str,
+    key_index: usize,
+    rpc: SocketAddr,
+    child: Child,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The devnet chain: the built-in devnet with 2-second blocks.
+fn devnet_spec() -> ChainSpec {
+    let mut spec = ChainSpec::devnet();
+    spec.name = "devnet-local".into();
+    spec.block_time_ms = 2_000;
+    let target = spec.initial_target.to_target().unwrap_or(Uint256::MAX);
+    spec.initial_target = CompactTarget::from_target(
+        target.saturating_mul(Uint256::from(5u64)) / Uint256::from(2u64),
+    );
+    spec
+}
+
+fn node_args(n: &str) -> (&'static str, bool) {
+    match n {
+        n if n.starts_with("miner") => ("miner", true),
+        n if n.starts_with("supervisor") => ("supervisor", false),
+        n if n.starts_with("evaluator") => ("evaluator", false),
+        _ => ("", false),
+    }
+}
+
+pub(crate) fn run(args: DevnetArgs) -> Result<()> {
+    let started = Instant::now();
+    let task_file = std::fs::canonicalize(&args.task)
+        .with_context(|| format!("task file {}", args.task.display()))?;
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("clearing {}", args.dir.display()))?;
+    }
+    std::fs::create_dir_all(args.dir.join("logs"))?;
+    let dir = std::fs::canonicalize(&args.dir)?;
+    let spec_path = dir.join("chain.toml");
+    std::fs::write(&spec_path, devnet_spec().to_toml())?;
+    let exe = std::env::current_exe().context("locating the pouw binary")?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+
+    let names: Vec<String> = std::iter::once("client".to_string())
+        .chain((1..=3).map(|i| format!("miner-{i}")))
+        .chain((1..=3).map(|i| format!("supervisor-{i}")))
+        .chain((1..=3).map(|i| format!("evaluator-{i}")))
+        .collect();
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut p2p: Vec<String> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let key = dir.join("keys").join(format!("{name}.key"));
+        std::fs::create_dir_all(key.parent().unwrap_or(&dir))?;
+        write_key(&key, &ChainSpec::devnet_key(i))?;
+        let port = free_port()?;
+        let rpc: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let (roles, mine) = node_args(name);
+        let log = std::fs::File::create(dir.join("logs").join(format!("{name}.log")))?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("node")
+            .arg("--datadir")
+            .arg(dir.join(name))
+            .arg("--chain")
+            .arg(&spec_path)
+            .arg("--key")
+            .arg(&key)
+            .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
+            .args(["--rpc", &rpc.to_string()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if !roles.is_empty() {
+            cmd.args(["--roles", roles]);
+        }
+        if !mine {
+            cmd.arg("--no-mine");
+        }
+        for b in &p2p {
+            cmd.args(["--bootstrap", b]);
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        p2p.push(format!("/ip4/127.0.0.1/tcp/{port}"));
+        nodes.push(Node {
+            name: name.clone(),
+            roles: if roles.is_empty() { "client" } else { roles },
+            key_index: i,
+            rpc,
+            child,
+        });
+    }
+    let client = nodes[0].rpc;
+    eprintln!(
+        "devnet: {} nodes under {}; dashboard: http://{}/",
+        nodes.len(),
+        dir.display(),
+        client
+    );
+
+    // Progress.
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>13} {spinner} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let bars: Vec<ProgressBar> = nodes
+        .iter()
+        .map(|n| {
+            let b = multi.add(ProgressBar::new_spinner());
+            b.set_style(style.clone());
+            b.set_prefix(n.name.clone());
+            b
+        })
+        .collect();
+    let task_bar = multi.add(ProgressBar::new_spinner());
+    task_bar.set_style(style);
+    task_bar.set_prefix("task");
+
+    let deadline = started + Duration::from_secs(args.timeout);
+    let wait = |what: &str| -> Result<()> {
+        if stop.load(Ordering::SeqCst) {
+            bail!("interrupted while {what}");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "timed out after {} s while {what} (logs in {})",
+                args.timeout,
+                dir.join("logs").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(())
+    };
+    let refresh = |phase: &str| {
+        for (n, b) in nodes.iter().zip(&bars) {
+            let h = call(n.rpc, "pouw_health", json!([])).unwrap_or(Value::Null);
+            let c = &h["node"];
+            let mut msg = format!(
+                "height {} · mined {} · verified {} · rejected {} · peers {}",
+                h["height"],
+                c["blocks_mined"],
+                c["blocks_verified"],
+                c["blocks_rejected"],
+                h["peers"]
+            );
+            if n.roles == "miner" {
+                if let Ok(points) = call(n.rpc, "pouw_training", json!([0, 100000])) {
+                    if let Some(last) = points.as_array().and_then(|a| a.last()) {
+                        msg.push_str(&format!(
+                            " · iteration {} loss {}",
+                            last["iteration"], last["loss"]
+                        ));
+                    }
+                }
+            }
+            b.set_message(msg);
+            b.tick();
+        }
+        task_bar.set_message(phase.to_string());
+        task_bar.tick();
+    };
+
+    // Wait for the RPC servers, then submit the task once the workers' tickets are on chain.
+    for n in &nodes {
+        while call(n.rpc, "pouw_tip", json!([])).is_err() {
+            wait(&format!("starting {}", n.name))?;
+        }
+    }
+    let task_id = loop {
+        refresh("waiting for the workers' staking tickets");
+        match call(client, "client_submitTask", json!([task_file.display().to_string()])) {
+            Ok(v) => break v["task_id"].as_str().unwrap_or_default().to_string(),
+            Err(e) if e.to_string().contains("cannot be staffed") => wait("waiting for tickets")?,
+            Err(e) => return Err(e.context("submitting the task")),
+        }
+    };
+    // Follow the task.
+    let view = loop {
+        let v = call(client, "pouw_task", json!([task_id])).unwrap_or(Value::Null);
+        let phase = phase_name(&v["phase"]);
+        refresh(&format!("{} · {phase}", &task_id[..8.min(task_id.len())]));
+        match phase.as_str() {
+            "completed" => break v,
+            "refused" | "expired" => bail!("the task ended {phase}: {}", v["phase"]),
+            _ => wait("training the task")?,
+        }
+    };
+    // The client fetches the best model over the network.
+    let model = loop {
+        if let Ok(v) = call(client, "client_model", json!([task_id])) {
+            if let Some(hex_bytes) = v["safetensors_hex"].as_str() {
+                break hex::decode(hex_bytes)?;
+            }
+        }
+        refresh("fetching the best model");
+        wait("fetching the best model")?;
+    };
+    let model_path = dir.join("model.safetensors");
+    std::fs::write(&model_path, &model)?;
+    let accuracy = test_accuracy(&model, &view)?;
+    // Every node on the same tip, having verified every block.
+    let tip = call(client, "pouw_tip", json!([]))?;
+    let height = tip["height"].as_u64().unwrap_or(0);
+    let mut all_synced = false;
+    while !all_synced {
+        all_synced = nodes.iter().all(|n| {
+            call(n.rpc, "pouw_tip", json!([])).is_ok_and(|t| t["height"].as_u64() >= Some(height))
+        });
+        if !all_synced {
+            wait("every node reaching the tip")?;
+        }
+    }
+    refresh("completed");
+    let mut node_reports = Vec::new();
+    let (mut mined, mut rejected) = (0u64, 0u64);
+    let spec = devnet_spec();
+    for n in &nodes {
+        let h = call(n.rpc, "pouw_health", json!([]))?;
+        let c = &h["node"];
+        let address = ChainSpec::devnet_key(n.key_index).public();
+        let account = call(n.rpc, "pouw_account", json!([address.to_string()]))?;
+        let genesis = spec.genesis.allocations.get(n.key_index).map_or(0, |a| a.balance.units());
+        let balance: u64 = account["balance"]
+            .as_str()
+            .and_then(|b| b.parse::<pouw_primitives::Amount>().ok())
+            .map_or(0, |a| a.units());
+        mined += c["blocks_mined"].as_u64().unwrap_or(0);
+        rejected += c["blocks_rejected"].as_u64().unwrap_or(0);
+        let verified = c["blocks_verified"].as_u64().unwrap_or(0);
+        node_reports.push(json!({
+            "name": n.name,
+            "roles": n.roles,
+            "address": address,
+            "rpc": format!("http://{}/", n.rpc),
+            "height": h["height"],
+            "blocks_mined": c["blocks_mined"],
+            "blocks_verified": verified,
+            "blocks_rejected": c["blocks_rejected"],
+            "every_block_checked": verified + c["blocks_mined"].as_u64().unwrap_or(0) >= height,
+            "balance": account["balance"],
+            "balance_change": format_signed(i128::from(balance) - i128::from(genesis)),
+        }));
+    }
+    let supply = call(client, "pouw_supply", json!([]))?;
+    let report = json!({
+        "task_id": task_id,
+        "test_accuracy": accuracy,
+        "blocks": height,
+        "blocks_mined": mined,
+        "blocks_rejected": rejected,
+        "nodes": node_reports,
+        "payouts": view["settlement"]["payouts"],
+        "settlement": view["settlement"],
+        "supply_check_ok": supply["ok"],
+        "supply": supply,
+        "model": model_path.display().to_string(),
+        "dashboard": format!("http://{client}/"),
+        "wall_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+    });
+    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    multi.clear().ok();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    if args.keep {
+        eprintln!("devnet: still running (dashboard http://{client}/); Ctrl-C stops every node");
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    drop(nodes);
+    Ok(())
+}
+
+fn phase_name(phase: &Value) -> String {
+    match phase {
+        Value::String(s) => s.to_lowercase(),
+        Value::Object(o) => o.keys().next().map(|k| k.to_lowercase()).unwrap_or_default(),
+        _ => "pending".into(),
+    }
+}
+
+fn format_signed(v: i128) -> String {
+    let sign = if v < 0 { "-" } else { "+" };
+    let a = v.unsigned_abs();
+    let coin = u128::from(pouw_primitives::COIN);
+    format!("{sign}{}.{:08}", a / coin, a % coin)
+}
+
+/// Accuracy of the delivered model on the task's test segments (the shipped digits).
+fn test_accuracy(model: &[u8], view: &Value) -> Result<f64> {
+    let model = pouw_ml::from_safetensors(model).context("the delivered model")?;
+    let test: Vec<usize> = view["split"]["test"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_u64().map(|x| x as usize)).collect())
+        .unwrap_or_default();
+    let data = pouw_ml::shipped_mnist_ref();
+    let segments = data.segments(pouw_primitives::DATASET_SEGMENTS)?;
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for i in test {
+        let s = segments.get(i).context("test segment index")?;
+        let (f, l) = data.range(s.start, s.len);
+        x.extend_from_slice(f);
+        y.extend_from_slice(l);
+    }
+    if y.is_empty() {
+        bail!("the task view has no test split");
+    }
+    Ok(f64::from(model.evaluate(pouw_ml::Exec::new(1), &x, &y, 256).accuracy()))
+}
+
+fn print_report(r: &Value) {
+    println!("devnet report");
+    println!("  task            {}", r["task_id"].as_str().unwrap_or(""));
+    println!("  test accuracy   {:.2} %", r["test_accuracy"].as_f64().unwrap_or(0.0) * 100.0);
+    println!(
+        "  blocks          {} (mined {}, rejected {})",
+        r["blocks"], r["blocks_mined"], r["blocks_rejected"]
+    );
+    println!(
+        "  supply check    {}",
+        if r["supply_check_ok"] == json!(true) { "ok" } else { "FAILED" }
+    );
+    println!("  model           {}", r["model"].as_str().unwrap_or(""));
+    println!("  dashboard       {}", r["dashboard"].as_str().unwrap_or(""));
+    println!("  wall time       {} s", r["wall_seconds"]);
+    println!();
+    println!(
+        "  {:<13} {:<11} {:>6} {:>6} {:>8} {:>8}  {:>16}",
+        "node", "roles", "height", "mined", "verified", "rejected", "balance change"
+    );
+    for n in r["nodes"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<13} {:<11} {:>6} {:>6} {:>8} {:>8}  {:>16}",
+            n["name"].as_str().unwrap_or(""),
+            n["roles"].as_str().unwrap_or(""),
+            n["height"],
+            n["blocks_mined"],
+            n["blocks_verified"],
+            n["blocks_rejected"],
+            n["balance_change"].as_str().unwrap_or("")
+        );
+    }
+    println!();
+    println!("  payouts (by rank):");
+    for p in r["payouts"].as_array().into_iter().flatten() {
+        println!("    {}  {}", p["to"].as_str().unwrap_or(""), p["amount"].as_str().unwrap_or(""));
+    }
+}
+
+fn write_key(path: &Path, key: &pouw_primitives::Keypair) -> Result<()> {
+    crate::keys::write_key(path, key)
+}

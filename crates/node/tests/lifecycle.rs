@@ -1,0 +1,197 @@
+//! A client task from submission to the delivered model, on a loopback network of separate
+//! nodes: 1 client, 3 miners, 3 supervisors, 3 evaluators (each its own account, data
+//! directory and libp2p identity).
+
+use pouw_consensus::{task_view, TaskStatus};
+use pouw_node::{local_spec, NodeConfig, NodeHandle};
+use pouw_primitives::{ChainSpec, Role};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The shipped MNIST digits, an MLP 784-64-10, 2 epochs, 3/3/3 workers.
+pub fn task_file(dir: &Path) -> PathBuf {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist");
+    let text = format!(
+        r#"name = "lifecycle"
+[model]
+input_shape = [784]
+classes = 10
+init = "xavier"
+seed = 7
+[[model.layers]]
+type = "dense"
+units = 64
+activation = "relu"
+[[model.layers]]
+type = "dense"
+units = 10
+activation = "none"
+[optimizer]
+learning_rate = 0.3
+momentum = 0.0
+tau = 0.01
+batch_size = 32
+epochs = 2
+[dataset]
+format = "idx"
+images = "{images}"
+labels = "{labels}"
+segments = 10
+test_fraction = 0.3
+validation_fraction = 0.0
+segment_hashes = []
+[workers]
+miners = 3
+supervisors = 3
+evaluators = 3
+max_faulty = 0
+needs_gpu = false
+min_stake = "10"
+[payment]
+fee = "100"
+deadline_blocks = 400
+evaluation_blocks = 100
+"#,
+        images = data.join("mnist-10k-images-idx3-ubyte.gz").display(),
+        labels = data.join("mnist-10k-labels-idx1-ubyte.gz").display(),
+    );
+    let path = dir.join("task.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start(
+    dir: &Path,
+    i: usize,
+    spec: &ChainSpec,
+    roles: Vec<Role>,
+    mine: bool,
+    boot: &[&NodeHandle],
+) -> NodeHandle {
+    let mut cfg =
+        NodeConfig::new(dir.join(format!("n{i}")), spec.clone(), ChainSpec::devnet_key(i));
+    cfg.roles = roles;
+    cfg.mine = mine;
+    cfg.durable = false;
+    cfg.mining_pause = Duration::from_millis(1);
+    cfg.status_interval = Duration::from_millis(500);
+    cfg.bootstrap = boot.iter().flat_map(|n| n.p2p_addrs()).collect();
+    NodeHandle::start(cfg).expect("node starts")
+}
+
+#[test]
+fn a_task_is_trained_evaluated_paid_and_delivered() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = local_spec(600);
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    let layout = [
+        (vec![], false),
+        (vec![Role::Miner], true),
+        (vec![Role::Miner], true),
+        (vec![Role::Miner], true),
+        (vec![Role::Supervisor], false),
+        (vec![Role::Supervisor], false),
+        (vec![Role::Supervisor], false),
+        (vec![Role::Evaluator], false),
+        (vec![Role::Evaluator], false),
+        (vec![Role::Evaluator], false),
+    ];
+    for (i, (roles, mine)) in layout.into_iter().enumerate() {
+        let boot: Vec<&NodeHandle> = nodes.iter().collect();
+        let n = start(dir.path(), i, &spec, roles, mine, &boot);
+        nodes.push(n);
+    }
+    let client = &nodes[0];
+    let file = task_file(dir.path());
+    // Workers' tickets must be on chain before the task can be staffed.
+    let start_t = Instant::now();
+    let task = loop {
+        match client.submit_task(&file) {
+            Ok(id) => break id,
+            Err(e) => {
+                assert!(start_t.elapsed() < Duration::from_secs(120), "task never accepted: {e}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    };
+    wait_until("the task completed", Duration::from_secs(400), || {
+        let chain = client.chain();
+        let v = task_view(chain.state(), &task);
+        if let Some(v) = &v {
+            assert!(
+                !matches!(v.phase, TaskStatus::Refused { .. } | TaskStatus::Expired { .. }),
+                "task ended as {:?}",
+                v.phase
+            );
+        }
+        v.is_some_and(|v| matches!(v.phase, TaskStatus::Completed { .. }))
+    });
+    let model_path = dir.path().join("n0/models").join(format!("task-{task}.safetensors"));
+    wait_until("the best model at the client", Duration::from_secs(60), || model_path.exists());
+
+    let chain = client.chain();
+    let state = chain.state();
+    let view = task_view(state, &task).unwrap();
+    let settlement = view.settlement.clone().expect("settled");
+    assert_eq!(view.models.len(), 3, "every miner submitted a model");
+    let miners: Vec<_> = view.participants.miners.iter().map(|s| s.worker).collect();
+    let miner_payouts: Vec<_> =
+        settlement.payouts.iter().filter(|p| miners.contains(&p.to)).collect();
+    assert_eq!(miner_payouts.len(), 3, "every miner paid by rank");
+    for role in [&view.participants.supervisors, &view.participants.evaluators] {
+        for seat in role.iter() {
+            if view.history_committers.contains(&seat.worker)
+                || role == &view.participants.evaluators
+            {
+                assert!(
+                    settlement.payouts.iter().any(|p| p.to == seat.worker),
+                    "{} paid",
+                    seat.worker
+                );
+            }
+        }
+    }
+    assert!(settlement.confiscated.is_empty());
+    assert!(!view.history_committers.is_empty(), "supervisors committed histories");
+    // The delivered model is the best one, bit for bit, and scores on the test set.
+    let model = pouw_ml::load_safetensors(&model_path).unwrap();
+    let best = miner_payouts.iter().max_by_key(|p| p.amount).unwrap().to;
+    let best_hash = view.models.iter().find(|m| m.miner == best).unwrap().model_hash;
+    assert_eq!(model.hash().0, best_hash.0);
+    let split = view.split.clone().unwrap();
+    let data = pouw_ml::shipped_mnist_ref();
+    let segs = data.segments(10).unwrap();
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for &i in &split.test {
+        let (f, l) = data.range(segs[i].start, segs[i].len);
+        x.extend_from_slice(f);
+        y.extend_from_slice(l);
+    }
+    let acc = model.evaluate(pouw_ml::Exec::new(1), &x, &y, 256).accuracy();
+    assert!(acc > 0.85, "test accuracy {acc}");
+    // Money adds up to the unit: balances + escrows + stakes = genesis + block rewards.
+    let genesis: u128 =
+        spec.genesis.allocations.iter().map(|a| u128::from(a.balance.units())).sum();
+    let rewards = u128::from(spec.block_reward.units()) * u128::from(chain.height());
+    assert_eq!(state.total_value(), Some(genesis + rewards));
+    drop(chain);
+    for n in &nodes {
+        assert_eq!(n.stats().snapshot().blocks_rejected, 0);
+    }
+}
