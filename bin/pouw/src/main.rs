@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod chain_cmd;
+mod config;
 mod keys;
 mod node;
+mod rpc_client;
 mod train;
 
 #[derive(Debug, Parser)]
@@ -24,9 +26,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a node (today: `--dev`, one mining node on its own).
+    /// Run a node; settings from `--config FILE.toml`, `POUW_*` variables and flags.
     Node(node::NodeArgs),
-    /// Query and re-verify a stopped node's chain.
+    /// Query a chain (a stopped node's data directory or a running node's RPC) and
+    /// re-verify a stored chain.
     Chain(chain_cmd::ChainArgs),
     /// Make and show ed25519 key files.
     Keys(keys::KeysArgs),
