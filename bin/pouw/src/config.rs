@@ -583,7 +583,7 @@ mod tests {
         assert_eq!(key_at(text, 10).as_deref(), Some("threads"));
         assert_eq!(key_at(text, 30).as_deref(), Some("rpc.listen"));
         assert_eq!(key_at(text, 15).as_deref(), Some("rpc"));
-        assert_eq!(line_col(text, 30), (3, 10));
+        assert_eq!(line_col(text, 29), (3, 10));
     }
 
     #[test]
