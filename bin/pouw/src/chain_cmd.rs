@@ -230,7 +230,10 @@ fn account(source: &Source, address: &str) -> Result<Value> {
 
 fn task(source: &Source, id: &str) -> Result<Value> {
     let id: TaskId = id.trim().parse().map_err(|_| {
-        anyhow!("`{}` is not a task id (64 hex characters: the PayForTask transaction id)", id.trim())
+        anyhow!(
+            "`{}` is not a task id (64 hex characters: the PayForTask transaction id)",
+            id.trim()
+        )
     })?;
     let found = match source.backend()? {
         Backend::Local(chain) => match pouw_consensus::task_view(chain.state(), &id) {

@@ -176,9 +176,7 @@ impl Layer {
             rpc_header_timeout_ms: later.rpc_header_timeout_ms.or(self.rpc_header_timeout_ms),
             rpc_sample_interval_ms: later.rpc_sample_interval_ms.or(self.rpc_sample_interval_ms),
             rpc_max_recent_blocks: later.rpc_max_recent_blocks.or(self.rpc_max_recent_blocks),
-            rpc_max_training_points: later
-                .rpc_max_training_points
-                .or(self.rpc_max_training_points),
+            rpc_max_training_points: later.rpc_max_training_points.or(self.rpc_max_training_points),
             mining_pause_ms: later.mining_pause_ms.or(self.mining_pause_ms),
         }
     }
@@ -264,11 +262,8 @@ fn parse_file(file: &str, base: &Path, text: &str) -> Result<Layer> {
     let f: FileConfig = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
     let name = file;
     let key = |k: &'static str| move |i: usize| format!("{name}: `{k}[{i}]`");
-    let roles = f
-        .roles
-        .as_deref()
-        .map(|r| parse_list(r, NodeRole::from_str, key("roles")))
-        .transpose()?;
+    let roles =
+        f.roles.as_deref().map(|r| parse_list(r, NodeRole::from_str, key("roles"))).transpose()?;
     let listen =
         f.listen.as_deref().map(|l| parse_list(l, parse_multiaddr, key("listen"))).transpose()?;
     let bootstrap = f
@@ -290,13 +285,16 @@ fn parse_file(file: &str, base: &Path, text: &str) -> Result<Layer> {
     }
     // A relative path in the file is relative to the file's directory.
     let rel = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
-    let chain = f.chain.map(|c| {
-        if c == "devnet" {
-            c
-        } else {
-            rel(PathBuf::from(c)).display().to_string()
-        }
-    });
+    let chain =
+        f.chain.map(
+            |c| {
+                if c == "devnet" {
+                    c
+                } else {
+                    rel(PathBuf::from(c)).display().to_string()
+                }
+            },
+        );
     Ok(Layer {
         datadir: f.datadir.map(rel),
         chain,
@@ -351,9 +349,11 @@ pub(crate) fn env_layer(get: impl Fn(&str) -> Option<String>) -> Result<Layer> {
         dev: scalar(var("POUW_DEV"), "POUW_DEV", parse_bool)?,
         rpc_listen: scalar(var("POUW_RPC"), "POUW_RPC", parse_socket_addr)?,
         rpc_token: var("POUW_RPC_TOKEN"),
-        rpc_max_body_bytes: scalar(var("POUW_RPC_MAX_BODY_BYTES"), "POUW_RPC_MAX_BODY_BYTES", |s| {
-            parse_number(s, "a byte count (a whole number)")
-        })?,
+        rpc_max_body_bytes: scalar(
+            var("POUW_RPC_MAX_BODY_BYTES"),
+            "POUW_RPC_MAX_BODY_BYTES",
+            |s| parse_number(s, "a byte count (a whole number)"),
+        )?,
         mining_pause_ms: scalar(var("POUW_MINING_PAUSE_MS"), "POUW_MINING_PAUSE_MS", |s| {
             parse_number(s, "a pause in milliseconds (a whole number)")
         })?,
@@ -411,9 +411,11 @@ pub(crate) fn resolve(layers: Vec<Layer>, no_mine: bool) -> Result<Settings> {
     let dev = l.dev.unwrap_or(false);
     let mut roles = Vec::new();
     for r in l.roles.unwrap_or_else(|| vec![NodeRole::Miner]) {
-        if !roles.contains(&r) && !(no_mine && r == NodeRole::Miner) {
-            roles.push(r);
+        let dropped = no_mine && r == NodeRole::Miner;
+        if dropped || roles.contains(&r) {
+            continue;
         }
+        roles.push(r);
     }
     let default_listen = if dev { DEFAULT_DEV_LISTEN } else { DEFAULT_LISTEN };
     let listen = l.listen.unwrap_or_else(|| vec![default_listen.parse().expect("a multiaddr")]);
@@ -504,10 +506,13 @@ impl Settings {
             threads: self.threads,
             rpc: PrintedRpc {
                 listen: self.rpc_listen.map(|a| a.to_string()),
-                token: r
-                    .admin_token
-                    .as_ref()
-                    .map(|t| if show_secrets { t.clone() } else { REDACTED.into() }),
+                token: r.admin_token.as_ref().map(|t| {
+                    if show_secrets {
+                        t.clone()
+                    } else {
+                        REDACTED.into()
+                    }
+                }),
                 max_body_bytes: r.max_body_bytes,
                 max_batch: r.max_batch,
                 max_connections: r.max_connections,
@@ -528,13 +533,9 @@ impl Settings {
 /// supervisor, evaluator, verifier and client are not run by the node service yet: they are
 /// accepted (so config files can name them now), returned for whoever wires them next, and
 /// logged.
-pub(crate) fn wire_roles(
-    config: &mut pouw_node::NodeConfig,
-    roles: &[NodeRole],
-) -> Vec<NodeRole> {
+pub(crate) fn wire_roles(config: &mut pouw_node::NodeConfig, roles: &[NodeRole]) -> Vec<NodeRole> {
     config.mine = roles.contains(&NodeRole::Miner);
-    let pending: Vec<NodeRole> =
-        roles.iter().copied().filter(|r| *r != NodeRole::Miner).collect();
+    let pending: Vec<NodeRole> = roles.iter().copied().filter(|r| *r != NodeRole::Miner).collect();
     for r in &pending {
         tracing::warn!(
             target: "node",

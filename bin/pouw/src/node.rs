@@ -1,8 +1,10 @@
 //! `pouw node`: a full node (chain, mempool, miner, P2P network).
 
+use crate::config::{
+    self, parse_multiaddr, parse_socket_addr, parse_threads, Layer, NodeRole, Settings,
+};
 use anyhow::{Context, Result};
 use clap::Args;
-use crate::config::{self, parse_multiaddr, parse_socket_addr, parse_threads, Layer, NodeRole, Settings};
 use pouw_net::Multiaddr;
 use pouw_node::{NodeConfig, NodeHandle};
 use pouw_primitives::{ChainSpec, Keypair};

@@ -93,11 +93,9 @@ impl RpcClient {
                 "no node answers at {} (connection refused): is a node running with `--rpc`?",
                 self.url
             ),
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => anyhow!(
-                "no node answers at {} (no connection within {:?})",
-                self.url,
-                self.timeout
-            ),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                anyhow!("no node answers at {} (no connection within {:?})", self.url, self.timeout)
+            }
             _ => anyhow!("no node answers at {} ({e})", self.url),
         })
     }
@@ -105,8 +103,9 @@ impl RpcClient {
     /// Calls `method` with `params` (an array or object); the `result` of the answer, or the
     /// node's JSON-RPC error as a [`JsonRpcError`] (downcastable from the returned error).
     pub(crate) fn call(&self, method: &str, params: Value) -> Result<Value> {
-        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-            .to_string();
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+                .to_string();
         let mut stream = self.connect()?;
         stream.set_read_timeout(Some(self.timeout))?;
         stream.set_write_timeout(Some(self.timeout))?;

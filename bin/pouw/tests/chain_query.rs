@@ -138,13 +138,12 @@ fn queries_on_a_datadir_and_over_rpc() {
     };
     assert_eq!(tip_rpc, tip);
     let block_rpc = json(run(&[&["chain", "block", "1", "--json"], &remote[..]].concat()));
-    assert_eq!(without_timing(block_rpc), without_timing(block.clone()));
+    assert_eq!(without_timing(block_rpc), without_timing(block));
     let by_hash = json(run(&[&["chain", "block", &hash, "--json"], &remote[..]].concat()));
     assert_eq!(by_hash["height"], 1);
     let err = failure(run(&[&["chain", "block", "99"], &remote[..]].concat()));
     assert!(err.contains("no block at height 99"), "{err}");
-    let account_rpc =
-        json(run(&[&["chain", "account", &address, "--json"], &remote[..]].concat()));
+    let account_rpc = json(run(&[&["chain", "account", &address, "--json"], &remote[..]].concat()));
     assert_eq!(account_rpc, account);
     let err = failure(run(&[&["chain", "task", &unknown_task], &remote[..]].concat()));
     assert!(err.contains(&format!("no task {unknown_task}")), "{err}");
