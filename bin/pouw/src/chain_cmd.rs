@@ -258,11 +258,31 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS.mmm UTC`.
+fn utc(ms: u64) -> String {
+    let (days, rem) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, sec, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{sec:02}.{milli:03} UTC")
+}
+
 fn print_block(b: &Value) {
     println!("block {} {}", s(&b["height"]), s(&b["hash"]));
+    match b["timestamp"].as_u64() {
+        Some(ms) => println!("  {:<13} {} ({ms})", "time", utc(ms)),
+        None => println!("  {:<13} {}", "time", s(&b["timestamp"])),
+    }
     for (label, key) in [
         ("parent", "prev_hash"),
-        ("time (ms)", "timestamp"),
         ("target", "target"),
         ("miner", "miner"),
         ("state root", "state_root"),
@@ -340,6 +360,16 @@ pub(crate) fn run(args: ChainArgs) -> Result<()> {
             Ok(())
         }
         ChainCommand::Verify(c) => verify(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00.000 UTC");
+        assert_eq!(super::utc(1_764_000_005_000), "2025-11-24 16:00:05.000 UTC");
+        assert_eq!(super::utc(951_825_600_123), "2000-02-29 12:00:00.123 UTC");
     }
 }
 
