@@ -363,16 +363,6 @@ pub(crate) fn run(args: ChainArgs) -> Result<()> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_dates() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00:00.000 UTC");
-        assert_eq!(super::utc(1_764_000_005_000), "2025-11-24 16:00:05.000 UTC");
-        assert_eq!(super::utc(951_825_600_123), "2000-02-29 12:00:00.123 UTC");
-    }
-}
-
 fn verify(c: VerifyArgs) -> Result<()> {
     let chain = open_chain(&c.datadir, &c.chain)?;
     let proofs = Arc::new(ProofStore::open(&c.datadir)?);
@@ -412,4 +402,14 @@ fn verify(c: VerifyArgs) -> Result<()> {
     }
     anyhow::ensure!(report.failed.is_empty(), "the stored chain does not verify");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00.000 UTC");
+        assert_eq!(super::utc(1_764_000_005_000), "2025-11-24 16:00:05.000 UTC");
+        assert_eq!(super::utc(951_825_600_123), "2000-02-29 12:00:00.123 UTC");
+    }
 }
