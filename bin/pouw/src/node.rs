@@ -126,11 +126,11 @@ fn load_or_create_key(path: &Path) -> Result<Keypair> {
 
 pub(crate) fn run(args: NodeArgs) -> Result<()> {
     let settings = args.settings(config::process_env)?;
+    let spec = ChainSpec::load(&settings.chain)?;
     if args.print_config {
         print!("{}", settings.to_toml(false));
         return Ok(());
     }
-    let spec = ChainSpec::load(&settings.chain)?;
     let datadir = settings.datadir.clone();
     std::fs::create_dir_all(&datadir)
         .with_context(|| format!("creating the data directory {}", datadir.display()))?;

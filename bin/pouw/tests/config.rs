@@ -232,6 +232,8 @@ fn bad_flags_and_a_missing_datadir() {
     assert!(err.contains("--listen") && err.contains("is not a multiaddr"), "{err}");
     let err = config_error(&["--datadir", "/d", "--roles", "miner,boss"], &[]);
     assert!(err.contains("--roles") && err.contains("unknown role `boss`"), "{err}");
+    let err = config_error(&["--datadir", "/d", "--chain", "/no/such/spec.toml"], &[]);
+    assert!(err.contains("/no/such/spec.toml"), "{err}");
     let err = config_error(&["--datadir", "/d", "--threads", "0"], &[]);
     assert!(err.contains("--threads") && err.contains("at least 1"), "{err}");
     // An empty variable counts as unset; the datadir may come from the environment alone.
