@@ -95,7 +95,7 @@ fn node_args(n: &str) -> (&'static str, bool) {
         n if n.starts_with("miner") => ("miner", true),
         n if n.starts_with("supervisor") => ("supervisor", false),
         n if n.starts_with("evaluator") => ("evaluator", false),
-        _ => ("", false),
+        _ => ("client", false),
     }
 }
 
@@ -159,7 +159,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         p2p.push(format!("/ip4/127.0.0.1/tcp/{port}"));
         nodes.push(Node {
             name: name.clone(),
-            roles: if roles.is_empty() { "client" } else { roles },
+            roles,
             key_index: i,
             rpc,
             child,

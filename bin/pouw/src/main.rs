@@ -8,10 +8,12 @@ use std::process::ExitCode;
 
 mod chain_cmd;
 mod client;
+mod config;
 mod devnet;
 mod jsonrpc;
 mod keys;
 mod node;
+mod rpc_client;
 mod train;
 
 #[derive(Debug, Parser)]
@@ -27,14 +29,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a node: chain, mempool, miner and worker roles, P2P network, JSON-RPC.
+    /// Run a node (chain, mempool, miner and worker roles, P2P network, JSON-RPC); settings
+    /// from `--config FILE.toml`, `POUW_*` variables and flags.
     Node(node::NodeArgs),
     /// Start a whole local network of node processes, train the default task end to end and
     /// print a report.
     Devnet(devnet::DevnetArgs),
     /// Client commands: submit a task, follow it, fetch its model (through a node's RPC).
     Client(client::ClientArgs),
-    /// Query and re-verify a stopped node's chain.
+    /// Query a chain (a stopped node's data directory or a running node's RPC) and
+    /// re-verify a stored chain.
     Chain(chain_cmd::ChainArgs),
     /// Make and show ed25519 key files.
     Keys(keys::KeysArgs),

@@ -1,5 +1,8 @@
 //! `pouw node`: a full node (chain, mempool, miner, P2P network).
 
+use crate::config::{
+    self, parse_multiaddr, parse_socket_addr, parse_threads, Layer, NodeRole, Settings,
+};
 use anyhow::{Context, Result};
 use clap::Args;
 use pouw_net::Multiaddr;
@@ -15,21 +18,36 @@ use std::{
 pub(crate) const NODE_KEY_FILE: &str = "node.key";
 
 /// `pouw node`.
+///
+/// Settings come in layers: built-in defaults, then the `--config` file, then `POUW_*`
+/// environment variables, then these flags (`docs/node-config.md`).
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
+    /// TOML config file (keys: `docs/node-config.md`; example: `config/node.example.toml`).
+    #[arg(long, env = "POUW_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (defaults, file, environment and flags merged) as
+    /// TOML and exit. The RPC token is shown as `<redacted>`.
+    #[arg(long)]
+    print_config: bool,
     /// Development mode: the built-in devnet chain, listening on loopback.
     #[arg(long)]
     dev: bool,
-    /// Data directory (chain and proof databases, the node key).
+    /// Data directory (chain and proof databases, the node key). Required here, in the config
+    /// file or in POUW_DATADIR.
     #[arg(long)]
-    datadir: PathBuf,
-    /// Chain spec: `devnet` or a TOML file.
-    #[arg(long, default_value = "devnet")]
-    chain: String,
+    datadir: Option<PathBuf>,
+    /// Chain spec: `devnet` (default) or a TOML file.
+    #[arg(long)]
+    chain: Option<String>,
     /// Key file (`pouw keys new`): the node's identity and miner account. Default: the
     /// data directory's `node.key`, created on first start.
     #[arg(long, alias = "miner-key")]
     key: Option<PathBuf>,
+    /// Roles, comma-separated: miner, supervisor, evaluator, verifier, client (default:
+    /// miner).
+    #[arg(long, value_delimiter = ',', value_parser = parse_role)]
+    roles: Option<Vec<NodeRole>>,
     /// Address to listen on, as a multiaddr (repeatable). Default: `/ip4/127.0.0.1/tcp/0`
     /// with `--dev`, else `/ip4/0.0.0.0/tcp/30333`.
     #[arg(long, value_parser = parse_multiaddr)]
@@ -38,43 +56,61 @@ pub(crate) struct NodeArgs {
     /// retried until reachable.
     #[arg(long, value_parser = parse_multiaddr)]
     bootstrap: Vec<Multiaddr>,
-    /// Worker roles (comma-separated: miner, supervisor, evaluator, verifier): a staking
-    /// ticket is kept live for each, and the node works in every task it is selected for.
-    #[arg(long, value_delimiter = ',', value_parser = parse_role)]
-    roles: Vec<pouw_primitives::Role>,
-    /// Do not mine (validate and relay only).
+    /// Do not mine (validate and relay only): drops the `miner` role.
     #[arg(long)]
     no_mine: bool,
-    /// Training threads (the results never depend on it).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    /// Training threads (the results never depend on it). Default: 1.
+    #[arg(long, value_parser = parse_threads)]
+    threads: Option<usize>,
+    /// Pause between two training iterations, in milliseconds (default 0), to share a CPU.
+    #[arg(long)]
+    mining_pause_ms: Option<u64>,
     /// Exit after mining this many blocks (default: run until Ctrl-C).
     #[arg(long)]
     blocks: Option<u64>,
     /// Serve JSON-RPC, `/metrics` and `/health` on this address (e.g. `127.0.0.1:8645`;
     /// port 0 picks a free one). Default: no RPC server.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_socket_addr)]
     rpc: Option<std::net::SocketAddr>,
     /// Bearer token that admits admin RPC methods from any address (default: loopback only).
-    #[arg(long, env = "POUW_RPC_TOKEN")]
+    #[arg(long)]
     rpc_token: Option<String>,
 }
 
-fn parse_role(s: &str) -> Result<pouw_primitives::Role, String> {
-    use pouw_primitives::Role;
-    match s.trim().to_ascii_lowercase().as_str() {
-        "miner" => Ok(Role::Miner),
-        "supervisor" => Ok(Role::Supervisor),
-        "evaluator" => Ok(Role::Evaluator),
-        "verifier" => Ok(Role::Verifier),
-        other => Err(format!(
-            "unknown role `{other}`: expected miner, supervisor, evaluator or verifier"
-        )),
-    }
+fn parse_role(s: &str) -> Result<NodeRole, String> {
+    s.parse()
 }
 
-fn parse_multiaddr(s: &str) -> Result<Multiaddr, String> {
-    s.parse().map_err(|e| format!("`{s}` is not a multiaddr ({e}); e.g. /ip4/127.0.0.1/tcp/4001"))
+impl NodeArgs {
+    /// The flags as the last settings layer.
+    fn flag_layer(&self) -> Layer {
+        let nonempty = |v: &Vec<Multiaddr>| (!v.is_empty()).then(|| v.clone());
+        Layer {
+            datadir: self.datadir.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone(),
+            roles: self.roles.clone(),
+            listen: nonempty(&self.listen),
+            bootstrap: nonempty(&self.bootstrap),
+            threads: self.threads,
+            dev: self.dev.then_some(true),
+            rpc_listen: self.rpc,
+            rpc_token: self.rpc_token.clone(),
+            mining_pause_ms: self.mining_pause_ms,
+            ..Layer::default()
+        }
+    }
+
+    /// Every layer merged: defaults < file < environment < flags.
+    fn settings(&self, env: impl Fn(&str) -> Option<String>) -> Result<Settings> {
+        let mut layers = Vec::new();
+        if let Some(path) = &self.config {
+            layers.push(config::file_layer(path)?);
+        }
+        layers.push(config::env_layer(env)?);
+        layers.push(self.flag_layer());
+        config::resolve(layers, self.no_mine)
+    }
 }
 
 /// The key in `path`, or a new one written there (mode 0600).
@@ -89,30 +125,30 @@ fn load_or_create_key(path: &Path) -> Result<Keypair> {
 }
 
 pub(crate) fn run(args: NodeArgs) -> Result<()> {
-    let spec = ChainSpec::load(&args.chain)?;
-    std::fs::create_dir_all(&args.datadir)
-        .with_context(|| format!("creating the data directory {}", args.datadir.display()))?;
-    let key = match &args.key {
+    let settings = args.settings(config::process_env)?;
+    let spec = ChainSpec::load(&settings.chain)?;
+    if args.print_config {
+        print!("{}", settings.to_toml(false));
+        return Ok(());
+    }
+    let datadir = settings.datadir.clone();
+    std::fs::create_dir_all(&datadir)
+        .with_context(|| format!("creating the data directory {}", datadir.display()))?;
+    let key = match &settings.key {
         Some(path) => crate::keys::read_key(path)?,
-        None => load_or_create_key(&args.datadir.join(NODE_KEY_FILE))?,
+        None => load_or_create_key(&datadir.join(NODE_KEY_FILE))?,
     };
-    let mut config = NodeConfig::new(args.datadir.clone(), spec, key);
-    config.listen = if !args.listen.is_empty() {
-        args.listen
-    } else if args.dev {
-        vec!["/ip4/127.0.0.1/tcp/0".parse()?]
-    } else {
-        vec!["/ip4/0.0.0.0/tcp/30333".parse()?]
-    };
-    config.bootstrap = args.bootstrap;
-    config.mine = !args.no_mine;
-    config.roles = args.roles;
-    config.threads = args.threads.max(1);
+    let mut config = NodeConfig::new(datadir.clone(), spec, key);
+    config.listen = settings.listen.clone();
+    config.bootstrap = settings.bootstrap.clone();
+    config::wire_roles(&mut config, &settings.roles);
+    config.threads = settings.threads.max(1);
+    config.mining_pause = settings.mining_pause;
     config.max_blocks = args.blocks;
-    config.rpc = args.rpc;
-    config.rpc_config.admin_token = args.rpc_token;
+    config.rpc = settings.rpc_listen;
+    config.rpc_config = pouw_rpc::RpcConfig { assets: config.rpc_config.assets, ..settings.rpc };
     let mut node = NodeHandle::start(config)
-        .with_context(|| format!("starting the node in {}", args.datadir.display()))?;
+        .with_context(|| format!("starting the node in {}", datadir.display()))?;
     for addr in node.p2p_addrs() {
         tracing::info!(target: "node", %addr, "listening");
     }

@@ -111,6 +111,8 @@ pub(crate) struct Agent {
     /// Evaluator: evaluations in progress.
     evaluations: HashMap<TaskId, Evaluation>,
     subscribed: HashSet<TaskId>,
+    /// Roles whose ticket we could not afford (warned once).
+    unfunded_warned: HashSet<Role>,
     /// Tasks seen completed with us in them.
     completed: HashSet<TaskId>,
 }
@@ -419,7 +421,7 @@ impl Node {
     /// One pass over the tasks at the tip: tickets, then each task this node is part of.
     pub(crate) fn agent_tick(&mut self) -> Result<(), NodeError> {
         let me = self.me();
-        let (height, records, live_roles) = {
+        let (height, records, live_roles, balance) = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             let state = chain.state();
             let records: Vec<(TaskId, TaskRecord)> = state
@@ -447,13 +449,20 @@ impl Node {
                 .copied()
                 .filter(|r| !pouw_consensus::tickets_of(&overlay, &me, *r).is_empty())
                 .collect();
-            (chain.height(), records, live)
+            (chain.height(), records, live, state.account(&me).balance)
         };
         // Tickets (once connected: a transaction gossiped to nobody would sit in our pool).
         let roles = self.agent.roles.clone();
         for role in roles {
             let sent = self.agent.ticket_sent.get(&role).is_some_and(|h| self.mempool.contains(h));
             if live_roles.contains(&role) || sent || self.peers.is_empty() {
+                continue;
+            }
+            let needed = self.config.spec.min_ticket_stake.checked_add(TX_FEE).unwrap_or(Amount::MAX);
+            if balance < needed {
+                if self.agent.unfunded_warned.insert(role) {
+                    tracing::warn!(target: "node", ?role, balance = %balance, needed = %needed, "cannot stake a ticket: balance too low (the role stays idle)");
+                }
                 continue;
             }
             let expires_at =

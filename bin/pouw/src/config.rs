@@ -1,0 +1,614 @@
+//! `pouw node` settings, in layers: built-in defaults, then the TOML file (`--config`), then
+//! `POUW_*` environment variables, then command-line flags; each later layer overrides the
+//! earlier ones key by key. `docs/node-config.md` documents every key.
+//!
+//! Every error names its source (the file, the variable or the flag), the key and the problem.
+
+use anyhow::{anyhow, bail, Context, Result};
+use pouw_net::Multiaddr;
+use serde::{Deserialize, Serialize};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+/// What a node does. Only `miner` changes the node today (it maps to `NodeConfig::mine`);
+/// the other roles are validated and handed on by [`wire_roles`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum NodeRole {
+    Miner,
+    Supervisor,
+    Evaluator,
+    Verifier,
+    Client,
+}
+
+impl NodeRole {
+    pub(crate) const ALL: [Self; 5] =
+        [Self::Miner, Self::Supervisor, Self::Evaluator, Self::Verifier, Self::Client];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Miner => "miner",
+            Self::Supervisor => "supervisor",
+            Self::Evaluator => "evaluator",
+            Self::Verifier => "verifier",
+            Self::Client => "client",
+        }
+    }
+}
+
+impl FromStr for NodeRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        Self::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Self::ALL.iter().map(|r| r.name()).collect();
+            format!("unknown role `{s}` (expected one of: {})", names.join(", "))
+        })
+    }
+}
+
+/// Parses a multiaddr, with an example in the error.
+pub(crate) fn parse_multiaddr(s: &str) -> Result<Multiaddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|e| format!("`{s}` is not a multiaddr ({e}); e.g. /ip4/127.0.0.1/tcp/4001"))
+}
+
+/// Parses a socket address for the RPC server.
+pub(crate) fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| format!("`{s}` is not a socket address; e.g. 127.0.0.1:8645"))
+}
+
+/// Parses a training thread count (at least 1).
+pub(crate) fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("`0` threads: at least 1 is needed".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a thread count (a whole number, at least 1)")),
+    }
+}
+
+fn parse_number<T: FromStr>(s: &str, what: &str) -> Result<T, String> {
+    s.trim().parse().map_err(|_| format!("`{s}` is not {what}"))
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("`{s}` is not a boolean (true/false, 1/0, yes/no, on/off)")),
+    }
+}
+
+// ---- the file ----
+
+/// The TOML file, as written (all keys optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    datadir: Option<PathBuf>,
+    chain: Option<String>,
+    key: Option<PathBuf>,
+    roles: Option<Vec<String>>,
+    listen: Option<Vec<String>>,
+    bootstrap: Option<Vec<String>>,
+    threads: Option<usize>,
+    dev: Option<bool>,
+    #[serde(default)]
+    rpc: RpcFile,
+    #[serde(default)]
+    mining: MiningFile,
+}
+
+/// `[rpc]`: where to serve JSON-RPC and the server limits (`pouw_rpc::RpcConfig`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RpcFile {
+    listen: Option<String>,
+    token: Option<String>,
+    max_body_bytes: Option<usize>,
+    max_batch: Option<usize>,
+    max_connections: Option<usize>,
+    trust_loopback: Option<bool>,
+    call_timeout: Option<u64>,
+    header_timeout: Option<u64>,
+    sample_interval: Option<u64>,
+    max_recent_blocks: Option<u32>,
+    max_training_points: Option<u32>,
+}
+
+/// `[mining]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MiningFile {
+    pause_ms: Option<u64>,
+}
+
+/// One layer of settings: what a source sets (`None`: leaves it to the earlier layers).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Layer {
+    pub(crate) datadir: Option<PathBuf>,
+    pub(crate) chain: Option<String>,
+    pub(crate) key: Option<PathBuf>,
+    pub(crate) roles: Option<Vec<NodeRole>>,
+    pub(crate) listen: Option<Vec<Multiaddr>>,
+    pub(crate) bootstrap: Option<Vec<Multiaddr>>,
+    pub(crate) threads: Option<usize>,
+    pub(crate) dev: Option<bool>,
+    pub(crate) rpc_listen: Option<SocketAddr>,
+    pub(crate) rpc_token: Option<String>,
+    pub(crate) rpc_max_body_bytes: Option<usize>,
+    pub(crate) rpc_max_batch: Option<usize>,
+    pub(crate) rpc_max_connections: Option<usize>,
+    pub(crate) rpc_trust_loopback: Option<bool>,
+    pub(crate) rpc_call_timeout_ms: Option<u64>,
+    pub(crate) rpc_header_timeout_ms: Option<u64>,
+    pub(crate) rpc_sample_interval_ms: Option<u64>,
+    pub(crate) rpc_max_recent_blocks: Option<u32>,
+    pub(crate) rpc_max_training_points: Option<u32>,
+    pub(crate) mining_pause_ms: Option<u64>,
+}
+
+impl Layer {
+    /// `self` overridden by every key `later` sets.
+    fn then(self, later: Self) -> Self {
+        Self {
+            datadir: later.datadir.or(self.datadir),
+            chain: later.chain.or(self.chain),
+            key: later.key.or(self.key),
+            roles: later.roles.or(self.roles),
+            listen: later.listen.or(self.listen),
+            bootstrap: later.bootstrap.or(self.bootstrap),
+            threads: later.threads.or(self.threads),
+            dev: later.dev.or(self.dev),
+            rpc_listen: later.rpc_listen.or(self.rpc_listen),
+            rpc_token: later.rpc_token.or(self.rpc_token),
+            rpc_max_body_bytes: later.rpc_max_body_bytes.or(self.rpc_max_body_bytes),
+            rpc_max_batch: later.rpc_max_batch.or(self.rpc_max_batch),
+            rpc_max_connections: later.rpc_max_connections.or(self.rpc_max_connections),
+            rpc_trust_loopback: later.rpc_trust_loopback.or(self.rpc_trust_loopback),
+            rpc_call_timeout_ms: later.rpc_call_timeout_ms.or(self.rpc_call_timeout_ms),
+            rpc_header_timeout_ms: later.rpc_header_timeout_ms.or(self.rpc_header_timeout_ms),
+            rpc_sample_interval_ms: later.rpc_sample_interval_ms.or(self.rpc_sample_interval_ms),
+            rpc_max_recent_blocks: later.rpc_max_recent_blocks.or(self.rpc_max_recent_blocks),
+            rpc_max_training_points: later.rpc_max_training_points.or(self.rpc_max_training_points),
+            mining_pause_ms: later.mining_pause_ms.or(self.mining_pause_ms),
+        }
+    }
+}
+
+/// Line and column (1-based) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+/// The dotted key written on the line holding `offset` (`rpc.listen`), when there is one.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line = text[start..end].trim();
+    let header = |l: &str| l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+    if line.starts_with('[') {
+        return Some(header(line));
+    }
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() {
+        return None;
+    }
+    let section = text[..start].lines().rev().map(str::trim).find(|l| l.starts_with('['));
+    Some(match section {
+        Some(s) => format!("{}.{key}", header(s)),
+        None => key.to_string(),
+    })
+}
+
+/// One-line form of a TOML error: `file: line L, column C: `key`: problem`.
+fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let message = e.message().trim().replace("unknown field", "unknown key");
+    match e.span() {
+        Some(span) => {
+            let (line, col) = line_col(text, span.start);
+            match key_at(text, span.start) {
+                Some(key) => anyhow!("{file}: `{key}` (line {line}): {message}"),
+                None => anyhow!("{file}: line {line}, column {col}: {message}"),
+            }
+        }
+        None => anyhow!("{file}: {message}"),
+    }
+}
+
+fn parse_list<T>(
+    items: &[String],
+    parse: impl Fn(&str) -> Result<T, String>,
+    culprit: impl Fn(usize) -> String,
+) -> Result<Vec<T>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, s)| parse(s).map_err(|e| anyhow!("{}: {e}", culprit(i))))
+        .collect()
+}
+
+/// Reads and checks the TOML file at `path`.
+pub(crate) fn file_layer(path: &Path) -> Result<Layer> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {file}"))?;
+    parse_file(&file, path.parent().unwrap_or(Path::new("")), &text)
+}
+
+/// The settings of config file text; `file` names it in errors and relative paths are
+/// relative to `base` (the file's directory).
+fn parse_file(file: &str, base: &Path, text: &str) -> Result<Layer> {
+    if let Err(e) = text.parse::<toml::Table>() {
+        let at = e.span().map(|s| line_col(text, s.start));
+        return Err(match at {
+            Some((line, col)) => anyhow!(
+                "{file}: malformed TOML at line {line}, column {col}: {}",
+                e.message().trim()
+            ),
+            None => anyhow!("{file}: malformed TOML: {}", e.message().trim()),
+        });
+    }
+    let f: FileConfig = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+    let name = file;
+    let key = |k: &'static str| move |i: usize| format!("{name}: `{k}[{i}]`");
+    let roles =
+        f.roles.as_deref().map(|r| parse_list(r, NodeRole::from_str, key("roles"))).transpose()?;
+    let listen =
+        f.listen.as_deref().map(|l| parse_list(l, parse_multiaddr, key("listen"))).transpose()?;
+    let bootstrap = f
+        .bootstrap
+        .as_deref()
+        .map(|l| parse_list(l, parse_multiaddr, key("bootstrap")))
+        .transpose()?;
+    if f.threads == Some(0) {
+        bail!("{file}: `threads`: `0` threads: at least 1 is needed");
+    }
+    let rpc_listen = f
+        .rpc
+        .listen
+        .as_deref()
+        .map(|s| parse_socket_addr(s).map_err(|e| anyhow!("{file}: `rpc.listen`: {e}")))
+        .transpose()?;
+    if f.chain.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        bail!("{file}: `chain`: empty (`devnet` or the path of a chain spec file)");
+    }
+    // A relative path in the file is relative to the file's directory.
+    let rel = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+    let chain =
+        f.chain.map(
+            |c| {
+                if c == "devnet" {
+                    c
+                } else {
+                    rel(PathBuf::from(c)).display().to_string()
+                }
+            },
+        );
+    Ok(Layer {
+        datadir: f.datadir.map(rel),
+        chain,
+        key: f.key.map(rel),
+        roles,
+        listen,
+        bootstrap,
+        threads: f.threads,
+        dev: f.dev,
+        rpc_listen,
+        rpc_token: f.rpc.token,
+        rpc_max_body_bytes: f.rpc.max_body_bytes,
+        rpc_max_batch: f.rpc.max_batch,
+        rpc_max_connections: f.rpc.max_connections,
+        rpc_trust_loopback: f.rpc.trust_loopback,
+        rpc_call_timeout_ms: f.rpc.call_timeout,
+        rpc_header_timeout_ms: f.rpc.header_timeout,
+        rpc_sample_interval_ms: f.rpc.sample_interval,
+        rpc_max_recent_blocks: f.rpc.max_recent_blocks,
+        rpc_max_training_points: f.rpc.max_training_points,
+        mining_pause_ms: f.mining.pause_ms,
+    })
+}
+
+// ---- the environment ----
+
+/// The `POUW_*` variables `get` returns (an empty variable counts as unset).
+pub(crate) fn env_layer(get: impl Fn(&str) -> Option<String>) -> Result<Layer> {
+    let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+    let list = |name: &'static str| {
+        var(name)
+            .map(|v| {
+                let items: Vec<String> = v.split(',').map(|s| s.trim().to_string()).collect();
+                parse_list(&items, parse_multiaddr, |i| format!("{name} (item {})", i + 1))
+            })
+            .transpose()
+    };
+    let roles = var("POUW_ROLES")
+        .map(|v| {
+            let items: Vec<String> = v.split(',').map(|s| s.trim().to_string()).collect();
+            parse_list(&items, NodeRole::from_str, |i| format!("POUW_ROLES (item {})", i + 1))
+        })
+        .transpose()?;
+    Ok(Layer {
+        datadir: var("POUW_DATADIR").map(PathBuf::from),
+        chain: var("POUW_CHAIN"),
+        key: var("POUW_KEY").map(PathBuf::from),
+        roles,
+        listen: list("POUW_LISTEN")?,
+        bootstrap: list("POUW_BOOTSTRAP")?,
+        threads: scalar(var("POUW_THREADS"), "POUW_THREADS", parse_threads)?,
+        dev: scalar(var("POUW_DEV"), "POUW_DEV", parse_bool)?,
+        rpc_listen: scalar(var("POUW_RPC"), "POUW_RPC", parse_socket_addr)?,
+        rpc_token: var("POUW_RPC_TOKEN"),
+        rpc_max_body_bytes: scalar(
+            var("POUW_RPC_MAX_BODY_BYTES"),
+            "POUW_RPC_MAX_BODY_BYTES",
+            |s| parse_number(s, "a byte count (a whole number)"),
+        )?,
+        mining_pause_ms: scalar(var("POUW_MINING_PAUSE_MS"), "POUW_MINING_PAUSE_MS", |s| {
+            parse_number(s, "a pause in milliseconds (a whole number)")
+        })?,
+        ..Layer::default()
+    })
+}
+
+/// A variable's value parsed, the error naming the variable.
+fn scalar<T>(
+    value: Option<String>,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>> {
+    value.map(|v| parse(&v).map_err(|e| anyhow!("{name}: {e}"))).transpose()
+}
+
+/// The process environment, for [`env_layer`].
+pub(crate) fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+// ---- the result ----
+
+/// The effective settings of a node after every layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) dev: bool,
+    pub(crate) datadir: PathBuf,
+    pub(crate) chain: String,
+    pub(crate) key: Option<PathBuf>,
+    pub(crate) roles: Vec<NodeRole>,
+    pub(crate) listen: Vec<Multiaddr>,
+    pub(crate) bootstrap: Vec<Multiaddr>,
+    pub(crate) threads: usize,
+    pub(crate) rpc_listen: Option<SocketAddr>,
+    pub(crate) rpc: pouw_rpc::RpcConfig,
+    pub(crate) mining_pause: Duration,
+}
+
+/// Defaults when no layer sets a key.
+pub(crate) const DEFAULT_CHAIN: &str = "devnet";
+/// Listen address without `--dev`.
+pub(crate) const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/30333";
+/// Listen address with `--dev`.
+pub(crate) const DEFAULT_DEV_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
+
+/// Merges the layers, earliest first, and applies the defaults. `no_mine` (the `--no-mine`
+/// flag) drops the miner role whatever the layers say.
+pub(crate) fn resolve(layers: Vec<Layer>, no_mine: bool) -> Result<Settings> {
+    let l = layers.into_iter().fold(Layer::default(), Layer::then);
+    let datadir = l.datadir.context(
+        "no data directory: set `datadir` in the config file (--config), POUW_DATADIR, or \
+         --datadir",
+    )?;
+    let dev = l.dev.unwrap_or(false);
+    let mut roles = Vec::new();
+    for r in l.roles.unwrap_or_else(|| vec![NodeRole::Miner]) {
+        let dropped = no_mine && r == NodeRole::Miner;
+        if dropped || roles.contains(&r) {
+            continue;
+        }
+        roles.push(r);
+    }
+    let default_listen = if dev { DEFAULT_DEV_LISTEN } else { DEFAULT_LISTEN };
+    let listen = l.listen.unwrap_or_else(|| vec![default_listen.parse().expect("a multiaddr")]);
+    let defaults = pouw_rpc::RpcConfig::default();
+    let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+    let rpc = pouw_rpc::RpcConfig {
+        max_body_bytes: l.rpc_max_body_bytes.unwrap_or(defaults.max_body_bytes),
+        max_batch: l.rpc_max_batch.unwrap_or(defaults.max_batch),
+        max_connections: l.rpc_max_connections.unwrap_or(defaults.max_connections),
+        admin_token: l.rpc_token,
+        trust_loopback: l.rpc_trust_loopback.unwrap_or(defaults.trust_loopback),
+        call_timeout: ms(l.rpc_call_timeout_ms, defaults.call_timeout),
+        header_timeout: ms(l.rpc_header_timeout_ms, defaults.header_timeout),
+        sample_interval: ms(l.rpc_sample_interval_ms, defaults.sample_interval),
+        max_recent_blocks: l.rpc_max_recent_blocks.unwrap_or(defaults.max_recent_blocks),
+        max_training_points: l.rpc_max_training_points.unwrap_or(defaults.max_training_points),
+        ..defaults
+    };
+    Ok(Settings {
+        dev,
+        datadir,
+        chain: l.chain.unwrap_or_else(|| DEFAULT_CHAIN.into()),
+        key: l.key,
+        roles,
+        listen,
+        bootstrap: l.bootstrap.unwrap_or_default(),
+        threads: l.threads.unwrap_or(1),
+        rpc_listen: l.rpc_listen,
+        rpc,
+        mining_pause: Duration::from_millis(l.mining_pause_ms.unwrap_or(0)),
+    })
+}
+
+/// The printable form (`--print-config`): the same keys as the file.
+#[derive(Serialize)]
+struct Printed {
+    dev: bool,
+    datadir: String,
+    chain: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    roles: Vec<NodeRole>,
+    listen: Vec<String>,
+    bootstrap: Vec<String>,
+    threads: usize,
+    rpc: PrintedRpc,
+    mining: PrintedMining,
+}
+
+#[derive(Serialize)]
+struct PrintedRpc {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    max_body_bytes: usize,
+    max_batch: usize,
+    max_connections: usize,
+    trust_loopback: bool,
+    call_timeout: u64,
+    header_timeout: u64,
+    sample_interval: u64,
+    max_recent_blocks: u32,
+    max_training_points: u32,
+}
+
+#[derive(Serialize)]
+struct PrintedMining {
+    pause_ms: u64,
+}
+
+/// Marker printed instead of the RPC token.
+pub(crate) const REDACTED: &str = "<redacted>";
+
+impl Settings {
+    /// The settings as a TOML config file (the RPC token redacted unless `show_secrets`).
+    pub(crate) fn to_toml(&self, show_secrets: bool) -> String {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let r = &self.rpc;
+        let printed = Printed {
+            dev: self.dev,
+            datadir: self.datadir.display().to_string(),
+            chain: self.chain.clone(),
+            key: self.key.as_ref().map(|k| k.display().to_string()),
+            roles: self.roles.clone(),
+            listen: self.listen.iter().map(ToString::to_string).collect(),
+            bootstrap: self.bootstrap.iter().map(ToString::to_string).collect(),
+            threads: self.threads,
+            rpc: PrintedRpc {
+                listen: self.rpc_listen.map(|a| a.to_string()),
+                token: r.admin_token.as_ref().map(|t| {
+                    if show_secrets {
+                        t.clone()
+                    } else {
+                        REDACTED.into()
+                    }
+                }),
+                max_body_bytes: r.max_body_bytes,
+                max_batch: r.max_batch,
+                max_connections: r.max_connections,
+                trust_loopback: r.trust_loopback,
+                call_timeout: ms(r.call_timeout),
+                header_timeout: ms(r.header_timeout),
+                sample_interval: ms(r.sample_interval),
+                max_recent_blocks: r.max_recent_blocks,
+                max_training_points: r.max_training_points,
+            },
+            mining: PrintedMining { pause_ms: ms(self.mining_pause) },
+        };
+        toml::to_string(&printed).expect("the settings always serialize")
+    }
+}
+
+/// Hands the configured roles to the node. `miner` turns mining on (`NodeConfig::mine`);
+/// supervisor, evaluator, verifier and client are not run by the node service yet: they are
+/// accepted (so config files can name them now), returned for whoever wires them next, and
+/// logged.
+pub(crate) fn wire_roles(config: &mut pouw_node::NodeConfig, roles: &[NodeRole]) -> Vec<NodeRole> {
+    use pouw_primitives::Role;
+    config.mine = roles.contains(&NodeRole::Miner);
+    config.roles = roles
+        .iter()
+        .filter_map(|r| match r {
+            NodeRole::Miner => Some(Role::Miner),
+            NodeRole::Supervisor => Some(Role::Supervisor),
+            NodeRole::Evaluator => Some(Role::Evaluator),
+            NodeRole::Verifier => Some(Role::Verifier),
+            // Any node can submit tasks and serve their datasets.
+            NodeRole::Client => None,
+        })
+        .collect();
+    let pending: Vec<NodeRole> =
+        roles.iter().copied().filter(|r| *r == NodeRole::Verifier).collect();
+    for r in &pending {
+        tracing::warn!(
+            target: "node",
+            role = r.name(),
+            "role accepted (staking ticket kept) but verifier attestations are not run yet"
+        );
+    }
+    pending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The environment variables read, with what they set (also listed in `docs/node-config.md`).
+    const ENV_VARS: &[(&str, &str)] = &[
+        ("POUW_CONFIG", "config file (like --config)"),
+        ("POUW_DATADIR", "datadir"),
+        ("POUW_CHAIN", "chain"),
+        ("POUW_KEY", "key"),
+        ("POUW_ROLES", "roles, comma-separated"),
+        ("POUW_LISTEN", "listen, comma-separated multiaddrs"),
+        ("POUW_BOOTSTRAP", "bootstrap, comma-separated multiaddrs"),
+        ("POUW_THREADS", "threads"),
+        ("POUW_DEV", "dev (true/false)"),
+        ("POUW_RPC", "rpc.listen"),
+        ("POUW_RPC_TOKEN", "rpc.token"),
+        ("POUW_RPC_MAX_BODY_BYTES", "rpc.max_body_bytes"),
+        ("POUW_MINING_PAUSE_MS", "mining.pause_ms"),
+    ];
+
+    #[test]
+    fn every_variable_and_key_is_documented() {
+        let doc = include_str!("../../../docs/node-config.md");
+        for (var, _) in ENV_VARS {
+            assert!(doc.contains(var), "docs/node-config.md does not mention {var}");
+        }
+        let example = include_str!("../../../config/node.example.toml");
+        let layer = parse_file("node.example.toml", Path::new("config"), example);
+        assert!(layer.is_ok(), "{:#}", layer.unwrap_err());
+    }
+
+    #[test]
+    fn key_at_names_sections() {
+        let text = "threads = \"x\"\n[rpc]\nlisten = 5\n";
+        assert_eq!(key_at(text, 10).as_deref(), Some("threads"));
+        assert_eq!(key_at(text, 30).as_deref(), Some("rpc.listen"));
+        assert_eq!(key_at(text, 15).as_deref(), Some("rpc"));
+        assert_eq!(line_col(text, 29), (3, 10));
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let file = Layer { threads: Some(2), datadir: Some("a".into()), ..Layer::default() };
+        let env = env_layer(|n| (n == "POUW_THREADS").then(|| "3".to_string())).unwrap();
+        let s = resolve(vec![file.clone(), env.clone()], false).unwrap();
+        assert_eq!((s.threads, s.datadir.to_str().unwrap()), (3, "a"));
+        let flags = Layer { threads: Some(4), ..Layer::default() };
+        assert_eq!(resolve(vec![file, env, flags], true).unwrap().threads, 4);
+        let err = env_layer(|n| (n == "POUW_ROLES").then(|| "miner,boss".into())).unwrap_err();
+        assert!(err.to_string().contains("POUW_ROLES (item 2)"), "{err}");
+    }
+}
