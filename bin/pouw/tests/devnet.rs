@@ -1,0 +1,95 @@
+//! `pouw devnet --json` as a user runs it: ten node processes, a real task from submission to
+//! the delivered model, and a report whose numbers the test checks against the nodes' RPC
+//! (with `--keep`, the network stays up for the checks; then SIGINT stops every process).
+
+use serde_json::{json, Value};
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+fn rpc(url: &str, method: &str) -> Value {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (_, body) = out.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str::<Value>(body).unwrap()["result"].clone()
+}
+
+#[test]
+fn devnet_trains_the_task_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The devnet task, lighter for a debug build: 2 epochs of a 784-64-10 MLP.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let task = std::fs::read_to_string(root.join("tasks/devnet.toml"))
+        .unwrap()
+        .replace("epochs = 5", "epochs = 2")
+        .replace("units = 128", "units = 64")
+        .replace("../data/mnist/", &format!("{}/", root.join("data/mnist").display()));
+    let task_file = dir.path().join("task.toml");
+    std::fs::write(&task_file, task).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pouw"))
+        .args(["devnet", "--json", "--keep", "--timeout", "500", "--dir"])
+        .arg(dir.path().join("net"))
+        .arg("--task")
+        .arg(&task_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The JSON report comes on stdout before the network is left running.
+    let mut text = String::new();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        text.push_str(&line);
+        if line.starts_with('}') {
+            break;
+        }
+        line.clear();
+    }
+    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    for key in ["test_accuracy", "blocks_mined", "blocks_rejected", "nodes", "payouts", "supply_check_ok", "wall_seconds"] {
+        assert!(report.get(key).is_some(), "report has `{key}`");
+    }
+    assert!(report["test_accuracy"].as_f64().unwrap() > 0.85, "{}", report["test_accuracy"]);
+    assert_eq!(report["supply_check_ok"], json!(true));
+    assert_eq!(report["blocks_rejected"], json!(0));
+    let nodes = report["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 10);
+    assert!(!report["payouts"].as_array().unwrap().is_empty());
+    // The network is still up (`--keep`): each node answers over RPC and saw every block.
+    for n in nodes {
+        assert_eq!(n["every_block_checked"], json!(true), "{n}");
+        let tip = rpc(n["rpc"].as_str().unwrap(), "pouw_tip");
+        assert!(tip["height"].as_u64().unwrap() >= report["blocks"].as_u64().unwrap());
+    }
+    let task_id = report["task_id"].as_str().unwrap();
+    let client = nodes[0]["rpc"].as_str().unwrap();
+    let addr = client.trim_start_matches("http://").trim_end_matches('/');
+    let out = Command::new(env!("CARGO_BIN_EXE_pouw"))
+        .args(["client", "--rpc", addr, "status", task_id, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(status["phase"].to_string().to_lowercase().contains("completed"), "{status}");
+    // Ctrl-C stops every process cleanly.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "devnet exited with {status}");
+    assert!(TcpStream::connect(addr).is_err(), "the client node stopped");
+}
