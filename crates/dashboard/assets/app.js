@@ -49,6 +49,7 @@
     const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
     if (s < 60) return s + 's ago';
     if (s < 3600) return Math.floor(s / 60) + 'm ' + (s % 60) + 's ago';
+    if (s >= 172800) return Math.floor(s / 86400) + ' days ago';
     return Math.floor(s / 3600) + 'h ' + Math.floor((s % 3600) / 60) + 'm ago';
   }
   function dur(secs) {
@@ -127,7 +128,7 @@
     th.title = tip.hash;
     fill($('tip-kv'), kv([
       ['height', tip.height],
-      ['tip hash', el('code', { class: 'hash' }, tip.hash)],
+      ['tip hash', hashEl(tip.hash)],
       ['block time', new Date(tip.timestamp).toLocaleTimeString()],
       ['target', el('code', null, tip.target)],
       ['total work', el('span', { class: 'mono' }, tip.total_work)],
@@ -151,7 +152,7 @@
       const p = b.proof;
       return el('tr', { class: 'click' + (prevMax >= 0 && b.height > prevMax ? ' new' : ''), onclick: () => openBlock(b.hash), 'data-height': b.height },
         el('td', { class: 'num' }, b.height),
-        el('td', null, hashEl(b.hash)),
+        el('td', { class: 'hide-s' }, hashEl(b.hash)),
         el('td', null, hashEl(b.miner)),
         el('td', { class: 'hide-s' }, hashEl(p ? p.task_id : b.task_id)),
         el('td', { class: 'num' }, p ? p.iteration : '–'),
@@ -386,6 +387,14 @@
       rest.length ? el('details', null, el('summary', { class: 'muted' }, 'more fields'),
         generic(Object.fromEntries(rest.map((k) => [k, t[k]])))) : null);
   }
+
+  // Shows a task record as if the node had returned it (for the console and tests).
+  S.showTask = (id, task) => {
+    id = id.toLowerCase();
+    S.tasks[id] = { task };
+    if (!S.watched.includes(id)) S.watched.unshift(id);
+    renderTasks();
+  };
 
   // ---------- training curves ----------
   function addPoints(points) {
