@@ -383,9 +383,10 @@ fn dashboard_shows_a_live_dev_node() {
     });
     assert!(detail.starts_with("Block "), "{detail}");
 
-    // Screenshots: the detail view on a phone, then the page at both widths.
+    // Screenshots: the detail view, then the page, at both widths.
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     std::fs::create_dir_all(&artifacts).unwrap();
+    driver.screenshot(1280, &artifacts.join("dashboard-1280-block.png"));
     driver.screenshot(390, &artifacts.join("dashboard-390-block.png"));
     driver.js("document.getElementById('detail-close').click();");
     for width in [1280u32, 390] {
@@ -398,6 +399,14 @@ fn dashboard_shows_a_live_dev_node() {
         );
     }
 
+    // A task id entered in the box is looked up with pouw_task.
+    driver.js("document.getElementById('task-input').value = 'ab'.repeat(32);
+         document.querySelector('#task-form button').click();");
+    wait_for("the unknown task's card", Duration::from_secs(10), || {
+        let t = driver.js("return document.getElementById('task-list').innerText;");
+        t.as_str().filter(|t| t.contains("no such task record")).map(drop)
+    });
+
     // The node goes away: the page says so.
     drop(node.0.kill());
     let _ = node.0.wait();
@@ -407,6 +416,38 @@ fn dashboard_shows_a_live_dev_node() {
         t.as_str().map(str::to_string)
     });
     assert!(banner.contains("unreachable"), "{banner}");
+    // A task record in the shape `pouw_task` returns renders with its phase, committee and
+    // payouts; amounts stay the exact decimal strings the node sent.
+    let h = |b: &str| b.repeat(64);
+    let seat = |w: &str, t: &str| json!({"worker": h(w), "ticket": h(t)});
+    let task = json!({
+        "id": h("7"), "phase": {"Completed": {"at": 41, "verdict": h("e")}},
+        "client": h("c"), "fee": "90071992547409930.00000001", "escrow": "0",
+        "created_at": 12, "seed": h("5"),
+        "split": {"order": [2, 0, 1, 3], "train": [2, 0], "validation": [1], "test": [3]},
+        "training_deadline": 30, "finalisation_deadline": 60,
+        "participants": {"miners": [seat("1", "a"), seat("2", "b")],
+                         "supervisors": [seat("3", "d")], "evaluators": [seat("4", "f")]},
+        "models": [{"miner": h("1"), "model_hash": h("9")}],
+        "history_committers": [h("3")],
+        "verdicts": [{"evaluator": h("4"), "verdict": h("e")}],
+        "settlement": {"payouts": [{"to": h("1"), "amount": "60.00000001"},
+                                   {"to": h("3"), "amount": "20"}],
+                       "confiscated": [], "confiscated_stake": "0", "refund": "9.99999999"},
+    });
+    driver.cmd(
+        "POST",
+        "/execute/sync",
+        json!({"script": "window.__dashboard.showTask(arguments[0], arguments[1]);",
+               "args": [h("7"), task]}),
+    );
+    let text = driver.js("return document.querySelector('[data-task]').innerText;");
+    let text = text.as_str().unwrap();
+    for want in ["Completed", "90071992547409930.00000001", "60.00000001", "miners (2)"] {
+        assert!(text.contains(want), "{want} missing from the task card: {text}");
+    }
+    driver.js("document.getElementById('tasks').scrollIntoView();");
     driver.screenshot(390, &artifacts.join("dashboard-390-offline.png"));
+    driver.screenshot(1280, &artifacts.join("dashboard-1280-offline.png"));
     eprintln!("artifacts in {} ({:.1} s)", artifacts.display(), started.elapsed().as_secs_f64());
 }

@@ -98,12 +98,14 @@
     const banner = $('banner');
     if (ok) {
       lastOk = Date.now();
+      document.querySelector('main').classList.remove('stale');
       S.lastError = null;
       banner.hidden = true;
       badge.textContent = 'live';
       badge.className = 'badge ok';
     } else {
       S.errors++;
+      document.querySelector('main').classList.add('stale');
       S.lastError = String(err && err.message ? err.message : err);
       banner.hidden = false;
       banner.textContent = 'Node unreachable at ' + location.host + ': ' + S.lastError +
@@ -314,6 +316,11 @@
     }
     return ['?', null];
   }
+  // Who first, then what (JSON objects arrive with their keys sorted).
+  const COLS = ['to', 'miner', 'worker', 'evaluator', 'address', 'ticket', 'amount'];
+  const colRank = (c) => (COLS.includes(c) ? COLS.indexOf(c) : COLS.length);
+  const ROLES = ['miners', 'supervisors', 'evaluators', 'verifiers'];
+  const roleRank = (r) => (ROLES.includes(r) ? ROLES.indexOf(r) : ROLES.length);
   // Any JSON value, readably: hashes short, arrays of objects as tables, objects as key/values.
   function generic(v) {
     if (v == null) return el('span', { class: 'muted' }, '–');
@@ -322,7 +329,8 @@
     if (Array.isArray(v)) {
       if (!v.length) return el('span', { class: 'muted' }, 'none');
       if (v.every((x) => x && typeof x === 'object' && !Array.isArray(x))) {
-        const cols = [...new Set(v.flatMap((x) => Object.keys(x)))];
+        const cols = [...new Set(v.flatMap((x) => Object.keys(x)))]
+          .sort((a, b) => colRank(a) - colRank(b));
         return el('div', { class: 'scroll' }, el('table', null,
           el('thead', null, el('tr', null, cols.map((c) => el('th', null, c)))),
           el('tbody', null, v.map((x) => el('tr', null, cols.map((c) => el('td', null, generic(x[c]))))))));
@@ -374,7 +382,7 @@
         ['final by', t.finalisation_deadline],
       ]),
       el('h3', null, 'Participants'),
-      Object.keys(parts).length ? kv(Object.entries(parts).map(([role, seats]) => [role + ' (' + (seats || []).length + ')',
+      Object.keys(parts).length ? kv(Object.entries(parts).sort((a, b) => roleRank(a[0]) - roleRank(b[0])).map(([role, seats]) => [role + ' (' + (seats || []).length + ')',
         (seats || []).length ? el('span', null, seats.map((x, i) => [i ? ', ' : '', hashEl(x && x.worker ? x.worker : x)])) : el('span', { class: 'muted' }, 'none')]), 'wide')
         : el('p', { class: 'muted' }, 'not selected yet'),
       t.models && t.models.length ? [el('h3', null, 'Models'), generic(t.models)] : null,
