@@ -88,7 +88,7 @@ fn http(
     let rest = String::from_utf8_lossy(&raw[body_start..]).into_owned();
     let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = if chunked { dechunk(&rest) } else { rest };
-    Ok((status, head.to_string(), body))
+    Ok((status, head, body))
 }
 
 fn dechunk(mut s: &str) -> String {
