@@ -42,7 +42,7 @@
     const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
     let i = 0;
     while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
-    return (i ? n.toFixed(1) : n) + ' ' + u[i];
+    return (i ? n.toFixed(1) : Math.round(n)) + ' ' + u[i];
   }
   function ago(ms) {
     if (typeof ms !== 'number') return '–';
@@ -155,7 +155,7 @@
       return el('tr', { class: 'click' + (prevMax >= 0 && b.height > prevMax ? ' new' : ''), onclick: () => openBlock(b.hash), 'data-height': b.height },
         el('td', { class: 'num' }, b.height),
         el('td', { class: 'hide-s' }, hashEl(b.hash)),
-        el('td', null, hashEl(b.miner)),
+        el('td', null, b.height === 0 ? el('span', { class: 'muted' }, 'genesis') : hashEl(b.miner)),
         el('td', { class: 'hide-s' }, hashEl(p ? p.task_id : b.task_id)),
         el('td', { class: 'num' }, p ? p.iteration : '–'),
         el('td', { class: 'num' }, p ? fix(p.loss, 4) : '–'),
@@ -272,7 +272,7 @@
       el('td', null, el('code', { title: p.peer_id }, short(p.peer_id))),
       el('td', { class: 'hide-s mono' }, p.address || '–'),
       el('td', { class: 'num' }, fix(p.score, 2)),
-      el('td', { class: 'num' }, p.rtt_ms != null ? fix(p.rtt_ms, 0) + ' ms' : '–'),
+      el('td', { class: 'num' }, p.rtt_ms != null ? fix(p.rtt_ms, 1) + ' ms' : '–'),
       el('td', null, p.banned_for_secs ? el('span', { class: 'badge bad' }, 'banned ' + p.banned_for_secs + 's')
         : p.connected ? el('span', { class: 'badge ok' }, 'connected') : el('span', { class: 'badge' }, 'gone'))))
       : el('tr', null, el('td', { colspan: 5, class: 'muted' }, 'no peers (a solo node)')));
