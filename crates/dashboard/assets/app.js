@@ -235,6 +235,13 @@
 
   // ---------- health ----------
   function renderHealth(h) {
+    const up = h.node && h.node.uptime_secs;
+    const before = S.health && S.health.node && S.health.node.uptime_secs;
+    if (typeof up === 'number' && typeof before === 'number' && up + 5 < before) {
+      // The node restarted: its training sequence numbers start again.
+      S.lastSeq = 0; S.points = 0; S.series = {};
+      drawChart();
+    }
     S.health = h;
     const p = h.process || {}, bw = h.bandwidth || {}, r = h.rpc || {}, n = h.node || {};
     const cls = h.status === 'ok' ? 'ok' : h.status === 'degraded' ? 'warn' : 'bad';
