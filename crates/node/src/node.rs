@@ -723,11 +723,7 @@ impl Node {
             self.import(Some(from), block, None, Some(id))?;
         } else {
             self.fetching.insert(hash);
-            self.request(
-                from,
-                Request::Proof(hash),
-                Pending::Proof { block: Box::new(block), gossip: Some(id) },
-            );
+            self.request(from, Request::Proof(hash), Pending::Proof { block: Box::new(block), gossip: Some(id) });
         }
         Ok(())
     }
