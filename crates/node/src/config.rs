@@ -54,7 +54,10 @@ impl NodeConfig {
             status_interval: Duration::from_secs(2),
             durable: true,
             rpc: None,
-            rpc_config: pouw_rpc::RpcConfig::default(),
+            rpc_config: pouw_rpc::RpcConfig {
+                assets: pouw_dashboard::ASSETS,
+                ..Default::default()
+            },
             roles: Vec::new(),
         }
     }
