@@ -157,13 +157,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         }
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         p2p.push(format!("/ip4/127.0.0.1/tcp/{port}"));
-        nodes.push(Node {
-            name: name.clone(),
-            roles,
-            key_index: i,
-            rpc,
-            child,
-        });
+        nodes.push(Node { name: name.clone(), roles, key_index: i, rpc, child });
     }
     let client = nodes[0].rpc;
     eprintln!(

@@ -61,7 +61,15 @@ fn devnet_trains_the_task_and_reports_it() {
         line.clear();
     }
     let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    for key in ["test_accuracy", "blocks_mined", "blocks_rejected", "nodes", "payouts", "supply_check_ok", "wall_seconds"] {
+    for key in [
+        "test_accuracy",
+        "blocks_mined",
+        "blocks_rejected",
+        "nodes",
+        "payouts",
+        "supply_check_ok",
+        "wall_seconds",
+    ] {
         assert!(report.get(key).is_some(), "report has `{key}`");
     }
     assert!(report["test_accuracy"].as_f64().unwrap() > 0.85, "{}", report["test_accuracy"]);

@@ -458,7 +458,8 @@ impl Node {
             if live_roles.contains(&role) || sent || self.peers.is_empty() {
                 continue;
             }
-            let needed = self.config.spec.min_ticket_stake.checked_add(TX_FEE).unwrap_or(Amount::MAX);
+            let needed =
+                self.config.spec.min_ticket_stake.checked_add(TX_FEE).unwrap_or(Amount::MAX);
             if balance < needed {
                 if self.agent.unfunded_warned.insert(role) {
                     tracing::warn!(target: "node", ?role, balance = %balance, needed = %needed, "cannot stake a ticket: balance too low (the role stays idle)");

@@ -477,7 +477,9 @@ impl Node {
             }
         }
         self.stats.syncing.store(self.sync.is_active(), Ordering::Relaxed);
-        if self.last_rebroadcast.elapsed() >= Duration::from_secs(5) {
+        // Our own transactions still waiting after a while were probably gossiped before any
+        // peer listened: send them again (peers that have them drop the duplicate).
+        if self.last_rebroadcast.elapsed() >= Duration::from_secs(15) {
             self.last_rebroadcast = Instant::now();
             self.own_txs.retain(|h| self.mempool.contains(h));
             for h in &self.own_txs {
