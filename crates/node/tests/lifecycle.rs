@@ -20,6 +20,10 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 
 /// The shipped MNIST digits, an MLP 784-64-10, 2 epochs, 3/3/3 workers.
 pub fn task_file(dir: &Path) -> PathBuf {
+    task_file_with(dir, 400)
+}
+
+fn task_file_with(dir: &Path, training_blocks: u64) -> PathBuf {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist");
     let text = format!(
         r#"name = "lifecycle"
@@ -59,11 +63,12 @@ needs_gpu = false
 min_stake = "10"
 [payment]
 fee = "100"
-deadline_blocks = 400
+deadline_blocks = {training_blocks}
 evaluation_blocks = 100
 "#,
         images = data.join("mnist-10k-images-idx3-ubyte.gz").display(),
         labels = data.join("mnist-10k-labels-idx1-ubyte.gz").display(),
+        training_blocks = training_blocks,
     );
     let path = dir.join("task.toml");
     std::fs::write(&path, text).unwrap();
@@ -173,7 +178,7 @@ fn a_task_is_trained_evaluated_paid_and_delivered() {
     let best = miner_payouts.iter().max_by_key(|p| p.amount).unwrap().to;
     let best_hash = view.models.iter().find(|m| m.miner == best).unwrap().model_hash;
     assert_eq!(model.hash().0, best_hash.0);
-    let split = view.split.clone().unwrap();
+    let split = view.split.unwrap();
     let data = pouw_ml::shipped_mnist_ref();
     let segs = data.segments(10).unwrap();
     let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -193,4 +198,71 @@ fn a_task_is_trained_evaluated_paid_and_delivered() {
     for n in &nodes {
         assert_eq!(n.stats().snapshot().blocks_rejected, 0);
     }
+}
+
+#[test]
+fn a_silent_miner_is_excluded_and_not_paid() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = local_spec(600);
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    // Node 3 stakes a miner ticket, is selected, and never trains (it does not mine).
+    let layout = [
+        (vec![], false),
+        (vec![Role::Miner], true),
+        (vec![Role::Miner], true),
+        (vec![Role::Miner], false),
+        (vec![Role::Supervisor], false),
+        (vec![Role::Supervisor], false),
+        (vec![Role::Supervisor], false),
+        (vec![Role::Evaluator], false),
+        (vec![Role::Evaluator], false),
+        (vec![Role::Evaluator], false),
+    ];
+    for (i, (roles, mine)) in layout.into_iter().enumerate() {
+        let boot: Vec<&NodeHandle> = nodes.iter().collect();
+        nodes.push(start(dir.path(), i, &spec, roles, mine, &boot));
+    }
+    let client = &nodes[0];
+    let file = task_file_with(dir.path(), 12);
+    let start_t = Instant::now();
+    let task = loop {
+        match client.submit_task(&file) {
+            Ok(id) => break id,
+            Err(e) => {
+                assert!(start_t.elapsed() < Duration::from_secs(120), "task never accepted: {e}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    };
+    // Training ends at its deadline (the silent miner never submits), then the evaluators
+    // rank the two models they can test and the verdict executes.
+    wait_until("the task completed", Duration::from_secs(400), || {
+        let chain = client.chain();
+        task_view(chain.state(), &task)
+            .is_some_and(|v| matches!(v.phase, TaskStatus::Completed { .. }))
+    });
+    let chain = client.chain();
+    let state = chain.state();
+    let view = task_view(state, &task).unwrap();
+    let silent = ChainSpec::devnet_key(3).public();
+    assert!(
+        view.participants.miners.iter().any(|s| s.worker == silent),
+        "the silent miner was selected"
+    );
+    assert_eq!(view.models.len(), 2, "two models submitted");
+    let settlement = view.settlement.unwrap();
+    assert!(settlement.payouts.iter().all(|p| p.to != silent), "the silent miner is not paid");
+    assert!(settlement.confiscated.is_empty(), "silence is excluded, not confiscated");
+    // Its stake came back: balance = genesis - ticket fee.
+    let balance = state.account(&silent).balance;
+    let genesis = spec.genesis.allocations[3].balance;
+    assert_eq!(
+        genesis.units() - balance.units(),
+        1_000,
+        "only the ticket transaction fee is spent"
+    );
+    let genesis_total: u128 =
+        spec.genesis.allocations.iter().map(|a| u128::from(a.balance.units())).sum();
+    let rewards = u128::from(spec.block_reward.units()) * u128::from(chain.height());
+    assert_eq!(state.total_value(), Some(genesis_total + rewards));
 }
