@@ -15,8 +15,8 @@ use pouw_consensus::pouw::ProofData;
 use pouw_ml::{Dataset, TaskFile};
 use pouw_net::{GossipMessage, Request, Response, Topic};
 use pouw_primitives::{
-    codec, Block, ChainSpec, Hash, Header, IterationMessage, Transaction,
-    MAX_BLOCK_BYTES, MAX_ITERATION_MESSAGE_BYTES, MAX_TX_BYTES,
+    codec, Block, ChainSpec, Hash, Header, IterationMessage, Transaction, MAX_BLOCK_BYTES,
+    MAX_ITERATION_MESSAGE_BYTES, MAX_TX_BYTES,
 };
 
 /// The node's JSON-RPC request parser, compiled in from the RPC crate's source (its parser is
@@ -85,8 +85,7 @@ pub fn proof_data(data: &[u8]) {
 /// `GossipMessage::decode` on every topic: a message is accepted on its own topic only, and
 /// accepted bytes are canonical.
 pub fn gossip(data: &[u8]) {
-    let mut topics =
-        vec![Topic::Blocks, Topic::Transactions, Topic::Verification, Topic::Alerts];
+    let mut topics = vec![Topic::Blocks, Topic::Transactions, Topic::Verification, Topic::Alerts];
     topics.push(Topic::Task(Hash::ZERO));
     // The task topic of the message itself, if the bytes are an iteration message.
     let decoded = codec::decode::<GossipMessage>(data);
@@ -151,10 +150,9 @@ fn scratch() -> &'static Path {
         let mut labels = vec![0, 0, 8, 1];
         labels.extend_from_slice(&n.to_be_bytes());
         labels.extend((0..n).map(|i| (i % 10) as u8));
-        for (name, bytes) in [
-            ("mnist-10k-images-idx3-ubyte.gz", images),
-            ("mnist-10k-labels-idx1-ubyte.gz", labels),
-        ] {
+        for (name, bytes) in
+            [("mnist-10k-images-idx3-ubyte.gz", images), ("mnist-10k-labels-idx1-ubyte.gz", labels)]
+        {
             use std::io::Write;
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             gz.write_all(&bytes).expect("gzip");

@@ -8,7 +8,9 @@
 use std::{io::Read, path::Path};
 
 use pouw_consensus::pouw::ProofData;
-use pouw_net::{BlockWithProof, ChainStatus, GossipMessage, Request, Response, VerificationRequest};
+use pouw_net::{
+    BlockWithProof, ChainStatus, GossipMessage, Request, Response, VerificationRequest,
+};
 use pouw_primitives::{
     codec, Amount, AttestationBody, Block, ChainSpec, CompactTarget, Hash, IterationBody,
     IterationMessage, PouwProof, TxBody, TxKind, COIN,
@@ -116,11 +118,9 @@ fn main() {
         kind: TxKind::Transfer { to: ChainSpec::devnet_key(1).public(), amount: Amount(5 * COIN) },
     }
     .sign(&key0);
-    let client = pouw_ml::load_client_task(
-        Path::new("tasks/mnist-client.toml"),
-        Path::new("tasks"),
-    )
-    .expect("the shipped client task loads");
+    let client =
+        pouw_ml::load_client_task(Path::new("tasks/mnist-client.toml"), Path::new("tasks"))
+            .expect("the shipped client task loads");
     let pay = TxBody {
         chain_id: spec.chain_id,
         sender: key0.public(),
@@ -166,14 +166,18 @@ fn main() {
         peers: vec![peer.clone()],
     };
     write("proof_data", "small.bin", proof.encode());
-    write("proof_data", "empty.bin", ProofData {
-        start_params: vec![],
-        start_residual: vec![],
-        start_velocity: vec![],
-        batch: vec![],
-        peers: vec![],
-    }
-    .encode());
+    write(
+        "proof_data",
+        "empty.bin",
+        ProofData {
+            start_params: vec![],
+            start_residual: vec![],
+            start_velocity: vec![],
+            batch: vec![],
+            peers: vec![],
+        }
+        .encode(),
+    );
 
     // Gossip: one message of every kind.
     let attestation = AttestationBody {
@@ -218,12 +222,8 @@ fn main() {
     for (name, r) in requests {
         write("request", name, r.encode());
     }
-    let status = ChainStatus {
-        genesis: genesis.hash(),
-        tip: block1.hash(),
-        height: 1,
-        total_work: [0; 32],
-    };
+    let status =
+        ChainStatus { genesis: genesis.hash(), tip: block1.hash(), height: 1, total_work: [0; 32] };
     let responses = [
         ("status.bin", Response::Status(status)),
         ("headers.bin", Response::Headers(vec![genesis.header.clone(), header])),
@@ -246,13 +246,11 @@ fn main() {
         let text = std::fs::read_to_string(Path::new("tasks").join(name)).expect("task file");
         write("task_file", name, &text);
     }
-    let csv_task = std::fs::read_to_string("tasks/mnist-mlp.toml")
-        .expect("task file")
-        .replace(
-            "format = \"idx\"\nimages = \"../data/mnist/mnist-10k-images-idx3-ubyte.gz\"\n\
+    let csv_task = std::fs::read_to_string("tasks/mnist-mlp.toml").expect("task file").replace(
+        "format = \"idx\"\nimages = \"../data/mnist/mnist-10k-images-idx3-ubyte.gz\"\n\
              labels = \"../data/mnist/mnist-10k-labels-idx1-ubyte.gz\"",
-            "format = \"csv\"\npath = \"digits.csv\"",
-        );
+        "format = \"csv\"\npath = \"digits.csv\"",
+    );
     assert!(csv_task.contains("digits.csv"));
     write("task_file", "csv-task.toml", csv_task);
 
