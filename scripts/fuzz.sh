@@ -66,7 +66,11 @@ for t in "${TARGETS[@]}"; do
   "$bindir/$t" "$corpus" \
     -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
     -max_len="$(max_len "$t")" -print_final_stats=1 -artifact_prefix="$artifacts/" \
-    >"$log" 2>&1 || rc=$?
+    >"$log" 2>&1 &
+  pid=$!
+  wait "$pid" || rc=$?
+  # The targets that need files write them under a per-process scratch directory.
+  rm -rf "${TMPDIR:-/tmp}/pouw-fuzz-$pid"
   runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)"
   cov="$(grep -Eo 'cov: [0-9]+' "$log" | tail -n1 | cut -d' ' -f2)"
   found="$(ls "$artifacts")"
