@@ -384,7 +384,7 @@ fn print_report(r: &Value) {
     println!("  task            {}", r["task_id"].as_str().unwrap_or(""));
     println!("  test accuracy   {:.2} %", r["test_accuracy"].as_f64().unwrap_or(0.0) * 100.0);
     println!(
-        "  blocks          {} (mined {}, rejected {})",
+        "  blocks          {} on the chain (mined {} counting orphaned ones, rejected {})",
         r["blocks"], r["blocks_mined"], r["blocks_rejected"]
     );
     println!(
@@ -404,10 +404,10 @@ fn print_report(r: &Value) {
             "  {:<13} {:<11} {:>6} {:>6} {:>8} {:>8}  {:>16}",
             n["name"].as_str().unwrap_or(""),
             n["roles"].as_str().unwrap_or(""),
-            n["height"],
-            n["blocks_mined"],
-            n["blocks_verified"],
-            n["blocks_rejected"],
+            n["height"].to_string(),
+            n["blocks_mined"].to_string(),
+            n["blocks_verified"].to_string(),
+            n["blocks_rejected"].to_string(),
             n["balance_change"].as_str().unwrap_or("")
         );
     }
