@@ -225,21 +225,19 @@ impl Node {
         self.config.key.public()
     }
 
+    /// Our next nonce: after the chain's and after our transactions waiting in the pool.
+    fn next_own_nonce(&self) -> u64 {
+        let me = self.me();
+        let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let base = chain.state().account(&me).nonce;
+        let (pending, queued) = self.mempool.sender_nonces(&me);
+        pending.iter().chain(&queued).map(|n| n.saturating_add(1)).max().unwrap_or(base).max(base)
+    }
+
     /// Signs and submits a transaction of ours (nonce after our pending ones).
     pub(crate) fn submit_own(&mut self, kind: TxKind) -> Result<Hash, String> {
         let me = self.me();
-        let nonce = {
-            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let base = chain.state().account(&me).nonce;
-            let (pending, queued) = self.mempool.sender_nonces(&me);
-            pending
-                .iter()
-                .chain(&queued)
-                .map(|n| n.saturating_add(1))
-                .max()
-                .unwrap_or(base)
-                .max(base)
-        };
+        let nonce = self.next_own_nonce();
         let tx: Transaction =
             TxBody { chain_id: self.config.spec.chain_id, sender: me, nonce, fee: TX_FEE, kind }
                 .sign(&self.config.key);
@@ -265,18 +263,7 @@ impl Node {
             .map_err(|e| SubmitTaskError::Workers(e.to_string()))?;
         }
         let me = self.me();
-        let nonce = {
-            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let base = chain.state().account(&me).nonce;
-            let (pending, queued) = self.mempool.sender_nonces(&me);
-            pending
-                .iter()
-                .chain(&queued)
-                .map(|n| n.saturating_add(1))
-                .max()
-                .unwrap_or(base)
-                .max(base)
-        };
+        let nonce = self.next_own_nonce();
         let tx = TxBody {
             chain_id: self.config.spec.chain_id,
             sender: me,
