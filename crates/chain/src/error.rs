@@ -41,7 +41,11 @@ impl BlockError {
     pub fn is_peer_fault(&self) -> bool {
         match self {
             Self::Consensus(e) => !e.may_become_valid(),
-            Self::Proof(_) | Self::BadStateRoot { .. } | Self::InvalidAncestor(_) => true,
+            // The PoUW validator's own "cannot check it here now" errors are not faults.
+            Self::Proof(e) => e
+                .downcast_ref::<crate::ProofCheckError>()
+                .is_none_or(crate::ProofCheckError::is_fault),
+            Self::BadStateRoot { .. } | Self::InvalidAncestor(_) => true,
         }
     }
 }
@@ -81,11 +85,39 @@ impl ChainError {
         Self::Invalid { hash, error: Box::new(error.into()) }
     }
 
+    /// True if this proves the block's sender wrong (an invalid block); false for blocks that
+    /// cannot be checked yet and for local failures.
+    pub fn is_peer_fault(&self) -> bool {
+        match self {
+            Self::Invalid { error, .. } => error.is_peer_fault(),
+            _ => false,
+        }
+    }
+
     /// The block error, if this is [`ChainError::Invalid`].
     pub fn block_error(&self) -> Option<&BlockError> {
         match self {
             Self::Invalid { error, .. } => Some(error),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProofCheckError;
+
+    #[test]
+    fn proof_errors_that_only_say_not_yet_are_not_faults() {
+        let missing = BlockError::Proof(Box::new(ProofCheckError::MissingData(Hash::ZERO)));
+        assert!(!missing.is_peer_fault());
+        let unknown = BlockError::Proof(Box::new(ProofCheckError::UnknownTask {
+            task: Hash::ZERO,
+            filler: Hash::ZERO,
+        }));
+        assert!(unknown.is_peer_fault());
+        assert!(!ChainError::invalid(Hash::ZERO, missing).is_peer_fault());
+        assert!(ChainError::invalid(Hash::ZERO, unknown).is_peer_fault());
     }
 }

@@ -81,6 +81,14 @@ struct TaskSnapshot {
     definitions: BTreeMap<TaskId, TaskDefinition>,
 }
 
+impl ProofCheckError {
+    /// True if the block (or whoever sent it) is wrong; false for what only says "not checkable
+    /// here now": missing proof data, a failing proof store, client tasks unknown at the parent.
+    pub fn is_fault(&self) -> bool {
+        !matches!(self, Self::MissingData(_) | Self::Storage(_) | Self::TaskStateUnavailable { .. })
+    }
+}
+
 /// Verifies the PoUW proof of every block: the cheap checks, then the bit-exact replay of the
 /// training iteration from the proof data in the node's [`ProofStore`].
 ///

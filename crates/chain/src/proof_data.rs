@@ -34,6 +34,17 @@ pub enum ProofDataError {
     },
 }
 
+impl ProofDataError {
+    /// True if the data (or the block) is wrong; false when the block's task cannot be
+    /// resolved here now.
+    pub fn is_fault(&self) -> bool {
+        match self {
+            Self::Task(e) => e.is_fault(),
+            Self::NoProof(_) | Self::Mismatch { .. } => true,
+        }
+    }
+}
+
 /// The task a block trains, resolved on the block's own branch (its parent must be stored):
 /// the filler task of its epoch, or a client task in Training in the parent's state (known
 /// here when the parent is the tip).

@@ -8,7 +8,7 @@ use crate::{
 };
 use pouw_chain::{
     check_proof_data, precheck, Chain, ChainConfig, ChainError, ImportOutcome, Mempool,
-    MempoolConfig, MempoolError, PouwValidator, ProofCheckError, ProofDataError,
+    MempoolConfig, MempoolError, PouwValidator,
 };
 use pouw_consensus::ConsensusError;
 use pouw_consensus::{
@@ -370,26 +370,6 @@ pub(crate) struct Node {
     pub(crate) own_txs: Vec<Hash>,
     pub(crate) last_rebroadcast: Instant,
     pub(crate) last_agent_tick: Instant,
-}
-
-/// Whether an import error proves the sender wrong (as opposed to "not yet" or a local fault).
-fn is_fault(e: &ChainError) -> bool {
-    match e {
-        ChainError::Invalid { error, .. } => {
-            if let pouw_chain::BlockError::Proof(inner) = error.as_ref() {
-                if let Some(p) = inner.downcast_ref::<ProofCheckError>() {
-                    return !matches!(
-                        p,
-                        ProofCheckError::MissingData(_)
-                            | ProofCheckError::Storage(_)
-                            | ProofCheckError::TaskStateUnavailable { .. }
-                    );
-                }
-            }
-            error.is_peer_fault()
-        }
-        _ => false,
-    }
 }
 
 impl Node {
@@ -811,7 +791,7 @@ impl Node {
         }
         let checked = precheck(&read(&self.chain), &block, Timestamp::now());
         if let Err(e) = checked {
-            if is_fault(&e) {
+            if e.is_peer_fault() {
                 NodeStats::add(&self.stats.blocks_rejected, 1);
                 self.validate(id, from, Acceptance::Reject);
                 self.ban(from, format!("invalid block: {e}"));
@@ -862,9 +842,7 @@ impl Node {
                 Ok(()) => {}
                 // The tip moved on since the cheap checks: the block cannot be checked here
                 // now (not the sender's fault); sync brings it back if it wins.
-                Err(ProofDataError::Task(
-                    ProofCheckError::TaskStateUnavailable { .. } | ProofCheckError::Storage(_),
-                )) => {
+                Err(e) if !e.is_fault() => {
                     if let (Some(peer), Some(id)) = (from, gossip) {
                         self.validate(id, peer, Acceptance::Ignore);
                     }
@@ -913,7 +891,7 @@ impl Node {
                 }
                 Ok(true)
             }
-            Err(e) if is_fault(&e) => {
+            Err(e) if e.is_peer_fault() => {
                 reject(self, format!("invalid block: {e}"));
                 Ok(false)
             }
