@@ -100,6 +100,8 @@ pub(crate) struct Agent {
     /// Client: segments of our tasks.
     client_segments: HashMap<TaskId, Vec<Vec<u8>>>,
     client_done: HashSet<TaskId>,
+    /// Client: when the best model of a completed task was last asked for.
+    client_asked: HashMap<TaskId, Instant>,
     /// Miner: training segments being fetched.
     train_fetch: HashMap<TaskId, Fetch>,
     /// Miner: tasks whose training we finished (model submitted).
@@ -146,9 +148,8 @@ impl Agent {
     fn segment(&mut self, record: &TaskRecord, task: &TaskId, index: u8) -> Option<Vec<u8>> {
         if !self.client_segments.contains_key(task) {
             let dir = self.client_dir(task);
-            let segs: Option<Vec<Vec<u8>>> = (0..DATASET_SEGMENTS)
-                .map(|i| std::fs::read(dir.join(format!("segment-{i}.bin"))).ok())
-                .collect();
+            let segs: Option<Vec<Vec<u8>>> =
+                (0..DATASET_SEGMENTS).map(|i| std::fs::read(segment_path(&dir, i)).ok()).collect();
             self.client_segments.insert(*task, segs?);
         }
         let split = task_split_of(&record.definition, &record.seed);
@@ -172,6 +173,16 @@ impl Agent {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// Where a client node keeps segment `index` of a task it submitted.
+fn segment_path(task_dir: &std::path::Path, index: usize) -> PathBuf {
+    task_dir.join(format!("segment-{index}.bin"))
+}
+
+/// Where a client node keeps the best model of its task `task`.
+pub(crate) fn task_model_path(datadir: &std::path::Path, task: &TaskId) -> PathBuf {
+    datadir.join("models").join(format!("task-{task}.safetensors"))
 }
 
 fn seat_of(record: &TaskRecord, role: Role, me: &Address) -> Option<usize> {
@@ -225,22 +236,29 @@ impl Node {
         self.config.key.public()
     }
 
-    /// Our next nonce: after the chain's and after our transactions waiting in the pool.
-    fn next_own_nonce(&self) -> u64 {
+    /// A transaction of ours, signed, with the nonce after the chain's and after our
+    /// transactions waiting in the pool.
+    fn own_tx(&self, kind: TxKind) -> Transaction {
         let me = self.me();
-        let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let base = chain.state().account(&me).nonce;
-        let (pending, queued) = self.mempool.sender_nonces(&me);
-        pending.iter().chain(&queued).map(|n| n.saturating_add(1)).max().unwrap_or(base).max(base)
+        let nonce = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let base = chain.state().account(&me).nonce;
+            let (pending, queued) = self.mempool.sender_nonces(&me);
+            pending
+                .iter()
+                .chain(&queued)
+                .map(|n| n.saturating_add(1))
+                .max()
+                .unwrap_or(base)
+                .max(base)
+        };
+        TxBody { chain_id: self.config.spec.chain_id, sender: me, nonce, fee: TX_FEE, kind }
+            .sign(&self.config.key)
     }
 
-    /// Signs and submits a transaction of ours (nonce after our pending ones).
+    /// Signs and submits a transaction of ours.
     pub(crate) fn submit_own(&mut self, kind: TxKind) -> Result<Hash, String> {
-        let me = self.me();
-        let nonce = self.next_own_nonce();
-        let tx: Transaction =
-            TxBody { chain_id: self.config.spec.chain_id, sender: me, nonce, fee: TX_FEE, kind }
-                .sign(&self.config.key);
+        let tx = self.own_tx(kind);
         self.submit_local(tx)
     }
 
@@ -262,22 +280,13 @@ impl Node {
             )
             .map_err(|e| SubmitTaskError::Workers(e.to_string()))?;
         }
-        let me = self.me();
-        let nonce = self.next_own_nonce();
-        let tx = TxBody {
-            chain_id: self.config.spec.chain_id,
-            sender: me,
-            nonce,
-            fee: TX_FEE,
-            kind: TxKind::PayForTask { task: task.definition, fee: task.fee },
-        }
-        .sign(&self.config.key);
+        let tx = self.own_tx(TxKind::PayForTask { task: task.definition, fee: task.fee });
         let id = tx.hash();
         let dirp = self.agent.client_dir(&id);
         let io = |source| SubmitTaskError::Io { path: dirp.display().to_string(), source };
         std::fs::create_dir_all(&dirp).map_err(io)?;
         for (i, seg) in task.segments.iter().enumerate() {
-            std::fs::write(dirp.join(format!("segment-{i}.bin")), seg).map_err(io)?;
+            std::fs::write(segment_path(&dirp, i), seg).map_err(io)?;
         }
         self.agent.client_segments.insert(id, task.segments);
         self.submit_local(tx).map_err(SubmitTaskError::Rejected)?;
@@ -377,30 +386,44 @@ impl Node {
         fetch.segments.insert(index, bytes);
     }
 
+    /// A model answer: for our evaluation (`deliver` false) or, as the client, the best model
+    /// of a completed task.
     pub(crate) fn agent_on_model(
         &mut self,
         task: TaskId,
         miner: Address,
         hash: Hash,
         bytes: Option<Vec<u8>>,
+        deliver: bool,
     ) {
-        let model = bytes
+        let Some(model) = bytes
             .and_then(|b| pouw_ml::from_safetensors(&b).ok())
-            .filter(|m| Hash(m.hash().0) == hash);
-        if let Some(eval) = self.agent.evaluations.get_mut(&task) {
-            if model.is_some() {
-                eval.models.insert(miner, model);
+            .filter(|m| Hash(m.hash().0) == hash)
+        else {
+            return;
+        };
+        if !deliver {
+            if let Some(eval) = self.agent.evaluations.get_mut(&task) {
+                eval.models.insert(miner, Some(model));
             }
-        } else if let Some(model) = model {
-            // Client: the best model of a completed task.
-            let dir = self.agent.models_dir();
-            let path = dir.join(format!("task-{task}.safetensors"));
-            let ok = std::fs::create_dir_all(&dir).is_ok()
-                && pouw_ml::save_safetensors(&model, &path).is_ok();
-            if ok {
-                let _ = pouw_ml::save_safetensors(&model, &dir.join(format!("{hash}.safetensors")));
+            return;
+        }
+        let path = task_model_path(&self.agent.datadir, &task);
+        let dir = self.agent.models_dir();
+        let saved = std::fs::create_dir_all(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| pouw_ml::save_safetensors(&model, &path).map_err(|e| e.to_string()))
+            .and_then(|()| {
+                pouw_ml::save_safetensors(&model, &dir.join(format!("{hash}.safetensors")))
+                    .map_err(|e| e.to_string())
+            });
+        match saved {
+            Ok(()) => {
                 self.agent.client_done.insert(task);
                 tracing::info!(target: "client", task = %task.short(), path = %path.display(), "best model received");
+            }
+            Err(e) => {
+                tracing::error!(target: "client", task = %task.short(), path = %path.display(), error = %e, "cannot store the best model")
             }
         }
     }
@@ -635,7 +658,7 @@ impl Node {
                 self.request(
                     peer,
                     Request::Model(*hash),
-                    Pending::Model { task: id, miner: *miner, hash: *hash },
+                    Pending::Model { task: id, miner: *miner, hash: *hash, deliver: false },
                 );
             }
         }
@@ -712,18 +735,15 @@ impl Node {
                 .and_then(|v| v.models.iter().find(|m| m.miner == best).map(|m| m.model_hash))
         };
         let Some(hash) = hash else { return };
-        let eval = self.agent.evaluations.entry(id).or_default();
-        if eval.asked.get(&best).is_some_and(|t| t.elapsed() < RETRY) {
+        if self.agent.client_asked.get(&id).is_some_and(|t| t.elapsed() < RETRY) {
             return;
         }
-        eval.asked.insert(best, Instant::now());
-        // Not an evaluation: answers go to the client path.
-        self.agent.evaluations.remove(&id);
+        self.agent.client_asked.insert(id, Instant::now());
         if let Some(peer) = peer_id_of(&best) {
             self.request(
                 peer,
                 Request::Model(hash),
-                Pending::Model { task: id, miner: best, hash },
+                Pending::Model { task: id, miner: best, hash, deliver: true },
             );
         }
     }

@@ -172,7 +172,7 @@ impl NodeApi for Api {
     }
 
     fn task_model(&self, id: TaskId) -> Result<Option<Vec<u8>>, ApiError> {
-        let path = self.datadir.join("models").join(format!("task-{id}.safetensors"));
+        let path = crate::agent::task_model_path(&self.datadir, &id);
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

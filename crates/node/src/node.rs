@@ -338,7 +338,7 @@ pub(crate) enum Pending {
     Blocks,
     Proof { block: Box<Block>, gossip: Option<GossipId> },
     Segment { task: TaskId, index: u8, test: bool },
-    Model { task: TaskId, miner: Address, hash: Hash },
+    Model { task: TaskId, miner: Address, hash: Hash, deliver: bool },
 }
 
 pub(crate) struct Node {
@@ -568,15 +568,7 @@ impl Node {
         let hash = block.hash();
         let iteration = proof.winning.body.iteration;
         let started = Instant::now();
-        let result = {
-            let mut chain = write(&self.chain);
-            let r = chain.import_block(block.clone(), Timestamp::now());
-            if r.is_ok() {
-                self.mempool.sync_with(&mut chain)?;
-                self.validator.update_tasks(chain.tip(), chain.state());
-            }
-            r
-        };
+        let result = self.import_into_chain(block.clone())?;
         match result {
             Ok(outcome @ (ImportOutcome::Extended | ImportOutcome::Reorged { .. })) => {
                 self.mined = self.mined.saturating_add(1);
@@ -608,6 +600,22 @@ impl Node {
             Err(e) => tracing::warn!(target: "node", error = %e, "our own block was refused"),
         }
         Ok(())
+    }
+
+    /// Imports a block into the chain; on success the mempool and the validator's view of the
+    /// client tasks follow the new tip. The outer error is a local failure (the mempool could
+    /// not read the chain), the inner one the import's verdict.
+    fn import_into_chain(
+        &mut self,
+        block: Block,
+    ) -> Result<Result<ImportOutcome, ChainError>, NodeError> {
+        let mut chain = write(&self.chain);
+        let r = chain.import_block(block, Timestamp::now());
+        if r.is_ok() {
+            self.mempool.sync_with(&mut chain)?;
+            self.validator.update_tasks(chain.tip(), chain.state());
+        }
+        Ok(r)
     }
 
     fn after_import(&self, hash: Hash, height: u64, started: Instant, mined: bool) {
@@ -859,15 +867,7 @@ impl Node {
         }
         let started = Instant::now();
         let height = block.header.height;
-        let result = {
-            let mut chain = write(&self.chain);
-            let r = chain.import_block(block, Timestamp::now());
-            if r.is_ok() {
-                self.mempool.sync_with(&mut chain)?;
-                self.validator.update_tasks(chain.tip(), chain.state());
-            }
-            r
-        };
+        let result = self.import_into_chain(block)?;
         match result {
             Ok(ImportOutcome::AlreadyKnown) => {
                 if let (Some(peer), Some(id)) = (from, gossip) {
@@ -969,8 +969,8 @@ impl Node {
             (Pending::Segment { task, index, test }, Response::Segment(bytes)) => {
                 self.agent_on_segment(task, index, bytes, test)
             }
-            (Pending::Model { task, miner, hash }, Response::Model(bytes)) => {
-                self.agent_on_model(task, miner, hash, bytes)
+            (Pending::Model { task, miner, hash, deliver }, Response::Model(bytes)) => {
+                self.agent_on_model(task, miner, hash, bytes, deliver)
             }
             (pending, Response::Error(e)) => {
                 tracing::debug!(target: "node", %peer, error = %e, ?pending, "peer could not answer");

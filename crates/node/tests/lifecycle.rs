@@ -94,8 +94,51 @@ fn start(
     NodeHandle::start(cfg).expect("node starts")
 }
 
+/// One ten-node network at a time (`cargo test` runs a binary's tests in parallel; two such
+/// networks on a small machine starve each other past the deadlines).
+static ONE_NETWORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// 1 client, 3 miners (the third trains only if `third_miner_trains`), 3 supervisors,
+/// 3 evaluators, each bootstrapping to every node started before it.
+fn network(dir: &Path, spec: &ChainSpec, third_miner_trains: bool) -> Vec<NodeHandle> {
+    let layout = [
+        (vec![], false),
+        (vec![Role::Miner], true),
+        (vec![Role::Miner], true),
+        (vec![Role::Miner], third_miner_trains),
+        (vec![Role::Supervisor], false),
+        (vec![Role::Supervisor], false),
+        (vec![Role::Supervisor], false),
+        (vec![Role::Evaluator], false),
+        (vec![Role::Evaluator], false),
+        (vec![Role::Evaluator], false),
+    ];
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    for (i, (roles, mine)) in layout.into_iter().enumerate() {
+        let boot: Vec<&NodeHandle> = nodes.iter().collect();
+        let n = start(dir, i, spec, roles, mine, &boot);
+        nodes.push(n);
+    }
+    nodes
+}
+
+/// Submits the task once the workers' tickets are on chain (before, it cannot be staffed).
+fn submit_when_staffed(client: &NodeHandle, file: &Path) -> pouw_primitives::TaskId {
+    let start = Instant::now();
+    loop {
+        match client.submit_task(file) {
+            Ok(id) => return id,
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(120), "task never accepted: {e}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
 #[test]
 fn a_task_is_trained_evaluated_paid_and_delivered() {
+    let _one = ONE_NETWORK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -104,37 +147,10 @@ fn a_task_is_trained_evaluated_paid_and_delivered() {
         .try_init();
     let dir = tempfile::tempdir().unwrap();
     let spec = local_spec(600);
-    let mut nodes: Vec<NodeHandle> = Vec::new();
-    let layout = [
-        (vec![], false),
-        (vec![Role::Miner], true),
-        (vec![Role::Miner], true),
-        (vec![Role::Miner], true),
-        (vec![Role::Supervisor], false),
-        (vec![Role::Supervisor], false),
-        (vec![Role::Supervisor], false),
-        (vec![Role::Evaluator], false),
-        (vec![Role::Evaluator], false),
-        (vec![Role::Evaluator], false),
-    ];
-    for (i, (roles, mine)) in layout.into_iter().enumerate() {
-        let boot: Vec<&NodeHandle> = nodes.iter().collect();
-        let n = start(dir.path(), i, &spec, roles, mine, &boot);
-        nodes.push(n);
-    }
+    let nodes = network(dir.path(), &spec, true);
     let client = &nodes[0];
     let file = task_file(dir.path());
-    // Workers' tickets must be on chain before the task can be staffed.
-    let start_t = Instant::now();
-    let task = loop {
-        match client.submit_task(&file) {
-            Ok(id) => break id,
-            Err(e) => {
-                assert!(start_t.elapsed() < Duration::from_secs(120), "task never accepted: {e}");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-    };
+    let task = submit_when_staffed(client, &file);
     wait_until("the task completed", Duration::from_secs(400), || {
         let chain = client.chain();
         let v = task_view(chain.state(), &task);
@@ -202,38 +218,14 @@ fn a_task_is_trained_evaluated_paid_and_delivered() {
 
 #[test]
 fn a_silent_miner_is_excluded_and_not_paid() {
+    let _one = ONE_NETWORK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let spec = local_spec(600);
-    let mut nodes: Vec<NodeHandle> = Vec::new();
     // Node 3 stakes a miner ticket, is selected, and never trains (it does not mine).
-    let layout = [
-        (vec![], false),
-        (vec![Role::Miner], true),
-        (vec![Role::Miner], true),
-        (vec![Role::Miner], false),
-        (vec![Role::Supervisor], false),
-        (vec![Role::Supervisor], false),
-        (vec![Role::Supervisor], false),
-        (vec![Role::Evaluator], false),
-        (vec![Role::Evaluator], false),
-        (vec![Role::Evaluator], false),
-    ];
-    for (i, (roles, mine)) in layout.into_iter().enumerate() {
-        let boot: Vec<&NodeHandle> = nodes.iter().collect();
-        nodes.push(start(dir.path(), i, &spec, roles, mine, &boot));
-    }
+    let nodes = network(dir.path(), &spec, false);
     let client = &nodes[0];
     let file = task_file_with(dir.path(), 12);
-    let start_t = Instant::now();
-    let task = loop {
-        match client.submit_task(&file) {
-            Ok(id) => break id,
-            Err(e) => {
-                assert!(start_t.elapsed() < Duration::from_secs(120), "task never accepted: {e}");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-    };
+    let task = submit_when_staffed(client, &file);
     // Training ends at its deadline (the silent miner never submits), then the evaluators
     // rank the two models they can test and the verdict executes.
     wait_until("the task completed", Duration::from_secs(400), || {
