@@ -1,7 +1,7 @@
 //! `pouw client`: submit a task file, follow its status, fetch the trained model, through the
 //! JSON-RPC of the client's own node (the node that serves the task's dataset).
 
-use crate::jsonrpc::call;
+use crate::rpc_client::call_at as call;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;

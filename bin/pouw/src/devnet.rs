@@ -13,7 +13,7 @@
 //! Every node keeps its own data directory under `--dir`, verifies every block (replay
 //! included) and serves JSON-RPC (and the dashboard) on its own port.
 
-use crate::jsonrpc::call;
+use crate::rpc_client::call_at as call;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -238,7 +238,9 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         refresh("waiting for the workers' staking tickets");
         match call(client, "client_submitTask", json!([task_file.display().to_string()])) {
             Ok(v) => break v["task_id"].as_str().unwrap_or_default().to_string(),
-            Err(e) if e.to_string().contains("cannot be staffed") => wait("waiting for tickets")?,
+            Err(e) if format!("{e:#}").contains("cannot be staffed") => {
+                wait("waiting for tickets")?
+            }
             Err(e) => return Err(e.context("submitting the task")),
         }
     };

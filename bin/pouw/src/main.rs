@@ -10,7 +10,6 @@ mod chain_cmd;
 mod client;
 mod config;
 mod devnet;
-mod jsonrpc;
 mod keys;
 mod node;
 mod rpc_client;

@@ -33,6 +33,12 @@ impl std::fmt::Display for JsonRpcError {
 
 impl std::error::Error for JsonRpcError {}
 
+/// One call to the node at `addr`, waiting up to 90 s for slow methods (a task submission
+/// loads its dataset).
+pub(crate) fn call_at(addr: SocketAddr, method: &str, params: Value) -> Result<Value> {
+    RpcClient::new(&addr.to_string())?.with_timeout(Duration::from_secs(90)).call(method, params)
+}
+
 /// A node's JSON-RPC endpoint.
 #[derive(Debug, Clone)]
 pub(crate) struct RpcClient {
@@ -102,6 +108,14 @@ impl RpcClient {
 
     /// Calls `method` with `params` (an array or object); the `result` of the answer, or the
     /// node's JSON-RPC error as a [`JsonRpcError`] (downcastable from the returned error).
+    /// The same endpoint with another connect/read/write timeout.
+    pub(crate) fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Calls `method`: its `result`, or an error naming the endpoint and, for a JSON-RPC
+    /// error, its code and message ([`JsonRpcError`] in the chain).
     pub(crate) fn call(&self, method: &str, params: Value) -> Result<Value> {
         let body =
             serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
