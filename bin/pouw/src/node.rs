@@ -75,6 +75,10 @@ pub(crate) struct NodeArgs {
     /// Bearer token that admits admin RPC methods from any address (default: loopback only).
     #[arg(long)]
     rpc_token: Option<String>,
+    /// Test the network's defences: behave as a hostile worker (sign-flip, noise, stale,
+    /// lying-supervisor, lying-evaluator; docs/attacks.md). Never on a real network.
+    #[arg(long, hide = true)]
+    attack: Option<pouw_node::Attack>,
 }
 
 fn parse_role(s: &str) -> Result<NodeRole, String> {
@@ -145,6 +149,10 @@ pub(crate) fn run(args: NodeArgs) -> Result<()> {
     config.threads = settings.threads.max(1);
     config.mining_pause = settings.mining_pause;
     config.max_blocks = args.blocks;
+    config.attack = args.attack;
+    if let Some(attack) = args.attack {
+        tracing::warn!(target: "node", %attack, "this node behaves as a hostile worker on purpose");
+    }
     config.rpc = settings.rpc_listen;
     config.rpc_config = pouw_rpc::RpcConfig { assets: config.rpc_config.assets, ..settings.rpc };
     let mut node = NodeHandle::start(config)

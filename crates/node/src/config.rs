@@ -36,6 +36,69 @@ pub struct NodeConfig {
     /// Worker roles this node offers (a staking ticket is kept live for each; the node acts
     /// in every task it is selected for). Mining the chain is [`NodeConfig::mine`].
     pub roles: Vec<pouw_primitives::Role>,
+    /// Hostile behaviour adopted on purpose, to exercise the network's defences
+    /// (`pouw devnet --attack`, docs/attacks.md). `None` on every real node.
+    pub attack: Option<Attack>,
+}
+
+/// A hostile behaviour a node can adopt to test the defences of the others (SPEC section 6).
+/// Each one breaks the protocol in a way the honest nodes must detect and punish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attack {
+    /// Miner: gossips its iteration messages with every sign flipped.
+    SignFlip,
+    /// Miner: gossips random message maps (random coordinates and signs).
+    Noise,
+    /// Miner: gossips an old message map of its own again as each new iteration's.
+    Stale,
+    /// Supervisor: commits wrong message-history roots.
+    LyingSupervisor,
+    /// Evaluator: votes a wrong verdict (a reversed ranking).
+    LyingEvaluator,
+}
+
+impl Attack {
+    /// Every attack, in the order the CLI lists them.
+    pub const ALL: [Attack; 5] =
+        [Self::SignFlip, Self::Noise, Self::Stale, Self::LyingSupervisor, Self::LyingEvaluator];
+
+    /// The CLI name (`sign-flip`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SignFlip => "sign-flip",
+            Self::Noise => "noise",
+            Self::Stale => "stale",
+            Self::LyingSupervisor => "lying-supervisor",
+            Self::LyingEvaluator => "lying-evaluator",
+        }
+    }
+
+    /// The role whose behaviour the attack changes.
+    pub fn role(self) -> pouw_primitives::Role {
+        use pouw_primitives::Role;
+        match self {
+            Self::SignFlip | Self::Noise | Self::Stale => Role::Miner,
+            Self::LyingSupervisor => Role::Supervisor,
+            Self::LyingEvaluator => Role::Evaluator,
+        }
+    }
+}
+
+impl std::fmt::Display for Attack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Attack {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|a| a.name()).collect();
+            format!("unknown attack `{s}` (expected one of: {})", names.join(", "))
+        })
+    }
 }
 
 impl NodeConfig {
@@ -59,6 +122,7 @@ impl NodeConfig {
                 ..Default::default()
             },
             roles: Vec::new(),
+            attack: None,
         }
     }
 }

@@ -18,6 +18,6 @@ mod sync;
 mod tasks;
 
 pub use agent::SubmitTaskError;
-pub use config::{local_spec, NodeConfig};
+pub use config::{local_spec, Attack, NodeConfig};
 pub use node::{NodeCommand, NodeError, NodeHandle};
 pub use stats::{ImportRecord, NodeCounters, NodeStats};
