@@ -12,6 +12,13 @@
 //!
 //! Every node keeps its own data directory under `--dir`, verifies every block (replay
 //! included) and serves JSON-RPC (and the dashboard) on its own port.
+//!
+//! `--attack NAME` adds one hostile worker (docs/attacks.md): `sign-flip`, `noise` and
+//! `stale` add a fourth miner, `miner-4`, that poisons the iteration messages it gossips (the
+//! task then wants 4 miners); `lying-supervisor` makes `supervisor-3` commit wrong history
+//! roots; `lying-evaluator` makes `evaluator-3` vote a wrong verdict. The report then says
+//! who the attacker was, how many of its rounds were flagged, whether its stake was
+//! confiscated and what it was paid.
 
 use crate::rpc_client::call_at as call;
 use anyhow::{bail, Context, Result};
@@ -48,6 +55,45 @@ pub(crate) struct DevnetArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Run with one hostile worker: sign-flip, noise, stale (a fourth, hostile miner),
+    /// lying-supervisor or lying-evaluator (docs/attacks.md).
+    #[arg(long)]
+    attack: Option<pouw_node::Attack>,
+}
+
+/// The node that plays the attacker in `--attack` runs.
+fn attacker_name(attack: pouw_node::Attack) -> &'static str {
+    match attack.role() {
+        pouw_primitives::Role::Supervisor => "supervisor-3",
+        pouw_primitives::Role::Evaluator => "evaluator-3",
+        _ => "miner-4",
+    }
+}
+
+/// The task file with `workers.miners` set to `miners` and the dataset paths made absolute,
+/// written to `dir/task.toml`.
+fn task_with_miners(task: &Path, miners: u16, dir: &Path) -> Result<PathBuf> {
+    let text =
+        std::fs::read_to_string(task).with_context(|| format!("reading {}", task.display()))?;
+    let mut value: toml::Value =
+        toml::from_str(&text).with_context(|| format!("parsing {}", task.display()))?;
+    let base = task.parent().unwrap_or_else(|| Path::new("."));
+    if let Some(ds) = value.get_mut("dataset").and_then(|d| d.as_table_mut()) {
+        for key in ["images", "labels", "file"] {
+            if let Some(toml::Value::String(p)) = ds.get(key) {
+                let abs = base.join(p).display().to_string();
+                ds.insert(key.into(), toml::Value::String(abs));
+            }
+        }
+    }
+    let workers = value
+        .get_mut("workers")
+        .and_then(|w| w.as_table_mut())
+        .context("the task file has no [workers] table")?;
+    workers.insert("miners".into(), toml::Value::Integer(i64::from(miners)));
+    let out = dir.join("task.toml");
+    std::fs::write(&out, toml::to_string(&value)?)?;
+    Ok(out)
 }
 
 struct Node {
@@ -74,7 +120,24 @@ impl Drop for Node {
     }
 }
 
+/// A free loopback port below the kernel's ephemeral range (32768 and up on Linux), so the
+/// nodes' own outgoing connections cannot take it between this probe and the node's bind.
 fn free_port() -> Result<u16> {
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    if NEXT.load(Ordering::Relaxed) == 0 {
+        let seed = (std::process::id() as u16).wrapping_mul(7919) % SPAN;
+        let _ = NEXT.compare_exchange(0, LOW + seed, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..SPAN {
+        let port = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (port.wrapping_sub(LOW) % SPAN);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -101,8 +164,10 @@ fn node_args(n: &str) -> (&'static str, bool) {
 
 pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     let started = Instant::now();
-    let task_file = std::fs::canonicalize(&args.task)
+    let mut task_file = std::fs::canonicalize(&args.task)
         .with_context(|| format!("task file {}", args.task.display()))?;
+    let hostile_miner = args.attack.is_some_and(|a| a.role() == pouw_primitives::Role::Miner);
+    let miners = if hostile_miner { 4 } else { 3 };
     if args.dir.exists() {
         std::fs::remove_dir_all(&args.dir)
             .with_context(|| format!("clearing {}", args.dir.display()))?;
@@ -112,6 +177,10 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     let spec_path = dir.join("chain.toml");
     std::fs::write(&spec_path, devnet_spec().to_toml())?;
     let exe = std::env::current_exe().context("locating the pouw binary")?;
+    if hostile_miner {
+        task_file = task_with_miners(&task_file, miners, &dir)?;
+    }
+    let attacker = args.attack.map(attacker_name);
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -119,7 +188,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         .context("installing the Ctrl-C handler")?;
 
     let names: Vec<String> = std::iter::once("client".to_string())
-        .chain((1..=3).map(|i| format!("miner-{i}")))
+        .chain((1..=miners).map(|i| format!("miner-{i}")))
         .chain((1..=3).map(|i| format!("supervisor-{i}")))
         .chain((1..=3).map(|i| format!("evaluator-{i}")))
         .collect();
@@ -154,6 +223,9 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         }
         for b in &p2p {
             cmd.args(["--bootstrap", b]);
+        }
+        if let (Some(attack), true) = (args.attack, attacker == Some(name.as_str())) {
+            cmd.args(["--attack", attack.name()]);
         }
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         p2p.push(format!("/ip4/127.0.0.1/tcp/{port}"));
@@ -199,6 +271,19 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(500));
         Ok(())
     };
+    // Wait for the RPC servers (a node that exits at start ends the run at once).
+    for n in nodes.iter_mut() {
+        while call(n.rpc, "pouw_tip", json!([])).is_err() {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                bail!(
+                    "{} exited at start ({status}); its log: {}",
+                    n.name,
+                    dir.join("logs").join(format!("{}.log", n.name)).display()
+                );
+            }
+            wait(&format!("starting {}", n.name))?;
+        }
+    }
     let refresh = |phase: &str| {
         for (n, b) in nodes.iter().zip(&bars) {
             let h = call(n.rpc, "pouw_health", json!([])).unwrap_or(Value::Null);
@@ -228,12 +313,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         task_bar.tick();
     };
 
-    // Wait for the RPC servers, then submit the task once the workers' tickets are on chain.
-    for n in &nodes {
-        while call(n.rpc, "pouw_tip", json!([])).is_err() {
-            wait(&format!("starting {}", n.name))?;
-        }
-    }
+    // Submit the task once the workers' tickets are on chain.
     let task_id = loop {
         refresh("waiting for the workers' staking tickets");
         match call(client, "client_submitTask", json!([task_file.display().to_string()])) {
@@ -312,7 +392,14 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         }));
     }
     let supply = call(client, "pouw_supply", json!([]))?;
-    let report = json!({
+    let attack_report = match (args.attack, attacker) {
+        (Some(attack), Some(name)) => {
+            let node = nodes.iter().find(|n| n.name == name).context("the attacker node")?;
+            Some(attack_summary(attack, node, &nodes, &task_id, &view)?)
+        }
+        _ => None,
+    };
+    let mut report = json!({
         "task_id": task_id,
         "test_accuracy": accuracy,
         "blocks": height,
@@ -327,6 +414,11 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         "dashboard": format!("http://{client}/"),
         "wall_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     });
+    if let (Some(summary), Some(obj)) = (attack_report, report.as_object_mut()) {
+        for (k, v) in summary {
+            obj.insert(k, v);
+        }
+    }
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     multi.clear().ok();
     if args.json {
@@ -342,6 +434,73 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     }
     drop(nodes);
     Ok(())
+}
+
+/// The attack part of the report: `attack`, `attacker`, `attacker_rounds`, `flagged_rounds`,
+/// `confiscated`, `attacker_paid`.
+fn attack_summary(
+    attack: pouw_node::Attack,
+    attacker: &Node,
+    nodes: &[Node],
+    task_id: &str,
+    view: &Value,
+) -> Result<serde_json::Map<String, Value>> {
+    let address = ChainSpec::devnet_key(attacker.key_index).public().to_string();
+    let settlement = &view["settlement"];
+    let confiscated =
+        settlement["confiscated"].as_array().into_iter().flatten().any(|s| {
+            s["worker"].as_str() == Some(address.as_str()) || s.as_str() == Some(&address)
+        });
+    let paid: u64 = settlement["payouts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["to"].as_str() == Some(address.as_str()))
+        .filter_map(|p| p["amount"].as_str()?.parse::<pouw_primitives::Amount>().ok())
+        .map(|a| a.units())
+        .sum();
+    let (rounds, flagged) = match attack.role() {
+        pouw_primitives::Role::Miner => {
+            // Rounds: the poisoned messages it sent; flagged: those a strict majority of the
+            // supervisors raised an alert for (the largest count any node saw).
+            let sent = call(attacker.rpc, "pouw_security", json!([]))?["poisoned_sent"]
+                .as_u64()
+                .unwrap_or(0);
+            let confirmed = nodes
+                .iter()
+                .filter_map(|n| call(n.rpc, "pouw_security", json!([])).ok())
+                .flat_map(|s| s["accusations"].as_array().cloned().unwrap_or_default())
+                .filter(|a| a["task_id"].as_str() == Some(task_id))
+                .filter(|a| a["accused"].as_str() == Some(address.as_str()))
+                .filter_map(|a| a["messages_confirmed"].as_u64())
+                .max()
+                .unwrap_or(0);
+            (sent, confirmed)
+        }
+        _ => committee_rounds(settlement, &address),
+    };
+    let mut m = serde_json::Map::new();
+    m.insert("attack".into(), json!(attack.name()));
+    m.insert(
+        "attacker".into(),
+        json!({ "name": attacker.name, "address": address, "role": attacker.roles }),
+    );
+    m.insert("attacker_rounds".into(), json!(rounds));
+    m.insert("flagged_rounds".into(), json!(flagged));
+    m.insert("confiscated".into(), json!(confiscated));
+    m.insert("attacker_paid".into(), json!(format_signed(i128::from(paid))));
+    Ok(m)
+}
+
+/// A committee member's rounds (its votes: history slots or verdict) and how many of them
+/// the majority outvoted, from the task's settlement.
+fn committee_rounds(settlement: &Value, address: &str) -> (u64, u64) {
+    let penalties = settlement["penalties"].as_array().cloned().unwrap_or_default();
+    let mine: Vec<&Value> =
+        penalties.iter().filter(|p| p["worker"].as_str() == Some(address)).collect();
+    let rounds = mine.iter().filter_map(|p| p["rounds"].as_u64()).max().unwrap_or(0);
+    let outvoted = mine.iter().filter_map(|p| p["outvoted"].as_u64()).max().unwrap_or(0);
+    (rounds, outvoted)
 }
 
 fn phase_name(phase: &Value) -> String {
@@ -396,6 +555,17 @@ fn print_report(r: &Value) {
     println!("  model           {}", r["model"].as_str().unwrap_or(""));
     println!("  dashboard       {}", r["dashboard"].as_str().unwrap_or(""));
     println!("  wall time       {} s", r["wall_seconds"]);
+    if let Some(attack) = r["attack"].as_str() {
+        println!(
+            "  attack          {attack} by {} ({}): {} of {} rounds flagged, stake {}, paid {}",
+            r["attacker"]["name"].as_str().unwrap_or(""),
+            r["attacker"]["address"].as_str().unwrap_or(""),
+            r["flagged_rounds"],
+            r["attacker_rounds"],
+            if r["confiscated"] == json!(true) { "confiscated" } else { "NOT confiscated" },
+            r["attacker_paid"].as_str().unwrap_or("")
+        );
+    }
     println!();
     println!(
         "  {:<13} {:<11} {:>6} {:>6} {:>8} {:>8}  {:>16}",

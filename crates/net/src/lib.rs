@@ -20,7 +20,7 @@ pub use handle::{
     COMMAND_QUEUE, EVENT_QUEUE,
 };
 pub use messages::{
-    BlockWithProof, ChainStatus, GossipMessage, MessageKind, Request, Response, Topic,
-    VerificationRequest, WireError,
+    BlockWithProof, ChainStatus, GossipMessage, MessageKind, Request, Response, ScreeningStatus,
+    Topic, VerificationRequest, WireError,
 };
 pub use service::{spawn, NetError};

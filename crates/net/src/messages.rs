@@ -240,6 +240,24 @@ pub enum Request {
         /// The slot.
         slot: u64,
     },
+    /// A supervisor's screening status for a task (evaluators wait for the screening to end
+    /// before they vote, so that convicted miners are confiscated).
+    Screening {
+        /// The task.
+        task: TaskId,
+    },
+}
+
+/// A supervisor's answer to [`Request::Screening`].
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ScreeningStatus {
+    /// Every iteration message of the task's miners has been screened (the task is past
+    /// training and nothing is left in the queues).
+    pub done: bool,
+    /// Messages screened.
+    pub screened: u64,
+    /// Of which flagged.
+    pub flagged: u64,
 }
 
 impl Request {
@@ -300,6 +318,8 @@ pub enum Response {
     History(Vec<IterationMessage>),
     /// The peer could not answer.
     Error(String),
+    /// Answer to [`Request::Screening`] (`None`: not a supervisor of that task).
+    Screening(Option<ScreeningStatus>),
 }
 
 impl Response {

@@ -7,7 +7,12 @@
 //!   trains its share of the batches with the other miners' iteration messages (gossip on
 //!   the task's topic), mines with every iteration, and submits its final model;
 //! - supervisor: records every iteration message of the task's miners and commits the
-//!   Merkle root of each slot (MessageHistory), serving the slot's messages on request;
+//!   Merkle root of each slot (MessageHistory), serving the slot's messages on request; it
+//!   fetches the training segments too and screens every miner's stream (replay, direction
+//!   and magnitude: `screening`), raising a SECURITY_ALERT for every flagged message;
+//! - every node: checks the alerts it receives and hands them to the security handlers
+//!   (`security`); a miner convicted by a majority of its task's supervisors has its messages
+//!   ignored by the other miners and its stake confiscated by the evaluators;
 //! - evaluator: once the task is finalising, fetches the test segments and every submitted
 //!   model, tests each with the deterministic kernels and submits its verdict
 //!   (ChargeForTask) with the payouts the rules give for its ranking.
@@ -16,6 +21,10 @@
 //! the chain is.
 
 use crate::node::{Node, NodeError, Pending};
+use crate::{
+    screening::{Finding, TaskScreen},
+    security::{SecurityState, VerifiedAlert},
+};
 use pouw_consensus::{
     expected_payouts, task_record, task_split_of, Overlay, StateKey, StateValue, TaskRecord,
     TaskStatus,
@@ -23,8 +32,8 @@ use pouw_consensus::{
 use pouw_ml::{Batch, Dataset, Exec};
 use pouw_net::{peer_id_of, Request, Topic};
 use pouw_primitives::{
-    merkle_root, Address, Amount, Hash, IterationMessage, Role, TaskId, TicketPreferences,
-    Transaction, TxBody, TxKind, DATASET_SEGMENTS,
+    merkle_root, Address, Amount, Hash, IterationMessage, Role, SecurityAlert, SecurityAlertBody,
+    TaskId, TicketPreferences, Transaction, TxBody, TxKind, DATASET_SEGMENTS,
 };
 use pouw_work::{Assignment, FinishedModel};
 use std::{
@@ -67,6 +76,17 @@ pub enum SubmitTaskError {
     },
 }
 
+/// What a segment is fetched for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SegmentUse {
+    /// A miner's training data.
+    Train,
+    /// An evaluator's test data.
+    Test,
+    /// A supervisor's replays.
+    Screen,
+}
+
 #[derive(Debug, Default)]
 struct Fetch {
     /// Segment bytes by index, checked against the task's hashes.
@@ -81,6 +101,9 @@ struct Evaluation {
     models: BTreeMap<Address, Option<pouw_ml::Model>>,
     asked: HashMap<Address, Instant>,
     voted: bool,
+    /// Supervisors that reported their screening of the task done.
+    screened_by: HashSet<Address>,
+    screening_asked: HashMap<Address, Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -91,7 +114,7 @@ struct History {
 }
 
 /// What the agent remembers between ticks (everything else comes from the chain state).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Agent {
     roles: Vec<Role>,
     datadir: PathBuf,
@@ -117,11 +140,32 @@ pub(crate) struct Agent {
     unfunded_warned: HashSet<Role>,
     /// Tasks seen completed with us in them.
     completed: HashSet<TaskId>,
+    /// Supervisor: screening per task, and the training segments it replays with.
+    screens: HashMap<TaskId, TaskScreen>,
+    screen_fetch: HashMap<TaskId, Fetch>,
+    /// Security handlers, convictions and figures (shared with the RPC server).
+    pub(crate) security: Arc<SecurityState>,
+    /// Selected supervisors per task we take part in (the committee alerts are weighed by).
+    supervisors: HashMap<TaskId, usize>,
 }
 
 impl Agent {
-    pub(crate) fn new(roles: Vec<Role>, datadir: PathBuf) -> Self {
-        Self { roles, datadir, ..Self::default() }
+    pub(crate) fn new(roles: Vec<Role>, datadir: PathBuf, security: Arc<SecurityState>) -> Self {
+        Self { roles, datadir, security, ..Self::default() }
+    }
+
+    fn fetch(&mut self, task: TaskId, use_: SegmentUse) -> &mut Fetch {
+        match use_ {
+            SegmentUse::Train => self.train_fetch.entry(task).or_default(),
+            SegmentUse::Test => &mut self.evaluations.entry(task).or_default().test,
+            SegmentUse::Screen => self.screen_fetch.entry(task).or_default(),
+        }
+    }
+
+    /// Whether `miner` of `task` stands convicted by a majority of the task's supervisors.
+    fn convicted(&self, task: &TaskId, miner: &Address) -> bool {
+        let n = self.supervisors.get(task).copied().unwrap_or(0);
+        self.security.accusations.is_convicted(task, miner, n)
     }
 
     fn models_dir(&self) -> PathBuf {
@@ -134,7 +178,10 @@ impl Agent {
 
     /// Peer messages for the miner's next iteration on `task`.
     pub(crate) fn take_inbox(&mut self, task: &TaskId) -> Vec<IterationMessage> {
+        let n = self.supervisors.get(task).copied().unwrap_or(0);
+        let accusations = self.security.accusations.clone();
         let Some(inbox) = self.inbox.get_mut(task) else { return Vec::new() };
+        inbox.retain(|m| !accusations.is_convicted(task, &m.body.miner, n));
         let n = inbox.len().min(MAX_PEERS_PER_ITERATION);
         inbox.drain(..n).collect()
     }
@@ -307,13 +354,128 @@ impl Node {
             return false;
         }
         let me = self.me();
-        if msg.body.miner != me && seat_of(&record, Role::Miner, &me).is_some() {
+        if msg.body.miner != me
+            && seat_of(&record, Role::Miner, &me).is_some()
+            && !self.agent.convicted(&task, &msg.body.miner)
+        {
             self.agent.inbox.entry(task).or_default().push(msg.clone());
         }
         if seat_of(&record, Role::Supervisor, &me).is_some() {
             self.agent.history.entry(task).or_default().pending.push(msg.clone());
+            let miners = record.participants.miners.iter().map(|s| s.worker).collect();
+            self.agent
+                .screens
+                .entry(task)
+                .or_insert_with(|| TaskScreen::new(task, record.definition.clone(), miners))
+                .receive(msg);
         }
         true
+    }
+
+    /// A SECURITY_ALERT whose signature checked: handed to the security handlers if its
+    /// reporter is a selected supervisor of the task and the accused one of its selected
+    /// miners (else it is not relayed).
+    pub(crate) fn agent_on_alert(&mut self, alert: &SecurityAlert) -> bool {
+        let b = &alert.body;
+        if b.chain_id != self.config.spec.chain_id {
+            return false;
+        }
+        let record = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            task_record(chain.state(), &b.task_id)
+        };
+        let Some(record) = record else { return false };
+        let p = &record.participants;
+        if !p.supervisors.iter().any(|s| s.worker == b.reporter)
+            || !p.miners.iter().any(|s| s.worker == b.accused)
+        {
+            return false;
+        }
+        let verified = VerifiedAlert { alert: alert.clone(), supervisors: p.supervisors.len() };
+        let was = self.agent.convicted(&b.task_id, &b.accused);
+        self.agent.supervisors.insert(b.task_id, p.supervisors.len());
+        self.agent.security.handlers.dispatch(&verified);
+        if !was && self.agent.convicted(&b.task_id, &b.accused) {
+            tracing::warn!(target: "node", task = %b.task_id.short(), miner = %b.accused.short(), "miner convicted by a majority of the task's supervisors: its updates are ignored and its stake will be confiscated");
+        }
+        true
+    }
+
+    /// Supervisor: raises an alert for a flagged message (gossiped, and handled here too).
+    fn raise_alert(&mut self, task: TaskId, f: Finding) {
+        let mut detail = f.detail;
+        if detail.len() > pouw_primitives::MAX_ALERT_DETAIL_BYTES {
+            let mut cut = pouw_primitives::MAX_ALERT_DETAIL_BYTES;
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+        }
+        tracing::warn!(target: "supervisor", task = %task.short(), miner = %f.miner.short(), kind = ?f.kind, %detail, "iteration flagged");
+        let alert = SecurityAlertBody {
+            chain_id: self.config.spec.chain_id,
+            task_id: task,
+            reporter: self.me(),
+            accused: f.miner,
+            kind: f.kind,
+            evidence: vec![f.message],
+            detail,
+        }
+        .sign(&self.config.key);
+        self.agent.security.alerts_raised.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.agent_on_alert(&alert);
+        if let Err(e) = self.net.publish(pouw_net::GossipMessage::SecurityAlert(alert)) {
+            tracing::debug!(target: "supervisor", error = %e, "alert not gossiped");
+        }
+    }
+
+    /// Supervisor: fetches the training data, then screens what arrived.
+    fn screen_task(&mut self, id: TaskId, record: &TaskRecord) {
+        let split = task_split_of(&record.definition, &record.seed);
+        let miners: Vec<Address> = record.participants.miners.iter().map(|s| s.worker).collect();
+        let has = {
+            let screen = self
+                .agent
+                .screens
+                .entry(id)
+                .or_insert_with(|| TaskScreen::new(id, record.definition.clone(), miners));
+            screen.has_dataset()
+        };
+        if !has {
+            self.ask_segments(id, record, &split.train, SegmentUse::Screen);
+            let complete = self.agent.screen_fetch.get(&id).is_some_and(|f| {
+                split
+                    .train
+                    .iter()
+                    .all(|&i| u8::try_from(i).is_ok_and(|i| f.segments.contains_key(&i)))
+            });
+            if !complete {
+                return;
+            }
+            let fetch = self.agent.screen_fetch.remove(&id).unwrap_or_default();
+            match dataset_from_segments(record, &fetch.segments) {
+                Ok(d) => {
+                    if let Some(s) = self.agent.screens.get_mut(&id) {
+                        s.set_dataset(Arc::new(d), split.to_ml());
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(target: "supervisor", error = %e, "cannot assemble the task dataset");
+                    return;
+                }
+            }
+        }
+        let exec = Exec::new(self.config.threads.max(1));
+        let findings = match self.agent.screens.get_mut(&id) {
+            Some(s) => s.screen(exec),
+            None => return,
+        };
+        for f in findings {
+            self.raise_alert(id, f);
+        }
+        let views: Vec<_> = self.agent.screens.values().flat_map(TaskScreen::views).collect();
+        *self.agent.security.screening.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            views;
     }
 
     /// Serves task requests (segments, models, histories).
@@ -334,6 +496,20 @@ impl Node {
             Request::Model(hash) => Some(Response::Model(self.agent.model_bytes(hash))),
             Request::History { task, slot } => {
                 Some(Response::History(self.agent.history_slot(task, *slot)))
+            }
+            Request::Screening { task } => {
+                let finalising = {
+                    let chain =
+                        self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    task_record(chain.state(), task).is_some_and(|r| {
+                        matches!(
+                            r.status,
+                            TaskStatus::Finalising { .. } | TaskStatus::Completed { .. }
+                        )
+                    })
+                };
+                let status = self.agent.screens.get(task).map(|s| s.status(finalising));
+                Some(Response::Screening(status))
             }
             _ => None,
         }
@@ -360,13 +536,27 @@ impl Node {
         }
     }
 
+    /// A supervisor's screening status, for our evaluation of `task`.
+    pub(crate) fn agent_on_screening(
+        &mut self,
+        task: TaskId,
+        supervisor: Address,
+        status: Option<pouw_net::ScreeningStatus>,
+    ) {
+        if status.is_some_and(|s| s.done) {
+            if let Some(eval) = self.agent.evaluations.get_mut(&task) {
+                eval.screened_by.insert(supervisor);
+            }
+        }
+    }
+
     /// Answers to the agent's requests.
     pub(crate) fn agent_on_segment(
         &mut self,
         task: TaskId,
         index: u8,
         bytes: Option<Vec<u8>>,
-        test: bool,
+        use_: SegmentUse,
     ) {
         let Some(bytes) = bytes else { return };
         let record = {
@@ -378,12 +568,7 @@ impl Node {
             tracing::warn!(target: "node", task = %task.short(), index, "segment does not match its hash: dropped");
             return;
         }
-        let fetch = if test {
-            &mut self.agent.evaluations.entry(task).or_default().test
-        } else {
-            self.agent.train_fetch.entry(task).or_default()
-        };
-        fetch.segments.insert(index, bytes);
+        self.agent.fetch(task, use_).segments.insert(index, bytes);
     }
 
     /// A model answer: for our evaluation (`deliver` false) or, as the client, the best model
@@ -510,15 +695,17 @@ impl Node {
         }
     }
 
-    fn ask_segments(&mut self, id: TaskId, record: &TaskRecord, indices: &[usize], test: bool) {
+    fn ask_segments(
+        &mut self,
+        id: TaskId,
+        record: &TaskRecord,
+        indices: &[usize],
+        use_: SegmentUse,
+    ) {
         let Some(client) = peer_id_of(&record.client) else { return };
         for &i in indices {
             let Ok(index) = u8::try_from(i) else { continue };
-            let fetch = if test {
-                &mut self.agent.evaluations.entry(id).or_default().test
-            } else {
-                self.agent.train_fetch.entry(id).or_default()
-            };
+            let fetch = self.agent.fetch(id, use_);
             if fetch.segments.contains_key(&index)
                 || fetch.asked.get(&index).is_some_and(|t| t.elapsed() < RETRY)
             {
@@ -528,7 +715,7 @@ impl Node {
             self.request(
                 client,
                 Request::Segment { task: id, index },
-                Pending::Segment { task: id, index, test },
+                Pending::Segment { task: id, index, use_ },
             );
         }
     }
@@ -541,13 +728,14 @@ impl Node {
     ) -> Result<(), NodeError> {
         let me = self.me();
         let split = task_split_of(&record.definition, &record.seed);
+        self.agent.supervisors.insert(id, record.participants.supervisors.len());
         match &record.status {
             TaskStatus::Training => {
                 if let Some(index) = seat_of(record, Role::Miner, &me) {
                     self.subscribe(id);
                     let assigned = self.miner.as_ref().and_then(|m| m.assignment()).is_some();
                     if !assigned && !self.agent.trained.contains(&id) && self.miner.is_some() {
-                        self.ask_segments(id, record, &split.train, false);
+                        self.ask_segments(id, record, &split.train, SegmentUse::Train);
                         let complete = self.agent.train_fetch.get(&id).is_some_and(|f| {
                             split.train.iter().all(|&i| {
                                 u8::try_from(i).is_ok_and(|i| f.segments.contains_key(&i))
@@ -577,6 +765,7 @@ impl Node {
                 }
                 if seat_of(record, Role::Supervisor, &me).is_some() {
                     self.subscribe(id);
+                    self.screen_task(id, record);
                     self.commit_history(height, id, false);
                 }
             }
@@ -588,10 +777,11 @@ impl Node {
                     }
                 }
                 if seat_of(record, Role::Supervisor, &me).is_some() {
+                    self.screen_task(id, record);
                     self.commit_history(height, id, true);
                 }
                 if seat_of(record, Role::Evaluator, &me).is_some() {
-                    self.evaluate(id, record, &split.test)?;
+                    self.evaluate(id, record, &split.test, height)?;
                 }
             }
             TaskStatus::Completed { .. } => {
@@ -635,17 +825,27 @@ impl Node {
         id: TaskId,
         record: &TaskRecord,
         test: &[usize],
+        height: u64,
     ) -> Result<(), NodeError> {
         if self.agent.evaluations.get(&id).is_some_and(|e| e.voted) {
             return Ok(());
         }
-        self.ask_segments(id, record, test, true);
+        if !self.screening_settled(id, record, height) {
+            return Ok(());
+        }
+        self.ask_segments(id, record, test, SegmentUse::Test);
+        // Miners convicted by a majority of the supervisors are confiscated, not ranked.
+        let confiscations =
+            self.agent.security.accusations.convicted(&id, record.participants.supervisors.len());
         let models: Vec<(Address, Hash)> = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             pouw_consensus::task_view(chain.state(), &id)
-                .map(|v| v.models.iter().map(|m| (m.miner, m.model_hash)).collect())
+                .map(|v| v.models.iter().map(|m| (m.miner, m.model_hash)).collect::<Vec<_>>())
                 .unwrap_or_default()
-        };
+        }
+        .into_iter()
+        .filter(|(m, _)| !confiscations.contains(m))
+        .collect();
         for (miner, hash) in &models {
             let eval = self.agent.evaluations.entry(id).or_default();
             if eval.models.contains_key(miner)
@@ -682,6 +882,7 @@ impl Node {
         let mut scores: Vec<(u32, Address)> = eval
             .models
             .iter()
+            .filter(|(miner, _)| !confiscations.contains(miner))
             .filter_map(|(miner, m)| {
                 m.as_ref().map(|m| (m.evaluate(Exec::new(1), &x, &y, 256).correct, *miner))
             })
@@ -690,7 +891,7 @@ impl Node {
         let ranking: Vec<Address> = scores.iter().map(|(_, m)| *m).collect();
         let payouts = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match expected_payouts(chain.state(), &id, &ranking, &[]) {
+            match expected_payouts(chain.state(), &id, &ranking, &confiscations) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(target: "evaluator", error = %e, "cannot compute the payouts");
@@ -702,17 +903,64 @@ impl Node {
             let acc = f64::from(*correct) / y.len().max(1) as f64;
             tracing::info!(target: "evaluator", task = %id.short(), miner = %miner.short(), accuracy = format!("{:.2}%", acc * 100.0), "model tested");
         }
+        for miner in &confiscations {
+            tracing::warn!(target: "evaluator", task = %id.short(), miner = %miner.short(), "stake confiscated: convicted by the supervisors' alerts");
+        }
         eval.voted = true;
         match self.submit_own(TxKind::ChargeForTask {
             task_id: id,
             ranking,
             payouts,
-            confiscations: vec![],
+            confiscations,
         }) {
             Ok(_) => tracing::info!(target: "evaluator", task = %id.short(), "verdict submitted"),
             Err(e) => tracing::warn!(target: "evaluator", error = %e, "ChargeForTask refused"),
         }
         Ok(())
+    }
+
+    /// Evaluator: whether the supervisors' screening of `id` is over, so that every miner they
+    /// will convict is known before we vote: a strict majority of the selected supervisors
+    /// report it done, or half the evaluation window has passed (a stalled or lying
+    /// committee cannot hold the verdict back).
+    fn screening_settled(&mut self, id: TaskId, record: &TaskRecord, height: u64) -> bool {
+        let supervisors: Vec<Address> =
+            record.participants.supervisors.iter().map(|s| s.worker).collect();
+        let TaskStatus::Finalising { since } = record.status else { return true };
+        if supervisors.is_empty() {
+            return true;
+        }
+        let patience = record.definition.deadlines.evaluation_blocks / 2;
+        let eval = self.agent.evaluations.entry(id).or_default();
+        if eval.screened_by.len().saturating_mul(2) > supervisors.len() {
+            return true;
+        }
+        if height >= since.saturating_add(patience) {
+            if eval.screening_asked.insert(self.config.key.public(), Instant::now()).is_none() {
+                tracing::warn!(target: "evaluator", task = %id.short(), done = eval.screened_by.len(), supervisors = supervisors.len(), "the supervisors' screening did not finish in time: evaluating without it");
+            }
+            return true;
+        }
+        let ask: Vec<Address> = supervisors
+            .into_iter()
+            .filter(|s| {
+                !eval.screened_by.contains(s)
+                    && eval.screening_asked.get(s).is_none_or(|t| t.elapsed() >= RETRY)
+            })
+            .collect();
+        for s in &ask {
+            eval.screening_asked.insert(*s, Instant::now());
+        }
+        for s in ask {
+            if let Some(peer) = peer_id_of(&s) {
+                self.request(
+                    peer,
+                    Request::Screening { task: id },
+                    Pending::Screening { task: id, supervisor: s },
+                );
+            }
+        }
+        false
     }
 
     fn fetch_best_model(&mut self, id: TaskId, record: &TaskRecord) {

@@ -28,6 +28,8 @@ pub(crate) struct Api {
     pub(crate) expects_peers: bool,
     /// The data directory (where fetched models are).
     pub(crate) datadir: std::path::PathBuf,
+    /// Security handlers, convictions and screening figures.
+    pub(crate) security: Arc<crate::security::SecurityState>,
 }
 
 impl Api {
@@ -41,6 +43,10 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 impl NodeApi for Api {
+    fn security(&self) -> serde_json::Value {
+        self.security.report()
+    }
+
     fn tip(&self) -> TipView {
         let chain = self.chain();
         TipView::new(chain.tip_header(), chain.tip_work())

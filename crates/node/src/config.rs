@@ -39,6 +39,9 @@ pub struct NodeConfig {
     /// Hostile behaviour adopted on purpose, to exercise the network's defences
     /// (`pouw devnet --attack`, docs/attacks.md). `None` on every real node.
     pub attack: Option<Attack>,
+    /// Custom security handlers per alert kind (the built-in stake-confiscation handler is
+    /// always added; `security` module docs).
+    pub security: crate::SecurityHandlers,
 }
 
 /// A hostile behaviour a node can adopt to test the defences of the others (SPEC section 6).
@@ -60,7 +63,7 @@ pub enum Attack {
 
 impl Attack {
     /// Every attack, in the order the CLI lists them.
-    pub const ALL: [Attack; 5] =
+    pub const ALL: [Self; 5] =
         [Self::SignFlip, Self::Noise, Self::Stale, Self::LyingSupervisor, Self::LyingEvaluator];
 
     /// The CLI name (`sign-flip`, ...).
@@ -123,6 +126,7 @@ impl NodeConfig {
             },
             roles: Vec::new(),
             attack: None,
+            security: crate::SecurityHandlers::default(),
         }
     }
 }

@@ -13,6 +13,8 @@ mod agent;
 mod api;
 mod config;
 mod node;
+mod screening;
+mod security;
 mod stats;
 mod sync;
 mod tasks;
@@ -20,4 +22,8 @@ mod tasks;
 pub use agent::SubmitTaskError;
 pub use config::{local_spec, Attack, NodeConfig};
 pub use node::{NodeCommand, NodeError, NodeHandle};
+pub use security::{
+    AccusationView, Accusations, ScreeningView, SecurityHandler, SecurityHandlers, SecurityState,
+    VerifiedAlert,
+};
 pub use stats::{ImportRecord, NodeCounters, NodeStats};

@@ -125,7 +125,17 @@ impl NodeHandle {
         let chain = Arc::new(RwLock::new(chain));
         let stop = Arc::new(AtomicBool::new(false));
         let (cmd_tx, cmd_rx) = flume::bounded(256);
-        let miner = config.mine.then(|| Miner::new(config.spec.clone(), config.key.clone(), exec));
+        let mut miner =
+            config.mine.then(|| Miner::new(config.spec.clone(), config.key.clone(), exec));
+        if let (Some(m), Some(attack)) = (miner.as_mut(), config.attack) {
+            m.set_poison(match attack {
+                crate::Attack::SignFlip => Some(pouw_work::Poison::SignFlip),
+                crate::Attack::Noise => Some(pouw_work::Poison::Noise),
+                crate::Attack::Stale => Some(pouw_work::Poison::Stale),
+                _ => None,
+            });
+        }
+        let security = Arc::new(crate::security::SecurityState::new(config.security.clone()));
         let mempool = Mempool::new(config.spec.clone(), MempoolConfig::default());
         tracing::info!(
             target: "node",
@@ -145,6 +155,7 @@ impl NodeHandle {
                     started: Instant::now(),
                     expects_peers: !config.bootstrap.is_empty(),
                     datadir: config.datadir.clone(),
+                    security: security.clone(),
                     info: NodeInfo {
                         version: env!("CARGO_PKG_VERSION").into(),
                         chain: config.spec.name.clone(),
@@ -170,7 +181,8 @@ impl NodeHandle {
             None => None,
         };
         let rpc_addr = rpc.as_ref().map(pouw_rpc::RpcServer::local_addr);
-        let agent = crate::agent::Agent::new(config.roles.clone(), config.datadir.clone());
+        let agent =
+            crate::agent::Agent::new(config.roles.clone(), config.datadir.clone(), security);
         let node = Node {
             validator: tasks_validator,
             rpc,
@@ -337,8 +349,9 @@ pub(crate) enum Pending {
     Headers,
     Blocks,
     Proof { block: Box<Block>, gossip: Option<GossipId> },
-    Segment { task: TaskId, index: u8, test: bool },
+    Segment { task: TaskId, index: u8, use_: crate::agent::SegmentUse },
     Model { task: TaskId, miner: Address, hash: Hash, deliver: bool },
+    Screening { task: TaskId, supervisor: Address },
 }
 
 pub(crate) struct Node {
@@ -540,6 +553,9 @@ impl Node {
         if let Some(finished) = out.finished {
             self.agent_on_finished(finished);
             return Ok(());
+        }
+        if let Some(m) = self.miner.as_ref() {
+            self.agent.security.poisoned_sent.store(m.poisoned_messages(), Ordering::Relaxed);
         }
         if let (Some(_), Some(msg)) = (assigned, out.message) {
             if let Err(e) = self.net.publish(GossipMessage::MlIteration(msg)) {
@@ -757,14 +773,19 @@ impl Node {
             GossipMessage::SecurityAlert(alert) => match alert.check() {
                 Ok(()) => {
                     NodeStats::add(&self.stats.alerts, 1);
-                    tracing::warn!(
+                    tracing::debug!(
                         target: "node",
                         kind = ?alert.body.kind,
                         accused = %alert.body.accused.short(),
                         reporter = %alert.body.reporter.short(),
                         "security alert"
                     );
-                    self.validate(id, from, Acceptance::Accept);
+                    let acceptance = if self.agent_on_alert(&alert) {
+                        Acceptance::Accept
+                    } else {
+                        Acceptance::Ignore
+                    };
+                    self.validate(id, from, acceptance);
                 }
                 Err(e) => {
                     self.validate(id, from, Acceptance::Reject);
@@ -928,7 +949,10 @@ impl Node {
                         }
                     }
                     Pending::Headers | Pending::Blocks => self.sync.abort(peer),
-                    Pending::Status | Pending::Segment { .. } | Pending::Model { .. } => {}
+                    Pending::Status
+                    | Pending::Segment { .. }
+                    | Pending::Model { .. }
+                    | Pending::Screening { .. } => {}
                 }
                 // A slow answer to a status poll is not held against a peer (it may just be
                 // busy); slow sync and data answers cost a little score each.
@@ -966,8 +990,11 @@ impl Node {
                     }
                 }
             }
-            (Pending::Segment { task, index, test }, Response::Segment(bytes)) => {
-                self.agent_on_segment(task, index, bytes, test)
+            (Pending::Screening { task, supervisor }, Response::Screening(status)) => {
+                self.agent_on_screening(task, supervisor, status)
+            }
+            (Pending::Segment { task, index, use_ }, Response::Segment(bytes)) => {
+                self.agent_on_segment(task, index, bytes, use_)
             }
             (Pending::Model { task, miner, hash, deliver }, Response::Model(bytes)) => {
                 self.agent_on_model(task, miner, hash, bytes, deliver)
@@ -1078,6 +1105,7 @@ impl Node {
             Request::Segment { .. } => Response::Segment(None),
             Request::Model(_) => Response::Model(None),
             Request::History { .. } => Response::History(Vec::new()),
+            Request::Screening { .. } => Response::Screening(None),
         };
         drop(chain);
         let _ = self.net.respond(id, response);
@@ -1112,6 +1140,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Segment(_) => "Segment",
         Response::Model(_) => "Model",
         Response::History(_) => "History",
+        Response::Screening(_) => "Screening",
         Response::Error(_) => "Error",
     }
 }

@@ -64,6 +64,13 @@ pub trait NodeApi: Send + Sync + 'static {
         let _ = id;
         Ok(None)
     }
+
+    /// Security: the alert handlers by kind, the accusations this node knows of (who accused
+    /// which miner, convicted or not), its own screening figures as a supervisor, and the
+    /// alerts it raised.
+    fn security(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 /// Which block.

@@ -23,6 +23,7 @@ pub(crate) const METHODS: &[&str] = &[
     "pouw_training",
     "admin_nodeInfo",
     "pouw_supply",
+    "pouw_security",
     "client_submitTask",
     "client_model",
 ];
@@ -108,6 +109,10 @@ pub(crate) fn call(
         "pouw_supply" => {
             p.expect(&[])?;
             to_json(&ctx.api.supply())
+        }
+        "pouw_security" => {
+            p.expect(&[])?;
+            Ok(ctx.api.security())
         }
         "client_submitTask" => {
             if !ctx.admin {

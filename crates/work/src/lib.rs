@@ -17,6 +17,7 @@ mod miner;
 mod verify;
 
 pub use miner::{
-    Assignment, FinishedModel, MinedBlock, Miner, MinerError, StepMetrics, StepOutput, Template,
+    initial_state, Assignment, BatchWalk, FinishedModel, MinedBlock, Miner, MinerError, Poison,
+    StepMetrics, StepOutput, Template, STALE_LAG,
 };
 pub use verify::{verify_chain, VerifyFailure, VerifyReport};

@@ -107,20 +107,141 @@ impl std::ops::Deref for DataRef {
     }
 }
 
+/// A miner's walk through a task's mini-batches: its share of each epoch's batches (batch `b`
+/// of the epoch order is trained by miner `b mod miners`), epoch after epoch. The miner and
+/// whoever replays its stream (supervisors) walk it alike, so both know which batch every
+/// iteration must train.
+#[derive(Debug, Clone)]
+pub struct BatchWalk {
+    schedule: BatchSchedule,
+    order: Vec<u32>,
+    /// First batch of each epoch and the step between batches (miner index, miners).
+    stride: (usize, usize),
+    /// Epochs to train (client tasks); `None`: forever (filler tasks).
+    epochs: Option<u32>,
+    epoch: u32,
+    batch: usize,
+}
+
+impl BatchWalk {
+    fn new(schedule: BatchSchedule, stride: (usize, usize), epochs: Option<u32>) -> Self {
+        let order = schedule.epoch_order(0);
+        Self { schedule, order, stride, epochs, epoch: 0, batch: stride.0 }
+    }
+
+    /// The walk of miner `miner_index` of `miners` through a client task's training batches.
+    pub fn for_client(
+        task_id: TaskId,
+        definition: &TaskDefinition,
+        dataset: &Dataset,
+        split: &Split,
+        miner_index: usize,
+        miners: usize,
+    ) -> Result<Self, MinerError> {
+        let segments = dataset
+            .segments(pouw_primitives::DATASET_SEGMENTS)
+            .map_err(|e| MinerError::Training(e.to_string()))?;
+        let batch_size = definition.optimizer.batch_size as usize;
+        let schedule = BatchSchedule::new(&segments, split, batch_size, task_id.0);
+        Ok(Self::new(
+            schedule,
+            (miner_index, miners.max(1)),
+            Some(definition.optimizer.epochs.max(1)),
+        ))
+    }
+
+    /// The epoch and the sample indices of the next batch, or `None` once every epoch is done.
+    pub fn next_batch(&mut self) -> Option<(u32, Vec<u32>)> {
+        if self.batch >= self.schedule.batches_per_epoch() {
+            self.epoch = self.epoch.saturating_add(1);
+            self.order = self.schedule.epoch_order(self.epoch);
+            self.batch = self.stride.0;
+        }
+        if self.epochs.is_some_and(|max| self.epoch >= max) {
+            return None;
+        }
+        let indices = self.schedule.batch(&self.order, self.batch).to_vec();
+        self.batch += self.stride.1.max(1);
+        Some((self.epoch, indices))
+    }
+}
+
+/// The training state a task starts from: its initial model, zero residual and velocity.
+pub fn initial_state(definition: &TaskDefinition) -> Result<TrainState, MinerError> {
+    let (model_spec, optimizer) = ml_specs(definition)?;
+    let model = Model::new(model_spec).map_err(|e| MinerError::Training(e.to_string()))?;
+    TrainState::new(model, optimizer).map_err(|e| MinerError::Training(e.to_string()))
+}
+
+/// How a hostile miner corrupts the iteration messages it gossips (to test the supervisors'
+/// screening; `pouw devnet --attack`). A poisoned message never wins a block: its replay
+/// would fail, so such a miner only gossips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poison {
+    /// Every entry of the message map with its sign flipped.
+    SignFlip,
+    /// As many entries as the honest map, at random coordinates with random signs.
+    Noise,
+    /// The miner's own map of [`STALE_LAG`] iterations earlier, sent again.
+    Stale,
+}
+
+/// How many iterations old the map a [`Poison::Stale`] miner re-sends is.
+pub const STALE_LAG: usize = 10;
+
+/// The map a poisoned miner sends instead of `honest` (its `past` honest maps, newest last).
+fn poison_map(
+    poison: Poison,
+    honest: &[u32],
+    past: &mut VecDeque<Vec<u32>>,
+    iteration: u64,
+    params: usize,
+) -> Vec<u32> {
+    match poison {
+        Poison::SignFlip => honest.iter().map(|e| e ^ 0x8000_0000).collect(),
+        Poison::Noise => {
+            // splitmix64 seeded by the iteration: reproducible noise.
+            let mut x = iteration ^ 0x9e37_79b9_7f4a_7c15;
+            let mut next = || {
+                x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^ (z >> 31)
+            };
+            let n = honest.len().max(1);
+            let mut entries: Vec<(u32, bool)> = (0..n)
+                .map(|_| {
+                    let r = next();
+                    ((r % params.max(1) as u64) as u32, r >> 63 == 1)
+                })
+                .collect();
+            entries.sort_unstable();
+            entries.dedup_by_key(|e| e.0);
+            entries.into_iter().map(|(j, pos)| pouw_ml::pack_entry(j, pos)).collect()
+        }
+        Poison::Stale => {
+            past.push_back(honest.to_vec());
+            while past.len() > STALE_LAG + 1 {
+                past.pop_front();
+            }
+            if past.len() > 1 {
+                past.front().cloned().unwrap_or_default()
+            } else {
+                honest.to_vec()
+            }
+        }
+    }
+}
+
 /// One task being trained.
 #[derive(Debug)]
 struct Job {
     task_id: TaskId,
     dataset: DataRef,
-    /// First batch of each epoch and the step between batches (miner index, miners).
-    stride: (usize, usize),
-    /// Epochs to train (client tasks); `None`: forever (filler tasks).
-    epochs: Option<u32>,
+    walk: BatchWalk,
     state: TrainState,
-    schedule: BatchSchedule,
-    order: Vec<u32>,
     epoch: u32,
-    batch: usize,
     iteration: u64,
     /// Messages of the last k iterations that committed to a template, oldest first.
     commitments: VecDeque<(u64, IterationMessage, Template)>,
@@ -135,6 +256,11 @@ pub struct Miner {
     job: Option<Job>,
     last: Option<StepMetrics>,
     assignment: Option<Assignment>,
+    poison: Option<Poison>,
+    /// A poisoning miner's recent honest maps ([`Poison::Stale`]).
+    poison_past: VecDeque<Vec<u32>>,
+    /// Iteration messages sent poisoned.
+    poisoned: u64,
 }
 
 /// What the last training iteration measured (for progress displays and training curves).
@@ -161,7 +287,28 @@ impl Ancestors for Canonical<'_> {
 impl Miner {
     /// A miner signing with `key`, training with `exec`.
     pub fn new(spec: ChainSpec, key: Keypair, exec: Exec) -> Self {
-        Self { spec, key, exec, job: None, last: None, assignment: None }
+        Self {
+            spec,
+            key,
+            exec,
+            job: None,
+            last: None,
+            assignment: None,
+            poison: None,
+            poison_past: VecDeque::new(),
+            poisoned: 0,
+        }
+    }
+
+    /// Makes this miner hostile: the iteration messages of its client tasks are gossiped
+    /// poisoned (defence tests only).
+    pub fn set_poison(&mut self, poison: Option<Poison>) {
+        self.poison = poison;
+    }
+
+    /// Iteration messages this miner sent poisoned.
+    pub fn poisoned_messages(&self) -> u64 {
+        self.poisoned
     }
 
     /// Trains `assignment` (a client task) from the next step on, instead of the filler task.
@@ -253,22 +400,17 @@ impl Miner {
         let i = job.iteration;
 
         // The mini-batch: this miner's batches of the epoch, `stride` apart.
-        if job.batch >= job.schedule.batches_per_epoch() {
-            job.epoch = job.epoch.saturating_add(1);
-            job.order = job.schedule.epoch_order(job.epoch);
-            job.batch = job.stride.0;
-            if job.epochs.is_some_and(|max| job.epoch >= max) {
-                let model = job.state.model().clone();
-                let model_hash = Hash(model.hash().0);
-                let finished = FinishedModel { task_id, model, model_hash };
-                tracing::info!(target: "miner", task = %task_id.short(), model = %model_hash.short(), "client task trained");
-                self.job = None;
-                self.assignment = None;
-                return Ok(StepOutput { finished: Some(finished), ..StepOutput::default() });
-            }
-        }
-        let batch = job.dataset.gather(job.schedule.batch(&job.order, job.batch));
-        job.batch += job.stride.1.max(1);
+        let Some((epoch, indices)) = job.walk.next_batch() else {
+            let model = job.state.model().clone();
+            let model_hash = Hash(model.hash().0);
+            let finished = FinishedModel { task_id, model, model_hash };
+            tracing::info!(target: "miner", task = %task_id.short(), model = %model_hash.short(), "client task trained");
+            self.job = None;
+            self.assignment = None;
+            return Ok(StepOutput { finished: Some(finished), ..StepOutput::default() });
+        };
+        job.epoch = epoch;
+        let batch = job.dataset.gather(&indices);
 
         // The header committed k iterations ago, if it is still on the tip: only then can this
         // iteration mine, and only then is its start state (the proof data) worth copying.
@@ -297,6 +439,17 @@ impl Miner {
             accuracy: f32::from_bits(body.accuracy),
         };
         self.last = Some(metrics);
+
+        if let (Some(poison), true) = (self.poison, self.assignment.is_some()) {
+            let params = job.state.model().param_count();
+            let honest = std::mem::take(&mut body.map);
+            body.map = poison_map(poison, &honest, &mut self.poison_past, i, params);
+            if body.map != honest {
+                self.poisoned = self.poisoned.saturating_add(1);
+            }
+            let message = body.sign(&self.key);
+            return Ok(StepOutput { block: None, message: Some(message), loss, finished: None });
+        }
 
         if let (Some((_, committing, template)), Some(start)) = (committed, start) {
             let target = template.header.target.to_target().unwrap_or_default();
@@ -371,28 +524,29 @@ impl Miner {
         dataset: DataRef,
         client: Option<&Assignment>,
     ) -> Result<Job, MinerError> {
-        let (model_spec, optimizer) = ml_specs(&task)?;
-        let model = Model::new(model_spec).map_err(|e| MinerError::Training(e.to_string()))?;
-        let state =
-            TrainState::new(model, optimizer).map_err(|e| MinerError::Training(e.to_string()))?;
-        let segments = dataset
-            .segments(pouw_primitives::DATASET_SEGMENTS)
-            .map_err(|e| MinerError::Training(e.to_string()))?;
-        let split = match client {
-            Some(a) => a.split.clone(),
+        let state = initial_state(&task)?;
+        let walk = match client {
+            Some(a) => {
+                BatchWalk::for_client(task_id, &task, &dataset, &a.split, a.miner_index, a.miners)?
+            }
             None => {
+                let segments = dataset
+                    .segments(pouw_primitives::DATASET_SEGMENTS)
+                    .map_err(|e| MinerError::Training(e.to_string()))?;
                 let test = f64::from(task.dataset.test_permille) / 1000.0;
-                Split::new(&task_id.0, segments.len(), test, 0.0)
-                    .map_err(|e| MinerError::Training(e.to_string()))?
+                let split = Split::new(&task_id.0, segments.len(), test, 0.0)
+                    .map_err(|e| MinerError::Training(e.to_string()))?;
+                let batch_size = task.optimizer.batch_size as usize;
+                BatchWalk::new(
+                    BatchSchedule::new(&segments, &split, batch_size, task_id.0),
+                    (0, 1),
+                    None,
+                )
             }
         };
-        let batch_size = task.optimizer.batch_size as usize;
-        let schedule = BatchSchedule::new(&segments, &split, batch_size, task_id.0);
-        let order = schedule.epoch_order(0);
-        let stride = client.map_or((0, 1), |a| (a.miner_index, a.miners.max(1)));
         match client {
-            Some(_) => {
-                tracing::info!(target: "miner", task = %task_id.short(), miner_index = stride.0, miners = stride.1, "training a client task")
+            Some(a) => {
+                tracing::info!(target: "miner", task = %task_id.short(), miner_index = a.miner_index, miners = a.miners, "training a client task")
             }
             None => {
                 tracing::info!(target: "miner", task = %task_id.short(), "training a new filler task")
@@ -401,13 +555,9 @@ impl Miner {
         Ok(Job {
             task_id,
             dataset,
-            stride,
-            epochs: client.map(|_| task.optimizer.epochs.max(1)),
+            walk,
             state,
-            schedule,
-            order,
             epoch: 0,
-            batch: stride.0,
             iteration: 0,
             commitments: VecDeque::new(),
         })

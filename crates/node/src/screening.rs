@@ -1,0 +1,475 @@
+//! A supervisor's screening of each miner's stream of iteration messages (SPEC section 6).
+//!
+//! Every message is checked two ways:
+//! - **replay**: the supervisor keeps a shadow of each selected miner's training state (the
+//!   task's initial model, then every iteration replayed with the same deterministic kernels,
+//!   on the batch the schedule assigns, with the peer messages the miner lists). The message's
+//!   start hashes, batch hash, map, loss and accuracy must match the replay bit for bit; a
+//!   map that differs is poisoning (or a stale update, when it equals one of the miner's
+//!   earlier maps). An honest miner is never flagged: its stream is deterministic.
+//! - **direction and magnitude**: the message map is compared with the robust aggregate
+//!   (coordinate-wise median) of the other miners' recent maps: the cosine and the size ratio
+//!   are kept per miner and quoted in alerts (honest miners agree; a sign-flipping miner points
+//!   the other way). When a stream cannot be replayed (data missing), a strongly opposed
+//!   direction alone is flagged.
+//!
+//! A message is replayed once the messages it lists are known; a miner whose stream has a gap
+//! that does not fill within [`WAIT`] can no longer be replayed (its later messages count as
+//! unverifiable and are judged by direction only).
+
+use crate::security::ScreeningView;
+use pouw_ml::{Dataset, Exec, TrainState};
+use pouw_primitives::{
+    map_hash, Address, AlertKind, Hash, IterationMessage, TaskDefinition, TaskId,
+};
+use pouw_work::{initial_state, BatchWalk};
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+/// How long a message waits for a gap in its miner's stream, or for a listed peer message.
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
+/// Recent maps per miner the robust aggregate is built from.
+const WINDOW: usize = 8;
+/// Below this cosine with the others' aggregate, an unreplayable message is flagged.
+const OPPOSED: f64 = -0.5;
+/// Longest screening pass (keeps the node loop responsive).
+const BUDGET: Duration = Duration::from_millis(250);
+
+/// A flagged message.
+#[derive(Debug, Clone)]
+pub(crate) struct Finding {
+    pub(crate) miner: Address,
+    pub(crate) message: Hash,
+    pub(crate) kind: AlertKind,
+    pub(crate) detail: String,
+}
+
+struct Shadow {
+    state: TrainState,
+    walk: BatchWalk,
+    next: u64,
+    broken: bool,
+}
+
+#[derive(Default)]
+struct MinerLog {
+    queue: BTreeMap<u64, (IterationMessage, Instant)>,
+    /// The miner's recent claimed maps, newest last.
+    recent: VecDeque<Vec<u32>>,
+    /// Their sum, dense (+1 / -1 per entry).
+    window: Vec<f32>,
+    /// Hashes of maps the miner sent or should have sent (replayed), with their iteration.
+    maps_seen: HashMap<Hash, u64>,
+    view: ScreeningView,
+    direction: (f64, u64),
+    magnitude: (f64, u64),
+}
+
+/// One task's screening.
+pub(crate) struct TaskScreen {
+    task_id: TaskId,
+    definition: TaskDefinition,
+    miners: Vec<Address>,
+    known: HashMap<Hash, IterationMessage>,
+    logs: BTreeMap<Address, MinerLog>,
+    shadows: BTreeMap<Address, Shadow>,
+    dataset: Option<(Arc<Dataset>, pouw_ml::Split)>,
+    params: usize,
+    last_receive: Instant,
+}
+
+/// Cosine between two sparse vectors (coordinate -> value).
+fn cosine(a: &BTreeMap<u32, f64>, b: &BTreeMap<u32, f64>) -> Option<f64> {
+    let dot: f64 = a.iter().filter_map(|(j, x)| b.get(j).map(|y| x * y)).sum();
+    let na: f64 = a.values().map(|x| x * x).sum::<f64>().sqrt();
+    let nb: f64 = b.values().map(|x| x * x).sum::<f64>().sqrt();
+    (na > 0.0 && nb > 0.0).then(|| dot / (na * nb))
+}
+
+/// A message map as a sparse +-1 vector.
+fn signs(map: &[u32]) -> BTreeMap<u32, f64> {
+    map.iter()
+        .map(|&e| {
+            let (j, positive) = pouw_ml::unpack_entry(e);
+            (j, if positive { 1.0 } else { -1.0 })
+        })
+        .collect()
+}
+
+/// Adds `scale` times the +-1 vector of `map` to `window`.
+fn add_map(window: &mut [f32], map: &[u32], scale: f32) {
+    for &e in map {
+        let (j, positive) = pouw_ml::unpack_entry(e);
+        if let Some(w) = window.get_mut(j as usize) {
+            *w += if positive { scale } else { -scale };
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => v.get(n / 2).copied(),
+        _ => Some((v.get(n / 2 - 1)? + v.get(n / 2)?) / 2.0),
+    }
+}
+
+impl TaskScreen {
+    pub(crate) fn new(task_id: TaskId, definition: TaskDefinition, miners: Vec<Address>) -> Self {
+        let logs = miners
+            .iter()
+            .map(|m| {
+                let view = ScreeningView { task_id, miner: *m, ..ScreeningView::default() };
+                (*m, MinerLog { view, ..MinerLog::default() })
+            })
+            .collect();
+        let params = initial_state(&definition).map_or(0, |s| s.model().param_count());
+        Self {
+            task_id,
+            definition,
+            miners,
+            known: HashMap::new(),
+            logs,
+            shadows: BTreeMap::new(),
+            dataset: None,
+            params,
+            last_receive: Instant::now(),
+        }
+    }
+
+    /// The answer to a screening-status request: done once the task is past training
+    /// (`finalising`), the data is in, every queue is empty and no message came for a while.
+    pub(crate) fn status(&self, finalising: bool) -> pouw_net::ScreeningStatus {
+        let drained = self.logs.values().all(|l| l.queue.is_empty());
+        let quiet = self.last_receive.elapsed() >= Duration::from_secs(2);
+        pouw_net::ScreeningStatus {
+            done: finalising && self.dataset.is_some() && drained && quiet,
+            screened: self.logs.values().map(|l| l.view.screened).sum(),
+            flagged: self.logs.values().map(|l| l.view.flagged).sum(),
+        }
+    }
+
+    /// Whether the training data for replays is in.
+    pub(crate) fn has_dataset(&self) -> bool {
+        self.dataset.is_some()
+    }
+
+    /// The training data (only the training segments are read).
+    pub(crate) fn set_dataset(&mut self, dataset: Arc<Dataset>, split: pouw_ml::Split) {
+        self.dataset = Some((dataset, split));
+    }
+
+    /// A message of a selected miner of this task (signature checked).
+    pub(crate) fn receive(&mut self, msg: &IterationMessage) {
+        let Some(log) = self.logs.get_mut(&msg.body.miner) else { return };
+        self.known.insert(msg.id(), msg.clone());
+        self.last_receive = Instant::now();
+        log.queue.entry(msg.body.iteration).or_insert_with(|| (msg.clone(), Instant::now()));
+    }
+
+    /// Per-miner figures.
+    pub(crate) fn views(&self) -> Vec<ScreeningView> {
+        self.logs.values().map(|l| l.view.clone()).collect()
+    }
+
+    fn fresh_shadow(&self, index: usize) -> Option<Shadow> {
+        let (dataset, split) = self.dataset.as_ref()?;
+        let state = initial_state(&self.definition).ok()?;
+        let walk = BatchWalk::for_client(
+            self.task_id,
+            &self.definition,
+            dataset,
+            split,
+            index,
+            self.miners.len(),
+        )
+        .ok()?;
+        Some(Shadow { state, walk, next: 0, broken: false })
+    }
+
+    /// Direction (cosine with the robust aggregate of the others' recent maps) and magnitude
+    /// (size over the median of the others' mean sizes) of `map`, sent by `miner`.
+    fn against_others(&self, miner: &Address, map: &[u32]) -> (Option<f64>, Option<f64>) {
+        let others: Vec<&MinerLog> = self
+            .logs
+            .iter()
+            .filter(|(m, l)| *m != miner && !l.recent.is_empty() && l.window.len() == self.params)
+            .map(|(_, l)| l)
+            .collect();
+        if others.is_empty() {
+            return (None, None);
+        }
+        // The coordinate-wise median of the others' window sums, and its norm.
+        let mut aggregate = vec![0.0f64; self.params];
+        let mut column = vec![0.0f64; others.len()];
+        let k = column.len();
+        let mut norm = 0.0f64;
+        for (j, a) in aggregate.iter_mut().enumerate() {
+            for (c, l) in column.iter_mut().zip(&others) {
+                *c = f64::from(l.window.get(j).copied().unwrap_or(0.0));
+            }
+            column.sort_unstable_by(f64::total_cmp);
+            let hi = column.get(k / 2).copied().unwrap_or(0.0);
+            let m = if k % 2 == 1 {
+                hi
+            } else {
+                (column.get(k / 2 - 1).copied().unwrap_or(0.0) + hi) / 2.0
+            };
+            *a = m;
+            norm += m * m;
+        }
+        let mut dot = 0.0f64;
+        for &e in map {
+            let (j, positive) = pouw_ml::unpack_entry(e);
+            let x = aggregate.get(j as usize).copied().unwrap_or(0.0);
+            dot += if positive { x } else { -x };
+        }
+        let direction = (norm > 0.0 && !map.is_empty())
+            .then(|| dot / (norm.sqrt() * (map.len() as f64).sqrt()));
+        let sizes: Vec<f64> = others
+            .iter()
+            .map(|l| l.recent.iter().map(Vec::len).sum::<usize>() as f64 / l.recent.len() as f64)
+            .collect();
+        let magnitude = median(sizes).filter(|m| *m > 0.0).map(|m| map.len() as f64 / m);
+        (direction, magnitude)
+    }
+
+    /// Screens the messages that can be screened now, the miners in turn, for at most
+    /// [`BUDGET`] (the node loop has other work); returns the flagged ones.
+    pub(crate) fn screen(&mut self, exec: Exec) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        if self.dataset.is_none() {
+            return findings;
+        }
+        let started = Instant::now();
+        let miners = self.miners.clone();
+        loop {
+            let mut progressed = false;
+            for (index, miner) in miners.iter().enumerate() {
+                if let Some(found) = self.screen_next(index, miner, exec) {
+                    progressed = true;
+                    findings.extend(found);
+                }
+            }
+            if !progressed || started.elapsed() >= BUDGET {
+                return findings;
+            }
+        }
+    }
+
+    /// Screens `miner`'s next message: `None` when there is nothing to do now.
+    fn screen_next(
+        &mut self,
+        index: usize,
+        miner: &Address,
+        exec: Exec,
+    ) -> Option<Option<Finding>> {
+        if !self.shadows.contains_key(miner) {
+            let shadow = self.fresh_shadow(index)?;
+            self.shadows.insert(*miner, shadow);
+        }
+        let (&iteration, (msg, since)) = self.logs.get(miner)?.queue.iter().next()?;
+        let (msg, waited) = (msg.clone(), since.elapsed());
+        let next = self.shadows.get(miner)?.next;
+        if iteration < next {
+            self.logs.get_mut(miner)?.queue.remove(&iteration);
+            return Some(None);
+        }
+        let shadow = self.shadows.get(miner)?;
+        if iteration > next && !shadow.broken {
+            // A restarted miner starts over from the initial state at a later iteration.
+            let mut fresh = self.fresh_shadow(index)?;
+            let (m, r) = fresh.state.start_hashes();
+            if Hash(m.0) == msg.body.start_model_hash && Hash(r.0) == msg.body.start_residual_hash {
+                fresh.next = iteration;
+                self.shadows.insert(*miner, fresh);
+            } else if waited < WAIT {
+                return None;
+            } else if let Some(s) = self.shadows.get_mut(miner) {
+                s.broken = true;
+            }
+        }
+        // The listed peer messages: known, from the task's other miners.
+        let mut peer_maps = Vec::with_capacity(msg.body.peer_msgs.len());
+        let mut foreign = None;
+        for id in &msg.body.peer_msgs {
+            match self.known.get(id) {
+                Some(p) if p.body.miner != *miner && p.body.task_id == self.task_id => {
+                    peer_maps.push(p.body.map.clone())
+                }
+                Some(p) => foreign = Some(p.body.miner),
+                None if waited < WAIT => return None,
+                None => {
+                    if let Some(s) = self.shadows.get_mut(miner) {
+                        s.broken = true;
+                    }
+                }
+            }
+        }
+        self.logs.get_mut(miner)?.queue.remove(&iteration);
+        let (direction, magnitude) = self.against_others(miner, &msg.body.map);
+        let finding = self.replay(miner, &msg, &peer_maps, foreign, direction, magnitude, exec);
+        let claimed = map_hash(&msg.body.map);
+        let log = self.logs.get_mut(miner)?;
+        log.view.screened += 1;
+        if let Some(d) = direction {
+            log.direction.0 += d;
+            log.direction.1 += 1;
+            log.view.mean_direction = Some(log.direction.0 / log.direction.1 as f64);
+        }
+        if let Some(m) = magnitude {
+            log.magnitude.0 += m;
+            log.magnitude.1 += 1;
+            log.view.mean_magnitude = Some(log.magnitude.0 / log.magnitude.1 as f64);
+        }
+        if finding.is_some() {
+            log.view.flagged += 1;
+        }
+        log.maps_seen.insert(claimed, iteration);
+        if log.window.len() != self.params {
+            log.window = vec![0.0; self.params];
+        }
+        add_map(&mut log.window, &msg.body.map, 1.0);
+        log.recent.push_back(msg.body.map.clone());
+        while log.recent.len() > WINDOW {
+            if let Some(old) = log.recent.pop_front() {
+                add_map(&mut log.window, &old, -1.0);
+            }
+        }
+        Some(finding)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn replay(
+        &mut self,
+        miner: &Address,
+        msg: &IterationMessage,
+        peer_maps: &[Vec<u32>],
+        foreign: Option<Address>,
+        direction: Option<f64>,
+        magnitude: Option<f64>,
+        exec: Exec,
+    ) -> Option<Finding> {
+        let b = &msg.body;
+        let it = b.iteration;
+        let stats = format!(
+            "direction vs the other miners {}, magnitude {}",
+            direction.map_or("n/a".into(), |d| format!("{d:.2}")),
+            magnitude.map_or("n/a".into(), |m| format!("{m:.2}")),
+        );
+        let flag =
+            |kind, detail: String| Some(Finding { miner: *miner, message: msg.id(), kind, detail });
+        if let Some(other) = foreign {
+            return flag(
+                AlertKind::InvalidIteration,
+                format!(
+                    "iteration {it} applies a message of {} (not another miner of the task)",
+                    other.short()
+                ),
+            );
+        }
+        let (dataset, _) = self.dataset.as_ref()?;
+        let shadow = self.shadows.get_mut(miner)?;
+        if shadow.broken {
+            if let Some(log) = self.logs.get_mut(miner) {
+                log.view.unverifiable += 1;
+            }
+            return match direction {
+                Some(d) if d < OPPOSED => flag(
+                    AlertKind::GradientPoisoning,
+                    format!(
+                        "iteration {it} (not replayable): updates oppose the other miners; {stats}"
+                    ),
+                ),
+                _ => None,
+            };
+        }
+        let Some((epoch, indices)) = shadow.walk.next_batch() else {
+            shadow.broken = true;
+            return flag(
+                AlertKind::InvalidIteration,
+                format!("iteration {it} is beyond the task's batch schedule"),
+            );
+        };
+        let batch = dataset.gather(&indices);
+        let (m, r) = shadow.state.start_hashes();
+        if Hash(m.0) != b.start_model_hash || Hash(r.0) != b.start_residual_hash {
+            shadow.broken = true;
+            return flag(
+                AlertKind::InvalidIteration,
+                format!("iteration {it} does not start where the miner's previous iteration ended"),
+            );
+        }
+        if Hash(batch.hash().0) != b.batch_hash || epoch != b.epoch {
+            shadow.broken = true;
+            return flag(
+                AlertKind::InvalidIteration,
+                format!("iteration {it} trains a batch the schedule does not assign (epoch {} vs {epoch})", b.epoch),
+            );
+        }
+        let maps: Vec<&[u32]> = peer_maps.iter().map(Vec::as_slice).collect();
+        let out = match shadow.state.iterate(exec, &batch, &maps) {
+            Ok(out) => out,
+            Err(e) => {
+                shadow.broken = true;
+                return flag(
+                    AlertKind::InvalidIteration,
+                    format!("iteration {it} cannot be replayed: {e}"),
+                );
+            }
+        };
+        shadow.next = it.saturating_add(1);
+        let replayed = map_hash(&out.map);
+        let log = self.logs.get_mut(miner)?;
+        log.view.replayed += 1;
+        let claimed = map_hash(&b.map);
+        let stale = log.maps_seen.get(&claimed).copied();
+        log.maps_seen.insert(replayed, it);
+        if b.map != out.map {
+            let agreement = cosine(&signs(&b.map), &signs(&out.map)).unwrap_or(0.0);
+            let sizes =
+                format!("replay emits {} entries, the message {}", out.map.len(), b.map.len());
+            return match stale {
+                Some(old) => flag(
+                    AlertKind::StaleUpdate,
+                    format!("iteration {it} re-sends the map of iteration {old}; {sizes}; {stats}"),
+                ),
+                None => flag(
+                    AlertKind::GradientPoisoning,
+                    format!("iteration {it}: map differs from its replay (agreement {agreement:.2}); {sizes}; {stats}"),
+                ),
+            };
+        }
+        if b.loss != out.loss_bits || b.accuracy != out.accuracy_bits {
+            return flag(
+                AlertKind::InvalidIteration,
+                format!("iteration {it}: loss or accuracy differ from the replay"),
+            );
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_and_median() {
+        let a = signs(&[pouw_ml::pack_entry(1, true), pouw_ml::pack_entry(2, false)]);
+        let flipped = signs(&[pouw_ml::pack_entry(1, false), pouw_ml::pack_entry(2, true)]);
+        // Screening statistics, not consensus: plain floating point.
+        let close = |x: Option<f64>, want: f64| x.is_some_and(|x| (x - want).abs() < 1e-12);
+        assert!(close(cosine(&a, &a), 1.0));
+        assert!(close(cosine(&a, &flipped), -1.0));
+        assert_eq!(cosine(&a, &BTreeMap::new()), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
+        assert_eq!(median(vec![]), None);
+    }
+}
