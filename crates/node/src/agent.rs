@@ -6,8 +6,10 @@
 //! - miner: fetches the training segments from the client, checks each against its hash,
 //!   trains its share of the batches with the other miners' iteration messages (gossip on
 //!   the task's topic), mines with every iteration, and submits its final model;
-//! - supervisor: records every iteration message of the task's miners and commits the
-//!   Merkle root of each slot (MessageHistory), serving the slot's messages on request;
+//! - supervisor: records every iteration message of the task's miners by history slot (a
+//!   fixed range of iterations, design/007), fills gaps from the other supervisors' copies,
+//!   and commits the Merkle root of each slot once every miner is past it (MessageHistory),
+//!   serving the slot's messages on request;
 //! - evaluator: once the task is finalising, fetches the test segments and every submitted
 //!   model, tests each with the deterministic kernels and submits its verdict
 //!   (ChargeForTask) with the payouts the rules give for its ranking.
@@ -15,16 +17,19 @@
 //! Every step is driven by the chain state at the tip, so a restarted node picks up where
 //! the chain is.
 
-use crate::node::{Node, NodeError, Pending};
+use crate::{
+    node::{Node, NodeError, Pending},
+    Attack,
+};
 use pouw_consensus::{
-    expected_payouts, task_record, task_split_of, Overlay, StateKey, StateValue, TaskRecord,
-    TaskStatus,
+    expected_payouts, history_root, history_slot, task_record, task_split_of, Overlay, StateKey,
+    StateValue, TaskRecord, TaskStatus, HISTORY_SLOT_ITERATIONS,
 };
 use pouw_ml::{Batch, Dataset, Exec};
 use pouw_net::{peer_id_of, Request, Topic};
 use pouw_primitives::{
-    merkle_root, Address, Amount, Hash, IterationMessage, Role, TaskId, TicketPreferences,
-    Transaction, TxBody, TxKind, DATASET_SEGMENTS,
+    Address, Amount, Hash, IterationMessage, Role, TaskId, TicketPreferences, Transaction, TxBody,
+    TxKind, DATASET_SEGMENTS,
 };
 use pouw_work::{Assignment, FinishedModel};
 use std::{
@@ -36,8 +41,15 @@ use std::{
 
 /// Transaction fee the node pays for its own task transactions, base units.
 const TX_FEE: Amount = Amount(1_000);
-/// A supervisor commits a slot at most this often (blocks), and at finalisation.
-const HISTORY_EVERY_BLOCKS: u64 = 3;
+/// A supervisor commits history slot `s` once every selected miner has sent an iteration this
+/// far past the slot's end (or submitted its model), so the slot's last gossip has arrived.
+const SLOT_SETTLE_ITERATIONS: u64 = 2;
+/// Before committing a slot, a supervisor waits at most this long for the other supervisors'
+/// copies of it (to fill gaps in what it saw).
+const MERGE_WAIT: Duration = Duration::from_secs(2);
+/// A lying evaluator bids this many times the normal fee, so its vote is ordered before the
+/// honest ones.
+const LIAR_FEE_FACTOR: u64 = 10;
 /// Most peer messages applied in one iteration (bounds the proof data).
 const MAX_PEERS_PER_ITERATION: usize = 8;
 /// Tickets are bought to last this many blocks (capped by the spec).
@@ -83,11 +95,44 @@ struct Evaluation {
     voted: bool,
 }
 
+/// A supervisor's record of one task's iteration messages, by history slot.
 #[derive(Debug, Default)]
 struct History {
-    pending: Vec<IterationMessage>,
-    slots: Vec<Vec<IterationMessage>>,
-    last_commit: u64,
+    /// Slots not committed yet: their messages by id.
+    open: BTreeMap<u32, BTreeMap<Hash, IterationMessage>>,
+    /// Committed slots: the messages under the root committed.
+    committed: BTreeMap<u32, Vec<IterationMessage>>,
+    /// The highest iteration seen per miner.
+    highest: HashMap<Address, u64>,
+    /// Slots whose copies were asked of the other supervisors: when, and answers so far.
+    merging: HashMap<u32, (Instant, usize)>,
+}
+
+impl History {
+    /// Records a message (signature and miner already checked); late messages of a committed
+    /// slot are dropped (the slot's root is on chain).
+    fn record(&mut self, msg: IterationMessage) {
+        let slot = history_slot(msg.body.iteration);
+        if self.committed.contains_key(&slot) {
+            return;
+        }
+        let highest = self.highest.entry(msg.body.miner).or_insert(0);
+        *highest = (*highest).max(msg.body.iteration);
+        self.open.entry(slot).or_default().insert(msg.id(), msg);
+    }
+
+    /// Whether slot `slot` can be committed: every selected miner either sent an iteration
+    /// [`SLOT_SETTLE_ITERATIONS`] past the slot's end or submitted its model.
+    fn slot_closed(&self, record: &TaskRecord, slot: u32) -> bool {
+        let end = u64::from(slot).saturating_add(1).saturating_mul(HISTORY_SLOT_ITERATIONS);
+        record.participants.miners.iter().all(|m| {
+            record.models.contains(&m.worker)
+                || self
+                    .highest
+                    .get(&m.worker)
+                    .is_some_and(|&i| i >= end.saturating_add(SLOT_SETTLE_ITERATIONS))
+        })
+    }
 }
 
 /// What the agent remembers between ticks (everything else comes from the chain state).
@@ -165,13 +210,15 @@ impl Agent {
         self.client_segments.get(task)?.get(usize::from(index)).cloned()
     }
 
-    /// Supervisor: the messages of one committed slot.
+    /// Supervisor: the messages of one slot (those under the committed root once committed,
+    /// else those seen so far).
     fn history_slot(&self, task: &TaskId, slot: u64) -> Vec<IterationMessage> {
-        self.history
-            .get(task)
-            .and_then(|h| h.slots.get(usize::try_from(slot).ok()?))
-            .cloned()
-            .unwrap_or_default()
+        let Some(h) = self.history.get(task) else { return Vec::new() };
+        let Ok(slot) = u32::try_from(slot) else { return Vec::new() };
+        match h.committed.get(&slot) {
+            Some(msgs) => msgs.clone(),
+            None => h.open.get(&slot).map(|m| m.values().cloned().collect()).unwrap_or_default(),
+        }
     }
 }
 
@@ -262,6 +309,14 @@ impl Node {
         self.submit_local(tx)
     }
 
+    /// [`Node::submit_own`] paying `fee` instead of the usual fee.
+    fn submit_own_paying(&mut self, kind: TxKind, fee: Amount) -> Result<Hash, String> {
+        let mut body = self.own_tx(kind).body;
+        body.fee = fee;
+        let tx = body.sign(&self.config.key);
+        self.submit_local(tx)
+    }
+
     /// Client: loads a task file, checks it can be staffed, stores its segments and pays for it.
     pub(crate) fn submit_task(
         &mut self,
@@ -311,7 +366,7 @@ impl Node {
             self.agent.inbox.entry(task).or_default().push(msg.clone());
         }
         if seat_of(&record, Role::Supervisor, &me).is_some() {
-            self.agent.history.entry(task).or_default().pending.push(msg.clone());
+            self.agent.history.entry(task).or_default().record(msg.clone());
         }
         true
     }
@@ -493,7 +548,7 @@ impl Node {
             }
         }
         for (id, record) in records {
-            self.agent_task(height, id, &record)?;
+            self.agent_task(id, &record)?;
         }
         Ok(())
     }
@@ -533,12 +588,7 @@ impl Node {
         }
     }
 
-    fn agent_task(
-        &mut self,
-        height: u64,
-        id: TaskId,
-        record: &TaskRecord,
-    ) -> Result<(), NodeError> {
+    fn agent_task(&mut self, id: TaskId, record: &TaskRecord) -> Result<(), NodeError> {
         let me = self.me();
         let split = task_split_of(&record.definition, &record.seed);
         match &record.status {
@@ -577,7 +627,7 @@ impl Node {
                 }
                 if seat_of(record, Role::Supervisor, &me).is_some() {
                     self.subscribe(id);
-                    self.commit_history(height, id, false);
+                    self.commit_history(id, record, false);
                 }
             }
             TaskStatus::Finalising { .. } => {
@@ -588,7 +638,7 @@ impl Node {
                     }
                 }
                 if seat_of(record, Role::Supervisor, &me).is_some() {
-                    self.commit_history(height, id, true);
+                    self.commit_history(id, record, true);
                 }
                 if seat_of(record, Role::Evaluator, &me).is_some() {
                     self.evaluate(id, record, &split.test)?;
@@ -609,24 +659,96 @@ impl Node {
         Ok(())
     }
 
-    fn commit_history(&mut self, height: u64, id: TaskId, closing: bool) {
-        let Some(h) = self.agent.history.get_mut(&id) else { return };
-        if h.pending.is_empty()
-            || (!closing && height < h.last_commit.saturating_add(HISTORY_EVERY_BLOCKS))
-        {
-            return;
-        }
-        let messages = std::mem::take(&mut h.pending);
-        let ids: Vec<Hash> = messages.iter().map(IterationMessage::id).collect();
-        let slot = u32::try_from(h.slots.len()).unwrap_or(u32::MAX);
-        h.slots.push(messages);
-        h.last_commit = height;
-        let root = merkle_root(&ids);
-        match self.submit_own(TxKind::MessageHistory { task_id: id, slot, root }) {
-            Ok(_) => {
-                tracing::info!(target: "supervisor", task = %id.short(), slot, messages = ids.len(), "message history committed")
+    /// Supervisor: commits every history slot that is closed (every miner past it, or the task
+    /// finalising: then every slot left), after asking the other selected supervisors for
+    /// their copies and merging them (for at most [`MERGE_WAIT`]).
+    fn commit_history(&mut self, id: TaskId, record: &TaskRecord, closing: bool) {
+        let me = self.me();
+        let others: Vec<Address> =
+            record.participants.supervisors.iter().map(|s| s.worker).filter(|w| *w != me).collect();
+        let Some(h) = self.agent.history.get(&id) else { return };
+        let mut ask = Vec::new();
+        let mut commit = Vec::new();
+        for &slot in h.open.keys() {
+            if !closing && !h.slot_closed(record, slot) {
+                continue;
             }
-            Err(e) => tracing::warn!(target: "supervisor", error = %e, "MessageHistory refused"),
+            match h.merging.get(&slot) {
+                None => ask.push(slot),
+                Some((since, answers))
+                    if *answers < others.len() && since.elapsed() < MERGE_WAIT => {}
+                Some(_) => commit.push(slot),
+            }
+        }
+        for slot in ask {
+            if let Some(h) = self.agent.history.get_mut(&id) {
+                h.merging.insert(slot, (Instant::now(), 0));
+            }
+            for peer in others.iter().filter_map(peer_id_of) {
+                self.request(
+                    peer,
+                    Request::History { task: id, slot: u64::from(slot) },
+                    Pending::History { task: id, slot },
+                );
+            }
+        }
+        for slot in commit {
+            let Some(h) = self.agent.history.get_mut(&id) else { return };
+            let messages: Vec<IterationMessage> =
+                h.open.remove(&slot).map(|m| m.into_values().collect()).unwrap_or_default();
+            h.merging.remove(&slot);
+            let ids: Vec<Hash> = messages.iter().map(IterationMessage::id).collect();
+            h.committed.insert(slot, messages);
+            let mut root = history_root(&ids);
+            if self.config.attack == Some(Attack::LyingSupervisor) {
+                root = Hash::tagged("pouw/attack/lying-supervisor", root.as_bytes());
+                tracing::warn!(target: "supervisor", task = %id.short(), slot, root = %root.short(), "deliberately committing a wrong message-history root (attack lying-supervisor)");
+            }
+            match self.submit_own(TxKind::MessageHistory { task_id: id, slot, root }) {
+                Ok(_) => {
+                    tracing::info!(target: "supervisor", task = %id.short(), slot, messages = ids.len(), "message history committed")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "supervisor", error = %e, "MessageHistory refused")
+                }
+            }
+        }
+    }
+
+    /// Supervisor: another supervisor's copy of a slot. Messages signed by a selected miner of
+    /// the task and of that slot are merged (they are the miners' own words, whoever relays
+    /// them); anything else is dropped and costs the peer a little score.
+    pub(crate) fn agent_on_history(
+        &mut self,
+        peer: pouw_net::PeerId,
+        task: TaskId,
+        slot: u32,
+        messages: Vec<IterationMessage>,
+    ) {
+        let record = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            task_record(chain.state(), &task)
+        };
+        let Some(record) = record else { return };
+        let Some(h) = self.agent.history.get_mut(&task) else { return };
+        let mut bad = 0usize;
+        for msg in messages {
+            let ok = msg.body.task_id == task
+                && history_slot(msg.body.iteration) == slot
+                && record.participants.miners.iter().any(|s| s.worker == msg.body.miner)
+                && msg.verify_signature().is_ok();
+            if ok {
+                h.record(msg);
+            } else {
+                bad = bad.saturating_add(1);
+            }
+        }
+        if let Some((_, answers)) = h.merging.get_mut(&slot) {
+            *answers = answers.saturating_add(1);
+        }
+        if bad > 0 {
+            tracing::debug!(target: "supervisor", %peer, bad, "history copy with foreign messages");
+            self.penalise(peer, "served foreign messages in a history slot", 10);
         }
     }
 
@@ -687,7 +809,16 @@ impl Node {
             })
             .collect();
         scores.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let ranking: Vec<Address> = scores.iter().map(|(_, m)| *m).collect();
+        let mut ranking: Vec<Address> = scores.iter().map(|(_, m)| *m).collect();
+        let lying = self.config.attack == Some(Attack::LyingEvaluator);
+        if lying {
+            let honest = ranking.clone();
+            ranking.reverse();
+            if ranking == honest {
+                ranking.clear(); // one model: rank nobody instead
+            }
+            tracing::warn!(target: "evaluator", task = %id.short(), "deliberately voting a wrong verdict: the ranking reversed (attack lying-evaluator)");
+        }
         let payouts = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             match expected_payouts(chain.state(), &id, &ranking, &[]) {
@@ -703,12 +834,13 @@ impl Node {
             tracing::info!(target: "evaluator", task = %id.short(), miner = %miner.short(), accuracy = format!("{:.2}%", acc * 100.0), "model tested");
         }
         eval.voted = true;
-        match self.submit_own(TxKind::ChargeForTask {
-            task_id: id,
-            ranking,
-            payouts,
-            confiscations: vec![],
-        }) {
+        let kind = TxKind::ChargeForTask { task_id: id, ranking, payouts, confiscations: vec![] };
+        let sent = if lying {
+            self.submit_own_paying(kind, Amount(TX_FEE.units().saturating_mul(LIAR_FEE_FACTOR)))
+        } else {
+            self.submit_own(kind)
+        };
+        match sent {
             Ok(_) => tracing::info!(target: "evaluator", task = %id.short(), "verdict submitted"),
             Err(e) => tracing::warn!(target: "evaluator", error = %e, "ChargeForTask refused"),
         }

@@ -339,6 +339,7 @@ pub(crate) enum Pending {
     Proof { block: Box<Block>, gossip: Option<GossipId> },
     Segment { task: TaskId, index: u8, test: bool },
     Model { task: TaskId, miner: Address, hash: Hash, deliver: bool },
+    History { task: TaskId, slot: u32 },
 }
 
 pub(crate) struct Node {
@@ -691,7 +692,7 @@ impl Node {
         let _ = self.net.report(peer, PeerVerdict::Ban { reason });
     }
 
-    fn penalise(&self, peer: PeerId, reason: &str, points: u32) {
+    pub(crate) fn penalise(&self, peer: PeerId, reason: &str, points: u32) {
         tracing::debug!(target: "node", %peer, reason, points, "penalising peer");
         let _ = self.net.report(peer, PeerVerdict::Penalty { reason: reason.into(), points });
     }
@@ -928,7 +929,10 @@ impl Node {
                         }
                     }
                     Pending::Headers | Pending::Blocks => self.sync.abort(peer),
-                    Pending::Status | Pending::Segment { .. } | Pending::Model { .. } => {}
+                    Pending::Status
+                    | Pending::Segment { .. }
+                    | Pending::Model { .. }
+                    | Pending::History { .. } => {}
                 }
                 // A slow answer to a status poll is not held against a peer (it may just be
                 // busy); slow sync and data answers cost a little score each.
@@ -971,6 +975,9 @@ impl Node {
             }
             (Pending::Model { task, miner, hash, deliver }, Response::Model(bytes)) => {
                 self.agent_on_model(task, miner, hash, bytes, deliver)
+            }
+            (Pending::History { task, slot }, Response::History(messages)) => {
+                self.agent_on_history(peer, task, slot, messages)
             }
             (pending, Response::Error(e)) => {
                 tracing::debug!(target: "node", %peer, error = %e, ?pending, "peer could not answer");
