@@ -44,12 +44,20 @@ const TX_FEE: Amount = Amount(1_000);
 /// A supervisor commits history slot `s` once every selected miner has sent an iteration this
 /// far past the slot's end (or submitted its model), so the slot's last gossip has arrived.
 const SLOT_SETTLE_ITERATIONS: u64 = 2;
-/// Before committing a slot, a supervisor waits at most this long for the other supervisors'
-/// copies of it (to fill gaps in what it saw).
-const MERGE_WAIT: Duration = Duration::from_secs(2);
+/// Once a slot is closed, a supervisor lets this much time pass (gossip still in flight)
+/// before asking the other supervisors for their copies of it.
+const SLOT_SETTLE: Duration = Duration::from_millis(500);
+/// A supervisor waits at most this long for the other supervisors' copies of a slot.
+const MERGE_WAIT: Duration = Duration::from_secs(8);
+/// Rounds of asking for copies while the slot still has a gap in a miner's iterations and the
+/// last round filled some of it.
+const MERGE_ROUNDS: u32 = 3;
 /// A lying evaluator bids this many times the normal fee, so its vote is ordered before the
 /// honest ones.
 const LIAR_FEE_FACTOR: u64 = 10;
+/// A lying evaluator votes this long after it saw the task finalising (peers whose tip is still
+/// in training would refuse the vote, and gossip does not carry a refused transaction twice).
+const LIAR_DELAY: Duration = Duration::from_secs(1);
 /// Most peer messages applied in one iteration (bounds the proof data).
 const MAX_PEERS_PER_ITERATION: usize = 8;
 /// Tickets are bought to last this many blocks (capped by the spec).
@@ -93,6 +101,8 @@ struct Evaluation {
     models: BTreeMap<Address, Option<pouw_ml::Model>>,
     asked: HashMap<Address, Instant>,
     voted: bool,
+    /// When this node first saw the task finalising.
+    since: Option<Instant>,
 }
 
 /// A supervisor's record of one task's iteration messages, by history slot.
@@ -104,8 +114,28 @@ struct History {
     committed: BTreeMap<u32, Vec<IterationMessage>>,
     /// The highest iteration seen per miner.
     highest: HashMap<Address, u64>,
-    /// Slots whose copies were asked of the other supervisors: when, and answers so far.
-    merging: HashMap<u32, (Instant, usize)>,
+    /// Closed slots being completed from the other supervisors' copies.
+    merging: HashMap<u32, Merge>,
+}
+
+/// A closed slot waiting for the other supervisors' copies before its commit.
+#[derive(Debug)]
+struct Merge {
+    /// When the slot closed, then when the last round of requests went out.
+    since: Instant,
+    /// Rounds of requests sent.
+    rounds: u32,
+    /// Answers to the last round.
+    answers: usize,
+    /// Messages of the slot when the last round went out.
+    had: usize,
+}
+
+/// What a supervisor does next with a closed slot.
+enum SlotStep {
+    Wait,
+    Ask,
+    Commit,
 }
 
 impl History {
@@ -132,6 +162,46 @@ impl History {
                     .get(&m.worker)
                     .is_some_and(|&i| i >= end.saturating_add(SLOT_SETTLE_ITERATIONS))
         })
+    }
+
+    /// Whether slot `slot` misses an iteration of some miner below the highest one seen from
+    /// it (iteration numbers of a miner are consecutive; a gap at the very end is invisible).
+    fn has_gap(&self, slot: u32) -> bool {
+        let start = u64::from(slot).saturating_mul(HISTORY_SLOT_ITERATIONS);
+        let mut seen: HashMap<Address, HashSet<u64>> = HashMap::new();
+        for m in self.open.get(&slot).into_iter().flat_map(|m| m.values()) {
+            seen.entry(m.body.miner).or_default().insert(m.body.iteration);
+        }
+        self.highest.iter().any(|(miner, &highest)| {
+            let end = start.saturating_add(HISTORY_SLOT_ITERATIONS).min(highest.saturating_add(1));
+            let have = seen.get(miner);
+            (start..end).any(|i| !have.is_some_and(|h| h.contains(&i)))
+        })
+    }
+
+    /// The next step for closed slot `slot`, with `others` other supervisors to ask: after
+    /// [`SLOT_SETTLE`], commit unless a miner's iterations have a gap (or, for the last slot
+    /// of a finalising task, whose gaps at the end are invisible, always), else ask for copies.
+    fn slot_step(&self, slot: u32, others: usize, last: bool) -> SlotStep {
+        let Some(m) = self.merging.get(&slot) else { return SlotStep::Wait };
+        if m.rounds == 0 {
+            if m.since.elapsed() < SLOT_SETTLE {
+                return SlotStep::Wait;
+            }
+            return if others > 0 && (last || self.has_gap(slot)) {
+                SlotStep::Ask
+            } else {
+                SlotStep::Commit
+            };
+        }
+        if m.answers < others && m.since.elapsed() < MERGE_WAIT {
+            return SlotStep::Wait;
+        }
+        let has = self.open.get(&slot).map_or(0, BTreeMap::len);
+        if m.rounds < MERGE_ROUNDS && others > 0 && has > m.had && self.has_gap(slot) {
+            return SlotStep::Ask;
+        }
+        SlotStep::Commit
     }
 }
 
@@ -660,29 +730,45 @@ impl Node {
     }
 
     /// Supervisor: commits every history slot that is closed (every miner past it, or the task
-    /// finalising: then every slot left), after asking the other selected supervisors for
-    /// their copies and merging them (for at most [`MERGE_WAIT`]).
+    /// finalising: then every slot left), after [`SLOT_SETTLE`]; a slot with a gap in a miner's
+    /// iterations (and the last slot) is first completed from the other selected supervisors'
+    /// copies (waiting at most [`MERGE_WAIT`] a round, up to [`MERGE_ROUNDS`] rounds while the
+    /// gap shrinks).
     fn commit_history(&mut self, id: TaskId, record: &TaskRecord, closing: bool) {
         let me = self.me();
         let others: Vec<Address> =
             record.participants.supervisors.iter().map(|s| s.worker).filter(|w| *w != me).collect();
-        let Some(h) = self.agent.history.get(&id) else { return };
+        let Some(h) = self.agent.history.get_mut(&id) else { return };
         let mut ask = Vec::new();
         let mut commit = Vec::new();
-        for &slot in h.open.keys() {
+        let open: Vec<u32> = h.open.keys().copied().collect();
+        let last_slot = open.iter().chain(h.committed.keys()).max().copied();
+        for slot in open {
             if !closing && !h.slot_closed(record, slot) {
                 continue;
             }
-            match h.merging.get(&slot) {
-                None => ask.push(slot),
-                Some((since, answers))
-                    if *answers < others.len() && since.elapsed() < MERGE_WAIT => {}
-                Some(_) => commit.push(slot),
+            h.merging.entry(slot).or_insert(Merge {
+                since: Instant::now(),
+                rounds: 0,
+                answers: 0,
+                had: 0,
+            });
+            match h.slot_step(slot, others.len(), closing && Some(slot) == last_slot) {
+                SlotStep::Wait => {}
+                SlotStep::Ask => ask.push(slot),
+                SlotStep::Commit => commit.push(slot),
             }
         }
         for slot in ask {
             if let Some(h) = self.agent.history.get_mut(&id) {
-                h.merging.insert(slot, (Instant::now(), 0));
+                let had = h.open.get(&slot).map_or(0, BTreeMap::len);
+                if let Some(m) = h.merging.get_mut(&slot) {
+                    m.since = Instant::now();
+                    m.rounds = m.rounds.saturating_add(1);
+                    m.answers = 0;
+                    m.had = had;
+                    tracing::debug!(target: "supervisor", task = %id.short(), slot, had, round = m.rounds, "asking the other supervisors for their copies");
+                }
             }
             for peer in others.iter().filter_map(peer_id_of) {
                 self.request(
@@ -706,7 +792,7 @@ impl Node {
             }
             match self.submit_own(TxKind::MessageHistory { task_id: id, slot, root }) {
                 Ok(_) => {
-                    tracing::info!(target: "supervisor", task = %id.short(), slot, messages = ids.len(), "message history committed")
+                    tracing::info!(target: "supervisor", task = %id.short(), slot, messages = ids.len(), root = %root.short(), "message history committed")
                 }
                 Err(e) => {
                     tracing::warn!(target: "supervisor", error = %e, "MessageHistory refused")
@@ -743,9 +829,11 @@ impl Node {
                 bad = bad.saturating_add(1);
             }
         }
-        if let Some((_, answers)) = h.merging.get_mut(&slot) {
-            *answers = answers.saturating_add(1);
+        if let Some(m) = h.merging.get_mut(&slot) {
+            m.answers = m.answers.saturating_add(1);
         }
+        let has = h.open.get(&slot).map_or(0, BTreeMap::len);
+        tracing::debug!(target: "supervisor", task = %task.short(), slot, has, %peer, "history copy merged");
         if bad > 0 {
             tracing::debug!(target: "supervisor", %peer, bad, "history copy with foreign messages");
             self.penalise(peer, "served foreign messages in a history slot", 10);
@@ -759,6 +847,10 @@ impl Node {
         test: &[usize],
     ) -> Result<(), NodeError> {
         if self.agent.evaluations.get(&id).is_some_and(|e| e.voted) {
+            return Ok(());
+        }
+        if self.config.attack == Some(Attack::LyingEvaluator) {
+            self.vote_wrong_verdict(id, record);
             return Ok(());
         }
         self.ask_segments(id, record, test, true);
@@ -809,16 +901,7 @@ impl Node {
             })
             .collect();
         scores.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mut ranking: Vec<Address> = scores.iter().map(|(_, m)| *m).collect();
-        let lying = self.config.attack == Some(Attack::LyingEvaluator);
-        if lying {
-            let honest = ranking.clone();
-            ranking.reverse();
-            if ranking == honest {
-                ranking.clear(); // one model: rank nobody instead
-            }
-            tracing::warn!(target: "evaluator", task = %id.short(), "deliberately voting a wrong verdict: the ranking reversed (attack lying-evaluator)");
-        }
+        let ranking: Vec<Address> = scores.iter().map(|(_, m)| *m).collect();
         let payouts = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             match expected_payouts(chain.state(), &id, &ranking, &[]) {
@@ -834,17 +917,54 @@ impl Node {
             tracing::info!(target: "evaluator", task = %id.short(), miner = %miner.short(), accuracy = format!("{:.2}%", acc * 100.0), "model tested");
         }
         eval.voted = true;
-        let kind = TxKind::ChargeForTask { task_id: id, ranking, payouts, confiscations: vec![] };
-        let sent = if lying {
-            self.submit_own_paying(kind, Amount(TX_FEE.units().saturating_mul(LIAR_FEE_FACTOR)))
-        } else {
-            self.submit_own(kind)
-        };
-        match sent {
+        match self.submit_own(TxKind::ChargeForTask {
+            task_id: id,
+            ranking,
+            payouts,
+            confiscations: vec![],
+        }) {
             Ok(_) => tracing::info!(target: "evaluator", task = %id.short(), "verdict submitted"),
             Err(e) => tracing::warn!(target: "evaluator", error = %e, "ChargeForTask refused"),
         }
         Ok(())
+    }
+
+    /// Evaluator under attack `lying-evaluator`: votes at once, without testing anything, a
+    /// verdict that gives the whole miners' pot to one miner (the last to submit: its
+    /// accomplice), with the payouts the rules give for that ranking so the vote is valid,
+    /// [`LIAR_DELAY`] after it saw the task finalising, and bids [`LIAR_FEE_FACTOR`] times the
+    /// fee to get it in before the honest votes. Honest
+    /// evaluators rank every submitted model, so with two or more models this verdict is
+    /// always wrong (with one, it ranks nobody: wrong too).
+    fn vote_wrong_verdict(&mut self, id: TaskId, record: &TaskRecord) {
+        let since =
+            *self.agent.evaluations.entry(id).or_default().since.get_or_insert_with(Instant::now);
+        if since.elapsed() < LIAR_DELAY {
+            return;
+        }
+        let ranking: Vec<Address> = match record.models.as_slice() {
+            [] | [_] => vec![],
+            [.., last] => vec![*last],
+        };
+        let payouts = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            expected_payouts(chain.state(), &id, &ranking, &[])
+        };
+        let payouts = match payouts {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(target: "evaluator", error = %e, "cannot compute the payouts");
+                return;
+            }
+        };
+        tracing::warn!(target: "evaluator", task = %id.short(), ranked = ranking.len(), models = record.models.len(), "deliberately voting a wrong verdict without testing (attack lying-evaluator)");
+        self.agent.evaluations.entry(id).or_default().voted = true;
+        let kind = TxKind::ChargeForTask { task_id: id, ranking, payouts, confiscations: vec![] };
+        let fee = Amount(TX_FEE.units().saturating_mul(LIAR_FEE_FACTOR));
+        match self.submit_own_paying(kind, fee) {
+            Ok(_) => tracing::info!(target: "evaluator", task = %id.short(), "verdict submitted"),
+            Err(e) => tracing::warn!(target: "evaluator", error = %e, "ChargeForTask refused"),
+        }
     }
 
     fn fetch_best_model(&mut self, id: TaskId, record: &TaskRecord) {

@@ -20,10 +20,10 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 
 /// The shipped MNIST digits, an MLP 784-64-10, 2 epochs, 3/3/3 workers.
 pub fn task_file(dir: &Path) -> PathBuf {
-    task_file_with(dir, 400)
+    task_file_with(dir, 400, 2)
 }
 
-fn task_file_with(dir: &Path, training_blocks: u64) -> PathBuf {
+fn task_file_with(dir: &Path, training_blocks: u64, epochs: u32) -> PathBuf {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist");
     let text = format!(
         r#"name = "lifecycle"
@@ -45,7 +45,7 @@ learning_rate = 0.3
 momentum = 0.0
 tau = 0.01
 batch_size = 32
-epochs = 2
+epochs = {epochs}
 [dataset]
 format = "idx"
 images = "{images}"
@@ -69,6 +69,7 @@ evaluation_blocks = 100
         images = data.join("mnist-10k-images-idx3-ubyte.gz").display(),
         labels = data.join("mnist-10k-labels-idx1-ubyte.gz").display(),
         training_blocks = training_blocks,
+        epochs = epochs,
     );
     let path = dir.join("task.toml");
     std::fs::write(&path, text).unwrap();
@@ -237,7 +238,7 @@ fn a_silent_miner_is_excluded_and_not_paid() {
     // Node 3 stakes a miner ticket, is selected, and never trains (it does not mine).
     let nodes = network(dir.path(), &spec, false);
     let client = &nodes[0];
-    let file = task_file_with(dir.path(), 12);
+    let file = task_file_with(dir.path(), 12, 2);
     let task = submit_when_staffed(client, &file);
     // Training ends at its deadline (the silent miner never submits), then the evaluators
     // rank the two models they can test and the verdict executes.
@@ -275,6 +276,12 @@ fn a_silent_miner_is_excluded_and_not_paid() {
 #[test]
 fn a_lying_supervisor_and_a_lying_evaluator_are_outvoted_and_lose_their_stakes() {
     let _one = ONE_NETWORK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let spec = local_spec(600);
     // Node 6 (a supervisor) commits wrong history roots; node 9 (an evaluator) votes the
@@ -287,7 +294,9 @@ fn a_lying_supervisor_and_a_lying_evaluator_are_outvoted_and_lose_their_stakes()
         &[(liar_sup, Attack::LyingSupervisor), (liar_eval, Attack::LyingEvaluator)],
     );
     let client = &nodes[0];
-    let file = task_file(dir.path());
+    // Three epochs (about 220 iterations per miner, slots 0 to 3): the first slots close
+    // while the miners still train.
+    let file = task_file_with(dir.path(), 400, 3);
     let task = submit_when_staffed(client, &file);
     wait_until("the task completed", Duration::from_secs(400), || {
         let chain = client.chain();
@@ -328,6 +337,27 @@ fn a_lying_supervisor_and_a_lying_evaluator_are_outvoted_and_lose_their_stakes()
         let stake = spec.min_ticket_stake.units();
         assert!(state.account(&liar).balance.units() + stake <= genesis, "its stake is lost");
     }
+    // The honest supervisors committed the same root for every slot they both committed
+    // (deterministic slots), and the liar a different one.
+    let honest: Vec<_> =
+        view.participants.supervisors.iter().map(|s| s.worker).filter(|w| *w != liar_sup).collect();
+    let root = |slot: u32, supervisor| match state.get(&StateKey::MessageHistory {
+        task,
+        slot,
+        supervisor,
+    }) {
+        Some(pouw_consensus::StateValue::Hash(h)) => Some(*h),
+        _ => None,
+    };
+    let mut agreed = 0;
+    for slot in 0..pouw_consensus::MAX_HISTORY_SLOTS {
+        if let (Some(a), Some(b)) = (root(slot, honest[0]), root(slot, honest[1])) {
+            assert_eq!(a, b, "honest supervisors disagree on slot {slot}");
+            assert_ne!(root(slot, liar_sup), Some(a), "the liar told the truth on slot {slot}");
+            agreed += 1;
+        }
+    }
+    assert!(agreed >= 1, "no slot committed by both honest supervisors");
     // The honest workers are paid: every miner by rank, the other supervisors and evaluators.
     assert_eq!(view.models.len(), 3, "every miner submitted a model");
     for seat in view.participants.miners.iter() {
