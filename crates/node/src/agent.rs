@@ -23,7 +23,7 @@ use crate::{
 };
 use pouw_consensus::{
     expected_payouts, history_root, history_slot, task_record, task_split_of, Overlay, StateKey,
-    StateValue, TaskRecord, TaskStatus, HISTORY_SLOT_ITERATIONS,
+    StateValue, TaskRecord, TaskStatus, HISTORY_SLOT_ITERATIONS, MAX_HISTORY_SLOTS,
 };
 use pouw_ml::{Batch, Dataset, Exec};
 use pouw_net::{peer_id_of, Request, Topic};
@@ -140,10 +140,11 @@ enum SlotStep {
 
 impl History {
     /// Records a message (signature and miner already checked); late messages of a committed
-    /// slot are dropped (the slot's root is on chain).
+    /// slot are dropped (the slot's root is on chain), and so are iterations beyond the last
+    /// slot a task can have.
     fn record(&mut self, msg: IterationMessage) {
         let slot = history_slot(msg.body.iteration);
-        if self.committed.contains_key(&slot) {
+        if self.committed.contains_key(&slot) || slot >= MAX_HISTORY_SLOTS {
             return;
         }
         let highest = self.highest.entry(msg.body.miner).or_insert(0);
@@ -998,5 +999,78 @@ impl Node {
                 Pending::Model { task: id, miner: best, hash, deliver: true },
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pouw_primitives::{ChainSpec, IterationBody};
+
+    fn message(miner: usize, iteration: u64) -> IterationMessage {
+        let key = ChainSpec::devnet_key(miner);
+        IterationBody {
+            task_id: Hash::digest(b"task"),
+            miner: key.public(),
+            epoch: 0,
+            iteration,
+            batch_hash: Hash::ZERO,
+            start_model_hash: Hash::ZERO,
+            start_residual_hash: Hash::ZERO,
+            peer_msgs: vec![],
+            map: vec![],
+            loss: 0,
+            accuracy: 0,
+            commitment: Hash::ZERO,
+        }
+        .sign(&key)
+    }
+
+    fn root_of(h: &History, slot: u32) -> Hash {
+        let ids: Vec<Hash> = h.open[&slot].keys().copied().collect();
+        history_root(&ids)
+    }
+
+    #[test]
+    fn supervisors_that_saw_the_same_messages_in_any_order_hold_the_same_slots() {
+        let msgs: Vec<IterationMessage> =
+            (0..70).flat_map(|i| [message(1, i), message(2, i)]).collect();
+        let (mut a, mut b) = (History::default(), History::default());
+        for m in &msgs {
+            a.record(m.clone());
+        }
+        for m in msgs.iter().rev() {
+            b.record(m.clone());
+            b.record(m.clone()); // duplicates count once
+        }
+        let s = usize::try_from(HISTORY_SLOT_ITERATIONS).unwrap();
+        assert_eq!(a.open[&0].len(), 2 * s);
+        assert_eq!(a.open[&1].len(), 2 * (70 - s));
+        assert_eq!(root_of(&a, 0), root_of(&b, 0));
+        assert_eq!(root_of(&a, 1), root_of(&b, 1));
+        assert_eq!(a.highest[&ChainSpec::devnet_key(1).public()], 69);
+        // Once committed, late messages of the slot are dropped.
+        let committed = a.open.remove(&0).unwrap().into_values().collect();
+        a.committed.insert(0, committed);
+        a.record(message(3, 5));
+        assert!(!a.open.contains_key(&0));
+        // Iterations past the last slot a task can have are not recorded.
+        a.record(message(3, u64::MAX));
+        assert!(a.open.keys().all(|s| *s < MAX_HISTORY_SLOTS));
+    }
+
+    #[test]
+    fn a_missing_iteration_below_the_highest_seen_is_a_gap() {
+        let mut h = History::default();
+        for i in (0..70).filter(|i| *i != 10) {
+            h.record(message(1, i));
+        }
+        assert!(h.has_gap(0), "iteration 10 is missing");
+        assert!(!h.has_gap(1), "64..70 complete up to the highest seen");
+        h.record(message(1, 10));
+        assert!(!h.has_gap(0));
+        // A second miner seen only up to iteration 3 has a gap at 0..3 if those are missing.
+        h.record(message(2, 3));
+        assert!(h.has_gap(0));
     }
 }
