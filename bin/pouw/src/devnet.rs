@@ -447,10 +447,15 @@ fn attack_summary(
 ) -> Result<serde_json::Map<String, Value>> {
     let address = ChainSpec::devnet_key(attacker.key_index).public().to_string();
     let settlement = &view["settlement"];
-    let confiscated =
-        settlement["confiscated"].as_array().into_iter().flatten().any(|s| {
-            s["worker"].as_str() == Some(address.as_str()) || s.as_str() == Some(&address)
-        });
+    // Confiscated by the verdict (a convicted miner) or penalised at its execution (an
+    // outvoted supervisor or evaluator).
+    let is_attacker = |s: &Value| s["worker"].as_str() == Some(address.as_str());
+    let confiscated = settlement["confiscated"].as_array().into_iter().flatten().any(is_attacker)
+        || settlement["penalties"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| is_attacker(&p["seat"]));
     let paid: u64 = settlement["payouts"]
         .as_array()
         .into_iter()
@@ -477,7 +482,7 @@ fn attack_summary(
                 .unwrap_or(0);
             (sent, confirmed)
         }
-        _ => committee_rounds(settlement, &address),
+        role => committee_rounds(view, &address, role),
     };
     let mut m = serde_json::Map::new();
     m.insert("attack".into(), json!(attack.name()));
@@ -492,15 +497,42 @@ fn attack_summary(
     Ok(m)
 }
 
-/// A committee member's rounds (its votes: history slots or verdict) and how many of them
-/// the majority outvoted, from the task's settlement.
-fn committee_rounds(settlement: &Value, address: &str) -> (u64, u64) {
-    let penalties = settlement["penalties"].as_array().cloned().unwrap_or_default();
-    let mine: Vec<&Value> =
-        penalties.iter().filter(|p| p["worker"].as_str() == Some(address)).collect();
-    let rounds = mine.iter().filter_map(|p| p["rounds"].as_u64()).max().unwrap_or(0);
-    let outvoted = mine.iter().filter_map(|p| p["outvoted"].as_u64()).max().unwrap_or(0);
-    (rounds, outvoted)
+/// A committee member's rounds and how many of them the majority outvoted: a supervisor's
+/// committed history roots (outvoted: a slot where a strict majority of the supervisors
+/// committed another root), an evaluator's verdict (outvoted: not the executed one).
+fn committee_rounds(view: &Value, address: &str, role: pouw_primitives::Role) -> (u64, u64) {
+    let history = view["history"].as_array().cloned().unwrap_or_default();
+    match role {
+        pouw_primitives::Role::Supervisor => {
+            let n = view["participants"]["supervisors"].as_array().map_or(0, Vec::len);
+            let mine: Vec<&Value> =
+                history.iter().filter(|h| h["supervisor"].as_str() == Some(address)).collect();
+            let outvoted = mine
+                .iter()
+                .filter(|h| {
+                    let slot = &h["slot"];
+                    let same_slot: Vec<&Value> =
+                        history.iter().filter(|o| &o["slot"] == slot).collect();
+                    same_slot.iter().any(|o| {
+                        o["root"] != h["root"]
+                            && 2 * same_slot.iter().filter(|x| x["root"] == o["root"]).count() > n
+                    })
+                })
+                .count();
+            (mine.len() as u64, outvoted as u64)
+        }
+        _ => {
+            let executed = &view["phase"]["Completed"]["verdict"];
+            let mine: Vec<&Value> = view["verdicts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|v| v["evaluator"].as_str() == Some(address))
+                .collect();
+            let outvoted = mine.iter().filter(|v| &v["verdict"] != executed).count();
+            (mine.len() as u64, outvoted as u64)
+        }
+    }
 }
 
 fn phase_name(phase: &Value) -> String {

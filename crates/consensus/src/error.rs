@@ -132,6 +132,14 @@ pub enum ConsensusError {
         /// Who.
         account: Address,
     },
+    /// A message-history slot beyond the last slot a task can have.
+    #[error("message-history slot {slot} is out of range (slots are 0..{max})")]
+    HistorySlotOutOfRange {
+        /// The slot committed.
+        slot: u32,
+        /// [`crate::MAX_HISTORY_SLOTS`].
+        max: u32,
+    },
     /// An evaluator voted twice on one task.
     #[error("evaluator {evaluator} already voted on task {task}")]
     DoubleVote {

@@ -124,8 +124,67 @@ pub struct Settlement {
     pub confiscated: Vec<Seat>,
     /// Total confiscated stake.
     pub confiscated_stake: Amount,
-    /// What went back to the client (unpaid quotas, rounding, the whole fee on expiry).
+    /// What went back to the client (unpaid quotas, rounding, the whole fee on expiry, the
+    /// stakes of the penalised committee seats).
     pub refund: Amount,
+    /// Committee members outvoted by their own committee (design/007): not paid, stake
+    /// confiscated into the client's refund.
+    pub penalties: Vec<Penalty>,
+}
+
+/// A committee seat penalised when a verdict executed: the worker is not paid and the stake of
+/// its seat is confiscated (design/007).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Penalty {
+    /// The seat (worker and the ticket whose stake was confiscated).
+    pub seat: Seat,
+    /// Its role in the task.
+    pub role: Role,
+    /// The stake confiscated.
+    pub stake: Amount,
+    /// Why.
+    pub reason: PenaltyReason,
+}
+
+/// Why a committee seat was penalised.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub enum PenaltyReason {
+    /// A supervisor committed a message-history root for a slot where a strict majority of
+    /// the selected supervisors committed another root.
+    OutvotedHistory {
+        /// The first such slot.
+        slot: u32,
+        /// The root it committed.
+        committed: Hash,
+        /// The majority's root.
+        majority: Hash,
+    },
+    /// An evaluator voted for another verdict than the one executed.
+    DissentingVote {
+        /// The [`crate::verdict_hash`] it voted for.
+        voted: Hash,
+        /// The executed verdict.
+        executed: Hash,
+    },
+}
+
+impl std::fmt::Display for PenaltyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OutvotedHistory { slot, committed, majority } => write!(
+                f,
+                "committed root {} for history slot {slot}, the supervisors' majority committed {}",
+                committed.short(),
+                majority.short()
+            ),
+            Self::DissentingVote { voted, executed } => write!(
+                f,
+                "voted for verdict {}, the evaluators' majority executed {}",
+                voted.short(),
+                executed.short()
+            ),
+        }
+    }
 }
 
 /// A registered task, its escrowed fee, its committee and its phase.

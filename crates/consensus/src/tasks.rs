@@ -15,24 +15,28 @@
 //! ```
 //!
 //! Money of a task: the fee sits in `TaskRecord::escrow` until the task ends. On completion
-//! the pot is `escrow + the stakes of the confiscated seats`; it pays the miners by rank
-//! (the miners' share of the fee plus every confiscated stake), the active supervisors and
-//! the evaluators of the majority an equal part of their quota each, and the rest goes back
-//! to the client. Every other selected ticket is released (its stake back to its owner). The
-//! sum of balances, escrows and stakes is unchanged by every step.
+//! the pot is `escrow + the stakes of the confiscated seats + the stakes of the penalised
+//! committee seats`; it pays the miners by rank (the miners' share of the fee plus every
+//! stake the verdict confiscates), the active supervisors and the evaluators of the majority
+//! an equal part of their quota each, and the rest goes back to the client (including the
+//! stakes of the supervisors the supervisors' majority outvoted on a history slot and of the
+//! evaluators that voted against the executed verdict: design/007). Every other selected
+//! ticket is released (its stake back to its owner). The sum of balances, escrows and stakes
+//! is unchanged by every step.
 
 use crate::{
     state::{
-        Overlay, Participants, Refusal, Seat, Settlement, StateKey, StateValue, TaskRecord,
-        TaskStatus, Ticket,
+        Overlay, Participants, Penalty, PenaltyReason, Refusal, Seat, Settlement, StateKey,
+        StateValue, TaskRecord, TaskStatus, Ticket,
     },
     tickets, BlockContext, ConsensusError, State,
 };
 use pouw_primitives::{
-    codec, Address, Amount, Block, Hash, Payout, Role, TaskDefinition, TaskId, DATASET_SEGMENTS,
+    codec, merkle_root, Address, Amount, Block, Hash, Payout, PublicKey, Role, TaskDefinition,
+    TaskId, DATASET_SEGMENTS,
 };
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Share of the fee paid to the supervisors, in per-mille (split equally among the
 /// supervisors that committed at least one message-history root).
@@ -40,11 +44,32 @@ pub const SUPERVISOR_QUOTA_PERMILLE: u64 = 100;
 /// Share of the fee paid to the evaluators, in per-mille (split equally among the evaluators
 /// that voted for the executed verdict).
 pub const EVALUATOR_QUOTA_PERMILLE: u64 = 100;
+/// Iterations of each miner per message-history slot: slot `s` of a task holds the iteration
+/// messages of its selected miners whose `body.iteration` lies in `[s * S, (s + 1) * S)`
+/// (design/007), so honest supervisors that saw the same messages commit the same root.
+pub const HISTORY_SLOT_ITERATIONS: u64 = 64;
+/// Message-history slots a task can have (`0..MAX_HISTORY_SLOTS`): more than 262,000
+/// iterations per miner; bounds what a verdict's execution reads.
+pub const MAX_HISTORY_SLOTS: u32 = 4096;
 /// The roles a task selects, in selection order (verifiers attest blocks, not tasks).
 pub const SELECTED_ROLES: [Role; 3] = [Role::Miner, Role::Supervisor, Role::Evaluator];
 
 const LOWEST: Hash = Hash([0; 32]);
 const HIGHEST: Hash = Hash([0xff; 32]);
+
+/// The message-history slot of a miner's `iteration` ([`HISTORY_SLOT_ITERATIONS`] per slot;
+/// saturates at `u32::MAX`, beyond [`MAX_HISTORY_SLOTS`]).
+pub fn history_slot(iteration: u64) -> u32 {
+    u32::try_from(iteration.checked_div(HISTORY_SLOT_ITERATIONS).unwrap_or(0)).unwrap_or(u32::MAX)
+}
+
+/// The Merkle root of a slot's iteration messages, given their ids: the ids sorted (and
+/// duplicates dropped) so the root does not depend on the order they arrived in, then
+/// [`merkle_root`].
+pub fn history_root(ids: &[Hash]) -> Hash {
+    let sorted: Vec<Hash> = ids.iter().copied().collect::<BTreeSet<Hash>>().into_iter().collect();
+    merkle_root(&sorted)
+}
 
 // ---- money helpers -----------------------------------------------------------------------
 
@@ -633,6 +658,9 @@ pub(crate) fn message_history(
         matches!(s, TaskStatus::Training | TaskStatus::Finalising { .. })
     })?;
     authorize_worker(&task_id, &task, &supervisor, Role::Supervisor)?;
+    if slot >= MAX_HISTORY_SLOTS {
+        return Err(ConsensusError::HistorySlotOutOfRange { slot, max: MAX_HISTORY_SLOTS });
+    }
     let key = StateKey::MessageHistory { task: task_id, slot, supervisor };
     if overlay.get(&key).is_some() {
         return Err(ConsensusError::AlreadyRecorded {
@@ -850,6 +878,91 @@ fn pay_equal(
     Ok(paid)
 }
 
+/// Every message-history root committed for task `id`, by slot: `(supervisor, root)` in
+/// supervisor order.
+fn committed_histories(overlay: &Overlay<'_>, id: &TaskId) -> BTreeMap<u32, Vec<(Address, Hash)>> {
+    let keys = overlay.range_keys_inclusive(
+        &StateKey::MessageHistory { task: *id, slot: 0, supervisor: PublicKey([0; 32]) },
+        &StateKey::MessageHistory { task: *id, slot: u32::MAX, supervisor: PublicKey([0xff; 32]) },
+    );
+    let mut slots: BTreeMap<u32, Vec<(Address, Hash)>> = BTreeMap::new();
+    for key in keys {
+        if let StateKey::MessageHistory { slot, supervisor, .. } = key {
+            if let Some(root) = overlay.hash_at(&key) {
+                slots.entry(slot).or_default().push((supervisor, root));
+            }
+        }
+    }
+    slots
+}
+
+/// The committee members a verdict's execution penalises (design/007), skipping the seats
+/// the verdict itself confiscates:
+/// - a supervisor that committed, for some slot, another root than the one a strict majority
+///   of the selected supervisors committed for it (the first such slot is named);
+/// - an evaluator whose recorded vote is not the executed verdict.
+///
+/// A slot without a majority root (a tie, or too few commits) penalises nobody.
+fn committee_penalties(
+    overlay: &Overlay<'_>,
+    task_id: &TaskId,
+    task: &TaskRecord,
+    verdict: Hash,
+    confiscated: &[Seat],
+) -> Result<Vec<Penalty>, ConsensusError> {
+    let spared = |seat: &Seat| confiscated.iter().any(|c| c.ticket == seat.ticket);
+    let supervisors = u64::try_from(task.participants.supervisors.len()).unwrap_or(u64::MAX);
+    let mut outvoted: BTreeMap<Address, PenaltyReason> = BTreeMap::new();
+    for (slot, commits) in committed_histories(overlay, task_id) {
+        let mut votes: BTreeMap<Hash, u64> = BTreeMap::new();
+        for (_, root) in &commits {
+            let n = votes.entry(*root).or_insert(0);
+            *n = n.saturating_add(1);
+        }
+        let majority = votes
+            .iter()
+            .find(|(_, n)| n.checked_mul(2).is_some_and(|twice| twice > supervisors))
+            .map(|(root, _)| *root);
+        let Some(majority) = majority else { continue };
+        for (supervisor, root) in commits {
+            if root != majority {
+                outvoted.entry(supervisor).or_insert(PenaltyReason::OutvotedHistory {
+                    slot,
+                    committed: root,
+                    majority,
+                });
+            }
+        }
+    }
+    let mut penalties = Vec::new();
+    let mut penalise = |role: Role, seat: &Seat, reason: PenaltyReason| {
+        let ticket =
+            overlay.ticket(&seat.ticket).ok_or(ConsensusError::UnknownTicket(seat.ticket))?;
+        penalties.push(Penalty { seat: seat.clone(), role, stake: ticket.stake, reason });
+        Ok::<(), ConsensusError>(())
+    };
+    for seat in &task.participants.supervisors {
+        if let Some(reason) = outvoted.remove(&seat.worker) {
+            if !spared(seat) {
+                penalise(Role::Supervisor, seat, reason)?;
+            }
+        }
+    }
+    for seat in &task.participants.evaluators {
+        let vote = overlay.hash_at(&StateKey::Verdict { task: *task_id, evaluator: seat.worker });
+        if let Some(voted) = vote.filter(|v| *v != verdict) {
+            if !spared(seat) {
+                penalise(
+                    Role::Evaluator,
+                    seat,
+                    PenaltyReason::DissentingVote { voted, executed: verdict },
+                )?;
+            }
+        }
+    }
+    Ok(penalties)
+}
+
 /// Pays a verdict that reached a majority; see the module docs for where the money goes.
 fn execute_verdict(
     overlay: &mut Overlay<'_>,
@@ -867,8 +980,18 @@ fn execute_verdict(
         available = add(available, t.stake, "verdict pot")?;
         settlement.confiscated_stake = add(settlement.confiscated_stake, t.stake, "confiscated")?;
     }
+    // Outvoted committee members: their stakes go to the client's refund (below).
+    let penalties = committee_penalties(overlay, &task_id, &task, verdict, &confiscated)?;
+    for p in &penalties {
+        let t = tickets::confiscate_ticket(overlay, &p.seat.ticket)?;
+        available = add(available, t.stake, "verdict pot")?;
+    }
     settlement.confiscated = confiscated;
-    let is_confiscated = |a: &Address| settlement.confiscated.iter().any(|s| s.worker == *a);
+    settlement.penalties = penalties;
+    let is_confiscated = |a: &Address| {
+        settlement.confiscated.iter().any(|s| s.worker == *a)
+            || settlement.penalties.iter().any(|p| p.seat.worker == *a)
+    };
     let mut paid = Amount::ZERO;
     for p in v.payouts {
         overlay.credit(&p.to, p.amount)?;
@@ -896,7 +1019,9 @@ fn execute_verdict(
     let e = pay_equal(overlay, evaluator_quota(task.fee), &evaluators, &mut settlement)?;
     paid = add(add(paid, s, "payouts")?, e, "payouts")?;
     for (_, seat) in task.participants.all() {
-        if !settlement.confiscated.iter().any(|c| c.ticket == seat.ticket) {
+        let taken = settlement.confiscated.iter().any(|c| c.ticket == seat.ticket)
+            || settlement.penalties.iter().any(|p| p.seat.ticket == seat.ticket);
+        if !taken {
             tickets::release_ticket(overlay, &seat.ticket)?;
         }
     }
@@ -971,6 +1096,17 @@ pub struct VerdictView {
     pub verdict: Hash,
 }
 
+/// A supervisor's committed message-history root for one slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HistoryRootView {
+    /// The slot.
+    pub slot: u32,
+    /// The supervisor.
+    pub supervisor: Address,
+    /// The root it committed.
+    pub root: Hash,
+}
+
 /// Everything the chain knows about a task, for RPC and CLI.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TaskView {
@@ -1000,6 +1136,8 @@ pub struct TaskView {
     pub models: Vec<ModelView>,
     /// Supervisors that committed message-history roots.
     pub history_committers: Vec<Address>,
+    /// Every committed message-history root, by slot then supervisor.
+    pub history: Vec<HistoryRootView>,
     /// Evaluator votes.
     pub verdicts: Vec<VerdictView>,
     /// What was paid (after completion, expiry or refusal).
@@ -1031,8 +1169,21 @@ pub fn task_view(state: &State, id: &TaskId) -> Option<TaskView> {
                 .map(|verdict| VerdictView { evaluator: s.worker, verdict })
         })
         .collect();
+    let from = StateKey::MessageHistory { task: *id, slot: 0, supervisor: PublicKey([0; 32]) };
+    let to =
+        StateKey::MessageHistory { task: *id, slot: u32::MAX, supervisor: PublicKey([0xff; 32]) };
+    let history = state
+        .range(from..=to)
+        .filter_map(|(k, v)| match (k, v) {
+            (StateKey::MessageHistory { slot, supervisor, .. }, StateValue::Hash(root)) => {
+                Some(HistoryRootView { slot: *slot, supervisor: *supervisor, root: *root })
+            }
+            _ => None,
+        })
+        .collect();
     Some(TaskView {
         id: *id,
+        history,
         client: rec.client,
         fee: rec.fee,
         escrow: rec.escrow,

@@ -398,7 +398,8 @@
       s ? [generic(s.payouts), kv([
         ['refund', el('span', { class: 'mono' }, s.refund ?? '–')],
         ['confiscated', el('span', { class: 'mono' }, s.confiscated_stake ?? '–')],
-      ])] : el('p', { class: 'muted' }, 'not settled yet'),
+      ]), s.penalties && s.penalties.length ? [el('h3', null, 'Penalties'), generic(s.penalties)] : null]
+        : el('p', { class: 'muted' }, 'not settled yet'),
       rest.length ? el('details', null, el('summary', { class: 'muted' }, 'more fields'),
         generic(Object.fromEntries(rest.map((k) => [k, t[k]])))) : null);
   }

@@ -6,9 +6,11 @@
 //! - miner: fetches the training segments from the client, checks each against its hash,
 //!   trains its share of the batches with the other miners' iteration messages (gossip on
 //!   the task's topic), mines with every iteration, and submits its final model;
-//! - supervisor: records every iteration message of the task's miners and commits the
-//!   Merkle root of each slot (MessageHistory), serving the slot's messages on request; it
-//!   fetches the training segments too and screens every miner's stream (replay, direction
+//! - supervisor: records every iteration message of the task's miners by history slot (a
+//!   fixed range of iterations, design/007), fills gaps from the other supervisors' copies,
+//!   and commits the Merkle root of each slot once every miner is past it (MessageHistory),
+//!   serving the slot's messages on request;
+//!   it fetches the training segments too and screens every miner's stream (replay, direction
 //!   and magnitude: `screening`), raising a SECURITY_ALERT for every flagged message;
 //! - every node: checks the alerts it receives and hands them to the security handlers
 //!   (`security`); a miner convicted by a majority of its task's supervisors has its messages
@@ -20,20 +22,21 @@
 //! Every step is driven by the chain state at the tip, so a restarted node picks up where
 //! the chain is.
 
-use crate::node::{Node, NodeError, Pending};
 use crate::{
+    node::{Node, NodeError, Pending},
     screening::{Finding, TaskScreen},
     security::{SecurityState, VerifiedAlert},
+    Attack,
 };
 use pouw_consensus::{
-    expected_payouts, task_record, task_split_of, Overlay, StateKey, StateValue, TaskRecord,
-    TaskStatus,
+    expected_payouts, history_root, history_slot, task_record, task_split_of, Overlay, StateKey,
+    StateValue, TaskRecord, TaskStatus, HISTORY_SLOT_ITERATIONS, MAX_HISTORY_SLOTS,
 };
 use pouw_ml::{Batch, Dataset, Exec};
 use pouw_net::{peer_id_of, Request, Topic};
 use pouw_primitives::{
-    merkle_root, Address, Amount, Hash, IterationMessage, Role, SecurityAlert, SecurityAlertBody,
-    TaskId, TicketPreferences, Transaction, TxBody, TxKind, DATASET_SEGMENTS,
+    Address, Amount, Hash, IterationMessage, Role, SecurityAlert, SecurityAlertBody, TaskId,
+    TicketPreferences, Transaction, TxBody, TxKind, DATASET_SEGMENTS,
 };
 use pouw_work::{Assignment, FinishedModel};
 use std::{
@@ -45,8 +48,23 @@ use std::{
 
 /// Transaction fee the node pays for its own task transactions, base units.
 const TX_FEE: Amount = Amount(1_000);
-/// A supervisor commits a slot at most this often (blocks), and at finalisation.
-const HISTORY_EVERY_BLOCKS: u64 = 3;
+/// A supervisor commits history slot `s` once every selected miner has sent an iteration this
+/// far past the slot's end (or submitted its model), so the slot's last gossip has arrived.
+const SLOT_SETTLE_ITERATIONS: u64 = 2;
+/// Once a slot is closed, a supervisor lets this much time pass (gossip still in flight)
+/// before asking the other supervisors for their copies of it.
+const SLOT_SETTLE: Duration = Duration::from_millis(500);
+/// A supervisor waits at most this long for the other supervisors' copies of a slot.
+const MERGE_WAIT: Duration = Duration::from_secs(8);
+/// Rounds of asking for copies while the slot still has a gap in a miner's iterations and the
+/// last round filled some of it.
+const MERGE_ROUNDS: u32 = 3;
+/// A lying evaluator bids this many times the normal fee, so its vote is ordered before the
+/// honest ones.
+const LIAR_FEE_FACTOR: u64 = 10;
+/// A lying evaluator votes this long after it saw the task finalising (peers whose tip is still
+/// in training would refuse the vote, and gossip does not carry a refused transaction twice).
+const LIAR_DELAY: Duration = Duration::from_secs(1);
 /// Most peer messages applied in one iteration (bounds the proof data).
 const MAX_PEERS_PER_ITERATION: usize = 8;
 /// Tickets are bought to last this many blocks (capped by the spec).
@@ -104,13 +122,109 @@ struct Evaluation {
     /// Supervisors that reported their screening of the task done.
     screened_by: HashSet<Address>,
     screening_asked: HashMap<Address, Instant>,
+    /// When this node first saw the task finalising.
+    since: Option<Instant>,
 }
 
+/// A supervisor's record of one task's iteration messages, by history slot.
 #[derive(Debug, Default)]
 struct History {
-    pending: Vec<IterationMessage>,
-    slots: Vec<Vec<IterationMessage>>,
-    last_commit: u64,
+    /// Slots not committed yet: their messages by id.
+    open: BTreeMap<u32, BTreeMap<Hash, IterationMessage>>,
+    /// Committed slots: the messages under the root committed.
+    committed: BTreeMap<u32, Vec<IterationMessage>>,
+    /// The highest iteration seen per miner.
+    highest: HashMap<Address, u64>,
+    /// Closed slots being completed from the other supervisors' copies.
+    merging: HashMap<u32, Merge>,
+}
+
+/// A closed slot waiting for the other supervisors' copies before its commit.
+#[derive(Debug)]
+struct Merge {
+    /// When the slot closed, then when the last round of requests went out.
+    since: Instant,
+    /// Rounds of requests sent.
+    rounds: u32,
+    /// Answers to the last round.
+    answers: usize,
+    /// Messages of the slot when the last round went out.
+    had: usize,
+}
+
+/// What a supervisor does next with a closed slot.
+enum SlotStep {
+    Wait,
+    Ask,
+    Commit,
+}
+
+impl History {
+    /// Records a message (signature and miner already checked); late messages of a committed
+    /// slot are dropped (the slot's root is on chain), and so are iterations beyond the last
+    /// slot a task can have.
+    fn record(&mut self, msg: IterationMessage) {
+        let slot = history_slot(msg.body.iteration);
+        if self.committed.contains_key(&slot) || slot >= MAX_HISTORY_SLOTS {
+            return;
+        }
+        let highest = self.highest.entry(msg.body.miner).or_insert(0);
+        *highest = (*highest).max(msg.body.iteration);
+        self.open.entry(slot).or_default().insert(msg.id(), msg);
+    }
+
+    /// Whether slot `slot` can be committed: every selected miner either sent an iteration
+    /// [`SLOT_SETTLE_ITERATIONS`] past the slot's end or submitted its model.
+    fn slot_closed(&self, record: &TaskRecord, slot: u32) -> bool {
+        let end = u64::from(slot).saturating_add(1).saturating_mul(HISTORY_SLOT_ITERATIONS);
+        record.participants.miners.iter().all(|m| {
+            record.models.contains(&m.worker)
+                || self
+                    .highest
+                    .get(&m.worker)
+                    .is_some_and(|&i| i >= end.saturating_add(SLOT_SETTLE_ITERATIONS))
+        })
+    }
+
+    /// Whether slot `slot` misses an iteration of some miner below the highest one seen from
+    /// it (iteration numbers of a miner are consecutive; a gap at the very end is invisible).
+    fn has_gap(&self, slot: u32) -> bool {
+        let start = u64::from(slot).saturating_mul(HISTORY_SLOT_ITERATIONS);
+        let mut seen: HashMap<Address, HashSet<u64>> = HashMap::new();
+        for m in self.open.get(&slot).into_iter().flat_map(|m| m.values()) {
+            seen.entry(m.body.miner).or_default().insert(m.body.iteration);
+        }
+        self.highest.iter().any(|(miner, &highest)| {
+            let end = start.saturating_add(HISTORY_SLOT_ITERATIONS).min(highest.saturating_add(1));
+            let have = seen.get(miner);
+            (start..end).any(|i| !have.is_some_and(|h| h.contains(&i)))
+        })
+    }
+
+    /// The next step for closed slot `slot`, with `others` other supervisors to ask: after
+    /// [`SLOT_SETTLE`], commit unless a miner's iterations have a gap (or, for the last slot
+    /// of a finalising task, whose gaps at the end are invisible, always), else ask for copies.
+    fn slot_step(&self, slot: u32, others: usize, last: bool) -> SlotStep {
+        let Some(m) = self.merging.get(&slot) else { return SlotStep::Wait };
+        if m.rounds == 0 {
+            if m.since.elapsed() < SLOT_SETTLE {
+                return SlotStep::Wait;
+            }
+            return if others > 0 && (last || self.has_gap(slot)) {
+                SlotStep::Ask
+            } else {
+                SlotStep::Commit
+            };
+        }
+        if m.answers < others && m.since.elapsed() < MERGE_WAIT {
+            return SlotStep::Wait;
+        }
+        let has = self.open.get(&slot).map_or(0, BTreeMap::len);
+        if m.rounds < MERGE_ROUNDS && others > 0 && has > m.had && self.has_gap(slot) {
+            return SlotStep::Ask;
+        }
+        SlotStep::Commit
+    }
 }
 
 /// What the agent remembers between ticks (everything else comes from the chain state).
@@ -212,13 +326,15 @@ impl Agent {
         self.client_segments.get(task)?.get(usize::from(index)).cloned()
     }
 
-    /// Supervisor: the messages of one committed slot.
+    /// Supervisor: the messages of one slot (those under the committed root once committed,
+    /// else those seen so far).
     fn history_slot(&self, task: &TaskId, slot: u64) -> Vec<IterationMessage> {
-        self.history
-            .get(task)
-            .and_then(|h| h.slots.get(usize::try_from(slot).ok()?))
-            .cloned()
-            .unwrap_or_default()
+        let Some(h) = self.history.get(task) else { return Vec::new() };
+        let Ok(slot) = u32::try_from(slot) else { return Vec::new() };
+        match h.committed.get(&slot) {
+            Some(msgs) => msgs.clone(),
+            None => h.open.get(&slot).map(|m| m.values().cloned().collect()).unwrap_or_default(),
+        }
     }
 }
 
@@ -309,6 +425,14 @@ impl Node {
         self.submit_local(tx)
     }
 
+    /// [`Node::submit_own`] paying `fee` instead of the usual fee.
+    fn submit_own_paying(&mut self, kind: TxKind, fee: Amount) -> Result<Hash, String> {
+        let mut body = self.own_tx(kind).body;
+        body.fee = fee;
+        let tx = body.sign(&self.config.key);
+        self.submit_local(tx)
+    }
+
     /// Client: loads a task file, checks it can be staffed, stores its segments and pays for it.
     pub(crate) fn submit_task(
         &mut self,
@@ -361,7 +485,7 @@ impl Node {
             self.agent.inbox.entry(task).or_default().push(msg.clone());
         }
         if seat_of(&record, Role::Supervisor, &me).is_some() {
-            self.agent.history.entry(task).or_default().pending.push(msg.clone());
+            self.agent.history.entry(task).or_default().record(msg.clone());
             let miners = record.participants.miners.iter().map(|s| s.worker).collect();
             self.agent
                 .screens
@@ -766,7 +890,7 @@ impl Node {
                 if seat_of(record, Role::Supervisor, &me).is_some() {
                     self.subscribe(id);
                     self.screen_task(id, record);
-                    self.commit_history(height, id, false);
+                    self.commit_history(id, record, false);
                 }
             }
             TaskStatus::Finalising { .. } => {
@@ -778,7 +902,7 @@ impl Node {
                 }
                 if seat_of(record, Role::Supervisor, &me).is_some() {
                     self.screen_task(id, record);
-                    self.commit_history(height, id, true);
+                    self.commit_history(id, record, true);
                 }
                 if seat_of(record, Role::Evaluator, &me).is_some() {
                     self.evaluate(id, record, &split.test, height)?;
@@ -799,24 +923,114 @@ impl Node {
         Ok(())
     }
 
-    fn commit_history(&mut self, height: u64, id: TaskId, closing: bool) {
+    /// Supervisor: commits every history slot that is closed (every miner past it, or the task
+    /// finalising: then every slot left), after [`SLOT_SETTLE`]; a slot with a gap in a miner's
+    /// iterations (and the last slot) is first completed from the other selected supervisors'
+    /// copies (waiting at most [`MERGE_WAIT`] a round, up to [`MERGE_ROUNDS`] rounds while the
+    /// gap shrinks).
+    fn commit_history(&mut self, id: TaskId, record: &TaskRecord, closing: bool) {
+        let me = self.me();
+        let others: Vec<Address> =
+            record.participants.supervisors.iter().map(|s| s.worker).filter(|w| *w != me).collect();
         let Some(h) = self.agent.history.get_mut(&id) else { return };
-        if h.pending.is_empty()
-            || (!closing && height < h.last_commit.saturating_add(HISTORY_EVERY_BLOCKS))
-        {
-            return;
-        }
-        let messages = std::mem::take(&mut h.pending);
-        let ids: Vec<Hash> = messages.iter().map(IterationMessage::id).collect();
-        let slot = u32::try_from(h.slots.len()).unwrap_or(u32::MAX);
-        h.slots.push(messages);
-        h.last_commit = height;
-        let root = merkle_root(&ids);
-        match self.submit_own(TxKind::MessageHistory { task_id: id, slot, root }) {
-            Ok(_) => {
-                tracing::info!(target: "supervisor", task = %id.short(), slot, messages = ids.len(), "message history committed")
+        let mut ask = Vec::new();
+        let mut commit = Vec::new();
+        let open: Vec<u32> = h.open.keys().copied().collect();
+        let last_slot = open.iter().chain(h.committed.keys()).max().copied();
+        for slot in open {
+            if !closing && !h.slot_closed(record, slot) {
+                continue;
             }
-            Err(e) => tracing::warn!(target: "supervisor", error = %e, "MessageHistory refused"),
+            h.merging.entry(slot).or_insert(Merge {
+                since: Instant::now(),
+                rounds: 0,
+                answers: 0,
+                had: 0,
+            });
+            match h.slot_step(slot, others.len(), closing && Some(slot) == last_slot) {
+                SlotStep::Wait => {}
+                SlotStep::Ask => ask.push(slot),
+                SlotStep::Commit => commit.push(slot),
+            }
+        }
+        for slot in ask {
+            if let Some(h) = self.agent.history.get_mut(&id) {
+                let had = h.open.get(&slot).map_or(0, BTreeMap::len);
+                if let Some(m) = h.merging.get_mut(&slot) {
+                    m.since = Instant::now();
+                    m.rounds = m.rounds.saturating_add(1);
+                    m.answers = 0;
+                    m.had = had;
+                    tracing::debug!(target: "supervisor", task = %id.short(), slot, had, round = m.rounds, "asking the other supervisors for their copies");
+                }
+            }
+            for peer in others.iter().filter_map(peer_id_of) {
+                self.request(
+                    peer,
+                    Request::History { task: id, slot: u64::from(slot) },
+                    Pending::History { task: id, slot },
+                );
+            }
+        }
+        for slot in commit {
+            let Some(h) = self.agent.history.get_mut(&id) else { return };
+            let messages: Vec<IterationMessage> =
+                h.open.remove(&slot).map(|m| m.into_values().collect()).unwrap_or_default();
+            h.merging.remove(&slot);
+            let ids: Vec<Hash> = messages.iter().map(IterationMessage::id).collect();
+            h.committed.insert(slot, messages);
+            let mut root = history_root(&ids);
+            if self.config.attack == Some(Attack::LyingSupervisor) {
+                root = Hash::tagged("pouw/attack/lying-supervisor", root.as_bytes());
+                tracing::warn!(target: "supervisor", task = %id.short(), slot, root = %root.short(), "deliberately committing a wrong message-history root (attack lying-supervisor)");
+            }
+            match self.submit_own(TxKind::MessageHistory { task_id: id, slot, root }) {
+                Ok(_) => {
+                    tracing::info!(target: "supervisor", task = %id.short(), slot, messages = ids.len(), root = %root.short(), "message history committed")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "supervisor", error = %e, "MessageHistory refused")
+                }
+            }
+        }
+    }
+
+    /// Supervisor: another supervisor's copy of a slot. Messages signed by a selected miner of
+    /// the task and of that slot are merged (they are the miners' own words, whoever relays
+    /// them); anything else is dropped and costs the peer a little score.
+    pub(crate) fn agent_on_history(
+        &mut self,
+        peer: pouw_net::PeerId,
+        task: TaskId,
+        slot: u32,
+        messages: Vec<IterationMessage>,
+    ) {
+        let record = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            task_record(chain.state(), &task)
+        };
+        let Some(record) = record else { return };
+        let Some(h) = self.agent.history.get_mut(&task) else { return };
+        let mut bad = 0usize;
+        for msg in messages {
+            let ok = msg.body.task_id == task
+                && history_slot(msg.body.iteration) == slot
+                && record.participants.miners.iter().any(|s| s.worker == msg.body.miner)
+                && msg.verify_signature().is_ok();
+            if ok {
+                h.record(msg);
+            } else {
+                bad = bad.saturating_add(1);
+            }
+        }
+        if let Some(m) = h.merging.get_mut(&slot) {
+            m.answers = m.answers.saturating_add(1);
+        }
+        let has = h.open.get(&slot).map_or(0, BTreeMap::len);
+        tracing::debug!(target: "supervisor", task = %task.short(), slot, has, %peer, "history copy merged");
+        if bad > 0 {
+            tracing::debug!(target: "supervisor", %peer, bad, "history copy with foreign messages");
+            self.penalise(peer, "served foreign messages in a history slot", 10);
         }
     }
 
@@ -828,6 +1042,10 @@ impl Node {
         height: u64,
     ) -> Result<(), NodeError> {
         if self.agent.evaluations.get(&id).is_some_and(|e| e.voted) {
+            return Ok(());
+        }
+        if self.config.attack == Some(Attack::LyingEvaluator) {
+            self.vote_wrong_verdict(id, record);
             return Ok(());
         }
         if !self.screening_settled(id, record, height) {
@@ -963,6 +1181,44 @@ impl Node {
         false
     }
 
+    /// Evaluator under attack `lying-evaluator`: votes at once, without testing anything, a
+    /// verdict that gives the whole miners' pot to one miner (the last to submit: its
+    /// accomplice), with the payouts the rules give for that ranking so the vote is valid,
+    /// [`LIAR_DELAY`] after it saw the task finalising, and bids [`LIAR_FEE_FACTOR`] times the
+    /// fee to get it in before the honest votes. Honest
+    /// evaluators rank every submitted model, so with two or more models this verdict is
+    /// always wrong (with one, it ranks nobody: wrong too).
+    fn vote_wrong_verdict(&mut self, id: TaskId, record: &TaskRecord) {
+        let since =
+            *self.agent.evaluations.entry(id).or_default().since.get_or_insert_with(Instant::now);
+        if since.elapsed() < LIAR_DELAY {
+            return;
+        }
+        let ranking: Vec<Address> = match record.models.as_slice() {
+            [] | [_] => vec![],
+            [.., last] => vec![*last],
+        };
+        let payouts = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            expected_payouts(chain.state(), &id, &ranking, &[])
+        };
+        let payouts = match payouts {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(target: "evaluator", error = %e, "cannot compute the payouts");
+                return;
+            }
+        };
+        tracing::warn!(target: "evaluator", task = %id.short(), ranked = ranking.len(), models = record.models.len(), "deliberately voting a wrong verdict without testing (attack lying-evaluator)");
+        self.agent.evaluations.entry(id).or_default().voted = true;
+        let kind = TxKind::ChargeForTask { task_id: id, ranking, payouts, confiscations: vec![] };
+        let fee = Amount(TX_FEE.units().saturating_mul(LIAR_FEE_FACTOR));
+        match self.submit_own_paying(kind, fee) {
+            Ok(_) => tracing::info!(target: "evaluator", task = %id.short(), "verdict submitted"),
+            Err(e) => tracing::warn!(target: "evaluator", error = %e, "ChargeForTask refused"),
+        }
+    }
+
     fn fetch_best_model(&mut self, id: TaskId, record: &TaskRecord) {
         // The best miner is the one the verdict ranked first: the largest miner payout.
         let miners: Vec<Address> = record.participants.miners.iter().map(|s| s.worker).collect();
@@ -994,5 +1250,78 @@ impl Node {
                 Pending::Model { task: id, miner: best, hash, deliver: true },
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pouw_primitives::{ChainSpec, IterationBody};
+
+    fn message(miner: usize, iteration: u64) -> IterationMessage {
+        let key = ChainSpec::devnet_key(miner);
+        IterationBody {
+            task_id: Hash::digest(b"task"),
+            miner: key.public(),
+            epoch: 0,
+            iteration,
+            batch_hash: Hash::ZERO,
+            start_model_hash: Hash::ZERO,
+            start_residual_hash: Hash::ZERO,
+            peer_msgs: vec![],
+            map: vec![],
+            loss: 0,
+            accuracy: 0,
+            commitment: Hash::ZERO,
+        }
+        .sign(&key)
+    }
+
+    fn root_of(h: &History, slot: u32) -> Hash {
+        let ids: Vec<Hash> = h.open[&slot].keys().copied().collect();
+        history_root(&ids)
+    }
+
+    #[test]
+    fn supervisors_that_saw_the_same_messages_in_any_order_hold_the_same_slots() {
+        let msgs: Vec<IterationMessage> =
+            (0..70).flat_map(|i| [message(1, i), message(2, i)]).collect();
+        let (mut a, mut b) = (History::default(), History::default());
+        for m in &msgs {
+            a.record(m.clone());
+        }
+        for m in msgs.iter().rev() {
+            b.record(m.clone());
+            b.record(m.clone()); // duplicates count once
+        }
+        let s = usize::try_from(HISTORY_SLOT_ITERATIONS).unwrap();
+        assert_eq!(a.open[&0].len(), 2 * s);
+        assert_eq!(a.open[&1].len(), 2 * (70 - s));
+        assert_eq!(root_of(&a, 0), root_of(&b, 0));
+        assert_eq!(root_of(&a, 1), root_of(&b, 1));
+        assert_eq!(a.highest[&ChainSpec::devnet_key(1).public()], 69);
+        // Once committed, late messages of the slot are dropped.
+        let committed = a.open.remove(&0).unwrap().into_values().collect();
+        a.committed.insert(0, committed);
+        a.record(message(3, 5));
+        assert!(!a.open.contains_key(&0));
+        // Iterations past the last slot a task can have are not recorded.
+        a.record(message(3, u64::MAX));
+        assert!(a.open.keys().all(|s| *s < MAX_HISTORY_SLOTS));
+    }
+
+    #[test]
+    fn a_missing_iteration_below_the_highest_seen_is_a_gap() {
+        let mut h = History::default();
+        for i in (0..70).filter(|i| *i != 10) {
+            h.record(message(1, i));
+        }
+        assert!(h.has_gap(0), "iteration 10 is missing");
+        assert!(!h.has_gap(1), "64..70 complete up to the highest seen");
+        h.record(message(1, 10));
+        assert!(!h.has_gap(0));
+        // A second miner seen only up to iteration 3 has a gap at 0..3 if those are missing.
+        h.record(message(2, 3));
+        assert!(h.has_gap(0));
     }
 }

@@ -57,7 +57,7 @@ pub enum Attack {
     Stale,
     /// Supervisor: commits wrong message-history roots.
     LyingSupervisor,
-    /// Evaluator: votes a wrong verdict (a reversed ranking).
+    /// Evaluator: votes a wrong verdict at once, without testing (one miner gets the whole pot).
     LyingEvaluator,
 }
 

@@ -352,6 +352,7 @@ pub(crate) enum Pending {
     Segment { task: TaskId, index: u8, use_: crate::agent::SegmentUse },
     Model { task: TaskId, miner: Address, hash: Hash, deliver: bool },
     Screening { task: TaskId, supervisor: Address },
+    History { task: TaskId, slot: u32 },
 }
 
 pub(crate) struct Node {
@@ -707,7 +708,7 @@ impl Node {
         let _ = self.net.report(peer, PeerVerdict::Ban { reason });
     }
 
-    fn penalise(&self, peer: PeerId, reason: &str, points: u32) {
+    pub(crate) fn penalise(&self, peer: PeerId, reason: &str, points: u32) {
         tracing::debug!(target: "node", %peer, reason, points, "penalising peer");
         let _ = self.net.report(peer, PeerVerdict::Penalty { reason: reason.into(), points });
     }
@@ -953,6 +954,7 @@ impl Node {
                     | Pending::Segment { .. }
                     | Pending::Model { .. }
                     | Pending::Screening { .. } => {}
+                    Pending::History { .. } => {}
                 }
                 // A slow answer to a status poll is not held against a peer (it may just be
                 // busy); slow sync and data answers cost a little score each.
@@ -998,6 +1000,9 @@ impl Node {
             }
             (Pending::Model { task, miner, hash, deliver }, Response::Model(bytes)) => {
                 self.agent_on_model(task, miner, hash, bytes, deliver)
+            }
+            (Pending::History { task, slot }, Response::History(messages)) => {
+                self.agent_on_history(peer, task, slot, messages)
             }
             (pending, Response::Error(e)) => {
                 tracing::debug!(target: "node", %peer, error = %e, ?pending, "peer could not answer");

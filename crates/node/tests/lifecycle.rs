@@ -2,8 +2,8 @@
 //! nodes: 1 client, 3 miners, 3 supervisors, 3 evaluators (each its own account, data
 //! directory and libp2p identity).
 
-use pouw_consensus::{task_view, TaskStatus};
-use pouw_node::{local_spec, NodeConfig, NodeHandle};
+use pouw_consensus::{task_view, PenaltyReason, StateKey, TaskStatus};
+use pouw_node::{local_spec, Attack, NodeConfig, NodeHandle};
 use pouw_primitives::{ChainSpec, Role};
 use std::{
     path::{Path, PathBuf},
@@ -20,10 +20,10 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 
 /// The shipped MNIST digits, an MLP 784-64-10, 2 epochs, 3/3/3 workers.
 pub fn task_file(dir: &Path) -> PathBuf {
-    task_file_with(dir, 400)
+    task_file_with(dir, 400, 2)
 }
 
-fn task_file_with(dir: &Path, training_blocks: u64) -> PathBuf {
+fn task_file_with(dir: &Path, training_blocks: u64, epochs: u32) -> PathBuf {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist");
     let text = format!(
         r#"name = "lifecycle"
@@ -45,7 +45,7 @@ learning_rate = 0.3
 momentum = 0.0
 tau = 0.01
 batch_size = 32
-epochs = 2
+epochs = {epochs}
 [dataset]
 format = "idx"
 images = "{images}"
@@ -69,6 +69,7 @@ evaluation_blocks = 100
         images = data.join("mnist-10k-images-idx3-ubyte.gz").display(),
         labels = data.join("mnist-10k-labels-idx1-ubyte.gz").display(),
         training_blocks = training_blocks,
+        epochs = epochs,
     );
     let path = dir.join("task.toml");
     std::fs::write(&path, text).unwrap();
@@ -82,10 +83,12 @@ fn start(
     roles: Vec<Role>,
     mine: bool,
     boot: &[&NodeHandle],
+    attack: Option<Attack>,
 ) -> NodeHandle {
     let mut cfg =
         NodeConfig::new(dir.join(format!("n{i}")), spec.clone(), ChainSpec::devnet_key(i));
     cfg.roles = roles;
+    cfg.attack = attack;
     cfg.mine = mine;
     cfg.durable = false;
     cfg.mining_pause = Duration::from_millis(1);
@@ -101,6 +104,16 @@ static ONE_NETWORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// 1 client, 3 miners (the third trains only if `third_miner_trains`), 3 supervisors,
 /// 3 evaluators, each bootstrapping to every node started before it.
 fn network(dir: &Path, spec: &ChainSpec, third_miner_trains: bool) -> Vec<NodeHandle> {
+    network_with(dir, spec, third_miner_trains, &[])
+}
+
+/// [`network`] where node `i` of each `(i, attack)` adopts that hostile behaviour.
+fn network_with(
+    dir: &Path,
+    spec: &ChainSpec,
+    third_miner_trains: bool,
+    attacks: &[(usize, Attack)],
+) -> Vec<NodeHandle> {
     let layout = [
         (vec![], false),
         (vec![Role::Miner], true),
@@ -116,7 +129,8 @@ fn network(dir: &Path, spec: &ChainSpec, third_miner_trains: bool) -> Vec<NodeHa
     let mut nodes: Vec<NodeHandle> = Vec::new();
     for (i, (roles, mine)) in layout.into_iter().enumerate() {
         let boot: Vec<&NodeHandle> = nodes.iter().collect();
-        let n = start(dir, i, spec, roles, mine, &boot);
+        let attack = attacks.iter().find(|(n, _)| *n == i).map(|(_, a)| *a);
+        let n = start(dir, i, spec, roles, mine, &boot, attack);
         nodes.push(n);
     }
     nodes
@@ -224,7 +238,7 @@ fn a_silent_miner_is_excluded_and_not_paid() {
     // Node 3 stakes a miner ticket, is selected, and never trains (it does not mine).
     let nodes = network(dir.path(), &spec, false);
     let client = &nodes[0];
-    let file = task_file_with(dir.path(), 12);
+    let file = task_file_with(dir.path(), 12, 2);
     let task = submit_when_staffed(client, &file);
     // Training ends at its deadline (the silent miner never submits), then the evaluators
     // rank the two models they can test and the verdict executes.
@@ -257,4 +271,122 @@ fn a_silent_miner_is_excluded_and_not_paid() {
         spec.genesis.allocations.iter().map(|a| u128::from(a.balance.units())).sum();
     let rewards = u128::from(spec.block_reward.units()) * u128::from(chain.height());
     assert_eq!(state.total_value(), Some(genesis_total + rewards));
+}
+
+#[test]
+fn a_lying_supervisor_and_a_lying_evaluator_are_outvoted_and_lose_their_stakes() {
+    let _one = ONE_NETWORK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = local_spec(600);
+    // Node 6 (a supervisor) commits wrong history roots; node 9 (an evaluator) votes the
+    // ranking reversed. Each is one of three: the two honest members outvote it.
+    let (liar_sup, liar_eval) = (6, 9);
+    let nodes = network_with(
+        dir.path(),
+        &spec,
+        true,
+        &[(liar_sup, Attack::LyingSupervisor), (liar_eval, Attack::LyingEvaluator)],
+    );
+    let client = &nodes[0];
+    // Three epochs (about 220 iterations per miner, slots 0 to 3): the first slots close
+    // while the miners still train.
+    let file = task_file_with(dir.path(), 400, 3);
+    let task = submit_when_staffed(client, &file);
+    wait_until("the task completed", Duration::from_secs(400), || {
+        let chain = client.chain();
+        let v = task_view(chain.state(), &task);
+        if let Some(v) = &v {
+            assert!(
+                !matches!(v.phase, TaskStatus::Refused { .. } | TaskStatus::Expired { .. }),
+                "task ended as {:?}",
+                v.phase
+            );
+        }
+        v.is_some_and(|v| matches!(v.phase, TaskStatus::Completed { .. }))
+    });
+    let model_path = dir.path().join("n0/models").join(format!("task-{task}.safetensors"));
+    wait_until("the best model at the client", Duration::from_secs(60), || model_path.exists());
+
+    let chain = client.chain();
+    let state = chain.state();
+    let view = task_view(state, &task).unwrap();
+    let settlement = view.settlement.clone().expect("settled");
+    let paid = |a: &pouw_primitives::Address| settlement.payouts.iter().any(|p| p.to == *a);
+    let liar_sup = ChainSpec::devnet_key(liar_sup).public();
+    let liar_eval = ChainSpec::devnet_key(liar_eval).public();
+    // Both liars: penalised with the reason, unpaid, their selected tickets gone.
+    let penalty_of = |a| settlement.penalties.iter().find(|p| p.seat.worker == a);
+    let p =
+        penalty_of(liar_sup).unwrap_or_else(|| panic!("supervisor not penalised: {settlement:?}"));
+    assert!(matches!(p.reason, PenaltyReason::OutvotedHistory { .. }), "{:?}", p.reason);
+    let p =
+        penalty_of(liar_eval).unwrap_or_else(|| panic!("evaluator not penalised: {settlement:?}"));
+    assert!(matches!(p.reason, PenaltyReason::DissentingVote { .. }), "{:?}", p.reason);
+    assert_eq!(settlement.penalties.len(), 2, "only the liars: {:?}", settlement.penalties);
+    for (liar, node) in [(liar_sup, 6), (liar_eval, 9)] {
+        assert!(!paid(&liar), "a liar was paid");
+        let seat = view.participants.seat_of(&liar).expect("the liar was selected").1;
+        assert!(state.get(&StateKey::Ticket(seat.ticket)).is_none(), "its ticket is gone");
+        let genesis = spec.genesis.allocations[node].balance.units();
+        let stake = spec.min_ticket_stake.units();
+        assert!(state.account(&liar).balance.units() + stake <= genesis, "its stake is lost");
+    }
+    // The honest supervisors committed the same root for every slot they both committed
+    // (deterministic slots), and the liar a different one.
+    let honest: Vec<_> =
+        view.participants.supervisors.iter().map(|s| s.worker).filter(|w| *w != liar_sup).collect();
+    let root = |slot: u32, supervisor| match state.get(&StateKey::MessageHistory {
+        task,
+        slot,
+        supervisor,
+    }) {
+        Some(pouw_consensus::StateValue::Hash(h)) => Some(*h),
+        _ => None,
+    };
+    let mut agreed = 0;
+    for slot in 0..pouw_consensus::MAX_HISTORY_SLOTS {
+        if let (Some(a), Some(b)) = (root(slot, honest[0]), root(slot, honest[1])) {
+            assert_eq!(a, b, "honest supervisors disagree on slot {slot}");
+            assert_ne!(root(slot, liar_sup), Some(a), "the liar told the truth on slot {slot}");
+            agreed += 1;
+        }
+    }
+    assert!(agreed >= 1, "no slot committed by both honest supervisors");
+    // The honest workers are paid: every miner by rank, the other supervisors and evaluators.
+    assert_eq!(view.models.len(), 3, "every miner submitted a model");
+    for seat in view.participants.miners.iter() {
+        assert!(paid(&seat.worker), "miner paid");
+    }
+    for seat in view.participants.supervisors.iter().chain(&view.participants.evaluators) {
+        if seat.worker != liar_sup && seat.worker != liar_eval {
+            assert!(paid(&seat.worker), "honest committee member {} paid", seat.worker.short());
+        }
+    }
+    // The delivered model is the best one (by the honest verdict).
+    let model = pouw_ml::load_safetensors(&model_path).unwrap();
+    let miners: Vec<_> = view.participants.miners.iter().map(|s| s.worker).collect();
+    let best = settlement
+        .payouts
+        .iter()
+        .filter(|p| miners.contains(&p.to))
+        .max_by_key(|p| p.amount)
+        .unwrap()
+        .to;
+    let best_hash = view.models.iter().find(|m| m.miner == best).unwrap().model_hash;
+    assert_eq!(model.hash().0, best_hash.0);
+    // Money adds up to the unit: balances + escrows + stakes = genesis + block rewards.
+    let genesis: u128 =
+        spec.genesis.allocations.iter().map(|a| u128::from(a.balance.units())).sum();
+    let rewards = u128::from(spec.block_reward.units()) * u128::from(chain.height());
+    assert_eq!(state.total_value(), Some(genesis + rewards));
+    drop(chain);
+    for n in &nodes {
+        assert_eq!(n.stats().snapshot().blocks_rejected, 0);
+    }
 }

@@ -6,7 +6,8 @@ use pouw_consensus::{
     apply_block, check_block_task, check_tx_stateless, check_workers_available, evaluator_quota,
     expected_payouts, genesis_state, miners_share, rank_payouts, select_weighted, split_segments,
     supervisor_quota, task_record, task_split, task_split_of, task_view, verdict_hash, Candidate,
-    ConsensusError as E, Refusal, State, StateDiff, StateKey, TaskRecord, TaskStatus,
+    ConsensusError as E, PenaltyReason, Refusal, State, StateDiff, StateKey, TaskRecord,
+    TaskStatus, MAX_HISTORY_SLOTS,
 };
 use pouw_primitives::{
     codec, test_utils::valid_task, Activation, Address, Amount, Block, ChainSpec, CompactTarget,
@@ -676,17 +677,21 @@ fn full_lifecycle_pays_by_rank_and_quota_and_conserves_money() {
     }
     assert_eq!(delta(&p.supervisors[3].worker), stake as i128);
     // Evaluators of the majority: an equal share of 10 % (each paid a 1-unit transaction fee
-    // for its vote); the dissenting one only its stake back.
+    // for its vote); the dissenting one is not paid and loses its stake (design/007).
     for e in &p.evaluators[..3] {
         assert_eq!(delta(&e.worker), (ev_share + stake) as i128 - 1);
     }
-    assert_eq!(delta(&p.evaluators[3].worker), stake as i128 - 1, "dissenting evaluator");
-    // The client gets the rounding dust back: fee - everything paid.
+    assert_eq!(delta(&p.evaluators[3].worker), -1, "dissenting evaluator");
+    // The client gets the rounding dust and the dissenter's stake back: fee - everything paid.
     let paid = by_rank[0].amount.0 + by_rank[1].amount.0 + 3 * sup_share + 3 * ev_share;
-    assert_eq!(delta(&addr(0)), (fee.0 - paid) as i128);
-    assert_eq!(done.settlement.as_ref().unwrap().refund.0, fee.0 - paid);
+    assert_eq!(delta(&addr(0)), (fee.0 - paid + stake) as i128);
+    assert_eq!(done.settlement.as_ref().unwrap().refund.0, fee.0 - paid + stake);
+    // Supervisors committed different slots: no slot has a majority, nobody is outvoted.
+    let penalties = &done.settlement.as_ref().unwrap().penalties;
+    assert_eq!(penalties.len(), 1, "{penalties:?}");
+    assert_eq!(penalties[0].seat, p.evaluators[3]);
     assert_eq!(done.escrow, Amount::ZERO);
-    // Every ticket is gone (returned).
+    // Every ticket is gone (returned or confiscated).
     for (_, s) in p.all() {
         assert!(c.state.get(&StateKey::Ticket(s.ticket)).is_none());
     }
@@ -699,6 +704,231 @@ fn full_lifecycle_pays_by_rank_and_quota_and_conserves_money() {
     assert_eq!(view.settlement.unwrap().payouts.len(), 2 + 3 + 3);
     assert_eq!(view.fee, fee);
     assert!(serde_json::to_string(&task_view(&c.state, &id).unwrap()).is_ok());
+}
+
+// ---- committees (design/007) -------------------------------------------------------------
+
+/// Miners 1-3, supervisors 4-6, evaluators 7-9 (20 coins each); a 3/3/3 task (f = 0) paid by
+/// account 0 with 1000 coins; every miner submits, so the task is finalising.
+fn committee_task() -> (Chain, Hash) {
+    let mut c = Chain::new();
+    let mut list = vec![];
+    for i in 1..=3 {
+        list.push((i, Role::Miner, 20));
+    }
+    for i in 4..=6 {
+        list.push((i, Role::Supervisor, 20));
+    }
+    for i in 7..=9 {
+        list.push((i, Role::Evaluator, 20));
+    }
+    c.tickets(&list);
+    let id = c.pay(def(3, 3, 3, 0), 1_000);
+    c.empty(); // selection
+    (c, id)
+}
+
+fn root_tx(task: Hash, slot: u32, root: Hash) -> TxKind {
+    TxKind::MessageHistory { task_id: task, slot, root }
+}
+
+impl Chain {
+    /// Applies one block holding every `(worker, transaction)` (consecutive nonces per worker).
+    fn batch(&mut self, list: Vec<(Address, TxKind)>) {
+        let mut nonces: BTreeMap<Address, u64> = BTreeMap::new();
+        let txs = list
+            .into_iter()
+            .map(|(w, kind)| {
+                let n = nonces.entry(w).or_insert(self.state.account(&w).nonce);
+                let t = tx(&self.spec, &key(account_of(&w)), *n, 1, kind);
+                *n += 1;
+                t
+            })
+            .collect();
+        self.apply(txs).unwrap();
+    }
+}
+
+fn submit_all(c: &mut Chain, id: Hash) -> Vec<Address> {
+    let miners = workers(&c.task(&id).participants.miners);
+    for m in &miners {
+        c.participants_tx(m, submit(id, &m.0)).unwrap();
+    }
+    assert!(matches!(c.task(&id).status, TaskStatus::Finalising { .. }));
+    miners
+}
+
+#[test]
+fn a_lying_supervisor_is_outvoted_unpaid_and_loses_its_stake() {
+    let (mut c, id) = committee_task();
+    let p = c.task(&id).participants;
+    let sups = workers(&p.supervisors);
+    let (honest, liar) = (&sups[..2], sups[2]);
+    let right = |slot: u32| Hash::digest(&[b"slot".as_slice(), &slot.to_le_bytes()].concat());
+    let mut txs = vec![];
+    for slot in 0..3u32 {
+        for s in honest {
+            txs.push((*s, root_tx(id, slot, right(slot))));
+        }
+        txs.push((liar, root_tx(id, slot, Hash::digest(right(slot).as_bytes()))));
+    }
+    c.batch(txs);
+    // Slot numbers are bounded.
+    let err = c.participants_tx(&liar, root_tx(id, MAX_HISTORY_SLOTS, right(0))).unwrap_err();
+    assert_eq!(err, E::HistorySlotOutOfRange { slot: MAX_HISTORY_SLOTS, max: MAX_HISTORY_SLOTS });
+    let miners = submit_all(&mut c, id);
+    let before: Vec<u64> = (0..16).map(|i| c.balance(i)).collect();
+    let v = verdict(&c, id, &miners, &[]);
+    for e in workers(&p.evaluators) {
+        c.participants_tx(&e, v.clone()).unwrap();
+        if matches!(c.task(&id).status, TaskStatus::Completed { .. }) {
+            break;
+        }
+    }
+    let done = c.task(&id);
+    assert!(matches!(done.status, TaskStatus::Completed { .. }));
+    let settlement = done.settlement.unwrap();
+    assert_eq!(settlement.penalties.len(), 1, "{:?}", settlement.penalties);
+    let penalty = &settlement.penalties[0];
+    assert_eq!(penalty.seat, p.supervisors[2]);
+    assert_eq!(penalty.role, Role::Supervisor);
+    assert_eq!(penalty.stake, Amount(20 * COIN));
+    assert_eq!(
+        penalty.reason,
+        PenaltyReason::OutvotedHistory {
+            slot: 0,
+            committed: Hash::digest(right(0).as_bytes()),
+            majority: right(0)
+        }
+    );
+    assert!(penalty.reason.to_string().contains("history slot 0"));
+    assert!(settlement.confiscated.is_empty(), "the verdict itself confiscated nobody");
+    let fee = Amount(1_000 * COIN);
+    let stake = 20 * COIN;
+    let delta = |a: &Address| c.balance(account_of(a)) as i128 - before[account_of(a)] as i128;
+    // Honest supervisors: half the quota each (the liar's third is not theirs) and their stake.
+    let sup_share = supervisor_quota(fee).0 / 2;
+    for s in honest {
+        assert_eq!(delta(s), (sup_share + stake) as i128);
+    }
+    assert_eq!(delta(&liar), 0, "the liar is not paid and its stake is gone");
+    assert!(c.state.get(&StateKey::Ticket(p.supervisors[2].ticket)).is_none());
+    // The client gets the liar's stake, and whatever nobody earned, back.
+    let paid: u64 = settlement.payouts.iter().map(|p| p.amount.0).sum();
+    assert_eq!(settlement.refund.0, fee.0 + stake - paid);
+    assert_eq!(delta(&addr(0)), settlement.refund.0 as i128);
+    assert!(settlement.payouts.iter().all(|p| p.to != liar));
+    // The view shows it (and serialises for RPC).
+    let view = task_view(&c.state, &id).unwrap();
+    let json = serde_json::to_string(&view).unwrap();
+    assert!(json.contains("OutvotedHistory"), "{json}");
+}
+
+#[test]
+fn a_slot_without_a_majority_root_penalises_nobody() {
+    // Four supervisors (f = 1): a majority needs three equal roots.
+    let (mut c, id) = selected_task();
+    let p = c.task(&id).participants;
+    let sups = workers(&p.supervisors);
+    let (a, b) = (Hash::digest(b"a"), Hash::digest(b"b"));
+    // Slot 0: a 2-2 tie. Slot 1: one commit only. Slot 2: three different roots.
+    let mut txs = vec![];
+    for (s, root) in sups.iter().zip([a, a, b, b]) {
+        txs.push((*s, root_tx(id, 0, root)));
+    }
+    txs.push((sups[3], root_tx(id, 1, b)));
+    for (s, root) in sups.iter().zip([a, b, Hash::digest(b"c")]) {
+        txs.push((*s, root_tx(id, 2, root)));
+    }
+    c.batch(txs);
+    let miners = submit_all(&mut c, id);
+    let v = verdict(&c, id, &miners, &[]);
+    for e in workers(&p.evaluators).iter().take(3) {
+        c.participants_tx(e, v.clone()).unwrap();
+    }
+    let done = c.task(&id);
+    assert!(matches!(done.status, TaskStatus::Completed { .. }));
+    let settlement = done.settlement.unwrap();
+    assert!(settlement.penalties.is_empty(), "{:?}", settlement.penalties);
+    let share = supervisor_quota(Amount(1_000 * COIN));
+    for s in &sups {
+        let paid = settlement.payouts.iter().find(|p| p.to == *s).map(|p| p.amount);
+        assert_eq!(paid, Some(Amount(share.0 / 4)), "every supervisor paid");
+        assert!(c.state.get(&StateKey::Ticket(p.seat_of(s).unwrap().1.ticket)).is_none());
+    }
+}
+
+#[test]
+fn a_dissenting_evaluator_is_unpaid_and_loses_its_stake() {
+    let (mut c, id) = committee_task();
+    let p = c.task(&id).participants;
+    let sups = workers(&p.supervisors);
+    let root = Hash::digest(b"slot 0");
+    for s in &sups {
+        c.participants_tx(s, root_tx(id, 0, root)).unwrap();
+    }
+    let miners = submit_all(&mut c, id);
+    let evs = workers(&p.evaluators);
+    let before: Vec<u64> = (0..16).map(|i| c.balance(i)).collect();
+    // The liar votes the reversed ranking (with the payouts that ranking gives: a valid vote).
+    let reversed: Vec<Address> = miners.iter().rev().copied().collect();
+    let lie = verdict(&c, id, &reversed, &[]);
+    c.participants_tx(&evs[0], lie.clone()).unwrap();
+    let v = verdict(&c, id, &miners, &[]);
+    c.participants_tx(&evs[1], v.clone()).unwrap();
+    assert!(matches!(c.task(&id).status, TaskStatus::Finalising { .. }), "1 of 3 is no majority");
+    c.participants_tx(&evs[2], v).unwrap();
+    let done = c.task(&id);
+    let TaskStatus::Completed { verdict: executed, .. } = done.status else {
+        panic!("not completed: {:?}", done.status)
+    };
+    let TxKind::ChargeForTask { ranking, payouts, confiscations, .. } = &lie else {
+        unreachable!()
+    };
+    let voted = verdict_hash(ranking, payouts, confiscations);
+    let settlement = done.settlement.unwrap();
+    assert_eq!(settlement.penalties.len(), 1, "{:?}", settlement.penalties);
+    assert_eq!(settlement.penalties[0].seat, p.evaluators[0]);
+    assert_eq!(settlement.penalties[0].role, Role::Evaluator);
+    assert_eq!(settlement.penalties[0].reason, PenaltyReason::DissentingVote { voted, executed });
+    let fee = Amount(1_000 * COIN);
+    let stake = 20 * COIN;
+    let delta = |a: &Address| c.balance(account_of(a)) as i128 - before[account_of(a)] as i128;
+    assert_eq!(delta(&evs[0]), -1, "only its transaction fee: unpaid, stake confiscated");
+    let ev_share = evaluator_quota(fee).0 / 2;
+    for e in &evs[1..] {
+        assert_eq!(delta(e), (ev_share + stake) as i128 - 1);
+    }
+    // Supervisors agreed on every slot: all paid, nobody outvoted.
+    for s in &sups {
+        assert_eq!(delta(s), (supervisor_quota(fee).0 / 3 + stake) as i128);
+    }
+    // Money: escrow + the dissenter's stake = everything paid + the refund.
+    let paid: u64 = settlement.payouts.iter().map(|p| p.amount.0).sum();
+    assert_eq!(settlement.refund.0 + paid, fee.0 + stake);
+    assert_eq!(delta(&addr(0)), settlement.refund.0 as i128);
+}
+
+#[test]
+fn a_seat_the_verdict_confiscates_is_not_penalised_twice() {
+    let (mut c, id) = committee_task();
+    let p = c.task(&id).participants;
+    let sups = workers(&p.supervisors);
+    for (s, root) in sups.iter().zip([Hash::digest(b"r"), Hash::digest(b"r"), Hash::digest(b"x")]) {
+        c.participants_tx(s, root_tx(id, 0, root)).unwrap();
+    }
+    let miners = submit_all(&mut c, id);
+    // The evaluators confiscate the lying supervisor themselves: its stake goes to the miners.
+    let v = verdict(&c, id, &miners, &[sups[2]]);
+    for e in workers(&p.evaluators).iter().take(2) {
+        c.participants_tx(e, v.clone()).unwrap();
+    }
+    let done = c.task(&id);
+    assert!(matches!(done.status, TaskStatus::Completed { .. }));
+    let settlement = done.settlement.unwrap();
+    assert_eq!(settlement.confiscated, vec![p.supervisors[2].clone()]);
+    assert!(settlement.penalties.is_empty(), "{:?}", settlement.penalties);
+    assert_eq!(settlement.confiscated_stake, Amount(20 * COIN));
 }
 
 #[test]

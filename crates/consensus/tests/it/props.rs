@@ -3,8 +3,8 @@
 use crate::common::*;
 use pouw_consensus::{
     apply_block, check_block_body, expected_payouts, genesis_state, pouw::check_proof_structure,
-    Account, BlockUndo, Participants, Refusal, Seat, Settlement, State, StateDiff, StateKey,
-    StateValue, TaskRecord, TaskStatus, Ticket,
+    Account, BlockUndo, Participants, Penalty, PenaltyReason, Refusal, Seat, Settlement, State,
+    StateDiff, StateKey, StateValue, TaskRecord, TaskStatus, Ticket,
 };
 use pouw_primitives::{
     codec, test_utils::*, Amount, Block, Canonical, Hash, Role, TicketPreferences, Transaction,
@@ -59,15 +59,37 @@ fn any_status() -> impl Strategy<Value = TaskStatus> {
     ]
 }
 
+fn any_penalty() -> impl Strategy<Value = Penalty> {
+    let reason = prop_oneof![
+        (any::<u32>(), any_hash(), any_hash()).prop_map(|(slot, committed, majority)| {
+            PenaltyReason::OutvotedHistory { slot, committed, majority }
+        }),
+        (any_hash(), any_hash())
+            .prop_map(|(voted, executed)| PenaltyReason::DissentingVote { voted, executed }),
+    ];
+    (any_seat(), any_role(), any_amount(), reason).prop_map(|(seat, role, stake, reason)| Penalty {
+        seat,
+        role,
+        stake,
+        reason,
+    })
+}
+
 fn any_settlement() -> impl Strategy<Value = Settlement> {
-    (vec(any_payout(), 0..3), vec(any_seat(), 0..2), any_amount(), any_amount()).prop_map(
-        |(payouts, confiscated, confiscated_stake, refund)| Settlement {
+    (
+        vec(any_payout(), 0..3),
+        vec(any_seat(), 0..2),
+        any_amount(),
+        any_amount(),
+        vec(any_penalty(), 0..2),
+    )
+        .prop_map(|(payouts, confiscated, confiscated_stake, refund, penalties)| Settlement {
             payouts,
             confiscated,
             confiscated_stake,
             refund,
-        },
-    )
+            penalties,
+        })
 }
 
 fn any_state_value() -> impl Strategy<Value = StateValue> {
