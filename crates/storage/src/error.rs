@@ -1,8 +1,31 @@
 //! Storage errors. Every one of them is fatal for the node: it stops rather than run on data it
-//! cannot trust.
+//! cannot trust, or on a state ahead of what is on disk.
+//!
+//! Every error out of [`Store`](crate::Store) and [`ProofStore`](crate::ProofStore) is a
+//! [`StorageError::File`]: it names the database file, says what is wrong with it in words
+//! (corrupt, locked, out of space, ...) and what to do about it.
 
 use pouw_primitives::Hash;
-use std::fmt;
+use std::{fmt, io, path::Path, path::PathBuf};
+
+/// One of the two databases of a data directory (named in error messages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DbFile {
+    /// `chain.redb`: blocks, header index, canonical chain, state, undo data, meta.
+    Chain,
+    /// `proofs.redb`: proof data.
+    Proofs,
+}
+
+impl fmt::Display for DbFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Chain => "chain database",
+            Self::Proofs => "proof database",
+        })
+    }
+}
 
 /// The tables of the database (for error messages).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +115,146 @@ pub enum StorageError {
     /// corruption detected by redb, ...).
     #[error("database error: {0}")]
     Db(Box<redb::Error>),
+    /// The database file is damaged in a way the engine cannot describe by a record: empty,
+    /// cut short, or so malformed that reading it failed.
+    #[error("damaged database file: {0}")]
+    Damaged(String),
+    /// Something other than a database file is where the database file should be.
+    #[error("not a database file: it is {0}")]
+    NotAFile(&'static str),
+    /// A failure of one database file: the file, and the failure (never itself a `File`).
+    #[error("{}", file_message(*.db, .path, .error))]
+    File {
+        /// Which database.
+        db: DbFile,
+        /// Its path.
+        path: PathBuf,
+        /// What went wrong.
+        error: Box<Self>,
+    },
+}
+
+/// What kind of failure an error is, for the words of its message.
+enum Kind<'a> {
+    Corrupt(String),
+    NotAFile(&'static str),
+    Locked,
+    NoSpace(&'a io::Error),
+    Io(&'a io::Error),
+    PreviousIo,
+    Other,
+}
+
+fn kind(e: &StorageError) -> Kind<'_> {
+    match e {
+        StorageError::Corrupt { table, key, reason } => {
+            Kind::Corrupt(format!("table {table}, key {key}: {reason}"))
+        }
+        StorageError::Damaged(reason) => Kind::Corrupt(reason.clone()),
+        StorageError::NotAFile(what) => Kind::NotAFile(what),
+        StorageError::Db(e) => match &**e {
+            redb::Error::Corrupted(reason) => Kind::Corrupt(reason.clone()),
+            redb::Error::DatabaseAlreadyOpen => Kind::Locked,
+            redb::Error::PreviousIo => Kind::PreviousIo,
+            // redb's word for a file that does not start with its magic number.
+            redb::Error::Io(io) if io.kind() == io::ErrorKind::InvalidData => Kind::Corrupt(
+                "it does not start with a redb header (damaged header, or not a redb file)".into(),
+            ),
+            redb::Error::Io(io) => io_kind(io),
+            _ => Kind::Other,
+        },
+        StorageError::Io { source, .. } => io_kind(source),
+        StorageError::File { error, .. } => kind(error),
+        _ => Kind::Other,
+    }
+}
+
+fn io_kind(e: &io::Error) -> Kind<'_> {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => {
+            Kind::Corrupt(format!("the file ends early, it was cut short ({e})"))
+        }
+        io::ErrorKind::StorageFull | io::ErrorKind::FileTooLarge | io::ErrorKind::QuotaExceeded => {
+            Kind::NoSpace(e)
+        }
+        _ => Kind::Io(e),
+    }
+}
+
+/// What to do about a damaged file.
+pub const CORRUPT_ADVICE: &str =
+    "restore it from a backup, or delete the data directory and restart to resync";
+
+fn file_message(db: DbFile, path: &Path, error: &StorageError) -> String {
+    let path = path.display();
+    match kind(error) {
+        Kind::Corrupt(reason) => format!("{db} {path} is corrupt: {reason}; {CORRUPT_ADVICE}"),
+        Kind::NotAFile(what) => {
+            format!("{db} {path} is not a database file: it is {what}; move it out of the way")
+        }
+        Kind::Locked => {
+            format!("{db} {path} is locked: another process (a running node?) has it open")
+        }
+        Kind::NoSpace(e) => format!(
+            "{db} {path} could not be written: {e}; the disk is full or the file size limit is \
+             reached: free space and restart (the node goes on from the last block it stored)"
+        ),
+        Kind::Io(e) => format!("{db} {path}: I/O error: {e}"),
+        Kind::PreviousIo => {
+            format!("{db} {path}: an earlier write failed, the database must be reopened (restart)")
+        }
+        Kind::Other => format!("{db} {path}: {error}"),
+    }
+}
+
+impl StorageError {
+    /// The failure itself, without the file it happened in.
+    pub fn cause(&self) -> &Self {
+        match self {
+            Self::File { error, .. } => error.cause(),
+            other => other,
+        }
+    }
+
+    /// The database file this error is about, if known.
+    pub fn file(&self) -> Option<(DbFile, &Path)> {
+        match self {
+            Self::File { db, path, .. } => Some((*db, path)),
+            _ => None,
+        }
+    }
+
+    /// True if the file's contents are damaged (a record, the engine's structures, or the
+    /// file's length): the database must be restored or rebuilt.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(kind(self), Kind::Corrupt(_))
+    }
+
+    /// True if another process holds the database open.
+    pub fn is_locked(&self) -> bool {
+        matches!(kind(self), Kind::Locked)
+    }
+
+    /// True if a write failed for lack of space (`ENOSPC`, `EFBIG`, `EDQUOT`).
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(kind(self), Kind::NoSpace(_))
+    }
+
+    /// The table of a [`StorageError::Corrupt`] record.
+    pub fn corrupt_table(&self) -> Option<Table> {
+        match self.cause() {
+            Self::Corrupt { table, .. } => Some(*table),
+            _ => None,
+        }
+    }
+
+    /// This error as a failure of the file `path` (unchanged if it already names a file).
+    pub(crate) fn in_file(self, db: DbFile, path: &Path) -> Self {
+        match self {
+            Self::File { .. } => self,
+            error => Self::File { db, path: path.to_path_buf(), error: Box::new(error) },
+        }
+    }
 }
 
 macro_rules! from_redb {
