@@ -60,7 +60,7 @@ pub enum Attack {
 
 impl Attack {
     /// Every attack, in the order the CLI lists them.
-    pub const ALL: [Attack; 5] =
+    pub const ALL: [Self; 5] =
         [Self::SignFlip, Self::Noise, Self::Stale, Self::LyingSupervisor, Self::LyingEvaluator];
 
     /// The CLI name (`sign-flip`, ...).
