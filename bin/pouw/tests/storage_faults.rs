@@ -155,6 +155,7 @@ fn refused(datadir: &Path, file: &str, what: &str) {
         assert_eq!(out.status.code(), Some(1), "pouw {name}: {err}");
         assert!(err.contains(&expected), "pouw {name}: expected `{expected}` in: {err}");
         assert!(!err.contains("node started"), "pouw {name} started anyway: {err}");
+        assert!(!err.contains("panicked"), "pouw {name} printed a panic: {err}");
     }
 }
 

@@ -47,6 +47,35 @@ use {
     pouw_primitives::Block,
 };
 
+std::thread_local! {
+    /// True while this thread runs engine calls under [`guarded`].
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Where the last panic under [`guarded`] on this thread happened.
+    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs (once) a panic hook that keeps panics under [`guarded`] quiet: they are reported
+/// as errors, with their message and location. Other panics go to the hook that was there.
+fn quiet_guarded_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if GUARDED.with(std::cell::Cell::get) {
+                // The engine's source file from its crate directory on (`redb-x.y.z/src/...`).
+                let at = info.location().map(|l| {
+                    let file = l.file();
+                    let short = file.find("redb-").map_or(file, |i| &file[i..]);
+                    format!("{short}:{}", l.line())
+                });
+                PANIC_AT.with(|p| *p.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs `f` (calls into the database engine) for the database `db` at `path`: its errors name
 /// the file, and a panic of the engine (redb may panic on pages that are not what it wrote)
 /// becomes a [`StorageError::Damaged`] instead of taking the node down mid-operation.
@@ -55,7 +84,11 @@ pub(crate) fn guarded<T>(
     path: &std::path::Path,
     f: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+    quiet_guarded_panics();
+    let outer = GUARDED.with(|g| g.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(outer));
+    match result {
         Ok(r) => r.map_err(|e| e.in_file(db, path)),
         Err(panic) => {
             let message = panic
@@ -66,8 +99,10 @@ pub(crate) fn guarded<T>(
                 .split_whitespace()
                 .collect::<Vec<_>>()
                 .join(" ");
+            let at = PANIC_AT.with(|p| p.borrow_mut().take()).unwrap_or_default();
             let error = StorageError::Damaged(format!(
-                "the database engine failed on its contents ({message})"
+                "the database engine failed on its contents ({message}{}{at})",
+                if at.is_empty() { "" } else { " at " }
             ));
             Err(error.in_file(db, path))
         }
