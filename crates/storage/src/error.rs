@@ -103,10 +103,11 @@ pub enum StorageError {
     /// The genesis block or state could not be built from the spec.
     #[error("cannot build genesis: {0}")]
     Genesis(Box<pouw_consensus::ConsensusError>),
-    /// The data directory could not be created.
+    /// A file system operation on `path` failed (creating the data directory, laying out or
+    /// renaming a new database file, reading a file's metadata).
     #[error("I/O error on {path}: {source}")]
     Io {
-        /// Directory.
+        /// File or directory.
         path: String,
         /// Cause.
         source: std::io::Error,
@@ -182,7 +183,7 @@ fn io_kind(e: &io::Error) -> Kind<'_> {
 }
 
 /// What to do about a damaged file.
-pub const CORRUPT_ADVICE: &str =
+const CORRUPT_ADVICE: &str =
     "restore it from a backup, or delete the data directory and restart to resync";
 
 fn file_message(db: DbFile, path: &Path, error: &StorageError) -> String {
@@ -199,6 +200,11 @@ fn file_message(db: DbFile, path: &Path, error: &StorageError) -> String {
             "{db} {path} could not be written: {e}; the disk is full or the file size limit is \
              reached: free space and restart (the node goes on from the last block it stored)"
         ),
+        // EIO (5 on every platform the node runs on): the device itself failed.
+        Kind::Io(e) if e.raw_os_error() == Some(5) => format!(
+            "{db} {path} could not be read or written: {e}; the disk reported an error: check it \
+             (e.g. the system log) before restarting"
+        ),
         Kind::Io(e) => format!("{db} {path}: I/O error: {e}"),
         Kind::PreviousIo => {
             format!("{db} {path}: an earlier write failed, the database must be reopened (restart)")
@@ -213,14 +219,6 @@ impl StorageError {
         match self {
             Self::File { error, .. } => error.cause(),
             other => other,
-        }
-    }
-
-    /// The database file this error is about, if known.
-    pub fn file(&self) -> Option<(DbFile, &Path)> {
-        match self {
-            Self::File { db, path, .. } => Some((*db, path)),
-            _ => None,
         }
     }
 
@@ -285,5 +283,48 @@ impl StorageError {
     /// A [`StorageError::Corrupt`].
     pub(crate) fn corrupt(table: Table, key: impl fmt::Display, reason: impl fmt::Display) -> Self {
         Self::Corrupt { table, key: key.to_string(), reason: reason.to_string() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_chain_file(e: StorageError) -> String {
+        e.in_file(DbFile::Chain, Path::new("/d/chain.redb")).to_string()
+    }
+
+    #[test]
+    fn messages_name_the_file_the_failure_and_what_to_do() {
+        let io =
+            |code| StorageError::Db(Box::new(redb::Error::Io(io::Error::from_raw_os_error(code))));
+        let full = io(28).in_file(DbFile::Chain, Path::new("/d/chain.redb"));
+        assert!(full.is_out_of_space() && !full.is_corrupt());
+        assert!(full.to_string().starts_with(
+            "chain database /d/chain.redb could not be written: No space left on device"
+        ));
+        assert!(in_chain_file(io(27)).contains("could not be written: File too large"));
+        assert!(in_chain_file(io(5)).contains("the disk reported an error"));
+        assert_eq!(
+            in_chain_file(io(13)),
+            "chain database /d/chain.redb: I/O error: Permission denied (os error 13)"
+        );
+        let locked = StorageError::Db(Box::new(redb::Error::DatabaseAlreadyOpen))
+            .in_file(DbFile::Proofs, Path::new("/d/proofs.redb"));
+        assert!(locked.is_locked());
+        assert!(locked.to_string().starts_with("proof database /d/proofs.redb is locked"));
+        let corrupt = StorageError::corrupt(Table::Blocks, "ab", "block hashes differently")
+            .in_file(DbFile::Chain, Path::new("/d/chain.redb"));
+        assert_eq!(corrupt.corrupt_table(), Some(Table::Blocks));
+        assert_eq!(
+            corrupt.to_string(),
+            format!(
+                "chain database /d/chain.redb is corrupt: table blocks, key ab: block hashes \
+                 differently; {CORRUPT_ADVICE}"
+            )
+        );
+        // Wrapping twice keeps the first file.
+        let again = corrupt.in_file(DbFile::Proofs, Path::new("/x"));
+        assert!(again.to_string().starts_with("chain database /d/chain.redb is corrupt"));
     }
 }

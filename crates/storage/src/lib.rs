@@ -31,7 +31,7 @@ mod error;
 mod proofs;
 mod store;
 
-pub use error::{DbFile, StorageError, Table, CORRUPT_ADVICE};
+pub use error::{DbFile, StorageError, Table};
 pub use proofs::{ProofKind, ProofStore, PROOFS_FILE};
 pub use store::{
     spec_hash, BlockStatus, Durability, HeaderEntry, Store, StoreWriter, DB_FILE, SCHEMA_VERSION,
