@@ -90,8 +90,7 @@ enum ChainCommand {
 
 /// Whether a chain-open error is the database lock a running node holds.
 fn is_locked(e: &pouw_chain::ChainError) -> bool {
-    let text = format!("{e} {e:?}").to_ascii_lowercase();
-    text.contains("already open") || text.contains("cannot acquire lock")
+    matches!(e, pouw_chain::ChainError::Storage(s) if s.is_locked())
 }
 
 fn open_chain(datadir: &std::path::Path, chain: &str) -> Result<Chain> {

@@ -7,7 +7,7 @@ use pouw_consensus::{
     MEDIAN_TIME_SPAN,
 };
 use pouw_primitives::{Address, Block, ChainSpec, CompactTarget, Hash, Header, Timestamp, Uint256};
-use pouw_storage::{BlockStatus, Durability, HeaderEntry, StorageError, Store, StoreWriter, Table};
+use pouw_storage::{BlockStatus, Durability, HeaderEntry, Store, StoreWriter, Table};
 use std::{
     collections::{BTreeMap, HashMap},
     path::Path,
@@ -145,12 +145,13 @@ impl Chain {
                 e.header.height == height as u64 && e.status == BlockStatus::Valid
             });
             if !ok {
-                return Err(StorageError::Corrupt {
-                    table: Table::Canonical,
-                    key: height.to_string(),
-                    reason: format!("{hash} is not a valid indexed block at this height"),
-                }
-                .into());
+                return Err(store
+                    .corrupt(
+                        Table::Canonical,
+                        height,
+                        format!("{hash} is not a valid indexed block at this height"),
+                    )
+                    .into());
             }
         }
         let mut chain = Self {
@@ -563,13 +564,15 @@ impl Chain {
         }
     }
 
-    fn flush_unwritten(&mut self, w: &mut StoreWriter) -> Result<(), ChainError> {
-        if let Some((hash, block)) = self.unwritten.take() {
-            let entry = self.entry(&hash);
+    /// Adds the unwritten block to `w`; the caller clears it once `w` is committed (so that
+    /// after a failed commit the block is still known to be unwritten).
+    fn flush_unwritten(&self, w: &mut StoreWriter) -> Result<(), ChainError> {
+        if let Some((hash, block)) = &self.unwritten {
+            let entry = self.entry(hash);
             if entry.status != BlockStatus::Invalid {
-                w.put_block(&hash, &block)?;
+                w.put_block(hash, block)?;
             }
-            w.put_header(&hash, entry)?;
+            w.put_header(hash, entry)?;
         }
         Ok(())
     }
@@ -581,12 +584,7 @@ impl Chain {
             }
         }
         self.store.block(hash)?.ok_or_else(|| {
-            StorageError::Corrupt {
-                table: Table::Blocks,
-                key: hash.to_string(),
-                reason: "indexed block is missing".into(),
-            }
-            .into()
+            self.store.corrupt(Table::Blocks, hash, "indexed block is missing").into()
         })
     }
 
@@ -609,6 +607,7 @@ impl Chain {
             w.put_header(h, self.entry(h))?;
         }
         w.commit()?;
+        self.unwritten = None;
         Ok(())
     }
 
@@ -631,10 +630,8 @@ impl Chain {
         let mut scratch = if simple_extension { None } else { Some(self.state.clone()) };
         let mut net: BTreeMap<StateKey, Option<StateValue>> = BTreeMap::new();
         for h in &old_branch {
-            let undo = self.store.undo(h)?.ok_or_else(|| StorageError::Corrupt {
-                table: Table::Undo,
-                key: h.to_string(),
-                reason: "undo data of a canonical block is missing".into(),
+            let undo = self.store.undo(h)?.ok_or_else(|| {
+                self.store.corrupt(Table::Undo, h, "undo data of a canonical block is missing")
             })?;
             for (k, v) in &undo.entries {
                 net.insert(k.clone(), v.clone());
@@ -646,15 +643,17 @@ impl Chain {
             // check the reverted state against the fork block before executing anything.
             let fork_root = self.entry(&cur).header.state_root;
             if !old_branch.is_empty() && s.root() != fork_root {
-                return Err(StorageError::Corrupt {
-                    table: Table::Undo,
-                    key: old_branch.iter().map(Hash::to_string).collect::<Vec<_>>().join(","),
-                    reason: format!(
-                        "reverting to {cur} gives state root {}, expected {fork_root}",
-                        s.root()
-                    ),
-                }
-                .into());
+                return Err(self
+                    .store
+                    .corrupt(
+                        Table::Undo,
+                        old_branch.iter().map(Hash::to_string).collect::<Vec<_>>().join(","),
+                        format!(
+                            "reverting to {cur} gives state root {}, expected {fork_root}",
+                            s.root()
+                        ),
+                    )
+                    .into());
             }
         }
         let mut executed = Vec::with_capacity(new_branch.len());
@@ -699,6 +698,7 @@ impl Chain {
         w.truncate_canonical(target_height)?;
         w.set_tip(&target)?;
         w.commit()?;
+        self.unwritten = None;
 
         match (scratch, last_diff) {
             (Some(s), _) => self.state = s,

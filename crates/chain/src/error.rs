@@ -94,6 +94,27 @@ impl ChainError {
         }
     }
 
+    /// The database failure behind this error, if there is one (the chain's database, or the
+    /// proof store the block validator read), else the error itself. A database failure is
+    /// fatal for the owner: nothing was committed by the failing call, and the database must
+    /// be reopened.
+    pub fn into_storage_error(self) -> Result<StorageError, Self> {
+        match self {
+            Self::Storage(e) => Ok(e),
+            Self::Invalid { hash, error } => match *error {
+                BlockError::Proof(e) => match e.downcast::<crate::ProofCheckError>() {
+                    Ok(p) => match *p {
+                        crate::ProofCheckError::Storage(e) => Ok(e),
+                        other => Err(Self::invalid(hash, BlockError::Proof(Box::new(other)))),
+                    },
+                    Err(e) => Err(Self::invalid(hash, BlockError::Proof(e))),
+                },
+                other => Err(Self::Invalid { hash, error: Box::new(other) }),
+            },
+            other => Err(other),
+        }
+    }
+
     /// The block error, if this is [`ChainError::Invalid`].
     pub fn block_error(&self) -> Option<&BlockError> {
         match self {

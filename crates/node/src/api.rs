@@ -135,7 +135,14 @@ impl NodeApi for Api {
         let tip = chain.height();
         (0..u64::from(count))
             .map_while(|i| tip.checked_sub(i))
-            .filter_map(|h| chain.block_at(h).ok().flatten())
+            .filter_map(|h| match chain.block_at(h) {
+                Ok(b) => b,
+                Err(e) => {
+                    // Left out of the answer, never shown with bad data; said in the log.
+                    tracing::error!(target: "node", height = h, error = %e, "a stored block cannot be read");
+                    None
+                }
+            })
             .map(|b| {
                 let mut v = BlockView::new(&b);
                 if let Some(r) = self.stats.imported_at(&v.hash) {

@@ -50,8 +50,8 @@ pub enum NodeError {
     /// Opening or using the chain failed.
     #[error(transparent)]
     Chain(#[from] ChainError),
-    /// The proof store failed.
-    #[error("proof store: {0}")]
+    /// The proof store failed (the error names the file).
+    #[error(transparent)]
     Storage(#[from] StorageError),
     /// The network could not start.
     #[error("network: {0}")]
@@ -620,14 +620,21 @@ impl Node {
     }
 
     /// Imports a block into the chain; on success the mempool and the validator's view of the
-    /// client tasks follow the new tip. The outer error is a local failure (the mempool could
-    /// not read the chain), the inner one the import's verdict.
+    /// client tasks follow the new tip. The outer error is a local failure (a database failed,
+    /// e.g. a full disk: fatal, the node stops with the stored chain intact; or the mempool
+    /// could not read the chain), the inner one the import's verdict.
     fn import_into_chain(
         &mut self,
         block: Block,
     ) -> Result<Result<ImportOutcome, ChainError>, NodeError> {
         let mut chain = write(&self.chain);
-        let r = chain.import_block(block, Timestamp::now());
+        let r = match chain.import_block(block, Timestamp::now()) {
+            Err(e) => match e.into_storage_error() {
+                Ok(storage) => return Err(ChainError::Storage(storage).into()),
+                Err(e) => Err(e),
+            },
+            ok => ok,
+        };
         if r.is_ok() {
             self.mempool.sync_with(&mut chain)?;
             self.validator.update_tasks(chain.tip(), chain.state());

@@ -20,7 +20,10 @@
 //! Fail-stop on bad data: every record is decoded with the canonical codec on read; a record that
 //! does not decode, a missing record the index points to, a state that does not hash to the tip's
 //! `state_root`, or a database made for another chain spec gives a named [`StorageError`] and the
-//! node refuses to start, never runs on it.
+//! node refuses to start, never runs on it. The same goes for the file itself: an empty file, a
+//! directory in its place, bytes the engine rejects (or panics on: caught and turned into an
+//! error), a file cut short. A failed write (full disk) is an error naming the file and the
+//! cause; redb keeps the last committed transaction intact (`docs/storage-faults.md`).
 //!
 //! Feature `test-utils`: [`Store::put_raw`] writes raw bytes into a table (corruption tests).
 
@@ -28,7 +31,7 @@ mod error;
 mod proofs;
 mod store;
 
-pub use error::{StorageError, Table};
+pub use error::{DbFile, StorageError, Table};
 pub use proofs::{ProofKind, ProofStore, PROOFS_FILE};
 pub use store::{
     spec_hash, BlockStatus, Durability, HeaderEntry, Store, StoreWriter, DB_FILE, SCHEMA_VERSION,
@@ -43,6 +46,99 @@ use {
     pouw_consensus::{BlockUndo, StateKey, StateValue},
     pouw_primitives::Block,
 };
+
+std::thread_local! {
+    /// True while this thread runs engine calls under [`guarded`].
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Where the last panic under [`guarded`] on this thread happened.
+    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs (once) a panic hook that keeps panics under [`guarded`] quiet: they are reported
+/// as errors, with their message and location. Other panics go to the hook that was there.
+fn quiet_guarded_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if GUARDED.with(std::cell::Cell::get) {
+                // The engine's source file from its crate directory on (`redb-x.y.z/src/...`).
+                let at = info.location().map(|l| {
+                    let file = l.file();
+                    let short = file.find("redb-").map_or(file, |i| &file[i..]);
+                    format!("{short}:{}", l.line())
+                });
+                PANIC_AT.with(|p| *p.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f` (calls into the database engine) for the database `db` at `path`: its errors name
+/// the file, and a panic of the engine (redb may panic on pages that are not what it wrote)
+/// becomes a [`StorageError::Damaged`] instead of taking the node down mid-operation.
+pub(crate) fn guarded<T>(
+    db: DbFile,
+    path: &std::path::Path,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    quiet_guarded_panics();
+    let outer = GUARDED.with(|g| g.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(outer));
+    match result {
+        Ok(r) => r.map_err(|e| e.in_file(db, path)),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into())
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let at = PANIC_AT.with(|p| p.borrow_mut().take()).unwrap_or_default();
+            let error = StorageError::Damaged(format!(
+                "the database engine failed on its contents ({message}{}{at})",
+                if at.is_empty() { "" } else { " at " }
+            ));
+            Err(error.in_file(db, path))
+        }
+    }
+}
+
+/// Whether the database file at `path` exists (an error if that cannot be told).
+pub(crate) fn file_exists(db: DbFile, path: &std::path::Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => {
+            Err(StorageError::Io { path: path.display().to_string(), source }.in_file(db, path))
+        }
+    }
+}
+
+/// Opens the existing database file at `path`. Refuses what is not a regular, non-empty file:
+/// redb would lay out a new, empty database in an empty file, and a node would silently start
+/// over from genesis.
+pub(crate) fn open_existing(db: DbFile, path: &std::path::Path) -> Result<redb::Database> {
+    guarded(db, path, || {
+        let meta = std::fs::metadata(path)
+            .map_err(|source| StorageError::Io { path: path.display().to_string(), source })?;
+        if meta.is_dir() {
+            return Err(StorageError::NotAFile("a directory"));
+        }
+        if !meta.is_file() {
+            return Err(StorageError::NotAFile("something other than a regular file"));
+        }
+        if meta.len() == 0 {
+            return Err(StorageError::Damaged("the file is empty (0 bytes)".into()));
+        }
+        Ok(redb::Database::open(path)?)
+    })
+}
 
 /// Renames a fully written file into place: fsync the file, rename, fsync the directory, so
 /// that after a crash either the old name is absent or the new file is complete.

@@ -14,7 +14,7 @@
 //! data of every stored block is kept for as long as the block is. (Records of blocks that were
 //! reorged away are kept too: the branch may come back.)
 
-use crate::{Result, StorageError, Table};
+use crate::{guarded, DbFile, Result, StorageError, Table};
 use pouw_consensus::pouw::ProofData;
 use pouw_primitives::{codec, Hash, IterationBody, IterationMessage};
 use redb::TableDefinition;
@@ -70,50 +70,64 @@ impl std::fmt::Debug for ProofStore {
 }
 
 impl ProofStore {
-    /// Opens (or creates) `proofs.redb` in `datadir`.
+    /// Opens (or creates) `proofs.redb` in `datadir`. Every error names the file; an existing
+    /// file that is empty, not a file, or damaged is an error, never replaced.
     pub fn open(datadir: &Path) -> Result<Self> {
         std::fs::create_dir_all(datadir)
             .map_err(|source| StorageError::Io { path: datadir.display().to_string(), source })?;
         let path = datadir.join(PROOFS_FILE);
-        if !path.exists() {
+        if !crate::file_exists(DbFile::Proofs, &path)? {
             // Built under a temporary name and renamed into place (see `Store::open`).
             let tmp = datadir.join(format!("{PROOFS_FILE}.new"));
-            match std::fs::remove_file(&tmp) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(StorageError::Io { path: tmp.display().to_string(), source })
+            guarded(DbFile::Proofs, &tmp, || {
+                match std::fs::remove_file(&tmp) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(StorageError::Io { path: tmp.display().to_string(), source })
+                    }
                 }
-            }
-            let db = redb::Database::create(&tmp)?;
-            let txn = db.begin_write()?;
-            txn.open_table(BLOBS)?;
-            txn.commit()?;
-            drop(db);
+                let db = redb::Database::create(&tmp)?;
+                let txn = db.begin_write()?;
+                txn.open_table(BLOBS)?;
+                txn.commit()?;
+                Ok(())
+            })?;
             crate::durable_rename(&tmp, &path)?;
         }
-        let db = redb::Database::create(&path)?;
-        Ok(Self { db, path })
+        let db = crate::open_existing(DbFile::Proofs, &path)?;
+        let store = Self { db, path };
+        // The one table must be there (an empty file laid out by another program is not ours).
+        store.len()?;
+        Ok(store)
+    }
+
+    fn guard<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        guarded(DbFile::Proofs, &self.path, f)
     }
 
     /// Stores several records in one durable transaction.
     pub fn put_many(&self, records: &[(ProofKind, Hash, &[u8])]) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(BLOBS)?;
-            for (kind, hash, bytes) in records {
-                table.insert(key(*kind, hash).as_slice(), *bytes)?;
+        self.guard(|| {
+            let txn = self.db.begin_write()?;
+            {
+                let mut table = txn.open_table(BLOBS)?;
+                for (kind, hash, bytes) in records {
+                    table.insert(key(*kind, hash).as_slice(), *bytes)?;
+                }
             }
-        }
-        txn.commit()?;
-        Ok(())
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// The record `(kind, hash)`, if stored.
     pub fn get(&self, kind: ProofKind, hash: &Hash) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(BLOBS)?;
-        Ok(table.get(key(kind, hash).as_slice())?.map(|v| v.value().to_vec()))
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(BLOBS)?;
+            Ok(table.get(key(kind, hash).as_slice())?.map(|v| v.value().to_vec()))
+        })
     }
 
     /// True if `(kind, hash)` is stored.
@@ -146,6 +160,7 @@ impl ProofStore {
     pub fn get_proof(&self, winning: &IterationBody) -> Result<Option<ProofData>> {
         let corrupt = |kind: ProofKind, hash: &Hash, e: codec::CodecError| {
             StorageError::corrupt(Table::Proofs, format!("{kind:?}:{hash}"), e)
+                .in_file(DbFile::Proofs, &self.path)
         };
         let Some(params) = self.get(ProofKind::Model, &winning.start_model_hash)? else {
             return Ok(None);
@@ -181,8 +196,10 @@ impl ProofStore {
     /// Number of records.
     pub fn len(&self) -> Result<u64> {
         use redb::ReadableTableMetadata;
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(BLOBS)?.len()?)
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            Ok(txn.open_table(BLOBS)?.len()?)
+        })
     }
 
     /// True if empty.
@@ -267,7 +284,13 @@ mod tests {
         other.peer_msgs.push(Hash::digest(b"unknown peer"));
         assert_eq!(store.get_proof(&other).unwrap(), None);
         store.put_many(&[(ProofKind::Model, winning.start_model_hash, b"\x05")]).unwrap();
-        let err = store.get_proof(&winning).unwrap_err().to_string();
-        assert!(err.contains("corrupted"), "{err}");
+        let err = store.get_proof(&winning).unwrap_err();
+        assert!(err.is_corrupt());
+        let text = err.to_string();
+        let path = dir.path().join(PROOFS_FILE);
+        assert!(
+            text.starts_with(&format!("proof database {} is corrupt:", path.display())),
+            "{text}"
+        );
     }
 }

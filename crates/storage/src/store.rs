@@ -1,6 +1,6 @@
 //! The redb-backed store.
 
-use crate::{Result, StorageError, Table};
+use crate::{guarded, DbFile, Result, StorageError, Table};
 use borsh::{BorshDeserialize, BorshSerialize};
 use pouw_consensus::{genesis_block, genesis_state, BlockUndo, State, StateKey, StateValue};
 use pouw_primitives::{codec, Block, ChainSpec, Hash, Header, Uint256};
@@ -118,38 +118,53 @@ impl Store {
     /// Opens the database in `datadir` (creating the directory and, on first open, the genesis
     /// block and state of `spec`), checks it belongs to `spec`, loads the state and checks it
     /// against the tip's `state_root`. Returns the store and the tip state.
+    ///
+    /// Every error names the file ([`StorageError::File`]); an existing file that is empty, not
+    /// a file, or damaged is an error, never replaced by a fresh database.
     pub fn open(datadir: &Path, spec: &ChainSpec, durability: Durability) -> Result<(Self, State)> {
         std::fs::create_dir_all(datadir)
             .map_err(|source| StorageError::Io { path: datadir.display().to_string(), source })?;
         let path = datadir.join(DB_FILE);
         let genesis = genesis_block(spec)?;
-        if !path.exists() {
+        if !crate::file_exists(DbFile::Chain, &path)? {
             // A new database is built under a temporary name and renamed into place once its
             // genesis is durable: a crash while redb lays out a fresh file cannot leave a
             // half-written `chain.redb` behind (the next start just builds it again).
             let tmp = datadir.join(format!("{DB_FILE}.new"));
-            let io = |source| StorageError::Io { path: tmp.display().to_string(), source };
-            match std::fs::remove_file(&tmp) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(e)),
-            }
-            let fresh = Self {
-                db: redb::Database::create(&tmp)?,
-                durability: Durability::Immediate,
-                path: tmp.clone(),
-            };
-            fresh.init(spec, &genesis)?;
-            drop(fresh);
+            guarded(DbFile::Chain, &tmp, || {
+                match std::fs::remove_file(&tmp) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(StorageError::Io { path: tmp.display().to_string(), source })
+                    }
+                }
+                let fresh = Self {
+                    db: redb::Database::create(&tmp)?,
+                    durability: Durability::Immediate,
+                    path: tmp.clone(),
+                };
+                fresh.init(spec, &genesis)
+            })?;
             crate::durable_rename(&tmp, &path)?;
         }
-        let db = redb::Database::create(&path)?;
+        let db = crate::open_existing(DbFile::Chain, &path)?;
         let store = Self { db, durability, path };
+        let state = store.guard(|| store.check(spec, &genesis))?;
+        Ok((store, state))
+    }
+
+    fn guard<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        guarded(DbFile::Chain, &self.path, f)
+    }
+
+    /// The checks of [`Store::open`] on an opened file; returns the tip state.
+    fn check(&self, spec: &ChainSpec, genesis: &Block) -> Result<State> {
+        let store = self;
         let genesis_hash = genesis.hash();
         let expected_spec = spec_hash(spec);
-        if store.meta_raw(META_SCHEMA)?.is_none() {
-            store.init(spec, &genesis)?;
-        }
+        // A file without a schema version is not a chain database (or its creation never
+        // finished: new files are only renamed into place once complete).
         let schema: u32 = store.meta(META_SCHEMA)?;
         if schema != SCHEMA_VERSION {
             return Err(StorageError::SchemaVersion { found: schema, supported: SCHEMA_VERSION });
@@ -176,6 +191,10 @@ impl Store {
                 format!("tip {tip} is not in the header index"),
             )
         })?;
+        // The tip block itself (read and hash-checked): older blocks are checked when read.
+        if store.block(&tip)?.is_none() {
+            return Err(StorageError::corrupt(Table::Blocks, tip, "the tip block is missing"));
+        }
         let height = tip_entry.header.height;
         match store.canonical_hash(height)? {
             Some(h) if h == tip => {}
@@ -207,7 +226,7 @@ impl Store {
             ));
         }
         tracing::debug!(target: "storage", path = %store.path.display(), height, %tip, "database opened");
-        Ok((store, state))
+        Ok(state)
     }
 
     fn init(&self, spec: &ChainSpec, genesis: &Block) -> Result<()> {
@@ -247,14 +266,27 @@ impl Store {
         &self.path
     }
 
+    /// A [`StorageError::Corrupt`] of this file, for inconsistencies between records that only
+    /// the caller sees (e.g. an index entry whose block is missing).
+    pub fn corrupt(
+        &self,
+        table: Table,
+        key: impl std::fmt::Display,
+        reason: impl std::fmt::Display,
+    ) -> StorageError {
+        StorageError::corrupt(table, key, reason).in_file(DbFile::Chain, &self.path)
+    }
+
     fn meta_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
-        let table = match txn.open_table(META) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = match txn.open_table(META) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(table.get(key)?.map(|v| v.value().to_vec()))
+        })
     }
 
     fn meta<T: BorshSerialize + BorshDeserialize>(&self, key: &str) -> Result<T> {
@@ -266,138 +298,166 @@ impl Store {
 
     /// The tip (best valid block) as last committed.
     pub fn tip(&self) -> Result<Hash> {
-        self.meta(META_TIP)
+        self.guard(|| self.meta(META_TIP))
     }
 
     /// The genesis hash.
     pub fn genesis_hash(&self) -> Result<Hash> {
-        self.meta(META_GENESIS)
+        self.guard(|| self.meta(META_GENESIS))
     }
 
     /// A block by hash.
     pub fn block(&self, hash: &Hash) -> Result<Option<Block>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(BLOCKS)?;
-        let Some(v) = table.get(hash.as_bytes().as_slice())? else { return Ok(None) };
-        let block: Block = decode_record(Table::Blocks, hash, v.value())?;
-        if block.hash() != *hash {
-            return Err(StorageError::corrupt(Table::Blocks, hash, "block hashes differently"));
-        }
-        Ok(Some(block))
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(BLOCKS)?;
+            let Some(v) = table.get(hash.as_bytes().as_slice())? else { return Ok(None) };
+            let block: Block = decode_record(Table::Blocks, hash, v.value())?;
+            if block.hash() != *hash {
+                return Err(StorageError::corrupt(Table::Blocks, hash, "block hashes differently"));
+            }
+            Ok(Some(block))
+        })
     }
 
     /// A header index record by hash.
     pub fn header_entry(&self, hash: &Hash) -> Result<Option<HeaderEntry>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(HEADERS)?;
-        let Some(v) = table.get(hash.as_bytes().as_slice())? else { return Ok(None) };
-        let entry: HeaderEntry = decode_record(Table::Headers, hash, v.value())?;
-        if entry.header.hash() != *hash {
-            return Err(StorageError::corrupt(Table::Headers, hash, "header hashes differently"));
-        }
-        Ok(Some(entry))
-    }
-
-    /// Every header index record (loaded into memory by the chain on open).
-    pub fn header_entries(&self) -> Result<Vec<(Hash, HeaderEntry)>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(HEADERS)?;
-        let mut out = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
-        for item in table.iter()? {
-            let (k, v) = item?;
-            let hash = hash_key(Table::Headers, k.value())?;
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(HEADERS)?;
+            let Some(v) = table.get(hash.as_bytes().as_slice())? else { return Ok(None) };
             let entry: HeaderEntry = decode_record(Table::Headers, hash, v.value())?;
-            if entry.header.hash() != hash {
+            if entry.header.hash() != *hash {
                 return Err(StorageError::corrupt(
                     Table::Headers,
                     hash,
                     "header hashes differently",
                 ));
             }
-            out.push((hash, entry));
-        }
-        Ok(out)
+            Ok(Some(entry))
+        })
+    }
+
+    /// Every header index record (loaded into memory by the chain on open).
+    pub fn header_entries(&self) -> Result<Vec<(Hash, HeaderEntry)>> {
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(HEADERS)?;
+            let mut out = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
+            for item in table.iter()? {
+                let (k, v) = item?;
+                let hash = hash_key(Table::Headers, k.value())?;
+                let entry: HeaderEntry = decode_record(Table::Headers, hash, v.value())?;
+                if entry.header.hash() != hash {
+                    return Err(StorageError::corrupt(
+                        Table::Headers,
+                        hash,
+                        "header hashes differently",
+                    ));
+                }
+                out.push((hash, entry));
+            }
+            Ok(out)
+        })
     }
 
     /// The canonical block at `height`.
     pub fn canonical_hash(&self, height: u64) -> Result<Option<Hash>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(CANONICAL)?;
-        table.get(height)?.map(|v| hash_key(Table::Canonical, v.value())).transpose()
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(CANONICAL)?;
+            table.get(height)?.map(|v| hash_key(Table::Canonical, v.value())).transpose()
+        })
     }
 
     fn canonical_len(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(CANONICAL)?.len()?)
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            Ok(txn.open_table(CANONICAL)?.len()?)
+        })
     }
 
     /// The canonical chain, genesis first. Fails if the index has a hole.
     pub fn canonical_chain(&self) -> Result<Vec<Hash>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(CANONICAL)?;
-        let mut out = Vec::new();
-        for item in table.iter()? {
-            let (k, v) = item?;
-            if k.value() != out.len() as u64 {
-                return Err(StorageError::corrupt(Table::Canonical, k.value(), "gap in the index"));
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(CANONICAL)?;
+            let mut out = Vec::new();
+            for item in table.iter()? {
+                let (k, v) = item?;
+                if k.value() != out.len() as u64 {
+                    return Err(StorageError::corrupt(
+                        Table::Canonical,
+                        k.value(),
+                        "gap in the index",
+                    ));
+                }
+                out.push(hash_key(Table::Canonical, v.value())?);
             }
-            out.push(hash_key(Table::Canonical, v.value())?);
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Undo data of an executed block.
     pub fn undo(&self, hash: &Hash) -> Result<Option<BlockUndo>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(UNDO)?;
-        table
-            .get(hash.as_bytes().as_slice())?
-            .map(|v| decode_record(Table::Undo, hash, v.value()))
-            .transpose()
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(UNDO)?;
+            table
+                .get(hash.as_bytes().as_slice())?
+                .map(|v| decode_record(Table::Undo, hash, v.value()))
+                .transpose()
+        })
     }
 
     /// Loads the whole state (the root is recomputed from the entries).
     pub fn load_state(&self) -> Result<State> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(STATE)?;
-        let mut entries = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
-        for item in table.iter()? {
-            let (k, v) = item?;
-            let key: StateKey = decode_record(Table::State, hex(k.value()), k.value())?;
-            let value: StateValue = decode_record(Table::State, hex(k.value()), v.value())?;
-            entries.push((key, value));
-        }
-        Ok(State::from_entries(entries))
+        self.guard(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(STATE)?;
+            let mut entries = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
+            for item in table.iter()? {
+                let (k, v) = item?;
+                let key: StateKey = decode_record(Table::State, hex(k.value()), k.value())?;
+                let value: StateValue = decode_record(Table::State, hex(k.value()), v.value())?;
+                entries.push((key, value));
+            }
+            Ok(State::from_entries(entries))
+        })
     }
 
     /// Starts the one write transaction of a block import or reorg.
     pub fn begin_write(&self) -> Result<StoreWriter> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(match self.durability {
-            Durability::Immediate => redb::Durability::Immediate,
-            Durability::Eventual => redb::Durability::Eventual,
-        });
-        Ok(StoreWriter { txn })
+        self.guard(|| {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(match self.durability {
+                Durability::Immediate => redb::Durability::Immediate,
+                Durability::Eventual => redb::Durability::Eventual,
+            });
+            Ok(StoreWriter { txn, path: self.path.clone() })
+        })
     }
 
     /// Test hook: writes raw `value` bytes at raw `key` in `table`, bypassing the codec.
     #[cfg(feature = "test-utils")]
     pub fn put_raw(&self, table: RawTable, key: &[u8], value: &[u8]) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            match table {
-                RawTable::Blocks => txn.open_table(BLOCKS)?.insert(key, value).map(drop)?,
-                RawTable::Headers => txn.open_table(HEADERS)?.insert(key, value).map(drop)?,
-                RawTable::State => txn.open_table(STATE)?.insert(key, value).map(drop)?,
-                RawTable::Undo => txn.open_table(UNDO)?.insert(key, value).map(drop)?,
-                RawTable::Meta => {
-                    let k = std::str::from_utf8(key).expect("meta keys are text");
-                    txn.open_table(META)?.insert(k, value).map(drop)?
+        self.guard(|| {
+            let txn = self.db.begin_write()?;
+            {
+                match table {
+                    RawTable::Blocks => txn.open_table(BLOCKS)?.insert(key, value).map(drop)?,
+                    RawTable::Headers => txn.open_table(HEADERS)?.insert(key, value).map(drop)?,
+                    RawTable::State => txn.open_table(STATE)?.insert(key, value).map(drop)?,
+                    RawTable::Undo => txn.open_table(UNDO)?.insert(key, value).map(drop)?,
+                    RawTable::Meta => {
+                        let k = std::str::from_utf8(key).expect("meta keys are text");
+                        txn.open_table(META)?.insert(k, value).map(drop)?
+                    }
                 }
             }
-        }
-        txn.commit()?;
-        Ok(())
+            txn.commit()?;
+            Ok(())
+        })
     }
 }
 
@@ -421,6 +481,7 @@ pub enum RawTable {
 /// not at all (dropping it aborts).
 pub struct StoreWriter {
     txn: redb::WriteTransaction,
+    path: PathBuf,
 }
 
 impl std::fmt::Debug for StoreWriter {
@@ -432,57 +493,72 @@ impl std::fmt::Debug for StoreWriter {
 impl StoreWriter {
     /// Stores a block.
     pub fn put_block(&mut self, hash: &Hash, block: &Block) -> Result<()> {
-        self.txn
-            .open_table(BLOCKS)?
-            .insert(hash.as_bytes().as_slice(), codec::encode(block).as_slice())?;
-        Ok(())
+        let Self { txn, path } = self;
+        guarded(DbFile::Chain, path, || {
+            txn.open_table(BLOCKS)?
+                .insert(hash.as_bytes().as_slice(), codec::encode(block).as_slice())?;
+            Ok(())
+        })
     }
 
     /// Stores a header index record.
     pub fn put_header(&mut self, hash: &Hash, entry: &HeaderEntry) -> Result<()> {
-        self.txn
-            .open_table(HEADERS)?
-            .insert(hash.as_bytes().as_slice(), codec::encode(entry).as_slice())?;
-        Ok(())
+        let Self { txn, path } = self;
+        guarded(DbFile::Chain, path, || {
+            txn.open_table(HEADERS)?
+                .insert(hash.as_bytes().as_slice(), codec::encode(entry).as_slice())?;
+            Ok(())
+        })
     }
 
     /// Stores a block's undo data.
     pub fn put_undo(&mut self, hash: &Hash, undo: &BlockUndo) -> Result<()> {
-        self.txn
-            .open_table(UNDO)?
-            .insert(hash.as_bytes().as_slice(), codec::encode(undo).as_slice())?;
-        Ok(())
+        let Self { txn, path } = self;
+        guarded(DbFile::Chain, path, || {
+            txn.open_table(UNDO)?
+                .insert(hash.as_bytes().as_slice(), codec::encode(undo).as_slice())?;
+            Ok(())
+        })
     }
 
     /// Writes state changes (`None` deletes the key).
     pub fn write_state(&mut self, changes: &BTreeMap<StateKey, Option<StateValue>>) -> Result<()> {
-        let mut table = self.txn.open_table(STATE)?;
-        for (k, v) in changes {
-            let key = codec::encode(k);
-            match v {
-                Some(v) => {
-                    table.insert(key.as_slice(), codec::encode(v).as_slice())?;
-                }
-                None => {
-                    table.remove(key.as_slice())?;
+        let Self { txn, path } = self;
+        guarded(DbFile::Chain, path, || {
+            let mut table = txn.open_table(STATE)?;
+            for (k, v) in changes {
+                let key = codec::encode(k);
+                match v {
+                    Some(v) => {
+                        table.insert(key.as_slice(), codec::encode(v).as_slice())?;
+                    }
+                    None => {
+                        table.remove(key.as_slice())?;
+                    }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Sets the canonical block at `height`.
     pub fn set_canonical(&mut self, height: u64, hash: &Hash) -> Result<()> {
-        self.txn.open_table(CANONICAL)?.insert(height, hash.as_bytes().as_slice())?;
-        Ok(())
+        let Self { txn, path } = self;
+        guarded(DbFile::Chain, path, || {
+            txn.open_table(CANONICAL)?.insert(height, hash.as_bytes().as_slice())?;
+            Ok(())
+        })
     }
 
     /// Removes the canonical entries above `height`.
     pub fn truncate_canonical(&mut self, height: u64) -> Result<()> {
-        let mut table = self.txn.open_table(CANONICAL)?;
-        let Some(from) = height.checked_add(1) else { return Ok(()) };
-        table.retain_in(from.., |_, _| false)?;
-        Ok(())
+        let Self { txn, path } = self;
+        guarded(DbFile::Chain, path, || {
+            let mut table = txn.open_table(CANONICAL)?;
+            let Some(from) = height.checked_add(1) else { return Ok(()) };
+            table.retain_in(from.., |_, _| false)?;
+            Ok(())
+        })
     }
 
     /// Sets the tip.
@@ -491,14 +567,20 @@ impl StoreWriter {
     }
 
     fn put_meta<T: BorshSerialize>(&mut self, key: &str, value: &T) -> Result<()> {
-        self.txn.open_table(META)?.insert(key, codec::encode(value).as_slice())?;
-        Ok(())
+        let Self { txn, path } = self;
+        guarded(DbFile::Chain, path, || {
+            txn.open_table(META)?.insert(key, codec::encode(value).as_slice())?;
+            Ok(())
+        })
     }
 
     /// Commits everything written (durably, with the default [`Durability`]).
     pub fn commit(self) -> Result<()> {
-        self.txn.commit()?;
-        Ok(())
+        let Self { txn, path } = self;
+        guarded(DbFile::Chain, &path, || {
+            txn.commit()?;
+            Ok(())
+        })
     }
 }
 
@@ -544,11 +626,11 @@ mod tests {
         let mut other = spec();
         other.genesis.timestamp.0 += 1;
         let err = Store::open(dir.path(), &other, Durability::Immediate).unwrap_err();
-        assert!(matches!(err, StorageError::GenesisMismatch { .. }), "{err}");
+        assert!(matches!(err.cause(), StorageError::GenesisMismatch { .. }), "{err}");
         let mut other = spec();
         other.max_future_ms += 1;
         let err = Store::open(dir.path(), &other, Durability::Immediate).unwrap_err();
-        assert!(matches!(err, StorageError::SpecMismatch { .. }), "{err}");
+        assert!(matches!(err.cause(), StorageError::SpecMismatch { .. }), "{err}");
     }
 
     #[test]
