@@ -93,6 +93,7 @@ pub struct NodeHandle {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), NodeError>>>,
     rpc_addr: Option<std::net::SocketAddr>,
+    security: Arc<crate::security::SecurityState>,
 }
 
 fn read(chain: &RwLock<Chain>) -> RwLockReadGuard<'_, Chain> {
@@ -181,8 +182,11 @@ impl NodeHandle {
             None => None,
         };
         let rpc_addr = rpc.as_ref().map(pouw_rpc::RpcServer::local_addr);
-        let agent =
-            crate::agent::Agent::new(config.roles.clone(), config.datadir.clone(), security);
+        let agent = crate::agent::Agent::new(
+            config.roles.clone(),
+            config.datadir.clone(),
+            security.clone(),
+        );
         let node = Node {
             validator: tasks_validator,
             rpc,
@@ -215,7 +219,16 @@ impl NodeHandle {
             .map_err(|e| {
                 NodeError::Storage(StorageError::Io { path: "thread".into(), source: e })
             })?;
-        Ok(Self { chain, net, stats, commands: cmd_tx, stop, thread: Some(thread), rpc_addr })
+        Ok(Self {
+            chain,
+            net,
+            stats,
+            commands: cmd_tx,
+            stop,
+            thread: Some(thread),
+            rpc_addr,
+            security,
+        })
     }
 
     /// The chain, for reading (hold the guard briefly: the node waits for it to import).
@@ -267,6 +280,11 @@ impl NodeHandle {
     /// Live counters.
     pub fn stats(&self) -> &Arc<NodeStats> {
         &self.stats
+    }
+
+    /// Security: alert handlers, convictions, screening figures (`pouw_security`).
+    pub fn security(&self) -> &Arc<crate::security::SecurityState> {
+        &self.security
     }
 
     /// The flag that stops the node loop (for signal handlers).

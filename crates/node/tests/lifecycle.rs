@@ -390,3 +390,73 @@ fn a_lying_supervisor_and_a_lying_evaluator_are_outvoted_and_lose_their_stakes()
         assert_eq!(n.stats().snapshot().blocks_rejected, 0);
     }
 }
+
+#[test]
+fn a_poisoning_miner_is_flagged_convicted_confiscated_and_not_paid() {
+    let _one = ONE_NETWORK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = local_spec(600);
+    // Node 3 (a miner) gossips its iteration messages with every sign flipped.
+    let attacker = 3;
+    let nodes = network_with(dir.path(), &spec, true, &[(attacker, Attack::SignFlip)]);
+    let client = &nodes[0];
+    let file = task_file(dir.path());
+    let task = submit_when_staffed(client, &file);
+    wait_until("the task completed", Duration::from_secs(400), || {
+        let chain = client.chain();
+        let v = task_view(chain.state(), &task);
+        if let Some(v) = &v {
+            assert!(
+                !matches!(v.phase, TaskStatus::Refused { .. } | TaskStatus::Expired { .. }),
+                "task ended as {:?}",
+                v.phase
+            );
+        }
+        v.is_some_and(|v| matches!(v.phase, TaskStatus::Completed { .. }))
+    });
+    let hostile = ChainSpec::devnet_key(attacker).public();
+    let view = task_view(client.chain().state(), &task).unwrap();
+    let settlement = view.settlement.expect("settled");
+    assert!(
+        settlement.confiscated.iter().any(|s| s.worker == hostile),
+        "the poisoning miner's stake is confiscated: {settlement:?}"
+    );
+    assert!(!settlement.payouts.iter().any(|p| p.to == hostile), "and it is not paid");
+    for honest in [1, 2].map(|i| ChainSpec::devnet_key(i).public()) {
+        assert!(settlement.payouts.iter().any(|p| p.to == honest), "honest miners are paid");
+    }
+    // Every supervisor flagged at least 95 % of the poisoned messages, and no honest miner.
+    let sent = nodes[attacker].security().poisoned_sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent > 50, "the attacker sent {sent} poisoned messages");
+    for sup in &nodes[4..7] {
+        let screening = sup.security().screening.lock().unwrap().clone();
+        for v in screening.iter().filter(|v| v.task_id == task) {
+            if v.miner == hostile {
+                assert!(
+                    v.flagged * 100 >= sent * 95,
+                    "flagged {} of {sent} poisoned messages: {v:?}",
+                    v.flagged
+                );
+            } else {
+                assert_eq!(v.flagged, 0, "an honest miner was flagged: {v:?}");
+                assert!(v.replayed > 0, "honest streams are replayed: {v:?}");
+            }
+        }
+    }
+    // Every node knows the conviction (the built-in handler of the alert registry).
+    let handlers = client.security().handlers.names();
+    assert_eq!(handlers["gradient_poisoning"], vec!["stake-confiscation".to_string()]);
+    let convicted = client.security().accusations.convicted(&task, 3);
+    assert_eq!(convicted, vec![hostile]);
+    let chain = client.chain();
+    let genesis: u128 =
+        spec.genesis.allocations.iter().map(|a| u128::from(a.balance.units())).sum();
+    let rewards = u128::from(spec.block_reward.units()) * u128::from(chain.height());
+    assert_eq!(chain.state().total_value(), Some(genesis + rewards), "money adds up");
+}
