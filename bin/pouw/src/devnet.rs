@@ -494,6 +494,17 @@ fn attack_summary(
     m.insert("flagged_rounds".into(), json!(flagged));
     m.insert("confiscated".into(), json!(confiscated));
     m.insert("attacker_paid".into(), json!(format_signed(i128::from(paid))));
+    // The first supervisor's screening figures per miner (direction and magnitude included).
+    let screening: Vec<Value> = nodes
+        .iter()
+        .find(|n| n.roles == "supervisor")
+        .and_then(|n| call(n.rpc, "pouw_security", json!([])).ok())
+        .and_then(|s| s["screening"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| v["task_id"].as_str() == Some(task_id))
+        .collect();
+    m.insert("screening".into(), json!(screening));
     Ok(m)
 }
 
