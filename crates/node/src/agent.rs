@@ -553,6 +553,14 @@ impl Node {
         }
     }
 
+    /// Supervisor: a task ended: its screening data goes (the figures stay).
+    fn release_screen(&mut self, id: &TaskId) {
+        self.agent.screen_fetch.remove(id);
+        if let Some(s) = self.agent.screens.get_mut(id) {
+            s.release();
+        }
+    }
+
     /// Supervisor: fetches the training data, then screens what arrived.
     fn screen_task(&mut self, id: TaskId, record: &TaskRecord) {
         let split = task_split_of(&record.definition, &record.seed);
@@ -910,6 +918,7 @@ impl Node {
             }
             TaskStatus::Completed { .. } => {
                 self.unsubscribe(id);
+                self.release_screen(&id);
                 if self.agent.completed.insert(id) {
                     crate::stats::NodeStats::add(&self.stats.tasks_completed, 1);
                 }
@@ -917,7 +926,10 @@ impl Node {
                     self.fetch_best_model(id, record);
                 }
             }
-            TaskStatus::Expired { .. } | TaskStatus::Refused { .. } => self.unsubscribe(id),
+            TaskStatus::Expired { .. } | TaskStatus::Refused { .. } => {
+                self.unsubscribe(id);
+                self.release_screen(&id);
+            }
             TaskStatus::Registered => {}
         }
         Ok(())

@@ -154,6 +154,19 @@ impl TaskScreen {
         }
     }
 
+    /// Drops everything but the figures (the task ended).
+    pub(crate) fn release(&mut self) {
+        self.known = HashMap::new();
+        self.shadows = BTreeMap::new();
+        self.dataset = None;
+        for log in self.logs.values_mut() {
+            log.queue = BTreeMap::new();
+            log.recent = VecDeque::new();
+            log.window = Vec::new();
+            log.maps_seen = HashMap::new();
+        }
+    }
+
     /// Whether the training data for replays is in.
     pub(crate) fn has_dataset(&self) -> bool {
         self.dataset.is_some()
