@@ -261,6 +261,8 @@ pub(crate) struct Agent {
     pub(crate) security: Arc<SecurityState>,
     /// Selected supervisors per task we take part in (the committee alerts are weighed by).
     supervisors: HashMap<TaskId, usize>,
+    /// Supervisor: (task, miner) pairs flagged at least once (the first flag is logged loud).
+    flagged_miners: HashSet<(TaskId, Address)>,
 }
 
 impl Agent {
@@ -535,7 +537,12 @@ impl Node {
             }
             detail.truncate(cut);
         }
-        tracing::warn!(target: "supervisor", task = %task.short(), miner = %f.miner.short(), kind = ?f.kind, %detail, "iteration flagged");
+        let first = self.agent.flagged_miners.insert((task, f.miner));
+        if first {
+            tracing::warn!(target: "supervisor", task = %task.short(), miner = %f.miner.short(), kind = ?f.kind, %detail, "iteration flagged (further ones are logged at debug level)");
+        } else {
+            tracing::debug!(target: "supervisor", task = %task.short(), miner = %f.miner.short(), kind = ?f.kind, %detail, "iteration flagged");
+        }
         let alert = SecurityAlertBody {
             chain_id: self.config.spec.chain_id,
             task_id: task,
@@ -918,7 +925,14 @@ impl Node {
             }
             TaskStatus::Completed { .. } => {
                 self.unsubscribe(id);
-                self.release_screen(&id);
+                // A supervisor finishes screening what it received (alerts still count for
+                // the record), then drops the data.
+                let drained = self.agent.screens.get(&id).is_none_or(|s| s.status(true).done);
+                if seat_of(record, Role::Supervisor, &me).is_some() && !drained {
+                    self.screen_task(id, record);
+                } else {
+                    self.release_screen(&id);
+                }
                 if self.agent.completed.insert(id) {
                     crate::stats::NodeStats::add(&self.stats.tasks_completed, 1);
                 }

@@ -431,9 +431,25 @@ fn a_poisoning_miner_is_flagged_convicted_confiscated_and_not_paid() {
     for honest in [1, 2].map(|i| ChainSpec::devnet_key(i).public()) {
         assert!(settlement.payouts.iter().any(|p| p.to == honest), "honest miners are paid");
     }
-    // Every supervisor flagged at least 95 % of the poisoned messages, and no honest miner.
+    // Every supervisor flagged at least 95 % of the poisoned messages, and no honest miner
+    // (a supervisor that is behind finishes its screening after the verdict).
     let sent = nodes[attacker].security().poisoned_sent.load(std::sync::atomic::Ordering::Relaxed);
     assert!(sent > 50, "the attacker sent {sent} poisoned messages");
+    let screened = |sup: &NodeHandle| {
+        let s = sup.security().screening.lock().unwrap().clone();
+        s.iter().find(|v| v.task_id == task && v.miner == hostile).map_or(0, |v| v.screened)
+    };
+    wait_until("every supervisor screened every message", Duration::from_secs(180), || {
+        nodes[4..7].iter().all(|s| screened(s) * 100 >= sent * 95)
+    });
+    let confirmed = client
+        .security()
+        .accusations
+        .views()
+        .into_iter()
+        .find(|a| a.task_id == task && a.accused == hostile)
+        .map_or(0, |a| a.messages_confirmed) as u64;
+    assert!(confirmed * 100 >= sent * 95, "{confirmed} of {sent} confirmed by a majority");
     for sup in &nodes[4..7] {
         let screening = sup.security().screening.lock().unwrap().clone();
         for v in screening.iter().filter(|v| v.task_id == task) {
