@@ -136,6 +136,32 @@ fn network_with(
     nodes
 }
 
+/// Test logs at `warn` (or `RUST_LOG`), once per test binary.
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Waits until `task` is completed at `client` (it must not end refused or expired).
+fn wait_completed(client: &NodeHandle, task: &pouw_primitives::TaskId) {
+    wait_until("the task completed", Duration::from_secs(400), || {
+        let chain = client.chain();
+        let v = task_view(chain.state(), task);
+        if let Some(v) = &v {
+            assert!(
+                !matches!(v.phase, TaskStatus::Refused { .. } | TaskStatus::Expired { .. }),
+                "task ended as {:?}",
+                v.phase
+            );
+        }
+        v.is_some_and(|v| matches!(v.phase, TaskStatus::Completed { .. }))
+    });
+}
+
 /// Submits the task once the workers' tickets are on chain (before, it cannot be staffed).
 fn submit_when_staffed(client: &NodeHandle, file: &Path) -> pouw_primitives::TaskId {
     let start = Instant::now();
@@ -153,30 +179,14 @@ fn submit_when_staffed(client: &NodeHandle, file: &Path) -> pouw_primitives::Tas
 #[test]
 fn a_task_is_trained_evaluated_paid_and_delivered() {
     let _one = ONE_NETWORK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    init_logs();
     let dir = tempfile::tempdir().unwrap();
     let spec = local_spec(600);
     let nodes = network(dir.path(), &spec, true);
     let client = &nodes[0];
     let file = task_file(dir.path());
     let task = submit_when_staffed(client, &file);
-    wait_until("the task completed", Duration::from_secs(400), || {
-        let chain = client.chain();
-        let v = task_view(chain.state(), &task);
-        if let Some(v) = &v {
-            assert!(
-                !matches!(v.phase, TaskStatus::Refused { .. } | TaskStatus::Expired { .. }),
-                "task ended as {:?}",
-                v.phase
-            );
-        }
-        v.is_some_and(|v| matches!(v.phase, TaskStatus::Completed { .. }))
-    });
+    wait_completed(client, &task);
     let model_path = dir.path().join("n0/models").join(format!("task-{task}.safetensors"));
     wait_until("the best model at the client", Duration::from_secs(60), || model_path.exists());
 
@@ -276,12 +286,7 @@ fn a_silent_miner_is_excluded_and_not_paid() {
 #[test]
 fn a_lying_supervisor_and_a_lying_evaluator_are_outvoted_and_lose_their_stakes() {
     let _one = ONE_NETWORK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    init_logs();
     let dir = tempfile::tempdir().unwrap();
     let spec = local_spec(600);
     // Node 6 (a supervisor) commits wrong history roots; node 9 (an evaluator) votes the
@@ -298,18 +303,7 @@ fn a_lying_supervisor_and_a_lying_evaluator_are_outvoted_and_lose_their_stakes()
     // while the miners still train.
     let file = task_file_with(dir.path(), 400, 3);
     let task = submit_when_staffed(client, &file);
-    wait_until("the task completed", Duration::from_secs(400), || {
-        let chain = client.chain();
-        let v = task_view(chain.state(), &task);
-        if let Some(v) = &v {
-            assert!(
-                !matches!(v.phase, TaskStatus::Refused { .. } | TaskStatus::Expired { .. }),
-                "task ended as {:?}",
-                v.phase
-            );
-        }
-        v.is_some_and(|v| matches!(v.phase, TaskStatus::Completed { .. }))
-    });
+    wait_completed(client, &task);
     let model_path = dir.path().join("n0/models").join(format!("task-{task}.safetensors"));
     wait_until("the best model at the client", Duration::from_secs(60), || model_path.exists());
 
@@ -394,12 +388,7 @@ fn a_lying_supervisor_and_a_lying_evaluator_are_outvoted_and_lose_their_stakes()
 #[test]
 fn a_poisoning_miner_is_flagged_convicted_confiscated_and_not_paid() {
     let _one = ONE_NETWORK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    init_logs();
     let dir = tempfile::tempdir().unwrap();
     let spec = local_spec(600);
     // Node 3 (a miner) gossips its iteration messages with every sign flipped.
@@ -408,18 +397,7 @@ fn a_poisoning_miner_is_flagged_convicted_confiscated_and_not_paid() {
     let client = &nodes[0];
     let file = task_file(dir.path());
     let task = submit_when_staffed(client, &file);
-    wait_until("the task completed", Duration::from_secs(400), || {
-        let chain = client.chain();
-        let v = task_view(chain.state(), &task);
-        if let Some(v) = &v {
-            assert!(
-                !matches!(v.phase, TaskStatus::Refused { .. } | TaskStatus::Expired { .. }),
-                "task ended as {:?}",
-                v.phase
-            );
-        }
-        v.is_some_and(|v| matches!(v.phase, TaskStatus::Completed { .. }))
-    });
+    wait_completed(client, &task);
     let hostile = ChainSpec::devnet_key(attacker).public();
     let view = task_view(client.chain().state(), &task).unwrap();
     let settlement = view.settlement.expect("settled");
