@@ -136,6 +136,14 @@ fn network_with(
     nodes
 }
 
+/// Money adds up to the unit: balances + escrows + stakes = genesis + block rewards.
+fn assert_money_adds_up(spec: &ChainSpec, state: &pouw_consensus::State, height: u64) {
+    let genesis: u128 =
+        spec.genesis.allocations.iter().map(|a| u128::from(a.balance.units())).sum();
+    let rewards = u128::from(spec.block_reward.units()) * u128::from(height);
+    assert_eq!(state.total_value(), Some(genesis + rewards), "money adds up");
+}
+
 /// Test logs at `warn` (or `RUST_LOG`), once per test binary.
 fn init_logs() {
     let _ = tracing_subscriber::fmt()
@@ -229,11 +237,7 @@ fn a_task_is_trained_evaluated_paid_and_delivered() {
     }
     let acc = model.evaluate(pouw_ml::Exec::new(1), &x, &y, 256).accuracy();
     assert!(acc > 0.85, "test accuracy {acc}");
-    // Money adds up to the unit: balances + escrows + stakes = genesis + block rewards.
-    let genesis: u128 =
-        spec.genesis.allocations.iter().map(|a| u128::from(a.balance.units())).sum();
-    let rewards = u128::from(spec.block_reward.units()) * u128::from(chain.height());
-    assert_eq!(state.total_value(), Some(genesis + rewards));
+    assert_money_adds_up(&spec, state, chain.height());
     drop(chain);
     for n in &nodes {
         assert_eq!(n.stats().snapshot().blocks_rejected, 0);
@@ -277,10 +281,7 @@ fn a_silent_miner_is_excluded_and_not_paid() {
         1_000,
         "only the ticket transaction fee is spent"
     );
-    let genesis_total: u128 =
-        spec.genesis.allocations.iter().map(|a| u128::from(a.balance.units())).sum();
-    let rewards = u128::from(spec.block_reward.units()) * u128::from(chain.height());
-    assert_eq!(state.total_value(), Some(genesis_total + rewards));
+    assert_money_adds_up(&spec, state, chain.height());
 }
 
 #[test]
@@ -374,11 +375,7 @@ fn a_lying_supervisor_and_a_lying_evaluator_are_outvoted_and_lose_their_stakes()
         .to;
     let best_hash = view.models.iter().find(|m| m.miner == best).unwrap().model_hash;
     assert_eq!(model.hash().0, best_hash.0);
-    // Money adds up to the unit: balances + escrows + stakes = genesis + block rewards.
-    let genesis: u128 =
-        spec.genesis.allocations.iter().map(|a| u128::from(a.balance.units())).sum();
-    let rewards = u128::from(spec.block_reward.units()) * u128::from(chain.height());
-    assert_eq!(state.total_value(), Some(genesis + rewards));
+    assert_money_adds_up(&spec, state, chain.height());
     drop(chain);
     for n in &nodes {
         assert_eq!(n.stats().snapshot().blocks_rejected, 0);
@@ -449,8 +446,5 @@ fn a_poisoning_miner_is_flagged_convicted_confiscated_and_not_paid() {
     let convicted = client.security().accusations.convicted(&task, 3);
     assert_eq!(convicted, vec![hostile]);
     let chain = client.chain();
-    let genesis: u128 =
-        spec.genesis.allocations.iter().map(|a| u128::from(a.balance.units())).sum();
-    let rewards = u128::from(spec.block_reward.units()) * u128::from(chain.height());
-    assert_eq!(chain.state().total_value(), Some(genesis + rewards), "money adds up");
+    assert_money_adds_up(&spec, chain.state(), chain.height());
 }
