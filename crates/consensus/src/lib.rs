@@ -49,12 +49,13 @@ pub use state::{
     StateKey, StateValue, TaskRecord, TaskStatus, Ticket,
 };
 pub use tasks::{
-    authorize_worker, available_workers, check_block_task, check_pay_for_task,
-    check_workers_available, evaluator_quota, expected_payouts, miners_share, rank_payouts,
-    select_weighted, selection_draw, split_segments, supervisor_quota, task_deadlines, task_record,
-    task_split, task_split_of, task_view, ticket_matches, verdict_hash, Candidate, ModelView,
-    TaskSplit, TaskView, VerdictView, WorkerAvailability, EVALUATOR_QUOTA_PERMILLE, SELECTED_ROLES,
-    SPLIT_CONTEXT, SUPERVISOR_QUOTA_PERMILLE,
+    attestation_quorum, authorize_worker, available_workers, block_verifiers, check_block_task,
+    check_pay_for_task, check_workers_available, evaluator_quota, expected_payouts, miners_share,
+    rank_payouts, select_weighted, selection_draw, split_segments, supervisor_quota,
+    task_deadlines, task_record, task_split, task_split_of, task_view, ticket_matches,
+    verdict_hash, Candidate, ModelView, TaskSplit, TaskView, VerdictView, WorkerAvailability,
+    BLOCK_VERIFIERS, EVALUATOR_QUOTA_PERMILLE, SELECTED_ROLES, SPLIT_CONTEXT,
+    SUPERVISOR_QUOTA_PERMILLE,
 };
 pub use tickets::{confiscate_ticket, expire_tickets, release_ticket, tickets_of};
 pub use transition::{apply_block, apply_tx, check_tx_stateless, BlockContext};

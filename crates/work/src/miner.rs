@@ -3,10 +3,10 @@
 use pouw_chain::{Ancestors, Chain, PouwValidator};
 use pouw_consensus::{
     apply_block,
-    pouw::{iteration_body, mine_iteration, ml_specs, PouwError, ProofData},
+    pouw::{iteration_body, mine_iteration, ml_specs, PouwError, ProofData, TaskSchedule},
     ConsensusError, StateKey,
 };
-use pouw_ml::{BatchSchedule, Dataset, Exec, Model, Split, TrainState};
+use pouw_ml::{Dataset, Exec, Model, Split, TrainState};
 use pouw_primitives::{
     map_hash, Block, ChainSpec, Hash, Header, IterationBody, IterationMessage, Keypair, PouwProof,
     Signature, TaskDefinition, TaskId, Timestamp, Transaction, HEADER_VERSION,
@@ -117,13 +117,29 @@ struct Job {
     /// Epochs to train (client tasks); `None`: forever (filler tasks).
     epochs: Option<u32>,
     state: TrainState,
-    schedule: BatchSchedule,
+    schedule: TaskSchedule,
     order: Vec<u32>,
     epoch: u32,
     batch: usize,
     iteration: u64,
     /// Messages of the last k iterations that committed to a template, oldest first.
     commitments: VecDeque<(u64, IterationMessage, Template)>,
+}
+
+impl Job {
+    /// Starts the walk at `iteration` (a restarted miner continues after its last winning
+    /// iteration): the epoch and batch the task's schedule gives that iteration, so every
+    /// iteration trains the batch validators expect of it (design/006).
+    fn seek(&mut self, iteration: u64) {
+        self.iteration = iteration;
+        if let Ok((epoch, batch)) = self.schedule.position(iteration) {
+            if epoch != self.epoch {
+                self.order = self.schedule.batches().epoch_order(epoch);
+            }
+            self.epoch = epoch;
+            self.batch = batch;
+        }
+    }
 }
 
 /// The miner of one node.
@@ -230,7 +246,7 @@ impl Miner {
                         DataRef::Shipped(pouw_ml::shipped_mnist_ref()),
                         None,
                     )?;
-                    job.iteration = self.next_unused_iteration(chain, task_id);
+                    job.seek(self.next_unused_iteration(chain, task_id));
                     self.job = Some(job);
                 }
                 task_id
@@ -244,7 +260,7 @@ impl Miner {
                 DataRef::Shared(a.dataset.clone()),
                 Some(&a),
             )?;
-            job.iteration = self.next_unused_iteration(chain, task_id);
+            job.seek(self.next_unused_iteration(chain, task_id));
             self.job = Some(job);
         }
         let peers: &[IterationMessage] = if self.assignment.is_some() { peers } else { &[] };
@@ -253,21 +269,21 @@ impl Miner {
         let i = job.iteration;
 
         // The mini-batch: this miner's batches of the epoch, `stride` apart.
-        if job.batch >= job.schedule.batches_per_epoch() {
+        if job.batch >= job.schedule.batches().batches_per_epoch() {
             job.epoch = job.epoch.saturating_add(1);
-            job.order = job.schedule.epoch_order(job.epoch);
+            job.order = job.schedule.batches().epoch_order(job.epoch);
             job.batch = job.stride.0;
-            if job.epochs.is_some_and(|max| job.epoch >= max) {
-                let model = job.state.model().clone();
-                let model_hash = Hash(model.hash().0);
-                let finished = FinishedModel { task_id, model, model_hash };
-                tracing::info!(target: "miner", task = %task_id.short(), model = %model_hash.short(), "client task trained");
-                self.job = None;
-                self.assignment = None;
-                return Ok(StepOutput { finished: Some(finished), ..StepOutput::default() });
-            }
         }
-        let batch = job.dataset.gather(job.schedule.batch(&job.order, job.batch));
+        if job.epochs.is_some_and(|max| job.epoch >= max) {
+            let model = job.state.model().clone();
+            let model_hash = Hash(model.hash().0);
+            let finished = FinishedModel { task_id, model, model_hash };
+            tracing::info!(target: "miner", task = %task_id.short(), model = %model_hash.short(), "client task trained");
+            self.job = None;
+            self.assignment = None;
+            return Ok(StepOutput { finished: Some(finished), ..StepOutput::default() });
+        }
+        let batch = job.dataset.gather(job.schedule.batches().batch(&job.order, job.batch));
         job.batch += job.stride.1.max(1);
 
         // The header committed k iterations ago, if it is still on the tip: only then can this
@@ -375,21 +391,21 @@ impl Miner {
         let model = Model::new(model_spec).map_err(|e| MinerError::Training(e.to_string()))?;
         let state =
             TrainState::new(model, optimizer).map_err(|e| MinerError::Training(e.to_string()))?;
-        let segments = dataset
-            .segments(pouw_primitives::DATASET_SEGMENTS)
-            .map_err(|e| MinerError::Training(e.to_string()))?;
-        let split = match client {
-            Some(a) => a.split.clone(),
-            None => {
-                let test = f64::from(task.dataset.test_permille) / 1000.0;
-                Split::new(&task_id.0, segments.len(), test, 0.0)
-                    .map_err(|e| MinerError::Training(e.to_string()))?
-            }
+        // The schedule the validators check (design/006): the filler task splits by its own id,
+        // a client task by its selection seed.
+        let schedule = match client {
+            Some(a) => TaskSchedule::with_split(
+                &task_id,
+                &task,
+                &a.split,
+                &dataset,
+                a.miner_index,
+                a.miners,
+            )?,
+            None => TaskSchedule::new(&task_id, &task, &task_id, &dataset, 0, 1)?,
         };
-        let batch_size = task.optimizer.batch_size as usize;
-        let schedule = BatchSchedule::new(&segments, &split, batch_size, task_id.0);
-        let order = schedule.epoch_order(0);
-        let stride = client.map_or((0, 1), |a| (a.miner_index, a.miners.max(1)));
+        let order = schedule.batches().epoch_order(0);
+        let stride = schedule.stride();
         match client {
             Some(_) => {
                 tracing::info!(target: "miner", task = %task_id.short(), miner_index = stride.0, miners = stride.1, "training a client task")
