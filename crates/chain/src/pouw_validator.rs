@@ -431,3 +431,111 @@ mod tests {
         assert!(matches!(e, ProofCheckError::TaskNotTraining { phase: "finalising", .. }), "{e}");
     }
 }
+
+#[cfg(test)]
+mod peer_tests {
+    use super::*;
+    use pouw_consensus::{Participants, Seat};
+    use pouw_primitives::{Amount, IterationBody, IterationMessage, Keypair, Signature};
+
+    fn message(key: &Keypair, task: TaskId, iteration: u64) -> IterationMessage {
+        IterationBody {
+            task_id: task,
+            miner: key.public(),
+            epoch: 0,
+            iteration,
+            batch_hash: Hash::ZERO,
+            start_model_hash: Hash::ZERO,
+            start_residual_hash: Hash::ZERO,
+            peer_msgs: vec![],
+            map: vec![],
+            loss: 0,
+            accuracy: 0,
+            commitment: Hash::ZERO,
+        }
+        .sign(key)
+    }
+
+    #[test]
+    fn client_task_peer_messages_must_come_from_the_other_selected_miners_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = PouwValidator::new(Arc::new(ProofStore::open(dir.path()).unwrap()), Exec::new(1));
+        let [miner, peer, outsider] = ["miner", "peer", "outsider"].map(Keypair::from_label);
+        let task = Hash::digest(b"task");
+        let tip = Hash::digest(b"tip");
+        let definition = filler_task(&ChainSpec::devnet(), &Hash::digest(b"opening")).1;
+        let seat = |k: &Keypair| Seat { worker: k.public(), ticket: Hash::digest(&k.public().0) };
+        let record = TaskRecord {
+            client: Keypair::from_label("client").public(),
+            definition: definition.clone(),
+            fee: Amount(100),
+            escrow: Amount(100),
+            created_at: 1,
+            created_in: Hash::ZERO,
+            seed: Hash::digest(b"seed"),
+            training_deadline: 10,
+            finalisation_deadline: 20,
+            participants: Participants {
+                miners: vec![seat(&miner), seat(&peer)],
+                ..Participants::default()
+            },
+            models: vec![],
+            history_committers: vec![],
+            status: TaskStatus::Training,
+            settlement: None,
+        };
+        v.update_tasks(
+            tip,
+            &State::from_entries([(StateKey::Task(task), StateValue::Task(Box::new(record)))]),
+        );
+        let header = Header {
+            version: pouw_primitives::HEADER_VERSION,
+            height: 5,
+            prev_hash: tip,
+            tx_root: Hash::ZERO,
+            state_root: Hash::ZERO,
+            timestamp: pouw_primitives::Timestamp(5),
+            target: pouw_primitives::CompactTarget(0x2000_ffff),
+            miner: miner.public(),
+            task_id: task,
+            msg_hash: Hash::ZERO,
+            msg_history_root: Hash::ZERO,
+            nonce: Hash::ZERO,
+        };
+        let placeholder = IterationMessage {
+            body: message(&miner, task, 9).body,
+            signature: Signature::default(),
+        };
+        let proof = PouwProof { winning: placeholder.clone(), committing: placeholder };
+        let data = |peers: Vec<IterationMessage>| ProofData {
+            start_params: vec![],
+            start_residual: vec![],
+            start_velocity: vec![],
+            batch: vec![],
+            peers,
+        };
+        let check = |peers| v.check_client_iteration(&header, &proof, &definition, &data(peers));
+        check(vec![message(&peer, task, 1), message(&peer, task, 2)]).unwrap();
+        let e = check(vec![message(&peer, task, 1), message(&outsider, task, 1)]).unwrap_err();
+        assert!(
+            matches!(e, ProofCheckError::Invalid(PouwError::PeerNotSelected { index: 1, signer }) if signer == outsider.public()),
+            "{e}"
+        );
+        assert!(e.is_fault());
+        assert!(e.to_string().contains("not a selected miner"), "{e}");
+        let e = check(vec![message(&miner, task, 1)]).unwrap_err();
+        assert!(
+            matches!(e, ProofCheckError::Invalid(PouwError::PeerFromBlockMiner { index: 0 })),
+            "{e}"
+        );
+        assert!(e.is_fault());
+        let e = check(vec![message(&peer, task, 1), message(&peer, task, 1)]).unwrap_err();
+        assert!(matches!(e, ProofCheckError::Invalid(PouwError::DuplicatePeer(_))), "{e}");
+        assert!(e.is_fault());
+        // A forged signature on a selected miner's name.
+        let mut forged = message(&peer, task, 3);
+        forged.body.iteration = 4;
+        let e = check(vec![forged]).unwrap_err();
+        assert!(matches!(e, ProofCheckError::Invalid(PouwError::PeerSignature { .. })), "{e}");
+    }
+}
