@@ -164,7 +164,8 @@ impl PouwValidator {
         }
     }
 
-    fn is_attested(&self, block: &Hash) -> bool {
+    /// Whether `block` was marked attested ([`PouwValidator::trust_attested`]).
+    pub fn is_attested(&self, block: &Hash) -> bool {
         self.attested.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set.contains(block)
     }
 

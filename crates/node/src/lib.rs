@@ -16,6 +16,7 @@ mod node;
 mod stats;
 mod sync;
 mod tasks;
+mod verifier;
 
 pub use agent::SubmitTaskError;
 pub use config::{local_spec, Attack, NodeConfig};

@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(body.batch_hash, hash);
         s.check(data, &body).unwrap();
         // The same iteration claimed at another index: another batch is due there.
-        let mut wrong = body.clone();
+        let mut wrong = body;
         wrong.iteration = 6;
         let e = s.check(data, &wrong).unwrap_err();
         assert!(matches!(e, PouwError::UnscheduledBatch { iteration: 6, batch: 6, .. }), "{e}");

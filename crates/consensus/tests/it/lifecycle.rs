@@ -981,7 +981,7 @@ fn verifier_tickets_are_released_at_the_end_and_money_adds_up() {
     // Completion: verifiers get their stake back (they are not paid from the fee).
     let (mut c, id) = task_with_verifiers(3);
     let rec = c.task(&id);
-    let p = rec.participants.clone();
+    let p = rec.participants;
     let before: Vec<u64> = (0..16).map(|i| c.balance(i)).collect();
     for s in &p.miners {
         c.participants_tx(&s.worker, submit(id, &s.worker.0)).unwrap();
