@@ -219,8 +219,8 @@ impl Node {
         let Some(w) = self.verification.waiting.remove(&hash) else { return Ok(()) };
         self.fetching.remove(&hash);
         self.validator.trust_attested(hash);
-        tracing::debug!(target: "node", block = %hash.short(), valid, of = committee.len(), "block accepted on its attestations");
-        self.import(Some(w.from), *w.block, None, Some(w.gossip))?;
+        let imported = self.import(Some(w.from), *w.block, None, Some(w.gossip))?;
+        tracing::debug!(target: "node", block = %hash.short(), valid, of = committee.len(), imported, "block accepted on its attestations");
         Ok(())
     }
 
