@@ -99,6 +99,7 @@ struct FileConfig {
     bootstrap: Option<Vec<String>>,
     threads: Option<usize>,
     dev: Option<bool>,
+    light: Option<bool>,
     #[serde(default)]
     rpc: RpcFile,
     #[serde(default)]
@@ -140,6 +141,7 @@ pub(crate) struct Layer {
     pub(crate) bootstrap: Option<Vec<Multiaddr>>,
     pub(crate) threads: Option<usize>,
     pub(crate) dev: Option<bool>,
+    pub(crate) light: Option<bool>,
     pub(crate) rpc_listen: Option<SocketAddr>,
     pub(crate) rpc_token: Option<String>,
     pub(crate) rpc_max_body_bytes: Option<usize>,
@@ -166,6 +168,7 @@ impl Layer {
             bootstrap: later.bootstrap.or(self.bootstrap),
             threads: later.threads.or(self.threads),
             dev: later.dev.or(self.dev),
+            light: later.light.or(self.light),
             rpc_listen: later.rpc_listen.or(self.rpc_listen),
             rpc_token: later.rpc_token.or(self.rpc_token),
             rpc_max_body_bytes: later.rpc_max_body_bytes.or(self.rpc_max_body_bytes),
@@ -304,6 +307,7 @@ fn parse_file(file: &str, base: &Path, text: &str) -> Result<Layer> {
         bootstrap,
         threads: f.threads,
         dev: f.dev,
+        light: f.light,
         rpc_listen,
         rpc_token: f.rpc.token,
         rpc_max_body_bytes: f.rpc.max_body_bytes,
@@ -347,6 +351,7 @@ pub(crate) fn env_layer(get: impl Fn(&str) -> Option<String>) -> Result<Layer> {
         bootstrap: list("POUW_BOOTSTRAP")?,
         threads: scalar(var("POUW_THREADS"), "POUW_THREADS", parse_threads)?,
         dev: scalar(var("POUW_DEV"), "POUW_DEV", parse_bool)?,
+        light: scalar(var("POUW_LIGHT"), "POUW_LIGHT", parse_bool)?,
         rpc_listen: scalar(var("POUW_RPC"), "POUW_RPC", parse_socket_addr)?,
         rpc_token: var("POUW_RPC_TOKEN"),
         rpc_max_body_bytes: scalar(
@@ -381,6 +386,8 @@ pub(crate) fn process_env(name: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) dev: bool,
+    /// Light mode (`NodeConfig::light`).
+    pub(crate) light: bool,
     pub(crate) datadir: PathBuf,
     pub(crate) chain: String,
     pub(crate) key: Option<PathBuf>,
@@ -436,6 +443,7 @@ pub(crate) fn resolve(layers: Vec<Layer>, no_mine: bool) -> Result<Settings> {
     };
     Ok(Settings {
         dev,
+        light: l.light.unwrap_or(false),
         datadir,
         chain: l.chain.unwrap_or_else(|| DEFAULT_CHAIN.into()),
         key: l.key,
@@ -453,6 +461,7 @@ pub(crate) fn resolve(layers: Vec<Layer>, no_mine: bool) -> Result<Settings> {
 #[derive(Serialize)]
 struct Printed {
     dev: bool,
+    light: bool,
     datadir: String,
     chain: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -497,6 +506,7 @@ impl Settings {
         let r = &self.rpc;
         let printed = Printed {
             dev: self.dev,
+            light: self.light,
             datadir: self.datadir.display().to_string(),
             chain: self.chain.clone(),
             key: self.key.as_ref().map(|k| k.display().to_string()),
@@ -529,11 +539,10 @@ impl Settings {
     }
 }
 
-/// Hands the configured roles to the node. `miner` turns mining on (`NodeConfig::mine`);
-/// supervisor, evaluator, verifier and client are not run by the node service yet: they are
-/// accepted (so config files can name them now), returned for whoever wires them next, and
-/// logged.
-pub(crate) fn wire_roles(config: &mut pouw_node::NodeConfig, roles: &[NodeRole]) -> Vec<NodeRole> {
+/// Hands the configured roles to the node. `miner` turns mining on (`NodeConfig::mine`); the
+/// worker roles (miner, supervisor, evaluator, verifier) each keep a staking ticket and act
+/// in what they are selected for; `client` needs nothing (any node can submit tasks).
+pub(crate) fn wire_roles(config: &mut pouw_node::NodeConfig, roles: &[NodeRole]) {
     use pouw_primitives::Role;
     config.mine = roles.contains(&NodeRole::Miner);
     config.roles = roles
@@ -547,16 +556,6 @@ pub(crate) fn wire_roles(config: &mut pouw_node::NodeConfig, roles: &[NodeRole])
             NodeRole::Client => None,
         })
         .collect();
-    let pending: Vec<NodeRole> =
-        roles.iter().copied().filter(|r| *r == NodeRole::Verifier).collect();
-    for r in &pending {
-        tracing::warn!(
-            target: "node",
-            role = r.name(),
-            "role accepted (staking ticket kept) but verifier attestations are not run yet"
-        );
-    }
-    pending
 }
 
 #[cfg(test)]
@@ -574,6 +573,7 @@ mod tests {
         ("POUW_BOOTSTRAP", "bootstrap, comma-separated multiaddrs"),
         ("POUW_THREADS", "threads"),
         ("POUW_DEV", "dev (true/false)"),
+        ("POUW_LIGHT", "light (true/false)"),
         ("POUW_RPC", "rpc.listen"),
         ("POUW_RPC_TOKEN", "rpc.token"),
         ("POUW_RPC_MAX_BODY_BYTES", "rpc.max_body_bytes"),

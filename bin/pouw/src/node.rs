@@ -59,6 +59,10 @@ pub(crate) struct NodeArgs {
     /// Do not mine (validate and relay only): drops the `miner` role.
     #[arg(long)]
     no_mine: bool,
+    /// Light mode: accept a block without replaying it once a strict majority of its
+    /// verifiers attested it valid (docs/design/006-verifiers.md).
+    #[arg(long)]
+    light: bool,
     /// Training threads (the results never depend on it). Default: 1.
     #[arg(long, value_parser = parse_threads)]
     threads: Option<usize>,
@@ -98,6 +102,7 @@ impl NodeArgs {
             bootstrap: nonempty(&self.bootstrap),
             threads: self.threads,
             dev: self.dev.then_some(true),
+            light: self.light.then_some(true),
             rpc_listen: self.rpc,
             rpc_token: self.rpc_token.clone(),
             mining_pause_ms: self.mining_pause_ms,
@@ -146,6 +151,7 @@ pub(crate) fn run(args: NodeArgs) -> Result<()> {
     config.listen = settings.listen.clone();
     config.bootstrap = settings.bootstrap.clone();
     config::wire_roles(&mut config, &settings.roles);
+    config.light = settings.light;
     config.threads = settings.threads.max(1);
     config.mining_pause = settings.mining_pause;
     config.max_blocks = args.blocks;

@@ -2,17 +2,22 @@
 
 use crate::validator::{Ancestors, BlockValidator};
 use pouw_consensus::pouw::{
-    check_proof_cheap, filler_epoch, filler_epoch_opening_height, filler_task, proof_of, replay,
-    PouwError,
+    check_peer_senders, check_proof_cheap, filler_epoch, filler_epoch_opening_height, filler_task,
+    proof_of, replay, PouwError, ProofData, TaskSchedule,
 };
 use pouw_consensus::{pouw::ml_specs, State, StateKey, StateValue, TaskRecord, TaskStatus};
-use pouw_ml::Exec;
-use pouw_primitives::{Block, ChainSpec, Hash, Header, PublicKey, TaskDefinition, TaskId};
+use pouw_ml::{Dataset, Exec};
+use pouw_primitives::{
+    Address, Block, ChainSpec, Hash, Header, PouwProof, PublicKey, TaskDefinition, TaskId,
+};
 use pouw_storage::{ProofStore, StorageError};
 use std::{
-    collections::BTreeMap,
-    sync::{Arc, RwLock},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex, RwLock},
 };
+
+/// Attested blocks remembered for a light import at most (oldest forgotten first).
+const MAX_ATTESTED: usize = 1024;
 
 /// Why a block's proof could not be checked or was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +84,17 @@ struct TaskSnapshot {
     /// PayForTask that carries the definition, so it names the same definition on every
     /// branch).
     definitions: BTreeMap<TaskId, TaskDefinition>,
+    /// The selection seed and selected miners of every task selected in that state (the
+    /// selection depends only on the blocks up to the task's selection block, so it is the
+    /// same on every branch holding the task).
+    selected: BTreeMap<TaskId, (Hash, Vec<Address>)>,
+}
+
+/// Blocks whose proof a quorum of their verifiers attested (light mode, design/006).
+#[derive(Debug, Default)]
+struct Attested {
+    set: HashSet<Hash>,
+    order: VecDeque<Hash>,
 }
 
 impl ProofCheckError {
@@ -107,12 +123,50 @@ pub struct PouwValidator {
     proofs: Arc<ProofStore>,
     exec: Exec,
     tasks: RwLock<TaskSnapshot>,
+    /// Client-task datasets this node holds (a miner's assembled segments), so the batch
+    /// schedule of those tasks' blocks can be checked here too (filler tasks always are).
+    datasets: RwLock<HashMap<TaskId, Arc<Dataset>>>,
+    /// Light mode: blocks accepted on their verifiers' attestations, without replay.
+    attested: Mutex<Attested>,
 }
 
 impl PouwValidator {
     /// A validator replaying with `exec` (the result never depends on the thread count).
     pub fn new(proofs: Arc<ProofStore>, exec: Exec) -> Self {
-        Self { proofs, exec, tasks: RwLock::new(TaskSnapshot::default()) }
+        Self {
+            proofs,
+            exec,
+            tasks: RwLock::new(TaskSnapshot::default()),
+            datasets: RwLock::new(HashMap::new()),
+            attested: Mutex::new(Attested::default()),
+        }
+    }
+
+    /// Registers the dataset of client task `task` (assembled from its checked segments): from
+    /// now on this node also checks that the task's blocks train their scheduled batches.
+    pub fn add_task_dataset(&self, task: TaskId, dataset: Arc<Dataset>) {
+        if let Ok(mut d) = self.datasets.write() {
+            d.insert(task, dataset);
+        }
+    }
+
+    /// Light mode: `block`'s proof was attested valid by a quorum of its verifiers; its import
+    /// skips the proof data and the replay (the cheap proof checks and execution still run).
+    pub fn trust_attested(&self, block: Hash) {
+        let mut a = self.attested.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if a.set.insert(block) {
+            a.order.push_back(block);
+        }
+        while a.order.len() > MAX_ATTESTED {
+            if let Some(old) = a.order.pop_front() {
+                a.set.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `block` was marked attested ([`PouwValidator::trust_attested`]).
+    pub fn is_attested(&self, block: &Hash) -> bool {
+        self.attested.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set.contains(block)
     }
 
     /// Records the client tasks in Training of `state`, the post-state of block `tip`; blocks
@@ -121,17 +175,25 @@ impl PouwValidator {
     pub fn update_tasks(&self, tip: Hash, state: &State) {
         let mut training = BTreeMap::new();
         let mut definitions = BTreeMap::new();
+        let mut selected = BTreeMap::new();
         for (k, v) in state.range(StateKey::Task(Hash([0; 32]))..=StateKey::Task(Hash([0xff; 32])))
         {
             if let (StateKey::Task(id), StateValue::Task(r)) = (k, v) {
                 definitions.insert(*id, r.definition.clone());
+                if !r.participants.miners.is_empty() {
+                    let miners = r.participants.miners.iter().map(|s| s.worker).collect();
+                    selected.insert(*id, (r.seed, miners));
+                }
                 if r.status == TaskStatus::Training {
                     training.insert(*id, (**r).clone());
                 }
             }
         }
+        if let Ok(mut d) = self.datasets.write() {
+            d.retain(|id, _| training.contains_key(id));
+        }
         if let Ok(mut t) = self.tasks.write() {
-            *t = TaskSnapshot { tip: Some(tip), training, definitions };
+            *t = TaskSnapshot { tip: Some(tip), training, definitions, selected };
         }
     }
 
@@ -210,17 +272,57 @@ impl PouwValidator {
         let Some(proof) = proof_of(block)? else {
             return Ok(()); // genesis, which the chain builds itself
         };
-        let task = match Self::filler_task_for(spec, parent, ancestors) {
-            Some((filler_id, task)) if block.header.task_id == filler_id => task,
-            Some((filler_id, _)) => self.client_task(&block.header, filler_id)?,
-            None => self.client_task(&block.header, Hash::ZERO)?,
+        let (task, filler) = match Self::filler_task_for(spec, parent, ancestors) {
+            Some((filler_id, task)) if block.header.task_id == filler_id => (task, true),
+            Some((filler_id, _)) => (self.client_task(&block.header, filler_id)?, false),
+            None => (self.client_task(&block.header, Hash::ZERO)?, false),
         };
         check_proof_cheap(spec, &block.header, proof, &task)?;
+        if self.is_attested(&block.hash()) {
+            return Ok(());
+        }
         let data = self
             .proofs
             .get_proof(&proof.winning.body)?
             .ok_or_else(|| ProofCheckError::MissingData(proof.winning.id()))?;
+        if filler {
+            let id = block.header.task_id;
+            let shipped = pouw_ml::shipped_mnist_ref();
+            TaskSchedule::new(&id, &task, &id, shipped, 0, 1)?
+                .check(shipped, &proof.winning.body)?;
+        } else {
+            self.check_client_iteration(&block.header, proof, &task, &data)?;
+        }
         replay(spec, &block.header, proof, &task, &data, self.exec)?;
+        Ok(())
+    }
+
+    /// The two client-task checks beyond the replay (design/006): every peer message is from
+    /// another selected miner of the task, once; and, where this node holds the task's dataset
+    /// (its miners do), the iteration trained the batch the schedule gives the block's miner.
+    fn check_client_iteration(
+        &self,
+        header: &Header,
+        proof: &PouwProof,
+        task: &TaskDefinition,
+        data: &ProofData,
+    ) -> Result<(), ProofCheckError> {
+        let id = header.task_id;
+        let selected = self.tasks.read().ok().and_then(|t| t.selected.get(&id).cloned());
+        let Some((seed, miners)) = selected else {
+            // Not selected in the known state: `apply_block` refuses the block on its branch.
+            return Ok(());
+        };
+        check_peer_senders(&header.miner, &data.peers, &miners)?;
+        let dataset = self.datasets.read().ok().and_then(|d| d.get(&id).cloned());
+        if let Some(dataset) = dataset {
+            let index = miners
+                .iter()
+                .position(|m| *m == header.miner)
+                .ok_or(ProofCheckError::MinerNotSelected { task: id, miner: header.miner })?;
+            TaskSchedule::new(&id, task, &seed, &dataset, index, miners.len())?
+                .check(&dataset, &proof.winning.body)?;
+        }
         Ok(())
     }
 }
@@ -328,5 +430,113 @@ mod tests {
         let e =
             PouwValidator::client_task_definition(&r, &header(training, miner, tip)).unwrap_err();
         assert!(matches!(e, ProofCheckError::TaskNotTraining { phase: "finalising", .. }), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::*;
+    use pouw_consensus::{Participants, Seat};
+    use pouw_primitives::{Amount, IterationBody, IterationMessage, Keypair, Signature};
+
+    fn message(key: &Keypair, task: TaskId, iteration: u64) -> IterationMessage {
+        IterationBody {
+            task_id: task,
+            miner: key.public(),
+            epoch: 0,
+            iteration,
+            batch_hash: Hash::ZERO,
+            start_model_hash: Hash::ZERO,
+            start_residual_hash: Hash::ZERO,
+            peer_msgs: vec![],
+            map: vec![],
+            loss: 0,
+            accuracy: 0,
+            commitment: Hash::ZERO,
+        }
+        .sign(key)
+    }
+
+    #[test]
+    fn client_task_peer_messages_must_come_from_the_other_selected_miners_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = PouwValidator::new(Arc::new(ProofStore::open(dir.path()).unwrap()), Exec::new(1));
+        let [miner, peer, outsider] = ["miner", "peer", "outsider"].map(Keypair::from_label);
+        let task = Hash::digest(b"task");
+        let tip = Hash::digest(b"tip");
+        let definition = filler_task(&ChainSpec::devnet(), &Hash::digest(b"opening")).1;
+        let seat = |k: &Keypair| Seat { worker: k.public(), ticket: Hash::digest(&k.public().0) };
+        let record = TaskRecord {
+            client: Keypair::from_label("client").public(),
+            definition: definition.clone(),
+            fee: Amount(100),
+            escrow: Amount(100),
+            created_at: 1,
+            created_in: Hash::ZERO,
+            seed: Hash::digest(b"seed"),
+            training_deadline: 10,
+            finalisation_deadline: 20,
+            participants: Participants {
+                miners: vec![seat(&miner), seat(&peer)],
+                ..Participants::default()
+            },
+            models: vec![],
+            history_committers: vec![],
+            status: TaskStatus::Training,
+            settlement: None,
+        };
+        v.update_tasks(
+            tip,
+            &State::from_entries([(StateKey::Task(task), StateValue::Task(Box::new(record)))]),
+        );
+        let header = Header {
+            version: pouw_primitives::HEADER_VERSION,
+            height: 5,
+            prev_hash: tip,
+            tx_root: Hash::ZERO,
+            state_root: Hash::ZERO,
+            timestamp: pouw_primitives::Timestamp(5),
+            target: pouw_primitives::CompactTarget(0x2000_ffff),
+            miner: miner.public(),
+            task_id: task,
+            msg_hash: Hash::ZERO,
+            msg_history_root: Hash::ZERO,
+            nonce: Hash::ZERO,
+        };
+        let placeholder = IterationMessage {
+            body: message(&miner, task, 9).body,
+            signature: Signature::default(),
+        };
+        let proof = PouwProof { winning: placeholder.clone(), committing: placeholder };
+        let data = |peers: Vec<IterationMessage>| ProofData {
+            start_params: vec![],
+            start_residual: vec![],
+            start_velocity: vec![],
+            batch: vec![],
+            peers,
+        };
+        let check = |peers| v.check_client_iteration(&header, &proof, &definition, &data(peers));
+        check(vec![message(&peer, task, 1), message(&peer, task, 2)]).unwrap();
+        let e = check(vec![message(&peer, task, 1), message(&outsider, task, 1)]).unwrap_err();
+        assert!(
+            matches!(e, ProofCheckError::Invalid(PouwError::PeerNotSelected { index: 1, signer }) if signer == outsider.public()),
+            "{e}"
+        );
+        assert!(e.is_fault());
+        assert!(e.to_string().contains("not a selected miner"), "{e}");
+        let e = check(vec![message(&miner, task, 1)]).unwrap_err();
+        assert!(
+            matches!(e, ProofCheckError::Invalid(PouwError::PeerFromBlockMiner { index: 0 })),
+            "{e}"
+        );
+        assert!(e.is_fault());
+        let e = check(vec![message(&peer, task, 1), message(&peer, task, 1)]).unwrap_err();
+        assert!(matches!(e, ProofCheckError::Invalid(PouwError::DuplicatePeer(_))), "{e}");
+        assert!(e.is_fault());
+        // A forged signature on a selected miner's name.
+        let mut forged = message(&peer, task, 3);
+        forged.body.iteration = 4;
+        let e = check(vec![forged]).unwrap_err();
+        assert!(matches!(e, ProofCheckError::Invalid(PouwError::PeerSignature { .. })), "{e}");
     }
 }

@@ -14,17 +14,21 @@
 //! - `data`: the proof data a replay fetches ([`ProofData`]) and its content addresses;
 //! - `verify`: [`check_proof_structure`], [`check_proof_cheap`], [`replay`], [`mark_iteration_used`];
 //! - `mine`: the miner's nonce loop ([`mine_iteration`]);
+//! - `schedule`: which batch an iteration must train ([`TaskSchedule`]) and who may send the
+//!   peer messages it applies ([`check_peer_senders`]) (design/006);
 //! - `error`: [`PouwError`], one variant per rule.
 
 mod data;
 mod error;
 mod mine;
+mod schedule;
 mod task;
 mod verify;
 
 pub use data::{batch_hash_of, model_hash_of, residual_hash_of, ProofData, ProofDataKeys};
 pub use error::PouwError;
 pub use mine::{iteration_body, mine_iteration};
+pub use schedule::{check_peer_senders, scheduled_position, TaskSchedule};
 pub use task::{
     filler_epoch, filler_epoch_opening_height, filler_task, filler_task_id, ml_specs,
     shipped_segment_hashes, FILLER_BATCH, FILLER_EPOCHS, FILLER_HIDDEN, FILLER_LEARNING_RATE,

@@ -62,16 +62,18 @@ pub struct Participants {
     pub supervisors: Vec<Seat>,
     /// Selected evaluators.
     pub evaluators: Vec<Seat>,
+    /// Selected verifiers (attest the task's blocks; design/006).
+    pub verifiers: Vec<Seat>,
 }
 
 impl Participants {
-    /// The seats of one role (verifiers are not selected per task: empty).
+    /// The seats of one role.
     pub fn of(&self, role: Role) -> &[Seat] {
         match role {
             Role::Miner => &self.miners,
             Role::Supervisor => &self.supervisors,
             Role::Evaluator => &self.evaluators,
-            Role::Verifier => &[],
+            Role::Verifier => &self.verifiers,
         }
     }
 
@@ -82,6 +84,7 @@ impl Participants {
             .map(|s| (Role::Miner, s))
             .chain(self.supervisors.iter().map(|s| (Role::Supervisor, s)))
             .chain(self.evaluators.iter().map(|s| (Role::Evaluator, s)))
+            .chain(self.verifiers.iter().map(|s| (Role::Verifier, s)))
     }
 
     /// The seat `worker` holds in this task, if any (a worker holds at most one).

@@ -32,8 +32,8 @@ use crate::{
     tickets, BlockContext, ConsensusError, State,
 };
 use pouw_primitives::{
-    codec, merkle_root, Address, Amount, Block, Hash, Payout, PublicKey, Role, TaskDefinition,
-    TaskId, DATASET_SEGMENTS,
+    codec, merkle_root, Address, Amount, Block, Hash, Header, Payout, PublicKey, Role,
+    TaskDefinition, TaskId, DATASET_SEGMENTS,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,8 +51,13 @@ pub const HISTORY_SLOT_ITERATIONS: u64 = 64;
 /// Message-history slots a task can have (`0..MAX_HISTORY_SLOTS`): more than 262,000
 /// iterations per miner; bounds what a verdict's execution reads.
 pub const MAX_HISTORY_SLOTS: u32 = 4096;
-/// The roles a task selects, in selection order (verifiers attest blocks, not tasks).
-pub const SELECTED_ROLES: [Role; 3] = [Role::Miner, Role::Supervisor, Role::Evaluator];
+/// The roles a task selects, in selection order (verifiers last, so a task that wants none
+/// draws its other roles exactly as before verifiers were selected).
+pub const SELECTED_ROLES: [Role; 4] =
+    [Role::Miner, Role::Supervisor, Role::Evaluator, Role::Verifier];
+/// Verifiers drawn per block for a block whose task selected none (filler tasks, and client
+/// tasks with `workers.verifiers = 0`); fewer when fewer free verifier tickets are live.
+pub const BLOCK_VERIFIERS: u16 = 3;
 
 const LOWEST: Hash = Hash([0; 32]);
 const HIGHEST: Hash = Hash([0xff; 32]);
@@ -334,7 +339,7 @@ fn wanted(task: &TaskDefinition, role: Role) -> u16 {
         Role::Miner => task.workers.miners,
         Role::Supervisor => task.workers.supervisors,
         Role::Evaluator => task.workers.evaluators,
-        Role::Verifier => 0,
+        Role::Verifier => task.workers.verifiers,
     }
 }
 
@@ -385,7 +390,8 @@ fn select_workers(
             match role {
                 Role::Miner => rec.participants.miners.push(seat),
                 Role::Supervisor => rec.participants.supervisors.push(seat),
-                Role::Evaluator | Role::Verifier => rec.participants.evaluators.push(seat),
+                Role::Evaluator => rec.participants.evaluators.push(seat),
+                Role::Verifier => rec.participants.verifiers.push(seat),
             }
         }
     }
@@ -404,6 +410,8 @@ pub struct WorkerAvailability {
     pub supervisors: u32,
     /// Eligible evaluators.
     pub evaluators: u32,
+    /// Eligible verifiers.
+    pub verifiers: u32,
 }
 
 /// How many distinct workers could serve each role of `task` if its PayForTask went into the
@@ -431,6 +439,7 @@ pub fn available_workers(
         miners: count(Role::Miner),
         supervisors: count(Role::Supervisor),
         evaluators: count(Role::Evaluator),
+        verifiers: count(Role::Verifier),
     })
 }
 
@@ -450,6 +459,7 @@ pub fn check_workers_available(
         (Role::Miner, a.miners),
         (Role::Supervisor, a.supervisors),
         (Role::Evaluator, a.evaluators),
+        (Role::Verifier, a.verifiers),
     ] {
         let want = wanted(task, role);
         if available < u32::from(want) {
@@ -1066,6 +1076,53 @@ pub fn check_block_task(state: &State, block: &Block) -> Result<(), ConsensusErr
         });
     }
     Ok(())
+}
+
+// ---- verifiers of a block -----------------------------------------------------------------
+
+/// The verifiers whose attestations count for `header` (design/006), computed on the state
+/// of the block's parent: the selected verifiers of the client task it trains, if that task
+/// selected any; otherwise (filler tasks, tasks with `workers.verifiers = 0`) a draw of up to
+/// [`BLOCK_VERIFIERS`] owners of free, live verifier tickets, stake-weighted like the task
+/// selection ([`select_weighted`]) with `header.prev_hash` as the seed and the header's task
+/// as the task, never the block's own miner. Empty when no verifier ticket is live.
+pub fn block_verifiers(state: &State, header: &Header) -> Vec<Address> {
+    if let Some(rec) = task_record(state, &header.task_id) {
+        if !rec.participants.verifiers.is_empty() {
+            return rec.participants.verifiers.iter().map(|s| s.worker).collect();
+        }
+    }
+    let overlay = Overlay::new(state);
+    let pool: Vec<Candidate> = tickets::free_tickets(&overlay, Role::Verifier)
+        .into_iter()
+        .filter_map(|id| {
+            let t = overlay.ticket(&id)?;
+            (t.expires_at > header.height).then_some(Candidate {
+                ticket: id,
+                owner: t.owner,
+                stake: t.stake,
+            })
+        })
+        .collect();
+    let excluded = BTreeSet::from([header.miner]);
+    let owners: BTreeSet<Address> = pool
+        .iter()
+        .filter(|c| !c.stake.is_zero() && !excluded.contains(&c.owner))
+        .map(|c| c.owner)
+        .collect();
+    let want = u16::try_from(owners.len()).unwrap_or(u16::MAX).min(BLOCK_VERIFIERS);
+    select_weighted(&header.prev_hash, &header.task_id, Role::Verifier, &pool, want, &excluded)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.owner)
+        .collect()
+}
+
+/// Attestations a block needs from its `verifiers` (of [`block_verifiers`]) to be accepted
+/// without replay by a light node: a strict majority, `n / 2 + 1`. `None` when there are no
+/// verifiers (the block must be replayed).
+pub fn attestation_quorum(verifiers: usize) -> Option<usize> {
+    (verifiers > 0).then(|| (verifiers / 2).saturating_add(1))
 }
 
 // ---- queries -----------------------------------------------------------------------------

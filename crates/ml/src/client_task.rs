@@ -223,6 +223,7 @@ pub fn load_client_task(file: &Path, dir: &Path) -> Result<ClientTask, ClientTas
         miners: small("workers.miners", w.miners)?,
         supervisors: small("workers.supervisors", w.supervisors)?,
         evaluators: small("workers.evaluators", w.evaluators)?,
+        verifiers: small("workers.verifiers", w.verifiers)?,
         max_faulty: small("workers.max_faulty", w.max_faulty)?,
     };
     let test_permille = permille(tf.dataset.test_fraction)

@@ -94,6 +94,9 @@ pub struct WorkersSpec {
     pub supervisors: u32,
     /// Evaluators testing the final models (default 3).
     pub evaluators: u32,
+    /// Verifiers attesting the task's blocks for light nodes (default 0: the blocks get the
+    /// per-block draw among all verifier tickets).
+    pub verifiers: u32,
     /// Only workers with a GPU (default false).
     pub needs_gpu: bool,
     /// Byzantine faults the supervisor and evaluator committees must tolerate; each needs at
@@ -109,6 +112,7 @@ impl Default for WorkersSpec {
             miners: 3,
             supervisors: 3,
             evaluators: 3,
+            verifiers: 0,
             needs_gpu: false,
             max_faulty: 0,
             min_stake: Coins(0),

@@ -884,11 +884,14 @@ impl Node {
                             let fetch = self.agent.train_fetch.remove(&id).unwrap_or_default();
                             match dataset_from_segments(record, &fetch.segments) {
                                 Ok(dataset) => {
+                                    let dataset = Arc::new(dataset);
+                                    // Our validator can now check the task's batch schedule.
+                                    self.validator.add_task_dataset(id, dataset.clone());
                                     if let Some(miner) = self.miner.as_mut() {
                                         miner.assign(Assignment {
                                             task_id: id,
                                             definition: record.definition.clone(),
-                                            dataset: Arc::new(dataset),
+                                            dataset,
                                             split: split.to_ml(),
                                             miner_index: index,
                                             miners: record.participants.miners.len(),

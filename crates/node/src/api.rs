@@ -110,6 +110,8 @@ impl NodeApi for Api {
         NodeStatus {
             blocks_mined: s.blocks_mined,
             blocks_verified: s.blocks_verified,
+            blocks_attested: s.blocks_attested,
+            attestations_sent: s.attestations_sent,
             blocks_rejected: s.blocks_rejected,
             tasks_completed: self.stats.tasks_completed.load(Ordering::Relaxed),
             rewards_earned: Amount(self.stats.rewards_earned.load(Ordering::Relaxed)),

@@ -36,6 +36,11 @@ pub struct NodeConfig {
     /// Worker roles this node offers (a staking ticket is kept live for each; the node acts
     /// in every task it is selected for). Mining the chain is [`NodeConfig::mine`].
     pub roles: Vec<pouw_primitives::Role>,
+    /// Light mode (design/006): a gossiped block whose cheap checks pass is imported without
+    /// replay once a strict majority of its verifiers attested it valid.
+    pub light: bool,
+    /// Light mode: how long a block waits for its attestation quorum before it is replayed.
+    pub attestation_timeout: Duration,
     /// Hostile behaviour adopted on purpose, to exercise the network's defences
     /// (`pouw devnet --attack`, docs/attacks.md). `None` on every real node.
     pub attack: Option<Attack>,
@@ -125,6 +130,8 @@ impl NodeConfig {
                 ..Default::default()
             },
             roles: Vec::new(),
+            light: false,
+            attestation_timeout: Duration::from_secs(10),
             attack: None,
             security: crate::SecurityHandlers::default(),
         }

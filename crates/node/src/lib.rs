@@ -18,6 +18,7 @@ mod security;
 mod stats;
 mod sync;
 mod tasks;
+mod verifier;
 
 pub use agent::SubmitTaskError;
 pub use config::{local_spec, Attack, NodeConfig};

@@ -212,6 +212,7 @@ impl NodeHandle {
             last_agent_tick: Instant::now(),
             own_txs: Vec::new(),
             last_rebroadcast: Instant::now(),
+            verification: crate::verifier::Verification::default(),
         };
         let thread = std::thread::Builder::new()
             .name("pouw-node".into())
@@ -402,6 +403,8 @@ pub(crate) struct Node {
     pub(crate) own_txs: Vec<Hash>,
     pub(crate) last_rebroadcast: Instant,
     pub(crate) last_agent_tick: Instant,
+    /// Verifier role and light mode: committees, requests, attestations, held blocks.
+    pub(crate) verification: crate::verifier::Verification,
 }
 
 impl Node {
@@ -489,6 +492,7 @@ impl Node {
             }
         }
         self.stats.syncing.store(self.sync.is_active(), Ordering::Relaxed);
+        self.light_tick();
         // Our own transactions still waiting after a while were probably gossiped before any
         // peer listened: send them again (peers that have them drop the duplicate).
         if self.last_rebroadcast.elapsed() >= Duration::from_secs(15) {
@@ -625,6 +629,7 @@ impl Node {
                     ?outcome,
                     "block mined"
                 );
+                self.request_verification(&block);
                 if let Err(e) = self.net.publish(GossipMessage::NewBlock(block)) {
                     tracing::warn!(target: "node", error = %e, "could not gossip our block");
                 }
@@ -645,17 +650,27 @@ impl Node {
         &mut self,
         block: Block,
     ) -> Result<Result<ImportOutcome, ChainError>, NodeError> {
-        let mut chain = write(&self.chain);
-        let r = match chain.import_block(block, Timestamp::now()) {
-            Err(e) => match e.into_storage_error() {
-                Ok(storage) => return Err(ChainError::Storage(storage).into()),
-                Err(e) => Err(e),
-            },
-            ok => ok,
+        self.note_committee(&block);
+        let hash = block.hash();
+        let r = {
+            let mut chain = write(&self.chain);
+            let r = match chain.import_block(block, Timestamp::now()) {
+                Err(e) => match e.into_storage_error() {
+                    Ok(storage) => return Err(ChainError::Storage(storage).into()),
+                    Err(e) => Err(e),
+                },
+                ok => ok,
+            };
+            if r.is_ok() {
+                self.mempool.sync_with(&mut chain)?;
+                self.validator.update_tasks(chain.tip(), chain.state());
+            }
+            r
         };
-        if r.is_ok() {
-            self.mempool.sync_with(&mut chain)?;
-            self.validator.update_tasks(chain.tip(), chain.state());
+        match &r {
+            Ok(_) => self.verifier_after_import(hash, true),
+            Err(e) if e.is_peer_fault() => self.verifier_after_import(hash, false),
+            Err(_) => {}
         }
         Ok(r)
     }
@@ -664,14 +679,18 @@ impl Node {
         let verify_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let tip_height = read(&self.chain).height();
         self.stats.height.store(tip_height, Ordering::Relaxed);
+        let attested = !mined && self.validator.is_attested(&hash);
         self.stats.record_import(ImportRecord {
             hash,
             height,
             at: Instant::now(),
             verify_us,
             mined,
+            attested,
         });
-        if !mined {
+        if attested {
+            NodeStats::add(&self.stats.blocks_attested, 1);
+        } else if !mined {
             self.stats.last_verify_us.store(verify_us, Ordering::Relaxed);
             NodeStats::add(&self.stats.blocks_verified, 1);
         }
@@ -790,7 +809,10 @@ impl Node {
                 }
             },
             GossipMessage::Attestation(att) => match att.verify_signature() {
-                Ok(()) => self.validate(id, from, Acceptance::Accept),
+                Ok(()) => {
+                    self.validate(id, from, Acceptance::Accept);
+                    self.on_attestation(&att)?;
+                }
                 Err(e) => {
                     self.validate(id, from, Acceptance::Reject);
                     self.ban(from, format!("attestation: {e}"));
@@ -818,7 +840,10 @@ impl Node {
                     self.ban(from, format!("security alert: {e}"));
                 }
             },
-            GossipMessage::VerificationRequest(_) => self.validate(id, from, Acceptance::Accept),
+            GossipMessage::VerificationRequest(req) => {
+                self.validate(id, from, Acceptance::Accept);
+                self.on_verification_request(req);
+            }
         }
         Ok(())
     }
@@ -861,6 +886,8 @@ impl Node {
         };
         if have_data {
             self.import(Some(from), block, None, Some(id))?;
+        } else if self.light_hold(from, id.clone(), &block) {
+            // Light mode: accepted on its verifiers' attestations, or replayed (verifier.rs).
         } else {
             self.fetching.insert(hash);
             self.request(
@@ -874,7 +901,7 @@ impl Node {
 
     /// Imports a block, storing its proof data first if given (after checking it is exactly
     /// the data the block names). Returns whether the block is now stored and valid so far.
-    fn import(
+    pub(crate) fn import(
         &mut self,
         from: Option<PeerId>,
         block: Block,

@@ -300,6 +300,7 @@ impl TaskScreen {
             let (m, r) = fresh.state.start_hashes();
             if Hash(m.0) == msg.body.start_model_hash && Hash(r.0) == msg.body.start_residual_hash {
                 fresh.next = iteration;
+                fresh.walk.seek(iteration);
                 self.shadows.insert(*miner, fresh);
             } else if waited < WAIT {
                 return None;

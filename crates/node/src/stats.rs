@@ -28,6 +28,8 @@ pub struct ImportRecord {
     pub verify_us: u64,
     /// Mined by this node.
     pub mined: bool,
+    /// Accepted without replay on its verifiers' attestations (light mode).
+    pub attested: bool,
 }
 
 /// Live counters of one node.
@@ -37,6 +39,11 @@ pub struct NodeStats {
     pub blocks_mined: AtomicU64,
     /// Blocks from peers imported after full verification.
     pub blocks_verified: AtomicU64,
+    /// Blocks from peers imported without replay, on a quorum of their verifiers'
+    /// attestations (light mode, design/006).
+    pub blocks_attested: AtomicU64,
+    /// Attestations this node (a verifier) gossiped.
+    pub attestations_sent: AtomicU64,
     /// Blocks refused (invalid).
     pub blocks_rejected: AtomicU64,
     /// Training iterations run.
@@ -85,6 +92,10 @@ pub struct NodeCounters {
     pub blocks_mined: u64,
     /// Blocks verified.
     pub blocks_verified: u64,
+    /// Blocks accepted on attestations (light mode).
+    pub blocks_attested: u64,
+    /// Attestations sent (verifier).
+    pub attestations_sent: u64,
     /// Blocks rejected.
     pub blocks_rejected: u64,
     /// Iterations.
@@ -173,6 +184,8 @@ impl NodeStats {
         NodeCounters {
             blocks_mined: r(&self.blocks_mined),
             blocks_verified: r(&self.blocks_verified),
+            blocks_attested: r(&self.blocks_attested),
+            attestations_sent: r(&self.attestations_sent),
             blocks_rejected: r(&self.blocks_rejected),
             iterations: r(&self.iterations),
             txs_accepted: r(&self.txs_accepted),

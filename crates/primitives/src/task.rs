@@ -216,6 +216,11 @@ pub struct WorkersWanted {
     pub supervisors: u16,
     /// Evaluators.
     pub evaluators: u16,
+    /// Verifiers attesting the task's blocks (0: the blocks get the per-block verifier draw
+    /// of design/006 instead). At most [`limits::MAX_VERIFIERS`]; when non-zero, at least
+    /// `2 * max_faulty + 1` so that a strict majority of them is honest.
+    #[serde(default)]
+    pub verifiers: u16,
     /// Byzantine faults the supervisor and evaluator committees must tolerate (n >= 3f + 1).
     pub max_faulty: u16,
 }
@@ -306,6 +311,8 @@ pub mod limits {
     pub const MAX_BATCH: u32 = 4096;
     /// Most epochs.
     pub const MAX_EPOCHS: u32 = 10_000;
+    /// Most verifiers a task may select.
+    pub const MAX_VERIFIERS: u16 = 64;
 }
 
 impl TaskDefinition {
@@ -421,6 +428,19 @@ impl TaskDefinition {
                     })
                 }
             }
+        }
+        if w.verifiers > limits::MAX_VERIFIERS {
+            return Err(bad("workers.verifiers", format!("need 0..={}", limits::MAX_VERIFIERS)));
+        }
+        let honest_majority = w.max_faulty.checked_mul(2).and_then(|v| v.checked_add(1));
+        if w.verifiers != 0 && honest_majority.is_none_or(|needed| w.verifiers < needed) {
+            return Err(bad(
+                "workers.verifiers",
+                format!(
+                    "{} cannot outvote {} faults (needs 0 or at least 2f + 1)",
+                    w.verifiers, w.max_faulty
+                ),
+            ));
         }
         if self.deadlines.training_blocks == 0 || self.deadlines.evaluation_blocks == 0 {
             return Err(bad("deadlines", "must be positive"));

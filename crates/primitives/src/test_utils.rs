@@ -150,6 +150,7 @@ pub fn any_task() -> impl Strategy<Value = TaskDefinition> {
                     miners: w[0],
                     supervisors: w[1],
                     evaluators: w[2],
+                    verifiers: w[1] % 8,
                     max_faulty: w[3],
                 },
                 preferences: TaskPreferences { needs_gpu, min_stake },
@@ -185,7 +186,13 @@ pub fn valid_task(evaluators: u16) -> TaskDefinition {
             test_permille: 300,
             validation_permille: 0,
         },
-        workers: WorkersWanted { miners: 1, supervisors: 1, evaluators, max_faulty: 0 },
+        workers: WorkersWanted {
+            miners: 1,
+            supervisors: 1,
+            evaluators,
+            verifiers: 0,
+            max_faulty: 0,
+        },
         preferences: TaskPreferences::default(),
         deadlines: Deadlines { training_blocks: 100, evaluation_blocks: 100 },
     }

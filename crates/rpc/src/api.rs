@@ -296,6 +296,13 @@ pub struct NodeStatus {
     pub blocks_mined: u64,
     /// Blocks verified and imported since start (own and received).
     pub blocks_verified: u64,
+    /// Blocks accepted without replay on their verifiers' attestations since start (light
+    /// mode, design/006).
+    #[serde(default)]
+    pub blocks_attested: u64,
+    /// Attestations this node gossiped as a verifier since start.
+    #[serde(default)]
+    pub attestations_sent: u64,
     /// Blocks rejected as invalid since start.
     pub blocks_rejected: u64,
     /// Tasks this node worked on that completed since start.

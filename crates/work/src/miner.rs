@@ -3,10 +3,10 @@
 use pouw_chain::{Ancestors, Chain, PouwValidator};
 use pouw_consensus::{
     apply_block,
-    pouw::{iteration_body, mine_iteration, ml_specs, PouwError, ProofData},
+    pouw::{iteration_body, mine_iteration, ml_specs, PouwError, ProofData, TaskSchedule},
     ConsensusError, StateKey,
 };
-use pouw_ml::{BatchSchedule, Dataset, Exec, Model, Split, TrainState};
+use pouw_ml::{Dataset, Exec, Model, Split, TrainState};
 use pouw_primitives::{
     map_hash, Block, ChainSpec, Hash, Header, IterationBody, IterationMessage, Keypair, PouwProof,
     Signature, TaskDefinition, TaskId, Timestamp, Transaction, HEADER_VERSION,
@@ -107,26 +107,24 @@ impl std::ops::Deref for DataRef {
     }
 }
 
-/// A miner's walk through a task's mini-batches: its share of each epoch's batches (batch `b`
-/// of the epoch order is trained by miner `b mod miners`), epoch after epoch. The miner and
-/// whoever replays its stream (supervisors) walk it alike, so both know which batch every
-/// iteration must train.
+/// A miner's walk through a task's mini-batches: iteration `n` trains the batch the task's
+/// schedule gives it (`TaskSchedule::position`: batch `b` of each epoch's order is trained by
+/// miner `b mod miners`), epoch after epoch. The miner and whoever replays its stream
+/// (supervisors) walk it alike, and the validators check it (design/006).
 #[derive(Debug, Clone)]
 pub struct BatchWalk {
-    schedule: BatchSchedule,
-    order: Vec<u32>,
-    /// First batch of each epoch and the step between batches (miner index, miners).
-    stride: (usize, usize),
+    schedule: TaskSchedule,
     /// Epochs to train (client tasks); `None`: forever (filler tasks).
     epochs: Option<u32>,
-    epoch: u32,
-    batch: usize,
+    /// The next iteration's index.
+    next: u64,
+    /// The order of the epoch last walked.
+    order: Option<(u32, Vec<u32>)>,
 }
 
 impl BatchWalk {
-    fn new(schedule: BatchSchedule, stride: (usize, usize), epochs: Option<u32>) -> Self {
-        let order = schedule.epoch_order(0);
-        Self { schedule, order, stride, epochs, epoch: 0, batch: stride.0 }
+    fn new(schedule: TaskSchedule, epochs: Option<u32>) -> Self {
+        Self { schedule, epochs, next: 0, order: None }
     }
 
     /// The walk of miner `miner_index` of `miners` through a client task's training batches.
@@ -138,31 +136,31 @@ impl BatchWalk {
         miner_index: usize,
         miners: usize,
     ) -> Result<Self, MinerError> {
-        let segments = dataset
-            .segments(pouw_primitives::DATASET_SEGMENTS)
-            .map_err(|e| MinerError::Training(e.to_string()))?;
-        let batch_size = definition.optimizer.batch_size as usize;
-        let schedule = BatchSchedule::new(&segments, split, batch_size, task_id.0);
-        Ok(Self::new(
-            schedule,
-            (miner_index, miners.max(1)),
-            Some(definition.optimizer.epochs.max(1)),
-        ))
+        let schedule =
+            TaskSchedule::with_split(&task_id, definition, split, dataset, miner_index, miners)?;
+        Ok(Self::new(schedule, Some(definition.optimizer.epochs.max(1))))
     }
 
-    /// The epoch and the sample indices of the next batch, or `None` once every epoch is done.
+    /// Continues at iteration `iteration` (a restarted miner resumes after its last winning
+    /// iteration).
+    pub fn seek(&mut self, iteration: u64) {
+        self.next = iteration;
+    }
+
+    /// The epoch and the sample indices of the next iteration's batch, or `None` once every
+    /// epoch is done.
     pub fn next_batch(&mut self) -> Option<(u32, Vec<u32>)> {
-        if self.batch >= self.schedule.batches_per_epoch() {
-            self.epoch = self.epoch.saturating_add(1);
-            self.order = self.schedule.epoch_order(self.epoch);
-            self.batch = self.stride.0;
-        }
-        if self.epochs.is_some_and(|max| self.epoch >= max) {
+        let (epoch, b) = self.schedule.position(self.next).ok()?;
+        if self.epochs.is_some_and(|max| epoch >= max) {
             return None;
         }
-        let indices = self.schedule.batch(&self.order, self.batch).to_vec();
-        self.batch += self.stride.1.max(1);
-        Some((self.epoch, indices))
+        if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            self.order = Some((epoch, self.schedule.batches().epoch_order(epoch)));
+        }
+        let order = self.order.as_ref().map(|(_, o)| o.as_slice()).unwrap_or_default();
+        let indices = self.schedule.batches().batch(order, b).to_vec();
+        self.next = self.next.saturating_add(1);
+        Some((epoch, indices))
     }
 }
 
@@ -245,6 +243,16 @@ struct Job {
     iteration: u64,
     /// Messages of the last k iterations that committed to a template, oldest first.
     commitments: VecDeque<(u64, IterationMessage, Template)>,
+}
+
+impl Job {
+    /// Starts the walk at `iteration` (a restarted miner continues after its last winning
+    /// iteration): the epoch and batch the task's schedule gives that iteration, so every
+    /// iteration trains the batch validators expect of it (design/006).
+    fn seek(&mut self, iteration: u64) {
+        self.iteration = iteration;
+        self.walk.seek(iteration);
+    }
 }
 
 /// The miner of one node.
@@ -377,7 +385,7 @@ impl Miner {
                         DataRef::Shipped(pouw_ml::shipped_mnist_ref()),
                         None,
                     )?;
-                    job.iteration = self.next_unused_iteration(chain, task_id);
+                    job.seek(self.next_unused_iteration(chain, task_id));
                     self.job = Some(job);
                 }
                 task_id
@@ -391,7 +399,7 @@ impl Miner {
                 DataRef::Shared(a.dataset.clone()),
                 Some(&a),
             )?;
-            job.iteration = self.next_unused_iteration(chain, task_id);
+            job.seek(self.next_unused_iteration(chain, task_id));
             self.job = Some(job);
         }
         let peers: &[IterationMessage] = if self.assignment.is_some() { peers } else { &[] };
@@ -525,23 +533,14 @@ impl Miner {
         client: Option<&Assignment>,
     ) -> Result<Job, MinerError> {
         let state = initial_state(&task)?;
+        // The schedule the validators check (design/006): the filler task splits by its own id,
+        // a client task by its selection seed.
         let walk = match client {
             Some(a) => {
                 BatchWalk::for_client(task_id, &task, &dataset, &a.split, a.miner_index, a.miners)?
             }
             None => {
-                let segments = dataset
-                    .segments(pouw_primitives::DATASET_SEGMENTS)
-                    .map_err(|e| MinerError::Training(e.to_string()))?;
-                let test = f64::from(task.dataset.test_permille) / 1000.0;
-                let split = Split::new(&task_id.0, segments.len(), test, 0.0)
-                    .map_err(|e| MinerError::Training(e.to_string()))?;
-                let batch_size = task.optimizer.batch_size as usize;
-                BatchWalk::new(
-                    BatchSchedule::new(&segments, &split, batch_size, task_id.0),
-                    (0, 1),
-                    None,
-                )
+                BatchWalk::new(TaskSchedule::new(&task_id, &task, &task_id, &dataset, 0, 1)?, None)
             }
         };
         match client {

@@ -119,3 +119,91 @@ fn filler_epochs_switch_tasks_and_keep_verifying() {
     assert_eq!(tasks[2], tasks[3]);
     assert_ne!(tasks[3], tasks[4]);
 }
+
+#[test]
+fn a_block_that_trains_an_unscheduled_batch_is_refused_even_though_it_replays() {
+    use pouw_consensus::pouw::{
+        filler_task, iteration_body, mine_iteration, ml_specs, TaskSchedule,
+    };
+    use pouw_primitives::{map_hash, Block, PouwProof, Signature};
+
+    let spec = easy_spec();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut chain, proofs) = open(dir.path(), &spec);
+    let mined = mine_blocks(&spec, &mut chain, &proofs, 1);
+    let m = &mined[0];
+    let proof = m.block.proof.as_ref().unwrap();
+    let w = &proof.winning.body;
+
+    // The same miner trains, from the same start state, the batch scheduled for the *next*
+    // iteration, and signs it as this one: every hash it names is honest, so the replay alone
+    // cannot tell; the schedule can.
+    let (task_id, task) = filler_task(&spec, &chain.hash_at(0).unwrap());
+    assert_eq!(task_id, w.task_id);
+    let data = pouw_ml::shipped_mnist_ref();
+    let schedule = TaskSchedule::new(&task_id, &task, &task_id, data, 0, 1).unwrap();
+    let (epoch, b) = schedule.position(w.iteration + 1).unwrap();
+    let order = schedule.batches().epoch_order(epoch);
+    let batch = data.gather(schedule.batches().batch(&order, b));
+    let (model_spec, optimizer) = ml_specs(&task).unwrap();
+    let model = pouw_ml::Model::from_params(model_spec, m.data.start_params.clone()).unwrap();
+    let mut state = pouw_ml::TrainState::from_parts(
+        model,
+        optimizer,
+        m.data.start_residual.clone(),
+        m.data.start_velocity.clone(),
+    )
+    .unwrap();
+    let out = state.iterate(Exec::SINGLE, &batch, &[]).unwrap();
+    let key = ChainSpec::devnet_key(3);
+    let body = iteration_body(task_id, key.public(), w.epoch, w.iteration, &out);
+    assert_ne!(body.batch_hash, w.batch_hash);
+    let target = m.block.header.target.to_target().unwrap();
+    let header = mine_iteration(
+        &spec,
+        &m.block.header,
+        body.id(),
+        pouw_primitives::Hash(out.end_model_hash.0),
+        map_hash(&out.map),
+        batch.byte_len() as u64,
+        state.model().param_count() as u64,
+        target,
+    )
+    .expect("the easy target accepts almost any nonce");
+    let mut forged = Block {
+        header,
+        signature: Signature::default(),
+        proof: Some(PouwProof { winning: body.sign(&key), committing: proof.committing.clone() }),
+        transactions: m.block.transactions.clone(),
+    };
+    forged.sign(&key);
+    let mut forged_data = m.data.clone();
+    forged_data.batch = batch.canonical_bytes();
+
+    // Consistent in itself: the replay alone accepts it.
+    let forged_proof = forged.proof.as_ref().unwrap();
+    pouw_consensus::pouw::replay(
+        &spec,
+        &forged.header,
+        forged_proof,
+        &task,
+        &forged_data,
+        Exec::SINGLE,
+    )
+    .unwrap();
+
+    let other = tempfile::tempdir().unwrap();
+    let (mut chain2, proofs2) = open(other.path(), &spec);
+    proofs2.put_proof(&forged.proof.as_ref().unwrap().winning.body, &forged_data).unwrap();
+    let err = chain2.import_block(forged, Timestamp::now()).unwrap_err();
+    assert!(matches!(err.block_error(), Some(BlockError::Proof(_))), "{err}");
+    assert!(err.to_string().contains("must train batch"), "{err}");
+    assert!(err.is_peer_fault(), "an unscheduled batch is the sender's fault: {err}");
+    assert_eq!(chain2.height(), 0);
+    // The honest block is accepted.
+    proofs2.put_proof(w, &m.data).unwrap();
+    assert_eq!(
+        chain2.import_block(m.block.clone(), Timestamp::now()).unwrap(),
+        ImportOutcome::Extended
+    );
+}

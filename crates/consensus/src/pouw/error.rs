@@ -238,6 +238,50 @@ pub enum PouwError {
         /// Replayed.
         replayed: u32,
     },
+    /// The winning iteration did not train the batch (or is not in the epoch) the task's
+    /// schedule gives the miner at that iteration (design/006). Ban.
+    #[error(
+        "iteration {iteration} of miner {miner_index} of {miners} must train batch {batch} of \
+         epoch {epoch} (hash {expected}); the message claims epoch {claimed_epoch} and batch \
+         hash {actual}"
+    )]
+    UnscheduledBatch {
+        /// The winning iteration index.
+        iteration: u64,
+        /// The miner's position among the task's selected miners.
+        miner_index: usize,
+        /// Selected miners.
+        miners: usize,
+        /// The scheduled epoch.
+        epoch: u32,
+        /// The scheduled batch index in that epoch.
+        batch: usize,
+        /// The epoch the message claims.
+        claimed_epoch: u32,
+        /// Hash of the scheduled batch.
+        expected: Hash,
+        /// `winning.batch_hash`.
+        actual: Hash,
+    },
+    /// The schedule cannot give the miner a batch at the winning iteration (no batch for that
+    /// miner, or an epoch beyond any schedule). Ban.
+    #[error("no scheduled batch: {0}")]
+    Schedule(String),
+    /// Peer message `index` is signed by the block's own miner (its own updates are already
+    /// in its model). Ban.
+    #[error("peer message {index} is the block miner's own message")]
+    PeerFromBlockMiner {
+        /// Position.
+        index: usize,
+    },
+    /// Peer message `index` is signed by a key that is not a selected miner of the task. Ban.
+    #[error("peer message {index} is signed by {signer}, not a selected miner of the task")]
+    PeerNotSelected {
+        /// Position.
+        index: usize,
+        /// Its signer.
+        signer: PublicKey,
+    },
     /// `header.nonce` is not `nonce_at(precursor, j)` for any `j < a` of the replayed
     /// iteration. Ban.
     #[error("the nonce is not one of the {budget} nonces the iteration yields")]

@@ -131,7 +131,13 @@ pub fn filler_task(spec: &ChainSpec, opening_block_hash: &Hash) -> (TaskId, Task
             test_permille: 300,
             validation_permille: 0,
         },
-        workers: WorkersWanted { miners: u16::MAX, supervisors: 1, evaluators: 1, max_faulty: 0 },
+        workers: WorkersWanted {
+            miners: u16::MAX,
+            supervisors: 1,
+            evaluators: 1,
+            verifiers: 0,
+            max_faulty: 0,
+        },
         preferences: TaskPreferences::default(),
         deadlines: Deadlines { training_blocks: spec.filler_epoch_blocks, evaluation_blocks: 1 },
     };

@@ -3,11 +3,11 @@
 
 use crate::common::{addr, key, miner, spec, tx, unwrap_tx_error};
 use pouw_consensus::{
-    apply_block, check_block_task, check_tx_stateless, check_workers_available, evaluator_quota,
-    expected_payouts, genesis_state, miners_share, rank_payouts, select_weighted, split_segments,
-    supervisor_quota, task_record, task_split, task_split_of, task_view, verdict_hash, Candidate,
-    ConsensusError as E, PenaltyReason, Refusal, State, StateDiff, StateKey, TaskRecord,
-    TaskStatus, MAX_HISTORY_SLOTS,
+    apply_block, attestation_quorum, block_verifiers, check_block_task, check_tx_stateless,
+    check_workers_available, evaluator_quota, expected_payouts, genesis_state, miners_share,
+    rank_payouts, select_weighted, split_segments, supervisor_quota, task_record, task_split,
+    task_split_of, task_view, verdict_hash, Candidate, ConsensusError as E, PenaltyReason, Refusal,
+    State, StateDiff, StateKey, TaskRecord, TaskStatus, MAX_HISTORY_SLOTS,
 };
 use pouw_primitives::{
     codec, test_utils::valid_task, Activation, Address, Amount, Block, ChainSpec, CompactTarget,
@@ -1091,4 +1091,227 @@ fn only_selected_miners_mine_on_a_client_task_in_training() {
     b.header.task_id = id;
     b.header.miner = rec.participants.miners[0].worker;
     assert!(matches!(check_block_task(&c.state, &b), Err(E::WrongPhase { .. })));
+}
+
+// ---- verifiers (design/006) --------------------------------------------------------------
+
+/// [`selected_task`]'s workers plus verifier tickets of accounts 12-14 (stakes 10, 20, 30
+/// coins), and a 3/4/4 task with f = 1 that wants `verifiers`.
+fn task_with_verifiers(verifiers: u16) -> (Chain, Hash) {
+    let mut c = Chain::new();
+    let mut list = vec![];
+    for i in 1..=3 {
+        list.push((i, Role::Miner, 20));
+    }
+    for i in 4..=7 {
+        list.push((i, Role::Supervisor, 20));
+    }
+    for i in 8..=11 {
+        list.push((i, Role::Evaluator, 20));
+    }
+    for (i, stake) in [(12, 10), (13, 20), (14, 30)] {
+        list.push((i, Role::Verifier, stake));
+    }
+    c.tickets(&list);
+    let mut d = def(3, 4, 4, 1);
+    d.workers.verifiers = verifiers;
+    let id = c.pay(d, 1_000);
+    c.empty(); // selection
+    (c, id)
+}
+
+#[test]
+fn verifiers_are_selected_like_the_other_roles_and_recorded_in_state() {
+    let (c, id) = task_with_verifiers(3);
+    let rec = c.task(&id);
+    assert_eq!(rec.status, TaskStatus::Training);
+    let p = &rec.participants;
+    let verifiers: BTreeSet<Address> = workers(&p.verifiers).into_iter().collect();
+    assert_eq!(verifiers, BTreeSet::from([addr(12), addr(13), addr(14)]));
+    // One seat per worker across roles; the verifiers' tickets are bound to the task.
+    let all: BTreeSet<Address> = p.all().map(|(_, s)| s.worker).collect();
+    assert_eq!(all.len(), 14);
+    for s in &p.verifiers {
+        assert!(c
+            .state
+            .get(&StateKey::FreeTicket { role: Role::Verifier, ticket: s.ticket })
+            .is_none());
+        assert_eq!(
+            pouw_consensus::authorize_worker(&id, &rec, &s.worker, Role::Verifier),
+            Ok(s.ticket)
+        );
+    }
+    // A task that wants none selects none; its verifier tickets stay free.
+    let (c0, id0) = task_with_verifiers(0);
+    let p0 = c0.task(&id0).participants;
+    assert!(p0.verifiers.is_empty());
+    assert_eq!(p0.all().count(), 11);
+    // Deterministic.
+    let (c2, id2) = task_with_verifiers(3);
+    assert_eq!(c2.task(&id2).participants, rec.participants);
+    // The block committee of a client-task block is the task's verifiers.
+    let mut header = c.block(vec![]).header;
+    header.task_id = id;
+    let committee: BTreeSet<Address> = block_verifiers(&c.state, &header).into_iter().collect();
+    assert_eq!(committee, verifiers);
+}
+
+#[test]
+fn too_few_verifier_tickets_refuses_the_task_and_the_client_sees_it_before_paying() {
+    let mut c = Chain::new();
+    let mut list = vec![];
+    for i in 1..=3 {
+        list.push((i, Role::Miner, 20));
+    }
+    for i in 4..=7 {
+        list.push((i, Role::Supervisor, 20));
+    }
+    for i in 8..=11 {
+        list.push((i, Role::Evaluator, 20));
+    }
+    list.push((12, Role::Verifier, 20));
+    list.push((13, Role::Verifier, 20));
+    c.tickets(&list);
+    let mut d = def(3, 4, 4, 1);
+    d.workers.verifiers = 3;
+    let before = check_workers_available(&c.state, &d, Amount(1_000 * COIN), &addr(0), c.height);
+    assert_eq!(
+        before,
+        Err(Refusal::NotEnoughWorkers { role: Role::Verifier, wanted: 3, available: 2 })
+    );
+    let balance = c.balance(0);
+    let id = c.pay(d, 1_000);
+    c.empty();
+    let rec = c.task(&id);
+    assert_eq!(
+        rec.status,
+        TaskStatus::Refused {
+            at: c.height,
+            reason: Refusal::NotEnoughWorkers { role: Role::Verifier, wanted: 3, available: 2 },
+        }
+    );
+    assert_eq!(c.balance(0), balance - 1); // the fee back, the transaction fee spent
+                                           // Nobody is bound: every ticket is still free.
+    for i in 12..=13 {
+        let ids = pouw_consensus::tickets_of(
+            &pouw_consensus::Overlay::new(&c.state),
+            &addr(i),
+            Role::Verifier,
+        );
+        assert!(c
+            .state
+            .get(&StateKey::FreeTicket { role: Role::Verifier, ticket: ids[0] })
+            .is_some());
+    }
+}
+
+#[test]
+fn verifier_tickets_are_released_at_the_end_and_money_adds_up() {
+    // Completion: verifiers get their stake back (they are not paid from the fee).
+    let (mut c, id) = task_with_verifiers(3);
+    let rec = c.task(&id);
+    let p = rec.participants;
+    let before: Vec<u64> = (0..16).map(|i| c.balance(i)).collect();
+    for s in &p.miners {
+        c.participants_tx(&s.worker, submit(id, &s.worker.0)).unwrap();
+    }
+    assert!(matches!(c.task(&id).status, TaskStatus::Finalising { .. }));
+    let ranking: Vec<Address> = workers(&p.miners);
+    let v = verdict(&c, id, &ranking, &[]);
+    for e in &p.evaluators[..3] {
+        c.participants_tx(&e.worker, v.clone()).unwrap();
+    }
+    assert!(matches!(c.task(&id).status, TaskStatus::Completed { .. }));
+    for (stake, s) in p.verifiers.iter().map(|s| ([10, 20, 30][account_of(&s.worker) - 12], s)) {
+        assert!(c.state.get(&StateKey::Ticket(s.ticket)).is_none());
+        let i = account_of(&s.worker);
+        assert_eq!(c.balance(i), before[i] + stake * COIN, "verifier {i}");
+    }
+    // Expiry: every verifier ticket released too (conservation is checked after every block
+    // by `Chain::apply`).
+    let (mut c, id) = task_with_verifiers(3);
+    let rec = c.task(&id);
+    let before: Vec<u64> = (0..16).map(|i| c.balance(i)).collect();
+    while c.height < rec.finalisation_deadline {
+        c.empty();
+    }
+    assert!(matches!(c.task(&id).status, TaskStatus::Expired { .. }));
+    for s in &rec.participants.verifiers {
+        assert!(c.state.get(&StateKey::Ticket(s.ticket)).is_none());
+        let i = account_of(&s.worker);
+        assert_eq!(c.balance(i), before[i] + [10, 20, 30][i - 12] * COIN, "verifier {i}");
+    }
+}
+
+#[test]
+fn filler_blocks_draw_their_verifiers_by_stake_from_the_parent_hash() {
+    let mut c = Chain::new();
+    // Four verifier tickets (one of them the block miner's, never drawn for its own block).
+    c.tickets(&[
+        (12, Role::Verifier, 10),
+        (13, Role::Verifier, 20),
+        (14, Role::Verifier, 30),
+        (15, Role::Verifier, 40),
+    ]);
+    let header = |parent: &[u8]| {
+        let mut h = c.block(vec![]).header;
+        h.prev_hash = Hash::digest(parent);
+        h.task_id = Hash::digest(b"some filler task");
+        h
+    };
+    let h = header(b"p1");
+    let got = block_verifiers(&c.state, &h);
+    assert_eq!(got.len(), 3);
+    assert!(!got.contains(&miner()), "the block's miner attests its own block");
+    let set: BTreeSet<Address> = got.iter().copied().collect();
+    assert_eq!(set, BTreeSet::from([addr(12), addr(13), addr(14)]));
+    assert_eq!(block_verifiers(&c.state, &h), got, "deterministic");
+    // Stake-weighted order: over many parents the heaviest verifier is drawn first most often.
+    let mut first = BTreeMap::<Address, u32>::new();
+    for i in 0..600u32 {
+        let h = header(&i.to_le_bytes());
+        *first.entry(block_verifiers(&c.state, &h)[0]).or_default() += 1;
+    }
+    let n = |i| first.get(&addr(i)).copied().unwrap_or(0);
+    assert!(n(14) > n(12), "{first:?}");
+    // No verifier ticket: no committee, so no quorum (light nodes replay).
+    let empty = Chain::new();
+    assert!(block_verifiers(&empty.state, &h).is_empty());
+    assert_eq!(attestation_quorum(0), None);
+    assert_eq!(attestation_quorum(1), Some(1));
+    assert_eq!(attestation_quorum(3), Some(2));
+    assert_eq!(attestation_quorum(4), Some(3));
+    // Zero stake is never a candidate.
+    let zero = Candidate { ticket: Hash::digest(b"z"), owner: addr(1), stake: Amount(0) };
+    let one = Candidate { ticket: Hash::digest(b"o"), owner: addr(2), stake: Amount(COIN) };
+    let task = Hash::digest(b"t");
+    assert_eq!(
+        select_weighted(
+            &task,
+            &task,
+            Role::Verifier,
+            &[zero.clone(), one.clone()],
+            2,
+            &BTreeSet::new()
+        ),
+        Err(1)
+    );
+    let got =
+        select_weighted(&task, &task, Role::Verifier, &[zero, one], 1, &BTreeSet::new()).unwrap();
+    assert_eq!(got[0].owner, addr(2));
+}
+
+#[test]
+fn a_verifier_count_must_outvote_the_declared_faults() {
+    let mut d = def(3, 4, 4, 1);
+    d.workers.verifiers = 2;
+    let e = d.validate().unwrap_err().to_string();
+    assert!(e.contains("workers.verifiers"), "{e}");
+    d.workers.verifiers = 3;
+    d.validate().unwrap();
+    d.workers.verifiers = 0;
+    d.validate().unwrap();
+    d.workers.verifiers = 65;
+    let e = d.validate().unwrap_err().to_string();
+    assert!(e.contains("workers.verifiers"), "{e}");
 }

@@ -139,7 +139,12 @@ fn any_state_value() -> impl Strategy<Value = StateValue> {
                         seed,
                         training_deadline,
                         finalisation_deadline,
-                        participants: Participants { miners, supervisors, evaluators },
+                        participants: Participants {
+                            verifiers: supervisors.clone(),
+                            miners,
+                            supervisors,
+                            evaluators,
+                        },
                         models,
                         history_committers,
                         status,

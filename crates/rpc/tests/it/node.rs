@@ -123,6 +123,8 @@ impl NodeApi for TestNode {
         NodeStatus {
             blocks_mined: 1,
             blocks_verified: g.harness.chain.height(),
+            blocks_attested: 0,
+            attestations_sent: 0,
             blocks_rejected: 2,
             tasks_completed: 3,
             rewards_earned: Amount(1_250_000_000),

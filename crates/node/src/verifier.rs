@@ -1,0 +1,253 @@
+//! The verifier role and light mode (SPEC section 1, design/006).
+//!
+//! Every block has a verifier committee, computed on its parent's state by
+//! [`pouw_consensus::block_verifiers`]: the selected verifiers of the client task it trains,
+//! or a per-block, stake-weighted draw among the free verifier tickets (filler tasks, and
+//! tasks that selected no verifier).
+//!
+//! - **Verifier** (`Role::Verifier`): answers a VERIFICATION_REQUEST for a block whose
+//!   committee holds this node. It answers once it has imported the block, which runs every
+//!   check a full node runs, the bit-exact replay included: a signed attestation with
+//!   `valid: true`, or `valid: false` if the block was refused as invalid.
+//! - **Light node** ([`NodeConfig::light`](crate::NodeConfig::light)): a gossiped block that
+//!   passes the cheap checks (header, signature, PoW, proof structure and commitment) and
+//!   whose parent is the tip waits for attestations instead of fetching its proof data. Once
+//!   a strict majority of its committee ([`pouw_consensus::attestation_quorum`]) attested it
+//!   valid, it is imported without replay (execution and the state root are still checked).
+//!   An attestation `valid: false` from a committee member, no quorum within
+//!   [`NodeConfig::attestation_timeout`](crate::NodeConfig::attestation_timeout), or an
+//!   empty committee fall back to the full path: fetch the proof data, replay. Attestations
+//!   from outside the committee are ignored (a bad signature bans its relayer, in node.rs).
+//!
+//! The miner of a block asks for attestations (a VERIFICATION_REQUEST) as soon as it has
+//! imported it.
+
+use crate::node::{Node, NodeError, Pending};
+use pouw_consensus::{attestation_quorum, block_verifiers};
+use pouw_net::{GossipId, GossipMessage, PeerId, Request, VerificationRequest};
+use pouw_primitives::{Address, Attestation, AttestationBody, Block, Hash, Role};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    time::Instant,
+};
+
+/// Blocks whose committee, requests and attestations are remembered at most (oldest first
+/// forgotten): bounds every map below but `waiting`, which its timeout bounds.
+const TRACKED_BLOCKS: usize = 512;
+
+/// A block a light node holds until its verifiers attest it.
+#[derive(Debug)]
+struct Waiting {
+    block: Box<Block>,
+    from: PeerId,
+    gossip: GossipId,
+    since: Instant,
+}
+
+/// What the verifier role and light mode remember between events.
+#[derive(Debug, Default)]
+pub(crate) struct Verification {
+    /// The committee of recent blocks, computed on their parent state before import.
+    committees: HashMap<Hash, Vec<Address>>,
+    /// Verifier: blocks asked about that are not imported yet (answered at import).
+    requested: HashMap<Hash, u64>,
+    /// Verifier: blocks already attested.
+    answered: HashSet<Hash>,
+    /// Light: attestations heard, per block: verifier -> valid.
+    heard: HashMap<Hash, BTreeMap<Address, bool>>,
+    /// Light: blocks waiting for a quorum.
+    waiting: HashMap<Hash, Waiting>,
+    /// Tracked blocks, oldest first.
+    order: VecDeque<Hash>,
+}
+
+impl Verification {
+    fn track(&mut self, hash: Hash) {
+        if self.order.contains(&hash) {
+            return;
+        }
+        self.order.push_back(hash);
+        while self.order.len() > TRACKED_BLOCKS {
+            if let Some(old) = self.order.pop_front() {
+                self.committees.remove(&old);
+                self.requested.remove(&old);
+                self.answered.remove(&old);
+                self.heard.remove(&old);
+            }
+        }
+    }
+}
+
+impl Node {
+    fn is_verifier(&self) -> bool {
+        self.config.roles.contains(&Role::Verifier)
+    }
+
+    /// The committee of `block`, if its parent is the tip (whose state is the one it is drawn
+    /// from); remembered for the answers and the quorum.
+    fn committee_of(&mut self, block: &Block) -> Option<Vec<Address>> {
+        let hash = block.hash();
+        if let Some(c) = self.verification.committees.get(&hash) {
+            return Some(c.clone());
+        }
+        let committee = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (block.header.prev_hash == chain.tip())
+                .then(|| block_verifiers(chain.state(), &block.header))?
+        };
+        self.verification.track(hash);
+        self.verification.committees.insert(hash, committee.clone());
+        Some(committee)
+    }
+
+    /// Before a block is imported: a verifier or light node records its committee while the
+    /// parent state is at hand.
+    pub(crate) fn note_committee(&mut self, block: &Block) {
+        if self.is_verifier() || self.config.light {
+            self.committee_of(block);
+        }
+    }
+
+    /// The miner of `block` asks its verifiers to attest it.
+    pub(crate) fn request_verification(&self, block: &Block) {
+        let req = VerificationRequest { block: block.hash(), height: block.header.height };
+        // A duplicate of a request already gossiped is refused by gossipsub: nothing lost.
+        let _ = self.net.publish(GossipMessage::VerificationRequest(req));
+    }
+
+    /// A VERIFICATION_REQUEST: a verifier on the block's committee answers once the block is
+    /// imported (now, if it already is).
+    pub(crate) fn on_verification_request(&mut self, req: VerificationRequest) {
+        if !self.is_verifier() || self.verification.answered.contains(&req.block) {
+            return;
+        }
+        let stored = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            chain.header(&req.block).is_some()
+        };
+        if stored {
+            // Stored blocks passed the proof check, replay included, at import.
+            self.attest(req.block, req.height, true);
+        } else {
+            self.verification.track(req.block);
+            self.verification.requested.insert(req.block, req.height);
+        }
+    }
+
+    /// After this node's import of `hash` ended (`valid`: imported, or refused as invalid):
+    /// answers a request that was waiting for it.
+    pub(crate) fn verifier_after_import(&mut self, hash: Hash, valid: bool) {
+        if let Some(height) = self.verification.requested.remove(&hash) {
+            self.attest(hash, height, valid);
+        }
+    }
+
+    fn attest(&mut self, block: Hash, height: u64, valid: bool) {
+        let me = self.config.key.public();
+        let on_committee =
+            self.verification.committees.get(&block).is_some_and(|c| c.contains(&me));
+        if !on_committee || !self.verification.answered.insert(block) {
+            return;
+        }
+        let att = AttestationBody {
+            chain_id: self.config.spec.chain_id,
+            block,
+            height,
+            verifier: me,
+            valid,
+        }
+        .sign(&self.config.key);
+        match self.net.publish(GossipMessage::Attestation(att)) {
+            Ok(_) => {
+                crate::stats::NodeStats::add(&self.stats.attestations_sent, 1);
+                tracing::debug!(target: "verifier", block = %block.short(), height, valid, "block attested");
+            }
+            Err(e) => tracing::debug!(target: "verifier", error = %e, "attestation not gossiped"),
+        }
+    }
+
+    /// Light mode: holds a gossiped block that passed the cheap checks until its committee
+    /// attests it; false (take the full path) when not light, the parent is not the tip, or
+    /// the block has no committee.
+    pub(crate) fn light_hold(&mut self, from: PeerId, gossip: GossipId, block: &Block) -> bool {
+        if !self.config.light {
+            return false;
+        }
+        let Some(committee) = self.committee_of(block) else { return false };
+        if attestation_quorum(committee.len()).is_none() {
+            return false;
+        }
+        let hash = block.hash();
+        self.fetching.insert(hash);
+        self.verification.waiting.insert(
+            hash,
+            Waiting { block: Box::new(block.clone()), from, gossip, since: Instant::now() },
+        );
+        true
+    }
+
+    /// A correctly signed attestation (checked by the caller).
+    pub(crate) fn on_attestation(&mut self, att: &Attestation) -> Result<(), NodeError> {
+        let b = &att.body;
+        if b.chain_id != self.config.spec.chain_id || !self.config.light {
+            return Ok(());
+        }
+        self.verification.track(b.block);
+        self.verification.heard.entry(b.block).or_default().entry(b.verifier).or_insert(b.valid);
+        self.light_try(b.block)
+    }
+
+    /// Imports a waiting block on a quorum; falls back to the replay on a committee member's
+    /// `valid: false`.
+    fn light_try(&mut self, hash: Hash) -> Result<(), NodeError> {
+        if !self.verification.waiting.contains_key(&hash) {
+            return Ok(());
+        }
+        let committee = self.verification.committees.get(&hash).cloned().unwrap_or_default();
+        let heard = self.verification.heard.get(&hash);
+        let votes: Vec<bool> =
+            committee.iter().filter_map(|v| heard.and_then(|h| h.get(v)).copied()).collect();
+        if votes.contains(&false) {
+            tracing::info!(target: "node", block = %hash.short(), "a verifier attested the block invalid: replaying it");
+            self.light_fallback(hash);
+            return Ok(());
+        }
+        let valid = votes.len();
+        if attestation_quorum(committee.len()).is_none_or(|q| valid < q) {
+            return Ok(());
+        }
+        let Some(w) = self.verification.waiting.remove(&hash) else { return Ok(()) };
+        self.fetching.remove(&hash);
+        self.validator.trust_attested(hash);
+        let imported = self.import(Some(w.from), *w.block, None, Some(w.gossip))?;
+        tracing::debug!(target: "node", block = %hash.short(), valid, of = committee.len(), imported, "block accepted on its attestations");
+        Ok(())
+    }
+
+    /// The full path for a held block: fetch its proof data from the peer that sent it, then
+    /// replay at import.
+    fn light_fallback(&mut self, hash: Hash) {
+        let Some(w) = self.verification.waiting.remove(&hash) else { return };
+        self.request(
+            w.from,
+            Request::Proof(hash),
+            Pending::Proof { block: w.block, gossip: Some(w.gossip) },
+        );
+    }
+
+    /// Light mode: blocks that got no quorum in time are replayed.
+    pub(crate) fn light_tick(&mut self) {
+        let timeout = self.config.attestation_timeout;
+        let late: Vec<Hash> = self
+            .verification
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.since.elapsed() >= timeout)
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in late {
+            tracing::debug!(target: "node", block = %hash.short(), "no attestation quorum in time: replaying the block");
+            self.light_fallback(hash);
+        }
+    }
+}
