@@ -8,7 +8,7 @@
 //! | client | client (submits the task, serves its dataset) | no |
 //! | miner-1..3 | miner | yes (filler task until selected) |
 //! | supervisor-1..3 | supervisor | no |
-//! | evaluator-1..3 | evaluator | no |
+//! | evaluator-1..3 | evaluator, verifier (attests blocks, design/006) | no |
 //!
 //! Every node keeps its own data directory under `--dir`, verifies every block (replay
 //! included) and serves JSON-RPC (and the dashboard) on its own port.
@@ -157,7 +157,7 @@ fn node_args(n: &str) -> (&'static str, bool) {
     match n {
         n if n.starts_with("miner") => ("miner", true),
         n if n.starts_with("supervisor") => ("supervisor", false),
-        n if n.starts_with("evaluator") => ("evaluator", false),
+        n if n.starts_with("evaluator") => ("evaluator,verifier", false),
         _ => ("client", false),
     }
 }
@@ -386,6 +386,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
             "blocks_mined": c["blocks_mined"],
             "blocks_verified": verified,
             "blocks_rejected": c["blocks_rejected"],
+            "attestations_sent": c["attestations_sent"],
             "every_block_checked": verified + c["blocks_mined"].as_u64().unwrap_or(0) >= height,
             "balance": account["balance"],
             "balance_change": format_signed(i128::from(balance) - i128::from(genesis)),
@@ -611,12 +612,12 @@ fn print_report(r: &Value) {
     }
     println!();
     println!(
-        "  {:<13} {:<11} {:>6} {:>6} {:>8} {:>8}  {:>16}",
+        "  {:<13} {:<18} {:>6} {:>6} {:>8} {:>8}  {:>16}",
         "node", "roles", "height", "mined", "verified", "rejected", "balance change"
     );
     for n in r["nodes"].as_array().into_iter().flatten() {
         println!(
-            "  {:<13} {:<11} {:>6} {:>6} {:>8} {:>8}  {:>16}",
+            "  {:<13} {:<18} {:>6} {:>6} {:>8} {:>8}  {:>16}",
             n["name"].as_str().unwrap_or(""),
             n["roles"].as_str().unwrap_or(""),
             n["height"].to_string(),
