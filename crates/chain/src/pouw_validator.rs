@@ -440,21 +440,7 @@ mod peer_tests {
     use pouw_primitives::{Amount, IterationBody, IterationMessage, Keypair, Signature};
 
     fn message(key: &Keypair, task: TaskId, iteration: u64) -> IterationMessage {
-        IterationBody {
-            task_id: task,
-            miner: key.public(),
-            epoch: 0,
-            iteration,
-            batch_hash: Hash::ZERO,
-            start_model_hash: Hash::ZERO,
-            start_residual_hash: Hash::ZERO,
-            peer_msgs: vec![],
-            map: vec![],
-            loss: 0,
-            accuracy: 0,
-            commitment: Hash::ZERO,
-        }
-        .sign(key)
+        IterationBody::identity(task, key.public(), iteration).sign(key)
     }
 
     #[test]

@@ -1289,21 +1289,7 @@ mod tests {
 
     fn message(miner: usize, iteration: u64) -> IterationMessage {
         let key = ChainSpec::devnet_key(miner);
-        IterationBody {
-            task_id: Hash::digest(b"task"),
-            miner: key.public(),
-            epoch: 0,
-            iteration,
-            batch_hash: Hash::ZERO,
-            start_model_hash: Hash::ZERO,
-            start_residual_hash: Hash::ZERO,
-            peer_msgs: vec![],
-            map: vec![],
-            loss: 0,
-            accuracy: 0,
-            commitment: Hash::ZERO,
-        }
-        .sign(&key)
+        IterationBody::identity(Hash::digest(b"task"), key.public(), iteration).sign(&key)
     }
 
     fn root_of(h: &History, slot: u32) -> Hash {

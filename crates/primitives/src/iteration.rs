@@ -47,6 +47,25 @@ pub struct IterationMessage {
 }
 
 impl IterationBody {
+    /// A body with only its identity set (task, miner, iteration) and every other field zero:
+    /// what a block template's state transition reads of a proof, and a handy test message.
+    pub fn identity(task_id: TaskId, miner: PublicKey, iteration: u64) -> Self {
+        Self {
+            task_id,
+            miner,
+            epoch: 0,
+            iteration,
+            batch_hash: Hash::ZERO,
+            start_model_hash: Hash::ZERO,
+            start_residual_hash: Hash::ZERO,
+            peer_msgs: vec![],
+            map: vec![],
+            loss: 0,
+            accuracy: 0,
+            commitment: Hash::ZERO,
+        }
+    }
+
     /// The message id (what `msg_hash` and `peer_msgs` refer to).
     pub fn id(&self) -> Hash {
         Hash::tagged("pouw/itres", &codec::encode(self))

@@ -591,20 +591,7 @@ impl Miner {
         };
         // The state root covers the (task, miner, iteration) marker of the block, so execute it
         // with a proof carrying that identity (the only proof fields the transition reads).
-        let identity = IterationBody {
-            task_id,
-            miner: self.key.public(),
-            epoch: 0,
-            iteration,
-            batch_hash: Hash::ZERO,
-            start_model_hash: Hash::ZERO,
-            start_residual_hash: Hash::ZERO,
-            peer_msgs: vec![],
-            map: vec![],
-            loss: 0,
-            accuracy: 0,
-            commitment: Hash::ZERO,
-        };
+        let identity = IterationBody::identity(task_id, self.key.public(), iteration);
         let placeholder = IterationMessage { body: identity, signature: Signature::default() };
         let block = Block {
             header: header.clone(),
