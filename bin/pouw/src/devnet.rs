@@ -27,7 +27,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use pouw_primitives::{ChainSpec, CompactTarget, Uint256};
 use serde_json::{json, Value};
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -120,25 +120,9 @@ impl Drop for Node {
     }
 }
 
-/// A free loopback port below the kernel's ephemeral range (32768 and up on Linux), so the
-/// nodes' own outgoing connections cannot take it between this probe and the node's bind.
+/// A free loopback port, below the ephemeral range (`pouw_net::free_loopback_port`).
 fn free_port() -> Result<u16> {
-    use std::sync::atomic::AtomicU16;
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    const LOW: u16 = 20_000;
-    const SPAN: u16 = 12_000;
-    if NEXT.load(Ordering::Relaxed) == 0 {
-        let seed = (std::process::id() as u16).wrapping_mul(7919) % SPAN;
-        let _ = NEXT.compare_exchange(0, LOW + seed, Ordering::Relaxed, Ordering::Relaxed);
-    }
-    for _ in 0..SPAN {
-        let port = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = LOW + (port.wrapping_sub(LOW) % SPAN);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(pouw_net::free_loopback_port()?)
 }
 
 /// The devnet chain: the built-in devnet with 2-second blocks.

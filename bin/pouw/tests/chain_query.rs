@@ -44,7 +44,8 @@ impl Drop for Node {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    // Below the ephemeral range: other nodes' outgoing connections cannot take it meanwhile.
+    pouw_net::free_loopback_port().unwrap()
 }
 
 fn without_timing(mut v: Value) -> Value {

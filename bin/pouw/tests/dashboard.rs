@@ -12,7 +12,7 @@ use pouw_primitives::{ChainSpec, CompactTarget, Uint256};
 use serde_json::{json, Value};
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -29,7 +29,8 @@ impl Drop for Proc {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    // Below the ephemeral range: other nodes' outgoing connections cannot take it meanwhile.
+    pouw_net::free_loopback_port().unwrap()
 }
 
 /// A minimal HTTP/1.1 exchange (`Connection: close`): status, head, body.

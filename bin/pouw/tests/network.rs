@@ -5,13 +5,14 @@ use pouw_primitives::{ChainSpec, CompactTarget, Uint256};
 use serde_json::{json, Value};
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    // Below the ephemeral range: other nodes' outgoing connections cannot take it meanwhile.
+    pouw_net::free_loopback_port().unwrap()
 }
 
 /// A JSON-RPC call over a plain HTTP/1.1 connection.

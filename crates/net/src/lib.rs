@@ -12,6 +12,7 @@
 mod codec;
 mod handle;
 pub mod messages;
+mod ports;
 mod service;
 
 pub use handle::{
@@ -23,4 +24,5 @@ pub use messages::{
     BlockWithProof, ChainStatus, GossipMessage, MessageKind, Request, Response, ScreeningStatus,
     Topic, VerificationRequest, WireError,
 };
+pub use ports::free_loopback_port;
 pub use service::{spawn, NetError};
