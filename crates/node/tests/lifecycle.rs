@@ -2,79 +2,13 @@
 //! nodes: 1 client, 3 miners, 3 supervisors, 3 evaluators (each its own account, data
 //! directory and libp2p identity).
 
+mod support;
+
 use pouw_consensus::{task_view, PenaltyReason, StateKey, TaskStatus};
-use pouw_node::{local_spec, Attack, NodeConfig, NodeHandle};
+use pouw_node::{local_spec, Attack, NodeHandle};
 use pouw_primitives::{ChainSpec, Role};
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
-};
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The shipped MNIST digits, an MLP 784-64-10, 2 epochs, 3/3/3 workers.
-pub fn task_file(dir: &Path) -> PathBuf {
-    task_file_with(dir, 400, 2)
-}
-
-fn task_file_with(dir: &Path, training_blocks: u64, epochs: u32) -> PathBuf {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist");
-    let text = format!(
-        r#"name = "lifecycle"
-[model]
-input_shape = [784]
-classes = 10
-init = "xavier"
-seed = 7
-[[model.layers]]
-type = "dense"
-units = 64
-activation = "relu"
-[[model.layers]]
-type = "dense"
-units = 10
-activation = "none"
-[optimizer]
-learning_rate = 0.3
-momentum = 0.0
-tau = 0.01
-batch_size = 32
-epochs = {epochs}
-[dataset]
-format = "idx"
-images = "{images}"
-labels = "{labels}"
-segments = 10
-test_fraction = 0.3
-validation_fraction = 0.0
-segment_hashes = []
-[workers]
-miners = 3
-supervisors = 3
-evaluators = 3
-max_faulty = 0
-needs_gpu = false
-min_stake = "10"
-[payment]
-fee = "100"
-deadline_blocks = {training_blocks}
-evaluation_blocks = 100
-"#,
-        images = data.join("mnist-10k-images-idx3-ubyte.gz").display(),
-        labels = data.join("mnist-10k-labels-idx1-ubyte.gz").display(),
-        training_blocks = training_blocks,
-        epochs = epochs,
-    );
-    let path = dir.join("task.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use std::{path::Path, time::Duration};
+use support::{init_logs, node_config, submit_when_staffed, task_file, wait_until, TaskShape};
 
 fn start(
     dir: &Path,
@@ -85,15 +19,8 @@ fn start(
     boot: &[&NodeHandle],
     attack: Option<Attack>,
 ) -> NodeHandle {
-    let mut cfg =
-        NodeConfig::new(dir.join(format!("n{i}")), spec.clone(), ChainSpec::devnet_key(i));
-    cfg.roles = roles;
+    let mut cfg = node_config(dir, i, spec, roles, mine, boot);
     cfg.attack = attack;
-    cfg.mine = mine;
-    cfg.durable = false;
-    cfg.mining_pause = Duration::from_millis(1);
-    cfg.status_interval = Duration::from_millis(500);
-    cfg.bootstrap = boot.iter().flat_map(|n| n.p2p_addrs()).collect();
     NodeHandle::start(cfg).expect("node starts")
 }
 
@@ -144,16 +71,6 @@ fn assert_money_adds_up(spec: &ChainSpec, state: &pouw_consensus::State, height:
     assert_eq!(state.total_value(), Some(genesis + rewards), "money adds up");
 }
 
-/// Test logs at `warn` (or `RUST_LOG`), once per test binary.
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
 /// Waits until `task` is completed at `client` (it must not end refused or expired).
 fn wait_completed(client: &NodeHandle, task: &pouw_primitives::TaskId) {
     wait_until("the task completed", Duration::from_secs(400), || {
@@ -170,20 +87,6 @@ fn wait_completed(client: &NodeHandle, task: &pouw_primitives::TaskId) {
     });
 }
 
-/// Submits the task once the workers' tickets are on chain (before, it cannot be staffed).
-fn submit_when_staffed(client: &NodeHandle, file: &Path) -> pouw_primitives::TaskId {
-    let start = Instant::now();
-    loop {
-        match client.submit_task(file) {
-            Ok(id) => return id,
-            Err(e) => {
-                assert!(start.elapsed() < Duration::from_secs(120), "task never accepted: {e}");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-    }
-}
-
 #[test]
 fn a_task_is_trained_evaluated_paid_and_delivered() {
     let _one = ONE_NETWORK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -192,7 +95,7 @@ fn a_task_is_trained_evaluated_paid_and_delivered() {
     let spec = local_spec(600);
     let nodes = network(dir.path(), &spec, true);
     let client = &nodes[0];
-    let file = task_file(dir.path());
+    let file = task_file(dir.path(), &TaskShape::default());
     let task = submit_when_staffed(client, &file);
     wait_completed(client, &task);
     let model_path = dir.path().join("n0/models").join(format!("task-{task}.safetensors"));
@@ -252,7 +155,7 @@ fn a_silent_miner_is_excluded_and_not_paid() {
     // Node 3 stakes a miner ticket, is selected, and never trains (it does not mine).
     let nodes = network(dir.path(), &spec, false);
     let client = &nodes[0];
-    let file = task_file_with(dir.path(), 12, 2);
+    let file = task_file(dir.path(), &TaskShape { training_blocks: 12, ..TaskShape::default() });
     let task = submit_when_staffed(client, &file);
     // Training ends at its deadline (the silent miner never submits), then the evaluators
     // rank the two models they can test and the verdict executes.
@@ -302,7 +205,7 @@ fn a_lying_supervisor_and_a_lying_evaluator_are_outvoted_and_lose_their_stakes()
     let client = &nodes[0];
     // Three epochs (about 220 iterations per miner, slots 0 to 3): the first slots close
     // while the miners still train.
-    let file = task_file_with(dir.path(), 400, 3);
+    let file = task_file(dir.path(), &TaskShape { epochs: 3, ..TaskShape::default() });
     let task = submit_when_staffed(client, &file);
     wait_completed(client, &task);
     let model_path = dir.path().join("n0/models").join(format!("task-{task}.safetensors"));
@@ -392,7 +295,7 @@ fn a_poisoning_miner_is_flagged_convicted_confiscated_and_not_paid() {
     let attacker = 3;
     let nodes = network_with(dir.path(), &spec, true, &[(attacker, Attack::SignFlip)]);
     let client = &nodes[0];
-    let file = task_file(dir.path());
+    let file = task_file(dir.path(), &TaskShape::default());
     let task = submit_when_staffed(client, &file);
     wait_completed(client, &task);
     let hostile = ChainSpec::devnet_key(attacker).public();

@@ -1,21 +1,12 @@
 //! Several nodes on real loopback sockets: convergence, late sync, partitions, hostile peers.
 
+mod support;
+
 use pouw_net::{GossipMessage, NetConfig};
 use pouw_node::{local_spec, NodeConfig, NodeHandle};
 use pouw_primitives::{ChainSpec, Hash, Keypair};
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
-
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
+use std::{path::Path, time::Duration};
+use support::{init_logs, wait_until};
 
 fn node(
     dir: &Path,
@@ -31,14 +22,6 @@ fn node(
     cfg.mining_pause = Duration::from_millis(2);
     cfg.status_interval = Duration::from_millis(500);
     NodeHandle::start(cfg).expect("node starts")
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Stops every miner but the first, lets it mine two more blocks (so blocks of equal work

@@ -3,73 +3,16 @@
 //! three verifiers; they attest its blocks; the light node accepts blocks on their
 //! attestations without replaying them and ends on the same chain and state as a full node.
 
+mod support;
+
 use pouw_consensus::{task_view, TaskStatus};
-use pouw_node::{local_spec, NodeConfig, NodeHandle};
+use pouw_node::{local_spec, NodeHandle};
 use pouw_primitives::{ChainSpec, Role};
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The shipped MNIST digits, an MLP 784-32-10, 2 miners, 1 supervisor, 1 evaluator and
-/// 3 verifiers.
-fn task_file(dir: &Path) -> PathBuf {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist");
-    let text = format!(
-        r#"name = "verified"
-[model]
-input_shape = [784]
-classes = 10
-init = "xavier"
-seed = 7
-[[model.layers]]
-type = "dense"
-units = 32
-activation = "relu"
-[[model.layers]]
-type = "dense"
-units = 10
-activation = "none"
-[optimizer]
-learning_rate = 0.3
-momentum = 0.0
-tau = 0.01
-batch_size = 32
-epochs = 5
-[dataset]
-format = "idx"
-images = "{images}"
-labels = "{labels}"
-segments = 10
-test_fraction = 0.3
-validation_fraction = 0.0
-segment_hashes = []
-[workers]
-miners = 2
-supervisors = 1
-evaluators = 1
-verifiers = 3
-max_faulty = 0
-[payment]
-fee = "100"
-deadline_blocks = 400
-evaluation_blocks = 100
-"#,
-        images = data.join("mnist-10k-images-idx3-ubyte.gz").display(),
-        labels = data.join("mnist-10k-labels-idx1-ubyte.gz").display(),
-    );
-    let path = dir.join("task.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use support::{init_logs, node_config, submit_when_staffed, task_file, wait_until, TaskShape};
 
 fn start(
     dir: &Path,
@@ -80,26 +23,15 @@ fn start(
     light: bool,
     boot: &[&NodeHandle],
 ) -> NodeHandle {
-    let mut cfg =
-        NodeConfig::new(dir.join(format!("n{i}")), spec.clone(), ChainSpec::devnet_key(i));
-    cfg.roles = roles;
-    cfg.mine = mine;
+    let mut cfg = node_config(dir, i, spec, roles, mine, boot);
     cfg.light = light;
-    cfg.durable = false;
     cfg.mining_pause = Duration::from_millis(20);
-    cfg.status_interval = Duration::from_millis(500);
-    cfg.bootstrap = boot.iter().flat_map(|n| n.p2p_addrs()).collect();
     NodeHandle::start(cfg).expect("node starts")
 }
 
 #[test]
 fn a_light_node_accepts_attested_blocks_and_ends_on_the_full_nodes_chain() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    init_logs();
     let dir = tempfile::tempdir().unwrap();
     // About 50 iterations per block: the task (5 epochs of 109 batches per miner) yields
     // blocks enough to be attested.
@@ -121,17 +53,19 @@ fn a_light_node_accepts_attested_blocks_and_ends_on_the_full_nodes_chain() {
         nodes.push(start(dir.path(), i, &spec, roles, mine, light, &boot));
     }
     let (client, light) = (&nodes[0], &nodes[8]);
-    let file = task_file(dir.path());
-    let begun = Instant::now();
-    let task = loop {
-        match client.submit_task(&file) {
-            Ok(id) => break id,
-            Err(e) => {
-                assert!(begun.elapsed() < Duration::from_secs(120), "task never accepted: {e}");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
+    // The shipped MNIST digits, an MLP 784-32-10, 2 miners, 1 supervisor, 1 evaluator and
+    // 3 verifiers.
+    let shape = TaskShape {
+        hidden: 32,
+        epochs: 5,
+        miners: 2,
+        supervisors: 1,
+        evaluators: 1,
+        verifiers: 3,
+        training_blocks: 400,
     };
+    let file = task_file(dir.path(), &shape);
+    let task = submit_when_staffed(client, &file);
     wait_until("the task selected its workers", Duration::from_secs(120), || {
         let chain = client.chain();
         task_view(chain.state(), &task).is_some_and(|v| {
