@@ -339,36 +339,45 @@ impl BlockValidator for PouwValidator {
     }
 }
 
+/// A task in `status` with `miners` selected (the other fields fixed), for the tests below.
+#[cfg(test)]
+fn task_record_for_tests(
+    definition: pouw_primitives::TaskDefinition,
+    miners: Vec<pouw_consensus::Seat>,
+    status: TaskStatus,
+) -> TaskRecord {
+    use pouw_primitives::{Amount, Keypair};
+    TaskRecord {
+        client: Keypair::from_label("client").public(),
+        definition,
+        fee: Amount(100),
+        escrow: Amount(100),
+        created_at: 1,
+        created_in: Hash::ZERO,
+        seed: Hash::digest(b"seed"),
+        training_deadline: 10,
+        finalisation_deadline: 20,
+        participants: pouw_consensus::Participants { miners, ..Default::default() },
+        models: vec![],
+        history_committers: vec![],
+        status,
+        settlement: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pouw_consensus::{Participants, Seat};
-    use pouw_primitives::{Amount, Keypair};
+    use pouw_consensus::Seat;
+    use pouw_primitives::Keypair;
 
     fn valid_task(_: u16) -> TaskDefinition {
         filler_task(&ChainSpec::devnet(), &Hash::digest(b"opening")).1
     }
 
     fn record(status: TaskStatus, miner: PublicKey) -> TaskRecord {
-        TaskRecord {
-            client: Keypair::from_label("client").public(),
-            definition: valid_task(1),
-            fee: Amount(100),
-            escrow: Amount(100),
-            created_at: 1,
-            created_in: Hash::ZERO,
-            seed: Hash::digest(b"seed"),
-            training_deadline: 10,
-            finalisation_deadline: 20,
-            participants: Participants {
-                miners: vec![Seat { worker: miner, ticket: Hash::digest(b"t") }],
-                ..Participants::default()
-            },
-            models: vec![],
-            history_committers: vec![],
-            status,
-            settlement: None,
-        }
+        let miners = vec![Seat { worker: miner, ticket: Hash::digest(b"t") }];
+        task_record_for_tests(valid_task(1), miners, status)
     }
 
     fn header(task: TaskId, miner: PublicKey, parent: Hash) -> Header {
@@ -436,8 +445,8 @@ mod tests {
 #[cfg(test)]
 mod peer_tests {
     use super::*;
-    use pouw_consensus::{Participants, Seat};
-    use pouw_primitives::{Amount, IterationBody, IterationMessage, Keypair, Signature};
+    use pouw_consensus::Seat;
+    use pouw_primitives::{IterationBody, IterationMessage, Keypair, Signature};
 
     fn message(key: &Keypair, task: TaskId, iteration: u64) -> IterationMessage {
         IterationBody::identity(task, key.public(), iteration).sign(key)
@@ -452,25 +461,11 @@ mod peer_tests {
         let tip = Hash::digest(b"tip");
         let definition = filler_task(&ChainSpec::devnet(), &Hash::digest(b"opening")).1;
         let seat = |k: &Keypair| Seat { worker: k.public(), ticket: Hash::digest(&k.public().0) };
-        let record = TaskRecord {
-            client: Keypair::from_label("client").public(),
-            definition: definition.clone(),
-            fee: Amount(100),
-            escrow: Amount(100),
-            created_at: 1,
-            created_in: Hash::ZERO,
-            seed: Hash::digest(b"seed"),
-            training_deadline: 10,
-            finalisation_deadline: 20,
-            participants: Participants {
-                miners: vec![seat(&miner), seat(&peer)],
-                ..Participants::default()
-            },
-            models: vec![],
-            history_committers: vec![],
-            status: TaskStatus::Training,
-            settlement: None,
-        };
+        let record = super::task_record_for_tests(
+            definition.clone(),
+            vec![seat(&miner), seat(&peer)],
+            TaskStatus::Training,
+        );
         v.update_tasks(
             tip,
             &State::from_entries([(StateKey::Task(task), StateValue::Task(Box::new(record)))]),
