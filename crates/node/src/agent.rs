@@ -122,6 +122,8 @@ struct Evaluation {
     /// Supervisors that reported their screening of the task done.
     screened_by: HashSet<Address>,
     screening_asked: HashMap<Address, Instant>,
+    /// The screening did not end in time: evaluating without waiting further.
+    screening_given_up: bool,
     /// When this node first saw the task finalising.
     since: Option<Instant>,
 }
@@ -1183,7 +1185,7 @@ impl Node {
             return true;
         }
         if height >= since.saturating_add(patience) {
-            if eval.screening_asked.insert(self.config.key.public(), Instant::now()).is_none() {
+            if !std::mem::replace(&mut eval.screening_given_up, true) {
                 tracing::warn!(target: "evaluator", task = %id.short(), done = eval.screened_by.len(), supervisors = supervisors.len(), "the supervisors' screening did not finish in time: evaluating without it");
             }
             return true;
