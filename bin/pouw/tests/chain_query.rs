@@ -2,22 +2,16 @@
 //! against a running node (same answers), the not-found errors, the locked-database message
 //! while a node runs, and the unreachable-node message.
 
+mod support;
+
+use support::{free_port, pouw};
+
 use pouw_primitives::{ChainSpec, CompactTarget, Uint256};
 use serde_json::Value;
 use std::{
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Output, Stdio},
     time::{Duration, Instant},
 };
-
-fn pouw() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pouw"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("POUW_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
 
 fn run(args: &[&str]) -> Output {
     pouw().args(args).output().unwrap()
@@ -41,11 +35,6 @@ impl Drop for Node {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    // Below the ephemeral range: other nodes' outgoing connections cannot take it meanwhile.
-    pouw_net::free_loopback_port().unwrap()
 }
 
 fn without_timing(mut v: Value) -> Value {

@@ -2,18 +2,11 @@
 //! through `--print-config` on the real binary; every bad input exits non-zero with a message
 //! naming the culprit. Also the key files of `pouw keys`.
 
-use std::{path::Path, process::Command};
+mod support;
 
-/// The binary with no `POUW_*` variable inherited from the caller's environment.
-fn pouw() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pouw"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("POUW_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
+use support::pouw;
+
+use std::path::Path;
 
 /// `pouw node --print-config` with `args` and `env`: the printed TOML.
 fn print_config(args: &[&str], env: &[(&str, &str)]) -> toml::Table {

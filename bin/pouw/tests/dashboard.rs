@@ -8,6 +8,10 @@
 //! missing and running as root; otherwise the browser part is skipped with a message.
 //! `POUW_CHROMIUM` and `POUW_CHROMEDRIVER` override the binaries.
 
+mod support;
+
+use support::free_port;
+
 use pouw_primitives::{ChainSpec, CompactTarget, Uint256};
 use serde_json::{json, Value};
 use std::{
@@ -26,11 +30,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    // Below the ephemeral range: other nodes' outgoing connections cannot take it meanwhile.
-    pouw_net::free_loopback_port().unwrap()
 }
 
 /// A minimal HTTP/1.1 exchange (`Connection: close`): status, head, body.

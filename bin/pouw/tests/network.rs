@@ -1,6 +1,10 @@
 //! Three `pouw node` processes on loopback find each other through `--bootstrap`, mine, agree
 //! on one tip (read over JSON-RPC), and stop cleanly on SIGTERM with their data intact.
 
+mod support;
+
+use support::free_port;
+
 use pouw_primitives::{ChainSpec, CompactTarget, Uint256};
 use serde_json::{json, Value};
 use std::{
@@ -9,11 +13,6 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
-
-fn free_port() -> u16 {
-    // Below the ephemeral range: other nodes' outgoing connections cannot take it meanwhile.
-    pouw_net::free_loopback_port().unwrap()
-}
 
 /// A JSON-RPC call over a plain HTTP/1.1 connection.
 fn rpc(port: u16, method: &str, params: Value) -> Option<Value> {

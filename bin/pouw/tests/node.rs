@@ -2,12 +2,11 @@
 //! `pouw chain tip` and `pouw chain verify` see every block, and every block re-verifies with
 //! its replay.
 
-use pouw_primitives::{ChainSpec, CompactTarget};
-use std::process::Command;
+mod support;
 
-fn pouw() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pouw"))
-}
+use support::pouw;
+
+use pouw_primitives::{ChainSpec, CompactTarget};
 
 fn json(out: std::process::Output) -> serde_json::Value {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -8,6 +8,10 @@
 //! `EFBIG`): it must stop with a non-zero status and a message naming the database and the
 //! cause, and after the limit is lifted the restarted node finds the chain it had stored.
 
+mod support;
+
+use support::pouw;
+
 use pouw_primitives::{ChainSpec, CompactTarget};
 use pouw_storage::{DB_FILE, PROOFS_FILE};
 use serde_json::Value;
@@ -18,17 +22,6 @@ use std::{
     sync::OnceLock,
     time::{Duration, Instant},
 };
-
-fn pouw() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pouw"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("POUW_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.env("NO_COLOR", "1");
-    cmd
-}
 
 /// A data directory with a few mined blocks (made once), and its chain spec.
 struct Mined {

@@ -1,15 +1,14 @@
 //! `pouw train` end to end on a small CSV task: JSON result, determinism across thread counts,
 //! the written model, and the failure exit code.
 
+mod support;
+
+use support::pouw;
+
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
-    process::Command,
 };
-
-fn pouw() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pouw"))
-}
 
 /// A fresh directory with `task.toml` and `data.csv`: 3 well separated classes in 4 features.
 fn small_task(name: &str) -> PathBuf {
