@@ -178,19 +178,21 @@ fn verdict(c: &Chain, task: Hash, ranking: &[Address], confiscations: &[Address]
 
 /// Miners 1-3, supervisors 4-7, evaluators 8-11 (20 coins each); a 3/4/4 task with f = 1
 /// paid by account 0 with 1000 coins; selection applied. Returns (chain, task).
+impl Chain {
+    /// 20-coin tickets: `miners` miners from account 1 on, then `supervisors` supervisors,
+    /// then `evaluators` evaluators, on consecutive accounts.
+    fn staff(&mut self, miners: usize, supervisors: usize, evaluators: usize) {
+        let roles = std::iter::repeat_n(Role::Miner, miners)
+            .chain(std::iter::repeat_n(Role::Supervisor, supervisors))
+            .chain(std::iter::repeat_n(Role::Evaluator, evaluators));
+        let list: Vec<_> = roles.enumerate().map(|(i, role)| (i + 1, role, 20)).collect();
+        self.tickets(&list);
+    }
+}
+
 fn selected_task() -> (Chain, Hash) {
     let mut c = Chain::new();
-    let mut list = vec![];
-    for i in 1..=3 {
-        list.push((i, Role::Miner, 20));
-    }
-    for i in 4..=7 {
-        list.push((i, Role::Supervisor, 20));
-    }
-    for i in 8..=11 {
-        list.push((i, Role::Evaluator, 20));
-    }
-    c.tickets(&list);
+    c.staff(3, 4, 4);
     let id = c.pay(def(3, 4, 4, 1), 1_000);
     assert_eq!(c.task(&id).status, TaskStatus::Registered);
     c.empty(); // selection
@@ -712,17 +714,7 @@ fn full_lifecycle_pays_by_rank_and_quota_and_conserves_money() {
 /// account 0 with 1000 coins; every miner submits, so the task is finalising.
 fn committee_task() -> (Chain, Hash) {
     let mut c = Chain::new();
-    let mut list = vec![];
-    for i in 1..=3 {
-        list.push((i, Role::Miner, 20));
-    }
-    for i in 4..=6 {
-        list.push((i, Role::Supervisor, 20));
-    }
-    for i in 7..=9 {
-        list.push((i, Role::Evaluator, 20));
-    }
-    c.tickets(&list);
+    c.staff(3, 3, 3);
     let id = c.pay(def(3, 3, 3, 0), 1_000);
     c.empty(); // selection
     (c, id)
