@@ -56,7 +56,8 @@ struct Shadow {
 
 #[derive(Default)]
 struct MinerLog {
-    queue: BTreeMap<u64, (IterationMessage, Instant)>,
+    /// Messages waiting to be screened, by iteration: their ids (in `known`) and arrival.
+    queue: BTreeMap<u64, (Hash, Instant)>,
     /// The miner's recent claimed maps, newest last.
     recent: VecDeque<Vec<u32>>,
     /// Their sum, dense (+1 / -1 per entry).
@@ -180,9 +181,10 @@ impl TaskScreen {
     /// A message of a selected miner of this task (signature checked).
     pub(crate) fn receive(&mut self, msg: &IterationMessage) {
         let Some(log) = self.logs.get_mut(&msg.body.miner) else { return };
-        self.known.insert(msg.id(), msg.clone());
+        let id = msg.id();
         self.last_receive = Instant::now();
-        log.queue.entry(msg.body.iteration).or_insert_with(|| (msg.clone(), Instant::now()));
+        log.queue.entry(msg.body.iteration).or_insert_with(|| (id, Instant::now()));
+        self.known.insert(id, msg.clone());
     }
 
     /// Per-miner figures.
@@ -286,8 +288,9 @@ impl TaskScreen {
             let shadow = self.fresh_shadow(index)?;
             self.shadows.insert(*miner, shadow);
         }
-        let (&iteration, (msg, since)) = self.logs.get(miner)?.queue.iter().next()?;
-        let (msg, waited) = (msg.clone(), since.elapsed());
+        let (&iteration, (id, since)) = self.logs.get(miner)?.queue.iter().next()?;
+        let waited = since.elapsed();
+        let msg = self.known.get(id)?.clone();
         let next = self.shadows.get(miner)?.next;
         if iteration < next {
             self.logs.get_mut(miner)?.queue.remove(&iteration);
