@@ -3,7 +3,7 @@
 use crate::validator::{Ancestors, BlockValidator};
 use pouw_consensus::pouw::{
     check_peer_senders, check_proof_cheap, filler_epoch, filler_epoch_opening_height, filler_task,
-    proof_of, replay, PouwError, ProofData, TaskSchedule,
+    proof_of, replay, Handover, PouwError, ProofData, TaskSchedule,
 };
 use pouw_consensus::{pouw::ml_specs, State, StateKey, StateValue, TaskRecord, TaskStatus};
 use pouw_ml::{Dataset, Exec};
@@ -86,8 +86,17 @@ struct TaskSnapshot {
     definitions: BTreeMap<TaskId, TaskDefinition>,
     /// The selection seed and selected miners of every task selected in that state (the
     /// selection depends only on the blocks up to the task's selection block, so it is the
-    /// same on every branch holding the task).
-    selected: BTreeMap<TaskId, (Hash, Vec<Address>)>,
+    /// same on every branch holding the task), with the handovers of its convictions so far
+    /// (design/009; a later conviction only appends to the miners' walks).
+    selected: BTreeMap<TaskId, Selected>,
+}
+
+/// A selected task's seed, miners and handovers, as the tip state holds them.
+#[derive(Debug, Clone)]
+struct Selected {
+    seed: Hash,
+    miners: Vec<Address>,
+    handovers: Vec<Handover>,
 }
 
 /// Blocks whose proof a quorum of their verifiers attested (light mode, design/006).
@@ -182,7 +191,8 @@ impl PouwValidator {
                 definitions.insert(*id, r.definition.clone());
                 if !r.participants.miners.is_empty() {
                     let miners = r.participants.miners.iter().map(|s| s.worker).collect();
-                    selected.insert(*id, (r.seed, miners));
+                    let handovers = Handover::of_task(r);
+                    selected.insert(*id, Selected { seed: r.seed, miners, handovers });
                 }
                 if r.status == TaskStatus::Training {
                     training.insert(*id, (**r).clone());
@@ -308,8 +318,11 @@ impl PouwValidator {
         data: &ProofData,
     ) -> Result<(), ProofCheckError> {
         let id = header.task_id;
-        let selected = self.tasks.read().ok().and_then(|t| t.selected.get(&id).cloned());
-        let Some((seed, miners)) = selected else {
+        let (tip, selected) = match self.tasks.read() {
+            Ok(t) => (t.tip, t.selected.get(&id).cloned()),
+            Err(_) => (None, None),
+        };
+        let Some(Selected { seed, miners, handovers }) = selected else {
             // Not selected in the known state: `apply_block` refuses the block on its branch.
             return Ok(());
         };
@@ -320,8 +333,19 @@ impl PouwValidator {
                 .iter()
                 .position(|m| *m == header.miner)
                 .ok_or(ProofCheckError::MinerNotSelected { task: id, miner: header.miner })?;
-            TaskSchedule::new(&id, task, &seed, &dataset, index, miners.len())?
-                .check(&dataset, &proof.winning.body)?;
+            let schedule = TaskSchedule::new(&id, task, &seed, &dataset, index, miners.len())?
+                .with_walks(task.optimizer.epochs.max(1), handovers);
+            match schedule.check(&dataset, &proof.winning.body) {
+                // Past the walk as the tip state knows it, on a block whose parent is another
+                // state: a conviction there may have extended the walk; not a fault here.
+                Err(PouwError::Schedule(_)) if tip != Some(header.prev_hash) => {
+                    return Err(ProofCheckError::TaskStateUnavailable {
+                        task: id,
+                        parent: header.prev_hash,
+                    })
+                }
+                r => r?,
+            }
         }
         Ok(())
     }
@@ -360,6 +384,8 @@ fn task_record_for_tests(
         participants: pouw_consensus::Participants { miners, ..Default::default() },
         models: vec![],
         history_committers: vec![],
+        accusations: vec![],
+        convictions: vec![],
         status,
         settlement: None,
     }

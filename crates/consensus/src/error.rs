@@ -132,6 +132,15 @@ pub enum ConsensusError {
         /// Who.
         account: Address,
     },
+    /// The miner was convicted on chain for this task (design/009): it may not mine the task,
+    /// submit a model for it, or be accused again.
+    #[error("miner {miner} was convicted on task {task}")]
+    Convicted {
+        /// Task.
+        task: TaskId,
+        /// The convicted miner.
+        miner: Address,
+    },
     /// A message-history slot beyond the last slot a task can have.
     #[error("message-history slot {slot} is out of range (slots are 0..{max})")]
     HistorySlotOutOfRange {
@@ -189,6 +198,9 @@ pub enum ConsensusError {
         /// Task.
         task: TaskId,
     },
+    /// A verdict leaves out a miner convicted on chain (design/009) from its confiscations.
+    #[error("verdict does not confiscate {0}, who was convicted on chain")]
+    ConvictionNotConfiscated(Address),
     /// A verdict ranks a miner that never submitted a model.
     #[error("verdict ranks {0}, who submitted no model")]
     RankedWithoutModel(Address),

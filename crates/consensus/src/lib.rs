@@ -45,8 +45,9 @@ pub use difficulty::{
 pub use error::ConsensusError;
 pub use genesis::{genesis_block, genesis_state};
 pub use state::{
-    Account, BlockUndo, LtHash, Overlay, Participants, Penalty, PenaltyReason, Refusal, Seat,
-    Settlement, State, StateDiff, StateKey, StateValue, TaskRecord, TaskStatus, Ticket,
+    Account, BlockUndo, Conviction, LtHash, MinerAccusation, Overlay, Participants, Penalty,
+    PenaltyReason, Refusal, Seat, Settlement, State, StateDiff, StateKey, StateValue, TaskRecord,
+    TaskStatus, Ticket,
 };
 pub use tasks::{
     attestation_quorum, authorize_worker, available_workers, block_verifiers, check_block_task,

@@ -190,6 +190,33 @@ impl std::fmt::Display for PenaltyReason {
     }
 }
 
+/// A supervisor's accusation of a miner on chain (an AccuseMiner transaction).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct MinerAccusation {
+    /// The accusing supervisor.
+    pub supervisor: Address,
+    /// The accused miner.
+    pub miner: Address,
+    /// Id of the iteration message its screening flagged.
+    pub evidence: Hash,
+    /// Height of the block that recorded it.
+    pub at: u64,
+}
+
+/// A miner convicted on chain by a strict majority of the task's supervisors (design/009).
+/// Its batches, every one its walk held, are handed over to `heirs`, which train them after
+/// their own walks (`pouw::TaskSchedule`).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct Conviction {
+    /// The convicted miner.
+    pub miner: Address,
+    /// Height of the block that convicted it.
+    pub at: u64,
+    /// The miners that take over its batches, in selection order: the selected miners then
+    /// neither convicted nor done (a miner that submitted its model is done).
+    pub heirs: Vec<Address>,
+}
+
 /// A registered task, its escrowed fee, its committee and its phase.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct TaskRecord {
@@ -219,6 +246,10 @@ pub struct TaskRecord {
     pub models: Vec<Address>,
     /// Supervisors that committed at least one message-history root.
     pub history_committers: Vec<Address>,
+    /// Accusations of miners by supervisors, in the order recorded.
+    pub accusations: Vec<MinerAccusation>,
+    /// Miners convicted, in the order convicted.
+    pub convictions: Vec<Conviction>,
     /// Phase.
     pub status: TaskStatus,
     /// What was paid, once the task completed or expired.

@@ -26,8 +26,8 @@
 
 use crate::{
     state::{
-        Overlay, Participants, Penalty, PenaltyReason, Refusal, Seat, Settlement, StateKey,
-        StateValue, TaskRecord, TaskStatus, Ticket,
+        Conviction, MinerAccusation, Overlay, Participants, Penalty, PenaltyReason, Refusal, Seat,
+        Settlement, StateKey, StateValue, TaskRecord, TaskStatus, Ticket,
     },
     tickets, BlockContext, ConsensusError, State,
 };
@@ -202,6 +202,8 @@ pub(crate) fn pay_for_task(
         participants: Participants::default(),
         models: vec![],
         history_committers: vec![],
+        accusations: vec![],
+        convictions: vec![],
         status: TaskStatus::Registered,
         settlement: None,
     };
@@ -687,6 +689,69 @@ pub(crate) fn message_history(
     Ok(())
 }
 
+/// A supervisor accuses a selected miner (Training only; once per supervisor and miner). Once
+/// a strict majority of the task's supervisors accused the same miner, the miner is convicted
+/// (design/009): its batches go to the heirs the [`Conviction`] records, it may no longer
+/// mine the task or submit a model, and training no longer waits for its model.
+pub(crate) fn accuse_miner(
+    overlay: &mut Overlay<'_>,
+    supervisor: Address,
+    task_id: TaskId,
+    miner: Address,
+    evidence: Hash,
+    ctx: &BlockContext<'_>,
+) -> Result<(), ConsensusError> {
+    let mut task = task_in_phase(overlay, &task_id, role_action(Role::Supervisor), |s| {
+        matches!(s, TaskStatus::Training)
+    })?;
+    authorize_worker(&task_id, &task, &supervisor, Role::Supervisor)?;
+    if !task.participants.miners.iter().any(|s| s.worker == miner) {
+        return Err(ConsensusError::InvalidTx {
+            kind: "accuse_miner",
+            reason: format!("{miner} is not a selected miner of task {task_id}"),
+        });
+    }
+    if task.convictions.iter().any(|c| c.miner == miner) {
+        return Err(ConsensusError::Convicted { task: task_id, miner });
+    }
+    if task.accusations.iter().any(|a| a.supervisor == supervisor && a.miner == miner) {
+        return Err(ConsensusError::AlreadyRecorded {
+            what: "accusation of that miner",
+            task: task_id,
+            account: supervisor,
+        });
+    }
+    task.accusations.push(MinerAccusation { supervisor, miner, evidence, at: ctx.height });
+    let accusers = task.accusations.iter().filter(|a| a.miner == miner).count();
+    if accusers > task.participants.supervisors.len() / 2 {
+        let heirs = task
+            .participants
+            .miners
+            .iter()
+            .map(|s| s.worker)
+            .filter(|m| {
+                *m != miner
+                    && !task.models.contains(m)
+                    && !task.convictions.iter().any(|c| c.miner == *m)
+            })
+            .collect();
+        task.convictions.push(Conviction { miner, at: ctx.height, heirs });
+        if training_done(&task) {
+            task.status = TaskStatus::Finalising { since: ctx.height };
+        }
+    }
+    save(overlay, task_id, task);
+    Ok(())
+}
+
+/// Whether every selected miner not convicted has submitted its model (and at least one did).
+fn training_done(task: &TaskRecord) -> bool {
+    let convicted = |m: &Address| task.convictions.iter().any(|c| c.miner == *m);
+    let submitted = task.models.iter().filter(|m| !convicted(m)).count();
+    let expected = task.participants.miners.iter().filter(|s| !convicted(&s.worker)).count();
+    submitted > 0 && submitted >= expected
+}
+
 /// A selected miner submits the hash of its final model (Training only; once per miner).
 /// When every selected miner has submitted, the task moves to Finalising at once.
 pub(crate) fn submit_model(
@@ -700,6 +765,9 @@ pub(crate) fn submit_model(
         matches!(s, TaskStatus::Training)
     })?;
     authorize_worker(&task_id, &task, &miner, Role::Miner)?;
+    if task.convictions.iter().any(|c| c.miner == miner) {
+        return Err(ConsensusError::Convicted { task: task_id, miner });
+    }
     let key = StateKey::SubmittedModel { task: task_id, miner };
     if overlay.get(&key).is_some() {
         return Err(ConsensusError::AlreadyRecorded {
@@ -710,7 +778,7 @@ pub(crate) fn submit_model(
     }
     overlay.set(key, Some(StateValue::Hash(model_hash)));
     task.models.push(miner);
-    if task.models.len() >= task.participants.miners.len() {
+    if training_done(&task) {
         // The training-deadline entry stays; at that height it re-schedules the expiry.
         task.status = TaskStatus::Finalising { since: ctx.height };
     }
@@ -756,6 +824,9 @@ fn check_verdict(
     no_duplicates("ranking", v.ranking)?;
     no_duplicates("payouts", v.payouts.iter().map(|p| &p.to))?;
     no_duplicates("confiscations", v.confiscations)?;
+    if let Some(c) = task.convictions.iter().find(|c| !v.confiscations.contains(&c.miner)) {
+        return Err(ConsensusError::ConvictionNotConfiscated(c.miner));
+    }
     let mut confiscated = Vec::with_capacity(v.confiscations.len());
     let mut pot = miners_share(task.fee);
     for a in v.confiscations {
@@ -1075,6 +1146,9 @@ pub fn check_block_task(state: &State, block: &Block) -> Result<(), ConsensusErr
             task: id,
         });
     }
+    if task.convictions.iter().any(|c| c.miner == block.header.miner) {
+        return Err(ConsensusError::Convicted { task: id, miner: block.header.miner });
+    }
     Ok(())
 }
 
@@ -1197,6 +1271,10 @@ pub struct TaskView {
     pub history: Vec<HistoryRootView>,
     /// Evaluator votes.
     pub verdicts: Vec<VerdictView>,
+    /// Supervisors' accusations of miners (design/009).
+    pub accusations: Vec<MinerAccusation>,
+    /// Miners convicted on chain and who took over their batches.
+    pub convictions: Vec<Conviction>,
     /// What was paid (after completion, expiry or refusal).
     pub settlement: Option<Settlement>,
 }
@@ -1252,6 +1330,8 @@ pub fn task_view(state: &State, id: &TaskId) -> Option<TaskView> {
         models,
         history_committers: rec.history_committers,
         verdicts,
+        accusations: rec.accusations,
+        convictions: rec.convictions,
         settlement: rec.settlement,
         participants: rec.participants,
         phase: rec.status,

@@ -169,5 +169,8 @@ pub fn apply_tx(
             let verdict = tasks::Verdict { task_id: *task_id, ranking, payouts, confiscations };
             tasks::charge_for_task(overlay, sender, verdict, ctx)
         }
+        TxKind::AccuseMiner { task_id, miner, evidence } => {
+            tasks::accuse_miner(overlay, sender, *task_id, *miner, *evidence, ctx)
+        }
     }
 }

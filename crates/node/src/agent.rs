@@ -29,8 +29,9 @@ use crate::{
     Attack,
 };
 use pouw_consensus::{
-    expected_payouts, history_root, history_slot, task_record, task_split_of, Overlay, StateKey,
-    StateValue, TaskRecord, TaskStatus, HISTORY_SLOT_ITERATIONS, MAX_HISTORY_SLOTS,
+    expected_payouts, history_root, history_slot, pouw::Handover, task_record, task_split_of,
+    Overlay, StateKey, StateValue, TaskRecord, TaskStatus, HISTORY_SLOT_ITERATIONS,
+    MAX_HISTORY_SLOTS,
 };
 use pouw_ml::{Batch, Dataset, Exec};
 use pouw_net::{peer_id_of, Request, Topic};
@@ -71,6 +72,10 @@ const MAX_PEERS_PER_ITERATION: usize = 8;
 const TICKET_BLOCKS: u64 = 500_000;
 /// A request that got no useful answer is retried after this long.
 const RETRY: Duration = Duration::from_secs(2);
+/// A miner holds the end of its walk at most this long for a conviction to reach the chain.
+const HANDOVER_HOLD: Duration = Duration::from_secs(30);
+/// A supervisor's AccuseMiner not recorded on chain after this long is sent again.
+const ACCUSE_RETRY: Duration = Duration::from_secs(10);
 
 /// Why a task could not be submitted.
 #[derive(Debug, thiserror::Error)]
@@ -263,8 +268,13 @@ pub(crate) struct Agent {
     pub(crate) security: Arc<SecurityState>,
     /// Selected supervisors per task we take part in (the committee alerts are weighed by).
     supervisors: HashMap<TaskId, usize>,
-    /// Supervisor: (task, miner) pairs flagged at least once (the first flag is logged loud).
-    flagged_miners: HashSet<(TaskId, Address)>,
+    /// Supervisor: (task, miner) pairs flagged at least once (the first flag is logged loud),
+    /// with the evidence of the first flag (the message an AccuseMiner names).
+    flagged_miners: HashMap<(TaskId, Address), Hash>,
+    /// Supervisor: when we last sent an AccuseMiner for a (task, miner) not yet recorded.
+    accused: HashMap<(TaskId, Address), Instant>,
+    /// Miner: since when a conviction seen here has been waiting to reach the chain.
+    hold_since: HashMap<TaskId, Instant>,
 }
 
 impl Agent {
@@ -539,8 +549,9 @@ impl Node {
             }
             detail.truncate(cut);
         }
-        let first = self.agent.flagged_miners.insert((task, f.miner));
+        let first = !self.agent.flagged_miners.contains_key(&(task, f.miner));
         if first {
+            self.agent.flagged_miners.insert((task, f.miner), f.message);
             tracing::warn!(target: "supervisor", task = %task.short(), miner = %f.miner.short(), kind = ?f.kind, %detail, "iteration flagged (further ones are logged at debug level)");
         } else {
             tracing::debug!(target: "supervisor", task = %task.short(), miner = %f.miner.short(), kind = ?f.kind, %detail, "iteration flagged");
@@ -559,6 +570,69 @@ impl Node {
         self.agent_on_alert(&alert);
         if let Err(e) = self.net.publish(pouw_net::GossipMessage::SecurityAlert(alert)) {
             tracing::debug!(target: "supervisor", error = %e, "alert not gossiped");
+        }
+    }
+
+    /// Miner: holds the end of our walk on `record` while a miner of the task stands convicted
+    /// by the alerts seen here but not yet on chain (at most [`HANDOVER_HOLD`]): the
+    /// conviction will hand its batches to the miners still training (design/009).
+    fn hold_for_convictions(&mut self, id: TaskId, record: &TaskRecord) {
+        let me = self.me();
+        let supervisors = record.participants.supervisors.len();
+        let pending = self
+            .agent
+            .security
+            .accusations
+            .convicted(&id, supervisors)
+            .into_iter()
+            .any(|m| m != me && !record.convictions.iter().any(|c| c.miner == m));
+        let hold = pending && {
+            let since = *self.agent.hold_since.entry(id).or_insert_with(Instant::now);
+            since.elapsed() < HANDOVER_HOLD
+        };
+        if !pending {
+            self.agent.hold_since.remove(&id);
+        }
+        if let Some(miner) = self.miner.as_mut() {
+            miner.hold_finish(hold);
+        }
+    }
+
+    /// Supervisor: accuses on chain (AccuseMiner) every miner of `record` it flagged, until the
+    /// accusation is recorded or the miner convicted (design/009): a strict majority of the
+    /// supervisors convicts it there, and its batches go to the honest miners. Re-sent after
+    /// [`ACCUSE_RETRY`] while not recorded (a transaction can be dropped).
+    fn accuse_on_chain(&mut self, id: TaskId, record: &TaskRecord) {
+        if record.status != TaskStatus::Training {
+            return;
+        }
+        let me = self.me();
+        let due: Vec<(Address, Hash)> = self
+            .agent
+            .flagged_miners
+            .iter()
+            .filter(|((t, _), _)| *t == id)
+            .map(|((_, m), evidence)| (*m, *evidence))
+            .filter(|(m, _)| {
+                !record.convictions.iter().any(|c| c.miner == *m)
+                    && !record.accusations.iter().any(|a| a.miner == *m && a.supervisor == me)
+                    && self
+                        .agent
+                        .accused
+                        .get(&(id, *m))
+                        .is_none_or(|at| at.elapsed() >= ACCUSE_RETRY)
+            })
+            .collect();
+        for (miner, evidence) in due {
+            self.agent.accused.insert((id, miner), Instant::now());
+            match self.submit_own(TxKind::AccuseMiner { task_id: id, miner, evidence }) {
+                Ok(_) => {
+                    tracing::info!(target: "supervisor", task = %id.short(), miner = %miner.short(), "miner accused on chain")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "supervisor", error = %e, "AccuseMiner refused")
+                }
+            }
         }
     }
 
@@ -608,12 +682,16 @@ impl Node {
         }
         let exec = Exec::new(self.config.threads.max(1));
         let findings = match self.agent.screens.get_mut(&id) {
-            Some(s) => s.screen(exec),
+            Some(s) => {
+                s.set_handovers(Handover::of_task(record));
+                s.screen(exec)
+            }
             None => return,
         };
         for f in findings {
             self.raise_alert(id, f);
         }
+        self.accuse_on_chain(id, record);
         let views: Vec<_> = self.agent.screens.values().flat_map(TaskScreen::views).collect();
         *self.agent.security.screening.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             views;
@@ -874,6 +952,7 @@ impl Node {
             TaskStatus::Training => {
                 if let Some(index) = seat_of(record, Role::Miner, &me) {
                     self.subscribe(id);
+                    self.hold_for_convictions(id, record);
                     let assigned = self.miner.as_ref().and_then(|m| m.assignment()).is_some();
                     if !assigned && !self.agent.trained.contains(&id) && self.miner.is_some() {
                         self.ask_segments(id, record, &split.train, SegmentUse::Train);
@@ -1083,9 +1162,18 @@ impl Node {
             return Ok(());
         }
         self.ask_segments(id, record, test, SegmentUse::Test);
-        // Miners convicted by a majority of the supervisors are confiscated, not ranked.
-        let confiscations =
-            self.agent.security.accusations.convicted(&id, record.participants.supervisors.len());
+        // Miners convicted by a majority of the supervisors (on chain, or by the alerts seen
+        // here) are confiscated, not ranked.
+        let confiscations: Vec<Address> = self
+            .agent
+            .security
+            .accusations
+            .convicted(&id, record.participants.supervisors.len())
+            .into_iter()
+            .chain(record.convictions.iter().map(|c| c.miner))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let models: Vec<(Address, Hash)> = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             pouw_consensus::task_view(chain.state(), &id)

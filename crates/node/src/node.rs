@@ -554,8 +554,8 @@ impl Node {
         let txs = self.mempool.select(max_txs, max_bytes);
         let assigned = miner.assignment().map(|a| a.task_id);
         let peers = match assigned {
-            Some(task) => self.agent.take_inbox(&task),
-            None => Vec::new(),
+            Some(task) if !miner.is_holding() => self.agent.take_inbox(&task),
+            _ => Vec::new(),
         };
         let out = {
             let chain = read(&self.chain);

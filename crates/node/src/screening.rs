@@ -18,6 +18,7 @@
 //! unverifiable and are judged by direction only).
 
 use crate::security::ScreeningView;
+use pouw_consensus::pouw::Handover;
 use pouw_ml::{Dataset, Exec, TrainState};
 use pouw_primitives::{
     map_hash, Address, AlertKind, Hash, IterationMessage, TaskDefinition, TaskId,
@@ -31,6 +32,9 @@ use std::{
 
 /// How long a message waits for a gap in its miner's stream, or for a listed peer message.
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
+/// How long a message past its miner's walk waits for the conviction that extends the walk
+/// (design/009) to reach this node's chain.
+const HANDOVER_WAIT: Duration = Duration::from_secs(20);
 /// Recent maps per miner the robust aggregate is built from.
 const WINDOW: usize = 8;
 /// Below this cosine with the others' aggregate, an unreplayable message is flagged.
@@ -78,6 +82,8 @@ pub(crate) struct TaskScreen {
     logs: BTreeMap<Address, MinerLog>,
     shadows: BTreeMap<Address, Shadow>,
     dataset: Option<(Arc<Dataset>, pouw_ml::Split)>,
+    /// The handovers of the task's convictions on chain so far (design/009).
+    handovers: Vec<Handover>,
     params: usize,
     last_receive: Instant,
 }
@@ -138,6 +144,7 @@ impl TaskScreen {
             logs,
             shadows: BTreeMap::new(),
             dataset: None,
+            handovers: Vec::new(),
             params,
             last_receive: Instant::now(),
         }
@@ -204,7 +211,20 @@ impl TaskScreen {
             self.miners.len(),
         )
         .ok()?;
+        let mut walk = walk;
+        walk.set_handovers(self.handovers.clone());
         Some(Shadow { state, walk, next: 0, broken: false })
+    }
+
+    /// The handovers of the task's convictions as this node's chain holds them: every
+    /// shadow's walk follows them.
+    pub(crate) fn set_handovers(&mut self, handovers: Vec<Handover>) {
+        if handovers != self.handovers {
+            for shadow in self.shadows.values_mut() {
+                shadow.walk.set_handovers(handovers.clone());
+            }
+            self.handovers = handovers;
+        }
     }
 
     /// Direction (cosine with the robust aggregate of the others' recent maps) and magnitude
@@ -310,6 +330,11 @@ impl TaskScreen {
             } else if let Some(s) = self.shadows.get_mut(miner) {
                 s.broken = true;
             }
+        }
+        // Past the miner's walk: a conviction this node has not seen yet may have extended it.
+        let shadow = self.shadows.get(miner)?;
+        if !shadow.broken && !shadow.walk.has(iteration) && waited < HANDOVER_WAIT {
+            return None;
         }
         // The listed peer messages: known, from the task's other miners.
         let mut peer_maps = Vec::with_capacity(msg.body.peer_msgs.len());

@@ -226,6 +226,9 @@ pub fn any_tx_kind() -> impl Strategy<Value = TxKind> {
                 payouts,
                 confiscations
             }),
+        (any_hash(), any_public_key(), any_hash()).prop_map(|(task_id, miner, evidence)| {
+            TxKind::AccuseMiner { task_id, miner, evidence }
+        }),
     ]
 }
 

@@ -112,6 +112,17 @@ pub enum TxKind {
         /// Workers whose stakes are confiscated.
         confiscations: Vec<Address>,
     },
+    /// A supervisor accuses a selected miner of the task of a fault its screening found
+    /// (design/009): once a strict majority of the task's supervisors accused the same miner,
+    /// the miner is convicted on chain and the honest miners take over its batches.
+    AccuseMiner {
+        /// Task.
+        task_id: TaskId,
+        /// The accused miner.
+        miner: Address,
+        /// Id of the flagged iteration message (the SECURITY_ALERT's evidence).
+        evidence: Hash,
+    },
 }
 
 impl TxKind {
@@ -124,6 +135,7 @@ impl TxKind {
             Self::MessageHistory { .. } => "message_history",
             Self::SubmitModel { .. } => "submit_model",
             Self::ChargeForTask { .. } => "charge_for_task",
+            Self::AccuseMiner { .. } => "accuse_miner",
         }
     }
 }

@@ -3,7 +3,9 @@
 use pouw_chain::{Ancestors, Chain, PouwValidator};
 use pouw_consensus::{
     apply_block,
-    pouw::{iteration_body, mine_iteration, ml_specs, PouwError, ProofData, TaskSchedule},
+    pouw::{
+        iteration_body, mine_iteration, ml_specs, Handover, PouwError, ProofData, TaskSchedule,
+    },
     ConsensusError, StateKey,
 };
 use pouw_ml::{Dataset, Exec, Model, Split, TrainState};
@@ -111,11 +113,13 @@ impl std::ops::Deref for DataRef {
 /// schedule gives it (`TaskSchedule::position`: batch `b` of each epoch's order is trained by
 /// miner `b mod miners`), epoch after epoch. The miner and whoever replays its stream
 /// (supervisors) walk it alike, and the validators check it (design/006).
+///
+/// A client task's walk ends after its epochs, unless the task's convictions hand another
+/// miner's batches over to this one (design/009, [`BatchWalk::set_handovers`]); a filler
+/// task's walk never ends.
 #[derive(Debug, Clone)]
 pub struct BatchWalk {
     schedule: TaskSchedule,
-    /// Epochs to train (client tasks); `None`: forever (filler tasks).
-    epochs: Option<u32>,
     /// The next iteration's index.
     next: u64,
     /// The order of the epoch last walked.
@@ -123,8 +127,8 @@ pub struct BatchWalk {
 }
 
 impl BatchWalk {
-    fn new(schedule: TaskSchedule, epochs: Option<u32>) -> Self {
-        Self { schedule, epochs, next: 0, order: None }
+    fn new(schedule: TaskSchedule) -> Self {
+        Self { schedule, next: 0, order: None }
     }
 
     /// The walk of miner `miner_index` of `miners` through a client task's training batches.
@@ -137,8 +141,26 @@ impl BatchWalk {
         miners: usize,
     ) -> Result<Self, MinerError> {
         let schedule =
-            TaskSchedule::with_split(&task_id, definition, split, dataset, miner_index, miners)?;
-        Ok(Self::new(schedule, Some(definition.optimizer.epochs.max(1))))
+            TaskSchedule::with_split(&task_id, definition, split, dataset, miner_index, miners)?
+                .with_walks(definition.optimizer.epochs.max(1), Vec::new());
+        Ok(Self::new(schedule))
+    }
+
+    /// The handovers of the task's convictions so far (`Handover::of_task` of its record):
+    /// an heir's walk goes on with the convicted miners' batches after its own.
+    pub fn set_handovers(&mut self, handovers: Vec<Handover>) {
+        self.schedule.set_handovers(handovers);
+    }
+
+    /// Whether the walk has a batch for iteration `iteration` (as the handovers set so far
+    /// give it).
+    pub fn has(&self, iteration: u64) -> bool {
+        self.schedule.position(iteration).is_ok()
+    }
+
+    /// Whether the walk is over (no batch for the next iteration).
+    pub fn ended(&self) -> bool {
+        !self.has(self.next)
     }
 
     /// Continues at iteration `iteration` (a restarted miner resumes after its last winning
@@ -151,9 +173,6 @@ impl BatchWalk {
     /// epoch is done.
     pub fn next_batch(&mut self) -> Option<(u32, Vec<u32>)> {
         let (epoch, b) = self.schedule.position(self.next).ok()?;
-        if self.epochs.is_some_and(|max| epoch >= max) {
-            return None;
-        }
         if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
             self.order = Some((epoch, self.schedule.batches().epoch_order(epoch)));
         }
@@ -269,6 +288,12 @@ pub struct Miner {
     poison_past: VecDeque<Vec<u32>>,
     /// Iteration messages sent poisoned.
     poisoned: u64,
+    /// Hold the client task's end: a conviction not yet on chain may hand this miner more
+    /// batches (design/009); set by the node.
+    hold: bool,
+    /// The client task's job, parked at the end of its walk while `hold` is set (the filler
+    /// task is mined meanwhile).
+    parked: Option<Job>,
 }
 
 /// What the last training iteration measured (for progress displays and training curves).
@@ -305,7 +330,22 @@ impl Miner {
             poison: None,
             poison_past: VecDeque::new(),
             poisoned: 0,
+            hold: false,
+            parked: None,
         }
+    }
+
+    /// Holds the end of the client task (`true`): at the end of its walk the miner parks the
+    /// task's training state and mines the filler task, until either the walk goes on (a
+    /// conviction handed it more batches, design/009) or the hold is lifted (then the task
+    /// finishes). The node sets it while a conviction it knows of has not reached the chain.
+    pub fn hold_finish(&mut self, hold: bool) {
+        self.hold = hold;
+    }
+
+    /// Whether the client task is parked at the end of its walk ([`Miner::hold_finish`]).
+    pub fn is_holding(&self) -> bool {
+        self.parked.is_some()
     }
 
     /// Makes this miner hostile: the iteration messages of its client tasks are gossiped
@@ -332,6 +372,7 @@ impl Miner {
     /// Stops training the client task (e.g. its training phase ended on chain).
     pub fn unassign(&mut self) {
         self.assignment = None;
+        self.parked = None;
     }
 
     /// The miner's address.
@@ -372,8 +413,40 @@ impl Miner {
         peers: &[IterationMessage],
     ) -> Result<StepOutput, MinerError> {
         let tip = chain.tip_header().clone();
-        let task_id = match &self.assignment {
-            Some(a) => a.task_id,
+        // The client task, unless its walk is over while the node holds its end: then it waits,
+        // parked, and the filler task is mined meanwhile.
+        let client = match &self.assignment {
+            Some(a) => {
+                let id = a.task_id;
+                let handovers = pouw_consensus::task_record(chain.state(), &id)
+                    .map(|r| Handover::of_task(&r))
+                    .unwrap_or_default();
+                let job = match (&mut self.job, &mut self.parked) {
+                    (Some(j), _) if j.task_id == id => Some(j),
+                    (_, Some(j)) if j.task_id == id => Some(j),
+                    _ => None,
+                };
+                match job {
+                    Some(j) => {
+                        j.walk.set_handovers(handovers);
+                        (!(self.hold && j.walk.ended())).then_some(id)
+                    }
+                    None => Some(id),
+                }
+            }
+            None => None,
+        };
+        if client.is_none()
+            && self
+                .job
+                .as_ref()
+                .is_some_and(|j| Some(j.task_id) == self.assignment.as_ref().map(|a| a.task_id))
+        {
+            tracing::info!(target: "miner", "client task walk done; holding it for a conviction to reach the chain, mining the filler task meanwhile");
+            self.parked = self.job.take();
+        }
+        let task_id = match client {
+            Some(id) => id,
             None => {
                 let (task_id, task) =
                     PouwValidator::filler_task_for(&self.spec, &tip, &Canonical(chain))
@@ -392,22 +465,28 @@ impl Miner {
             }
         };
         if self.job.as_ref().map(|j| j.task_id) != Some(task_id) {
-            let a = self.assignment.clone().expect("client task: assigned");
-            let mut job = self.start_job(
-                task_id,
-                a.definition.clone(),
-                DataRef::Shared(a.dataset.clone()),
-                Some(&a),
-            )?;
-            job.seek(self.next_unused_iteration(chain, task_id));
-            self.job = Some(job);
+            if self.parked.as_ref().is_some_and(|j| j.task_id == task_id) {
+                self.job = self.parked.take();
+            } else {
+                let a = self.assignment.clone().expect("client task: assigned");
+                let mut job = self.start_job(
+                    task_id,
+                    a.definition.clone(),
+                    DataRef::Shared(a.dataset.clone()),
+                    Some(&a),
+                )?;
+                job.seek(self.next_unused_iteration(chain, task_id));
+                self.job = Some(job);
+            }
         }
-        let peers: &[IterationMessage] = if self.assignment.is_some() { peers } else { &[] };
+        let on_client = client.is_some();
+        let peers: &[IterationMessage] = if on_client { peers } else { &[] };
         let k = u64::from(self.spec.commitment_depth);
         let job = self.job.as_mut().expect("set above");
         let i = job.iteration;
 
-        // The mini-batch: this miner's batches of the epoch, `stride` apart.
+        // The mini-batch: this miner's batches of the epoch, `stride` apart, then those the
+        // task's convictions hand over to it.
         let Some((epoch, indices)) = job.walk.next_batch() else {
             let model = job.state.model().clone();
             let model_hash = Hash(model.hash().0);
@@ -448,7 +527,7 @@ impl Miner {
         };
         self.last = Some(metrics);
 
-        if let (Some(poison), true) = (self.poison, self.assignment.is_some()) {
+        if let (Some(poison), true) = (self.poison, on_client) {
             let params = job.state.model().param_count();
             let honest = std::mem::take(&mut body.map);
             body.map = poison_map(poison, &honest, &mut self.poison_past, i, params);
@@ -539,9 +618,7 @@ impl Miner {
             Some(a) => {
                 BatchWalk::for_client(task_id, &task, &dataset, &a.split, a.miner_index, a.miners)?
             }
-            None => {
-                BatchWalk::new(TaskSchedule::new(&task_id, &task, &task_id, &dataset, 0, 1)?, None)
-            }
+            None => BatchWalk::new(TaskSchedule::new(&task_id, &task, &task_id, &dataset, 0, 1)?),
         };
         match client {
             Some(a) => {

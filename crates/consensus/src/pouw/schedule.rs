@@ -9,9 +9,16 @@
 //! trains its batches `m, m + M, m + 2M, ...` of epoch 0, then of epoch 1, and so on, one per
 //! iteration, so its iteration `n` trains, with `c = ceil((B - m) / M)` batches per epoch,
 //! batch `m + (n mod c) * M` of epoch `n / c` ([`scheduled_position`]).
+//!
+//! A client task's walk ends after its `E` epochs, unless the miner is the heir of a
+//! conviction (design/009): the batches of a miner convicted on chain, its whole walk, are
+//! then appended to the walks of the heirs the conviction names, heir `r` of `H` taking the
+//! convicted walk's positions `r, r + H, r + 2H, ...` ([`Handover`]). Handovers apply in the
+//! order of the convictions, each on the walks the earlier ones made, so a later conviction
+//! only ever appends: an iteration's batch never changes once it is scheduled.
 
 use super::PouwError;
-use crate::task_split_of;
+use crate::{task_split_of, TaskRecord};
 use pouw_ml::{BatchSchedule, Dataset, Split};
 use pouw_primitives::{
     Address, Hash, IterationBody, IterationMessage, TaskDefinition, TaskId, DATASET_SEGMENTS,
@@ -39,12 +46,110 @@ pub fn scheduled_position(
     Some((epoch, batch))
 }
 
+/// A convicted miner's walk handed over to heirs (design/009), as selection indices of the
+/// task's miners: heir `r` of the `H` heirs (in selection order) trains the convicted walk's
+/// positions `r, r + H, r + 2H, ...` after its own walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    /// The convicted miner.
+    pub convicted: usize,
+    /// The heirs, in selection order.
+    pub heirs: Vec<usize>,
+}
+
+impl Handover {
+    /// The handovers of `record`'s convictions, in conviction order (names that are not
+    /// selected miners are skipped; the chain never records such).
+    pub fn of_task(record: &TaskRecord) -> Vec<Self> {
+        let index = |a: &Address| record.participants.miners.iter().position(|s| s.worker == *a);
+        record
+            .convictions
+            .iter()
+            .filter_map(|c| {
+                Some(Self {
+                    convicted: index(&c.miner)?,
+                    heirs: c.heirs.iter().filter_map(index).collect(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The epoch limit and handovers of a client task's walks, with the walk lengths they give:
+/// `lengths[k][m]` is miner `m`'s walk length after the first `k` handovers.
+#[derive(Debug, Clone)]
+struct Walks {
+    epochs: u32,
+    handovers: Vec<Handover>,
+    lengths: Vec<Vec<u64>>,
+}
+
+impl Walks {
+    fn new(batches_per_epoch: usize, miners: usize, epochs: u32, handovers: Vec<Handover>) -> Self {
+        let base = (0..miners)
+            .map(|m| {
+                let per_epoch = batches_per_epoch.saturating_sub(m).div_ceil(miners.max(1));
+                u64::try_from(per_epoch).unwrap_or(u64::MAX).saturating_mul(u64::from(epochs))
+            })
+            .collect::<Vec<_>>();
+        let mut lengths = vec![base];
+        for h in &handovers {
+            let Some(prev) = lengths.last() else { break };
+            let mut next = prev.clone();
+            let handed = prev.get(h.convicted).copied().unwrap_or(0);
+            let heirs = u64::try_from(h.heirs.len()).unwrap_or(u64::MAX);
+            for (rank, heir) in (0u64..).zip(&h.heirs) {
+                if *heir == h.convicted {
+                    continue;
+                }
+                let share = handed.saturating_sub(rank).div_ceil(heirs.max(1));
+                if let Some(len) = next.get_mut(*heir) {
+                    *len = len.saturating_add(share);
+                }
+            }
+            lengths.push(next);
+        }
+        Self { epochs, handovers, lengths }
+    }
+
+    /// Miner `m`'s walk length after all the handovers.
+    fn len(&self, m: usize) -> u64 {
+        self.lengths.last().and_then(|l| l.get(m)).copied().unwrap_or(0)
+    }
+
+    /// The (miner, base iteration) whose own batch miner `m` trains at its iteration `n`:
+    /// follows the handovers back, latest first, to the walk of the miner the batch was first
+    /// scheduled to.
+    fn origin(&self, mut m: usize, mut n: u64) -> Option<(usize, u64)> {
+        for k in (0..self.handovers.len()).rev() {
+            let before = self.lengths.get(k)?.get(m).copied()?;
+            if n < before {
+                continue;
+            }
+            let h = self.handovers.get(k)?;
+            let rank = h.heirs.iter().position(|x| *x == m).filter(|_| m != h.convicted)?;
+            let heirs = u64::try_from(h.heirs.len()).ok()?;
+            let j = n.checked_sub(before)?;
+            let at = u64::try_from(rank).ok()?.checked_add(j.checked_mul(heirs)?)?;
+            if at >= self.lengths.get(k)?.get(h.convicted).copied()? {
+                return None;
+            }
+            m = h.convicted;
+            n = at;
+        }
+        let base = self.lengths.first()?.get(m).copied()?;
+        (n < base).then_some((m, n))
+    }
+}
+
 /// The batch schedule of one miner of a task.
 #[derive(Debug, Clone)]
 pub struct TaskSchedule {
     batches: BatchSchedule,
     miner_index: usize,
     miners: usize,
+    /// A client task's epoch limit and handovers; `None`: endless (filler tasks).
+    walks: Option<Walks>,
 }
 
 impl TaskSchedule {
@@ -83,7 +188,36 @@ impl TaskSchedule {
             .map_err(|e| PouwError::Schedule(format!("dataset segments: {e}")))?;
         let batch_size = usize::try_from(task.optimizer.batch_size).unwrap_or(usize::MAX);
         let batches = BatchSchedule::new(&segments, split, batch_size, task_id.0);
-        Ok(Self { batches, miner_index, miners: miners.max(1) })
+        Ok(Self { batches, miner_index, miners: miners.max(1), walks: None })
+    }
+
+    /// Ends the walks after `epochs` epochs and appends the `handovers` of the task's
+    /// convictions (client tasks; [`Handover::of_task`]).
+    pub fn with_walks(mut self, epochs: u32, handovers: Vec<Handover>) -> Self {
+        self.walks =
+            Some(Walks::new(self.batches.batches_per_epoch(), self.miners, epochs, handovers));
+        self
+    }
+
+    /// Replaces the handovers (a conviction was recorded since); a no-op for a schedule
+    /// without an epoch limit or when they did not change.
+    pub fn set_handovers(&mut self, handovers: Vec<Handover>) {
+        if let Some(w) = &self.walks {
+            if w.handovers != handovers {
+                let epochs = w.epochs;
+                self.walks = Some(Walks::new(
+                    self.batches.batches_per_epoch(),
+                    self.miners,
+                    epochs,
+                    handovers,
+                ));
+            }
+        }
+    }
+
+    /// The number of iterations in this miner's walk (`None`: endless).
+    pub fn walk_len(&self) -> Option<u64> {
+        self.walks.as_ref().map(|w| w.len(self.miner_index))
     }
 
     /// The engine's batch schedule (epoch orders, batches).
@@ -98,18 +232,31 @@ impl TaskSchedule {
 
     /// (epoch, batch index) of this miner's iteration `iteration`.
     pub fn position(&self, iteration: u64) -> Result<(u32, usize), PouwError> {
-        scheduled_position(
-            self.batches.batches_per_epoch(),
-            self.miner_index,
-            self.miners,
-            iteration,
-        )
-        .ok_or(PouwError::Schedule(format!(
-            "miner {} of {} has no batch at iteration {iteration} ({} batches per epoch)",
+        let (miner, n) = match &self.walks {
+            None => Some((self.miner_index, iteration)),
+            Some(w) => w.origin(self.miner_index, iteration),
+        }
+        .ok_or_else(|| self.no_batch(iteration))?;
+        scheduled_position(self.batches.batches_per_epoch(), miner, self.miners, n)
+            .ok_or_else(|| self.no_batch(iteration))
+    }
+
+    fn no_batch(&self, iteration: u64) -> PouwError {
+        let walk = match &self.walks {
+            Some(w) => format!(
+                "; its walk holds {} iterations: {} epochs, {} handovers",
+                w.len(self.miner_index),
+                w.epochs,
+                w.handovers.len()
+            ),
+            None => String::new(),
+        };
+        PouwError::Schedule(format!(
+            "miner {} of {} has no batch at iteration {iteration} ({} batches per epoch{walk})",
             self.miner_index,
             self.miners,
             self.batches.batches_per_epoch()
-        )))
+        ))
     }
 
     /// (epoch, batch index, batch hash) of this miner's iteration `iteration` on `dataset`.
@@ -188,6 +335,60 @@ mod tests {
         assert_eq!(scheduled_position(10, 0, 1, 23), Some((2, 3)));
         assert_eq!(scheduled_position(10, 3, 3, 0), None, "no such miner");
         assert_eq!(scheduled_position(2, 2, 3, 0), None, "more miners than batches");
+    }
+
+    /// Every (epoch, batch) miner `m` trains, in walk order, with `b` batches per epoch.
+    fn walk(w: &Walks, b: usize, miners: usize, m: usize) -> Vec<(u32, usize)> {
+        (0..w.len(m))
+            .map(|n| {
+                let (origin, at) = w.origin(m, n).unwrap();
+                scheduled_position(b, origin, miners, at).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn handovers_give_a_convicted_miners_batches_to_its_heirs_once_each() {
+        let (b, miners, epochs) = (10, 4, 2);
+        let all: BTreeSet<(u32, usize)> =
+            (0..epochs).flat_map(|e| (0..b).map(move |x| (e, x))).collect();
+        let plain = Walks::new(b, miners, epochs, vec![]);
+        assert_eq!(plain.len(3), 4, "miner 3: batches 3 and 7 of two epochs");
+        assert_eq!(plain.origin(3, 4), None, "the walk ends after its epochs");
+        // Miner 3 convicted: miners 0-2 take over its walk (3, 7 of epoch 0, 3, 7 of epoch 1).
+        let one =
+            Walks::new(b, miners, epochs, vec![Handover { convicted: 3, heirs: vec![0, 1, 2] }]);
+        let w0 = walk(&one, b, miners, 0);
+        assert_eq!(&w0[..6], walk(&plain, b, miners, 0).as_slice(), "own walk unchanged");
+        assert_eq!(&w0[6..], [(0, 3), (1, 7)]);
+        assert_eq!(walk(&one, b, miners, 1)[6..], [(0, 7)]);
+        assert_eq!(walk(&one, b, miners, 2)[4..], [(1, 3)]);
+        let trained: Vec<_> = (0..3).flat_map(|m| walk(&one, b, miners, m)).collect();
+        assert_eq!(trained.len(), all.len(), "no batch twice");
+        assert_eq!(trained.into_iter().collect::<BTreeSet<_>>(), all);
+        // Then miner 1 too: miners 0 and 2 split its walk, handed-over batches included; what
+        // was scheduled before stays as it was.
+        let two = Walks::new(
+            b,
+            miners,
+            epochs,
+            vec![
+                Handover { convicted: 3, heirs: vec![0, 1, 2] },
+                Handover { convicted: 1, heirs: vec![0, 2] },
+            ],
+        );
+        for m in [0, 2] {
+            let before = walk(&one, b, miners, m);
+            assert_eq!(walk(&two, b, miners, m)[..before.len()], before[..]);
+        }
+        let trained: Vec<_> = [0, 2].iter().flat_map(|m| walk(&two, b, miners, *m)).collect();
+        assert_eq!(trained.len(), all.len(), "no batch twice");
+        assert_eq!(trained.into_iter().collect::<BTreeSet<_>>(), all);
+        assert_eq!(two.origin(1, 0), Some((1, 0)), "a convict's own walk is still defined");
+        assert_eq!(two.origin(3, 4), None, "a convict inherits nothing");
+        // No heirs (everyone else done): nothing is handed over.
+        let none = Walks::new(b, miners, epochs, vec![Handover { convicted: 3, heirs: vec![] }]);
+        assert_eq!((0..4).map(|m| none.len(m)).collect::<Vec<_>>(), [6, 6, 4, 4]);
     }
 
     #[test]

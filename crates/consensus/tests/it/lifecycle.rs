@@ -1085,6 +1085,76 @@ fn only_selected_miners_mine_on_a_client_task_in_training() {
     assert!(matches!(check_block_task(&c.state, &b), Err(E::WrongPhase { .. })));
 }
 
+// ---- convictions (design/009) ------------------------------------------------------------
+
+fn accuse(task: Hash, miner: Address) -> TxKind {
+    TxKind::AccuseMiner { task_id: task, miner, evidence: Hash::digest(&miner.0) }
+}
+
+#[test]
+fn a_majority_of_supervisors_convicts_a_miner_and_the_chain_holds_it_to_that() {
+    // 3 miners, 3 supervisors, 3 evaluators: a strict majority is 2 supervisors.
+    let (mut c, id) = committee_task();
+    let p = c.task(&id).participants;
+    let (miners, sups) = (workers(&p.miners), workers(&p.supervisors));
+    let (cheat, done, heir) = (miners[0], miners[1], miners[2]);
+    // Only a selected supervisor accuses, only a selected miner.
+    let e = unwrap_tx_error(c.participants_tx(&miners[1], accuse(id, cheat)).unwrap_err());
+    assert!(matches!(e, E::NotAuthorized { .. }), "{e}");
+    let e = c.participants_tx(&sups[0], accuse(id, sups[1])).unwrap_err();
+    assert!(e.to_string().contains("is not a selected miner"), "{e}");
+    // One miner finished before the conviction: it inherits nothing.
+    c.participants_tx(&done, submit(id, b"done")).unwrap();
+    c.participants_tx(&sups[0], accuse(id, cheat)).unwrap();
+    let rec = c.task(&id);
+    assert_eq!(rec.accusations.len(), 1);
+    assert!(rec.convictions.is_empty(), "one of three supervisors convicts nobody");
+    let twice = unwrap_tx_error(c.participants_tx(&sups[0], accuse(id, cheat)).unwrap_err());
+    assert!(matches!(twice, E::AlreadyRecorded { .. }), "{twice}");
+    c.participants_tx(&sups[1], accuse(id, cheat)).unwrap();
+    let rec = c.task(&id);
+    assert_eq!(rec.convictions.len(), 1);
+    let conviction = &rec.convictions[0];
+    assert_eq!((conviction.miner, conviction.at), (cheat, c.height));
+    assert_eq!(conviction.heirs, vec![heir], "the miners still training, in selection order");
+    assert_eq!(
+        pouw_consensus::pouw::Handover::of_task(&rec),
+        vec![pouw_consensus::pouw::Handover { convicted: 0, heirs: vec![2] }]
+    );
+    let again = unwrap_tx_error(c.participants_tx(&sups[2], accuse(id, cheat)).unwrap_err());
+    assert_eq!(again, E::Convicted { task: id, miner: cheat });
+    // The convict may no longer mine the task or submit a model.
+    let mut blk = c.block(vec![]);
+    blk.header.task_id = id;
+    blk.header.miner = cheat;
+    blk.proof = Some(pouw_primitives::PouwProof {
+        winning: pouw_primitives::IterationBody::identity(id, cheat, 0).sign(&key(0)),
+        committing: pouw_primitives::IterationBody::identity(id, cheat, 0).sign(&key(0)),
+    });
+    assert_eq!(check_block_task(&c.state, &blk), Err(E::Convicted { task: id, miner: cheat }));
+    let model = unwrap_tx_error(c.participants_tx(&cheat, submit(id, b"poisoned")).unwrap_err());
+    assert_eq!(model, E::Convicted { task: id, miner: cheat });
+    // Training ends once the miners not convicted submitted.
+    c.participants_tx(&heir, submit(id, b"heir")).unwrap();
+    assert!(matches!(c.task(&id).status, TaskStatus::Finalising { .. }));
+    // A verdict must confiscate the convict.
+    let evs = workers(&p.evaluators);
+    let lenient = unwrap_tx_error(
+        c.participants_tx(&evs[0], verdict(&c, id, &[heir, done], &[])).unwrap_err(),
+    );
+    assert_eq!(lenient, E::ConvictionNotConfiscated(cheat));
+    let v = verdict(&c, id, &[heir, done], &[cheat]);
+    for e in &evs[..2] {
+        c.participants_tx(e, v.clone()).unwrap();
+    }
+    let rec = c.task(&id);
+    assert!(matches!(rec.status, TaskStatus::Completed { .. }));
+    assert_eq!(rec.settlement.unwrap().confiscated_stake, Amount(20 * COIN));
+    let view = task_view(&c.state, &id).unwrap();
+    assert_eq!(view.convictions.len(), 1);
+    assert_eq!(view.accusations.len(), 2);
+}
+
 // ---- verifiers (design/006) --------------------------------------------------------------
 
 /// [`selected_task`]'s workers plus verifier tickets of accounts 12-14 (stakes 10, 20, 30

@@ -3,8 +3,8 @@
 use crate::common::*;
 use pouw_consensus::{
     apply_block, check_block_body, expected_payouts, genesis_state, pouw::check_proof_structure,
-    Account, BlockUndo, Participants, Penalty, PenaltyReason, Refusal, Seat, Settlement, State,
-    StateDiff, StateKey, StateValue, TaskRecord, TaskStatus, Ticket,
+    Account, BlockUndo, Conviction, MinerAccusation, Participants, Penalty, PenaltyReason, Refusal,
+    Seat, Settlement, State, StateDiff, StateKey, StateValue, TaskRecord, TaskStatus, Ticket,
 };
 use pouw_primitives::{
     codec, test_utils::*, Amount, Block, Canonical, Hash, Role, TicketPreferences, Transaction,
@@ -145,6 +145,24 @@ fn any_state_value() -> impl Strategy<Value = StateValue> {
                             supervisors,
                             evaluators,
                         },
+                        accusations: history_committers
+                            .iter()
+                            .zip(&models)
+                            .map(|(s, m)| MinerAccusation {
+                                supervisor: *s,
+                                miner: *m,
+                                evidence: seed,
+                                at: created_at,
+                            })
+                            .collect(),
+                        convictions: models
+                            .iter()
+                            .map(|m| Conviction {
+                                miner: *m,
+                                at: training_deadline,
+                                heirs: history_committers.clone(),
+                            })
+                            .collect(),
                         models,
                         history_committers,
                         status,
