@@ -13,9 +13,12 @@
 //! Every node keeps its own data directory under `--dir`, verifies every block (replay
 //! included) and serves JSON-RPC (and the dashboard) on its own port.
 //!
+//! `--miners N` runs `N` honest miners instead of 3 (the task file's `workers.miners` is set to
+//! match, in the copy written to `--dir`).
+//!
 //! `--attack NAME` adds one hostile worker (docs/attacks.md): `sign-flip`, `noise` and
-//! `stale` add a fourth miner, `miner-4`, that poisons the iteration messages it gossips (the
-//! task then wants 4 miners); `lying-supervisor` makes `supervisor-3` commit wrong history
+//! `stale` add one more miner (`miner-4` with 3 honest ones) that poisons the iteration
+//! messages it gossips (the task then wants one more miner); `lying-supervisor` makes `supervisor-3` commit wrong history
 //! roots; `lying-evaluator` makes `evaluator-3` vote a wrong verdict. The report then says
 //! who the attacker was, how many of its rounds were flagged, whether its stake was
 //! confiscated and what it was paid.
@@ -55,18 +58,21 @@ pub(crate) struct DevnetArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
-    /// Run with one hostile worker: sign-flip, noise, stale (a fourth, hostile miner),
+    /// Honest miners (the task file's `workers.miners` is set to match).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=6))]
+    miners: u16,
+    /// Run with one hostile worker: sign-flip, noise, stale (one more miner, hostile),
     /// lying-supervisor or lying-evaluator (docs/attacks.md).
     #[arg(long)]
     attack: Option<pouw_node::Attack>,
 }
 
-/// The node that plays the attacker in `--attack` runs.
-fn attacker_name(attack: pouw_node::Attack) -> &'static str {
+/// The node that plays the attacker in `--attack` runs, with `miners` honest miners.
+fn attacker_name(attack: pouw_node::Attack, miners: u16) -> String {
     match attack.role() {
-        pouw_primitives::Role::Supervisor => "supervisor-3",
-        pouw_primitives::Role::Evaluator => "evaluator-3",
-        _ => "miner-4",
+        pouw_primitives::Role::Supervisor => "supervisor-3".into(),
+        pouw_primitives::Role::Evaluator => "evaluator-3".into(),
+        _ => format!("miner-{}", miners + 1),
     }
 }
 
@@ -151,7 +157,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     let mut task_file = std::fs::canonicalize(&args.task)
         .with_context(|| format!("task file {}", args.task.display()))?;
     let hostile_miner = args.attack.is_some_and(|a| a.role() == pouw_primitives::Role::Miner);
-    let miners = if hostile_miner { 4 } else { 3 };
+    let miners = args.miners + u16::from(hostile_miner);
     if args.dir.exists() {
         std::fs::remove_dir_all(&args.dir)
             .with_context(|| format!("clearing {}", args.dir.display()))?;
@@ -161,10 +167,8 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     let spec_path = dir.join("chain.toml");
     std::fs::write(&spec_path, devnet_spec().to_toml())?;
     let exe = std::env::current_exe().context("locating the pouw binary")?;
-    if hostile_miner {
-        task_file = task_with_miners(&task_file, miners, &dir)?;
-    }
-    let attacker = args.attack.map(attacker_name);
+    task_file = task_with_miners(&task_file, miners, &dir)?;
+    let attacker = args.attack.map(|a| attacker_name(a, args.miners));
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -208,7 +212,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         for b in &p2p {
             cmd.args(["--bootstrap", b]);
         }
-        if let (Some(attack), true) = (args.attack, attacker == Some(name.as_str())) {
+        if let (Some(attack), true) = (args.attack, attacker.as_deref() == Some(name.as_str())) {
             cmd.args(["--attack", attack.name()]);
         }
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
