@@ -66,6 +66,10 @@ const LIAR_FEE_FACTOR: u64 = 10;
 /// A lying evaluator votes this long after it saw the task finalising (peers whose tip is still
 /// in training would refuse the vote, and gossip does not carry a refused transaction twice).
 const LIAR_DELAY: Duration = Duration::from_secs(1);
+/// A peer miner's iteration messages are applied no sooner than this after its first one
+/// arrived: time for the supervisors' alerts against a poisoning miner to arrive first
+/// (design/009).
+const PEER_PROBATION: Duration = Duration::from_secs(1);
 /// Most peer messages applied in one iteration (bounds the proof data).
 const MAX_PEERS_PER_ITERATION: usize = 8;
 /// Tickets are bought to last this many blocks (capped by the spec).
@@ -251,7 +255,9 @@ pub(crate) struct Agent {
     /// Miner: tasks whose training we finished (model submitted).
     trained: HashSet<TaskId>,
     /// Miner: peer messages received, per task, not applied yet.
-    inbox: HashMap<TaskId, Vec<IterationMessage>>,
+    inbox: HashMap<TaskId, std::collections::VecDeque<IterationMessage>>,
+    /// Miner: when the first message of each (task, peer miner) arrived.
+    first_seen: HashMap<(TaskId, Address), Instant>,
     /// Supervisor: message logs.
     history: HashMap<TaskId, History>,
     /// Evaluator: evaluations in progress.
@@ -275,6 +281,8 @@ pub(crate) struct Agent {
     accused: HashMap<(TaskId, Address), Instant>,
     /// Miner: since when a conviction seen here has been waiting to reach the chain.
     hold_since: HashMap<TaskId, Instant>,
+    /// Miner: the other miners of the task not convicted on chain.
+    peer_miners: HashMap<TaskId, usize>,
 }
 
 impl Agent {
@@ -304,14 +312,43 @@ impl Agent {
         self.datadir.join("client").join(task.to_string())
     }
 
-    /// Peer messages for the miner's next iteration on `task`.
-    pub(crate) fn take_inbox(&mut self, task: &TaskId) -> Vec<IterationMessage> {
+    /// Peer messages for the miner's next iteration on `task`, oldest first:
+    /// - none from a miner whose first message arrived less than [`PEER_PROBATION`] ago, so
+    ///   the supervisors' alerts against a poisoning miner arrive before its first messages
+    ///   would be applied (a few poisoned updates at the start of training can damage a model
+    ///   for good);
+    /// - at most one more than the other miners still training, so a backlog (after a late
+    ///   start, the probation or a hold) is caught up a little faster than it grows, without
+    ///   a burst of updates in one iteration (each message moves every coordinate it names by
+    ///   `tau`); more only when the backlog would otherwise outlast the `left` iterations of
+    ///   the walk: then it is spread evenly over them.
+    pub(crate) fn take_inbox(&mut self, task: &TaskId, left: Option<u64>) -> Vec<IterationMessage> {
         let n = self.supervisors.get(task).copied().unwrap_or(0);
+        let others = self.peer_miners.get(task).copied().unwrap_or(MAX_PEERS_PER_ITERATION);
         let accusations = self.security.accusations.clone();
+        let first_seen = &self.first_seen;
         let Some(inbox) = self.inbox.get_mut(task) else { return Vec::new() };
         inbox.retain(|m| !accusations.is_convicted(task, &m.body.miner, n));
-        let n = inbox.len().min(MAX_PEERS_PER_ITERATION);
-        inbox.drain(..n).collect()
+        let ripe = |m: &IterationMessage| {
+            first_seen.get(&(*task, m.body.miner)).is_some_and(|at| at.elapsed() >= PEER_PROBATION)
+        };
+        let backlog = inbox.iter().filter(|m| ripe(m)).count();
+        let spread = left.map_or(0, |l| {
+            let l = usize::try_from(l.max(1)).unwrap_or(usize::MAX);
+            backlog.div_ceil(l)
+        });
+        let cap = others.saturating_add(1).max(spread).clamp(1, MAX_PEERS_PER_ITERATION);
+        let mut taken = Vec::new();
+        let mut kept = std::collections::VecDeque::with_capacity(inbox.len());
+        for m in inbox.drain(..) {
+            if taken.len() < cap && ripe(&m) {
+                taken.push(m);
+            } else {
+                kept.push_back(m);
+            }
+        }
+        *inbox = kept;
+        taken
     }
 
     /// The bytes of a model this node stores (its own final models, fetched best models).
@@ -496,7 +533,8 @@ impl Node {
             && seat_of(&record, Role::Miner, &me).is_some()
             && !self.agent.convicted(&task, &msg.body.miner)
         {
-            self.agent.inbox.entry(task).or_default().push(msg.clone());
+            self.agent.first_seen.entry((task, msg.body.miner)).or_insert_with(Instant::now);
+            self.agent.inbox.entry(task).or_default().push_back(msg.clone());
         }
         if seat_of(&record, Role::Supervisor, &me).is_some() {
             self.agent.history.entry(task).or_default().record(msg.clone());
@@ -578,6 +616,8 @@ impl Node {
     /// conviction will hand its batches to the miners still training (design/009).
     fn hold_for_convictions(&mut self, id: TaskId, record: &TaskRecord) {
         let me = self.me();
+        let others = record.participants.miners.len().saturating_sub(record.convictions.len() + 1);
+        self.agent.peer_miners.insert(id, others);
         let supervisors = record.participants.supervisors.len();
         let pending = self
             .agent
@@ -1385,6 +1425,38 @@ mod tests {
     fn root_of(h: &History, slot: u32) -> Hash {
         let ids: Vec<Hash> = h.open[&slot].keys().copied().collect();
         history_root(&ids)
+    }
+
+    #[test]
+    fn peer_messages_wait_out_the_probation_and_come_a_few_at_a_time() {
+        let task = Hash::digest(b"task");
+        let dir = tempfile::tempdir().unwrap();
+        let security = Arc::new(SecurityState::new(crate::SecurityHandlers::default()));
+        let mut agent = Agent::new(vec![Role::Miner], dir.path().to_path_buf(), security);
+        agent.peer_miners.insert(task, 2);
+        let (old, new) = (ChainSpec::devnet_key(1).public(), ChainSpec::devnet_key(2).public());
+        let long_ago = Instant::now().checked_sub(PEER_PROBATION * 2).unwrap();
+        agent.first_seen.insert((task, old), long_ago);
+        agent.first_seen.insert((task, new), Instant::now());
+        let inbox = agent.inbox.entry(task).or_default();
+        for i in 0..5 {
+            inbox.push_back(message(2, i)); // a miner still on probation: kept for later
+        }
+        for i in 0..4 {
+            inbox.push_back(message(1, i));
+        }
+        let iterations = |v: Vec<IterationMessage>| -> Vec<(u64, Address)> {
+            v.iter().map(|m| (m.body.iteration, m.body.miner)).collect()
+        };
+        // Oldest first, at most one more than the 2 other miners per iteration.
+        let left = Some(100);
+        assert_eq!(iterations(agent.take_inbox(&task, left)), [(0, old), (1, old), (2, old)]);
+        assert_eq!(iterations(agent.take_inbox(&task, left)), [(3, old)]);
+        assert!(agent.take_inbox(&task, left).is_empty());
+        // Probation over; one iteration left: the whole backlog is applied in it.
+        agent.first_seen.insert((task, new), long_ago);
+        let all: Vec<_> = (0..5).map(|i| (i, new)).collect();
+        assert_eq!(iterations(agent.take_inbox(&task, Some(1))), all);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod support;
 
-use pouw_consensus::{task_view, PenaltyReason, StateKey, TaskStatus};
+use pouw_consensus::{task_record, task_view, PenaltyReason, StateKey, TaskStatus};
 use pouw_node::{local_spec, Attack, NodeHandle};
 use pouw_primitives::{ChainSpec, Role};
 use std::{path::Path, time::Duration};
@@ -348,6 +348,22 @@ fn a_poisoning_miner_is_flagged_convicted_confiscated_and_not_paid() {
     assert_eq!(handlers["gradient_poisoning"], vec!["stake-confiscation".to_string()]);
     let convicted = client.security().accusations.convicted(&task, 3);
     assert_eq!(convicted, vec![hostile]);
+    // The conviction is on chain too, and its heirs (the honest miners still training when it
+    // landed) trained the convicted miner's batches after their own (design/009).
+    let record = task_record(client.chain().state(), &task).unwrap();
+    assert_eq!(record.convictions.len(), 1, "{:?}", record.convictions);
+    assert_eq!(record.convictions[0].miner, hostile);
+    assert!(record.accusations.len() >= 2, "a majority of 3 supervisors accused it");
+    let streams = nodes[4].security().screening.lock().unwrap().clone();
+    for heir in &record.convictions[0].heirs {
+        let v = streams.iter().find(|v| v.task_id == task && v.miner == *heir).unwrap();
+        assert!(
+            v.screened * 4 > sent * 5,
+            "heir {} sent {} messages, the convicted walk had {sent}",
+            heir.short(),
+            v.screened
+        );
+    }
     let chain = client.chain();
     assert_money_adds_up(&spec, chain.state(), chain.height());
 }

@@ -158,6 +158,11 @@ impl BatchWalk {
         self.schedule.position(iteration).is_ok()
     }
 
+    /// The walk's length in iterations as scheduled so far (`None`: endless).
+    pub fn walk_len(&self) -> Option<u64> {
+        self.schedule.walk_len()
+    }
+
     /// Whether the walk is over (no batch for the next iteration).
     pub fn ended(&self) -> bool {
         !self.has(self.next)
@@ -383,6 +388,17 @@ impl Miner {
     /// Metrics of the last iteration run.
     pub fn last_step(&self) -> Option<StepMetrics> {
         self.last
+    }
+
+    /// Iterations left in the client task's walk as scheduled so far (`None` when no client
+    /// task is being trained).
+    pub fn iterations_left(&self) -> Option<u64> {
+        let task = self.assignment.as_ref()?.task_id;
+        let job = [self.job.as_ref(), self.parked.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|j| j.task_id == task)?;
+        Some(job.walk.walk_len().unwrap_or(u64::MAX).saturating_sub(job.iteration))
     }
 
     /// Iterations run on the current task.
