@@ -320,9 +320,8 @@ impl Agent {
     /// - at most one more than the other miners still training, so a backlog (after a late
     ///   start, the probation or a hold) is caught up a little faster than it grows, without
     ///   a burst of updates in one iteration (each message moves every coordinate it names by
-    ///   `tau`); more only when the backlog would otherwise outlast the `left` iterations of
-    ///   the walk: then it is spread evenly over them.
-    pub(crate) fn take_inbox(&mut self, task: &TaskId, left: Option<u64>) -> Vec<IterationMessage> {
+    ///   `tau`; several at once, late in a walk, left measured models several points worse).
+    pub(crate) fn take_inbox(&mut self, task: &TaskId) -> Vec<IterationMessage> {
         let n = self.supervisors.get(task).copied().unwrap_or(0);
         let others = self.peer_miners.get(task).copied().unwrap_or(MAX_PEERS_PER_ITERATION);
         let accusations = self.security.accusations.clone();
@@ -332,12 +331,7 @@ impl Agent {
         let ripe = |m: &IterationMessage| {
             first_seen.get(&(*task, m.body.miner)).is_some_and(|at| at.elapsed() >= PEER_PROBATION)
         };
-        let backlog = inbox.iter().filter(|m| ripe(m)).count();
-        let spread = left.map_or(0, |l| {
-            let l = usize::try_from(l.max(1)).unwrap_or(usize::MAX);
-            backlog.div_ceil(l)
-        });
-        let cap = others.saturating_add(1).max(spread).clamp(1, MAX_PEERS_PER_ITERATION);
+        let cap = others.saturating_add(1).clamp(1, MAX_PEERS_PER_ITERATION);
         let mut taken = Vec::new();
         let mut kept = std::collections::VecDeque::with_capacity(inbox.len());
         for m in inbox.drain(..) {
@@ -1449,14 +1443,13 @@ mod tests {
             v.iter().map(|m| (m.body.iteration, m.body.miner)).collect()
         };
         // Oldest first, at most one more than the 2 other miners per iteration.
-        let left = Some(100);
-        assert_eq!(iterations(agent.take_inbox(&task, left)), [(0, old), (1, old), (2, old)]);
-        assert_eq!(iterations(agent.take_inbox(&task, left)), [(3, old)]);
-        assert!(agent.take_inbox(&task, left).is_empty());
-        // Probation over; one iteration left: the whole backlog is applied in it.
+        assert_eq!(iterations(agent.take_inbox(&task)), [(0, old), (1, old), (2, old)]);
+        assert_eq!(iterations(agent.take_inbox(&task)), [(3, old)]);
+        assert!(agent.take_inbox(&task).is_empty());
+        // Probation over: the other miner's kept messages follow, still 3 at a time.
         agent.first_seen.insert((task, new), long_ago);
-        let all: Vec<_> = (0..5).map(|i| (i, new)).collect();
-        assert_eq!(iterations(agent.take_inbox(&task, Some(1))), all);
+        assert_eq!(iterations(agent.take_inbox(&task)), [(0, new), (1, new), (2, new)]);
+        assert_eq!(iterations(agent.take_inbox(&task)), [(3, new), (4, new)]);
     }
 
     #[test]

@@ -554,9 +554,7 @@ impl Node {
         let txs = self.mempool.select(max_txs, max_bytes);
         let assigned = miner.assignment().map(|a| a.task_id);
         let peers = match assigned {
-            Some(task) if !miner.is_holding() => {
-                self.agent.take_inbox(&task, miner.iterations_left())
-            }
+            Some(task) if !miner.is_holding() => self.agent.take_inbox(&task),
             _ => Vec::new(),
         };
         let out = {

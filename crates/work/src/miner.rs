@@ -158,11 +158,6 @@ impl BatchWalk {
         self.schedule.position(iteration).is_ok()
     }
 
-    /// The walk's length in iterations as scheduled so far (`None`: endless).
-    pub fn walk_len(&self) -> Option<u64> {
-        self.schedule.walk_len()
-    }
-
     /// Whether the walk is over (no batch for the next iteration).
     pub fn ended(&self) -> bool {
         !self.has(self.next)
@@ -390,17 +385,6 @@ impl Miner {
         self.last
     }
 
-    /// Iterations left in the client task's walk as scheduled so far (`None` when no client
-    /// task is being trained).
-    pub fn iterations_left(&self) -> Option<u64> {
-        let task = self.assignment.as_ref()?.task_id;
-        let job = [self.job.as_ref(), self.parked.as_ref()]
-            .into_iter()
-            .flatten()
-            .find(|j| j.task_id == task)?;
-        Some(job.walk.walk_len().unwrap_or(u64::MAX).saturating_sub(job.iteration))
-    }
-
     /// Iterations run on the current task.
     pub fn iterations(&self) -> u64 {
         self.job.as_ref().map_or(0, |j| j.iteration)
@@ -535,6 +519,9 @@ impl Miner {
         let loss = out.loss();
         let mut body = iteration_body(task_id, self.key.public(), job.epoch, i, &out);
         body.peer_msgs = peers.iter().map(IterationMessage::id).collect();
+        if on_client {
+            tracing::debug!(target: "miner", task = %task_id.short(), iteration = i, epoch = job.epoch, peers = peers.len(), loss = f32::from_bits(body.loss), accuracy = f32::from_bits(body.accuracy), "client iteration");
+        }
         let metrics = StepMetrics {
             task_id,
             iteration: i,
