@@ -582,7 +582,24 @@ impl Miner {
         }
 
         // No block: this iteration commits to the header to be mined at i + k.
-        let template = self.template_for(chain, &tip, task_id, i + k, transactions, now)?;
+        let template = match self.template_for(chain, &tip, task_id, i + k, transactions, now) {
+            Ok(t) => t,
+            Err(MinerError::Template(ConsensusError::Pouw(PouwError::IterationReused {
+                iteration,
+                ..
+            }))) => {
+                // One of our own blocks with a later iteration reached the chain after this
+                // job picked its first iteration (a branch of ours became canonical): go on
+                // past every iteration that won, this iteration's message unsent.
+                let next = self.next_unused_iteration(chain, task_id);
+                tracing::warn!(target: "miner", task = %task_id.short(), iteration, next, "iteration already won a block: skipping ahead");
+                let job = self.job.as_mut().expect("set above");
+                job.seek(next.max(job.iteration));
+                job.commitments.clear();
+                return Ok(StepOutput { loss, ..StepOutput::default() });
+            }
+            Err(e) => return Err(e),
+        };
         body.commitment = template.header.zero_nonce_hash();
         let msg = body.sign(&self.key);
         let job = self.job.as_mut().expect("set above");
