@@ -256,6 +256,13 @@ pub struct TaskRecord {
     pub settlement: Option<Settlement>,
 }
 
+impl TaskRecord {
+    /// Whether `miner` was convicted on chain for this task (design/009).
+    pub fn is_convicted(&self, miner: &Address) -> bool {
+        self.convictions.iter().any(|c| c.miner == *miner)
+    }
+}
+
 /// Lifecycle of a task in state (design/005).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
 pub enum TaskStatus {

@@ -711,7 +711,7 @@ pub(crate) fn accuse_miner(
             reason: format!("{miner} is not a selected miner of task {task_id}"),
         });
     }
-    if task.convictions.iter().any(|c| c.miner == miner) {
+    if task.is_convicted(&miner) {
         return Err(ConsensusError::Convicted { task: task_id, miner });
     }
     if task.accusations.iter().any(|a| a.supervisor == supervisor && a.miner == miner) {
@@ -729,11 +729,7 @@ pub(crate) fn accuse_miner(
             .miners
             .iter()
             .map(|s| s.worker)
-            .filter(|m| {
-                *m != miner
-                    && !task.models.contains(m)
-                    && !task.convictions.iter().any(|c| c.miner == *m)
-            })
+            .filter(|m| *m != miner && !task.models.contains(m) && !task.is_convicted(m))
             .collect();
         task.convictions.push(Conviction { miner, at: ctx.height, heirs });
         if training_done(&task) {
@@ -746,9 +742,9 @@ pub(crate) fn accuse_miner(
 
 /// Whether every selected miner not convicted has submitted its model (and at least one did).
 fn training_done(task: &TaskRecord) -> bool {
-    let convicted = |m: &Address| task.convictions.iter().any(|c| c.miner == *m);
-    let submitted = task.models.iter().filter(|m| !convicted(m)).count();
-    let expected = task.participants.miners.iter().filter(|s| !convicted(&s.worker)).count();
+    let submitted = task.models.iter().filter(|m| !task.is_convicted(m)).count();
+    let expected =
+        task.participants.miners.iter().filter(|s| !task.is_convicted(&s.worker)).count();
     submitted > 0 && submitted >= expected
 }
 
@@ -765,7 +761,7 @@ pub(crate) fn submit_model(
         matches!(s, TaskStatus::Training)
     })?;
     authorize_worker(&task_id, &task, &miner, Role::Miner)?;
-    if task.convictions.iter().any(|c| c.miner == miner) {
+    if task.is_convicted(&miner) {
         return Err(ConsensusError::Convicted { task: task_id, miner });
     }
     let key = StateKey::SubmittedModel { task: task_id, miner };
@@ -1146,7 +1142,7 @@ pub fn check_block_task(state: &State, block: &Block) -> Result<(), ConsensusErr
             task: id,
         });
     }
-    if task.convictions.iter().any(|c| c.miner == block.header.miner) {
+    if task.is_convicted(&block.header.miner) {
         return Err(ConsensusError::Convicted { task: id, miner: block.header.miner });
     }
     Ok(())

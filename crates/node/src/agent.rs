@@ -327,7 +327,6 @@ impl Agent {
         let accusations = self.security.accusations.clone();
         let first_seen = &self.first_seen;
         let Some(inbox) = self.inbox.get_mut(task) else { return Vec::new() };
-        inbox.retain(|m| !accusations.is_convicted(task, &m.body.miner, n));
         let ripe = |m: &IterationMessage| {
             first_seen.get(&(*task, m.body.miner)).is_some_and(|at| at.elapsed() >= PEER_PROBATION)
         };
@@ -335,6 +334,9 @@ impl Agent {
         let mut taken = Vec::new();
         let mut kept = std::collections::VecDeque::with_capacity(inbox.len());
         for m in inbox.drain(..) {
+            if accusations.is_convicted(task, &m.body.miner, n) {
+                continue; // dropped
+            }
             if taken.len() < cap && ripe(&m) {
                 taken.push(m);
             } else {
@@ -610,8 +612,6 @@ impl Node {
     /// conviction will hand its batches to the miners still training (design/009).
     fn hold_for_convictions(&mut self, id: TaskId, record: &TaskRecord) {
         let me = self.me();
-        let others = record.participants.miners.len().saturating_sub(record.convictions.len() + 1);
-        self.agent.peer_miners.insert(id, others);
         let supervisors = record.participants.supervisors.len();
         let pending = self
             .agent
@@ -619,7 +619,7 @@ impl Node {
             .accusations
             .convicted(&id, supervisors)
             .into_iter()
-            .any(|m| m != me && !record.convictions.iter().any(|c| c.miner == m));
+            .any(|m| m != me && !record.is_convicted(&m));
         let hold = pending && {
             let since = *self.agent.hold_since.entry(id).or_insert_with(Instant::now);
             since.elapsed() < HANDOVER_HOLD
@@ -648,7 +648,7 @@ impl Node {
             .filter(|((t, _), _)| *t == id)
             .map(|((_, m), evidence)| (*m, *evidence))
             .filter(|(m, _)| {
-                !record.convictions.iter().any(|c| c.miner == *m)
+                !record.is_convicted(m)
                     && !record.accusations.iter().any(|a| a.miner == *m && a.supervisor == me)
                     && self
                         .agent
@@ -986,6 +986,12 @@ impl Node {
             TaskStatus::Training => {
                 if let Some(index) = seat_of(record, Role::Miner, &me) {
                     self.subscribe(id);
+                    let others = record
+                        .participants
+                        .miners
+                        .len()
+                        .saturating_sub(record.convictions.len() + 1);
+                    self.agent.peer_miners.insert(id, others);
                     self.hold_for_convictions(id, record);
                     let assigned = self.miner.as_ref().and_then(|m| m.assignment()).is_some();
                     if !assigned && !self.agent.trained.contains(&id) && self.miner.is_some() {

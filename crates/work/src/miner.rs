@@ -413,38 +413,7 @@ impl Miner {
         peers: &[IterationMessage],
     ) -> Result<StepOutput, MinerError> {
         let tip = chain.tip_header().clone();
-        // The client task, unless its walk is over while the node holds its end: then it waits,
-        // parked, and the filler task is mined meanwhile.
-        let client = match &self.assignment {
-            Some(a) => {
-                let id = a.task_id;
-                let handovers = pouw_consensus::task_record(chain.state(), &id)
-                    .map(|r| Handover::of_task(&r))
-                    .unwrap_or_default();
-                let job = match (&mut self.job, &mut self.parked) {
-                    (Some(j), _) if j.task_id == id => Some(j),
-                    (_, Some(j)) if j.task_id == id => Some(j),
-                    _ => None,
-                };
-                match job {
-                    Some(j) => {
-                        j.walk.set_handovers(handovers);
-                        (!(self.hold && j.walk.ended())).then_some(id)
-                    }
-                    None => Some(id),
-                }
-            }
-            None => None,
-        };
-        if client.is_none()
-            && self
-                .job
-                .as_ref()
-                .is_some_and(|j| Some(j.task_id) == self.assignment.as_ref().map(|a| a.task_id))
-        {
-            tracing::info!(target: "miner", "client task walk done; holding it for a conviction to reach the chain, mining the filler task meanwhile");
-            self.parked = self.job.take();
-        }
+        let client = self.client_to_train(chain);
         let task_id = match client {
             Some(id) => id,
             None => {
@@ -605,6 +574,32 @@ impl Miner {
         let job = self.job.as_mut().expect("set above");
         job.commitments.push_back((i, msg.clone(), template));
         Ok(StepOutput { block: None, message: Some(msg), loss, finished: None })
+    }
+
+    /// The client task to train this step: the assigned one, unless its walk is over while the
+    /// node holds its end (then its job is parked and the filler task mined meanwhile). The
+    /// task's convictions are read from the chain only once the walk is over: a handover only
+    /// ever appends to a walk (design/009).
+    fn client_to_train(&mut self, chain: &Chain) -> Option<TaskId> {
+        let id = self.assignment.as_ref()?.task_id;
+        let job = [self.job.as_mut(), self.parked.as_mut()]
+            .into_iter()
+            .flatten()
+            .find(|j| j.task_id == id);
+        let Some(job) = job else { return Some(id) };
+        if job.walk.ended() {
+            if let Some(record) = pouw_consensus::task_record(chain.state(), &id) {
+                job.walk.set_handovers(Handover::of_task(&record));
+            }
+        }
+        if !(self.hold && job.walk.ended()) {
+            return Some(id);
+        }
+        if self.job.as_ref().is_some_and(|j| j.task_id == id) {
+            tracing::info!(target: "miner", "client task walk done; holding it for a conviction to reach the chain, mining the filler task meanwhile");
+            self.parked = self.job.take();
+        }
+        None
     }
 
     /// The first iteration index above every iteration of this miner that already won a block
