@@ -118,7 +118,8 @@ pub enum ConsensusError {
     /// The same transaction appears twice in a block.
     #[error("transaction {0} appears twice in the block")]
     DuplicateTx(Hash),
-    /// The task has been closed (its verdict was executed).
+    /// The task has been closed (its verdict was executed; a late vote also needs a held
+    /// share and a block before the finalisation deadline), or it expired or was refused.
     #[error("task {0} is closed")]
     TaskClosed(TaskId),
     /// The record already exists (one message-history root per slot and supervisor, one model

@@ -121,18 +121,30 @@ impl std::fmt::Display for Refusal {
 /// What a completed (or expired) task paid, for queries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
 pub struct Settlement {
-    /// Every credit made from the pot (miners by rank, supervisors, evaluators), in order.
+    /// Every credit made from the pot (miners by rank, supervisors, evaluators; then each
+    /// late evaluator paid its held share), in order.
     pub payouts: Vec<Payout>,
     /// The seats whose stakes were confiscated into the miners' pot.
     pub confiscated: Vec<Seat>,
     /// Total confiscated stake.
     pub confiscated_stake: Amount,
     /// What went back to the client (unpaid quotas, rounding, the whole fee on expiry, the
-    /// stakes of the penalised committee seats).
+    /// stakes of the penalised committee seats; later, the held evaluators' shares that a
+    /// late vote for another verdict forfeited or that were unclaimed at the finalisation
+    /// deadline).
     pub refund: Amount,
     /// Committee members outvoted by their own committee (design/007): not paid, stake
     /// confiscated into the client's refund.
     pub penalties: Vec<Penalty>,
+    /// Each evaluator's part of the evaluators' quota: the quota divided equally among the
+    /// selected evaluators that the executed verdict neither confiscated nor penalised
+    /// (design/005). Zero for a task that did not complete.
+    pub evaluator_share: Amount,
+    /// The evaluators among those whose vote had not reached the chain when the verdict
+    /// executed and whose share is still held in the task's escrow: a late vote before the
+    /// finalisation deadline takes its share (paid if it is the executed verdict, refunded to
+    /// the client otherwise); the shares still held at the deadline go back to the client.
+    pub held: Vec<Address>,
 }
 
 /// A committee seat penalised when a verdict executed: the worker is not paid and the stake of
@@ -226,7 +238,8 @@ pub struct TaskRecord {
     pub definition: TaskDefinition,
     /// The fee the client paid (for queries; the money is in `escrow`).
     pub fee: Amount,
-    /// Fee still held in escrow for the task's workers.
+    /// Fee still held in escrow for the task's workers (after completion: the evaluators'
+    /// shares held until their late votes or the finalisation deadline).
     pub escrow: Amount,
     /// Height `h` of the block holding the PayForTask transaction.
     pub created_at: u64,
@@ -275,7 +288,8 @@ pub enum TaskStatus {
         /// Height of the block that ended training.
         since: u64,
     },
-    /// A verdict reached a majority of the evaluators and was paid out.
+    /// A verdict reached a majority of the evaluators and was paid out (the shares of the
+    /// evaluators that had not voted are held until the finalisation deadline).
     Completed {
         /// Height of the block that executed the verdict.
         at: u64,
@@ -309,7 +323,8 @@ impl TaskStatus {
         }
     }
 
-    /// True once nothing more can happen to the task.
+    /// True once the task's outcome is decided: nothing more can happen to it, except the
+    /// late votes a Completed task takes until its finalisation deadline (design/005).
     pub fn is_terminal(&self) -> bool {
         matches!(self, Self::Completed { .. } | Self::Expired { .. } | Self::Refused { .. })
     }

@@ -12,17 +12,24 @@
 //! Finalising:   ChargeForTask (selected evaluators, one vote each)
 //!                 strict majority of the evaluators on one verdict -> Completed (paid out)
 //!                 block F = T + evaluation_blocks first             -> Expired (refund)
+//! Completed:    ChargeForTask of an evaluator whose share is held (a late vote), before F
+//!                 the executed verdict -> its held share paid; another -> to the client
+//!                 block F -> the shares still held go back to the client
 //! ```
 //!
 //! Money of a task: the fee sits in `TaskRecord::escrow` until the task ends. On completion
 //! the pot is `escrow + the stakes of the confiscated seats + the stakes of the penalised
 //! committee seats`; it pays the miners by rank (the miners' share of the fee plus every
-//! stake the verdict confiscates), the active supervisors and the evaluators of the majority
-//! an equal part of their quota each, and the rest goes back to the client (including the
-//! stakes of the supervisors the supervisors' majority outvoted on a history slot and of the
-//! evaluators that voted against the executed verdict: design/007). Every other selected
-//! ticket is released (its stake back to its owner). The sum of balances, escrows and stakes
-//! is unchanged by every step.
+//! stake the verdict confiscates), the active supervisors an equal part of their quota each,
+//! and every evaluator neither confiscated nor penalised the same share of the evaluators'
+//! quota (`quota / those evaluators`, `Settlement::evaluator_share`): at once if it voted
+//! the executed verdict, otherwise the share stays in escrow (`Settlement::held`) until its
+//! late vote or the finalisation deadline F, when what is left goes back to the client. The
+//! rest goes back to the client at once (including the stakes of the supervisors the
+//! supervisors' majority outvoted on a history slot and of the evaluators that voted against
+//! the executed verdict: design/007). Every other selected ticket is released at the
+//! execution (its stake back to its owner), the held evaluators' too. The sum of balances,
+//! escrows and stakes is unchanged by every step.
 
 use crate::{
     state::{
@@ -41,8 +48,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Share of the fee paid to the supervisors, in per-mille (split equally among the
 /// supervisors that committed at least one message-history root).
 pub const SUPERVISOR_QUOTA_PERMILLE: u64 = 100;
-/// Share of the fee paid to the evaluators, in per-mille (split equally among the evaluators
-/// that voted for the executed verdict).
+/// Share of the fee paid to the evaluators, in per-mille (split equally among the selected
+/// evaluators the executed verdict neither confiscated nor penalised; the shares of those
+/// that vote after the execution are held until the finalisation deadline).
 pub const EVALUATOR_QUOTA_PERMILLE: u64 = 100;
 /// Iterations of each miner per message-history slot: slot `s` of a task holds the iteration
 /// messages of its selected miners whose `body.iteration` lies in `[s * S, (s + 1) * S)`
@@ -574,11 +582,41 @@ pub(crate) fn process_deadlines(
                     schedule(overlay, rec.finalisation_deadline, id);
                 }
             }
-            TaskStatus::Completed { .. }
-            | TaskStatus::Expired { .. }
-            | TaskStatus::Refused { .. } => {}
+            TaskStatus::Completed { .. } => {
+                let holds = rec.settlement.as_ref().is_some_and(|s| !s.held.is_empty());
+                if height >= rec.finalisation_deadline {
+                    refund_held_shares(overlay, id, rec)?;
+                } else if holds {
+                    // Completed before the training deadline (early finalisation): the
+                    // held shares wait for the finalisation deadline.
+                    schedule(overlay, rec.finalisation_deadline, id);
+                }
+            }
+            TaskStatus::Expired { .. } | TaskStatus::Refused { .. } => {}
         }
     }
+    Ok(())
+}
+
+/// The finalisation deadline of a completed task: the evaluators' shares still held (their
+/// votes never reached the chain) go back to the client, and nothing is held any more.
+fn refund_held_shares(
+    overlay: &mut Overlay<'_>,
+    id: TaskId,
+    mut rec: TaskRecord,
+) -> Result<(), ConsensusError> {
+    let refund = rec.escrow;
+    let holds = rec.settlement.as_ref().is_some_and(|s| !s.held.is_empty());
+    if refund.is_zero() && !holds {
+        return Ok(());
+    }
+    overlay.credit(&rec.client, refund)?;
+    let mut settlement = rec.settlement.take().unwrap_or_default();
+    settlement.refund = add(settlement.refund, refund, "refund")?;
+    settlement.held.clear();
+    rec.escrow = Amount::ZERO;
+    rec.settlement = Some(settlement);
+    save(overlay, id, rec);
     Ok(())
 }
 
@@ -878,7 +916,10 @@ fn check_verdict(
 }
 
 /// The payouts a verdict with this ranking and these confiscations must carry for the task
-/// `task_id` in `state` (what an evaluator puts in its ChargeForTask).
+/// `task_id` in `state` (what an evaluator puts in its ChargeForTask). On a Completed task
+/// (a late vote) the confiscated tickets are gone: confiscations naming exactly the seats the
+/// executed verdict confiscated count the stake its settlement recorded, so a late vote for
+/// the executed verdict carries the same payouts.
 pub fn expected_payouts(
     state: &State,
     task_id: &TaskId,
@@ -888,6 +929,13 @@ pub fn expected_payouts(
     let overlay = Overlay::new(state);
     let task = overlay.task(task_id).ok_or(ConsensusError::UnknownTask(*task_id))?;
     let mut pot = miners_share(task.fee);
+    if let (TaskStatus::Completed { .. }, Some(s)) = (&task.status, &task.settlement) {
+        let executed: BTreeSet<Address> = s.confiscated.iter().map(|c| c.worker).collect();
+        if executed == confiscations.iter().copied().collect::<BTreeSet<Address>>() {
+            pot = add(pot, s.confiscated_stake, "miners' pot")?;
+            return Ok(rank_payouts(pot, ranking));
+        }
+    }
     for a in confiscations {
         if let Some((_, seat)) = task.participants.seat_of(a) {
             if let Some(t) = overlay.ticket(&seat.ticket) {
@@ -898,8 +946,9 @@ pub fn expected_payouts(
     Ok(rank_payouts(pot, ranking))
 }
 
-/// An evaluator's vote (Finalising only, one per selected evaluator); executes the verdict
-/// when it reaches a strict majority of the selected evaluators.
+/// An evaluator's vote (one per selected evaluator). In Finalising it executes the verdict
+/// when it reaches a strict majority of the selected evaluators; once the task is Completed,
+/// before the finalisation deadline, it is a late vote ([`late_vote`]).
 pub(crate) fn charge_for_task(
     overlay: &mut Overlay<'_>,
     evaluator: Address,
@@ -907,6 +956,11 @@ pub(crate) fn charge_for_task(
     ctx: &BlockContext<'_>,
 ) -> Result<(), ConsensusError> {
     let task_id = v.task_id;
+    if let Some(task) = overlay.task(&task_id) {
+        if let TaskStatus::Completed { verdict, .. } = task.status {
+            return late_vote(overlay, evaluator, &v, task, verdict, ctx);
+        }
+    }
     let task = task_in_phase(overlay, &task_id, role_action(Role::Evaluator), |s| {
         matches!(s, TaskStatus::Finalising { .. })
     })?;
@@ -918,6 +972,21 @@ pub(crate) fn charge_for_task(
     let (confiscated, _) = check_verdict(overlay, &task_id, &task, &v)?;
     let verdict = verdict_hash(v.ranking, v.payouts, v.confiscations);
     overlay.set(vote_key, Some(StateValue::Hash(verdict)));
+    let votes = count_vote(overlay, task_id, verdict)?;
+    let evaluators = u64::try_from(task.participants.evaluators.len()).unwrap_or(u64::MAX);
+    let majority = votes.checked_mul(2).is_some_and(|twice| twice > evaluators);
+    if majority {
+        execute_verdict(overlay, task_id, task, v, confiscated, verdict, ctx.height)?;
+    }
+    Ok(())
+}
+
+/// Adds one vote for `verdict` to the count of task `task_id`'s votes for it.
+fn count_vote(
+    overlay: &mut Overlay<'_>,
+    task_id: TaskId,
+    verdict: Hash,
+) -> Result<u64, ConsensusError> {
     let count_key = StateKey::VerdictVotes { task: task_id, verdict };
     let votes = match overlay.get(&count_key) {
         Some(StateValue::Count(n)) => n,
@@ -926,11 +995,57 @@ pub(crate) fn charge_for_task(
     .checked_add(1)
     .ok_or(ConsensusError::AmountOverflow("votes"))?;
     overlay.set(count_key, Some(StateValue::Count(votes)));
-    let evaluators = u64::try_from(task.participants.evaluators.len()).unwrap_or(u64::MAX);
-    let majority = votes.checked_mul(2).is_some_and(|twice| twice > evaluators);
-    if majority {
-        execute_verdict(overlay, task_id, task, v, confiscated, verdict, ctx.height)?;
+    Ok(votes)
+}
+
+/// A vote on a Completed task (design/005, "Late votes"): accepted from a selected evaluator
+/// that had not voted when the verdict executed and whose share of the evaluators' quota is
+/// held (`Settlement::held`), in a block before the finalisation deadline. The vote is
+/// recorded; the held share leaves the escrow: to the evaluator if it voted the executed
+/// verdict, to the client otherwise (a vote cast after the execution cannot change the
+/// outcome, so it is not paid but not penalised either: the evaluator's ticket was released
+/// at the execution). Anything else is refused: after the deadline or without a held share
+/// `TaskClosed`, a second vote `DoubleVote`.
+fn late_vote(
+    overlay: &mut Overlay<'_>,
+    evaluator: Address,
+    v: &Verdict<'_>,
+    mut task: TaskRecord,
+    executed: Hash,
+    ctx: &BlockContext<'_>,
+) -> Result<(), ConsensusError> {
+    let task_id = v.task_id;
+    if ctx.height >= task.finalisation_deadline {
+        return Err(ConsensusError::TaskClosed(task_id));
     }
+    authorize_worker(&task_id, &task, &evaluator, Role::Evaluator)?;
+    let vote_key = StateKey::Verdict { task: task_id, evaluator };
+    if overlay.get(&vote_key).is_some() {
+        return Err(ConsensusError::DoubleVote { task: task_id, evaluator });
+    }
+    let mut settlement = task.settlement.take().unwrap_or_default();
+    if !settlement.held.contains(&evaluator) {
+        // Its seat was confiscated by the verdict, or the shares were zero.
+        return Err(ConsensusError::TaskClosed(task_id));
+    }
+    settlement.held.retain(|w| *w != evaluator);
+    let share = settlement.evaluator_share;
+    task.escrow = task
+        .escrow
+        .checked_sub(share)
+        .ok_or(ConsensusError::PayoutsExceedEscrow { total: share, escrow: task.escrow })?;
+    let verdict = verdict_hash(v.ranking, v.payouts, v.confiscations);
+    overlay.set(vote_key, Some(StateValue::Hash(verdict)));
+    count_vote(overlay, task_id, verdict)?;
+    if verdict == executed {
+        overlay.credit(&evaluator, share)?;
+        settlement.payouts.push(Payout { to: evaluator, amount: share });
+    } else {
+        overlay.credit(&task.client, share)?;
+        settlement.refund = add(settlement.refund, share, "refund")?;
+    }
+    task.settlement = Some(settlement);
+    save(overlay, task_id, task);
     Ok(())
 }
 
@@ -1082,19 +1197,40 @@ fn execute_verdict(
         .map(|s| s.worker)
         .filter(|w| task.history_committers.contains(w) && !is_confiscated(w))
         .collect();
+    // Evaluators: the quota is split over every selected evaluator neither confiscated nor
+    // penalised, voted or not; the shares of those that have not voted yet are held.
     let evaluators: Vec<Address> = task
         .participants
         .evaluators
         .iter()
         .map(|s| s.worker)
-        .filter(|w| {
-            overlay.hash_at(&StateKey::Verdict { task: task_id, evaluator: *w }) == Some(verdict)
-                && !is_confiscated(w)
-        })
+        .filter(|w| !is_confiscated(w))
         .collect();
     let s = pay_equal(overlay, supervisor_quota(task.fee), &supervisors, &mut settlement)?;
-    let e = pay_equal(overlay, evaluator_quota(task.fee), &evaluators, &mut settlement)?;
-    paid = add(add(paid, s, "payouts")?, e, "payouts")?;
+    let n = u64::try_from(evaluators.len()).unwrap_or(u64::MAX);
+    let share = evaluator_quota(task.fee).checked_div(n).unwrap_or(Amount::ZERO);
+    settlement.evaluator_share = share;
+    let mut e = Amount::ZERO;
+    if !share.is_zero() {
+        for w in evaluators {
+            match overlay.hash_at(&StateKey::Verdict { task: task_id, evaluator: w }) {
+                Some(voted) if voted == verdict => {
+                    overlay.credit(&w, share)?;
+                    settlement.payouts.push(Payout { to: w, amount: share });
+                    e = add(e, share, "quota")?;
+                }
+                // Not reached: an evaluator that voted otherwise is penalised.
+                Some(_) => {}
+                None => settlement.held.push(w),
+            }
+        }
+    }
+    let held = u64::try_from(settlement.held.len())
+        .ok()
+        .and_then(|n| share.checked_mul(n))
+        .ok_or(ConsensusError::AmountOverflow("held shares"))?;
+    // Paid out or held: the client's refund is what is left.
+    paid = add(add(add(paid, s, "payouts")?, e, "payouts")?, held, "payouts")?;
     for (_, seat) in task.participants.all() {
         let taken = settlement.confiscated.iter().any(|c| c.ticket == seat.ticket)
             || settlement.penalties.iter().any(|p| p.seat.ticket == seat.ticket);
@@ -1109,7 +1245,9 @@ fn execute_verdict(
         overlay.credit(&task.client, refund)?;
     }
     settlement.refund = refund;
-    task.escrow = Amount::ZERO;
+    // What stays in escrow: the held evaluators' shares, until their votes or the
+    // finalisation deadline (whose deadline entry is still ahead: see `process_deadlines`).
+    task.escrow = held;
     task.status = TaskStatus::Completed { at: height, verdict };
     task.settlement = Some(settlement);
     save(overlay, task_id, task);
@@ -1245,7 +1383,8 @@ pub struct TaskView {
     pub client: Address,
     /// The fee paid.
     pub fee: Amount,
-    /// Still in escrow.
+    /// Still in escrow (on a Completed task: the evaluators' shares held for their late votes
+    /// until the finalisation deadline, listed in `settlement.held`).
     pub escrow: Amount,
     /// Height of the PayForTask block.
     pub created_at: u64,

@@ -595,7 +595,10 @@ fn only_selected_workers_act_and_each_only_once_in_its_phase() {
     // The lone evaluator's valid verdict is a majority: completed.
     c.participants_tx(&ev, verdict(&c, id, &[m], &[])).unwrap();
     assert!(matches!(c.task(&id).status, TaskStatus::Completed { .. }));
-    assert_eq!(c.participants_tx(&ev, verdict(&c, id, &[m], &[])), Err(E::TaskClosed(id)));
+    assert!(matches!(
+        c.participants_tx(&ev, verdict(&c, id, &[m], &[])),
+        Err(E::DoubleVote { .. })
+    ));
     let unknown = Hash::digest(b"?");
     assert_eq!(c.participants_tx(&m, submit(unknown, b"m")), Err(E::UnknownTask(unknown)));
 }
@@ -779,7 +782,10 @@ fn a_lying_supervisor_is_outvoted_unpaid_and_loses_its_stake() {
     }
     let done = c.task(&id);
     assert!(matches!(done.status, TaskStatus::Completed { .. }));
+    // The third evaluator's share is held for its vote (design/005, late votes).
+    let held = done.escrow.0;
     let settlement = done.settlement.unwrap();
+    assert_eq!(held, settlement.evaluator_share.0 * settlement.held.len() as u64);
     assert_eq!(settlement.penalties.len(), 1, "{:?}", settlement.penalties);
     let penalty = &settlement.penalties[0];
     assert_eq!(penalty.seat, p.supervisors[2]);
@@ -805,9 +811,10 @@ fn a_lying_supervisor_is_outvoted_unpaid_and_loses_its_stake() {
     }
     assert_eq!(delta(&liar), 0, "the liar is not paid and its stake is gone");
     assert!(c.state.get(&StateKey::Ticket(p.supervisors[2].ticket)).is_none());
-    // The client gets the liar's stake, and whatever nobody earned, back.
+    // The client gets the liar's stake, and whatever nobody earned, back (the held share
+    // later).
     let paid: u64 = settlement.payouts.iter().map(|p| p.amount.0).sum();
-    assert_eq!(settlement.refund.0, fee.0 + stake - paid);
+    assert_eq!(settlement.refund.0, fee.0 + stake - paid - held);
     assert_eq!(delta(&addr(0)), settlement.refund.0 as i128);
     assert!(settlement.payouts.iter().all(|p| p.to != liar));
     // The view shows it (and serialises for RPC).
@@ -978,6 +985,185 @@ fn a_task_whose_evaluators_rank_nobody_refunds_the_miners_share() {
     c.participants_tx(&addr(8), verdict(&c, id, &[], &[])).unwrap();
     // Nobody ranked, the supervisor silent: client gets 90 of 100 back (evaluator paid 10).
     assert_eq!(c.balance(0), b0 + 90 * COIN);
+}
+
+// ---- late votes (design/005) -------------------------------------------------------------
+
+/// The verdict hash of a ChargeForTask.
+fn hash_of(v: &TxKind) -> Hash {
+    let TxKind::ChargeForTask { ranking, payouts, confiscations, .. } = v else {
+        panic!("not a vote: {v:?}")
+    };
+    verdict_hash(ranking, payouts, confiscations)
+}
+
+fn no_deadline_left(c: &Chain) -> bool {
+    !c.state.entries().any(|(k, _)| matches!(k, StateKey::TaskDeadline { .. }))
+}
+
+#[test]
+fn an_evaluator_whose_vote_lands_after_the_execution_is_paid_its_share() {
+    // 3 evaluators: 2 votes execute the verdict, each paid a third of the quota; the third
+    // vote, a block later, is paid the third held for it.
+    let (mut c, id) = committee_task();
+    let p = c.task(&id).participants;
+    let miners = submit_all(&mut c, id);
+    let evs = workers(&p.evaluators);
+    let before: Vec<u64> = (0..16).map(|i| c.balance(i)).collect();
+    let delta =
+        |c: &Chain, a: &Address| c.balance(account_of(a)) as i128 - before[account_of(a)] as i128;
+    // The verdict confiscates a miner, so its payouts carry a stake that is gone once it
+    // executed.
+    let v = verdict(&c, id, &miners[..2], &[miners[2]]);
+    c.participants_tx(&evs[0], v.clone()).unwrap();
+    c.participants_tx(&evs[1], v.clone()).unwrap();
+    let done = c.task(&id);
+    assert_eq!(done.status, TaskStatus::Completed { at: c.height, verdict: hash_of(&v) });
+    assert!(c.height < done.training_deadline, "completed before the training deadline");
+    let fee = Amount(1_000 * COIN);
+    let (share, stake) = (evaluator_quota(fee).0 / 3, 20 * COIN);
+    let s = done.settlement.clone().unwrap();
+    assert_eq!(s.evaluator_share, Amount(share));
+    assert_eq!(s.held, vec![evs[2]]);
+    assert_eq!(done.escrow, Amount(share), "the third share stays in escrow");
+    for e in &evs[..2] {
+        assert_eq!(delta(&c, e), (share + stake) as i128 - 1, "a third of the quota");
+    }
+    // The evaluator that has not voted: its ticket is released at the execution, as before.
+    assert_eq!(delta(&c, &evs[2]), stake as i128);
+    assert!(c.state.get(&StateKey::Ticket(p.evaluators[2].ticket)).is_none());
+    let client = delta(&c, &addr(0));
+    // An outsider cannot claim it.
+    let err = c.participants_tx(&miners[0], v.clone()).unwrap_err();
+    assert!(matches!(err, E::NotAuthorized { .. }), "{err:?}");
+    // The late vote, built on the completed state, is the executed verdict.
+    let late = verdict(&c, id, &miners[..2], &[miners[2]]);
+    assert_eq!(late, v);
+    c.participants_tx(&evs[2], late).unwrap();
+    assert_eq!(delta(&c, &evs[2]), (share + stake) as i128 - 1, "paid its third");
+    let rec = c.task(&id);
+    assert_eq!(rec.escrow, Amount::ZERO);
+    let s = rec.settlement.clone().unwrap();
+    assert!(s.held.is_empty());
+    assert_eq!(s.payouts.last(), Some(&Payout { to: evs[2], amount: Amount(share) }));
+    assert_eq!(delta(&c, &addr(0)), client, "the client's refund does not move");
+    // One vote each, before and after the execution.
+    for e in &evs {
+        let err = c.participants_tx(e, v.clone()).unwrap_err();
+        assert!(matches!(err, E::DoubleVote { .. }), "{err:?}");
+    }
+    // Nothing happens at the deadlines; escrow + confiscated stake = paid + refund.
+    while c.height < rec.finalisation_deadline {
+        c.empty();
+    }
+    assert_eq!(c.task(&id).settlement, rec.settlement);
+    let paid: u64 = s.payouts.iter().map(|p| p.amount.0).sum();
+    assert_eq!(paid + s.refund.0, fee.0 + stake);
+    assert!(no_deadline_left(&c));
+    let view = task_view(&c.state, &id).unwrap();
+    assert_eq!(view.verdicts.len(), 3);
+    assert!(view.verdicts.iter().all(|x| x.verdict == hash_of(&v)));
+}
+
+#[test]
+fn a_silent_evaluators_share_goes_back_to_the_client_at_the_finalisation_deadline() {
+    let (mut c, id) = committee_task();
+    let p = c.task(&id).participants;
+    let miners = submit_all(&mut c, id);
+    let evs = workers(&p.evaluators);
+    let silent = c.balance(account_of(&evs[2]));
+    let v = verdict(&c, id, &miners, &[]);
+    c.participants_tx(&evs[0], v.clone()).unwrap();
+    c.participants_tx(&evs[1], v.clone()).unwrap();
+    let rec = c.task(&id);
+    let share = evaluator_quota(Amount(1_000 * COIN)).0 / 3;
+    assert_eq!(rec.escrow, Amount(share));
+    let refund = rec.settlement.as_ref().unwrap().refund;
+    let b0 = c.balance(0);
+    assert_eq!(c.balance(account_of(&evs[2])), silent + 20 * COIN, "stake back at execution");
+    while c.height + 1 < rec.finalisation_deadline {
+        c.empty();
+    }
+    assert_eq!(c.task(&id).escrow, Amount(share), "held until the deadline");
+    // A vote in block F is too late (the deadline runs first).
+    assert_eq!(c.participants_tx(&evs[2], v.clone()), Err(E::TaskClosed(id)));
+    c.empty(); // block F
+    let done = c.task(&id);
+    assert_eq!(done.status, rec.status, "still completed");
+    assert_eq!(done.escrow, Amount::ZERO);
+    let s = done.settlement.unwrap();
+    assert!(s.held.is_empty());
+    assert_eq!(s.refund.0, refund.0 + share);
+    assert_eq!(c.balance(0), b0 + share);
+    assert!(s.payouts.iter().all(|p| p.to != evs[2]), "never paid");
+    assert_eq!(c.balance(account_of(&evs[2])), silent + 20 * COIN, "and never penalised");
+    assert_eq!(c.participants_tx(&evs[2], v), Err(E::TaskClosed(id)));
+    assert!(no_deadline_left(&c));
+}
+
+#[test]
+fn a_late_vote_for_another_verdict_is_not_paid_and_its_share_goes_to_the_client() {
+    // Two models: training ends at its deadline, then the verdict executes.
+    let (mut c, id) = committee_task();
+    let p = c.task(&id).participants;
+    let miners = workers(&p.miners);
+    c.participants_tx(&miners[0], submit(id, b"a")).unwrap();
+    c.participants_tx(&miners[1], submit(id, b"b")).unwrap();
+    let rec = c.task(&id);
+    while c.height < rec.training_deadline {
+        c.empty();
+    }
+    assert!(matches!(c.task(&id).status, TaskStatus::Finalising { .. }));
+    let evs = workers(&p.evaluators);
+    let v = verdict(&c, id, &miners[..2], &[]);
+    let lie = verdict(&c, id, &[miners[1], miners[0]], &[]);
+    c.participants_tx(&evs[0], v.clone()).unwrap();
+    c.participants_tx(&evs[1], v.clone()).unwrap();
+    let before = c.task(&id).settlement.unwrap();
+    assert_eq!(before.held, vec![evs[2]]);
+    let (b0, liar) = (c.balance(0), c.balance(account_of(&evs[2])));
+    // The last block before F still takes a late vote.
+    while c.height + 2 < rec.finalisation_deadline {
+        c.empty();
+    }
+    c.participants_tx(&evs[2], lie.clone()).unwrap();
+    let after = c.task(&id);
+    let s = after.settlement.clone().unwrap();
+    let share = before.evaluator_share.0;
+    assert_eq!(after.escrow, Amount::ZERO);
+    assert!(s.held.is_empty());
+    assert_eq!(s.payouts, before.payouts, "not paid");
+    assert!(s.penalties.is_empty(), "not penalised: a vote after the execution changes nothing");
+    assert_eq!(s.refund.0, before.refund.0 + share);
+    assert_eq!(c.balance(0), b0 + share);
+    assert_eq!(c.balance(account_of(&evs[2])), liar - 1, "only its transaction fee");
+    // Recorded: the view shows it.
+    let view = task_view(&c.state, &id).unwrap();
+    assert!(view.verdicts.iter().any(|x| x.evaluator == evs[2] && x.verdict == hash_of(&lie)));
+    // Block F: nothing is held any more.
+    assert_eq!(c.height + 1, rec.finalisation_deadline);
+    assert_eq!(c.participants_tx(&evs[2], v), Err(E::TaskClosed(id)));
+    c.empty();
+    assert_eq!(c.task(&id).settlement, Some(s));
+    assert!(no_deadline_left(&c));
+}
+
+#[test]
+fn an_evaluator_the_verdict_confiscates_has_no_share_to_claim() {
+    let (mut c, id) = committee_task();
+    let p = c.task(&id).participants;
+    let miners = submit_all(&mut c, id);
+    let evs = workers(&p.evaluators);
+    let v = verdict(&c, id, &miners, &[evs[2]]);
+    c.participants_tx(&evs[0], v.clone()).unwrap();
+    c.participants_tx(&evs[1], v.clone()).unwrap();
+    let done = c.task(&id);
+    let s = done.settlement.unwrap();
+    // The quota is split over the two evaluators left: nothing is held.
+    assert_eq!(s.evaluator_share, Amount(evaluator_quota(Amount(1_000 * COIN)).0 / 2));
+    assert!(s.held.is_empty());
+    assert_eq!(done.escrow, Amount::ZERO);
+    assert_eq!(c.participants_tx(&evs[2], v), Err(E::TaskClosed(id)));
 }
 
 // ---- validation ------------------------------------------------------------------------

@@ -82,14 +82,30 @@ fn any_settlement() -> impl Strategy<Value = Settlement> {
         any_amount(),
         any_amount(),
         vec(any_penalty(), 0..2),
+        any_amount(),
+        vec(any_public_key(), 0..2),
     )
-        .prop_map(|(payouts, confiscated, confiscated_stake, refund, penalties)| Settlement {
-            payouts,
-            confiscated,
-            confiscated_stake,
-            refund,
-            penalties,
-        })
+        .prop_map(
+            |(
+                payouts,
+                confiscated,
+                confiscated_stake,
+                refund,
+                penalties,
+                evaluator_share,
+                held,
+            )| {
+                Settlement {
+                    payouts,
+                    confiscated,
+                    confiscated_stake,
+                    refund,
+                    penalties,
+                    evaluator_share,
+                    held,
+                }
+            },
+        )
 }
 
 fn any_state_value() -> impl Strategy<Value = StateValue> {
