@@ -16,6 +16,19 @@
 //! A message is replayed once the messages it lists are known; a miner whose stream has a gap
 //! that does not fill within [`WAIT`] can no longer be replayed (its later messages count as
 //! unverifiable and are judged by direction only).
+//!
+//! **The view.** Which batch a miner trains at an iteration follows from the task's selection
+//! (the seed, hence the split, and the miners' order), which a reorganisation of the chain near
+//! the task's PayForTask block can change. A miner and a supervisor on different branches then
+//! hold different views, and an honest miner's batches look unscheduled to the supervisor. So
+//! a message that trains another batch than the schedule assigns, or does not start where the
+//! miner's last replayed iteration ended, is only *suspect*: it is flagged once the supervisor's
+//! view is settled (its selection block buried, [`TaskScreen::screen`]'s `settled`) and the
+//! miner has gone on for [`VIEW_WAIT`] without starting over; a miner that switches view starts
+//! over from the task's initial state at a later iteration, which clears the suspicion. A
+//! supervisor whose own view changes rebuilds its screening from the messages it holds
+//! ([`TaskScreen::rebuilt`]). Only a map, loss or accuracy that differs from the replay of a
+//! scheduled batch from the claimed start (what any node can check) is flagged at once.
 
 use crate::security::ScreeningView;
 use pouw_consensus::pouw::Handover;
@@ -35,6 +48,11 @@ pub(crate) const WAIT: Duration = Duration::from_secs(5);
 /// How long a message past its miner's walk waits for the conviction that extends the walk
 /// (design/009) to reach this node's chain.
 const HANDOVER_WAIT: Duration = Duration::from_secs(20);
+/// How long a miner whose stream left the schedule (another batch, or a start that is not
+/// where its last iteration ended) has, once this supervisor's view is settled, to start over
+/// from the task's initial state (an honest miner does as soon as its chain switches branch)
+/// before it is flagged.
+pub(crate) const VIEW_WAIT: Duration = Duration::from_secs(20);
 /// Recent maps per miner the robust aggregate is built from.
 const WINDOW: usize = 8;
 /// Below this cosine with the others' aggregate, an unreplayable message is flagged.
@@ -56,6 +74,10 @@ struct Shadow {
     walk: BatchWalk,
     next: u64,
     broken: bool,
+    /// A message that left the schedule (a view this supervisor may not share), with when it
+    /// was seen: flagged only once the view is settled and [`VIEW_WAIT`] passed without the
+    /// miner starting over.
+    suspect: Option<(Finding, Instant)>,
 }
 
 #[derive(Default)]
@@ -77,6 +99,8 @@ struct MinerLog {
 pub(crate) struct TaskScreen {
     task_id: TaskId,
     definition: TaskDefinition,
+    /// The selection seed this screening follows (with `miners`, its view of the task).
+    seed: Hash,
     miners: Vec<Address>,
     known: HashMap<Hash, IterationMessage>,
     logs: BTreeMap<Address, MinerLog>,
@@ -127,7 +151,13 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 impl TaskScreen {
-    pub(crate) fn new(task_id: TaskId, definition: TaskDefinition, miners: Vec<Address>) -> Self {
+    pub(crate) fn new(
+        task_id: TaskId,
+        definition: TaskDefinition,
+        seed: Hash,
+        miners: Vec<Address>,
+        now: Instant,
+    ) -> Self {
         let logs = miners
             .iter()
             .map(|m| {
@@ -139,6 +169,7 @@ impl TaskScreen {
         Self {
             task_id,
             definition,
+            seed,
             miners,
             known: HashMap::new(),
             logs,
@@ -146,15 +177,35 @@ impl TaskScreen {
             dataset: None,
             handovers: Vec::new(),
             params,
-            last_receive: Instant::now(),
+            last_receive: now,
         }
+    }
+
+    /// Whether this screening follows the view `seed` and `miners` (the task record's
+    /// selection seed and miners, in order).
+    pub(crate) fn follows(&self, seed: &Hash, miners: &[Address]) -> bool {
+        self.seed == *seed && self.miners == miners
+    }
+
+    /// The screening of the same task under another view (the chain reorganised the task's
+    /// selection): every message held is queued again and screened from the start; the
+    /// training data, fetched for the old split, is fetched anew.
+    pub(crate) fn rebuilt(&self, seed: Hash, miners: Vec<Address>, now: Instant) -> Self {
+        let mut fresh = Self::new(self.task_id, self.definition.clone(), seed, miners, now);
+        let mut held: Vec<&IterationMessage> = self.known.values().collect();
+        held.sort_by_key(|m| (m.body.miner, m.body.iteration));
+        for msg in held {
+            fresh.receive(msg, now);
+        }
+        fresh
     }
 
     /// The answer to a screening-status request: done once the task is past training
     /// (`finalising`), the data is in, every queue is empty and no message came for a while.
-    pub(crate) fn status(&self, finalising: bool) -> pouw_net::ScreeningStatus {
-        let drained = self.logs.values().all(|l| l.queue.is_empty());
-        let quiet = self.last_receive.elapsed() >= Duration::from_secs(2);
+    pub(crate) fn status(&self, finalising: bool, now: Instant) -> pouw_net::ScreeningStatus {
+        let drained = self.logs.values().all(|l| l.queue.is_empty())
+            && self.shadows.values().all(|s| s.suspect.is_none());
+        let quiet = now.saturating_duration_since(self.last_receive) >= Duration::from_secs(2);
         pouw_net::ScreeningStatus {
             done: finalising && self.dataset.is_some() && drained && quiet,
             screened: self.logs.values().map(|l| l.view.screened).sum(),
@@ -186,11 +237,11 @@ impl TaskScreen {
     }
 
     /// A message of a selected miner of this task (signature checked).
-    pub(crate) fn receive(&mut self, msg: &IterationMessage) {
+    pub(crate) fn receive(&mut self, msg: &IterationMessage, now: Instant) {
         let Some(log) = self.logs.get_mut(&msg.body.miner) else { return };
         let id = msg.id();
-        self.last_receive = Instant::now();
-        log.queue.entry(msg.body.iteration).or_insert_with(|| (id, Instant::now()));
+        self.last_receive = now;
+        log.queue.entry(msg.body.iteration).or_insert((id, now));
         self.known.insert(id, msg.clone());
     }
 
@@ -213,7 +264,7 @@ impl TaskScreen {
         .ok()?;
         let mut walk = walk;
         walk.set_handovers(self.handovers.clone());
-        Some(Shadow { state, walk, next: 0, broken: false })
+        Some(Shadow { state, walk, next: 0, broken: false, suspect: None })
     }
 
     /// The handovers of the task's convictions as this node's chain holds them: every
@@ -275,8 +326,10 @@ impl TaskScreen {
     }
 
     /// Screens the messages that can be screened now, the miners in turn, for at most
-    /// [`BUDGET`] (the node loop has other work); returns the flagged ones.
-    pub(crate) fn screen(&mut self, exec: Exec) -> Vec<Finding> {
+    /// [`BUDGET`] (the node loop has other work); returns the flagged ones. `settled`: this
+    /// node's view of the task's selection can no longer change in practice (its selection
+    /// block is buried deep enough); until then no miner is flagged for leaving the schedule.
+    pub(crate) fn screen(&mut self, exec: Exec, now: Instant, settled: bool) -> Vec<Finding> {
         let mut findings = Vec::new();
         if self.dataset.is_none() {
             return findings;
@@ -286,15 +339,42 @@ impl TaskScreen {
         loop {
             let mut progressed = false;
             for (index, miner) in miners.iter().enumerate() {
-                if let Some(found) = self.screen_next(index, miner, exec) {
+                if let Some(found) = self.screen_next(index, miner, exec, now) {
                     progressed = true;
                     findings.extend(found);
                 }
             }
             if !progressed || started.elapsed() >= BUDGET {
-                return findings;
+                break;
             }
         }
+        findings.extend(self.expire_suspects(now, settled));
+        findings
+    }
+
+    /// Flags the suspect messages of the miners that did not start over within
+    /// [`VIEW_WAIT`] of this node's view being settled (they were seen `settled`).
+    fn expire_suspects(&mut self, now: Instant, settled: bool) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        for shadow in self.shadows.values_mut() {
+            let Some((_, since)) = shadow.suspect.as_mut() else { continue };
+            if !settled {
+                // The wait starts once the view is settled.
+                *since = now;
+                continue;
+            }
+            if now.saturating_duration_since(*since) < VIEW_WAIT {
+                continue;
+            }
+            if let Some((finding, _)) = shadow.suspect.take() {
+                shadow.broken = true;
+                if let Some(log) = self.logs.get_mut(&finding.miner) {
+                    log.view.flagged += 1;
+                }
+                findings.push(finding);
+            }
+        }
+        findings
     }
 
     /// Screens `miner`'s next message: `None` when there is nothing to do now.
@@ -303,13 +383,14 @@ impl TaskScreen {
         index: usize,
         miner: &Address,
         exec: Exec,
+        now: Instant,
     ) -> Option<Option<Finding>> {
         if !self.shadows.contains_key(miner) {
             let shadow = self.fresh_shadow(index)?;
             self.shadows.insert(*miner, shadow);
         }
         let (&iteration, (id, since)) = self.logs.get(miner)?.queue.iter().next()?;
-        let waited = since.elapsed();
+        let waited = now.saturating_duration_since(*since);
         let msg = self.known.get(id)?.clone();
         let next = self.shadows.get(miner)?.next;
         if iteration < next {
@@ -318,13 +399,21 @@ impl TaskScreen {
         }
         let shadow = self.shadows.get(miner)?;
         if iteration > next && !shadow.broken {
-            // A restarted miner starts over from the initial state at a later iteration.
+            // A restarted miner (a crash, or a switch of view) starts over from the initial
+            // state at a later iteration.
             let mut fresh = self.fresh_shadow(index)?;
             let (m, r) = fresh.state.start_hashes();
+            let suspect = shadow.suspect.is_some();
             if Hash(m.0) == msg.body.start_model_hash && Hash(r.0) == msg.body.start_residual_hash {
                 fresh.next = iteration;
                 fresh.walk.seek(iteration);
                 self.shadows.insert(*miner, fresh);
+            } else if suspect {
+                // Still on the view that left the schedule: nothing to replay it against.
+                let log = self.logs.get_mut(miner)?;
+                log.queue.remove(&iteration);
+                log.view.unverifiable += 1;
+                return Some(None);
             } else if waited < WAIT {
                 return None;
             } else if let Some(s) = self.shadows.get_mut(miner) {
@@ -355,7 +444,8 @@ impl TaskScreen {
         }
         self.logs.get_mut(miner)?.queue.remove(&iteration);
         let (direction, magnitude) = self.against_others(miner, &msg.body.map);
-        let finding = self.replay(miner, &msg, &peer_maps, foreign, direction, magnitude, exec);
+        let finding =
+            self.replay(miner, &msg, &peer_maps, foreign, (direction, magnitude), exec, now);
         let claimed = map_hash(&msg.body.map);
         let log = self.logs.get_mut(miner)?;
         log.view.screened += 1;
@@ -393,9 +483,9 @@ impl TaskScreen {
         msg: &IterationMessage,
         peer_maps: &[Vec<u32>],
         foreign: Option<Address>,
-        direction: Option<f64>,
-        magnitude: Option<f64>,
+        (direction, magnitude): (Option<f64>, Option<f64>),
         exec: Exec,
+        now: Instant,
     ) -> Option<Finding> {
         let b = &msg.body;
         let it = b.iteration;
@@ -431,29 +521,47 @@ impl TaskScreen {
                 _ => None,
             };
         }
-        let Some((epoch, indices)) = shadow.walk.next_batch() else {
-            shadow.broken = true;
-            return flag(
-                AlertKind::InvalidIteration,
-                format!("iteration {it} is beyond the task's batch schedule"),
-            );
-        };
-        let batch = dataset.gather(&indices);
+        // Leaving the schedule is suspect, not flagged: the miner may hold another view of
+        // the task's selection (module docs).
+        let scheduled =
+            shadow.walk.next_batch().map(|(epoch, indices)| (epoch, dataset.gather(&indices)));
         let (m, r) = shadow.state.start_hashes();
-        if Hash(m.0) != b.start_model_hash || Hash(r.0) != b.start_residual_hash {
-            shadow.broken = true;
-            return flag(
-                AlertKind::InvalidIteration,
-                format!("iteration {it} does not start where the miner's previous iteration ended"),
-            );
-        }
-        if Hash(batch.hash().0) != b.batch_hash || epoch != b.epoch {
-            shadow.broken = true;
-            return flag(
-                AlertKind::InvalidIteration,
-                format!("iteration {it} trains a batch the schedule does not assign (epoch {} vs {epoch})", b.epoch),
-            );
-        }
+        let left = match &scheduled {
+            None => Some(format!("iteration {it} is beyond the task's batch schedule")),
+            Some(_) if Hash(m.0) != b.start_model_hash || Hash(r.0) != b.start_residual_hash => {
+                Some(format!(
+                    "iteration {it} does not start where the miner's previous iteration ended"
+                ))
+            }
+            Some((epoch, batch)) if Hash(batch.hash().0) != b.batch_hash || *epoch != b.epoch => {
+                Some(format!(
+                    "iteration {it} trains a batch the schedule does not assign (epoch {} vs {epoch})",
+                    b.epoch
+                ))
+            }
+            Some(_) => None,
+        };
+        let batch = match (left, scheduled) {
+            (None, Some((_, batch))) => batch,
+            (left, _) => {
+                // The walk stays where the miner's last replayed iteration left it.
+                shadow.walk.seek(shadow.next);
+                if shadow.suspect.is_none() {
+                    let detail = left.unwrap_or_default();
+                    let finding = Finding {
+                        miner: *miner,
+                        message: msg.id(),
+                        kind: AlertKind::InvalidIteration,
+                        detail,
+                    };
+                    shadow.suspect = Some((finding, now));
+                }
+                if let Some(log) = self.logs.get_mut(miner) {
+                    log.view.unverifiable += 1;
+                }
+                return None;
+            }
+        };
         let maps: Vec<&[u32]> = peer_maps.iter().map(Vec::as_slice).collect();
         let out = match shadow.state.iterate(exec, &batch, &maps) {
             Ok(out) => out,
@@ -500,6 +608,146 @@ impl TaskScreen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pouw_consensus::{
+        pouw::{filler_task, iteration_body},
+        task_split_of,
+    };
+    use pouw_primitives::{ChainSpec, Keypair};
+
+    /// A task (the devnet's filler model on the shipped digits) and three miners.
+    fn task() -> (TaskId, TaskDefinition, Vec<Keypair>) {
+        let (id, definition) = filler_task(&ChainSpec::devnet(), &Hash::digest(b"view"));
+        let keys = ["m0", "m1", "m2"].map(Keypair::from_label).to_vec();
+        (id, definition, keys)
+    }
+
+    /// What an honest miner `key` sends for iterations `from..from + count` when its chain
+    /// holds the view (`seed`, `miners`): its walk from the task's initial state.
+    fn stream(
+        (id, definition): (&TaskId, &TaskDefinition),
+        (seed, miners): (&Hash, &[Address]),
+        key: &Keypair,
+        from: u64,
+        count: u64,
+    ) -> Vec<IterationMessage> {
+        let data = pouw_ml::shipped_mnist_ref();
+        let split = task_split_of(definition, seed).to_ml();
+        let index = miners.iter().position(|m| *m == key.public()).unwrap();
+        let mut walk =
+            BatchWalk::for_client(*id, definition, data, &split, index, miners.len()).unwrap();
+        walk.seek(from);
+        let mut state = initial_state(definition).unwrap();
+        (from..from + count)
+            .map(|n| {
+                let (epoch, indices) = walk.next_batch().unwrap();
+                let out = state.iterate(Exec::SINGLE, &data.gather(&indices), &[]).unwrap();
+                iteration_body(*id, key.public(), epoch, n, &out).sign(key)
+            })
+            .collect()
+    }
+
+    /// A supervisor's screening of the task under the view (`seed`, `miners`), data in.
+    fn screen_under(
+        (id, definition): (&TaskId, &TaskDefinition),
+        (seed, miners): (&Hash, &[Address]),
+        now: Instant,
+    ) -> TaskScreen {
+        let mut screen = TaskScreen::new(*id, definition.clone(), *seed, miners.to_vec(), now);
+        let data = Arc::new(pouw_ml::shipped_mnist());
+        screen.set_dataset(data, task_split_of(definition, seed).to_ml());
+        screen
+    }
+
+    fn view_of<'a>(screen: &'a TaskScreen, miner: &Address) -> &'a MinerLog {
+        screen.logs.get(miner).unwrap()
+    }
+
+    /// Two views of one task, as two branches of a reorganised chain give them: another seed
+    /// (split) and another order of the same miners.
+    fn two_views(keys: &[Keypair]) -> ((Hash, Vec<Address>), (Hash, Vec<Address>)) {
+        let a: Vec<Address> = keys.iter().map(Keypair::public).collect();
+        let b = vec![a[2], a[0], a[1]];
+        ((Hash::digest(b"branch a"), a), (Hash::digest(b"branch b"), b))
+    }
+
+    #[test]
+    fn an_honest_miner_on_another_branch_is_never_flagged_and_replays_once_the_views_agree() {
+        // The evidence of a false conviction: the supervisor held one branch's selection, the
+        // miner another's, and the miner was flagged at iteration 0 for an unscheduled batch.
+        let (id, def, keys) = task();
+        let ((seed_a, miners_a), (seed_b, miners_b)) = two_views(&keys);
+        let t0 = Instant::now();
+        let mut screen = screen_under((&id, &def), (&seed_a, &miners_a), t0);
+        let sent = stream((&id, &def), (&seed_b, &miners_b), &keys[1], 0, 4);
+        for m in &sent {
+            screen.receive(m, t0);
+        }
+        // However long the view is not settled, nothing is flagged.
+        for secs in [0, 5, 60, 600] {
+            let found = screen.screen(Exec::SINGLE, t0 + Duration::from_secs(secs), false);
+            assert!(found.is_empty(), "flagged at {secs} s: {:?}", found[0].detail);
+        }
+        assert!(!screen.status(true, t0 + Duration::from_secs(600)).done, "a suspect is open");
+        // The supervisor's chain switches to the miner's branch: the messages held replay.
+        assert!(!screen.follows(&seed_b, &miners_b));
+        let mut screen = screen.rebuilt(seed_b, miners_b.clone(), t0);
+        assert!(screen.follows(&seed_b, &miners_b));
+        screen
+            .set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(&def, &seed_b).to_ml());
+        let found = screen.screen(Exec::SINGLE, t0 + Duration::from_secs(601), true);
+        assert!(found.is_empty(), "{:?}", found.first().map(|f| &f.detail));
+        let log = view_of(&screen, &keys[1].public());
+        assert_eq!((log.view.replayed, log.view.flagged), (4, 0));
+    }
+
+    #[test]
+    fn a_miner_that_switches_branch_starts_over_and_is_screened_without_a_flag() {
+        let (id, def, keys) = task();
+        let ((seed_a, miners_a), (seed_b, miners_b)) = two_views(&keys);
+        let t0 = Instant::now();
+        let mut screen = screen_under((&id, &def), (&seed_b, &miners_b), t0);
+        // Three iterations on the losing branch, then the miner's chain reorganises and it
+        // starts over from the initial state at its next index.
+        let old = stream((&id, &def), (&seed_a, &miners_a), &keys[1], 0, 3);
+        let new = stream((&id, &def), (&seed_b, &miners_b), &keys[1], 3, 5);
+        for m in old.iter().chain(&new) {
+            screen.receive(m, t0);
+        }
+        for secs in [0, 30, 120] {
+            let found = screen.screen(Exec::SINGLE, t0 + Duration::from_secs(secs), true);
+            assert!(found.is_empty(), "flagged at {secs} s: {:?}", found[0].detail);
+        }
+        let log = view_of(&screen, &keys[1].public());
+        assert_eq!((log.view.replayed, log.view.flagged), (5, 0));
+        assert!(screen.status(true, t0 + Duration::from_secs(120)).done);
+    }
+
+    #[test]
+    fn a_miner_that_stays_off_the_schedule_is_flagged_once_the_view_is_settled() {
+        let (id, def, keys) = task();
+        let ((seed_a, miners_a), (seed_b, miners_b)) = two_views(&keys);
+        let t0 = Instant::now();
+        let mut screen = screen_under((&id, &def), (&seed_b, &miners_b), t0);
+        let off = stream((&id, &def), (&seed_a, &miners_a), &keys[1], 0, 6);
+        for m in &off {
+            screen.receive(m, t0);
+        }
+        // Not settled: no flag, however long.
+        assert!(screen.screen(Exec::SINGLE, t0 + Duration::from_secs(100), false).is_empty());
+        // Settled at 100 s: the miner has VIEW_WAIT to start over, then its first message off
+        // the schedule is flagged, once.
+        let settled = t0 + Duration::from_secs(100);
+        assert!(screen.screen(Exec::SINGLE, settled, true).is_empty());
+        let almost = settled + VIEW_WAIT - Duration::from_millis(1);
+        assert!(screen.screen(Exec::SINGLE, almost, true).is_empty());
+        let found = screen.screen(Exec::SINGLE, settled + VIEW_WAIT, true);
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].miner, found[0].message), (keys[1].public(), off[0].id()));
+        assert_eq!(found[0].kind, AlertKind::InvalidIteration);
+        assert!(found[0].detail.contains("schedule does not assign"), "{}", found[0].detail);
+        assert!(screen.screen(Exec::SINGLE, settled + VIEW_WAIT * 2, true).is_empty());
+        assert_eq!(view_of(&screen, &keys[1].public()).view.flagged, 1);
+    }
 
     #[test]
     fn cosine_and_median() {

@@ -71,6 +71,27 @@ fn assert_money_adds_up(spec: &ChainSpec, state: &pouw_consensus::State, height:
     assert_eq!(state.total_value(), Some(genesis + rewards), "money adds up");
 }
 
+/// No honest miner of `task` was flagged by a supervisor (nodes 4 to 6), accused or convicted
+/// on chain, or convicted by the alerts the client saw; `hostile` is the one miner that may be.
+fn assert_no_honest_miner_flagged(
+    nodes: &[NodeHandle],
+    task: &pouw_primitives::TaskId,
+    hostile: Option<pouw_primitives::Address>,
+) {
+    let honest = |m: &pouw_primitives::Address| Some(*m) != hostile;
+    for sup in &nodes[4..7] {
+        let screening = sup.security().screening.lock().unwrap().clone();
+        for v in screening.iter().filter(|v| v.task_id == *task && honest(&v.miner)) {
+            assert_eq!(v.flagged, 0, "an honest miner was flagged: {v:?}");
+        }
+    }
+    let record = task_record(nodes[0].chain().state(), task).unwrap();
+    assert!(!record.accusations.iter().any(|a| honest(&a.miner)), "{:?}", record.accusations);
+    assert!(!record.convictions.iter().any(|c| honest(&c.miner)), "{:?}", record.convictions);
+    let convicted = nodes[0].security().accusations.convicted(task, 3);
+    assert!(!convicted.iter().any(honest), "honest miners convicted by alerts: {convicted:?}");
+}
+
 /// The hash of the model submitted by the miner the settlement of `view` paid most.
 fn best_paid_model(view: &pouw_consensus::TaskView) -> pouw_primitives::Hash {
     let settlement = view.settlement.as_ref().expect("settled");
@@ -112,6 +133,7 @@ fn a_task_is_trained_evaluated_paid_and_delivered() {
     let file = task_file(dir.path(), &TaskShape::default());
     let task = submit_when_staffed(client, &file);
     wait_completed(client, &task);
+    assert_no_honest_miner_flagged(&nodes, &task, None);
     let model_path = dir.path().join("n0/models").join(format!("task-{task}.safetensors"));
     wait_until("the best model at the client", Duration::from_secs(60), || model_path.exists());
 
@@ -176,6 +198,7 @@ fn a_silent_miner_is_excluded_and_not_paid() {
         task_view(chain.state(), &task)
             .is_some_and(|v| matches!(v.phase, TaskStatus::Completed { .. }))
     });
+    assert_no_honest_miner_flagged(&nodes, &task, None);
     let chain = client.chain();
     let state = chain.state();
     let view = task_view(state, &task).unwrap();
@@ -220,6 +243,7 @@ fn a_lying_supervisor_and_a_lying_evaluator_are_outvoted_and_lose_their_stakes()
     let file = task_file(dir.path(), &TaskShape { epochs: 3, ..TaskShape::default() });
     let task = submit_when_staffed(client, &file);
     wait_completed(client, &task);
+    assert_no_honest_miner_flagged(&nodes, &task, None);
     let model_path = dir.path().join("n0/models").join(format!("task-{task}.safetensors"));
     wait_until("the best model at the client", Duration::from_secs(60), || model_path.exists());
 
@@ -354,6 +378,7 @@ fn a_poisoning_miner_is_flagged_convicted_confiscated_and_not_paid() {
     // On chain, only the hostile miner is accused. Once a majority's accusations land while the
     // task still trains (not when the attacker started after the honest miners were done), it
     // is convicted there too, and its heirs train its batches after their own (design/009).
+    assert_no_honest_miner_flagged(&nodes, &task, Some(hostile));
     let record = task_record(client.chain().state(), &task).unwrap();
     assert!(record.accusations.iter().all(|a| a.miner == hostile), "{:?}", record.accusations);
     assert!(record.convictions.iter().all(|c| c.miner == hostile), "{:?}", record.convictions);

@@ -294,6 +294,10 @@ pub struct Miner {
     /// The client task's job, parked at the end of its walk while `hold` is set (the filler
     /// task is mined meanwhile).
     parked: Option<Job>,
+    /// The next iteration index of a client task whose job was dropped before its end (the
+    /// chain changed the task's selection, [`Miner::assign`]): a new job on it starts there,
+    /// so no index is sent twice with other content.
+    resume: Option<(TaskId, u64)>,
 }
 
 /// What the last training iteration measured (for progress displays and training curves).
@@ -332,6 +336,7 @@ impl Miner {
             poisoned: 0,
             hold: false,
             parked: None,
+            resume: None,
         }
     }
 
@@ -360,8 +365,22 @@ impl Miner {
     }
 
     /// Trains `assignment` (a client task) from the next step on, instead of the filler task.
+    /// Assigning a task again (the chain reorganised its selection: another split or seat)
+    /// starts its training over from the initial state, at the iteration after the last one
+    /// run, so every index keeps one message.
     pub fn assign(&mut self, assignment: Assignment) {
+        self.drop_job_of(assignment.task_id);
         self.assignment = Some(assignment);
+    }
+
+    /// Drops the job (running or parked) of client task `id`, remembering where it stood.
+    fn drop_job_of(&mut self, id: TaskId) {
+        for slot in [&mut self.job, &mut self.parked] {
+            if let Some(job) = slot.take_if(|j| j.task_id == id) {
+                let at = self.resume.filter(|(t, _)| *t == id).map_or(0, |(_, n)| n);
+                self.resume = Some((id, at.max(job.iteration)));
+            }
+        }
     }
 
     /// The client task being trained, if any.
@@ -369,9 +388,12 @@ impl Miner {
         self.assignment.as_ref()
     }
 
-    /// Stops training the client task (e.g. its training phase ended on chain).
+    /// Stops training the client task (e.g. its training phase ended on chain, or the chain
+    /// changed the task's selection and it waits for the data of its new view).
     pub fn unassign(&mut self) {
-        self.assignment = None;
+        if let Some(id) = self.assignment.take().map(|a| a.task_id) {
+            self.drop_job_of(id);
+        }
         self.parked = None;
     }
 
@@ -444,7 +466,8 @@ impl Miner {
                     DataRef::Shared(a.dataset.clone()),
                     Some(&a),
                 )?;
-                job.seek(self.next_unused_iteration(chain, task_id));
+                let resume = self.resume.filter(|(t, _)| *t == task_id).map_or(0, |(_, n)| n);
+                job.seek(self.next_unused_iteration(chain, task_id).max(resume));
                 self.job = Some(job);
             }
         }
@@ -693,5 +716,43 @@ impl Miner {
         };
         header.state_root = apply_block(chain.state(), &block, &self.spec)?.state_root;
         Ok(Template { header, transactions: transactions.to_vec() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pouw_consensus::{pouw::filler_task, task_split_of};
+
+    #[test]
+    fn a_task_assigned_again_starts_over_past_the_iterations_already_run() {
+        // A reorganisation changed the task's selection: the node assigns it again with the
+        // new split and seat; the old job must go, and the new one must not reuse an index.
+        let spec = ChainSpec::devnet();
+        let (id, definition) = filler_task(&spec, &Hash::digest(b"reassigned"));
+        let dataset = Arc::new(pouw_ml::shipped_mnist());
+        let assignment = |seed: &[u8], miner_index| Assignment {
+            task_id: id,
+            definition: definition.clone(),
+            dataset: dataset.clone(),
+            split: task_split_of(&definition, &Hash::digest(seed)).to_ml(),
+            miner_index,
+            miners: 3,
+        };
+        let mut miner = Miner::new(spec, ChainSpec::devnet_key(1), Exec::SINGLE);
+        let first = assignment(b"branch a", 1);
+        let mut job = miner
+            .start_job(id, definition.clone(), DataRef::Shared(dataset.clone()), Some(&first))
+            .unwrap();
+        job.seek(7);
+        miner.assign(first);
+        miner.job = Some(job);
+        miner.assign(assignment(b"branch b", 2));
+        assert!(miner.job.is_none(), "the old view's job is dropped");
+        assert_eq!(miner.resume, Some((id, 7)));
+        assert_eq!(miner.assignment().map(|a| a.miner_index), Some(2));
+        // Unassigning keeps the furthest index reached.
+        miner.unassign();
+        assert_eq!(miner.resume, Some((id, 7)));
     }
 }
