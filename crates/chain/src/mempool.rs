@@ -112,6 +112,22 @@ pub enum MempoolError {
     PoolFull,
 }
 
+impl MempoolError {
+    /// The transaction cannot enter the pool on this state nor later on this chain: it fails
+    /// a rule, its nonce is used, another transaction took its nonce, the balance does not
+    /// cover it. The other refusals pass (pool or sender full, nonce gap, already pooled).
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Self::Invalid(_)
+                | Self::TooLarge(_)
+                | Self::NonceTooLow { .. }
+                | Self::ReplacementUnderpriced { .. }
+                | Self::InsufficientBalance { .. }
+        )
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Entry {
     tx: Transaction,
@@ -439,8 +455,11 @@ impl Mempool {
     }
 
     /// [`Mempool::on_new_tip`] with the chain's net tip change since the last sync
-    /// ([`Chain::take_tip_changes`]).
-    pub fn sync_with(&mut self, chain: &mut Chain) -> Result<(), crate::ChainError> {
+    /// ([`Chain::take_tip_changes`]). Returns the blocks of that change: (reverted, applied).
+    pub fn sync_with(
+        &mut self,
+        chain: &mut Chain,
+    ) -> Result<(Vec<Block>, Vec<Block>), crate::ChainError> {
         let change = chain.take_tip_changes();
         let load = |hs: &[Hash]| -> Result<Vec<Block>, crate::ChainError> {
             hs.iter().filter_map(|h| chain.block(h).transpose()).collect()
@@ -448,7 +467,7 @@ impl Mempool {
         let reverted = load(&change.reverted)?;
         let applied = load(&change.applied)?;
         self.on_new_tip(chain.state(), chain.height(), &reverted, &applied);
-        Ok(())
+        Ok((reverted, applied))
     }
 
     /// A block body: pending transactions in nonce order per sender, highest fee rate first
@@ -521,6 +540,26 @@ mod tests {
         assert_eq!(e(10, 100).rate_cmp(&e(20, 200)), Ordering::Equal);
         assert_eq!(e(11, 100).rate_cmp(&e(20, 200)), Ordering::Greater);
         assert_eq!(e(u64::MAX, u64::MAX).rate_cmp(&e(u64::MAX, 1)), Ordering::Less);
+    }
+
+    #[test]
+    fn final_refusals_are_those_no_later_state_of_the_chain_lifts() {
+        let finals = [
+            MempoolError::TooLarge(1),
+            MempoolError::NonceTooLow { expected: 2, got: 1 },
+            MempoolError::ReplacementUnderpriced { old_fee: Amount(1) },
+            MempoolError::InsufficientBalance { balance: Amount(1), needed: Amount(2) },
+        ];
+        assert!(finals.iter().all(MempoolError::is_final));
+        let sender = devnet_key(0).public();
+        let passing = [
+            MempoolError::AlreadyKnown(Hash::ZERO),
+            MempoolError::NonceTooHigh { expected: 0, got: 100 },
+            MempoolError::SenderFull(sender),
+            MempoolError::TooManyQueued(sender),
+            MempoolError::PoolFull,
+        ];
+        assert!(passing.iter().all(|e| !e.is_final()));
     }
 
     #[test]

@@ -15,7 +15,7 @@
   const S = (window.__dashboard = {
     polls: 0, okPolls: 0, errors: 0, online: false, lastError: null,
     tip: null, heights: [], blocks: [], lastSeq: 0, points: 0, series: {},
-    peers: [], health: null, tasks: {}, watched: [], seenTasks: [],
+    peers: [], health: null, ownTxs: [], tasks: {}, watched: [], seenTasks: [],
   });
 
   // ---------- helpers ----------
@@ -266,7 +266,20 @@
         ['rpc success', r.success_rate != null ? fix(r.success_rate * 100, 1) + ' %' : '–'],
         ['rpc avg', fix(r.avg_response_ms, 2) + ' ms'],
         ['uptime', dur(n.uptime_secs)], ['syncing', n.syncing ? 'yes' : 'no'],
+        ['own txs waiting', n.pending_own_txs ? el('span', { class: 'badge ' + (n.oldest_own_tx_secs >= 60 ? 'warn' : 'ok') },
+          n.pending_own_txs + ', oldest ' + dur(n.oldest_own_tx_secs)) : '0'],
       ]));
+  }
+
+  // Our own transactions not in a block yet (re-announced meanwhile).
+  function renderOwnTxs(txs) {
+    S.ownTxs = txs;
+    fill($('own-txs'), txs.length ? el('table', null,
+      el('thead', null, el('tr', null, ['tx', 'kind', 'nonce', 'age', 'announced'].map((h) => el('th', null, h)))),
+      el('tbody', null, txs.map((t) => el('tr', null,
+        el('td', null, el('code', { title: t.hash }, short(t.hash))), el('td', null, t.kind),
+        el('td', { class: 'num' }, t.nonce), el('td', { class: 'num' }, dur(t.age_secs)),
+        el('td', { class: 'num' }, t.announces + '×'))))) : null);
   }
 
   // ---------- peers ----------
@@ -523,9 +536,9 @@
   async function poll() {
     let again = POLL_MS;
     try {
-      const [tip, blocks, train, health, peers] = await batch([
+      const [tip, blocks, train, health, peers, own] = await batch([
         ['pouw_tip', []], ['pouw_recentBlocks', [12]], ['pouw_training', [S.lastSeq]],
-        ['pouw_health', []], ['pouw_peers', []],
+        ['pouw_health', []], ['pouw_peers', []], ['pouw_pendingOwnTransactions', []],
       ]);
       setOnline(true);
       S.okPolls++;
@@ -538,6 +551,7 @@
       }
       if (health.result) renderHealth(health.result);
       else if (health.error) fill($('health-kv'), el('p', null, errText(health)));
+      if (own.result) renderOwnTxs(own.result);
       if (peers.result) renderPeers(peers.result);
       else if (peers.error) fill($('peer-rows'), el('tr', null, el('td', { colspan: 5 }, errText(peers))));
       if (S.polls % TASK_EVERY === 0) refreshTasks();

@@ -22,7 +22,7 @@ pub use handle::{
 };
 pub use messages::{
     BlockWithProof, ChainStatus, GossipMessage, MessageKind, Request, Response, ScreeningStatus,
-    Topic, VerificationRequest, WireError,
+    Topic, TxAnnouncement, VerificationRequest, WireError,
 };
 pub use ports::free_loopback_port;
 pub use service::{spawn, NetError};

@@ -3,7 +3,8 @@
 //!
 //! The original node design's message types map onto these: NEW_BLOCK, NEW_TRANSACTION,
 //! ML_ITERATION, TASK_SUBMISSION, VERIFICATION_REQUEST and SECURITY_ALERT are
-//! [`GossipMessage`] variants (plus verifier attestations); everything a node fetches from one
+//! [`GossipMessage`] variants (plus verifier attestations and transaction re-announcements);
+//! everything a node fetches from one
 //! peer (headers, blocks, proof data, dataset segments, models, message histories) is a
 //! [`Request`] answered by a [`Response`].
 
@@ -47,6 +48,8 @@ pub enum MessageKind {
     Attestation,
     /// A security alert.
     SecurityAlert,
+    /// A pending transaction announced again by hash.
+    TxAnnounce,
 }
 
 impl MessageKind {
@@ -60,6 +63,7 @@ impl MessageKind {
             Self::VerificationRequest => "VERIFICATION_REQUEST",
             Self::Attestation => "ATTESTATION",
             Self::SecurityAlert => "SECURITY_ALERT",
+            Self::TxAnnounce => "TX_ANNOUNCE",
         }
     }
 }
@@ -109,6 +113,19 @@ pub struct VerificationRequest {
     pub height: u64,
 }
 
+/// "This transaction of mine is still waiting for a block": sent again and again (with
+/// backoff) by the node that signed or received it from its client, until a block holds it.
+/// Peers that do not have it ask the sender with [`Request::Transaction`]. `seq` differs
+/// between announcements, so gossip (whose message id is the hash of the bytes) does not drop
+/// a later one as a duplicate of an earlier one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct TxAnnouncement {
+    /// The transaction's hash.
+    pub hash: Hash,
+    /// Distinct per announcement of one node.
+    pub seq: u64,
+}
+
 /// A gossip message. Its topic follows from its variant ([`GossipMessage::topic`]).
 // Blocks travel by value: they are the common case, and boxing would change the node's API.
 #[allow(clippy::large_enum_variant)]
@@ -128,6 +145,8 @@ pub enum GossipMessage {
     Attestation(Attestation),
     /// SECURITY_ALERT.
     SecurityAlert(SecurityAlert),
+    /// A pending transaction announced again by hash.
+    TxAnnounce(TxAnnouncement),
 }
 
 impl GossipMessage {
@@ -141,6 +160,7 @@ impl GossipMessage {
             Self::VerificationRequest(_) => MessageKind::VerificationRequest,
             Self::Attestation(_) => MessageKind::Attestation,
             Self::SecurityAlert(_) => MessageKind::SecurityAlert,
+            Self::TxAnnounce(_) => MessageKind::TxAnnounce,
         }
     }
 
@@ -148,7 +168,9 @@ impl GossipMessage {
     pub fn topic(&self) -> Topic {
         match self {
             Self::NewBlock(_) => Topic::Blocks,
-            Self::NewTransaction(_) | Self::TaskSubmission(_) => Topic::Transactions,
+            Self::NewTransaction(_) | Self::TaskSubmission(_) | Self::TxAnnounce(_) => {
+                Topic::Transactions
+            }
             Self::MlIteration(m) => Topic::Task(m.body.task_id),
             Self::VerificationRequest(_) | Self::Attestation(_) => Topic::Verification,
             Self::SecurityAlert(_) => Topic::Alerts,
@@ -161,7 +183,9 @@ impl GossipMessage {
             MessageKind::NewBlock => MAX_GOSSIP_BYTES,
             MessageKind::NewTransaction | MessageKind::TaskSubmission => MAX_TX_BYTES + 16,
             MessageKind::MlIteration => MAX_ITERATION_MESSAGE_BYTES + 16,
-            MessageKind::VerificationRequest | MessageKind::Attestation => 1024,
+            MessageKind::VerificationRequest
+            | MessageKind::Attestation
+            | MessageKind::TxAnnounce => 1024,
             MessageKind::SecurityAlert => 16 * 1024,
         }
     }
@@ -246,6 +270,8 @@ pub enum Request {
         /// The task.
         task: TaskId,
     },
+    /// A pooled transaction by hash (after a [`GossipMessage::TxAnnounce`]).
+    Transaction(Hash),
 }
 
 /// A supervisor's answer to [`Request::Screening`].
@@ -320,6 +346,8 @@ pub enum Response {
     Error(String),
     /// Answer to [`Request::Screening`] (`None`: not a supervisor of that task).
     Screening(Option<ScreeningStatus>),
+    /// Answer to [`Request::Transaction`]: the transaction, if the peer still has it.
+    Transaction(Option<Box<Transaction>>),
 }
 
 impl Response {
@@ -389,6 +417,24 @@ mod tests {
             Err(WireError::Malformed(_))
         ));
         assert!(GossipMessage::decode(&[0xff; 3], &Topic::Blocks).is_err());
+    }
+
+    #[test]
+    fn announcements_differ_per_seq_and_travel_with_transactions() {
+        let a = GossipMessage::TxAnnounce(TxAnnouncement { hash: tx().hash(), seq: 1 });
+        let b = GossipMessage::TxAnnounce(TxAnnouncement { hash: tx().hash(), seq: 2 });
+        assert_ne!(a.encode(), b.encode(), "a later announcement is not a duplicate");
+        assert_eq!(GossipMessage::decode(&a.encode(), &Topic::Transactions).unwrap(), a);
+        assert!(a.encode().len() <= GossipMessage::max_bytes(MessageKind::TxAnnounce));
+        assert_eq!(
+            GossipMessage::decode(&a.encode(), &Topic::Blocks),
+            Err(WireError::WrongTopic(MessageKind::TxAnnounce))
+        );
+        let req = Request::Transaction(tx().hash());
+        assert_eq!(Request::decode(&req.encode()).unwrap(), req);
+        for resp in [Response::Transaction(Some(Box::new(tx()))), Response::Transaction(None)] {
+            assert_eq!(Response::decode(&resp.encode()).unwrap(), resp);
+        }
     }
 
     #[test]

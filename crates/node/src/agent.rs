@@ -447,7 +447,7 @@ impl Node {
     }
 
     /// A transaction of ours, signed, with the nonce after the chain's and after our
-    /// transactions waiting in the pool.
+    /// transactions waiting in the pool or pending in `own_txs`.
     fn own_tx(&self, kind: TxKind) -> Transaction {
         let me = self.me();
         let nonce = {
@@ -458,6 +458,7 @@ impl Node {
                 .iter()
                 .chain(&queued)
                 .map(|n| n.saturating_add(1))
+                .chain(self.own_txs.next_nonce(&me))
                 .max()
                 .unwrap_or(base)
                 .max(base)
@@ -899,10 +900,12 @@ impl Node {
                 .collect();
             (chain.height(), records, live, state.account(&me).balance)
         };
-        // Tickets (once connected: a transaction gossiped to nobody would sit in our pool).
+        // Tickets (once connected). A purchase is tracked until a block holds it (announced
+        // again meanwhile, own_txs.rs); one that became invalid is dropped there, and another
+        // is bought here with a fresh nonce.
         let roles = self.agent.roles.clone();
         for role in roles {
-            let sent = self.agent.ticket_sent.get(&role).is_some_and(|h| self.mempool.contains(h));
+            let sent = self.agent.ticket_sent.get(&role).is_some_and(|h| self.own_txs.contains(h));
             if live_roles.contains(&role) || sent || self.peers.is_empty() {
                 continue;
             }

@@ -30,6 +30,8 @@ pub(crate) struct Api {
     pub(crate) datadir: std::path::PathBuf,
     /// Security handlers, convictions and screening figures.
     pub(crate) security: Arc<crate::security::SecurityState>,
+    /// Our own transactions waiting for a block.
+    pub(crate) own_txs: crate::own_txs::SharedOwnTxs,
 }
 
 impl Api {
@@ -103,7 +105,12 @@ impl NodeApi for Api {
         self.net.peers().iter().filter_map(|p| serde_json::to_value(p).ok()).collect()
     }
 
+    fn pending_own_transactions(&self) -> Vec<pouw_rpc::OwnTxView> {
+        self.own_txs.views()
+    }
+
     fn status(&self) -> NodeStatus {
+        let own = self.own_txs.views();
         let s = self.stats.snapshot();
         let n = self.net.stats();
         let uptime = self.started.elapsed();
@@ -129,6 +136,8 @@ impl NodeApi for Api {
             uptime_secs: uptime.as_secs(),
             syncing: s.syncing,
             no_peers: self.expects_peers && n.connected == 0,
+            pending_own_txs: own.len() as u64,
+            oldest_own_tx_secs: own.iter().map(|t| t.age_secs).max(),
         }
     }
 

@@ -13,6 +13,7 @@ mod agent;
 mod api;
 mod config;
 mod node;
+mod own_txs;
 mod screening;
 mod security;
 mod stats;

@@ -94,6 +94,7 @@ pub struct NodeHandle {
     thread: Option<JoinHandle<Result<(), NodeError>>>,
     rpc_addr: Option<std::net::SocketAddr>,
     security: Arc<crate::security::SecurityState>,
+    own_txs: crate::own_txs::SharedOwnTxs,
 }
 
 fn read(chain: &RwLock<Chain>) -> RwLockReadGuard<'_, Chain> {
@@ -137,6 +138,7 @@ impl NodeHandle {
             });
         }
         let security = Arc::new(crate::security::SecurityState::new(config.security.clone()));
+        let shared_own_txs = crate::own_txs::SharedOwnTxs::default();
         let mempool = Mempool::new(config.spec.clone(), MempoolConfig::default());
         tracing::info!(
             target: "node",
@@ -157,6 +159,7 @@ impl NodeHandle {
                     expects_peers: !config.bootstrap.is_empty(),
                     datadir: config.datadir.clone(),
                     security: security.clone(),
+                    own_txs: shared_own_txs.clone(),
                     info: NodeInfo {
                         version: env!("CARGO_PKG_VERSION").into(),
                         chain: config.spec.name.clone(),
@@ -210,8 +213,11 @@ impl NodeHandle {
             mined: 0,
             agent,
             last_agent_tick: Instant::now(),
-            own_txs: Vec::new(),
-            last_rebroadcast: Instant::now(),
+            own_txs: crate::own_txs::OwnTxs::new(Timestamp::now().millis()),
+            shared_own_txs: shared_own_txs.clone(),
+            last_own_check: Instant::now(),
+            own_check_now: false,
+            fetching_txs: HashSet::new(),
             verification: crate::verifier::Verification::default(),
         };
         let thread = std::thread::Builder::new()
@@ -229,6 +235,7 @@ impl NodeHandle {
             thread: Some(thread),
             rpc_addr,
             security,
+            own_txs: shared_own_txs,
         })
     }
 
@@ -286,6 +293,12 @@ impl NodeHandle {
     /// Security: alert handlers, convictions, screening figures (`pouw_security`).
     pub fn security(&self) -> &Arc<crate::security::SecurityState> {
         &self.security
+    }
+
+    /// Our own transactions still waiting for a canonical block, oldest first (as
+    /// `pouw_pendingOwnTransactions` shows them).
+    pub fn pending_own_transactions(&self) -> Vec<pouw_rpc::OwnTxView> {
+        self.own_txs.views()
     }
 
     /// The flag that stops the node loop (for signal handlers).
@@ -372,6 +385,7 @@ pub(crate) enum Pending {
     Model { task: TaskId, miner: Address, hash: Hash, deliver: bool },
     Screening { task: TaskId, supervisor: Address },
     History { task: TaskId, slot: u32 },
+    Transaction { hash: Hash, gossip: GossipId },
 }
 
 pub(crate) struct Node {
@@ -399,9 +413,15 @@ pub(crate) struct Node {
     pub(crate) mining: bool,
     pub(crate) mined: u64,
     pub(crate) agent: crate::agent::Agent,
-    /// Our own transactions, re-gossiped while they wait in the pool.
-    pub(crate) own_txs: Vec<Hash>,
-    pub(crate) last_rebroadcast: Instant,
+    /// Our own transactions, announced again until a canonical block holds them.
+    pub(crate) own_txs: crate::own_txs::OwnTxs,
+    /// What the RPC shows of them.
+    pub(crate) shared_own_txs: crate::own_txs::SharedOwnTxs,
+    pub(crate) last_own_check: Instant,
+    /// The tip changed or one was submitted: check them on this turn.
+    pub(crate) own_check_now: bool,
+    /// Transactions announced by hash being fetched.
+    pub(crate) fetching_txs: HashSet<Hash>,
     pub(crate) last_agent_tick: Instant,
     /// Verifier role and light mode: committees, requests, attestations, held blocks.
     pub(crate) verification: crate::verifier::Verification,
@@ -493,17 +513,8 @@ impl Node {
         }
         self.stats.syncing.store(self.sync.is_active(), Ordering::Relaxed);
         self.light_tick();
-        // Our own transactions still waiting after a while were probably gossiped before any
-        // peer listened: send them again (peers that have them drop the duplicate).
-        if self.last_rebroadcast.elapsed() >= Duration::from_secs(15) {
-            self.last_rebroadcast = Instant::now();
-            self.own_txs.retain(|h| self.mempool.contains(h));
-            for h in &self.own_txs {
-                if let Some(tx) = self.mempool.get(h) {
-                    // Peers that have it drop the duplicate; new peers get it.
-                    let _ = self.net.publish(GossipMessage::NewTransaction(tx.clone()));
-                }
-            }
+        if self.own_check_now || self.last_own_check.elapsed() >= Duration::from_secs(1) {
+            self.own_txs_tick(Instant::now());
         }
         if self.last_agent_tick.elapsed() >= Duration::from_millis(300) {
             self.last_agent_tick = Instant::now();
@@ -533,7 +544,11 @@ impl Node {
             self.mempool.add(tx.clone(), chain.state()).map_err(|e| e.to_string())?;
         }
         NodeStats::add(&self.stats.txs_accepted, 1);
-        self.own_txs.push(hash);
+        let me = self.config.key.public();
+        if !self.own_txs.track(tx.clone(), &me, Instant::now()) {
+            tracing::debug!(target: "node", tx = %hash.short(), "too many client transactions tracked: this one is not announced again");
+        }
+        self.own_check_now = true;
         let msg = if matches!(tx.body.kind, TxKind::PayForTask { .. }) {
             GossipMessage::TaskSubmission(tx)
         } else {
@@ -568,6 +583,10 @@ impl Node {
                 // meanwhile): drop it, train on.
                 tracing::debug!(target: "node", tx = %id.short(), error = %source, "dropping a transaction that no longer applies");
                 self.mempool.remove(&id);
+                let dropped = self.own_txs.invalid(&id, source.to_string(), Instant::now());
+                if let Some(event) = dropped {
+                    self.own_tx_event(event);
+                }
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
@@ -662,7 +681,11 @@ impl Node {
                 ok => ok,
             };
             if r.is_ok() {
-                self.mempool.sync_with(&mut chain)?;
+                let (reverted, applied) = self.mempool.sync_with(&mut chain)?;
+                for h in self.own_txs.on_blocks(&reverted, &applied, Instant::now()) {
+                    tracing::info!(target: "node", tx = %h.short(), "own transaction pending again: its block left the canonical chain");
+                }
+                self.own_check_now = true;
                 self.validator.update_tasks(chain.tip(), chain.state());
             }
             r
@@ -725,6 +748,7 @@ impl Node {
                     tracing::info!(target: "node", %peer, "connected to the network");
                 }
                 self.request(peer, Request::Status, Pending::Status);
+                self.own_txs.peer_joined(Instant::now());
                 Ok(())
             }
             NetEvent::PeerDisconnected(peer) => {
@@ -738,11 +762,11 @@ impl Node {
         }
     }
 
-    fn validate(&self, id: GossipId, from: PeerId, acceptance: Acceptance) {
+    pub(crate) fn validate(&self, id: GossipId, from: PeerId, acceptance: Acceptance) {
         let _ = self.net.validate(id, from, acceptance);
     }
 
-    fn ban(&mut self, peer: PeerId, reason: String) {
+    pub(crate) fn ban(&mut self, peer: PeerId, reason: String) {
         tracing::warn!(target: "node", %peer, %reason, "banning peer");
         if self.banned.insert(peer) {
             NodeStats::add(&self.stats.bans, 1);
@@ -794,6 +818,7 @@ impl Node {
                     }
                 }
             }
+            GossipMessage::TxAnnounce(announced) => self.on_tx_announce(from, id, announced.hash),
             GossipMessage::MlIteration(msg) => match msg.verify_signature() {
                 Ok(()) => {
                     let acceptance = if self.agent_on_iteration(&msg) {
@@ -1007,6 +1032,10 @@ impl Node {
                     | Pending::Model { .. }
                     | Pending::Screening { .. } => {}
                     Pending::History { .. } => {}
+                    Pending::Transaction { hash, gossip } => {
+                        self.fetching_txs.remove(&hash);
+                        self.validate(gossip, peer, Acceptance::Ignore);
+                    }
                 }
                 // A slow answer to a status poll is not held against a peer (it may just be
                 // busy); slow sync and data answers cost a little score each.
@@ -1056,8 +1085,16 @@ impl Node {
             (Pending::History { task, slot }, Response::History(messages)) => {
                 self.agent_on_history(peer, task, slot, messages)
             }
+            (Pending::Transaction { hash, gossip }, Response::Transaction(tx)) => {
+                self.on_tx_fetched(peer, hash, gossip, tx)
+            }
             (pending, Response::Error(e)) => {
                 tracing::debug!(target: "node", %peer, error = %e, ?pending, "peer could not answer");
+                if let Pending::Transaction { hash, gossip } = pending {
+                    self.fetching_txs.remove(&hash);
+                    self.validate(gossip, peer, Acceptance::Ignore);
+                    return Ok(());
+                }
                 if matches!(pending, Pending::Headers | Pending::Blocks) {
                     self.sync.abort(peer);
                 }
@@ -1163,6 +1200,9 @@ impl Node {
             Request::Model(_) => Response::Model(None),
             Request::History { .. } => Response::History(Vec::new()),
             Request::Screening { .. } => Response::Screening(None),
+            Request::Transaction(hash) => Response::Transaction(
+                self.mempool.get(&hash).or_else(|| self.own_txs.get(&hash)).cloned().map(Box::new),
+            ),
         };
         drop(chain);
         let _ = self.net.respond(id, response);
@@ -1198,6 +1238,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Model(_) => "Model",
         Response::History(_) => "History",
         Response::Screening(_) => "Screening",
+        Response::Transaction(_) => "Transaction",
         Response::Error(_) => "Error",
     }
 }

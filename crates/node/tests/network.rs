@@ -169,3 +169,81 @@ fn a_peer_sending_invalid_blocks_is_banned_after_the_first() {
         .all(|p| !p.connected && p.banned_for_secs > 0));
     hostile.shutdown();
 }
+
+/// A transaction whose first gossip reached only a peer that swallowed it (so the same bytes
+/// can never be published again: gossip ids are hashes of the data) still lands once a miner
+/// is reachable: the sender announces it again by hash and the miner fetches it.
+#[test]
+fn a_swallowed_transaction_still_lands_once_a_miner_is_connected() {
+    use pouw_net::NetEvent;
+    use pouw_primitives::{Amount, TxBody, TxKind};
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = local_spec(100);
+    let miner = node(dir.path(), "m0", &spec, &[], true);
+    // A peer that takes gossip and never validates or forwards it.
+    let genesis = miner.chain().genesis_hash();
+    let net_cfg = NetConfig::new(genesis, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]);
+    let (sink, sink_events) =
+        pouw_net::spawn(net_cfg, Keypair::from_label("sink").secret_bytes()).unwrap();
+    let sink_id = sink.local_peer_id();
+    let mut cfg =
+        NodeConfig::new(dir.path().join("sender"), spec.clone(), ChainSpec::devnet_key(0));
+    cfg.mine = false;
+    cfg.durable = false;
+    cfg.status_interval = Duration::from_millis(500);
+    cfg.bootstrap = sink
+        .listen_addrs()
+        .iter()
+        .filter_map(|a| format!("{a}/p2p/{sink_id}").parse().ok())
+        .collect();
+    let sender = NodeHandle::start(cfg).unwrap();
+    wait_until("the sender connected to the sink", Duration::from_secs(20), || {
+        sender.net().peers().iter().any(|p| p.connected)
+    });
+    std::thread::sleep(Duration::from_secs(1)); // gossip subscriptions exchanged
+    let key = ChainSpec::devnet_key(0);
+    let tx = TxBody {
+        chain_id: spec.chain_id,
+        sender: key.public(),
+        nonce: 0,
+        fee: Amount(1_000),
+        kind: TxKind::Transfer { to: ChainSpec::devnet_key(1).public(), amount: Amount(5_000) },
+    }
+    .sign(&key);
+    let hash = sender.submit_transaction(tx).unwrap();
+    // The sink got it: from now on gossip drops a re-publication of the same bytes.
+    let sink_saw = |what: &str, f: &dyn Fn(&GossipMessage) -> bool| {
+        let seen = std::iter::from_fn(|| sink_events.recv_timeout(Duration::from_secs(10)).ok())
+            .any(|ev| matches!(&ev, NetEvent::Gossip { message, .. } if f(message)));
+        assert!(seen, "the sink never got {what}");
+    };
+    sink_saw(
+        "the transaction",
+        &|m| matches!(m, GossipMessage::NewTransaction(t) if t.hash() == hash),
+    );
+    let pending = sender.pending_own_transactions();
+    assert_eq!(pending.len(), 1);
+    assert_eq!((pending[0].hash, pending[0].nonce), (hash, 0));
+    assert_eq!(pending[0].kind, "transfer");
+    // About 5 s later it is announced again by hash (long enough for gossip to have stopped
+    // advertising the first message to newcomers).
+    sink_saw("an announcement", &|m| matches!(m, GossipMessage::TxAnnounce(a) if a.hash == hash));
+    assert_eq!(sender.pending_own_transactions()[0].announces, 1);
+
+    let connected = std::time::Instant::now();
+    for addr in miner.p2p_addrs() {
+        sender.net().dial(addr).unwrap();
+    }
+    let me = key.public();
+    wait_until("the transaction in a block of the miner", Duration::from_secs(30), || {
+        miner.chain().account(&me).nonce == 1
+    });
+    wait_until("the sender seeing it in a block", Duration::from_secs(20), || {
+        sender.pending_own_transactions().is_empty()
+    });
+    assert_eq!(sender.chain().account(&me).nonce, 1);
+    assert!(connected.elapsed() < Duration::from_secs(40), "landed in {:?}", connected.elapsed());
+    assert!(miner.stats().snapshot().txs_accepted >= 1, "the miner fetched it by hash");
+    sink.shutdown();
+}

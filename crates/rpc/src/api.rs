@@ -71,6 +71,12 @@ pub trait NodeApi: Send + Sync + 'static {
     fn security(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
+
+    /// The node's own transactions (signed by it, or sent to this RPC) still waiting for a
+    /// canonical block, oldest first.
+    fn pending_own_transactions(&self) -> Vec<OwnTxView> {
+        Vec::new()
+    }
 }
 
 /// Which block.
@@ -335,6 +341,30 @@ pub struct NodeStatus {
     pub syncing: bool,
     /// The node has no peers although it expects some (a solo dev node sets this false).
     pub no_peers: bool,
+    /// The node's own transactions waiting for a canonical block (re-announced meanwhile).
+    #[serde(default)]
+    pub pending_own_txs: u64,
+    /// Age of the oldest of them, seconds (`None` when there is none).
+    #[serde(default)]
+    pub oldest_own_tx_secs: Option<u64>,
+}
+
+/// One of the node's own transactions still waiting for a canonical block
+/// (`pouw_pendingOwnTransactions`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnTxView {
+    /// Transaction id.
+    pub hash: Hash,
+    /// Kind (`transfer`, `buy_ticket`, ...).
+    pub kind: String,
+    /// Sender.
+    pub sender: Address,
+    /// Sender nonce.
+    pub nonce: u64,
+    /// Seconds since it was submitted.
+    pub age_secs: u64,
+    /// Times it was announced again since its first gossip.
+    pub announces: u32,
 }
 
 /// One point of a live training curve.

@@ -19,6 +19,7 @@ pub(crate) const METHODS: &[&str] = &[
     "pouw_sendTransaction",
     "pouw_peers",
     "pouw_health",
+    "pouw_pendingOwnTransactions",
     "pouw_recentBlocks",
     "pouw_training",
     "admin_nodeInfo",
@@ -82,6 +83,10 @@ pub(crate) fn call(
             p.expect(&[])?;
             let tip = ctx.api.tip();
             to_json(&ctx.monitor.health(&tip, ctx.api.status()))
+        }
+        "pouw_pendingOwnTransactions" => {
+            p.expect(&[])?;
+            to_json(&ctx.api.pending_own_transactions())
         }
         "pouw_recentBlocks" => {
             p.expect(&["count"])?;

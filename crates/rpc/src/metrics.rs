@@ -16,6 +16,11 @@ pub(crate) const METRICS: &[(&str, &str, &str)] = &[
     ("pouw_peers", "gauge", "Connected peers."),
     ("pouw_syncing", "gauge", "1 while the node catches up with its peers."),
     ("pouw_mempool_size", "gauge", "Transactions in the mempool."),
+    (
+        "pouw_pending_own_transactions",
+        "gauge",
+        "The node's own transactions waiting for a canonical block.",
+    ),
     ("pouw_iterations_per_second", "gauge", "Training iterations per second of the local miner."),
     (
         "pouw_block_verification_seconds",
@@ -60,6 +65,7 @@ pub(crate) fn render(
             "pouw_peers" => s.peer_count as f64,
             "pouw_syncing" => f64::from(u8::from(s.syncing)),
             "pouw_mempool_size" => s.mempool_size as f64,
+            "pouw_pending_own_transactions" => s.pending_own_txs as f64,
             "pouw_iterations_per_second" => s.iterations_per_second,
             "pouw_block_verification_seconds" => s.last_block_verification_ms? / 1000.0,
             "pouw_blocks_mined_total" => s.blocks_mined as f64,

@@ -128,6 +128,15 @@ fn send_transaction() {
     assert_eq!(hash, tx2.hash().to_string());
     let health = ok(f.addr(), "pouw_health", json!([]));
     assert_eq!(health["node"]["mempool_size"], 2);
+    assert_eq!(health["node"]["pending_own_txs"], 2);
+    assert_eq!(health["node"]["oldest_own_tx_secs"], 0);
+    let own = ok(f.addr(), "pouw_pendingOwnTransactions", json!([]));
+    let own = own.as_array().unwrap();
+    assert_eq!(own.len(), 2);
+    assert_eq!(own[1]["hash"], tx2.hash().to_string());
+    assert_eq!(own[1]["kind"], "transfer");
+    assert_eq!(own[1]["nonce"], nonce + 1);
+    assert_eq!(own[1]["announces"], 0);
 
     // A bad signature is rejected (-32000) before it reaches the node.
     let mut bad = transfer(&spec, &key, nonce + 2, to, 3_000, 10);
@@ -198,4 +207,7 @@ fn health_method() {
     assert_eq!(h["height"], 1);
     assert_eq!(h["node"]["blocks_verified"], 1);
     assert_eq!(h["node"]["rewards_earned"], "12.5");
+    assert_eq!(h["node"]["pending_own_txs"], 0);
+    assert_eq!(h["node"]["oldest_own_tx_secs"], Value::Null);
+    assert_eq!(ok(f.addr(), "pouw_pendingOwnTransactions", json!([])), json!([]));
 }

@@ -141,7 +141,26 @@ impl NodeApi for TestNode {
             uptime_secs: 99,
             syncing: self.syncing.load(Ordering::Relaxed),
             no_peers,
+            pending_own_txs: g.mempool.len() as u64,
+            oldest_own_tx_secs: (!g.mempool.is_empty()).then_some(0),
         }
+    }
+
+    /// Every pooled transaction counts as one of the node's own here.
+    fn pending_own_transactions(&self) -> Vec<pouw_rpc::OwnTxView> {
+        let g = self.lock();
+        g.mempool
+            .select(usize::MAX, usize::MAX)
+            .iter()
+            .map(|tx| pouw_rpc::OwnTxView {
+                hash: tx.hash(),
+                kind: tx.body.kind.name().to_owned(),
+                sender: tx.body.sender,
+                nonce: tx.body.nonce,
+                age_secs: 0,
+                announces: 0,
+            })
+            .collect()
     }
 
     fn recent_blocks(&self, count: u32) -> Vec<BlockView> {

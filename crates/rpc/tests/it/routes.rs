@@ -29,6 +29,7 @@ fn metrics_lists_every_metric() {
         "pouw_iterations_per_second 12.5\n",
         "pouw_block_verification_seconds 0.042\n",
         "pouw_mempool_size 0\n",
+        "pouw_pending_own_transactions 0\n",
         "pouw_bans_total 5\n",
         "pouw_blocks_mined_total 1\n",
         "pouw_blocks_verified_total 3\n",
