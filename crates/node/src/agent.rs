@@ -47,6 +47,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod segments;
+use segments::SegmentStore;
+
 /// Transaction fee the node pays for its own task transactions, base units.
 const TX_FEE: Amount = Amount(1_000);
 /// A supervisor commits history slot `s` once every selected miner has sent an iteration this
@@ -76,6 +79,9 @@ const MAX_PEERS_PER_ITERATION: usize = 8;
 const TICKET_BLOCKS: u64 = 500_000;
 /// A request that got no useful answer is retried after this long.
 const RETRY: Duration = Duration::from_secs(2);
+/// A segment request is not repeated while in flight: it is answered or fails within the
+/// network's request timeout (20 s by default).
+const SEGMENT_IN_FLIGHT: Duration = Duration::from_secs(30);
 /// A miner holds the end of its walk at most this long for a conviction to reach the chain.
 const HANDOVER_HOLD: Duration = Duration::from_secs(30);
 /// A supervisor's AccuseMiner not recorded on chain after this long is sent again.
@@ -115,16 +121,7 @@ pub(crate) enum SegmentUse {
 }
 
 #[derive(Debug, Default)]
-struct Fetch {
-    /// Segment bytes by index, checked against the task's hashes.
-    segments: BTreeMap<u8, Vec<u8>>,
-    /// Last time each missing piece was asked for.
-    asked: HashMap<u8, Instant>,
-}
-
-#[derive(Debug, Default)]
 struct Evaluation {
-    test: Fetch,
     models: BTreeMap<Address, Option<pouw_ml::Model>>,
     asked: HashMap<Address, Instant>,
     voted: bool,
@@ -250,8 +247,14 @@ pub(crate) struct Agent {
     client_done: HashSet<TaskId>,
     /// Client: when the best model of a completed task was last asked for.
     client_asked: HashMap<TaskId, Instant>,
-    /// Miner: training segments being fetched.
-    train_fetch: HashMap<TaskId, Fetch>,
+    /// Worker: the segments of our tasks (one copy on disk whatever the roles that need
+    /// them), and each task's training dataset assembled from them once (shared by the
+    /// miner, the validator and the screening).
+    segments: SegmentStore,
+    /// By task: the selection seed the dataset was assembled for (the seed fixes the split).
+    datasets: HashMap<TaskId, (Hash, Arc<Dataset>)>,
+    /// Tasks whose segments checked but do not assemble into a dataset (logged once).
+    bad_datasets: HashSet<TaskId>,
     /// Miner: tasks whose training we finished (model submitted).
     trained: HashSet<TaskId>,
     /// Miner: peer messages received, per task, not applied yet.
@@ -267,9 +270,8 @@ pub(crate) struct Agent {
     unfunded_warned: HashSet<Role>,
     /// Tasks seen completed with us in them.
     completed: HashSet<TaskId>,
-    /// Supervisor: screening per task, and the training segments it replays with.
+    /// Supervisor: screening per task.
     screens: HashMap<TaskId, TaskScreen>,
-    screen_fetch: HashMap<TaskId, Fetch>,
     /// Security handlers, convictions and figures (shared with the RPC server).
     pub(crate) security: Arc<SecurityState>,
     /// Selected supervisors per task we take part in (the committee alerts are weighed by).
@@ -287,15 +289,8 @@ pub(crate) struct Agent {
 
 impl Agent {
     pub(crate) fn new(roles: Vec<Role>, datadir: PathBuf, security: Arc<SecurityState>) -> Self {
-        Self { roles, datadir, security, ..Self::default() }
-    }
-
-    fn fetch(&mut self, task: TaskId, use_: SegmentUse) -> &mut Fetch {
-        match use_ {
-            SegmentUse::Train => self.train_fetch.entry(task).or_default(),
-            SegmentUse::Test => &mut self.evaluations.entry(task).or_default().test,
-            SegmentUse::Screen => self.screen_fetch.entry(task).or_default(),
-        }
+        let segments = SegmentStore::new(datadir.join("segments"));
+        Self { roles, datadir, security, segments, ..Self::default() }
     }
 
     /// Whether `miner` of `task` stands convicted by a majority of the task's supervisors.
@@ -397,13 +392,6 @@ pub(crate) fn task_model_path(datadir: &std::path::Path, task: &TaskId) -> PathB
 
 fn seat_of(record: &TaskRecord, role: Role, me: &Address) -> Option<usize> {
     record.participants.of(role).iter().position(|s| s.worker == *me)
-}
-
-fn segment_ok(record: &TaskRecord, index: u8, bytes: &[u8]) -> bool {
-    let Some(want) = record.definition.dataset.segment_hashes.get(usize::from(index)) else {
-        return false;
-    };
-    pouw_ml::segment_hash_of_bytes(bytes).is_some_and(|h| h.0 == want.0)
 }
 
 /// A dataset with the given segments filled in (the others zero; they are never read).
@@ -673,9 +661,62 @@ impl Node {
 
     /// Supervisor: a task ended: its screening data goes (the figures stay).
     fn release_screen(&mut self, id: &TaskId) {
-        self.agent.screen_fetch.remove(id);
         if let Some(s) = self.agent.screens.get_mut(id) {
             s.release();
+        }
+    }
+
+    /// Worker: the training dataset of task `id` (the training segments of `record`'s split),
+    /// assembled once from the segments (fetched from the client while missing, for `use_`)
+    /// and shared by the miner, the validator and the screening; `None` while segments are
+    /// missing, and once the task ended.
+    fn task_dataset(
+        &mut self,
+        id: TaskId,
+        record: &TaskRecord,
+        use_: SegmentUse,
+    ) -> Option<Arc<Dataset>> {
+        if let Some((seed, d)) = self.agent.datasets.get(&id) {
+            if *seed == record.seed {
+                return Some(d.clone());
+            }
+        }
+        if self.agent.segments.ended(&id) || self.agent.bad_datasets.contains(&id) {
+            return None;
+        }
+        let split = task_split_of(&record.definition, &record.seed);
+        self.ask_segments(id, record, &split.train, use_);
+        if !self.agent.segments.has_all(&id, &split.train) {
+            return None;
+        }
+        let hashes = &record.definition.dataset.segment_hashes;
+        let segments = match self.agent.segments.read(&id, &split.train, hashes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(target: "node", task = %id.short(), error = %e, "a training segment is damaged");
+                return None;
+            }
+        };
+        match dataset_from_segments(record, &segments) {
+            Ok(d) => {
+                let d = Arc::new(d);
+                self.agent.datasets.insert(id, (record.seed, d.clone()));
+                Some(d)
+            }
+            Err(e) => {
+                tracing::error!(target: "node", task = %id.short(), error = %e, "cannot assemble the task dataset");
+                self.agent.bad_datasets.insert(id);
+                None
+            }
+        }
+    }
+
+    /// Worker: task `id` ended: our copy of its segments is deleted and its dataset dropped
+    /// (a screening still draining holds its own reference); nothing of it is fetched again.
+    fn end_task_data(&mut self, id: &TaskId) {
+        if self.agent.segments.end(id) {
+            self.agent.datasets.remove(id);
+            self.agent.bad_datasets.remove(id);
         }
     }
 
@@ -692,27 +733,9 @@ impl Node {
             screen.has_dataset()
         };
         if !has {
-            self.ask_segments(id, record, &split.train, SegmentUse::Screen);
-            let complete = self.agent.screen_fetch.get(&id).is_some_and(|f| {
-                split
-                    .train
-                    .iter()
-                    .all(|&i| u8::try_from(i).is_ok_and(|i| f.segments.contains_key(&i)))
-            });
-            if !complete {
-                return;
-            }
-            let fetch = self.agent.screen_fetch.remove(&id).unwrap_or_default();
-            match dataset_from_segments(record, &fetch.segments) {
-                Ok(d) => {
-                    if let Some(s) = self.agent.screens.get_mut(&id) {
-                        s.set_dataset(Arc::new(d), split.to_ml());
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(target: "supervisor", error = %e, "cannot assemble the task dataset");
-                    return;
-                }
+            let Some(dataset) = self.task_dataset(id, record, SegmentUse::Screen) else { return };
+            if let Some(s) = self.agent.screens.get_mut(&id) {
+                s.set_dataset(dataset, split.to_ml());
             }
         }
         let exec = Exec::new(self.config.threads.max(1));
@@ -812,17 +835,36 @@ impl Node {
         bytes: Option<Vec<u8>>,
         use_: SegmentUse,
     ) {
-        let Some(bytes) = bytes else { return };
+        let Some(bytes) = bytes else {
+            // Not revealed (yet): asked again later, while the task runs.
+            self.agent.segments.retry_after(&task, index, RETRY);
+            return;
+        };
         let record = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             task_record(chain.state(), &task)
         };
         let Some(record) = record else { return };
-        if !segment_ok(&record, index, &bytes) {
+        if !segments::segment_ok(&record.definition.dataset.segment_hashes, index, &bytes) {
             tracing::warn!(target: "node", task = %task.short(), index, "segment does not match its hash: dropped");
+            self.agent.segments.retry_after(&task, index, RETRY);
             return;
         }
-        self.agent.fetch(task, use_).segments.insert(index, bytes);
+        match self.agent.segments.store(&task, index, &bytes) {
+            Ok(true) => {
+                tracing::debug!(target: "node", task = %task.short(), index, ?use_, "segment stored")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(target: "node", task = %task.short(), index, error = %e, "cannot store a segment");
+                self.agent.segments.retry_after(&task, index, RETRY);
+            }
+        }
+    }
+
+    /// A segment request that failed (timeout, connection): it may be asked again soon.
+    pub(crate) fn agent_segment_failed(&mut self, task: TaskId, index: u8) {
+        self.agent.segments.retry_after(&task, index, RETRY);
     }
 
     /// A model answer: for our evaluation (`deliver` false) or, as the client, the best model
@@ -959,15 +1001,8 @@ impl Node {
         use_: SegmentUse,
     ) {
         let Some(client) = peer_id_of(&record.client) else { return };
-        for &i in indices {
-            let Ok(index) = u8::try_from(i) else { continue };
-            let fetch = self.agent.fetch(id, use_);
-            if fetch.segments.contains_key(&index)
-                || fetch.asked.get(&index).is_some_and(|t| t.elapsed() < RETRY)
-            {
-                continue;
-            }
-            fetch.asked.insert(index, Instant::now());
+        let hashes = &record.definition.dataset.segment_hashes;
+        for index in self.agent.segments.due(&id, indices, hashes, SEGMENT_IN_FLIGHT) {
             self.request(
                 client,
                 Request::Segment { task: id, index },
@@ -998,33 +1033,18 @@ impl Node {
                     self.hold_for_convictions(id, record);
                     let assigned = self.miner.as_ref().and_then(|m| m.assignment()).is_some();
                     if !assigned && !self.agent.trained.contains(&id) && self.miner.is_some() {
-                        self.ask_segments(id, record, &split.train, SegmentUse::Train);
-                        let complete = self.agent.train_fetch.get(&id).is_some_and(|f| {
-                            split.train.iter().all(|&i| {
-                                u8::try_from(i).is_ok_and(|i| f.segments.contains_key(&i))
-                            })
-                        });
-                        if complete {
-                            let fetch = self.agent.train_fetch.remove(&id).unwrap_or_default();
-                            match dataset_from_segments(record, &fetch.segments) {
-                                Ok(dataset) => {
-                                    let dataset = Arc::new(dataset);
-                                    // Our validator can now check the task's batch schedule.
-                                    self.validator.add_task_dataset(id, dataset.clone());
-                                    if let Some(miner) = self.miner.as_mut() {
-                                        miner.assign(Assignment {
-                                            task_id: id,
-                                            definition: record.definition.clone(),
-                                            dataset,
-                                            split: split.to_ml(),
-                                            miner_index: index,
-                                            miners: record.participants.miners.len(),
-                                        });
-                                    }
-                                }
-                                Err(e) => {
-                                    tracing::error!(target: "miner", error = %e, "cannot assemble the task dataset")
-                                }
+                        if let Some(dataset) = self.task_dataset(id, record, SegmentUse::Train) {
+                            // Our validator can now check the task's batch schedule.
+                            self.validator.add_task_dataset(id, dataset.clone());
+                            if let Some(miner) = self.miner.as_mut() {
+                                miner.assign(Assignment {
+                                    task_id: id,
+                                    definition: record.definition.clone(),
+                                    dataset,
+                                    split: split.to_ml(),
+                                    miner_index: index,
+                                    miners: record.participants.miners.len(),
+                                });
                             }
                         }
                     }
@@ -1054,7 +1074,14 @@ impl Node {
                 self.unsubscribe(id);
                 // A supervisor finishes screening what it received (alerts still count for
                 // the record), then drops the data.
-                let drained = self.agent.screens.get(&id).is_none_or(|s| s.status(true).done);
+                // The task's segments go now (a screening still draining keeps its dataset
+                // until then); nothing of the task is fetched again.
+                self.end_task_data(&id);
+                let drained = self
+                    .agent
+                    .screens
+                    .get(&id)
+                    .is_none_or(|s| !s.has_dataset() || s.status(true).done);
                 if seat_of(record, Role::Supervisor, &me).is_some() && !drained {
                     self.screen_task(id, record);
                 } else {
@@ -1069,6 +1096,7 @@ impl Node {
             }
             TaskStatus::Expired { .. } | TaskStatus::Refused { .. } => {
                 self.unsubscribe(id);
+                self.end_task_data(&id);
                 self.release_screen(&id);
             }
             TaskStatus::Registered => {}
@@ -1242,18 +1270,25 @@ impl Node {
                 );
             }
         }
+        let have_test = self.agent.segments.has_all(&id, test);
         let eval = self.agent.evaluations.entry(id).or_default();
-        let have_test = test
-            .iter()
-            .all(|&i| u8::try_from(i).is_ok_and(|i| eval.test.segments.contains_key(&i)));
         let have_models = models.iter().all(|(m, _)| eval.models.contains_key(m));
         if !have_test || !have_models {
             return Ok(());
         }
+        let hashes = &record.definition.dataset.segment_hashes;
+        let test_segments = match self.agent.segments.read(&id, test, hashes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(target: "evaluator", task = %id.short(), error = %e, "a test segment is damaged");
+                return Ok(());
+            }
+        };
+        let eval = self.agent.evaluations.entry(id).or_default();
         // Test every model on the test segments, with the deterministic kernels: honest
         // evaluators get the same correct counts, hence the same ranking and verdict.
         let (mut x, mut y) = (Vec::new(), Vec::new());
-        for bytes in eval.test.segments.values() {
+        for bytes in test_segments.values() {
             if let Ok(b) = Batch::from_canonical_bytes(bytes) {
                 x.extend_from_slice(b.features());
                 y.extend_from_slice(b.labels());

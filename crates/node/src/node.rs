@@ -1027,10 +1027,8 @@ impl Node {
                         }
                     }
                     Pending::Headers | Pending::Blocks => self.sync.abort(peer),
-                    Pending::Status
-                    | Pending::Segment { .. }
-                    | Pending::Model { .. }
-                    | Pending::Screening { .. } => {}
+                    Pending::Segment { task, index, .. } => self.agent_segment_failed(task, index),
+                    Pending::Status | Pending::Model { .. } | Pending::Screening { .. } => {}
                     Pending::History { .. } => {}
                     Pending::Transaction { hash, gossip } => {
                         self.fetching_txs.remove(&hash);
