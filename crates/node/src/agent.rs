@@ -255,7 +255,8 @@ pub(crate) struct Agent {
     datasets: HashMap<TaskId, (Hash, Arc<Dataset>)>,
     /// Tasks whose segments checked but do not assemble into a dataset (logged once).
     bad_datasets: HashSet<TaskId>,
-    /// Miner: tasks whose training we finished (model submitted).
+    /// Miner: tasks whose training we finished (model submitted) or dropped (it could not be
+    /// mined any more).
     trained: HashSet<TaskId>,
     /// Miner: peer messages received, per task, not applied yet.
     inbox: HashMap<TaskId, std::collections::VecDeque<IterationMessage>>,
@@ -297,6 +298,21 @@ impl Agent {
     fn convicted(&self, task: &TaskId, miner: &Address) -> bool {
         let n = self.supervisors.get(task).copied().unwrap_or(0);
         self.security.accusations.is_convicted(task, miner, n)
+    }
+
+    /// Supervisor: the screening of task `id`, following `record`'s view of its selection (the
+    /// seed and the miners' order): made at the first need, and made anew when a
+    /// reorganisation of the chain changed that view (the messages held are screened again).
+    fn screen_for(&mut self, id: TaskId, record: &TaskRecord, now: Instant) -> &mut TaskScreen {
+        let miners: Vec<Address> = record.participants.miners.iter().map(|s| s.worker).collect();
+        let screen = self.screens.entry(id).or_insert_with(|| {
+            TaskScreen::new(id, record.definition.clone(), record.seed, miners.clone(), now)
+        });
+        if !screen.follows(&record.seed, &miners) {
+            tracing::warn!(target: "supervisor", task = %id.short(), "the task's selection changed with a reorganisation of the chain: screening starts over under the new view");
+            *screen = screen.rebuilt(record.seed, miners, now);
+        }
+        screen
     }
 
     fn models_dir(&self) -> PathBuf {
@@ -388,6 +404,17 @@ fn segment_path(task_dir: &std::path::Path, index: usize) -> PathBuf {
 /// Where a client node keeps the best model of its task `task`.
 pub(crate) fn task_model_path(datadir: &std::path::Path, task: &TaskId) -> PathBuf {
     datadir.join("models").join(format!("task-{task}.safetensors"))
+}
+
+/// Blocks on top of a task's selection block after which a supervisor takes its view of the
+/// selection (seed, miners' order) as settled: only then may a miner whose stream left that
+/// view's schedule be flagged (`screening`'s module docs).
+const VIEW_SETTLE_BLOCKS: u64 = 3;
+
+/// Whether the selection of `record` (made in the block after its PayForTask block) is buried
+/// under [`VIEW_SETTLE_BLOCKS`] blocks at chain height `height`.
+fn view_settled(record: &TaskRecord, height: u64) -> bool {
+    record.created_at.saturating_add(1).saturating_add(VIEW_SETTLE_BLOCKS) <= height
 }
 
 fn seat_of(record: &TaskRecord, role: Role, me: &Address) -> Option<usize> {
@@ -523,12 +550,7 @@ impl Node {
         }
         if seat_of(&record, Role::Supervisor, &me).is_some() {
             self.agent.history.entry(task).or_default().record(msg.clone());
-            let miners = record.participants.miners.iter().map(|s| s.worker).collect();
-            self.agent
-                .screens
-                .entry(task)
-                .or_insert_with(|| TaskScreen::new(task, record.definition.clone(), miners))
-                .receive(msg);
+            self.agent.screen_for(task, &record, Instant::now()).receive(msg, Instant::now());
         }
         true
     }
@@ -721,17 +743,10 @@ impl Node {
     }
 
     /// Supervisor: fetches the training data, then screens what arrived.
-    fn screen_task(&mut self, id: TaskId, record: &TaskRecord) {
+    fn screen_task(&mut self, id: TaskId, record: &TaskRecord, height: u64) {
         let split = task_split_of(&record.definition, &record.seed);
-        let miners: Vec<Address> = record.participants.miners.iter().map(|s| s.worker).collect();
-        let has = {
-            let screen = self
-                .agent
-                .screens
-                .entry(id)
-                .or_insert_with(|| TaskScreen::new(id, record.definition.clone(), miners));
-            screen.has_dataset()
-        };
+        let now = Instant::now();
+        let has = self.agent.screen_for(id, record, now).has_dataset();
         if !has {
             let Some(dataset) = self.task_dataset(id, record, SegmentUse::Screen) else { return };
             if let Some(s) = self.agent.screens.get_mut(&id) {
@@ -742,7 +757,7 @@ impl Node {
         let findings = match self.agent.screens.get_mut(&id) {
             Some(s) => {
                 s.set_handovers(Handover::of_task(record));
-                s.screen(exec)
+                s.screen(exec, now, view_settled(record, height))
             }
             None => return,
         };
@@ -785,7 +800,8 @@ impl Node {
                         )
                     })
                 };
-                let status = self.agent.screens.get(task).map(|s| s.status(finalising));
+                let status =
+                    self.agent.screens.get(task).map(|s| s.status(finalising, Instant::now()));
                 Some(Response::Screening(status))
             }
             _ => None,
@@ -1022,6 +1038,7 @@ impl Node {
         self.agent.supervisors.insert(id, record.participants.supervisors.len());
         match &record.status {
             TaskStatus::Training => {
+                self.follow_selection(id, record, &split);
                 if let Some(index) = seat_of(record, Role::Miner, &me) {
                     self.subscribe(id);
                     let others = record
@@ -1051,7 +1068,7 @@ impl Node {
                 }
                 if seat_of(record, Role::Supervisor, &me).is_some() {
                     self.subscribe(id);
-                    self.screen_task(id, record);
+                    self.screen_task(id, record, height);
                     self.commit_history(id, record, false);
                 }
             }
@@ -1063,7 +1080,7 @@ impl Node {
                     }
                 }
                 if seat_of(record, Role::Supervisor, &me).is_some() {
-                    self.screen_task(id, record);
+                    self.screen_task(id, record, height);
                     self.commit_history(id, record, true);
                 }
                 if seat_of(record, Role::Evaluator, &me).is_some() {
@@ -1072,18 +1089,29 @@ impl Node {
             }
             TaskStatus::Completed { .. } => {
                 self.unsubscribe(id);
+                // An evaluator whose vote had not reached the chain when the verdict executed
+                // still votes while its share of the quota is held for it and the next block
+                // is before the finalisation deadline (design/005, late votes); it keeps the
+                // task's test segments until its vote is on chain or the deadline passed.
+                let held = record.settlement.as_ref().is_some_and(|s| s.held.contains(&me));
+                let late_vote = held && height.saturating_add(1) < record.finalisation_deadline;
+                if late_vote {
+                    self.evaluate(id, record, &split.test, height)?;
+                }
                 // A supervisor finishes screening what it received (alerts still count for
                 // the record), then drops the data.
                 // The task's segments go now (a screening still draining keeps its dataset
                 // until then); nothing of the task is fetched again.
-                self.end_task_data(&id);
+                if !late_vote {
+                    self.end_task_data(&id);
+                }
                 let drained = self
                     .agent
                     .screens
                     .get(&id)
-                    .is_none_or(|s| !s.has_dataset() || s.status(true).done);
+                    .is_none_or(|s| !s.has_dataset() || s.status(true, Instant::now()).done);
                 if seat_of(record, Role::Supervisor, &me).is_some() && !drained {
-                    self.screen_task(id, record);
+                    self.screen_task(id, record, height);
                 } else {
                     self.release_screen(&id);
                 }
@@ -1102,6 +1130,48 @@ impl Node {
             TaskStatus::Registered => {}
         }
         Ok(())
+    }
+
+    /// Miner: a client task that cannot be mined any more (`error`: its template or its
+    /// training step failed, e.g. we were convicted on it or it left Training): logged and
+    /// dropped; the miner goes on with the filler task and the node's other work.
+    pub(crate) fn agent_drop_task(&mut self, id: TaskId, error: &pouw_work::MinerError) {
+        tracing::warn!(target: "miner", task = %id.short(), %error, "cannot mine this task any more: dropping it");
+        self.agent.trained.insert(id);
+        if let Some(m) = self.miner.as_mut() {
+            if m.assignment().is_some_and(|a| a.task_id == id) {
+                m.unassign();
+            }
+        }
+    }
+
+    /// Miner: drops our assignment on task `id` when it no longer matches the chain's view of
+    /// the task's selection (a reorganisation changed the seed, hence the split, or the
+    /// miners' order, or we are no longer selected): the next ticks assign it again from the
+    /// record, and the miner starts over at its next iteration index (`Miner::assign`). An
+    /// honest miner follows the chain; the supervisors wait for it (`screening`).
+    fn follow_selection(
+        &mut self,
+        id: TaskId,
+        record: &TaskRecord,
+        split: &pouw_consensus::TaskSplit,
+    ) {
+        let me = self.me();
+        let Some(a) = self.miner.as_ref().and_then(|m| m.assignment()).filter(|a| a.task_id == id)
+        else {
+            return;
+        };
+        let seat = seat_of(record, Role::Miner, &me);
+        let follows = seat == Some(a.miner_index)
+            && a.miners == record.participants.miners.len()
+            && a.split == split.to_ml();
+        if follows {
+            return;
+        }
+        tracing::warn!(target: "miner", task = %id.short(), seat = ?seat, "the task's selection changed with a reorganisation of the chain: training starts over under the new view");
+        if let Some(m) = self.miner.as_mut() {
+            m.unassign();
+        }
     }
 
     /// Supervisor: commits every history slot that is closed (every miner past it, or the task
@@ -1215,6 +1285,10 @@ impl Node {
         }
     }
 
+    /// Evaluator: tests every submitted model on the test segments and votes (ChargeForTask),
+    /// once: while the task finalises, and after the verdict executed without our vote while
+    /// our share of the quota is held (a late vote, design/005; the `Completed` branch of
+    /// `agent_task` decides when).
     fn evaluate(
         &mut self,
         id: TaskId,

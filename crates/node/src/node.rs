@@ -589,7 +589,19 @@ impl Node {
                 }
                 return Ok(());
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                // One task that cannot be mined (its miner convicted, the task expired or
+                // moved on, a template refused) never stops the node: a client task is
+                // dropped and the filler task mined instead; a failed filler step is retried.
+                match assigned {
+                    Some(task) => self.agent_drop_task(task, &e),
+                    None => {
+                        tracing::warn!(target: "node", error = %e, "mining step failed: retrying");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+                return Ok(());
+            }
         };
         let (found, loss) = (out.block, out.loss);
         if let Some(finished) = out.finished {
