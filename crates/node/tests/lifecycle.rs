@@ -379,6 +379,10 @@ fn a_poisoning_miner_is_flagged_convicted_confiscated_and_not_paid() {
     // task still trains (not when the attacker started after the honest miners were done), it
     // is convicted there too, and its heirs train its batches after their own (design/009).
     assert_no_honest_miner_flagged(&nodes, &task, Some(hostile));
+    // A convicted miner's node drops the task it can no longer mine and runs on.
+    for (i, n) in nodes.iter().enumerate() {
+        assert!(n.is_running(), "node {i} stopped");
+    }
     let record = task_record(client.chain().state(), &task).unwrap();
     assert!(record.accusations.iter().all(|a| a.miner == hostile), "{:?}", record.accusations);
     assert!(record.convictions.iter().all(|c| c.miner == hostile), "{:?}", record.convictions);
