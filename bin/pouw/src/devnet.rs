@@ -1,5 +1,6 @@
 //! `pouw devnet`: a whole network of separate node processes on loopback, one real client
-//! task from submission to the delivered model, and a report.
+//! task (or `--tasks N`, one after the other) from submission to the delivered model, and a
+//! report.
 //!
 //! Default layout (10 processes; only the 3 miners train, so it fits 2 cores):
 //!
@@ -12,6 +13,11 @@
 //!
 //! Every node keeps its own data directory under `--dir`, verifies every block (replay
 //! included) and serves JSON-RPC (and the dashboard) on its own port.
+//!
+//! `--tasks N` runs `N` tasks one after the other on the same network: each is submitted
+//! through the client node's `client_submitTask` (as `pouw client submit` does) once the
+//! previous one completed and the workers hold tickets again. The report lists every task
+//! (`tasks`, `tasks_completed`); its other keys describe the last one.
 //!
 //! `--miners N` runs `N` honest miners instead of 3 (the task file's `workers.miners` is set to
 //! match, in the copy written to `--dir`).
@@ -58,6 +64,9 @@ pub(crate) struct DevnetArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Tasks to run, one after the other (each submitted once the previous one completed).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
+    tasks: u16,
     /// Honest miners (the task file's `workers.miners` is set to match).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=6))]
     miners: u16,
@@ -65,6 +74,61 @@ pub(crate) struct DevnetArgs {
     /// lying-supervisor or lying-evaluator (docs/attacks.md).
     #[arg(long)]
     attack: Option<pouw_node::Attack>,
+}
+
+/// How long a submission is retried while the task cannot be staffed (the workers' tickets
+/// are not on chain yet, or are being bought again after the previous task).
+const STAFF_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// One task of the run, for the report's `tasks`.
+fn task_entry(task_id: &str, test_accuracy: f64, completed: bool, wall: Duration) -> Value {
+    json!({
+        "task_id": task_id,
+        "test_accuracy": test_accuracy,
+        "completed": completed,
+        "wall_seconds": (wall.as_secs_f64() * 10.0).round() / 10.0,
+    })
+}
+
+/// How many of the report's `tasks` completed.
+fn tasks_completed(tasks: &[Value]) -> usize {
+    tasks.iter().filter(|t| t["completed"] == json!(true)).count()
+}
+
+/// One node's line of the report: its counters, balance and network bytes (`pouw_health`).
+#[allow(clippy::too_many_arguments)]
+fn node_entry(
+    name: &str,
+    roles: &str,
+    address: &pouw_primitives::Address,
+    rpc: SocketAddr,
+    health: &Value,
+    account: &Value,
+    genesis_balance: u64,
+    height: u64,
+) -> Value {
+    let c = &health["node"];
+    let balance: u64 = account["balance"]
+        .as_str()
+        .and_then(|b| b.parse::<pouw_primitives::Amount>().ok())
+        .map_or(0, |a| a.units());
+    let verified = c["blocks_verified"].as_u64().unwrap_or(0);
+    json!({
+        "name": name,
+        "roles": roles,
+        "address": address,
+        "rpc": format!("http://{rpc}/"),
+        "height": health["height"],
+        "blocks_mined": c["blocks_mined"],
+        "blocks_verified": verified,
+        "blocks_rejected": c["blocks_rejected"],
+        "attestations_sent": c["attestations_sent"],
+        "every_block_checked": verified + c["blocks_mined"].as_u64().unwrap_or(0) >= height,
+        "balance": account["balance"],
+        "balance_change": format_signed(i128::from(balance) - i128::from(genesis_balance)),
+        "bytes_out": c["bytes_out"],
+        "bytes_in": c["bytes_in"],
+    })
 }
 
 /// The node that plays the attacker in `--attack` runs, with `miners` honest miners.
@@ -301,41 +365,74 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         task_bar.tick();
     };
 
-    // Submit the task once the workers' tickets are on chain.
-    let task_id = loop {
-        refresh("waiting for the workers' staking tickets");
-        match call(client, "client_submitTask", json!([task_file.display().to_string()])) {
-            Ok(v) => break v["task_id"].as_str().unwrap_or_default().to_string(),
-            Err(e) if format!("{e:#}").contains("cannot be staffed") => {
-                wait("waiting for tickets")?
+    let mut tasks = Vec::new();
+    let mut last = None;
+    for k in 1..=args.tasks {
+        let label = if args.tasks > 1 { format!("task {k}/{}", args.tasks) } else { "task".into() };
+        let task_started = Instant::now();
+        let mut last_why = String::new();
+        // Submit the task once the workers hold tickets (bought at start, and again once the
+        // previous task released them).
+        let task_id = loop {
+            match call(client, "client_submitTask", json!([task_file.display().to_string()])) {
+                Ok(v) => break v["task_id"].as_str().unwrap_or_default().to_string(),
+                Err(e) if format!("{e:#}").contains("cannot be staffed") => {
+                    let why = format!("{e:#}");
+                    if task_started.elapsed() > STAFF_TIMEOUT {
+                        bail!(
+                            "{label} could not be staffed in {} s: {why} (logs in {})",
+                            STAFF_TIMEOUT.as_secs(),
+                            dir.join("logs").display()
+                        );
+                    }
+                    if why != last_why {
+                        multi.suspend(|| {
+                            eprintln!("devnet: {label} not staffed yet ({why}); retrying")
+                        });
+                        last_why = why.clone();
+                    }
+                    refresh(&format!("{label}: waiting for the workers' tickets ({why})"));
+                    wait("waiting for tickets")?
+                }
+                Err(e) => return Err(e.context(format!("submitting {label}"))),
             }
-            Err(e) => return Err(e.context("submitting the task")),
-        }
-    };
-    // Follow the task.
-    let view = loop {
-        let v = call(client, "pouw_task", json!([task_id])).unwrap_or(Value::Null);
-        let phase = phase_name(&v["phase"]);
-        refresh(&format!("{} · {phase}", &task_id[..8.min(task_id.len())]));
-        match phase.as_str() {
-            "completed" => break v,
-            "refused" | "expired" => bail!("the task ended {phase}: {}", v["phase"]),
-            _ => wait("training the task")?,
-        }
-    };
-    // The client fetches the best model over the network.
-    let model = loop {
-        if let Ok(v) = call(client, "client_model", json!([task_id])) {
-            if let Some(hex_bytes) = v["safetensors_hex"].as_str() {
-                break hex::decode(hex_bytes)?;
+        };
+        multi.suspend(|| eprintln!("devnet: {label} submitted: {task_id}"));
+        // Follow the task.
+        let view = loop {
+            let v = call(client, "pouw_task", json!([task_id])).unwrap_or(Value::Null);
+            let phase = phase_name(&v["phase"]);
+            refresh(&format!("{label} {} · {phase}", &task_id[..8.min(task_id.len())]));
+            match phase.as_str() {
+                "completed" => break v,
+                "refused" | "expired" => bail!("{label} ended {phase}: {}", v["phase"]),
+                _ => wait("training the task")?,
             }
-        }
-        refresh("fetching the best model");
-        wait("fetching the best model")?;
-    };
+        };
+        // The client fetches the best model over the network.
+        let model = loop {
+            if let Ok(v) = call(client, "client_model", json!([task_id])) {
+                if let Some(hex_bytes) = v["safetensors_hex"].as_str() {
+                    break hex::decode(hex_bytes)?;
+                }
+            }
+            refresh(&format!("{label}: fetching the best model"));
+            wait("fetching the best model")?;
+        };
+        let accuracy = test_accuracy(&model, &view)?;
+        multi.suspend(|| {
+            eprintln!(
+                "devnet: {label} completed in {:.1} s, test accuracy {:.2} %",
+                task_started.elapsed().as_secs_f64(),
+                accuracy * 100.0
+            )
+        });
+        tasks.push(task_entry(&task_id, accuracy, true, task_started.elapsed()));
+        last = Some((task_id, view, model, accuracy));
+    }
+    let Some((task_id, view, model, accuracy)) = last else { bail!("no task ran") };
     let model_path = dir.join("model.safetensors");
     std::fs::write(&model_path, &model)?;
-    let accuracy = test_accuracy(&model, &view)?;
     // Every node on the same tip, having verified every block.
     let tip = call(client, "pouw_tip", json!([]))?;
     let height = tip["height"].as_u64().unwrap_or(0);
@@ -358,27 +455,10 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         let address = ChainSpec::devnet_key(n.key_index).public();
         let account = call(n.rpc, "pouw_account", json!([address.to_string()]))?;
         let genesis = spec.genesis.allocations.get(n.key_index).map_or(0, |a| a.balance.units());
-        let balance: u64 = account["balance"]
-            .as_str()
-            .and_then(|b| b.parse::<pouw_primitives::Amount>().ok())
-            .map_or(0, |a| a.units());
         mined += c["blocks_mined"].as_u64().unwrap_or(0);
         rejected += c["blocks_rejected"].as_u64().unwrap_or(0);
-        let verified = c["blocks_verified"].as_u64().unwrap_or(0);
-        node_reports.push(json!({
-            "name": n.name,
-            "roles": n.roles,
-            "address": address,
-            "rpc": format!("http://{}/", n.rpc),
-            "height": h["height"],
-            "blocks_mined": c["blocks_mined"],
-            "blocks_verified": verified,
-            "blocks_rejected": c["blocks_rejected"],
-            "attestations_sent": c["attestations_sent"],
-            "every_block_checked": verified + c["blocks_mined"].as_u64().unwrap_or(0) >= height,
-            "balance": account["balance"],
-            "balance_change": format_signed(i128::from(balance) - i128::from(genesis)),
-        }));
+        node_reports
+            .push(node_entry(&n.name, n.roles, &address, n.rpc, &h, &account, genesis, height));
     }
     let supply = call(client, "pouw_supply", json!([]))?;
     let attack_report = match (args.attack, attacker) {
@@ -389,6 +469,8 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         _ => None,
     };
     let mut report = json!({
+        "tasks_completed": tasks_completed(&tasks),
+        "tasks": tasks,
         "task_id": task_id,
         "test_accuracy": accuracy,
         "blocks": height,
@@ -587,6 +669,19 @@ fn print_report(r: &Value) {
     println!("  model           {}", r["model"].as_str().unwrap_or(""));
     println!("  dashboard       {}", r["dashboard"].as_str().unwrap_or(""));
     println!("  wall time       {} s", r["wall_seconds"]);
+    let tasks = r["tasks"].as_array().cloned().unwrap_or_default();
+    if tasks.len() > 1 {
+        println!("  tasks           {} of {} completed", r["tasks_completed"], tasks.len());
+        for (i, t) in tasks.iter().enumerate() {
+            println!(
+                "    {:>2}. {}  accuracy {:.2} %  {} s",
+                i + 1,
+                t["task_id"].as_str().unwrap_or(""),
+                t["test_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
+                t["wall_seconds"]
+            );
+        }
+    }
     if let Some(attack) = r["attack"].as_str() {
         println!(
             "  attack          {attack} by {} ({}): {} of {} rounds flagged, stake {}, paid {}",
@@ -600,19 +695,30 @@ fn print_report(r: &Value) {
     }
     println!();
     println!(
-        "  {:<13} {:<18} {:>6} {:>6} {:>8} {:>8}  {:>16}",
-        "node", "roles", "height", "mined", "verified", "rejected", "balance change"
+        "  {:<13} {:<18} {:>6} {:>6} {:>8} {:>8}  {:>16} {:>9} {:>9}",
+        "node",
+        "roles",
+        "height",
+        "mined",
+        "verified",
+        "rejected",
+        "balance change",
+        "MB out",
+        "MB in"
     );
+    let mb = |v: &Value| format!("{:.1}", v.as_u64().unwrap_or(0) as f64 / 1e6);
     for n in r["nodes"].as_array().into_iter().flatten() {
         println!(
-            "  {:<13} {:<18} {:>6} {:>6} {:>8} {:>8}  {:>16}",
+            "  {:<13} {:<18} {:>6} {:>6} {:>8} {:>8}  {:>16} {:>9} {:>9}",
             n["name"].as_str().unwrap_or(""),
             n["roles"].as_str().unwrap_or(""),
             n["height"].to_string(),
             n["blocks_mined"].to_string(),
             n["blocks_verified"].to_string(),
             n["blocks_rejected"].to_string(),
-            n["balance_change"].as_str().unwrap_or("")
+            n["balance_change"].as_str().unwrap_or(""),
+            mb(&n["bytes_out"]),
+            mb(&n["bytes_in"])
         );
     }
     println!();
@@ -624,4 +730,34 @@ fn print_report(r: &Value) {
 
 fn write_key(path: &Path, key: &pouw_primitives::Keypair) -> Result<()> {
     crate::keys::write_key(path, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_lists_every_task_and_each_nodes_bytes() {
+        let tasks = vec![
+            task_entry("aa", 0.93, true, Duration::from_millis(61_240)),
+            task_entry("bb", 0.0, false, Duration::from_secs(5)),
+        ];
+        assert_eq!(tasks[0]["task_id"], json!("aa"));
+        assert_eq!(tasks[0]["wall_seconds"], json!(61.2));
+        assert_eq!(tasks[1]["completed"], json!(false));
+        assert_eq!(tasks_completed(&tasks), 1);
+        let health = json!({"height": 40, "node": {
+            "blocks_mined": 10, "blocks_verified": 30, "blocks_rejected": 0,
+            "attestations_sent": 0, "bytes_in": 1234, "bytes_out": 5678}});
+        let address = ChainSpec::devnet_key(1).public();
+        let rpc: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        let account = json!({"balance": "2.00000000"});
+        let genesis = pouw_primitives::COIN;
+        let n = node_entry("miner-1", "miner", &address, rpc, &health, &account, genesis, 40);
+        assert_eq!(n["bytes_in"], json!(1234));
+        assert_eq!(n["bytes_out"], json!(5678));
+        assert_eq!(n["every_block_checked"], json!(true));
+        assert_eq!(n["balance_change"], json!("+1.00000000"));
+        assert_eq!(n["rpc"], json!("http://127.0.0.1:9000/"));
+    }
 }

@@ -1,6 +1,7 @@
-//! `pouw devnet --json` as a user runs it: ten node processes, a real task from submission to
-//! the delivered model, and a report whose numbers the test checks against the nodes' RPC
-//! (with `--keep`, the network stays up for the checks; then SIGINT stops every process).
+//! `pouw devnet --json` as a user runs it: ten node processes, two real tasks one after the
+//! other (`--tasks 2`) from submission to the delivered model, and a report whose numbers the
+//! test checks against the nodes' RPC (with `--keep`, the network stays up for the checks; then
+//! SIGINT stops every process).
 
 use serde_json::{json, Value};
 use std::{
@@ -29,7 +30,7 @@ fn rpc(url: &str, method: &str) -> Value {
 }
 
 #[test]
-fn devnet_trains_the_task_and_reports_it() {
+fn devnet_trains_two_tasks_in_a_row_and_reports_them() {
     let dir = tempfile::tempdir().unwrap();
     // The devnet task, lighter for a debug build: 2 epochs of a 784-64-10 MLP.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -41,7 +42,7 @@ fn devnet_trains_the_task_and_reports_it() {
     let task_file = dir.path().join("task.toml");
     std::fs::write(&task_file, task).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pouw"))
-        .args(["devnet", "--json", "--keep", "--timeout", "500", "--dir"])
+        .args(["devnet", "--json", "--keep", "--tasks", "2", "--timeout", "500", "--dir"])
         .arg(dir.path().join("net"))
         .arg("--task")
         .arg(&task_file)
@@ -73,6 +74,16 @@ fn devnet_trains_the_task_and_reports_it() {
         assert!(report.get(key).is_some(), "report has `{key}`");
     }
     assert!(report["test_accuracy"].as_f64().unwrap() > 0.85, "{}", report["test_accuracy"]);
+    // Both tasks ran, one after the other; the top-level keys describe the last one.
+    assert_eq!(report["tasks_completed"], json!(2));
+    let tasks = report["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2);
+    assert_ne!(tasks[0]["task_id"], tasks[1]["task_id"]);
+    assert_eq!(tasks[1]["task_id"], report["task_id"]);
+    for t in tasks {
+        assert_eq!(t["completed"], json!(true), "{t}");
+        assert!(t["test_accuracy"].as_f64().unwrap() > 0.85, "{t}");
+    }
     assert_eq!(report["supply_check_ok"], json!(true));
     assert_eq!(report["blocks_rejected"], json!(0));
     let nodes = report["nodes"].as_array().unwrap();
@@ -81,9 +92,26 @@ fn devnet_trains_the_task_and_reports_it() {
     // The network is still up (`--keep`): each node answers over RPC and saw every block.
     for n in nodes {
         assert_eq!(n["every_block_checked"], json!(true), "{n}");
+        assert!(n["bytes_in"].as_u64().unwrap() > 0, "{n}");
         let tip = rpc(n["rpc"].as_str().unwrap(), "pouw_tip");
         assert!(tip["height"].as_u64().unwrap() >= report["blocks"].as_u64().unwrap());
     }
+    // The client sent each worker each segment it needs once per task (6 training copies of 7
+    // segments, 3 test copies of 3, about 3.2 MB each) and little else: a worker that fetched
+    // its segments again and again would send gigabytes.
+    let client_out = nodes[0]["bytes_out"].as_u64().unwrap();
+    assert!(client_out < 2 * 51 * 3_200_000 + 50_000_000, "client sent {client_out} bytes");
+    // After the tasks ended no supervisor fetches anything of them again.
+    let supervisor = nodes.iter().find(|n| n["roles"] == json!("supervisor")).unwrap();
+    let received = || {
+        rpc(supervisor["rpc"].as_str().unwrap(), "pouw_health")["node"]["bytes_in"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = received();
+    std::thread::sleep(Duration::from_secs(5));
+    let idle = received() - before;
+    assert!(idle < 10_000_000, "a supervisor received {idle} bytes in 5 s after the tasks");
     let task_id = report["task_id"].as_str().unwrap();
     let client = nodes[0]["rpc"].as_str().unwrap();
     let addr = client.trim_start_matches("http://").trim_end_matches('/');
