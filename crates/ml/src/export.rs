@@ -160,9 +160,24 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<Model, ExportError> {
 }
 
 /// Writes [`to_safetensors`] to `path`.
+///
+/// The file appears whole or not at all: the bytes go to a temporary file beside it, which is
+/// synced and then renamed over `path` (a reader polling for the file, a client waiting for its
+/// model say, never reads half of it).
 pub fn save_safetensors(model: &Model, path: &Path) -> Result<(), ExportError> {
+    use std::io::Write;
     let bytes = to_safetensors(model)?;
-    std::fs::write(path, bytes)
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()))
+        .map_err(|source| ExportError::Io { path: tmp.clone(), source });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path)
         .map_err(|source| ExportError::Io { path: path.to_path_buf(), source })
 }
 
@@ -192,6 +207,22 @@ mod tests {
         assert_eq!(w.shape(), &[7, 5]);
         let off = model.layout().dense[1].weight_offset;
         assert_eq!(&w.data()[..4], &model.params()[off].to_le_bytes());
+    }
+
+    #[test]
+    fn a_saved_model_replaces_the_file_whole_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        std::fs::write(&path, b"half a mod").unwrap();
+        let model = Model::new(ModelSpec::mlp(4, &[3], 2, Activation::Relu, 1)).unwrap();
+        save_safetensors(&model, &path).unwrap();
+        assert_eq!(load_safetensors(&path).unwrap(), model);
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["m.safetensors"]);
+        // A directory that cannot take the file: an error naming it, nothing left behind.
+        let e = save_safetensors(&model, &dir.path().join("no/such/m.safetensors")).unwrap_err();
+        assert!(e.to_string().contains("no/such"), "{e}");
     }
 
     #[test]
