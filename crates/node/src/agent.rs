@@ -550,7 +550,8 @@ impl Node {
         }
         if seat_of(&record, Role::Supervisor, &me).is_some() {
             self.agent.history.entry(task).or_default().record(msg.clone());
-            self.agent.screen_for(task, &record, Instant::now()).receive(msg, Instant::now());
+            let now = Instant::now();
+            self.agent.screen_for(task, &record, now).receive(msg, now);
         }
         true
     }

@@ -211,6 +211,7 @@ impl NodeHandle {
             peers: HashSet::new(),
             last_status_round: Instant::now(),
             mined: 0,
+            mining_retry_at: None,
             agent,
             last_agent_tick: Instant::now(),
             own_txs: crate::own_txs::OwnTxs::new(Timestamp::now().millis()),
@@ -412,6 +413,8 @@ pub(crate) struct Node {
     pub(crate) last_status_round: Instant,
     pub(crate) mining: bool,
     pub(crate) mined: u64,
+    /// After a failed filler step: no mining before this instant (the loop keeps serving).
+    pub(crate) mining_retry_at: Option<Instant>,
     pub(crate) agent: crate::agent::Agent,
     /// Our own transactions, announced again until a canonical block holds them.
     pub(crate) own_txs: crate::own_txs::OwnTxs,
@@ -483,6 +486,7 @@ impl Node {
         self.mining
             && self.miner.is_some()
             && !behind
+            && self.mining_retry_at.is_none_or(|at| Instant::now() >= at)
             && self.config.max_blocks.is_none_or(|n| self.mined < n)
     }
 
@@ -597,7 +601,7 @@ impl Node {
                     Some(task) => self.agent_drop_task(task, &e),
                     None => {
                         tracing::warn!(target: "node", error = %e, "mining step failed: retrying");
-                        std::thread::sleep(Duration::from_millis(200));
+                        self.mining_retry_at = Some(Instant::now() + Duration::from_millis(200));
                     }
                 }
                 return Ok(());
