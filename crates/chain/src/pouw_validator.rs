@@ -159,6 +159,14 @@ impl PouwValidator {
         }
     }
 
+    /// Forgets the dataset of `task` (the task ended here): its blocks are checked from then
+    /// on as by a node that never held the data.
+    pub fn remove_task_dataset(&self, task: &TaskId) {
+        if let Ok(mut d) = self.datasets.write() {
+            d.remove(task);
+        }
+    }
+
     /// Light mode: `block`'s proof was attested valid by a quorum of its verifiers; its import
     /// skips the proof data and the replay (the cheap proof checks and execution still run).
     pub fn trust_attested(&self, block: Hash) {

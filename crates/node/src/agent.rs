@@ -363,23 +363,32 @@ impl Agent {
         std::fs::read(self.models_dir().join(format!("{hash}.safetensors"))).ok()
     }
 
-    /// A client's segment, if this node is the client of `task` and may reveal it now.
-    fn segment(&mut self, record: &TaskRecord, task: &TaskId, index: u8) -> Option<Vec<u8>> {
+    /// A client's segment, if this node is the client of `task` and may reveal it now (at
+    /// chain height `height`): training segments while the task trains, every segment while
+    /// it finalises and, for late evaluators' votes, until its finalisation deadline.
+    fn segment(
+        &mut self,
+        record: &TaskRecord,
+        task: &TaskId,
+        index: u8,
+        height: u64,
+    ) -> Option<Vec<u8>> {
+        let split = task_split_of(&record.definition, &record.seed);
+        let is_test = split.test.contains(&usize::from(index));
+        let revealed = match record.status {
+            TaskStatus::Training => !is_test,
+            TaskStatus::Finalising { .. } => true,
+            TaskStatus::Completed { .. } => height < record.finalisation_deadline,
+            _ => false,
+        };
+        if !revealed {
+            return None;
+        }
         if !self.client_segments.contains_key(task) {
             let dir = self.client_dir(task);
             let segs: Option<Vec<Vec<u8>>> =
                 (0..DATASET_SEGMENTS).map(|i| std::fs::read(segment_path(&dir, i)).ok()).collect();
             self.client_segments.insert(*task, segs?);
-        }
-        let split = task_split_of(&record.definition, &record.seed);
-        let is_test = split.test.contains(&usize::from(index));
-        let revealed = match record.status {
-            TaskStatus::Training => !is_test,
-            TaskStatus::Finalising { .. } | TaskStatus::Completed { .. } => true,
-            _ => false,
-        };
-        if !revealed {
-            return None;
         }
         self.client_segments.get(task)?.get(usize::from(index)).cloned()
     }
@@ -740,6 +749,7 @@ impl Node {
         if self.agent.segments.end(id) {
             self.agent.datasets.remove(id);
             self.agent.bad_datasets.remove(id);
+            self.validator.remove_task_dataset(id);
         }
     }
 
@@ -776,13 +786,15 @@ impl Node {
         use pouw_net::Response;
         match request {
             Request::Segment { task, index } => {
-                let record = {
+                let (record, height) = {
                     let chain =
                         self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    task_record(chain.state(), task)
+                    (task_record(chain.state(), task), chain.height())
                 };
                 let seg = record.and_then(|r| {
-                    (r.client == self.me()).then(|| self.agent.segment(&r, task, *index)).flatten()
+                    (r.client == self.me())
+                        .then(|| self.agent.segment(&r, task, *index, height))
+                        .flatten()
                 });
                 Some(Response::Segment(seg))
             }
@@ -1122,9 +1134,14 @@ impl Node {
                 if record.client == me && !self.agent.client_done.contains(&id) {
                     self.fetch_best_model(id, record);
                 }
+                if height >= record.finalisation_deadline {
+                    // Nothing of the task is served any more (its files stay on disk).
+                    self.agent.client_segments.remove(&id);
+                }
             }
             TaskStatus::Expired { .. } | TaskStatus::Refused { .. } => {
                 self.unsubscribe(id);
+                self.agent.client_segments.remove(&id);
                 self.end_task_data(&id);
                 self.release_screen(&id);
             }
@@ -1538,6 +1555,50 @@ mod tests {
     fn root_of(h: &History, slot: u32) -> Hash {
         let ids: Vec<Hash> = h.open[&slot].keys().copied().collect();
         history_root(&ids)
+    }
+
+    #[test]
+    fn a_client_reveals_its_segments_by_phase_and_nothing_after_the_finalisation_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let security = Arc::new(SecurityState::new(crate::SecurityHandlers::default()));
+        let mut agent = Agent::new(vec![], dir.path().to_path_buf(), security);
+        let task = Hash::digest(b"client task");
+        let (_, definition) = pouw_consensus::pouw::filler_task(&ChainSpec::devnet(), &task);
+        let client_dir = agent.client_dir(&task);
+        std::fs::create_dir_all(&client_dir).unwrap();
+        for i in 0..DATASET_SEGMENTS {
+            std::fs::write(segment_path(&client_dir, i), [i as u8; 4]).unwrap();
+        }
+        let mut record = TaskRecord {
+            client: ChainSpec::devnet_key(0).public(),
+            definition,
+            fee: Amount(1),
+            escrow: Amount(1),
+            created_at: 1,
+            created_in: Hash::ZERO,
+            seed: Hash::digest(b"seed"),
+            training_deadline: 50,
+            finalisation_deadline: 100,
+            participants: Default::default(),
+            models: vec![],
+            history_committers: vec![],
+            accusations: vec![],
+            convictions: vec![],
+            status: TaskStatus::Training,
+            settlement: None,
+        };
+        let split = task_split_of(&record.definition, &record.seed);
+        let (train, test) = (split.train[0] as u8, split.test[0] as u8);
+        assert_eq!(agent.segment(&record, &task, train, 10), Some(vec![train; 4]));
+        assert_eq!(agent.segment(&record, &task, test, 10), None, "test data stays withheld");
+        record.status = TaskStatus::Finalising { since: 50 };
+        assert_eq!(agent.segment(&record, &task, test, 60), Some(vec![test; 4]));
+        record.status = TaskStatus::Completed { at: 70, verdict: Hash::ZERO };
+        assert_eq!(agent.segment(&record, &task, test, 99), Some(vec![test; 4]), "late votes");
+        assert_eq!(agent.segment(&record, &task, test, 100), None);
+        agent.client_segments.remove(&task);
+        assert_eq!(agent.segment(&record, &task, train, 100), None);
+        assert!(agent.client_segments.is_empty(), "nothing loaded again once it is over");
     }
 
     #[test]
