@@ -651,7 +651,7 @@ fn test_accuracy(model: &[u8], view: &Value) -> Result<f64> {
     if y.is_empty() {
         bail!("the task view has no test split");
     }
-    Ok(f64::from(model.evaluate(pouw_ml::Exec::new(1), &x, &y, 256).accuracy()))
+    Ok(f64::from(model.evaluate(pouw_ml::Exec::new(1), &x, &y, 256)?.accuracy()))
 }
 
 fn print_report(r: &Value) {

@@ -172,16 +172,22 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
 
     // Evaluate every miner's final model on the test segments; keep the best.
     let (test_x, test_y) = gather_segments(&data, &segments, &split.test);
-    let results: Vec<Metrics> =
-        states.iter().map(|s| s.model().evaluate(exec, &test_x, &test_y, 500)).collect();
+    let results: Vec<Metrics> = states
+        .iter()
+        .map(|s| s.model().evaluate(exec, &test_x, &test_y, 500))
+        .collect::<Result<_, _>>()
+        .context("cannot evaluate the models on the test segments")?;
     let best = (0..miners)
         .max_by(|&a, &b| results[a].correct.cmp(&results[b].correct).then(b.cmp(&a)))
         .expect("at least one miner");
     let best_model = states.swap_remove(best).into_model();
-    let validation_accuracy = (!split.validation.is_empty()).then(|| {
+    let validation_accuracy = if split.validation.is_empty() {
+        None
+    } else {
         let (x, y) = gather_segments(&data, &segments, &split.validation);
-        best_model.evaluate(exec, &x, &y, 500).accuracy()
-    });
+        let m = best_model.evaluate(exec, &x, &y, 500).context("cannot evaluate the model")?;
+        Some(m.accuracy())
+    };
     let model_hash = best_model.hash();
     let out_path = args.out.clone().unwrap_or_else(|| args.task.with_extension("safetensors"));
     pouw_ml::save_safetensors(&best_model, &out_path).context("cannot write the model")?;

@@ -62,7 +62,7 @@ pub use iteration::{
     MAP_SIGN_BIT,
 };
 pub use kernels::Exec;
-pub use model::{Metrics, Model};
+pub use model::{Metrics, Model, ModelError};
 pub use rng::{Rng, SplitMix64};
 pub use shipped::{shipped_mnist, shipped_mnist_ref, SHIPPED_MNIST_CLASSES};
 pub use spec::{

@@ -27,6 +27,43 @@ pub struct Model {
     params: Vec<f32>,
 }
 
+/// Why a model cannot run on the given samples, or does not fit a task: every shape, label
+/// and parameter that comes from outside (a peer's model, a client's test set, a file) is
+/// checked against these before the engine touches it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// The input is not `rows × inputs` values.
+    #[error("input shape: {values} values for {rows} samples of width {width}")]
+    InputShape {
+        /// Values given.
+        values: usize,
+        /// Samples given.
+        rows: usize,
+        /// The model's input width.
+        width: usize,
+    },
+    /// A label `>= classes`.
+    #[error("sample {index}: label {label} out of range (the model has {classes} classes)")]
+    Label {
+        /// Sample index.
+        index: usize,
+        /// The label.
+        label: u32,
+        /// The model's class count.
+        classes: usize,
+    },
+    /// The model's layers, input width or class count differ from the task's.
+    #[error("the model does not fit the task: {0}")]
+    Shape(String),
+    /// A parameter is NaN or infinite.
+    #[error("parameter {index} is NaN or infinite")]
+    NonFinite {
+        /// Index in the flat parameter vector.
+        index: usize,
+    },
+}
+
 /// Loss and correct count of a model on some samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Metrics {
@@ -100,6 +137,41 @@ impl Model {
         self.params.len()
     }
 
+    /// Checks that this model is one of the task whose model spec is `task`: same input width,
+    /// classes and layers (units and activations; the initialisation seed may differ), and
+    /// every parameter finite. A model received from a peer is checked with this before it is
+    /// evaluated or delivered.
+    pub fn check_fits(&self, task: &ModelSpec) -> Result<(), ModelError> {
+        let want = task.layout().map_err(|e| ModelError::Shape(format!("task spec: {e}")))?;
+        let have = &self.layout;
+        if have.inputs != want.inputs {
+            return Err(ModelError::Shape(format!(
+                "input width {}, the task has {}",
+                have.inputs, want.inputs
+            )));
+        }
+        if have.classes != want.classes {
+            return Err(ModelError::Shape(format!(
+                "{} classes, the task has {}",
+                have.classes, want.classes
+            )));
+        }
+        let shape = |l: &Layout| -> Vec<(usize, usize, crate::spec::Activation)> {
+            l.dense.iter().map(|d| (d.inputs, d.units, d.activation)).collect()
+        };
+        if shape(have) != shape(&want) {
+            return Err(ModelError::Shape(format!(
+                "layers {:?}, the task has {:?}",
+                shape(have),
+                shape(&want)
+            )));
+        }
+        if let Some(index) = self.params.iter().position(|v| !v.is_finite()) {
+            return Err(ModelError::NonFinite { index });
+        }
+        Ok(())
+    }
+
     /// The canonical model hash ([`hash::model_hash`]).
     pub fn hash(&self) -> Digest {
         hash::model_hash(&self.spec, &self.params)
@@ -121,27 +193,44 @@ impl Model {
         acts
     }
 
-    /// Logits for `rows` samples (`x` is `rows × inputs`).
-    pub fn forward(&self, exec: Exec, x: &[f32], rows: usize) -> Vec<f32> {
-        assert_eq!(x.len(), rows * self.layout.inputs, "forward: input shape");
-        self.forward_all(exec, x, rows).pop().expect("a model has at least one layer")
+    /// Logits for `rows` samples (`x` must be `rows × inputs`).
+    pub fn forward(&self, exec: Exec, x: &[f32], rows: usize) -> Result<Vec<f32>, ModelError> {
+        let width = self.layout.inputs;
+        if rows.checked_mul(width) != Some(x.len()) {
+            return Err(ModelError::InputShape { values: x.len(), rows, width });
+        }
+        Ok(self.forward_all(exec, x, rows).pop().unwrap_or_default())
     }
 
     /// Loss and correct count over `labels.len()` samples, evaluated in chunks of `chunk` rows
     /// (loss = mean over all samples of the per-chunk sums; for reporting, not consensus).
-    pub fn evaluate(&self, exec: Exec, x: &[f32], labels: &[u32], chunk: usize) -> Metrics {
+    /// Fails, before any arithmetic, if `x` is not `labels.len() × inputs` values or a label is
+    /// not below the model's class count.
+    pub fn evaluate(
+        &self,
+        exec: Exec,
+        x: &[f32],
+        labels: &[u32],
+        chunk: usize,
+    ) -> Result<Metrics, ModelError> {
         let width = self.layout.inputs;
         let classes = self.layout.classes;
+        if labels.len().checked_mul(width) != Some(x.len()) {
+            return Err(ModelError::InputShape { values: x.len(), rows: labels.len(), width });
+        }
+        if let Some(index) = labels.iter().position(|&l| l as usize >= classes) {
+            return Err(ModelError::Label { index, label: labels[index], classes });
+        }
         let mut loss_sum = 0.0f64;
         let mut correct = 0u32;
         for (xs, ys) in x.chunks(chunk.max(1) * width).zip(labels.chunks(chunk.max(1))) {
-            let logits = self.forward(exec, xs, ys.len());
+            let logits = self.forward(exec, xs, ys.len())?;
             let loss = ops::softmax_cross_entropy(&logits, ys, classes, None);
             loss_sum += f64::from(loss) * ys.len() as f64;
             correct += ops::correct_count(&logits, ys, classes);
         }
-        let samples = labels.len() as u32;
-        Metrics { loss: (loss_sum / f64::from(samples.max(1))) as f32, correct, samples }
+        let samples = u32::try_from(labels.len()).unwrap_or(u32::MAX);
+        Ok(Metrics { loss: (loss_sum / f64::from(samples.max(1))) as f32, correct, samples })
     }
 
     /// Gradient of the mean softmax cross-entropy over `batch` with respect to every parameter,
@@ -190,5 +279,41 @@ mod tests {
         let bound = libm::sqrtf(6.0 / 912.0);
         assert!(a.params()[..784 * 128].iter().all(|w| w.abs() <= bound));
         assert!(a.params()[784 * 128..784 * 128 + 128].iter().all(|&b| b.to_bits() == 0));
+    }
+
+    #[test]
+    fn a_model_of_another_shape_or_with_nan_is_refused_not_run() {
+        let task = ModelSpec::mlp(6, &[4], 3, Activation::Relu, 1);
+        let good = Model::new(task.clone()).unwrap();
+        assert_eq!(good.check_fits(&task), Ok(()));
+        let mut other_seed = task.clone();
+        other_seed.seed = 9;
+        assert_eq!(Model::new(other_seed).unwrap().check_fits(&task), Ok(()));
+        for other in [
+            ModelSpec::mlp(5, &[4], 3, Activation::Relu, 1),
+            ModelSpec::mlp(6, &[4], 2, Activation::Relu, 1),
+            ModelSpec::mlp(6, &[5], 3, Activation::Relu, 1),
+            ModelSpec::mlp(6, &[4], 3, Activation::Tanh, 1),
+            ModelSpec::mlp(6, &[4, 4], 3, Activation::Relu, 1),
+        ] {
+            let m = Model::new(other).unwrap();
+            assert!(matches!(m.check_fits(&task), Err(ModelError::Shape(_))), "{:?}", m.spec());
+        }
+        let mut nan = good.clone();
+        nan.params_mut()[7] = f32::NAN;
+        assert_eq!(nan.check_fits(&task), Err(ModelError::NonFinite { index: 7 }));
+        // Samples of the wrong width or labels out of range: errors, not panics.
+        let x = vec![0.5f32; 2 * 5];
+        assert!(matches!(
+            good.evaluate(Exec::new(1), &x, &[0, 1], 8),
+            Err(ModelError::InputShape { width: 6, rows: 2, values: 10 })
+        ));
+        assert!(good.forward(Exec::new(1), &x, 2).is_err());
+        let x = vec![0.5f32; 2 * 6];
+        assert_eq!(
+            good.evaluate(Exec::new(1), &x, &[0, 3], 8),
+            Err(ModelError::Label { index: 1, label: 3, classes: 3 })
+        );
+        assert_eq!(good.evaluate(Exec::new(1), &x, &[0, 2], 1).unwrap().samples, 2);
     }
 }

@@ -3,7 +3,7 @@
 use pouw_ml::{ops, Activation, Batch, Exec, Init, LayerSpec, Model, ModelSpec, Rng};
 
 fn loss(model: &Model, batch: &Batch) -> f64 {
-    let logits = model.forward(Exec::SINGLE, batch.features(), batch.len());
+    let logits = model.forward(Exec::SINGLE, batch.features(), batch.len()).unwrap();
     f64::from(ops::softmax_cross_entropy(&logits, batch.labels(), model.layout().classes, None))
 }
 

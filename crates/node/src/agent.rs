@@ -431,38 +431,59 @@ fn seat_of(record: &TaskRecord, role: Role, me: &Address) -> Option<usize> {
 }
 
 /// A dataset with the given segments filled in (the others zero; they are never read).
+///
+/// Nothing is allocated from the task definition's sample count before the segments are
+/// checked: every segment must hold `samples / 10` samples of the model's input width (its
+/// labels below the task's classes), so the dataset is at most ten times the size of the
+/// data actually received, and every size is computed with checked arithmetic.
 fn dataset_from_segments(
     record: &TaskRecord,
     segments: &BTreeMap<u8, Vec<u8>>,
 ) -> Result<Dataset, String> {
     let shape = record.definition.model.input_shape.clone();
-    let width: usize = shape.iter().map(|&d| d as usize).product();
+    let classes = record.definition.model.classes;
+    let width = shape
+        .iter()
+        .try_fold(1usize, |w, &d| w.checked_mul(d as usize))
+        .ok_or("the input shape overflows")?;
     let seg_len =
-        usize::try_from(record.definition.dataset.samples).unwrap_or(0) / DATASET_SEGMENTS;
-    let total = seg_len * DATASET_SEGMENTS;
-    let mut features = vec![0.0f32; total * width];
-    let mut labels = vec![0u32; total];
+        usize::try_from(record.definition.dataset.samples).unwrap_or(usize::MAX) / DATASET_SEGMENTS;
+    let mut batches = Vec::with_capacity(segments.len());
     for (&i, bytes) in segments {
-        let batch = Batch::from_canonical_bytes(bytes).map_err(|e| e.to_string())?;
+        let batch = Batch::from_canonical_bytes(bytes).map_err(|e| format!("segment {i}: {e}"))?;
         if batch.len() != seg_len || batch.width() != width {
             return Err(format!(
-                "segment {i} has {} samples of width {}",
+                "segment {i} has {} samples of width {}, the task says {seg_len} of width {width}",
                 batch.len(),
                 batch.width()
             ));
         }
-        let start = usize::from(i) * seg_len;
+        batch.validate(width, classes).map_err(|e| format!("segment {i}: {e}"))?;
+        if usize::from(i) >= DATASET_SEGMENTS {
+            return Err(format!("segment {i} is not one of the {DATASET_SEGMENTS}"));
+        }
+        batches.push((usize::from(i), batch));
+    }
+    let total = seg_len.checked_mul(DATASET_SEGMENTS).ok_or("the dataset size overflows")?;
+    let values = total.checked_mul(width).ok_or("the dataset size overflows")?;
+    let mut features = vec![0.0f32; values];
+    let mut labels = vec![0u32; total];
+    for (i, batch) in batches {
+        // In range: i < DATASET_SEGMENTS and every product is bounded by `values` above.
+        let start = i * seg_len;
         features[start * width..(start + seg_len) * width].copy_from_slice(batch.features());
         labels[start..start + seg_len].copy_from_slice(batch.labels());
     }
-    Dataset::from_parts(
-        PathBuf::from("network segments"),
-        features,
-        labels,
-        shape,
-        record.definition.model.classes,
-    )
-    .map_err(|e| e.to_string())
+    Dataset::from_parts(PathBuf::from("network segments"), features, labels, shape, classes)
+        .map_err(|e| e.to_string())
+}
+
+/// The task's model spec, and whether `model` fits it ([`pouw_ml::Model::check_fits`]): a
+/// model of another shape, or with a parameter NaN or infinite, is refused before it is run.
+fn check_model_fits(record: &TaskRecord, model: &pouw_ml::Model) -> Result<(), String> {
+    let (spec, _) =
+        pouw_consensus::pouw::ml_specs(&record.definition).map_err(|e| e.to_string())?;
+    model.check_fits(&spec).map_err(|e| e.to_string())
 }
 
 impl Node {
@@ -906,11 +927,36 @@ impl Node {
         bytes: Option<Vec<u8>>,
         deliver: bool,
     ) {
-        let Some(model) = bytes
-            .and_then(|b| pouw_ml::from_safetensors(&b).ok())
-            .filter(|m| Hash(m.hash().0) == hash)
-        else {
-            return;
+        // No answer: asked again later. An answer from the miner that is not its model, or a
+        // model that does not fit the task: refused, logged, and the model counts as missing
+        // (unranked; never delivered).
+        let Some(bytes) = bytes else { return };
+        let record = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            task_record(chain.state(), &task)
+        };
+        let Some(record) = record else { return };
+        let checked = pouw_ml::from_safetensors(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|m| {
+                if Hash(m.hash().0) == hash {
+                    Ok(m)
+                } else {
+                    Err(format!("the model hashes to {}, not to the submitted hash", m.hash()))
+                }
+            })
+            .and_then(|m| check_model_fits(&record, &m).map(|()| m));
+        let model = match checked {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(target: "evaluator", task = %task.short(), miner = %miner.short(), model = %hash, error = %e, "model refused: counted as missing");
+                if deliver {
+                    self.agent.client_done.insert(task);
+                } else if let Some(eval) = self.agent.evaluations.get_mut(&task) {
+                    eval.models.insert(miner, None);
+                }
+                return;
+            }
         };
         if !deliver {
             if let Some(eval) = self.agent.evaluations.get_mut(&task) {
@@ -1379,19 +1425,35 @@ impl Node {
         let eval = self.agent.evaluations.entry(id).or_default();
         // Test every model on the test segments, with the deterministic kernels: honest
         // evaluators get the same correct counts, hence the same ranking and verdict.
+        // A test segment that does not fit the task (the client's fault; its hash is on chain,
+        // so every honest evaluator skips the same ones) is left out.
+        let width: usize =
+            record.definition.model.input_shape.iter().map(|&d| d as usize).product();
+        let classes = record.definition.model.classes;
         let (mut x, mut y) = (Vec::new(), Vec::new());
-        for bytes in test_segments.values() {
-            if let Ok(b) = Batch::from_canonical_bytes(bytes) {
-                x.extend_from_slice(b.features());
-                y.extend_from_slice(b.labels());
+        for (i, bytes) in &test_segments {
+            match Batch::from_canonical_bytes(bytes)
+                .and_then(|b| b.validate(width, classes).map(|()| b))
+            {
+                Ok(b) => {
+                    x.extend_from_slice(b.features());
+                    y.extend_from_slice(b.labels());
+                }
+                Err(e) => {
+                    tracing::error!(target: "evaluator", task = %id.short(), segment = i, error = %e, "a test segment does not fit the task: left out")
+                }
             }
         }
         let mut scores: Vec<(u32, Address)> = eval
             .models
             .iter()
             .filter(|(miner, _)| !confiscations.contains(miner))
-            .filter_map(|(miner, m)| {
-                m.as_ref().map(|m| (m.evaluate(Exec::new(1), &x, &y, 256).correct, *miner))
+            .filter_map(|(miner, m)| match m.as_ref()?.evaluate(Exec::new(1), &x, &y, 256) {
+                Ok(metrics) => Some((metrics.correct, *miner)),
+                Err(e) => {
+                    tracing::warn!(target: "evaluator", task = %id.short(), miner = %miner.short(), error = %e, "model not tested: unranked");
+                    None
+                }
             })
             .collect();
         scores.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -1555,6 +1617,77 @@ mod tests {
     fn root_of(h: &History, slot: u32) -> Hash {
         let ids: Vec<Hash> = h.open[&slot].keys().copied().collect();
         history_root(&ids)
+    }
+
+    fn record_of(definition: pouw_primitives::TaskDefinition) -> TaskRecord {
+        TaskRecord {
+            client: ChainSpec::devnet_key(0).public(),
+            definition,
+            fee: Amount(1),
+            escrow: Amount(1),
+            created_at: 1,
+            created_in: Hash::ZERO,
+            seed: Hash::digest(b"seed"),
+            training_deadline: 50,
+            finalisation_deadline: 100,
+            participants: Default::default(),
+            models: vec![],
+            history_committers: vec![],
+            accusations: vec![],
+            convictions: vec![],
+            status: TaskStatus::Training,
+            settlement: None,
+        }
+    }
+
+    #[test]
+    fn segments_that_do_not_fit_the_task_are_refused_before_any_allocation() {
+        let (_, definition) =
+            pouw_consensus::pouw::filler_task(&ChainSpec::devnet(), &Hash::digest(b"t"));
+        let width: usize = definition.model.input_shape.iter().map(|&d| d as usize).product();
+        let classes = definition.model.classes;
+        let seg = |labels: Vec<u32>| {
+            let n = labels.len();
+            Batch::new(vec![0.5; n * width], labels, width).unwrap().canonical_bytes()
+        };
+        // A definition claiming 2^64 - 1 samples: refused on the first segment, nothing of
+        // that size allocated (the old code allocated `samples × width` floats first).
+        let mut huge = record_of(definition.clone());
+        huge.definition.dataset.samples = u64::MAX;
+        let segments = BTreeMap::from([(0u8, seg(vec![0; 3]))]);
+        let e = dataset_from_segments(&huge, &segments).unwrap_err();
+        assert!(e.contains("segment 0 has 3 samples"), "{e}");
+        // Right size, a label out of range: refused, naming the segment.
+        let mut small = record_of(definition);
+        small.definition.dataset.samples = 30;
+        let e = dataset_from_segments(&small, &BTreeMap::from([(2u8, seg(vec![0, classes, 1]))]))
+            .unwrap_err();
+        assert!(e.contains("segment 2") && e.contains("label"), "{e}");
+        let e = dataset_from_segments(&small, &BTreeMap::from([(10u8, seg(vec![0, 1, 1]))]))
+            .unwrap_err();
+        assert!(e.contains("segment 10"), "{e}");
+        let d =
+            dataset_from_segments(&small, &BTreeMap::from([(2u8, seg(vec![0, 1, 1]))])).unwrap();
+        assert_eq!(d.len(), 30);
+        assert_eq!(&d.labels()[6..9], &[0, 1, 1]);
+    }
+
+    #[test]
+    fn a_model_of_another_shape_or_full_of_nan_does_not_fit_the_task() {
+        let (_, definition) =
+            pouw_consensus::pouw::filler_task(&ChainSpec::devnet(), &Hash::digest(b"t"));
+        let record = record_of(definition);
+        let (spec, _) = pouw_consensus::pouw::ml_specs(&record.definition).unwrap();
+        let good = pouw_ml::Model::new(spec.clone()).unwrap();
+        assert_eq!(check_model_fits(&record, &good), Ok(()));
+        let mut other = spec;
+        other.input_shape = vec![7];
+        let e = check_model_fits(&record, &pouw_ml::Model::new(other).unwrap()).unwrap_err();
+        assert!(e.contains("input width 7"), "{e}");
+        let mut nan = good;
+        nan.params_mut().fill(f32::NAN);
+        let e = check_model_fits(&record, &nan).unwrap_err();
+        assert!(e.contains("NaN"), "{e}");
     }
 
     #[test]

@@ -172,7 +172,7 @@ fn a_task_is_trained_evaluated_paid_and_delivered() {
         x.extend_from_slice(f);
         y.extend_from_slice(l);
     }
-    let acc = model.evaluate(pouw_ml::Exec::new(1), &x, &y, 256).accuracy();
+    let acc = model.evaluate(pouw_ml::Exec::new(1), &x, &y, 256).unwrap().accuracy();
     assert!(acc > 0.85, "test accuracy {acc}");
     assert_money_adds_up(&spec, state, chain.height());
     drop(chain);
