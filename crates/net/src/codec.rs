@@ -58,7 +58,12 @@ impl WireCodec {
     }
 }
 
-/// Reads one frame of at most `max` bytes; the length is checked before the buffer exists.
+/// The most a frame's buffer grows by before the bytes that fill it have arrived.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Reads one frame of at most `max` bytes; the length is checked before the buffer exists,
+/// and the buffer grows in chunks of [`READ_CHUNK`] as the data arrives (a peer that announces
+/// a large frame and sends nothing costs no more than one chunk).
 pub(crate) async fn read_frame<T>(io: &mut T, max: usize) -> io::Result<Vec<u8>>
 where
     T: AsyncRead + Unpin + Send,
@@ -69,9 +74,27 @@ where
     if len > max {
         return Err(invalid(format!("frame of {len} bytes is over the limit of {max}")));
     }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await?;
+    let mut buf = Vec::new();
+    read_body(io, len, &mut buf).await?;
     Ok(buf)
+}
+
+/// Appends exactly `len` bytes read from `io` to `buf`, growing it by at most [`READ_CHUNK`]
+/// at a time.
+async fn read_body<T>(io: &mut T, len: usize, buf: &mut Vec<u8>) -> io::Result<()>
+where
+    T: AsyncRead + Unpin + Send,
+{
+    while buf.len() < len {
+        let start = buf.len();
+        let end = start.saturating_add(READ_CHUNK).min(len);
+        buf.resize(end, 0);
+        if let Err(e) = io.read_exact(&mut buf[start..end]).await {
+            buf.truncate(start);
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Writes one frame.
@@ -223,6 +246,24 @@ mod tests {
         let mut read = Cursor::new(((MAX_RESPONSE_BYTES + 1) as u32).to_be_bytes().to_vec());
         let err = block_on(codec.read_response(&protocol(), &mut read)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_large_announced_frame_is_read_in_chunks_as_the_data_arrives() {
+        // Announces the largest response but sends 10 bytes: at most one chunk allocated.
+        let mut io = Cursor::new(vec![7u8; 10]);
+        let mut buf = Vec::new();
+        let err = block_on(read_body(&mut io, MAX_RESPONSE_BYTES, &mut buf)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(buf.capacity() <= READ_CHUNK, "capacity {}", buf.capacity());
+        assert!(MAX_RESPONSE_BYTES > READ_CHUNK);
+        // A frame over several chunks arrives whole.
+        let len = 3 * READ_CHUNK + 5;
+        let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let mut frame = (len as u32).to_be_bytes().to_vec();
+        frame.extend(&payload);
+        let read = block_on(read_frame(&mut Cursor::new(frame), MAX_RESPONSE_BYTES)).unwrap();
+        assert_eq!(read, payload);
     }
 
     #[test]
