@@ -256,7 +256,7 @@ mod tests {
         let err = block_on(read_body(&mut io, MAX_RESPONSE_BYTES, &mut buf)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         assert!(buf.capacity() <= READ_CHUNK, "capacity {}", buf.capacity());
-        assert!(MAX_RESPONSE_BYTES > READ_CHUNK);
+        const { assert!(MAX_RESPONSE_BYTES > READ_CHUNK) };
         // A frame over several chunks arrives whole.
         let len = 3 * READ_CHUNK + 5;
         let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
