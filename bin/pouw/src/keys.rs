@@ -1,6 +1,8 @@
 //! `pouw keys new|show`: ed25519 key files.
 //!
-//! A key file is JSON `{"public": "<hex>", "secret": "<hex>"}` written with mode 0600.
+//! A key file is JSON `{"public": "<hex>", "secret": "<hex>"}` written with mode 0600. A key
+//! file that group or others may read or write is refused (as ssh refuses such a private key):
+//! the error names the file and the fix, `chmod 600 FILE`.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -48,6 +50,7 @@ struct KeyFile {
 
 /// Reads a key file, checking that its public key matches its secret.
 pub(crate) fn read_key(path: &Path) -> Result<Keypair> {
+    check_private(path)?;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read key file {}", path.display()))?;
     let file: KeyFile = serde_json::from_str(&text)
@@ -61,6 +64,26 @@ pub(crate) fn read_key(path: &Path) -> Result<Keypair> {
         bail!("key file {}: `public` does not match `secret`", path.display());
     }
     Ok(key)
+}
+
+/// Refuses a key file that group or others have any access to (Unix only).
+fn check_private(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("cannot read key file {}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "key file {} is accessible by group or others (mode {mode:03o}): a private key \
+                 must be readable by its owner only; run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn write_key(path: &Path, key: &Keypair) -> Result<()> {
@@ -122,5 +145,21 @@ mod tests {
         std::fs::write(&path, "{\"public\":\"00\",\"secret\":\"zz\"}").unwrap();
         let err = format!("{:#}", read_key(&path).unwrap_err());
         assert!(err.contains("secret"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.json");
+        let key = Keypair::generate();
+        write_key(&path, &key).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = format!("{:#}", read_key(&path).unwrap_err());
+        assert!(err.contains("chmod 600") && err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("644"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_key(&path).unwrap().public(), key.public());
     }
 }

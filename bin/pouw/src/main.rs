@@ -14,6 +14,7 @@ mod keys;
 mod node;
 mod rpc_client;
 mod train;
+mod wallet;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +45,9 @@ enum Command {
     /// Train a task file locally with the deterministic engine (simulating its miners).
     /// Exit code 3 on failure.
     Train(train::TrainArgs),
+    /// An account's coins: balance, transfer, stake, unstake, history (signed with a local
+    /// key file, sent through a node's RPC).
+    Wallet(wallet::WalletArgs),
 }
 
 fn init_tracing() {
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Chain(args) => (chain_cmd::run(args), 1),
         Command::Keys(args) => (keys::run(args), 1),
         Command::Train(args) => (train::run(args), train::EXIT_TRAIN_FAILED),
+        Command::Wallet(args) => (wallet::run(args), 1),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,8 +7,8 @@ use pouw_consensus::{Overlay, StateKey, StateValue};
 use pouw_net::NetworkHandle;
 use pouw_primitives::{Address, Amount, Role, TaskId, Transaction};
 use pouw_rpc::{
-    AccountView, ApiError, BlockRef, BlockView, NodeApi, NodeInfo, NodeStatus, SupplyView, TipView,
-    TrainingPoint,
+    AccountTxView, AccountView, ApiError, BlockRef, BlockView, NodeApi, NodeInfo, NodeStatus,
+    SupplyView, TipView, TrainingPoint,
 };
 use std::{
     sync::{atomic::Ordering, Arc, RwLock},
@@ -162,6 +162,28 @@ impl NodeApi for Api {
                 v
             })
             .collect()
+    }
+
+    fn account_transactions(
+        &self,
+        address: Address,
+        blocks: u64,
+        limit: u32,
+    ) -> Result<Vec<AccountTxView>, ApiError> {
+        let chain = self.chain();
+        let tip = chain.height();
+        let mut out = Vec::new();
+        for h in (0..blocks).map_while(|i| tip.checked_sub(i)) {
+            let Some(block) = chain.block_at(h).map_err(internal)? else { continue };
+            let hash = block.hash();
+            for tx in block.transactions.iter().rev() {
+                if out.len() >= limit as usize {
+                    return Ok(out);
+                }
+                out.extend(AccountTxView::of(tx, h, hash, &address));
+            }
+        }
+        Ok(out)
     }
 
     fn training(&self, since: u64, limit: u32) -> Vec<TrainingPoint> {

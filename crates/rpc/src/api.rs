@@ -77,6 +77,78 @@ pub trait NodeApi: Send + Sync + 'static {
     fn pending_own_transactions(&self) -> Vec<OwnTxView> {
         Vec::new()
     }
+
+    /// The transactions in the last `blocks` canonical blocks (the tip included) that
+    /// `address` sent or that pay it (a transfer to it, a payout of a verdict), newest first,
+    /// at most `limit` of them.
+    fn account_transactions(
+        &self,
+        address: Address,
+        blocks: u64,
+        limit: u32,
+    ) -> Result<Vec<AccountTxView>, ApiError> {
+        let _ = (address, blocks, limit);
+        Err(ApiError::Unavailable("this node does not index account transactions".into()))
+    }
+}
+
+/// A transaction of an account (`pouw_accountTransactions`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountTxView {
+    /// Height of the canonical block holding it.
+    pub height: u64,
+    /// That block's hash.
+    pub block_hash: Hash,
+    /// Transaction id.
+    pub hash: Hash,
+    /// Kind (`transfer`, `buy_ticket`, ...).
+    pub kind: String,
+    /// Sender.
+    pub sender: Address,
+    /// Sender nonce.
+    pub nonce: u64,
+    /// Transaction fee.
+    pub fee: Amount,
+    /// Recipient of a transfer (`null` for other kinds).
+    pub to: Option<Address>,
+    /// What moved: a transfer's amount, a ticket's stake, a task's fee, the account's payouts
+    /// in a verdict (`null` for other kinds).
+    pub amount: Option<Amount>,
+}
+
+impl AccountTxView {
+    /// The view of `tx` in block `height` / `block_hash` for `address`, or `None` when the
+    /// transaction neither comes from nor pays `address`.
+    pub fn of(tx: &Transaction, height: u64, block_hash: Hash, address: &Address) -> Option<Self> {
+        use pouw_primitives::TxKind;
+        let sent = tx.body.sender == *address;
+        let (to, amount) = match &tx.body.kind {
+            TxKind::Transfer { to, amount } => (Some(*to), Some(*amount)),
+            TxKind::BuyTicket { stake, .. } => (None, Some(*stake)),
+            TxKind::PayForTask { fee, .. } => (None, Some(*fee)),
+            TxKind::ChargeForTask { payouts, .. } => {
+                let mine = payouts
+                    .iter()
+                    .filter(|p| p.to == *address)
+                    .try_fold(Amount::ZERO, |sum, p| sum.checked_add(p.amount));
+                (None, mine.filter(|m| !m.is_zero()))
+            }
+            _ => (None, None),
+        };
+        let paid = to == Some(*address)
+            || (matches!(tx.body.kind, TxKind::ChargeForTask { .. }) && amount.is_some());
+        (sent || paid).then(|| Self {
+            height,
+            block_hash,
+            hash: tx.hash(),
+            kind: tx.body.kind.name().to_owned(),
+            sender: tx.body.sender,
+            nonce: tx.body.nonce,
+            fee: tx.body.fee,
+            to,
+            amount,
+        })
+    }
 }
 
 /// Which block.

@@ -39,8 +39,8 @@ mod monitor;
 mod server;
 
 pub use api::{
-    AccountView, ApiError, BlockRef, BlockView, NodeApi, NodeInfo, NodeStatus, OwnTxView,
-    ProofSummary, SupplyView, TipView, TrainingPoint, TxSummary,
+    AccountTxView, AccountView, ApiError, BlockRef, BlockView, NodeApi, NodeInfo, NodeStatus,
+    OwnTxView, ProofSummary, SupplyView, TipView, TrainingPoint, TxSummary,
 };
 pub use config::{Asset, RpcConfig};
 pub use jsonrpc::codes;

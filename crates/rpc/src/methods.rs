@@ -27,7 +27,14 @@ pub(crate) const METHODS: &[&str] = &[
     "pouw_security",
     "client_submitTask",
     "client_model",
+    "pouw_accountTransactions",
 ];
+
+/// Default and largest block count `pouw_accountTransactions` scans.
+const DEFAULT_ACCOUNT_TX_BLOCKS: u64 = 1_000;
+const MAX_ACCOUNT_TX_BLOCKS: u64 = 10_000;
+/// Most transactions one `pouw_accountTransactions` answer holds.
+const MAX_ACCOUNT_TXS: u32 = 1_000;
 
 /// Default count of `pouw_recentBlocks`.
 const DEFAULT_RECENT_BLOCKS: u32 = 10;
@@ -110,6 +117,20 @@ pub(crate) fn call(
             let mut points = ctx.api.training(since, limit);
             points.truncate(limit as usize);
             to_json(&points)
+        }
+        "pouw_accountTransactions" => {
+            p.expect(&["address", "blocks"])?;
+            let address: Address = parse_str(p.required(0, "address")?, "address", "address")?;
+            let blocks = match p.get(1, "blocks") {
+                Some(v) => as_u64(v, "blocks")?.min(MAX_ACCOUNT_TX_BLOCKS),
+                None => DEFAULT_ACCOUNT_TX_BLOCKS,
+            };
+            let mut txs = ctx
+                .api
+                .account_transactions(address, blocks, MAX_ACCOUNT_TXS)
+                .map_err(api_error)?;
+            txs.truncate(MAX_ACCOUNT_TXS as usize);
+            to_json(&txs)
         }
         "pouw_supply" => {
             p.expect(&[])?;
