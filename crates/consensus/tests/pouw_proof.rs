@@ -452,6 +452,64 @@ fn proof_data_mutations_are_rejected() {
     rejects!(fx, PouwError::PeerCount { expected: 1, actual: 0 });
 }
 
+/// The fixture's start state with `edit` applied, the winning message re-signed with the
+/// edited state's hashes: the data matches what the miner signed, so only the finiteness rule
+/// can refuse it.
+fn with_signed_start(edit: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>)) -> Fixture {
+    let mut fx = fixture();
+    let (model_spec, opt) = ml_specs(&fx.task).unwrap();
+    let (mut params, mut residual) = (fx.data.start_params.clone(), fx.data.start_residual.clone());
+    edit(&mut params, &mut residual);
+    let model = Model::from_params(model_spec, params.clone()).unwrap();
+    let mut state =
+        TrainState::from_parts(model, opt, residual.clone(), fx.data.start_velocity.clone())
+            .unwrap();
+    let (model_hash, residual_hash) = state.start_hashes();
+    fx.forge_winning(|b| {
+        b.start_model_hash = Hash(model_hash.0);
+        b.start_residual_hash = Hash(residual_hash.0);
+    });
+    fx.data.start_params = params;
+    fx.data.start_residual = residual;
+    fx
+}
+
+#[test]
+fn non_finite_start_states_are_refused_even_when_signed() {
+    let fx = with_signed_start(|params, _| params[1234] = f32::NAN);
+    rejects!(fx, PouwError::NonFinite { field: "start_params", index: 1234 });
+    // A NaN with another payload, in the last value: the first one found is reported.
+    let fx = with_signed_start(|params, _| {
+        let last = params.len() - 1;
+        params[last] = f32::from_bits(0x7fc0_1234);
+    });
+    let last = fx.data.start_params.len() - 1;
+    rejects!(fx, PouwError::NonFinite { field: "start_params", index } if index == last);
+    let fx = with_signed_start(|_, residual| residual[5] = f32::INFINITY);
+    rejects!(fx, PouwError::NonFinite { field: "start_residual", index: 5 });
+    let fx = with_signed_start(|_, residual| residual[300] = f32::NEG_INFINITY);
+    rejects!(fx, PouwError::NonFinite { field: "start_residual", index: 300 });
+    // Unsigned (the data no longer matches its hash): refused by the same rule, before any
+    // hashing.
+    let mut fx = fixture();
+    fx.data.start_params[0] = f32::NAN;
+    rejects!(fx, PouwError::NonFinite { field: "start_params", index: 0 });
+    // The error names the field and the position.
+    let fx = with_signed_start(|params, _| params[7] = f32::NAN);
+    let err = verify_proof(&fx.spec, &fx.header, &fx.proof, &fx.task, &fx.data, Exec::SINGLE)
+        .unwrap_err();
+    assert!(err.to_string().contains("start_params value 7 is not finite"), "{err}");
+}
+
+#[test]
+fn an_iteration_that_overflows_is_refused() {
+    // Every start value finite but huge: the forward pass overflows, so the loss (and the end
+    // state) are not finite.
+    let fx = with_signed_start(|params, _| params.iter_mut().for_each(|p| *p = 1.0e38));
+    assert!(fx.data.start_params.iter().all(|p| p.is_finite()));
+    rejects!(fx, PouwError::NonFinite { field: "loss" | "end_params" | "end_residual", .. });
+}
+
 #[test]
 fn forged_batches_and_peers_are_rejected() {
     // A batch of another size (the nonce budget grows with the batch), correctly hashed.

@@ -133,6 +133,18 @@ pub enum PouwError {
         /// Values given.
         actual: usize,
     },
+    /// A value of the start state (proof data) or of the replayed iteration's output is NaN or
+    /// infinite. Ban: a NaN's payload bits may differ between two CPUs' floating-point paths (FMA
+    /// or not, vector width), so the hashes and nonces derived from such a state are not
+    /// reproducible and no node could agree on the block; honest software never mines one.
+    #[error("{field} value {index} is not finite")]
+    NonFinite {
+        /// `start_params`, `start_residual`, `start_velocity`, `loss`, `end_params`,
+        /// `end_residual` or `end_velocity`.
+        field: &'static str,
+        /// Position of the first non-finite value (0 for the loss).
+        index: usize,
+    },
     /// The start parameters do not hash to `winning.start_model_hash`. Ban.
     #[error("start model hashes to {actual}, the message says {expected}")]
     StartModelHash {

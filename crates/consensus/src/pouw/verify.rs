@@ -121,8 +121,9 @@ pub fn check_proof_cheap(
 /// Replays the winning iteration from the proof data and checks every output against the
 /// winning message, bit for bit, then the nonce. Run it after [`check_proof_cheap`]; it checks
 /// the data against the signed hashes before spending the iteration, in order: start-state
-/// lengths, start model hash, start residual hash, batch hash, batch decoding and size, peer
-/// count, each peer's id, signature and task; then the iteration; then map, loss bits,
+/// lengths, start state finite (no NaN or infinity), start model hash, start residual hash, batch hash, batch decoding and size, peer
+/// count, each peer's id, signature and task; then the iteration; then loss, end model, end
+/// residual and end velocity finite; then map, loss bits,
 /// accuracy bits and `header.nonce == nonce_at(precursor, j)` for some `j < a`.
 pub fn replay(
     spec: &ChainSpec,
@@ -147,13 +148,14 @@ pub fn replay(
         }
     }
     let classes = model_spec.classes;
-    let model = Model::from_params(model_spec, data.start_params.clone())
+    // The copies the replay needs anyway, each checked finite in the same pass.
+    let model = Model::from_params(model_spec, finite_copy("start_params", &data.start_params)?)
         .map_err(|e| PouwError::Engine(e.to_string()))?;
     let mut state = TrainState::from_parts(
         model,
         optimizer,
-        data.start_residual.clone(),
-        data.start_velocity.clone(),
+        finite_copy("start_residual", &data.start_residual)?,
+        finite_copy("start_velocity", &data.start_velocity)?,
     )
     .map_err(|e| PouwError::Engine(e.to_string()))?;
     // Hashed once: the iteration below reports these same hashes as its start hashes.
@@ -203,6 +205,19 @@ pub fn replay(
         other => PouwError::Engine(other.to_string()),
     })?;
 
+    // A finite start and batch can still overflow; the end state is what the nonce and the
+    // next iteration's start hash on.
+    if !f32::from_bits(out.loss_bits).is_finite() {
+        return Err(PouwError::NonFinite { field: "loss", index: 0 });
+    }
+    for (field, values) in [
+        ("end_params", state.model().params()),
+        ("end_residual", state.residual()),
+        ("end_velocity", state.velocity()),
+    ] {
+        check_finite(field, values)?;
+    }
+
     if out.map != w.map {
         return Err(PouwError::Map { claimed: w.map.len(), replayed: out.map.len() });
     }
@@ -222,6 +237,41 @@ pub fn replay(
         return Err(PouwError::Nonce { budget });
     }
     Ok(())
+}
+
+/// Values checked per step of [`finite_copy`] and [`check_finite`]: small enough to stay in L1
+/// between the check and the copy, large enough for the check to run vectorised.
+const FINITE_CHUNK: usize = 256;
+
+/// [`PouwError::NonFinite`] naming the first NaN or infinity in `values`, if any.
+fn check_finite(field: &'static str, values: &[f32]) -> Result<(), PouwError> {
+    for (chunk_index, chunk) in values.chunks(FINITE_CHUNK).enumerate() {
+        non_finite_in(field, chunk_index, chunk)?;
+    }
+    Ok(())
+}
+
+/// A copy of `values` (proof data `field`), refused with [`PouwError::NonFinite`] if any value
+/// is NaN or infinite: one pass over the data, chunk by chunk (check, then copy while the chunk
+/// is in cache), instead of a copy and a separate scan.
+fn finite_copy(field: &'static str, values: &[f32]) -> Result<Vec<f32>, PouwError> {
+    let mut out = Vec::with_capacity(values.len());
+    for (chunk_index, chunk) in values.chunks(FINITE_CHUNK).enumerate() {
+        non_finite_in(field, chunk_index, chunk)?;
+        out.extend_from_slice(chunk);
+    }
+    Ok(out)
+}
+
+/// Checks chunk `chunk_index` of `field`: a branch-free fold (which vectorises) and, only when
+/// it fails, a search for the position to report.
+fn non_finite_in(field: &'static str, chunk_index: usize, chunk: &[f32]) -> Result<(), PouwError> {
+    if chunk.iter().fold(true, |ok, v| ok & v.is_finite()) {
+        return Ok(());
+    }
+    let within = chunk.iter().position(|v| !v.is_finite()).unwrap_or(0);
+    let index = chunk_index.saturating_mul(FINITE_CHUNK).saturating_add(within);
+    Err(PouwError::NonFinite { field, index })
 }
 
 /// [`check_proof_cheap`] then [`replay`].
@@ -259,4 +309,34 @@ pub fn mark_iteration_used(overlay: &mut Overlay<'_>, block: &Block) -> Result<(
     }
     overlay.set(key, Some(StateValue::Marker));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finite_copy_copies_or_names_the_first_non_finite_value() {
+        let values: Vec<f32> = (0..1000u16).map(|i| f32::from(i) - 500.0).collect();
+        assert_eq!(finite_copy("start_params", &values).unwrap(), values);
+        assert_eq!(finite_copy("start_velocity", &[]).unwrap(), Vec::<f32>::new());
+        // At chunk boundaries and inside chunks, NaN of any payload and both infinities.
+        for (at, bad) in [
+            (0, f32::NAN),
+            (FINITE_CHUNK - 1, f32::INFINITY),
+            (FINITE_CHUNK, f32::NEG_INFINITY),
+            (999, f32::from_bits(0xffc0_0001)),
+            (513, f32::from_bits(0x7f80_0001)), // a signalling NaN
+        ] {
+            let mut v = values.clone();
+            v[at] = bad;
+            v[999.min(at + 7)] = f32::NAN; // a later one is not reported
+            let want = PouwError::NonFinite { field: "start_residual", index: at };
+            assert_eq!(finite_copy("start_residual", &v), Err(want.clone()));
+            assert_eq!(check_finite("start_residual", &v), Err(want));
+        }
+        // The extremes of the finite range pass.
+        let edges = [f32::MAX, f32::MIN, f32::MIN_POSITIVE, -0.0, f32::from_bits(1)];
+        assert_eq!(finite_copy("start_params", &edges).unwrap(), edges);
+    }
 }
