@@ -149,7 +149,7 @@ fn task_with_miners(task: &Path, miners: u16, dir: &Path) -> Result<PathBuf> {
         toml::from_str(&text).with_context(|| format!("parsing {}", task.display()))?;
     let base = task.parent().unwrap_or_else(|| Path::new("."));
     if let Some(ds) = value.get_mut("dataset").and_then(|d| d.as_table_mut()) {
-        for key in ["images", "labels", "file"] {
+        for key in ["images", "labels", "path"] {
             if let Some(toml::Value::String(p)) = ds.get(key) {
                 let abs = base.join(p).display().to_string();
                 ds.insert(key.into(), toml::Value::String(abs));
@@ -232,6 +232,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     std::fs::write(&spec_path, devnet_spec().to_toml())?;
     let exe = std::env::current_exe().context("locating the pouw binary")?;
     task_file = task_with_miners(&task_file, miners, &dir)?;
+    let test_data = load_test_data(&task_file)?;
     let attacker = args.attack.map(|a| attacker_name(a, args.miners));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -419,7 +420,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
             refresh(&format!("{label}: fetching the best model"));
             wait("fetching the best model")?;
         };
-        let accuracy = test_accuracy(&model, &view)?;
+        let accuracy = test_accuracy(&model, &view, &test_data)?;
         multi.suspend(|| {
             eprintln!(
                 "devnet: {label} completed in {:.1} s, test accuracy {:.2} %",
@@ -460,6 +461,9 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         node_reports
             .push(node_entry(&n.name, n.roles, &address, n.rpc, &h, &account, genesis, height));
     }
+    // Every node process still running (an attack must not have stopped any).
+    let nodes_running =
+        nodes.iter_mut().filter_map(|n| n.child.try_wait().ok()).filter(Option::is_none).count();
     let supply = call(client, "pouw_supply", json!([]))?;
     let attack_report = match (args.attack, attacker) {
         (Some(attack), Some(name)) => {
@@ -477,6 +481,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         "blocks_mined": mined,
         "blocks_rejected": rejected,
         "nodes": node_reports,
+        "nodes_running": nodes_running,
         "payouts": view["settlement"]["payouts"],
         "settlement": view["settlement"],
         "supply_check_ok": supply["ok"],
@@ -632,19 +637,33 @@ fn format_signed(v: i128) -> String {
     format!("{sign}{}.{:08}", a / coin, a % coin)
 }
 
-/// Accuracy of the delivered model on the task's test segments (the shipped digits).
-fn test_accuracy(model: &[u8], view: &Value) -> Result<f64> {
+/// The task's own data, to measure the delivered model on its test segments.
+struct TestData {
+    data: pouw_ml::Dataset,
+    segments: Vec<pouw_ml::Segment>,
+    model: pouw_ml::ModelSpec,
+}
+
+/// Loads the dataset the task file names (IDX or CSV), cut into the chain's segments.
+fn load_test_data(task_file: &Path) -> Result<TestData> {
+    let task = pouw_ml::TaskFile::load(task_file).context("cannot load the task")?;
+    let data = task.load_dataset().context("cannot load the task's dataset")?;
+    let segments = data.segments(pouw_primitives::DATASET_SEGMENTS)?;
+    Ok(TestData { data, segments, model: task.model })
+}
+
+/// Accuracy of the delivered model on the task's test segments (the task's own dataset).
+fn test_accuracy(model: &[u8], view: &Value, t: &TestData) -> Result<f64> {
     let model = pouw_ml::from_safetensors(model).context("the delivered model")?;
+    model.check_fits(&t.model).context("the delivered model")?;
     let test: Vec<usize> = view["split"]["test"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_u64().map(|x| x as usize)).collect())
         .unwrap_or_default();
-    let data = pouw_ml::shipped_mnist_ref();
-    let segments = data.segments(pouw_primitives::DATASET_SEGMENTS)?;
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for i in test {
-        let s = segments.get(i).context("test segment index")?;
-        let (f, l) = data.range(s.start, s.len);
+        let s = t.segments.get(i).context("test segment index")?;
+        let (f, l) = t.data.range(s.start, s.len);
         x.extend_from_slice(f);
         y.extend_from_slice(l);
     }
@@ -735,6 +754,82 @@ fn write_key(path: &Path, key: &pouw_primitives::Keypair) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 3-class CSV task beside its data, with a relative `path` (features: the class's
+    /// centre plus a small deterministic offset; label in the first column).
+    fn csv_task(dir: &Path) -> PathBuf {
+        let mut csv = String::from("label,a,b,c,d\n");
+        for i in 0..300u32 {
+            let class = i % 3;
+            let jitter = |k: u32| f64::from((i * 7 + k * 13) % 10) / 50.0;
+            let c = f64::from(class);
+            csv.push_str(&format!(
+                "{class},{},{},{},{}\n",
+                c + jitter(1),
+                1.0 - c + jitter(2),
+                c * 0.5 + jitter(3),
+                jitter(4)
+            ));
+        }
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::write(dir.join("data/three.csv"), csv).unwrap();
+        let task = r#"
+name = "three"
+[model]
+input_shape = [4]
+classes = 3
+seed = 1
+[[model.layers]]
+type = "dense"
+units = 8
+activation = "relu"
+[[model.layers]]
+type = "dense"
+units = 3
+activation = "none"
+[optimizer]
+learning_rate = 0.3
+momentum = 0.0
+tau = 0.01
+batch_size = 10
+epochs = 2
+[dataset]
+format = "csv"
+path = "data/three.csv"
+[workers]
+miners = 3
+[payment]
+fee = "1"
+"#;
+        let path = dir.join("three.toml");
+        std::fs::write(&path, task).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_csv_task_reads_its_data_beside_it_and_is_measured_on_its_own_test_split() {
+        let home = tempfile::tempdir().unwrap();
+        let task = csv_task(&home.path().join("tasks"));
+        let net = tempfile::tempdir().unwrap();
+        let written = task_with_miners(&task, 4, net.path()).unwrap();
+        assert_eq!(written.parent(), Some(net.path()));
+        let text = std::fs::read_to_string(&written).unwrap();
+        assert!(text.contains("miners = 4"), "{text}");
+        // The relative path is resolved against the task file, not the devnet directory.
+        let t = load_test_data(&written).unwrap();
+        assert_eq!((t.data.len(), t.data.width()), (300, 4));
+        pouw_ml::load_client_task(&written, net.path()).unwrap();
+        let view = json!({"split": {"test": [1, 4, 7]}});
+        let model = pouw_ml::Model::new(t.model.clone()).unwrap();
+        let bytes = pouw_ml::to_safetensors(&model).unwrap();
+        let acc = test_accuracy(&bytes, &view, &t).unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{acc}");
+        // A model of another shape (the shipped digits' MLP): an error, not a panic.
+        let other = pouw_ml::ModelSpec::mlp(784, &[8], 10, pouw_ml::Activation::Relu, 1);
+        let other = pouw_ml::to_safetensors(&pouw_ml::Model::new(other).unwrap()).unwrap();
+        let e = test_accuracy(&other, &view, &t).unwrap_err();
+        assert!(format!("{e:#}").contains("input width 784"), "{e:#}");
+    }
 
     #[test]
     fn the_report_lists_every_task_and_each_nodes_bytes() {
