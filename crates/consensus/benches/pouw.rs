@@ -2,7 +2,13 @@
 //! - verifying one block (cheap checks, replay, both) next to the iteration it replays;
 //! - the miner's per-iteration overhead (commitment hash, the `a` nonce attempts, IT_RES id
 //!   and signature, the model/residual/map hashes inside the iteration) next to the plain
-//!   training step.
+//!   training step;
+//! - the cost table of design 010: one honest filler iteration with all its mining work
+//!   (`honest/iteration_with_mining`, yielding `a` nonce attempts) against a grinder under the
+//!   current rules, which re-rolls a free header field after one real iteration
+//!   (`grind/variant_all_a`: one header variant with its zero-nonce hash and the `a` nonces;
+//!   `grind/attempt_tight`: one attempt of a grinder that keeps the encoded header and the `a`
+//!   nonces and rewrites only the varied bytes).
 //!
 //! `cargo bench -p pouw-consensus --bench pouw`
 
@@ -179,5 +185,102 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(pouw, benches);
+/// Design 010's cost table: attempts per CPU-second of an honest miner against a grinder.
+fn cost_table(c: &mut Criterion) {
+    let s = setup();
+    let peer_map = s.data.peers[0].body.map.clone();
+    let params = s.start.model().param_count() as u64;
+    let batch_bytes = s.batch.byte_len() as u64;
+    let a = pouw_consensus::pouw::nonce_budget(&s.spec, batch_bytes, params);
+    eprintln!("cost table: a = {a} nonce attempts per iteration");
+    let task_id = s.proof.winning.body.task_id;
+
+    // The honest miner, per iteration: train, publish IT_RES committing to the header k ahead
+    // (zero-nonce hash, id, signature), try the `a` nonces of the iteration on the header
+    // committed k iterations earlier.
+    let mut g = c.benchmark_group("honest");
+    g.bench_function("iteration_with_mining", |b| {
+        b.iter_batched_ref(
+            || s.start.clone(),
+            |st| {
+                let out = st.iterate(Exec::SINGLE, &s.batch, &[&peer_map]).unwrap();
+                let mut body = body(task_id, &s.key, 1, &out);
+                let winning_id = body.id(); // commitment zero, as a winning message
+                body.commitment = s.committed.zero_nonce_hash();
+                black_box(body.sign(&s.key));
+                black_box(mine_iteration(
+                    &s.spec,
+                    &s.committed,
+                    winning_id,
+                    Hash(out.end_model_hash.0),
+                    map_hash(&out.map),
+                    batch_bytes,
+                    params,
+                    Uint256::ZERO,
+                ))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+
+    // The grinder under the current rules: after one real iteration, each variant of a free
+    // header field (here `msg_history_root`, which no rule checks) is a fresh header with `a`
+    // fresh attempts; a committing message is signed only for the variant that wins.
+    let mut g = c.benchmark_group("grind");
+    let (end, mh) = (Hash(s.out.end_model_hash.0), map_hash(&s.out.map));
+    let winning_id = s.proof.winning.id();
+    let mut variant = s.committed.clone();
+    let mut counter = 0u64;
+    g.bench_function("variant_all_a", |b| {
+        b.iter(|| {
+            counter += 1;
+            variant.msg_history_root.0[..8].copy_from_slice(&counter.to_le_bytes());
+            black_box(variant.zero_nonce_hash());
+            black_box(mine_iteration(
+                &s.spec,
+                &variant,
+                winning_id,
+                end,
+                mh,
+                batch_bytes,
+                params,
+                Uint256::ZERO,
+            ))
+        })
+    });
+    // The tight loop: header encoded once, nonces derived once; an attempt rewrites the varied
+    // bytes and the nonce and hashes. Checked against `Header::hash` before timing.
+    let precursor = pouw_consensus::pouw::nonce_precursor(&end, &mh);
+    let nonces: Vec<Hash> = (0..a).map(|j| pouw_consensus::pouw::nonce_at(&precursor, j)).collect();
+    let mut header = s.committed.clone();
+    header.msg_hash = winning_id;
+    let mut buf = pouw_primitives::codec::encode(&header);
+    let nonce_at_offset = buf.len() - 32;
+    let root_at = buf.len() - 64; // msg_history_root precedes the nonce
+    let mut check = header;
+    check.msg_history_root.0[..8].copy_from_slice(&7u64.to_le_bytes());
+    check.nonce = nonces[0];
+    buf[root_at..root_at + 8].copy_from_slice(&7u64.to_le_bytes());
+    buf[nonce_at_offset..].copy_from_slice(nonces[0].as_bytes());
+    assert_eq!(Hash::tagged("pouw/header", &buf), check.hash(), "the tight loop hashes headers");
+    let mut attempt = 0u64;
+    g.bench_function("attempt_tight", |b| {
+        b.iter(|| {
+            attempt += 1;
+            let j = (attempt % a) as usize;
+            if j == 0 {
+                buf[root_at..root_at + 8].copy_from_slice(&attempt.to_le_bytes());
+            }
+            buf[nonce_at_offset..].copy_from_slice(nonces[j].as_bytes());
+            black_box(pouw_primitives::meets_target(
+                &Hash::tagged("pouw/header", &buf),
+                Uint256::ZERO,
+            ))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(pouw, benches, cost_table);
 criterion_main!(pouw);
