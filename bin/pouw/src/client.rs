@@ -47,6 +47,7 @@ pub(crate) fn run(args: ClientArgs) -> Result<()> {
         ClientCommand::Submit { file } => {
             let path = std::fs::canonicalize(&file)
                 .with_context(|| format!("task file {}", file.display()))?;
+            check_dataset(&path)?;
             let v = call(args.rpc, "client_submitTask", json!([path.display().to_string()]))?;
             println!("{}", v["task_id"].as_str().unwrap_or_default());
         }
@@ -88,5 +89,21 @@ pub(crate) fn run(args: ClientArgs) -> Result<()> {
             println!("{}", out.display());
         }
     }
+    Ok(())
+}
+
+/// Before paying: the dataset's samples per class, printed (stderr), and a dataset that would
+/// train on fewer than two classes, or lacks a declared class, refused. The train/test split
+/// is drawn on chain once the task is paid for, so the counts are the whole dataset's.
+fn check_dataset(path: &std::path::Path) -> Result<()> {
+    let task = pouw_ml::TaskFile::load(path).context("cannot load the task")?;
+    let data = task.load_dataset().context("cannot load the dataset")?;
+    let segments = data.segments(pouw_primitives::DATASET_SEGMENTS)?;
+    let all: Vec<usize> = (0..segments.len()).collect();
+    let counts = data.class_counts(&segments, &all);
+    eprintln!(
+        "samples per class (the whole dataset; the train/test split is drawn on chain): {counts:?}"
+    );
+    task.check_classes(&data, &counts, "dataset").context("the dataset is not usable")?;
     Ok(())
 }

@@ -70,6 +70,10 @@ struct TrainReport {
     params: usize,
     train_samples: usize,
     test_samples: usize,
+    /// Training samples per class (index = label).
+    train_class_counts: Vec<u64>,
+    /// Test samples per class (index = label).
+    test_class_counts: Vec<u64>,
     coordinates_sent_fraction: f64,
     split_seed: String,
     threads: usize,
@@ -98,6 +102,13 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
         task.dataset.validation_fraction,
     )
     .with_context(|| format!("{}: cannot split the dataset", args.task.display()))?;
+    let train_class_counts = data.class_counts(&segments, &split.train);
+    let test_class_counts = data.class_counts(&segments, &split.test);
+    if !args.json {
+        eprintln!("samples per class: training split {train_class_counts:?}, test split {test_class_counts:?}");
+    }
+    task.check_classes(&data, &train_class_counts, "training split")
+        .context("the dataset is not usable")?;
     let opt = task.optimizer;
     let schedule = BatchSchedule::new(&segments, &split, opt.batch_size as usize, seed);
     let per_epoch = schedule.batches_per_epoch();
@@ -208,6 +219,8 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
         params,
         train_samples: schedule.train_samples().len(),
         test_samples: test_y.len(),
+        train_class_counts,
+        test_class_counts,
         coordinates_sent_fraction: sent as f64 / (done.max(1) as f64 * params as f64),
         split_seed: pouw_ml::Digest(seed).to_hex(),
         threads,

@@ -104,3 +104,40 @@ fn failures_exit_with_code_3_and_name_the_problem() {
     assert_eq!(out.status.code(), Some(3));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_label_in_the_last_column_is_refused_naming_label_column_then_trains_with_it() {
+    let dir = small_task("label-last");
+    // The same samples with the label moved last and a first column of zeros: read with the
+    // default label column, every label is 0.
+    let csv = std::fs::read_to_string(dir.join("data.csv")).unwrap();
+    let mut moved = String::from("z,a,b,c,label\n");
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        writeln!(moved, "0,{},{},{},{}", f[1], f[2], f[3], f[0]).unwrap();
+    }
+    std::fs::write(dir.join("data.csv"), moved).unwrap();
+    let task = dir.join("task.toml");
+    let out = pouw().arg("train").arg(&task).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("label_column") && err.contains("1 class(es) only"), "{err}");
+    assert!(err.contains("samples per class: training split [420, 0, 0]"), "{err}");
+    let text = std::fs::read_to_string(&task).unwrap();
+    std::fs::write(
+        &task,
+        text.replace("path = \"data.csv\"", "path = \"data.csv\"\nlabel_column = \"last\""),
+    )
+    .unwrap();
+    let r = run_json(&task, &[]);
+    let counts: Vec<u64> = serde_json::from_value(r["train_class_counts"].clone()).unwrap();
+    assert_eq!(counts.len(), 3);
+    assert!(counts.iter().all(|&c| c > 100), "{counts:?}");
+    assert_eq!(counts.iter().sum::<u64>(), r["train_samples"].as_u64().unwrap());
+    assert!(r["test_accuracy"].as_f64().unwrap() > 0.9, "{r}");
+    // A column number works the same (column 5 is the last one here).
+    let text = std::fs::read_to_string(&task).unwrap();
+    std::fs::write(&task, text.replace("label_column = \"last\"", "label_column = 5")).unwrap();
+    assert_eq!(run_json(&task, &[])["train_class_counts"], r["train_class_counts"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}

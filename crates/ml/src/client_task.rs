@@ -253,6 +253,9 @@ pub fn load_client_task(file: &Path, dir: &Path) -> Result<ClientTask, ClientTas
 
     let data = tf.load_dataset()?;
     let segs = data.segments(DATASET_SEGMENTS).map_err(TaskError::from)?;
+    // The split is drawn on chain after payment: the whole dataset must hold every class.
+    let all: Vec<usize> = (0..segs.len()).collect();
+    tf.check_classes(&data, &data.class_counts(&segs, &all), "dataset")?;
     let hashes: Vec<Hash> = segs.iter().map(|s| Hash(data.segment_hash(s).0)).collect();
     for (index, (w, c)) in written.iter().zip(&hashes).enumerate() {
         if w != c {

@@ -203,7 +203,32 @@ impl Dataset {
     /// Loads a CSV file: one sample per line, `label,f1,f2,…` (label an integer in
     /// `0..classes`, features decimal floats); see `docs/ml.md` for the exact format.
     pub fn load_csv(path: &Path, classes: u32) -> Result<Self, DatasetError> {
-        csv::load(path, classes)
+        csv::load(path, classes, crate::task::LabelColumn::First)
+    }
+
+    /// Like [`Dataset::load_csv`], with the label in column `label_column` (the task file's
+    /// `dataset.label_column`); the features are the other columns, in order.
+    pub fn load_csv_labelled(
+        path: &Path,
+        classes: u32,
+        label_column: crate::task::LabelColumn,
+    ) -> Result<Self, DatasetError> {
+        csv::load(path, classes, label_column)
+    }
+
+    /// Samples per class (index = label) in the given segments (`which` indexes `segments`;
+    /// an index out of range counts nothing).
+    pub fn class_counts(&self, segments: &[Segment], which: &[usize]) -> Vec<u64> {
+        let mut counts = vec![0u64; self.classes as usize];
+        for s in which.iter().filter_map(|&i| segments.get(i)) {
+            let end = s.start.saturating_add(s.len).min(self.labels.len());
+            for &l in self.labels.get(s.start..end).unwrap_or(&[]) {
+                if let Some(c) = counts.get_mut(l as usize) {
+                    *c += 1;
+                }
+            }
+        }
+        counts
     }
 
     /// A dataset from memory (`features` is `labels.len() × product(sample_shape)`); checks

@@ -70,6 +70,6 @@ pub use spec::{
     MAX_PARAMS,
 };
 pub use task::{
-    Coins, DatasetFormat, DatasetSpec, PaymentSpec, TaskError, TaskFile, WorkersSpec,
+    Coins, DatasetFormat, DatasetSpec, LabelColumn, PaymentSpec, TaskError, TaskFile, WorkersSpec,
     BASE_UNITS_PER_COIN,
 };

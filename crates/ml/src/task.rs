@@ -71,10 +71,76 @@ pub struct DatasetSpec {
     /// Fraction of segments for validation (default 0).
     #[serde(default)]
     pub validation_fraction: f64,
+    /// Which CSV column holds the label (format `csv`; default `"first"`).
+    #[serde(default, skip_serializing_if = "LabelColumn::is_first")]
+    pub label_column: LabelColumn,
     /// The hashes of the segments, hex (client tasks, optional): if given, each must match
     /// the hash of the data ([`crate::client_task`] checks them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub segment_hashes: Vec<String>,
+}
+
+/// `dataset.label_column`: the CSV column holding the label. In TOML: `"first"` (the default),
+/// `"last"`, or a column number counting from 1 (as the loader's error messages do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LabelColumn {
+    /// Column 1.
+    #[default]
+    First,
+    /// The last column.
+    Last,
+    /// Column `n`, counting from 1.
+    Number(u32),
+}
+
+impl LabelColumn {
+    fn is_first(&self) -> bool {
+        *self == Self::First
+    }
+}
+
+impl fmt::Display for LabelColumn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::First => f.write_str("\"first\""),
+            Self::Last => f.write_str("\"last\""),
+            Self::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Serialize for LabelColumn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::First => s.serialize_str("first"),
+            Self::Last => s.serialize_str("last"),
+            Self::Number(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LabelColumn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Number(i64),
+        }
+        let bad = || {
+            serde::de::Error::custom(
+                "label_column must be \"first\", \"last\" or a column number from 1",
+            )
+        };
+        match Raw::deserialize(d)? {
+            Raw::Name(n) if n == "first" => Ok(Self::First),
+            Raw::Name(n) if n == "last" => Ok(Self::Last),
+            Raw::Name(_) => Err(bad()),
+            Raw::Number(n) => {
+                u32::try_from(n).ok().filter(|&n| n >= 1).map(Self::Number).ok_or_else(bad)
+            }
+        }
+    }
 }
 
 fn default_segments() -> u32 {
@@ -280,6 +346,12 @@ impl TaskFile {
                 if d.path.is_some() {
                     return Err(invalid("dataset.path", "only for format = \"csv\"".into()));
                 }
+                if d.label_column != LabelColumn::First {
+                    return Err(invalid(
+                        "dataset.label_column",
+                        "only for format = \"csv\" (IDX labels are in their own file)".into(),
+                    ));
+                }
             }
             DatasetFormat::Csv => {
                 if d.path.is_none() {
@@ -322,9 +394,11 @@ impl TaskFile {
                 d.labels.as_deref().expect("validated"),
                 classes,
             )?,
-            DatasetFormat::Csv => {
-                Dataset::load_csv(d.path.as_deref().expect("validated"), classes)?
-            }
+            DatasetFormat::Csv => Dataset::load_csv_labelled(
+                d.path.as_deref().expect("validated"),
+                classes,
+                d.label_column,
+            )?,
         };
         let width: usize = self.model.input_shape.iter().map(|&x| x as usize).product();
         if data.width() != width {
@@ -340,11 +414,82 @@ impl TaskFile {
         }
         Ok(data)
     }
+
+    /// Refuses class counts (index = label, from [`Dataset::class_counts`]) in which fewer
+    /// than two classes occur or a declared class has no sample; `what` names the samples
+    /// counted (e.g. "training split"). The error names the label column, the usual culprit.
+    pub fn check_classes(
+        &self,
+        data: &Dataset,
+        counts: &[u64],
+        what: &str,
+    ) -> Result<(), TaskError> {
+        let (field, source) = match self.dataset.format {
+            DatasetFormat::Csv => (
+                "dataset.label_column",
+                format!("the labels are read from label_column = {}", self.dataset.label_column),
+            ),
+            DatasetFormat::Idx => {
+                ("dataset.labels", "the labels are read from the label file".into())
+            }
+        };
+        let present = counts.iter().filter(|&&c| c > 0).count();
+        let problem = if present < 2 {
+            Some(format!("the {what} holds {present} class(es) only"))
+        } else {
+            counts.iter().position(|&c| c == 0).map(|c| {
+                format!(
+                    "class {c} of the {} declared classes has no sample in the {what}",
+                    counts.len()
+                )
+            })
+        };
+        match problem {
+            None => Ok(()),
+            Some(p) => Err(TaskError::Invalid {
+                path: data.source().to_path_buf(),
+                field: field.into(),
+                reason: format!(
+                    "{p} (samples per class: {counts:?}); {source}: is that the label column?"
+                ),
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_column_parses_first_last_or_a_column_number() {
+        let task = |format: &str, extra: &str| {
+            let text = format!(
+                "[model]\ninput_shape = [2]\nclasses = 2\nlayers = [{{ type = \"dense\", units = 2, activation = \"none\" }}]\n\
+                 [optimizer]\nlearning_rate = 0.1\ntau = 0.01\nbatch_size = 1\nepochs = 1\n\
+                 [dataset]\n{format}\n{extra}\n"
+            );
+            TaskFile::parse(&text, Path::new("t.toml"))
+        };
+        let csv = "format = \"csv\"\npath = \"d.csv\"";
+        assert_eq!(task(csv, "").unwrap().dataset.label_column, LabelColumn::First);
+        let last = task(csv, "label_column = \"last\"").unwrap();
+        assert_eq!(last.dataset.label_column, LabelColumn::Last);
+        assert_eq!(
+            task(csv, "label_column = 3").unwrap().dataset.label_column,
+            LabelColumn::Number(3)
+        );
+        for bad in ["label_column = 0", "label_column = \"middle\"", "label_column = -1"] {
+            let e = task(csv, bad).unwrap_err();
+            assert!(format!("{:?}", e).contains("label_column"), "{bad}: {e:?}");
+        }
+        let idx = "format = \"idx\"\nimages = \"i\"\nlabels = \"l\"\nlabel_column = \"last\"";
+        let e = task(idx, "").unwrap_err().to_string();
+        assert!(e.contains("dataset.label_column"), "{e}");
+        // Written back, it reads the same.
+        let again: TaskFile = toml::from_str(&toml::to_string(&last).unwrap()).unwrap();
+        assert_eq!(again.dataset.label_column, LabelColumn::Last);
+    }
 
     #[test]
     fn coins_parse_and_print() {
