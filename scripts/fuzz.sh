@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET="${1:-60}"
 shift || true
 ALL=(block header transaction iteration_message proof_data gossip request response
-  task_file chain_spec idx csv json_rpc)
+  task_file chain_spec idx csv json_rpc safetensors)
 TARGETS=("$@")
 [[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=("${ALL[@]}")
 

@@ -259,6 +259,33 @@ pub fn csv(data: &[u8]) {
     }
 }
 
+/// `pouw_ml::from_safetensors` (model import: a model file from a peer, or one a user hands
+/// to the client). An accepted model hashes as its metadata says, exports to bytes that import
+/// to the same parameters bit for bit, fits its own spec unless a parameter is not finite, and
+/// runs on one sample of its width without panicking; a sample of another width is an error.
+pub fn safetensors(data: &[u8]) {
+    use pouw_ml::{Exec, ModelError};
+    let Ok(model) = pouw_ml::from_safetensors(data) else { return };
+    let bytes = pouw_ml::to_safetensors(&model).expect("an imported model exports");
+    let again = pouw_ml::from_safetensors(&bytes).expect("an exported model imports");
+    assert_eq!(again.hash(), model.hash());
+    assert!(
+        again.params().iter().zip(model.params()).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "export and import changed a parameter"
+    );
+    let finite = model.params().iter().all(|v| v.is_finite());
+    match model.check_fits(model.spec()) {
+        Ok(()) => assert!(finite, "a model with a NaN parameter fits"),
+        Err(ModelError::NonFinite { index }) => assert!(!model.params()[index].is_finite()),
+        Err(e) => panic!("a model does not fit its own spec: {e}"),
+    }
+    let width = model.layout().inputs;
+    let x = vec![0.5f32; width + 1];
+    let metrics = model.evaluate(Exec::new(1), &x[..width], &[0], 1).expect("one sample");
+    assert_eq!(metrics.samples, 1);
+    assert!(model.evaluate(Exec::new(1), &x, &[0], 1).is_err(), "a sample of another width");
+}
+
 /// The JSON-RPC body parser (`parse_body`): every body gives calls or one error response, and
 /// every response object serializes.
 pub fn json_rpc(data: &[u8]) {

@@ -15,7 +15,7 @@ use std::{
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 13] = [
+const TARGETS: [(&str, Check); 14] = [
     ("block", checks::block),
     ("header", checks::header),
     ("transaction", checks::transaction),
@@ -29,6 +29,7 @@ const TARGETS: [(&str, Check); 13] = [
     ("idx", checks::idx),
     ("csv", checks::csv),
     ("json_rpc", checks::json_rpc),
+    ("safetensors", checks::safetensors),
 ];
 
 /// xorshift64*: reproducible mutations.

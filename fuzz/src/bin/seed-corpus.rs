@@ -268,6 +268,21 @@ fn main() {
     write("csv", "with-header.csv", b"\x03label,x,y\n0,0.5,1\n2, -1.25 ,3e-2\n\n1,0,0\n");
     write("csv", "no-header.csv", b"\x0a7,0.1,0.2,0.3\n3,1,2,3\n");
 
+    // Safetensors models: small MLPs as `to_safetensors` writes them.
+    for (name, spec) in [
+        (
+            "mlp-4-3-2.safetensors",
+            pouw_ml::ModelSpec::mlp(4, &[3], 2, pouw_ml::Activation::Relu, 1),
+        ),
+        (
+            "mlp-6-5-4-3.safetensors",
+            pouw_ml::ModelSpec::mlp(6, &[5, 4], 3, pouw_ml::Activation::Tanh, 2),
+        ),
+    ] {
+        let model = pouw_ml::Model::new(spec).expect("model");
+        write("safetensors", name, pouw_ml::to_safetensors(&model).expect("export"));
+    }
+
     // JSON-RPC bodies.
     write("json_rpc", "tip.json", r#"{"jsonrpc":"2.0","id":1,"method":"pouw_tip"}"#);
     write(
