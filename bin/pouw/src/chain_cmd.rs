@@ -13,7 +13,7 @@ use pouw_chain::Chain;
 use pouw_consensus::{Overlay, StateKey, StateValue};
 use pouw_ml::Exec;
 use pouw_primitives::{Address, Amount, ChainSpec, Hash, Role, TaskId};
-use pouw_rpc::{AccountView, BlockView, TipView};
+use pouw_rpc::{AccountView, BlockView, TicketView, TipView};
 use pouw_storage::ProofStore;
 use serde_json::{json, Value};
 use std::{path::PathBuf, sync::Arc};
@@ -168,14 +168,31 @@ fn account_view(chain: &Chain, address: Address) -> AccountView {
     let account = state.account(&address);
     let overlay = Overlay::new(state);
     let mut locked = Amount::ZERO;
+    let mut tickets = Vec::new();
     for role in [Role::Miner, Role::Supervisor, Role::Evaluator, Role::Verifier] {
         for id in pouw_consensus::tickets_of(&overlay, &address, role) {
             if let Some(StateValue::Ticket(t)) = state.get(&StateKey::Ticket(id)) {
                 locked = locked.checked_add(t.stake).unwrap_or(Amount::MAX);
+                tickets.push(TicketView {
+                    id,
+                    role: t.role,
+                    stake: t.stake,
+                    created_at: t.created_at,
+                    expires_at: t.expires_at,
+                    gpu: t.preferences.has_gpu,
+                    min_fee: t.preferences.min_fee,
+                    max_params: t.preferences.max_params,
+                });
             }
         }
     }
-    AccountView { address, balance: account.balance, nonce: account.nonce, locked_stake: locked }
+    AccountView {
+        address,
+        balance: account.balance,
+        nonce: account.nonce,
+        locked_stake: locked,
+        tickets,
+    }
 }
 
 fn tip(source: &Source) -> Result<Value> {

@@ -6,8 +6,10 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use pouw_net::Multiaddr;
+use pouw_primitives::{Amount, Role};
 use serde::{Deserialize, Serialize};
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     str::FromStr,
@@ -104,6 +106,26 @@ struct FileConfig {
     rpc: RpcFile,
     #[serde(default)]
     mining: MiningFile,
+    #[serde(default)]
+    staking: StakingFile,
+}
+
+/// `[staking]`: the tickets the node buys for its worker roles (`pouw_node::Staking`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StakingFile {
+    /// Stake of every role's ticket, in coins (a decimal string).
+    stake: Option<String>,
+    /// Per-role stakes, overriding `stake`.
+    miner: Option<String>,
+    supervisor: Option<String>,
+    evaluator: Option<String>,
+    verifier: Option<String>,
+    gpu: Option<bool>,
+    min_fee: Option<String>,
+    max_params: Option<u64>,
+    ticket_blocks: Option<u64>,
+    renew_blocks: Option<u64>,
 }
 
 /// `[rpc]`: where to serve JSON-RPC and the server limits (`pouw_rpc::RpcConfig`).
@@ -154,6 +176,15 @@ pub(crate) struct Layer {
     pub(crate) rpc_max_recent_blocks: Option<u32>,
     pub(crate) rpc_max_training_points: Option<u32>,
     pub(crate) mining_pause_ms: Option<u64>,
+    /// Stake of every role's ticket.
+    pub(crate) stake: Option<Amount>,
+    /// Per-role stakes (override `stake`).
+    pub(crate) role_stake: BTreeMap<Role, Amount>,
+    pub(crate) gpu: Option<bool>,
+    pub(crate) min_fee: Option<Amount>,
+    pub(crate) max_params: Option<u64>,
+    pub(crate) ticket_blocks: Option<u64>,
+    pub(crate) renew_blocks: Option<u64>,
 }
 
 impl Layer {
@@ -181,6 +212,17 @@ impl Layer {
             rpc_max_recent_blocks: later.rpc_max_recent_blocks.or(self.rpc_max_recent_blocks),
             rpc_max_training_points: later.rpc_max_training_points.or(self.rpc_max_training_points),
             mining_pause_ms: later.mining_pause_ms.or(self.mining_pause_ms),
+            stake: later.stake.or(self.stake),
+            role_stake: {
+                let mut m = self.role_stake;
+                m.extend(later.role_stake);
+                m
+            },
+            gpu: later.gpu.or(self.gpu),
+            min_fee: later.min_fee.or(self.min_fee),
+            max_params: later.max_params.or(self.max_params),
+            ticket_blocks: later.ticket_blocks.or(self.ticket_blocks),
+            renew_blocks: later.renew_blocks.or(self.renew_blocks),
         }
     }
 }
@@ -298,7 +340,35 @@ fn parse_file(file: &str, base: &Path, text: &str) -> Result<Layer> {
                 }
             },
         );
+    let coins = |v: Option<String>, k: &str| {
+        v.map(|v| v.trim().parse::<Amount>().map_err(|e| anyhow!("{file}: `staking.{k}`: {e}")))
+            .transpose()
+    };
+    let st = f.staking;
+    let mut role_stake = BTreeMap::new();
+    for (role, v, k) in [
+        (Role::Miner, st.miner, "miner"),
+        (Role::Supervisor, st.supervisor, "supervisor"),
+        (Role::Evaluator, st.evaluator, "evaluator"),
+        (Role::Verifier, st.verifier, "verifier"),
+    ] {
+        if let Some(a) = coins(v, k)? {
+            role_stake.insert(role, a);
+        }
+    }
+    if st.ticket_blocks == Some(0) {
+        bail!("{file}: `staking.ticket_blocks`: a ticket must last at least 1 block");
+    }
+    let stake = coins(st.stake, "stake")?;
+    let min_fee = coins(st.min_fee, "min_fee")?;
     Ok(Layer {
+        stake,
+        role_stake,
+        gpu: st.gpu,
+        min_fee,
+        max_params: st.max_params,
+        ticket_blocks: st.ticket_blocks,
+        renew_blocks: st.renew_blocks,
         datadir: f.datadir.map(rel),
         chain,
         key: f.key.map(rel),
@@ -398,6 +468,7 @@ pub(crate) struct Settings {
     pub(crate) rpc_listen: Option<SocketAddr>,
     pub(crate) rpc: pouw_rpc::RpcConfig,
     pub(crate) mining_pause: Duration,
+    pub(crate) staking: pouw_node::Staking,
 }
 
 /// Defaults when no layer sets a key.
@@ -454,6 +525,25 @@ pub(crate) fn resolve(layers: Vec<Layer>, no_mine: bool) -> Result<Settings> {
         rpc_listen: l.rpc_listen,
         rpc,
         mining_pause: Duration::from_millis(l.mining_pause_ms.unwrap_or(0)),
+        staking: {
+            let d = pouw_node::Staking::default();
+            let mut stake = BTreeMap::new();
+            for role in [Role::Miner, Role::Supervisor, Role::Evaluator, Role::Verifier] {
+                if let Some(a) = l.role_stake.get(&role).copied().or(l.stake) {
+                    stake.insert(role, a);
+                }
+            }
+            pouw_node::Staking {
+                stake,
+                preferences: pouw_primitives::TicketPreferences {
+                    has_gpu: l.gpu.unwrap_or(false),
+                    max_params: l.max_params.unwrap_or(0),
+                    min_fee: l.min_fee.unwrap_or(Amount::ZERO),
+                },
+                ticket_blocks: l.ticket_blocks.unwrap_or(d.ticket_blocks),
+                renew_blocks: l.renew_blocks.unwrap_or(d.renew_blocks),
+            }
+        },
     })
 }
 
@@ -472,6 +562,24 @@ struct Printed {
     threads: usize,
     rpc: PrintedRpc,
     mining: PrintedMining,
+    staking: PrintedStaking,
+}
+
+#[derive(Serialize)]
+struct PrintedStaking {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    miner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supervisor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evaluator: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verifier: Option<String>,
+    gpu: bool,
+    min_fee: String,
+    max_params: u64,
+    ticket_blocks: u64,
+    renew_blocks: u64,
 }
 
 #[derive(Serialize)]
@@ -534,6 +642,21 @@ impl Settings {
                 max_training_points: r.max_training_points,
             },
             mining: PrintedMining { pause_ms: ms(self.mining_pause) },
+            staking: {
+                let st = &self.staking;
+                let of = |r: Role| st.stake.get(&r).map(ToString::to_string);
+                PrintedStaking {
+                    miner: of(Role::Miner),
+                    supervisor: of(Role::Supervisor),
+                    evaluator: of(Role::Evaluator),
+                    verifier: of(Role::Verifier),
+                    gpu: st.preferences.has_gpu,
+                    min_fee: st.preferences.min_fee.to_string(),
+                    max_params: st.preferences.max_params,
+                    ticket_blocks: st.ticket_blocks,
+                    renew_blocks: st.renew_blocks,
+                }
+            },
         };
         toml::to_string(&printed).expect("the settings always serialize")
     }

@@ -83,6 +83,16 @@ pub(crate) struct NodeArgs {
     /// lying-supervisor, lying-evaluator; docs/attacks.md). Never on a real network.
     #[arg(long, hide = true)]
     attack: Option<pouw_node::Attack>,
+    /// Stake of every worker role's ticket, in coins (default: the chain's
+    /// `min_ticket_stake`); `[staking]` in the config file sets it per role.
+    #[arg(long)]
+    stake: Option<pouw_primitives::Amount>,
+    /// Offer a GPU in the tickets (tasks that need one can select this node).
+    #[arg(long)]
+    gpu: bool,
+    /// The smallest task fee the tickets accept, in coins.
+    #[arg(long)]
+    min_fee: Option<pouw_primitives::Amount>,
 }
 
 fn parse_role(s: &str) -> Result<NodeRole, String> {
@@ -106,6 +116,9 @@ impl NodeArgs {
             rpc_listen: self.rpc,
             rpc_token: self.rpc_token.clone(),
             mining_pause_ms: self.mining_pause_ms,
+            stake: self.stake,
+            gpu: self.gpu.then_some(true),
+            min_fee: self.min_fee,
             ..Layer::default()
         }
     }
@@ -147,6 +160,7 @@ pub(crate) fn run(args: NodeArgs) -> Result<()> {
         Some(path) => crate::keys::read_key(path)?,
         None => load_or_create_key(&datadir.join(NODE_KEY_FILE))?,
     };
+    let spec_min_stake = spec.min_ticket_stake;
     let mut config = NodeConfig::new(datadir.clone(), spec, key);
     config.listen = settings.listen.clone();
     config.bootstrap = settings.bootstrap.clone();
@@ -155,6 +169,14 @@ pub(crate) fn run(args: NodeArgs) -> Result<()> {
     config.threads = settings.threads.max(1);
     config.mining_pause = settings.mining_pause;
     config.max_blocks = args.blocks;
+    for (role, stake) in &settings.staking.stake {
+        anyhow::ensure!(
+            *stake >= spec_min_stake,
+            "the {role:?} ticket stake {stake} is below the chain's min_ticket_stake \
+             {spec_min_stake} (--stake or [staking] in the config file)"
+        );
+    }
+    config.staking = settings.staking.clone();
     config.attack = args.attack;
     if let Some(attack) = args.attack {
         tracing::warn!(target: "node", %attack, "this node behaves as a hostile worker on purpose");

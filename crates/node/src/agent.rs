@@ -37,7 +37,7 @@ use pouw_ml::{Batch, Dataset, Exec};
 use pouw_net::{peer_id_of, Request, Topic};
 use pouw_primitives::{
     Address, Amount, Hash, IterationMessage, Role, SecurityAlert, SecurityAlertBody, TaskId,
-    TicketPreferences, Transaction, TxBody, TxKind, DATASET_SEGMENTS,
+    Transaction, TxBody, TxKind, DATASET_SEGMENTS,
 };
 use pouw_work::{Assignment, FinishedModel};
 use std::{
@@ -75,8 +75,6 @@ const LIAR_DELAY: Duration = Duration::from_secs(1);
 const PEER_PROBATION: Duration = Duration::from_secs(1);
 /// Most peer messages applied in one iteration (bounds the proof data).
 const MAX_PEERS_PER_ITERATION: usize = 8;
-/// Tickets are bought to last this many blocks (capped by the spec).
-const TICKET_BLOCKS: u64 = 500_000;
 /// A request that got no useful answer is retried after this long.
 const RETRY: Duration = Duration::from_secs(2);
 /// A segment request is not repeated while in flight: it is answered or fails within the
@@ -1008,12 +1006,19 @@ impl Node {
                 })
                 .collect();
             let overlay = Overlay::new(state);
+            // A role is covered by a ticket not yet due for renewal (`Staking::lasts`).
+            let (height, staking, spec) = (chain.height(), &self.config.staking, &self.config.spec);
             let live: HashSet<Role> = self
                 .agent
                 .roles
                 .iter()
                 .copied()
-                .filter(|r| !pouw_consensus::tickets_of(&overlay, &me, *r).is_empty())
+                .filter(|r| {
+                    pouw_consensus::tickets_of(&overlay, &me, *r).iter().any(|id| {
+                        matches!(state.get(&StateKey::Ticket(*id)),
+                            Some(StateValue::Ticket(t)) if staking.lasts(t.expires_at, height, spec))
+                    })
+                })
                 .collect();
             (chain.height(), records, live, state.account(&me).balance)
         };
@@ -1026,22 +1031,17 @@ impl Node {
             if live_roles.contains(&role) || sent || self.peers.is_empty() {
                 continue;
             }
-            let needed =
-                self.config.spec.min_ticket_stake.checked_add(TX_FEE).unwrap_or(Amount::MAX);
+            let stake = self.config.staking.stake_for(role, &self.config.spec);
+            let needed = stake.checked_add(TX_FEE).unwrap_or(Amount::MAX);
             if balance < needed {
                 if self.agent.unfunded_warned.insert(role) {
                     tracing::warn!(target: "node", ?role, balance = %balance, needed = %needed, "cannot stake a ticket: balance too low (the role stays idle)");
                 }
                 continue;
             }
-            let expires_at =
-                height.saturating_add(TICKET_BLOCKS.min(self.config.spec.max_ticket_blocks));
-            let kind = TxKind::BuyTicket {
-                role,
-                stake: self.config.spec.min_ticket_stake,
-                preferences: TicketPreferences::default(),
-                expires_at,
-            };
+            let expires_at = self.config.staking.expiry(height, &self.config.spec);
+            let preferences = self.config.staking.preferences.clone();
+            let kind = TxKind::BuyTicket { role, stake, preferences, expires_at };
             match self.submit_own(kind) {
                 Ok(hash) => {
                     tracing::info!(target: "node", ?role, "staking ticket bought");

@@ -8,7 +8,7 @@ use pouw_net::NetworkHandle;
 use pouw_primitives::{Address, Amount, Role, TaskId, Transaction};
 use pouw_rpc::{
     AccountTxView, AccountView, ApiError, BlockRef, BlockView, NodeApi, NodeInfo, NodeStatus,
-    SupplyView, TipView, TrainingPoint,
+    SupplyView, TicketView, TipView, TrainingPoint,
 };
 use std::{
     sync::{atomic::Ordering, Arc, RwLock},
@@ -70,10 +70,21 @@ impl NodeApi for Api {
         let account = state.account(&address);
         let overlay = Overlay::new(state);
         let mut locked = Amount::ZERO;
+        let mut tickets = Vec::new();
         for role in [Role::Miner, Role::Supervisor, Role::Evaluator, Role::Verifier] {
             for id in pouw_consensus::tickets_of(&overlay, &address, role) {
                 if let Some(StateValue::Ticket(t)) = state.get(&StateKey::Ticket(id)) {
                     locked = locked.checked_add(t.stake).unwrap_or(Amount::MAX);
+                    tickets.push(TicketView {
+                        id,
+                        role: t.role,
+                        stake: t.stake,
+                        created_at: t.created_at,
+                        expires_at: t.expires_at,
+                        gpu: t.preferences.has_gpu,
+                        min_fee: t.preferences.min_fee,
+                        max_params: t.preferences.max_params,
+                    });
                 }
             }
         }
@@ -82,6 +93,7 @@ impl NodeApi for Api {
             balance: account.balance,
             nonce: account.nonce,
             locked_stake: locked,
+            tickets,
         }
     }
 

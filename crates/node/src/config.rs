@@ -1,8 +1,8 @@
 //! Node settings.
 
 use pouw_net::Multiaddr;
-use pouw_primitives::{ChainSpec, Keypair};
-use std::{path::PathBuf, time::Duration};
+use pouw_primitives::{Amount, ChainSpec, Keypair, Role, TicketPreferences};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
@@ -47,6 +47,57 @@ pub struct NodeConfig {
     /// Custom security handlers per alert kind (the built-in stake-confiscation handler is
     /// always added; `security` module docs).
     pub security: crate::SecurityHandlers,
+    /// The staking tickets the node buys for its worker roles.
+    pub staking: Staking,
+}
+
+/// How the node stakes its worker roles' tickets (`[staking]` in the node config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staking {
+    /// Stake per role; a role missing here stakes the chain's `min_ticket_stake`.
+    pub stake: BTreeMap<Role, Amount>,
+    /// What the node offers in every ticket (GPU, smallest task fee, largest model).
+    pub preferences: TicketPreferences,
+    /// A ticket lasts this many blocks (capped by the chain's `max_ticket_blocks`).
+    pub ticket_blocks: u64,
+    /// The next ticket is bought once the live one has this many blocks or fewer left (at most
+    /// half of `ticket_blocks`), so a role never goes without one.
+    pub renew_blocks: u64,
+}
+
+impl Default for Staking {
+    fn default() -> Self {
+        Self {
+            stake: BTreeMap::new(),
+            preferences: TicketPreferences::default(),
+            ticket_blocks: 500_000,
+            renew_blocks: 1_000,
+        }
+    }
+}
+
+impl Staking {
+    /// The stake of a ticket for `role` on `spec`.
+    pub fn stake_for(&self, role: Role, spec: &ChainSpec) -> Amount {
+        self.stake.get(&role).copied().unwrap_or(spec.min_ticket_stake)
+    }
+
+    /// Blocks a ticket bought on `spec` lasts.
+    fn life(&self, spec: &ChainSpec) -> u64 {
+        self.ticket_blocks.min(spec.max_ticket_blocks).max(1)
+    }
+
+    /// The height a ticket bought at `height` on `spec` expires at.
+    pub fn expiry(&self, height: u64, spec: &ChainSpec) -> u64 {
+        height.saturating_add(self.life(spec))
+    }
+
+    /// A ticket expiring at `expires_at` still counts at `height` on `spec` (it is not due for
+    /// renewal). The margin is at most half a ticket's life, so a fresh ticket always counts.
+    pub fn lasts(&self, expires_at: u64, height: u64, spec: &ChainSpec) -> bool {
+        let margin = self.renew_blocks.min(self.life(spec) / 2);
+        expires_at > height.saturating_add(margin)
+    }
 }
 
 /// A hostile behaviour a node can adopt to test the defences of the others (SPEC section 6).
@@ -134,6 +185,7 @@ impl NodeConfig {
             attestation_timeout: Duration::from_secs(10),
             attack: None,
             security: crate::SecurityHandlers::default(),
+            staking: Staking::default(),
         }
     }
 }
@@ -149,4 +201,40 @@ pub fn local_spec(nonces_per_block: u64) -> ChainSpec {
     spec.initial_target =
         CompactTarget::from_target(Uint256::MAX / Uint256::from(nonces_per_block.max(1)));
     spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staking_stake_expiry_and_renewal() {
+        let spec = ChainSpec::devnet();
+        let mut s = Staking::default();
+        assert_eq!(s.stake_for(Role::Miner, &spec), spec.min_ticket_stake);
+        s.stake.insert(Role::Miner, Amount(50 * pouw_primitives::COIN));
+        assert_eq!(s.stake_for(Role::Miner, &spec), Amount(50 * pouw_primitives::COIN));
+        assert_eq!(s.stake_for(Role::Verifier, &spec), spec.min_ticket_stake);
+        s.ticket_blocks = 100;
+        s.renew_blocks = 10;
+        assert_eq!(s.expiry(7, &spec), 107);
+        s.ticket_blocks = u64::MAX;
+        assert_eq!(s.expiry(7, &spec), 7 + spec.max_ticket_blocks);
+        s.ticket_blocks = 100;
+        // Renewed once 10 blocks or fewer are left.
+        assert!(s.lasts(107, 96, &spec));
+        assert!(!s.lasts(107, 97, &spec));
+        // The margin never exceeds half a ticket's life (else every ticket would be renewed
+        // at once, forever).
+        s.renew_blocks = 1_000;
+        assert!(s.lasts(107, 56, &spec));
+        assert!(!s.lasts(107, 57, &spec));
+        // ... and of the chain's cap on a ticket's life.
+        let mut short = spec;
+        short.max_ticket_blocks = 8;
+        s.ticket_blocks = 500_000;
+        assert_eq!(s.expiry(7, &short), 15);
+        assert!(s.lasts(15, 10, &short));
+        assert!(!s.lasts(15, 11, &short));
+    }
 }

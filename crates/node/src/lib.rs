@@ -22,7 +22,7 @@ mod tasks;
 mod verifier;
 
 pub use agent::SubmitTaskError;
-pub use config::{local_spec, Attack, NodeConfig};
+pub use config::{local_spec, Attack, NodeConfig, Staking};
 pub use node::{NodeCommand, NodeError, NodeHandle};
 pub use security::{
     AccusationView, Accusations, ScreeningView, SecurityHandler, SecurityHandlers, SecurityState,

@@ -365,6 +365,30 @@ pub struct AccountView {
     pub nonce: u64,
     /// Stake locked in the account's tickets.
     pub locked_stake: Amount,
+    /// The account's live tickets.
+    #[serde(default)]
+    pub tickets: Vec<TicketView>,
+}
+
+/// A live staking ticket (`pouw_account`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketView {
+    /// Ticket id (the BuyTicket transaction's id).
+    pub id: Hash,
+    /// Role offered (`miner`, `supervisor`, `evaluator`, `verifier`).
+    pub role: pouw_primitives::Role,
+    /// Stake locked.
+    pub stake: Amount,
+    /// Height of the block that bought it.
+    pub created_at: u64,
+    /// Height at which it expires and the stake returns.
+    pub expires_at: u64,
+    /// The worker offers a GPU.
+    pub gpu: bool,
+    /// The smallest task fee it accepts.
+    pub min_fee: Amount,
+    /// The largest model it accepts, in parameters (0 = any).
+    pub max_params: u64,
 }
 
 /// The node's counters (the original design's health metrics, measured).

@@ -40,7 +40,7 @@ mod server;
 
 pub use api::{
     AccountTxView, AccountView, ApiError, BlockRef, BlockView, NodeApi, NodeInfo, NodeStatus,
-    OwnTxView, ProofSummary, SupplyView, TipView, TrainingPoint, TxSummary,
+    OwnTxView, ProofSummary, SupplyView, TicketView, TipView, TrainingPoint, TxSummary,
 };
 pub use config::{Asset, RpcConfig};
 pub use jsonrpc::codes;

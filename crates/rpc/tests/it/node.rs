@@ -84,7 +84,13 @@ impl NodeApi for TestNode {
 
     fn account(&self, address: pouw_primitives::Address) -> AccountView {
         let a = self.lock().harness.chain.account(&address);
-        AccountView { address, balance: a.balance, nonce: a.nonce, locked_stake: Amount::ZERO }
+        AccountView {
+            address,
+            balance: a.balance,
+            nonce: a.nonce,
+            locked_stake: Amount::ZERO,
+            tickets: Vec::new(),
+        }
     }
 
     fn task(&self, id: TaskId) -> Result<Option<Value>, ApiError> {
