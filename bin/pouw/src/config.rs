@@ -108,6 +108,106 @@ struct FileConfig {
     mining: MiningFile,
     #[serde(default)]
     staking: StakingFile,
+    #[serde(default)]
+    security: SecurityFile,
+}
+
+/// `[security]`: alert handlers beside the built-in one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecurityFile {
+    #[serde(default)]
+    handlers: Vec<HandlerFile>,
+}
+
+/// One `[[security.handlers]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandlerFile {
+    kinds: Vec<String>,
+    exec: Option<PathBuf>,
+    webhook: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+/// What a configured alert handler does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HandlerAction {
+    /// Run this program with the alert as JSON on stdin.
+    Exec(PathBuf),
+    /// POST the alert to this `http://` URL.
+    Webhook(String),
+}
+
+/// A configured alert handler (`[[security.handlers]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HandlerSpec {
+    pub(crate) kinds: Vec<pouw_primitives::AlertKind>,
+    pub(crate) action: HandlerAction,
+    pub(crate) timeout: Duration,
+}
+
+/// Default time one handler run or webhook try may take.
+pub(crate) const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The alert kinds, by their snake_case names.
+const ALERT_KINDS: [pouw_primitives::AlertKind; 5] = [
+    pouw_primitives::AlertKind::GradientPoisoning,
+    pouw_primitives::AlertKind::InvalidIteration,
+    pouw_primitives::AlertKind::StaleUpdate,
+    pouw_primitives::AlertKind::WrongHistoryRoot,
+    pouw_primitives::AlertKind::WrongVerdict,
+];
+
+fn alert_kind_name(k: pouw_primitives::AlertKind) -> String {
+    serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// The handlers of the file, checked; `base` resolves relative `exec` paths.
+fn parse_handlers(file: &str, base: &Path, handlers: Vec<HandlerFile>) -> Result<Vec<HandlerSpec>> {
+    let mut out = Vec::new();
+    for (i, h) in handlers.into_iter().enumerate() {
+        let at = format!("{file}: `security.handlers[{i}]`");
+        if h.kinds.is_empty() {
+            bail!("{at}: `kinds` is empty (alert kinds, or \"all\")");
+        }
+        let mut kinds = Vec::new();
+        for k in &h.kinds {
+            if k == "all" {
+                kinds.extend(ALERT_KINDS);
+                continue;
+            }
+            let kind =
+                ALERT_KINDS.into_iter().find(|a| alert_kind_name(*a) == *k).ok_or_else(|| {
+                    let names: Vec<String> = ALERT_KINDS.into_iter().map(alert_kind_name).collect();
+                    anyhow!(
+                        "{at}: unknown alert kind `{k}` (expected \"all\" or one of: {})",
+                        names.join(", ")
+                    )
+                })?;
+            kinds.push(kind);
+        }
+        kinds.sort();
+        kinds.dedup();
+        let action = match (h.exec, h.webhook) {
+            (Some(p), None) => HandlerAction::Exec(if p.is_relative() { base.join(p) } else { p }),
+            (None, Some(url)) => {
+                url.parse::<pouw_node::WebhookUrl>()
+                    .map_err(|e| anyhow!("{at}: `webhook`: {e}"))?;
+                HandlerAction::Webhook(url)
+            }
+            _ => bail!(
+                "{at}: give exactly one of `exec = \"PROGRAM\"` or `webhook = \"http://...\"`"
+            ),
+        };
+        let timeout = match h.timeout_ms {
+            Some(0) => bail!("{at}: `timeout_ms` must be above 0"),
+            Some(ms) => Duration::from_millis(ms),
+            None => DEFAULT_HANDLER_TIMEOUT,
+        };
+        out.push(HandlerSpec { kinds, action, timeout });
+    }
+    Ok(out)
 }
 
 /// `[staking]`: the tickets the node buys for its worker roles (`pouw_node::Staking`).
@@ -185,6 +285,8 @@ pub(crate) struct Layer {
     pub(crate) max_params: Option<u64>,
     pub(crate) ticket_blocks: Option<u64>,
     pub(crate) renew_blocks: Option<u64>,
+    /// Alert handlers (a later layer's list replaces an earlier one).
+    pub(crate) security_handlers: Option<Vec<HandlerSpec>>,
 }
 
 impl Layer {
@@ -223,6 +325,7 @@ impl Layer {
             max_params: later.max_params.or(self.max_params),
             ticket_blocks: later.ticket_blocks.or(self.ticket_blocks),
             renew_blocks: later.renew_blocks.or(self.renew_blocks),
+            security_handlers: later.security_handlers.or(self.security_handlers),
         }
     }
 }
@@ -359,9 +462,15 @@ fn parse_file(file: &str, base: &Path, text: &str) -> Result<Layer> {
     if st.ticket_blocks == Some(0) {
         bail!("{file}: `staking.ticket_blocks`: a ticket must last at least 1 block");
     }
+    let security_handlers = if f.security.handlers.is_empty() {
+        None
+    } else {
+        Some(parse_handlers(file, base, f.security.handlers)?)
+    };
     let stake = coins(st.stake, "stake")?;
     let min_fee = coins(st.min_fee, "min_fee")?;
     Ok(Layer {
+        security_handlers,
         stake,
         role_stake,
         gpu: st.gpu,
@@ -469,6 +578,7 @@ pub(crate) struct Settings {
     pub(crate) rpc: pouw_rpc::RpcConfig,
     pub(crate) mining_pause: Duration,
     pub(crate) staking: pouw_node::Staking,
+    pub(crate) security_handlers: Vec<HandlerSpec>,
 }
 
 /// Defaults when no layer sets a key.
@@ -525,6 +635,7 @@ pub(crate) fn resolve(layers: Vec<Layer>, no_mine: bool) -> Result<Settings> {
         rpc_listen: l.rpc_listen,
         rpc,
         mining_pause: Duration::from_millis(l.mining_pause_ms.unwrap_or(0)),
+        security_handlers: l.security_handlers.unwrap_or_default(),
         staking: {
             let d = pouw_node::Staking::default();
             let mut stake = BTreeMap::new();
@@ -563,6 +674,29 @@ struct Printed {
     rpc: PrintedRpc,
     mining: PrintedMining,
     staking: PrintedStaking,
+    #[serde(skip_serializing_if = "PrintedSecurity::is_empty")]
+    security: PrintedSecurity,
+}
+
+#[derive(Serialize)]
+struct PrintedSecurity {
+    handlers: Vec<PrintedHandler>,
+}
+
+impl PrintedSecurity {
+    fn is_empty(&self) -> bool {
+        self.handlers.is_empty()
+    }
+}
+
+#[derive(Serialize)]
+struct PrintedHandler {
+    kinds: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exec: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<String>,
+    timeout_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -642,6 +776,24 @@ impl Settings {
                 max_training_points: r.max_training_points,
             },
             mining: PrintedMining { pause_ms: ms(self.mining_pause) },
+            security: PrintedSecurity {
+                handlers: self
+                    .security_handlers
+                    .iter()
+                    .map(|h| PrintedHandler {
+                        kinds: h.kinds.iter().map(|k| alert_kind_name(*k)).collect(),
+                        exec: match &h.action {
+                            HandlerAction::Exec(p) => Some(p.display().to_string()),
+                            HandlerAction::Webhook(_) => None,
+                        },
+                        webhook: match &h.action {
+                            HandlerAction::Webhook(u) => Some(u.clone()),
+                            HandlerAction::Exec(_) => None,
+                        },
+                        timeout_ms: ms(h.timeout),
+                    })
+                    .collect(),
+            },
             staking: {
                 let st = &self.staking;
                 let of = |r: Role| st.stake.get(&r).map(ToString::to_string);
@@ -712,6 +864,60 @@ mod tests {
         let example = include_str!("../../../config/node.example.toml");
         let layer = parse_file("node.example.toml", Path::new("config"), example);
         assert!(layer.is_ok(), "{:#}", layer.unwrap_err());
+    }
+
+    #[test]
+    fn security_handlers_and_staking_from_the_file() {
+        let text = r#"
+[staking]
+stake = "20"
+verifier = "12.5"
+gpu = true
+min_fee = "0.5"
+
+[[security.handlers]]
+kinds = ["invalid_iteration", "stale_update"]
+exec = "hooks/alert.sh"
+timeout_ms = 2000
+
+[[security.handlers]]
+kinds = ["all"]
+webhook = "http://127.0.0.1:9000/alerts"
+"#;
+        let l = parse_file("n.toml", Path::new("/etc/pouw"), text).unwrap();
+        let s = resolve(vec![Layer { datadir: Some("d".into()), ..l }], false).unwrap();
+        let h = &s.security_handlers;
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].action, HandlerAction::Exec("/etc/pouw/hooks/alert.sh".into()));
+        assert_eq!(h[0].kinds.len(), 2);
+        assert_eq!(h[0].timeout, Duration::from_millis(2000));
+        assert_eq!(h[1].kinds.len(), 5);
+        assert_eq!(h[1].timeout, DEFAULT_HANDLER_TIMEOUT);
+        let st = &s.staking;
+        assert_eq!(st.stake[&Role::Miner], Amount(20 * pouw_primitives::COIN));
+        assert_eq!(st.stake[&Role::Verifier], Amount(1_250_000_000));
+        assert!(st.preferences.has_gpu);
+        assert_eq!(st.preferences.min_fee, Amount(50_000_000));
+        let printed = s.to_toml(false);
+        assert!(printed.contains("[[security.handlers]]"), "{printed}");
+        assert!(parse_file("n.toml", Path::new(""), &printed).is_ok(), "{printed}");
+
+        for (bad, says) in [
+            (
+                "[[security.handlers]]\nkinds = [\"nope\"]\nexec = \"x\"\n",
+                "unknown alert kind `nope`",
+            ),
+            ("[[security.handlers]]\nkinds = []\nexec = \"x\"\n", "`kinds` is empty"),
+            ("[[security.handlers]]\nkinds = [\"all\"]\n", "exactly one of"),
+            (
+                "[[security.handlers]]\nkinds = [\"all\"]\nwebhook = \"https://x:1\"\n",
+                "only http://",
+            ),
+            ("[staking]\nstake = \"1.5.0\"\n", "`staking.stake`"),
+        ] {
+            let e = format!("{:#}", parse_file("n.toml", Path::new(""), bad).unwrap_err());
+            assert!(e.contains(says) && e.contains("n.toml"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -177,6 +177,21 @@ pub(crate) fn run(args: NodeArgs) -> Result<()> {
         );
     }
     config.staking = settings.staking.clone();
+    for h in &settings.security_handlers {
+        let handler: std::sync::Arc<dyn pouw_node::SecurityHandler> = match &h.action {
+            config::HandlerAction::Exec(program) => {
+                std::sync::Arc::new(pouw_node::ExecHandler::new(program.clone(), h.timeout))
+            }
+            config::HandlerAction::Webhook(url) => {
+                let url = url.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+                std::sync::Arc::new(pouw_node::WebhookHandler::new(url, h.timeout))
+            }
+        };
+        for kind in &h.kinds {
+            config.security.register(*kind, handler.clone());
+        }
+        tracing::info!(target: "node", handler = handler.name(), kinds = ?h.kinds, "security alert handler");
+    }
     config.attack = args.attack;
     if let Some(attack) = args.attack {
         tracing::warn!(target: "node", %attack, "this node behaves as a hostile worker on purpose");

@@ -10,6 +10,7 @@
 //! ```
 
 mod agent;
+mod alert_hooks;
 mod api;
 mod config;
 mod node;
@@ -22,6 +23,7 @@ mod tasks;
 mod verifier;
 
 pub use agent::SubmitTaskError;
+pub use alert_hooks::{alert_json, ExecHandler, WebhookHandler, WebhookUrl};
 pub use config::{local_spec, Attack, NodeConfig, Staking};
 pub use node::{NodeCommand, NodeError, NodeHandle};
 pub use security::{
