@@ -24,7 +24,9 @@
 //!
 //! `--attack NAME` adds one hostile worker (docs/attacks.md): `sign-flip`, `noise` and
 //! `stale` add one more miner (`miner-4` with 3 honest ones) that poisons the iteration
-//! messages it gossips (the task then wants one more miner); `lying-supervisor` makes `supervisor-3` commit wrong history
+//! messages it gossips (the task then wants one more miner); `bad-model` adds such a miner that
+//! trains honestly but submits a final model of another shape (on a second task, one full of
+//! NaN); `lying-supervisor` makes `supervisor-3` commit wrong history
 //! roots; `lying-evaluator` makes `evaluator-3` vote a wrong verdict. The report then says
 //! who the attacker was, how many of its rounds were flagged, whether its stake was
 //! confiscated and what it was paid.
@@ -70,8 +72,8 @@ pub(crate) struct DevnetArgs {
     /// Honest miners (the task file's `workers.miners` is set to match).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=6))]
     miners: u16,
-    /// Run with one hostile worker: sign-flip, noise, stale (one more miner, hostile),
-    /// lying-supervisor or lying-evaluator (docs/attacks.md).
+    /// Run with one hostile worker: sign-flip, noise, stale, bad-model (one more miner,
+    /// hostile), lying-supervisor or lying-evaluator (docs/attacks.md).
     #[arg(long)]
     attack: Option<pouw_node::Attack>,
 }
@@ -541,6 +543,17 @@ fn attack_summary(
         .map(|a| a.units())
         .sum();
     let (rounds, flagged) = match attack.role() {
+        // Rounds: the final models it submitted; flagged: those left unpaid (the evaluators
+        // refused them: another shape, or NaN).
+        pouw_primitives::Role::Miner if attack == pouw_node::Attack::BadModel => {
+            let submitted = view["models"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["miner"].as_str() == Some(address.as_str()))
+                .count() as u64;
+            (submitted, if paid == 0 { submitted } else { 0 })
+        }
         pouw_primitives::Role::Miner => {
             // Rounds: the poisoned messages it sent; flagged: those a strict majority of the
             // supervisors raised an alert for (the largest count any node saw).

@@ -284,6 +284,11 @@ pub(crate) struct Agent {
     hold_since: HashMap<TaskId, Instant>,
     /// Miner: the other miners of the task not convicted on chain.
     peer_miners: HashMap<TaskId, usize>,
+    /// Miner under attack `bad-model`: final models replaced so far (odd: another shape;
+    /// even: full of NaN).
+    bad_models: u32,
+    /// Tasks whose work faulted (panicked) here: skipped from then on.
+    faulted: HashSet<TaskId>,
 }
 
 impl Agent {
@@ -474,6 +479,36 @@ fn dataset_from_segments(
     }
     Dataset::from_parts(PathBuf::from("network segments"), features, labels, shape, classes)
         .map_err(|e| e.to_string())
+}
+
+/// Runs `f`, catching a panic: `Err` with the panic's message instead of unwinding further.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
+}
+
+/// Miner under attack `bad-model`: the final model replaced by one of another shape (the
+/// input one wider; `other_shape`) or by the trained one with every parameter NaN. It is
+/// stored, served and submitted like an honest model; evaluators must refuse it, not crash.
+fn bad_model(f: FinishedModel, other_shape: bool) -> FinishedModel {
+    let model = if other_shape {
+        let mut spec = f.model.spec().clone();
+        let width = spec.input_shape.iter().try_fold(1u32, |w, &d| w.checked_mul(d)).unwrap_or(1);
+        spec.input_shape = vec![width.saturating_add(1)];
+        pouw_ml::Model::new(spec).unwrap_or(f.model)
+    } else {
+        let mut m = f.model;
+        m.params_mut().fill(f32::NAN);
+        m
+    };
+    let model_hash = Hash(model.hash().0);
+    tracing::warn!(target: "miner", task = %f.task_id.short(), model = %model_hash.short(), other_shape, "deliberately submitting a bad final model (attack bad-model)");
+    FinishedModel { task_id: f.task_id, model, model_hash }
 }
 
 /// The task's model spec, and whether `model` fits it ([`pouw_ml::Model::check_fits`]): a
@@ -841,7 +876,11 @@ impl Node {
     }
 
     /// A miner finished its client task: store the model, submit it.
-    pub(crate) fn agent_on_finished(&mut self, f: FinishedModel) {
+    pub(crate) fn agent_on_finished(&mut self, mut f: FinishedModel) {
+        if self.config.attack == Some(Attack::BadModel) {
+            self.agent.bad_models = self.agent.bad_models.saturating_add(1);
+            f = bad_model(f, self.agent.bad_models % 2 == 1);
+        }
         let dir = self.agent.models_dir();
         let path = dir.join(format!("{}.safetensors", f.model_hash));
         let saved = std::fs::create_dir_all(&dir)
@@ -1050,8 +1089,19 @@ impl Node {
                 Err(e) => tracing::warn!(target: "node", ?role, error = %e, "cannot buy a ticket"),
             }
         }
+        // A fault in the work on one task (a panic) drops that task for this node, logged
+        // with its id; the node and its other tasks go on.
         for (id, record) in records {
-            self.agent_task(height, id, &record)?;
+            if self.agent.faulted.contains(&id) {
+                continue;
+            }
+            match guarded(|| self.agent_task(height, id, &record)) {
+                Ok(result) => result?,
+                Err(fault) => {
+                    tracing::error!(target: "node", task = %id.short(), %fault, "the work on this task faulted: dropping the task on this node");
+                    self.agent.faulted.insert(id);
+                }
+            }
         }
         Ok(())
     }
@@ -1638,6 +1688,30 @@ mod tests {
             status: TaskStatus::Training,
             settlement: None,
         }
+    }
+
+    #[test]
+    fn a_panicking_task_is_caught_and_the_next_one_runs() {
+        let tasks: Vec<u32> = vec![1, 2, 3];
+        let mut faulted = HashSet::new();
+        let mut done = Vec::new();
+        for t in &tasks {
+            match guarded(|| {
+                assert!(*t != 2, "task {t} faulted");
+                done.push(*t);
+            }) {
+                Ok(()) => {}
+                Err(fault) => {
+                    assert_eq!(fault, "task 2 faulted");
+                    faulted.insert(*t);
+                }
+            }
+        }
+        assert_eq!(done, [1, 3]);
+        assert_eq!(faulted, HashSet::from([2]));
+        assert_eq!(guarded(|| 7), Ok(7));
+        let owned = guarded(|| -> u8 { panic!("{}", String::from("owned message")) });
+        assert_eq!(owned, Err("owned message".to_string()));
     }
 
     #[test]

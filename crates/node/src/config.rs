@@ -115,12 +115,21 @@ pub enum Attack {
     LyingSupervisor,
     /// Evaluator: votes a wrong verdict at once, without testing (one miner gets the whole pot).
     LyingEvaluator,
+    /// Miner: trains honestly, then submits (and serves) a final model of another shape, and
+    /// on its next task one full of NaN.
+    BadModel,
 }
 
 impl Attack {
     /// Every attack, in the order the CLI lists them.
-    pub const ALL: [Self; 5] =
-        [Self::SignFlip, Self::Noise, Self::Stale, Self::LyingSupervisor, Self::LyingEvaluator];
+    pub const ALL: [Self; 6] = [
+        Self::SignFlip,
+        Self::Noise,
+        Self::Stale,
+        Self::LyingSupervisor,
+        Self::LyingEvaluator,
+        Self::BadModel,
+    ];
 
     /// The CLI name (`sign-flip`, ...).
     pub fn name(self) -> &'static str {
@@ -130,6 +139,7 @@ impl Attack {
             Self::Stale => "stale",
             Self::LyingSupervisor => "lying-supervisor",
             Self::LyingEvaluator => "lying-evaluator",
+            Self::BadModel => "bad-model",
         }
     }
 
@@ -137,7 +147,7 @@ impl Attack {
     pub fn role(self) -> pouw_primitives::Role {
         use pouw_primitives::Role;
         match self {
-            Self::SignFlip | Self::Noise | Self::Stale => Role::Miner,
+            Self::SignFlip | Self::Noise | Self::Stale | Self::BadModel => Role::Miner,
             Self::LyingSupervisor => Role::Supervisor,
             Self::LyingEvaluator => Role::Evaluator,
         }
