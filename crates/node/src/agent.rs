@@ -1477,8 +1477,13 @@ impl Node {
         // evaluators get the same correct counts, hence the same ranking and verdict.
         // A test segment that does not fit the task (the client's fault; its hash is on chain,
         // so every honest evaluator skips the same ones) is left out.
-        let width: usize =
-            record.definition.model.input_shape.iter().map(|&d| d as usize).product();
+        let width = record
+            .definition
+            .model
+            .input_shape
+            .iter()
+            .try_fold(1usize, |w, &d| w.checked_mul(d as usize))
+            .unwrap_or(0);
         let classes = record.definition.model.classes;
         let (mut x, mut y) = (Vec::new(), Vec::new());
         for (i, bytes) in &test_segments {
