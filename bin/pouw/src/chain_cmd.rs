@@ -35,8 +35,10 @@ struct Source {
     #[arg(long)]
     rpc: Option<String>,
     /// Chain spec of the data directory: `devnet` or a TOML file (ignored with `--rpc`).
-    #[arg(long, default_value = "devnet")]
-    chain: String,
+    /// Default: the spec the node recorded in the data directory (`chainspec.toml`), else
+    /// `devnet`.
+    #[arg(long)]
+    chain: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -48,9 +50,10 @@ struct VerifyArgs {
     /// Data directory of a stopped node.
     #[arg(long)]
     datadir: PathBuf,
-    /// Chain spec: `devnet` or a TOML file.
-    #[arg(long, default_value = "devnet")]
-    chain: String,
+    /// Chain spec: `devnet` or a TOML file. Default: the spec the node recorded in the data
+    /// directory (`chainspec.toml`), else `devnet`.
+    #[arg(long)]
+    chain: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -93,8 +96,23 @@ fn is_locked(e: &pouw_chain::ChainError) -> bool {
     matches!(e, pouw_chain::ChainError::Storage(s) if s.is_locked())
 }
 
-fn open_chain(datadir: &std::path::Path, chain: &str) -> Result<Chain> {
-    let spec = ChainSpec::load(chain)?;
+/// The spec of a data directory: `chain` when given, else the one the node recorded there,
+/// else the devnet.
+pub(crate) fn datadir_spec(datadir: &std::path::Path, chain: Option<&str>) -> Result<ChainSpec> {
+    if let Some(c) = chain {
+        return Ok(ChainSpec::load(c)?);
+    }
+    let recorded = datadir.join(crate::node::CHAIN_SPEC_FILE);
+    if recorded.exists() {
+        let path = recorded.display().to_string();
+        return ChainSpec::load(&path)
+            .with_context(|| format!("reading the chain spec the node recorded in {path}"));
+    }
+    Ok(ChainSpec::devnet())
+}
+
+fn open_chain(datadir: &std::path::Path, chain: Option<&str>) -> Result<Chain> {
+    let spec = datadir_spec(datadir, chain)?;
     anyhow::ensure!(
         datadir.join(pouw_storage::DB_FILE).exists(),
         "no chain database in {}",
@@ -120,7 +138,7 @@ enum Backend {
 impl Source {
     fn backend(&self) -> Result<Backend> {
         match (&self.datadir, &self.rpc) {
-            (Some(d), None) => Ok(Backend::Local(Box::new(open_chain(d, &self.chain)?))),
+            (Some(d), None) => Ok(Backend::Local(Box::new(open_chain(d, self.chain.as_deref())?))),
             (None, Some(url)) => Ok(Backend::Remote(RpcClient::new(url)?)),
             _ => bail!(
                 "say where to read: --datadir DIR (a stopped node) or --rpc URL (a running node, \
@@ -380,7 +398,7 @@ pub(crate) fn run(args: ChainArgs) -> Result<()> {
 }
 
 fn verify(c: VerifyArgs) -> Result<()> {
-    let chain = open_chain(&c.datadir, &c.chain)?;
+    let chain = open_chain(&c.datadir, c.chain.as_deref())?;
     let proofs = Arc::new(ProofStore::open(&c.datadir)?);
     let bar = ProgressBar::new(chain.height());
     bar.set_style(

@@ -17,6 +17,24 @@ use std::{
 /// File in the data directory holding the node's own key (network identity, miner account).
 pub(crate) const NODE_KEY_FILE: &str = "node.key";
 
+/// File in the data directory holding the chain spec the node runs with (written at every
+/// start; `pouw chain ... --datadir` reads it when no `--chain` is given).
+pub(crate) const CHAIN_SPEC_FILE: &str = "chainspec.toml";
+
+/// Records `spec` in the data directory (through a temporary file and a rename, so a reader
+/// never sees half a file), unless the same text is there already.
+fn record_spec(datadir: &Path, spec: &ChainSpec) -> Result<()> {
+    let path = datadir.join(CHAIN_SPEC_FILE);
+    let text = spec.to_toml();
+    if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
+        return Ok(());
+    }
+    let tmp = datadir.join(format!("{CHAIN_SPEC_FILE}.tmp"));
+    std::fs::write(&tmp, &text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("recording the chain spec in {}", path.display()))
+}
+
 /// `pouw node`.
 ///
 /// Settings come in layers: built-in defaults, then the `--config` file, then `POUW_*`
@@ -198,8 +216,16 @@ pub(crate) fn run(args: NodeArgs) -> Result<()> {
     }
     config.rpc = settings.rpc_listen;
     config.rpc_config = pouw_rpc::RpcConfig { assets: config.rpc_config.assets, ..settings.rpc };
+    let spec = config.spec.clone();
     let mut node = NodeHandle::start(config)
         .with_context(|| format!("starting the node in {}", datadir.display()))?;
+    // Recorded once the node opened the chain with it (a spec the data directory's genesis
+    // refuses is never recorded).
+    if let Err(e) = record_spec(&datadir, &spec) {
+        node.stop_flag().store(true, Ordering::SeqCst);
+        let _ = node.wait();
+        return Err(e);
+    }
     for addr in node.p2p_addrs() {
         tracing::info!(target: "node", %addr, "listening");
     }

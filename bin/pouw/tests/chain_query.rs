@@ -64,6 +64,12 @@ fn queries_on_a_datadir_and_over_rpc() {
     // ---- offline, on the data directory ----
     let tip = json(run(&[&["chain", "tip", "--json"], &local[..]].concat()));
     assert_eq!(tip["height"], 2);
+    // The node recorded its chain spec in the data directory: no --chain needed there.
+    let recorded = std::fs::read_to_string(datadir.join("chainspec.toml")).unwrap();
+    assert_eq!(ChainSpec::from_toml(&recorded, "chainspec.toml").unwrap(), spec);
+    assert_eq!(json(run(&["chain", "tip", "--json", "--datadir", d])), tip);
+    let verified = json(run(&["chain", "verify", "--json", "--datadir", d]));
+    assert_eq!((verified["verified"].as_u64(), verified["failed"].as_u64()), (Some(2), Some(0)));
     let block = json(run(&[&["chain", "block", "1", "--json"], &local[..]].concat()));
     assert_eq!(block["height"], 1);
     let hash = block["hash"].as_str().unwrap().to_string();
