@@ -3,7 +3,7 @@
 //! Thin by design: parse the command line, set up tracing (stderr), call into the crates, and
 //! turn errors into a message and an exit code. Results go to stdout (JSON with `--json`).
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
 mod chain_cmd;
@@ -23,8 +23,19 @@ mod wallet;
     about = "A blockchain whose blocks are mined by useful ML training"
 )]
 struct Cli {
+    /// Log format on stderr: `text` (default) or `json` (one JSON object a line, for log
+    /// collectors). The level comes from `RUST_LOG` (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "POUW_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,22 +59,32 @@ enum Command {
     /// An account's coins: balance, transfer, stake, unstake, history (signed with a local
     /// key file, sent through a node's RPC).
     Wallet(wallet::WalletArgs),
+    /// Print a shell completion script: `pouw completions bash > /etc/bash_completion.d/pouw`
+    /// (also zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => fmt.json().init(),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "pouw", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(cli.log_format);
     let (result, failure_code) = match cli.command {
         Command::Node(args) => (node::run(args), 1),
         Command::Devnet(args) => (devnet::run(args), 1),
@@ -72,6 +93,7 @@ fn main() -> ExitCode {
         Command::Keys(args) => (keys::run(args), 1),
         Command::Train(args) => (train::run(args), train::EXIT_TRAIN_FAILED),
         Command::Wallet(args) => (wallet::run(args), 1),
+        Command::Completions { .. } => (Ok(()), 1),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
