@@ -126,13 +126,20 @@ impl NodeApi for Api {
         let s = self.stats.snapshot();
         let n = self.net.stats();
         let uptime = self.started.elapsed();
+        let tasks_completed = self.stats.tasks_completed.load(Ordering::Relaxed);
         NodeStatus {
             blocks_mined: s.blocks_mined,
             blocks_verified: s.blocks_verified,
             blocks_attested: s.blocks_attested,
             attestations_sent: s.attestations_sent,
             blocks_rejected: s.blocks_rejected,
-            tasks_completed: self.stats.tasks_completed.load(Ordering::Relaxed),
+            tasks_completed,
+            tasks_completed_per_hour: if uptime.as_secs() == 0 {
+                0.0
+            } else {
+                tasks_completed as f64 * 3600.0 / uptime.as_secs_f64()
+            },
+            node_id: self.info.peer_id.clone().unwrap_or_default(),
             rewards_earned: Amount(self.stats.rewards_earned.load(Ordering::Relaxed)),
             security_alerts: s.alerts,
             messages_in: n.messages_in,

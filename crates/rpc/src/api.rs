@@ -409,6 +409,12 @@ pub struct NodeStatus {
     pub blocks_rejected: u64,
     /// Tasks this node worked on that completed since start.
     pub tasks_completed: u64,
+    /// `tasks_completed` per hour of uptime (0 in the first second).
+    #[serde(default)]
+    pub tasks_completed_per_hour: f64,
+    /// The node's id on the network (its libp2p peer id; empty when unknown).
+    #[serde(default)]
+    pub node_id: String,
     /// Block rewards and fees earned by this node's miner key since start.
     pub rewards_earned: Amount,
     /// Security alerts raised or received since start.

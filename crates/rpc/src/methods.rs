@@ -241,3 +241,97 @@ fn transaction(v: &Value) -> Result<Transaction, RpcErr> {
     };
     Ok(tx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::METHODS;
+    use std::{collections::BTreeSet, path::Path};
+
+    /// Names in the docs that look like methods but are not: a config key and a function.
+    const NOT_METHODS: &[&str] = &["admin_token", "client_task"];
+
+    fn markdown_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                markdown_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// Every `pouw_x` / `admin_x` / `client_x` word (one underscore: metric names have more,
+    /// crate paths are followed by `::`, file names by `.rs`) in the text.
+    fn method_like_names(text: &str) -> BTreeSet<String> {
+        let bytes = text.as_bytes();
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let mut names = BTreeSet::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if !word(bytes[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && word(bytes[i]) {
+                i += 1;
+            }
+            let w = &text[start..i];
+            let rest = &text[i..];
+            let prefixed = ["pouw_", "admin_", "client_"].iter().any(|p| w.starts_with(p));
+            if prefixed
+                && w.matches('_').count() == 1
+                && !w.ends_with('_')
+                && !rest.starts_with("::")
+                && !rest.starts_with(".rs")
+            {
+                names.insert(w.to_string());
+            }
+        }
+        names
+    }
+
+    /// CI keeps the docs and the server in step: every method the docs name exists, and every
+    /// method that exists has its section in docs/rpc.md.
+    #[test]
+    fn docs_name_only_methods_that_exist_and_rpc_md_documents_every_method() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = vec![root.join("README.md")];
+        markdown_files(&root.join("docs"), &mut files);
+        let metrics: BTreeSet<&str> = crate::metrics::METRICS.iter().map(|m| m.0).collect();
+        let methods: BTreeSet<&str> = METHODS.iter().copied().collect();
+        let mut unknown = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            for name in method_like_names(&text) {
+                let known = methods.contains(name.as_str())
+                    || metrics.contains(name.as_str())
+                    || NOT_METHODS.contains(&name.as_str());
+                if !known {
+                    unknown.push(format!("{}: {name}", file.display()));
+                }
+            }
+        }
+        assert!(unknown.is_empty(), "the docs name RPC methods that do not exist: {unknown:#?}");
+
+        let rpc_md = std::fs::read_to_string(root.join("docs/rpc.md")).unwrap();
+        let undocumented: Vec<&str> =
+            METHODS.iter().copied().filter(|m| !rpc_md.contains(&format!("#### `{m}`"))).collect();
+        assert!(
+            undocumented.is_empty(),
+            "methods without a `#### `name`` section in docs/rpc.md: {undocumented:?}"
+        );
+        assert!(files.len() > 10, "the docs were not found: {files:?}");
+    }
+
+    #[test]
+    fn method_like_names_skip_metrics_crates_and_files() {
+        let names = method_like_names(
+            "`pouw_tip`, pouw_blocks_mined_total, pouw_node::Staking, pouw_validator.rs, \
+             admin_nodeInfo",
+        );
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(names, ["admin_nodeInfo", "pouw_tip"]);
+    }
+}

@@ -212,6 +212,7 @@ impl Monitor {
         Health {
             status: if reasons.is_empty() { "ok" } else { "degraded" },
             reasons,
+            node_id: status.node_id.clone(),
             height: tip.height,
             tip: tip.hash.to_string(),
             tip_timestamp: tip.timestamp.millis(),
@@ -237,6 +238,8 @@ pub(crate) struct Health {
     pub(crate) status: &'static str,
     /// Why degraded (empty when ok).
     pub(crate) reasons: Vec<String>,
+    /// The node's network id (libp2p peer id).
+    pub(crate) node_id: String,
     pub(crate) height: u64,
     pub(crate) tip: String,
     pub(crate) tip_timestamp: u64,

@@ -133,6 +133,8 @@ impl NodeApi for TestNode {
             attestations_sent: 0,
             blocks_rejected: 2,
             tasks_completed: 3,
+            tasks_completed_per_hour: 108.0,
+            node_id: "12D3KooWtest".into(),
             rewards_earned: Amount(1_250_000_000),
             security_alerts: 4,
             messages_in: 50,

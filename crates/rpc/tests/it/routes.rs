@@ -74,6 +74,9 @@ fn health_ok_and_degraded() {
     assert_eq!(h["reasons"], json!([]));
     assert_eq!(h["height"], 2);
     assert_eq!(h["peers"], 1);
+    assert_eq!(h["node_id"], "12D3KooWtest");
+    assert_eq!(h["node"]["node_id"], "12D3KooWtest");
+    assert_eq!(h["node"]["tasks_completed_per_hour"], 108.0);
     assert!(h["process"]["memory_bytes"].as_u64().unwrap() > 0, "{h}");
     assert!(h["process"]["cpu_percent"].as_f64().unwrap() >= 0.0, "{h}");
     assert!(h["process"]["cpu_seconds"].as_f64().unwrap() > 0.0, "{h}");
@@ -87,6 +90,7 @@ fn health_ok_and_degraded() {
         "blocks_verified",
         "blocks_rejected",
         "tasks_completed",
+        "tasks_completed_per_hour",
         "rewards_earned",
         "security_alerts",
         "messages_in",
