@@ -127,6 +127,44 @@ fn a_transfer_signed_with_the_node_key_reaches_a_new_address() {
         "{history}"
     );
 
+    // A ticket bought from the wallet, with the worker's preferences.
+    let node_address =
+        json(run(&["keys", "show", key, "--json"]))["address"].as_str().unwrap().to_string();
+    let staked = json(run(&[
+        "wallet",
+        "stake",
+        "--role",
+        "verifier",
+        "--amount",
+        "12.5",
+        "--gpu",
+        "--min-fee",
+        "0.25",
+        "--blocks",
+        "100",
+        "--rpc",
+        &url,
+        "--key",
+        key,
+        "--json",
+    ]));
+    assert_eq!(staked["included"], true, "{staked}");
+    assert_eq!(staked["stake"], "12.5");
+    let account = json(run(&["chain", "account", &node_address, "--rpc", &url, "--json"]));
+    let tickets = account["tickets"].as_array().unwrap();
+    let ticket = tickets.iter().find(|t| t["id"] == staked["hash"]).expect("the bought ticket");
+    assert_eq!(ticket["role"], "verifier", "{account}");
+    assert_eq!(ticket["stake"], "12.5");
+    assert_eq!(ticket["gpu"], true);
+    assert_eq!(ticket["min_fee"], "0.25");
+    assert_eq!(ticket["expires_at"], staked["expires_at"]);
+    // Below the chain's minimum stake: the node's refusal is shown.
+    let out =
+        run(&["wallet", "stake", "--role", "miner", "--amount", "1", "--rpc", &url, "--key", key]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused"), "{err}");
+
     // No transaction returns a ticket early: said, not invented.
     let out = run(&["wallet", "unstake", "--rpc", &url, "--key", key]);
     assert!(!out.status.success());
