@@ -4,7 +4,8 @@
 //!
 //! [`SecurityHandler::handle`] runs on the node's thread, so these handlers only queue the
 //! alert (a bounded queue of [`QUEUE`] alerts; when it is full the alert is dropped for this
-//! handler, with a warning) and one worker thread per handler does the slow part:
+//! handler, with a warning for the first drop and every 100th) and one worker thread per
+//! handler does the slow part:
 //! - [`ExecHandler`]: runs the program with the alert as one JSON object on stdin
 //!   ([`alert_json`]), stdout and stderr discarded; a run past its timeout is killed.
 //! - [`WebhookHandler`]: POSTs the JSON (`Content-Type: application/json`) to an `http://`
@@ -50,6 +51,8 @@ pub fn alert_json(alert: &VerifiedAlert) -> serde_json::Value {
 struct Worker {
     name: String,
     queue: flume::Sender<serde_json::Value>,
+    /// Alerts dropped so far (the warning is logged for the first and every 100th).
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl Worker {
@@ -65,7 +68,7 @@ impl Worker {
         if let Err(e) = spawned {
             tracing::error!(target: "security", handler = %name, error = %e, "cannot start the handler's thread: its alerts are dropped");
         }
-        Self { name, queue }
+        Self { name, queue, dropped: Default::default() }
     }
 
     fn push(&self, alert: &VerifiedAlert) {
@@ -74,7 +77,11 @@ impl Worker {
                 flume::TrySendError::Full(_) => "queue full",
                 flume::TrySendError::Disconnected(_) => "handler thread gone",
             };
-            tracing::warn!(target: "security", handler = %self.name, alert = %alert.alert.body.id(), why, "alert dropped for this handler");
+            let dropped =
+                self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed).saturating_add(1);
+            if dropped == 1 || dropped % 100 == 0 {
+                tracing::warn!(target: "security", handler = %self.name, alert = %alert.alert.body.id(), why, dropped, "alert dropped for this handler (the count is of all drops so far)");
+            }
         }
     }
 }
