@@ -574,6 +574,16 @@ impl TaskScreen {
             }
         };
         shadow.next = it.saturating_add(1);
+        // Training that diverged (a NaN or an infinity, which shows in the loss) is no
+        // fault, but its bits (NaN payloads) may differ between CPUs: the stream is no longer
+        // replayed bit for bit.
+        if !f32::from_bits(out.loss_bits).is_finite() {
+            shadow.broken = true;
+            if let Some(log) = self.logs.get_mut(miner) {
+                log.view.unverifiable += 1;
+            }
+            return None;
+        }
         let replayed = map_hash(&out.map);
         let log = self.logs.get_mut(miner)?;
         log.view.replayed += 1;
@@ -720,6 +730,29 @@ mod tests {
         let log = view_of(&screen, &keys[1].public());
         assert_eq!((log.view.replayed, log.view.flagged), (5, 0));
         assert!(screen.status(true, t0 + Duration::from_secs(120)).done);
+    }
+
+    #[test]
+    fn a_stream_whose_training_diverges_is_not_flagged() {
+        // A learning rate that overflows the model within a few iterations: NaN losses, whose
+        // payloads may differ between CPUs, are no fault of the miner.
+        let (id, mut def, keys) = task();
+        def.optimizer.learning_rate = pouw_primitives::F32::new(1e30);
+        let ((seed, miners), _) = two_views(&keys);
+        let t0 = Instant::now();
+        let mut screen = screen_under((&id, &def), (&seed, &miners), t0);
+        let sent = stream((&id, &def), (&seed, &miners), &keys[0], 0, 6);
+        assert!(sent.iter().any(|m| f32::from_bits(m.body.loss).is_nan()), "it diverges");
+        for m in &sent {
+            screen.receive(m, t0);
+        }
+        for secs in [0, 60] {
+            let found = screen.screen(Exec::SINGLE, t0 + Duration::from_secs(secs), true);
+            assert!(found.is_empty(), "flagged: {:?}", found[0].detail);
+        }
+        let log = view_of(&screen, &keys[0].public());
+        assert_eq!(log.view.flagged, 0);
+        assert!(log.view.unverifiable > 0, "{:?}", log.view);
     }
 
     #[test]

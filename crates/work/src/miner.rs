@@ -183,6 +183,12 @@ impl BatchWalk {
     }
 }
 
+/// Whether every value of `state` (model, residual, velocity) is finite.
+fn all_finite(state: &TrainState) -> bool {
+    let s = state;
+    s.model().params().iter().chain(s.residual()).chain(s.velocity()).all(|v| v.is_finite())
+}
+
 /// The training state a task starts from: its initial model, zero residual and velocity.
 pub fn initial_state(definition: &TaskDefinition) -> Result<TrainState, MinerError> {
     let (model_spec, optimizer) = ml_specs(definition)?;
@@ -537,7 +543,7 @@ impl Miner {
             let target = template.header.target.to_target().unwrap_or_default();
             let params = start.model().param_count() as u64;
             let winning_id = body.id();
-            if let Some(header) = mine_iteration(
+            let found = mine_iteration(
                 &self.spec,
                 &template.header,
                 winning_id,
@@ -546,7 +552,18 @@ impl Miner {
                 batch.byte_len() as u64,
                 params,
                 target,
-            ) {
+            );
+            // A start or end state with a NaN or an infinity (training that diverged) is
+            // refused by every verifier (its bits may differ between CPUs): such a block
+            // would only get this node banned, so it is not sent.
+            let found = found.filter(|_| {
+                let finite = loss.is_finite() && all_finite(&start) && all_finite(&job.state);
+                if !finite {
+                    tracing::warn!(target: "miner", task = %task_id.short(), iteration = i, "training diverged (a value is NaN or infinite): this iteration does not mine");
+                }
+                finite
+            });
+            if let Some(header) = found {
                 let winning = body.sign(&self.key);
                 let message = winning.clone();
                 let mut block = Block {
