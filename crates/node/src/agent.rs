@@ -1061,13 +1061,15 @@ impl Node {
                 .collect();
             (chain.height(), records, live, state.account(&me).balance)
         };
-        // Tickets (once connected). A purchase is tracked until a block holds it (announced
-        // again meanwhile, own_txs.rs); one that became invalid is dropped there, and another
-        // is bought here with a fresh nonce.
+        // Tickets (once connected, or at once on a mining node: its own blocks take them). A
+        // purchase is tracked until a block holds it (announced again meanwhile, own_txs.rs);
+        // one that became invalid is dropped there, and another is bought here with a fresh
+        // nonce.
+        let reach = !self.peers.is_empty() || self.miner.is_some();
         let roles = self.agent.roles.clone();
         for role in roles {
             let sent = self.agent.ticket_sent.get(&role).is_some_and(|h| self.own_txs.contains(h));
-            if live_roles.contains(&role) || sent || self.peers.is_empty() {
+            if live_roles.contains(&role) || sent || !reach {
                 continue;
             }
             let stake = self.config.staking.stake_for(role, &self.config.spec);
