@@ -82,14 +82,28 @@ pub(crate) struct DevnetArgs {
 /// are not on chain yet, or are being bought again after the previous task).
 const STAFF_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// One task of the run, for the report's `tasks`.
-fn task_entry(task_id: &str, test_accuracy: f64, completed: bool, wall: Duration) -> Value {
+/// One task of the run, for the report's `tasks`: the delivered model's accuracy beside the
+/// in-order reference (`reference_accuracy`) and the gap in points (reference minus networked).
+fn task_entry(
+    task_id: &str,
+    test_accuracy: f64,
+    reference: Option<f64>,
+    completed: bool,
+    wall: Duration,
+) -> Value {
     json!({
         "task_id": task_id,
         "test_accuracy": test_accuracy,
+        "reference_accuracy": reference,
+        "reference_gap": reference.map(|r| reference_gap(r, test_accuracy)),
         "completed": completed,
         "wall_seconds": (wall.as_secs_f64() * 10.0).round() / 10.0,
     })
+}
+
+/// Reference minus networked accuracy, in points, to two decimals.
+fn reference_gap(reference: f64, networked: f64) -> f64 {
+    ((reference - networked) * 10_000.0).round() / 100.0
 }
 
 /// How many of the report's `tasks` completed.
@@ -423,17 +437,21 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
             wait("fetching the best model")?;
         };
         let accuracy = test_accuracy(&model, &view, &test_data)?;
+        let wall = task_started.elapsed();
+        refresh(&format!("{label}: training the in-order reference"));
+        let reference = reference_accuracy(&view, &task_id, &test_data)?;
         multi.suspend(|| {
             eprintln!(
-                "devnet: {label} completed in {:.1} s, test accuracy {:.2} %",
-                task_started.elapsed().as_secs_f64(),
-                accuracy * 100.0
+                "devnet: {label} completed in {:.1} s, test accuracy {:.2} % (in-order reference {:.2} %)",
+                wall.as_secs_f64(),
+                accuracy * 100.0,
+                reference * 100.0
             )
         });
-        tasks.push(task_entry(&task_id, accuracy, true, task_started.elapsed()));
-        last = Some((task_id, view, model, accuracy));
+        tasks.push(task_entry(&task_id, accuracy, Some(reference), true, wall));
+        last = Some((task_id, view, model, accuracy, reference));
     }
-    let Some((task_id, view, model, accuracy)) = last else { bail!("no task ran") };
+    let Some((task_id, view, model, accuracy, reference)) = last else { bail!("no task ran") };
     let model_path = dir.join("model.safetensors");
     std::fs::write(&model_path, &model)?;
     // Every node on the same tip, having verified every block.
@@ -479,6 +497,8 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         "tasks": tasks,
         "task_id": task_id,
         "test_accuracy": accuracy,
+        "reference_accuracy": reference,
+        "reference_gap": reference_gap(reference, accuracy),
         "blocks": height,
         "blocks_mined": mined,
         "blocks_rejected": rejected,
@@ -650,11 +670,14 @@ fn format_signed(v: i128) -> String {
     format!("{sign}{}.{:08}", a / coin, a % coin)
 }
 
-/// The task's own data, to measure the delivered model on its test segments.
+/// The task's own data, to measure the delivered model on its test segments and to train the
+/// in-order reference.
 struct TestData {
     data: pouw_ml::Dataset,
     segments: Vec<pouw_ml::Segment>,
     model: pouw_ml::ModelSpec,
+    optimizer: pouw_ml::OptimizerSpec,
+    miners: usize,
 }
 
 /// Loads the dataset the task file names (IDX or CSV), cut into the chain's segments.
@@ -662,17 +685,67 @@ fn load_test_data(task_file: &Path) -> Result<TestData> {
     let task = pouw_ml::TaskFile::load(task_file).context("cannot load the task")?;
     let data = task.load_dataset().context("cannot load the task's dataset")?;
     let segments = data.segments(pouw_primitives::DATASET_SEGMENTS)?;
-    Ok(TestData { data, segments, model: task.model })
+    Ok(TestData {
+        data,
+        segments,
+        model: task.model,
+        optimizer: task.optimizer,
+        miners: task.workers.miners as usize,
+    })
+}
+
+/// The segment indices of the task view's split part `part` (`train`, `validation`, `test`).
+fn split_part(view: &Value, part: &str) -> Vec<usize> {
+    view["split"][part]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_u64().map(|x| x as usize)).collect())
+        .unwrap_or_default()
+}
+
+/// The in-order reference of a completed task: what `pouw train` gives for the same task on the
+/// same split (the chain's, from the task view) and the same batch schedule (seeded by the task
+/// id, as the miners' is): the task's miners round-robin in one process, each applying the
+/// others' messages in production order; the best miner's test accuracy.
+fn reference_accuracy(view: &Value, task_id: &str, t: &TestData) -> Result<f64> {
+    let seed = pouw_ml::Digest::from_hex(task_id).context("the task id is not 32 bytes of hex")?.0;
+    let split = pouw_ml::Split {
+        order: split_part(view, "order"),
+        train: split_part(view, "train"),
+        validation: split_part(view, "validation"),
+        test: split_part(view, "test"),
+    };
+    if split.train.iter().chain(&split.test).any(|&i| i >= t.segments.len()) {
+        bail!("the task view's split names a segment the dataset does not have");
+    }
+    let opt = t.optimizer;
+    let schedule = pouw_ml::BatchSchedule::new(&t.segments, &split, opt.batch_size as usize, seed);
+    let model = pouw_ml::Model::new(t.model.clone()).context("the task's model")?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let exec = pouw_ml::Exec::new(threads);
+    let run = crate::train::train_in_order(
+        exec,
+        &t.data,
+        &schedule,
+        &model,
+        opt,
+        t.miners,
+        u64::MAX,
+        |_, _, _| {},
+    )
+    .context("training the in-order reference")?;
+    let mut best = 0.0f64;
+    for state in &run.states {
+        let bytes = pouw_ml::to_safetensors(state.model()).context("the reference model")?;
+        best = best.max(test_accuracy(&bytes, view, t)?);
+    }
+    Ok(best)
 }
 
 /// Accuracy of the delivered model on the task's test segments (the task's own dataset).
 fn test_accuracy(model: &[u8], view: &Value, t: &TestData) -> Result<f64> {
     let model = pouw_ml::from_safetensors(model).context("the delivered model")?;
     model.check_fits(&t.model).context("the delivered model")?;
-    let test: Vec<usize> = view["split"]["test"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_u64().map(|x| x as usize)).collect())
-        .unwrap_or_default();
+    let test = split_part(view, "test");
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for i in test {
         let s = t.segments.get(i).context("test segment index")?;
@@ -689,7 +762,12 @@ fn test_accuracy(model: &[u8], view: &Value, t: &TestData) -> Result<f64> {
 fn print_report(r: &Value) {
     println!("devnet report");
     println!("  task            {}", r["task_id"].as_str().unwrap_or(""));
-    println!("  test accuracy   {:.2} %", r["test_accuracy"].as_f64().unwrap_or(0.0) * 100.0);
+    println!(
+        "  test accuracy   {:.2} % (in-order reference {:.2} %, gap {:.2} points)",
+        r["test_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
+        r["reference_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
+        r["reference_gap"].as_f64().unwrap_or(0.0)
+    );
     println!(
         "  blocks          {} on the chain (mined {} counting orphaned ones, rejected {})",
         r["blocks"], r["blocks_mined"], r["blocks_rejected"]
@@ -706,10 +784,11 @@ fn print_report(r: &Value) {
         println!("  tasks           {} of {} completed", r["tasks_completed"], tasks.len());
         for (i, t) in tasks.iter().enumerate() {
             println!(
-                "    {:>2}. {}  accuracy {:.2} %  {} s",
+                "    {:>2}. {}  accuracy {:.2} % (reference {:.2} %)  {} s",
                 i + 1,
                 t["task_id"].as_str().unwrap_or(""),
                 t["test_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
+                t["reference_accuracy"].as_f64().unwrap_or(0.0) * 100.0,
                 t["wall_seconds"]
             );
         }
@@ -845,14 +924,38 @@ fee = "1"
     }
 
     #[test]
+    fn the_in_order_reference_trains_the_task_on_the_chains_split_and_is_deterministic() {
+        let home = tempfile::tempdir().unwrap();
+        let task = csv_task(&home.path().join("tasks"));
+        let written = task_with_miners(&task, 3, home.path()).unwrap();
+        let t = load_test_data(&written).unwrap();
+        let split = pouw_ml::Split::new(&[5; 32], 10, 0.3, 0.0).unwrap();
+        let view = json!({"split": {
+            "order": split.order, "train": split.train,
+            "validation": split.validation, "test": split.test}});
+        let id = "ab".repeat(32);
+        let a = reference_accuracy(&view, &id, &t).unwrap();
+        // Three separated classes, 2 short epochs: well above chance (1/3).
+        assert!(a > 0.5, "{a}");
+        assert_eq!(reference_accuracy(&view, &id, &t).unwrap(), a);
+        // A split naming a segment the dataset does not have is an error, not a panic.
+        let bad = json!({"split": {"order": [], "train": [0, 10], "validation": [], "test": [1]}});
+        assert!(reference_accuracy(&bad, &id, &t).is_err());
+        assert!(reference_accuracy(&view, "not hex", &t).is_err());
+    }
+
+    #[test]
     fn the_report_lists_every_task_and_each_nodes_bytes() {
         let tasks = vec![
-            task_entry("aa", 0.93, true, Duration::from_millis(61_240)),
-            task_entry("bb", 0.0, false, Duration::from_secs(5)),
+            task_entry("aa", 0.93, Some(0.9412), true, Duration::from_millis(61_240)),
+            task_entry("bb", 0.0, None, false, Duration::from_secs(5)),
         ];
         assert_eq!(tasks[0]["task_id"], json!("aa"));
         assert_eq!(tasks[0]["wall_seconds"], json!(61.2));
+        assert_eq!(tasks[0]["reference_accuracy"], json!(0.9412));
+        assert_eq!(tasks[0]["reference_gap"], json!(1.12));
         assert_eq!(tasks[1]["completed"], json!(false));
+        assert_eq!(tasks[1]["reference_gap"], Value::Null);
         assert_eq!(tasks_completed(&tasks), 1);
         let health = json!({"height": 40, "node": {
             "blocks_mined": 10, "blocks_verified": 30, "blocks_rejected": 0,

@@ -123,10 +123,6 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
     let miners = task.workers.miners as usize;
     let model = Model::new(task.model.clone()).context("cannot build the model")?;
     let params = model.param_count();
-    let mut states = (0..miners)
-        .map(|_| TrainState::new(model.clone(), opt))
-        .collect::<Result<Vec<_>, _>>()
-        .context("cannot build the training state")?;
     let planned = u64::from(opt.epochs) * per_epoch as u64;
     let total = args.iterations.map_or(planned, |n| n.min(planned));
 
@@ -139,45 +135,14 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
 
-    // inbox[m]: maps of the other miners since m's last iteration, in production order.
-    let mut inbox: Vec<Vec<Rc<Vec<u32>>>> = vec![Vec::new(); miners];
-    let mut recent_losses: Vec<f32> = Vec::with_capacity(per_epoch);
-    let mut sent = 0u64;
-    let mut done = 0u64;
-    let mut epochs_completed = 0;
     let train_started = Instant::now();
-    'epochs: for epoch in 0..opt.epochs {
-        let order = schedule.epoch_order(epoch);
-        for b in 0..per_epoch {
-            if done == total {
-                break 'epochs;
-            }
-            let m = BatchSchedule::miner_of(b, miners);
-            let batch = data.gather(schedule.batch(&order, b));
-            let peers: Vec<&[u32]> = inbox[m].iter().map(|v| v.as_slice()).collect();
-            let out = states[m].iterate(exec, &batch, &peers).with_context(|| {
-                format!("iteration {done} (epoch {epoch}, batch {b}, miner {m})")
-            })?;
-            inbox[m].clear();
-            sent += out.map.len() as u64;
-            if recent_losses.len() == per_epoch {
-                recent_losses.remove(0);
-            }
-            recent_losses.push(out.loss());
-            let map = Rc::new(out.map);
-            for (other, queue) in inbox.iter_mut().enumerate() {
-                if other != m {
-                    queue.push(Rc::clone(&map));
-                }
-            }
-            done += 1;
+    let InOrder { mut states, done, sent, epochs_completed, final_loss } =
+        train_in_order(exec, &data, &schedule, &model, opt, miners, total, |done, epoch, loss| {
             bar.inc(1);
             if done % 50 == 0 {
-                bar.set_message(format!("epoch {epoch} loss {:.4}", out_loss_mean(&recent_losses)));
+                bar.set_message(format!("epoch {epoch} loss {loss:.4}"));
             }
-        }
-        epochs_completed = epoch + 1;
-    }
+        })?;
     let train_seconds = train_started.elapsed().as_secs_f64();
     bar.finish_and_clear();
 
@@ -210,7 +175,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
         test_accuracy: results[best].accuracy(),
         test_loss: results[best].loss,
         validation_accuracy,
-        final_loss: out_loss_mean(&recent_losses),
+        final_loss,
         iterations: done,
         epochs_completed,
         miners,
@@ -246,6 +211,79 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What [`train_in_order`] leaves: every miner's state and the run's counters.
+pub(crate) struct InOrder {
+    /// Every miner's final state, by miner index.
+    pub(crate) states: Vec<TrainState>,
+    /// Iterations run (all miners together).
+    pub(crate) done: u64,
+    /// Coordinates sent in all the message maps.
+    pub(crate) sent: u64,
+    pub(crate) epochs_completed: u32,
+    /// Mean loss of the last epoch's batches.
+    pub(crate) final_loss: f32,
+}
+
+/// The task's training in one process, messages exchanged in order: `miners` miners
+/// round-robin over `schedule` (batch `b` of each epoch goes to miner `b mod miners`), each first
+/// applying the maps the others produced since its own last iteration, in production order;
+/// `total` iterations at most. `progress(done, epoch, recent loss)` after each iteration.
+/// `pouw devnet` runs it for its in-order reference.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_in_order(
+    exec: Exec,
+    data: &pouw_ml::Dataset,
+    schedule: &BatchSchedule,
+    model: &Model,
+    opt: pouw_ml::OptimizerSpec,
+    miners: usize,
+    total: u64,
+    mut progress: impl FnMut(u64, u32, f32),
+) -> Result<InOrder> {
+    let per_epoch = schedule.batches_per_epoch();
+    let mut states = (0..miners.max(1))
+        .map(|_| TrainState::new(model.clone(), opt))
+        .collect::<Result<Vec<_>, _>>()
+        .context("cannot build the training state")?;
+    let miners = states.len();
+    // inbox[m]: maps of the other miners since m's last iteration, in production order.
+    let mut inbox: Vec<Vec<Rc<Vec<u32>>>> = vec![Vec::new(); miners];
+    let mut recent_losses: Vec<f32> = Vec::with_capacity(per_epoch);
+    let mut sent = 0u64;
+    let mut done = 0u64;
+    let mut epochs_completed = 0;
+    'epochs: for epoch in 0..opt.epochs {
+        let order = schedule.epoch_order(epoch);
+        for b in 0..per_epoch {
+            if done == total {
+                break 'epochs;
+            }
+            let m = BatchSchedule::miner_of(b, miners);
+            let batch = data.gather(schedule.batch(&order, b));
+            let peers: Vec<&[u32]> = inbox[m].iter().map(|v| v.as_slice()).collect();
+            let out = states[m].iterate(exec, &batch, &peers).with_context(|| {
+                format!("iteration {done} (epoch {epoch}, batch {b}, miner {m})")
+            })?;
+            inbox[m].clear();
+            sent += out.map.len() as u64;
+            if recent_losses.len() == per_epoch {
+                recent_losses.remove(0);
+            }
+            recent_losses.push(out.loss());
+            let map = Rc::new(out.map);
+            for (other, queue) in inbox.iter_mut().enumerate() {
+                if other != m {
+                    queue.push(Rc::clone(&map));
+                }
+            }
+            done += 1;
+            progress(done, epoch, out_loss_mean(&recent_losses));
+        }
+        epochs_completed = epoch + 1;
+    }
+    Ok(InOrder { states, done, sent, epochs_completed, final_loss: out_loss_mean(&recent_losses) })
 }
 
 /// Mean of the recent batch losses (reporting only).
