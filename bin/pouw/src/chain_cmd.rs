@@ -10,10 +10,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pouw_chain::Chain;
-use pouw_consensus::{Overlay, StateKey, StateValue};
 use pouw_ml::Exec;
-use pouw_primitives::{Address, Amount, ChainSpec, Hash, Role, TaskId};
-use pouw_rpc::{AccountView, BlockView, TicketView, TipView};
+use pouw_primitives::{Address, ChainSpec, Hash, TaskId};
+use pouw_rpc::{BlockView, TipView};
 use pouw_storage::ProofStore;
 use serde_json::{json, Value};
 use std::{path::PathBuf, sync::Arc};
@@ -181,38 +180,6 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Value> {
     serde_json::to_value(v).context("encoding the answer as JSON")
 }
 
-fn account_view(chain: &Chain, address: Address) -> AccountView {
-    let state = chain.state();
-    let account = state.account(&address);
-    let overlay = Overlay::new(state);
-    let mut locked = Amount::ZERO;
-    let mut tickets = Vec::new();
-    for role in [Role::Miner, Role::Supervisor, Role::Evaluator, Role::Verifier] {
-        for id in pouw_consensus::tickets_of(&overlay, &address, role) {
-            if let Some(StateValue::Ticket(t)) = state.get(&StateKey::Ticket(id)) {
-                locked = locked.checked_add(t.stake).unwrap_or(Amount::MAX);
-                tickets.push(TicketView {
-                    id,
-                    role: t.role,
-                    stake: t.stake,
-                    created_at: t.created_at,
-                    expires_at: t.expires_at,
-                    gpu: t.preferences.has_gpu,
-                    min_fee: t.preferences.min_fee,
-                    max_params: t.preferences.max_params,
-                });
-            }
-        }
-    }
-    AccountView {
-        address,
-        balance: account.balance,
-        nonce: account.nonce,
-        locked_stake: locked,
-        tickets,
-    }
-}
-
 fn tip(source: &Source) -> Result<Value> {
     match source.backend()? {
         Backend::Local(chain) => to_json(&TipView::new(chain.tip_header(), chain.tip_work())),
@@ -257,7 +224,7 @@ fn account(source: &Source, address: &str) -> Result<Value> {
         anyhow!("`{}` is not an address (64 hex characters, an ed25519 public key)", address.trim())
     })?;
     match source.backend()? {
-        Backend::Local(chain) => to_json(&account_view(&chain, address)),
+        Backend::Local(chain) => to_json(&pouw_node::account_view(chain.state(), address)),
         Backend::Remote(rpc) => rpc.call("pouw_account", json!([address.to_string()])),
     }
 }

@@ -1783,24 +1783,7 @@ mod tests {
         for i in 0..DATASET_SEGMENTS {
             std::fs::write(segment_path(&client_dir, i), [i as u8; 4]).unwrap();
         }
-        let mut record = TaskRecord {
-            client: ChainSpec::devnet_key(0).public(),
-            definition,
-            fee: Amount(1),
-            escrow: Amount(1),
-            created_at: 1,
-            created_in: Hash::ZERO,
-            seed: Hash::digest(b"seed"),
-            training_deadline: 50,
-            finalisation_deadline: 100,
-            participants: Default::default(),
-            models: vec![],
-            history_committers: vec![],
-            accusations: vec![],
-            convictions: vec![],
-            status: TaskStatus::Training,
-            settlement: None,
-        };
+        let mut record = record_of(definition);
         let split = task_split_of(&record.definition, &record.seed);
         let (train, test) = (split.train[0] as u8, split.test[0] as u8);
         assert_eq!(agent.segment(&record, &task, train, 10), Some(vec![train; 4]));

@@ -65,36 +65,7 @@ impl NodeApi for Api {
     }
 
     fn account(&self, address: Address) -> AccountView {
-        let chain = self.chain();
-        let state = chain.state();
-        let account = state.account(&address);
-        let overlay = Overlay::new(state);
-        let mut locked = Amount::ZERO;
-        let mut tickets = Vec::new();
-        for role in [Role::Miner, Role::Supervisor, Role::Evaluator, Role::Verifier] {
-            for id in pouw_consensus::tickets_of(&overlay, &address, role) {
-                if let Some(StateValue::Ticket(t)) = state.get(&StateKey::Ticket(id)) {
-                    locked = locked.checked_add(t.stake).unwrap_or(Amount::MAX);
-                    tickets.push(TicketView {
-                        id,
-                        role: t.role,
-                        stake: t.stake,
-                        created_at: t.created_at,
-                        expires_at: t.expires_at,
-                        gpu: t.preferences.has_gpu,
-                        min_fee: t.preferences.min_fee,
-                        max_params: t.preferences.max_params,
-                    });
-                }
-            }
-        }
-        AccountView {
-            address,
-            balance: account.balance,
-            nonce: account.nonce,
-            locked_stake: locked,
-            tickets,
-        }
+        account_view(self.chain().state(), address)
     }
 
     fn task(&self, id: TaskId) -> Result<Option<serde_json::Value>, ApiError> {
@@ -249,5 +220,38 @@ impl NodeApi for Api {
         let mut info = self.info.clone();
         info.listen_addrs = self.net.listen_addrs().iter().map(ToString::to_string).collect();
         info
+    }
+}
+
+/// What `pouw_account` (and `pouw chain account --datadir`) shows of `address` in `state`: its
+/// balance, nonce, and its live tickets with the stake they lock.
+pub fn account_view(state: &pouw_consensus::State, address: Address) -> AccountView {
+    let account = state.account(&address);
+    let overlay = Overlay::new(state);
+    let mut locked = Amount::ZERO;
+    let mut tickets = Vec::new();
+    for role in [Role::Miner, Role::Supervisor, Role::Evaluator, Role::Verifier] {
+        for id in pouw_consensus::tickets_of(&overlay, &address, role) {
+            if let Some(StateValue::Ticket(t)) = state.get(&StateKey::Ticket(id)) {
+                locked = locked.checked_add(t.stake).unwrap_or(Amount::MAX);
+                tickets.push(TicketView {
+                    id,
+                    role: t.role,
+                    stake: t.stake,
+                    created_at: t.created_at,
+                    expires_at: t.expires_at,
+                    gpu: t.preferences.has_gpu,
+                    min_fee: t.preferences.min_fee,
+                    max_params: t.preferences.max_params,
+                });
+            }
+        }
+    }
+    AccountView {
+        address,
+        balance: account.balance,
+        nonce: account.nonce,
+        locked_stake: locked,
+        tickets,
     }
 }
