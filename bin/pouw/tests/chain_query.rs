@@ -9,7 +9,7 @@ use support::{free_port, pouw};
 use pouw_primitives::{ChainSpec, CompactTarget, Uint256};
 use serde_json::Value;
 use std::{
-    process::{Child, Output, Stdio},
+    process::{Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -27,15 +27,7 @@ fn failure(out: Output) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
-/// A child process killed when the test ends, even on a panic.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::Killed as Node;
 
 fn without_timing(mut v: Value) -> Value {
     if let Some(o) = v.as_object_mut() {

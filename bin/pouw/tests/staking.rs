@@ -11,19 +11,11 @@ use serde_json::Value;
 use std::{
     io::Write,
     path::Path,
-    process::{Child, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
-/// A child process killed when the test ends, even on a panic.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::Killed as Node;
 
 fn logs(dir: &Path) -> String {
     ["a.log", "b.log"]

@@ -11,19 +11,11 @@ use pouw_primitives::{ChainSpec, CompactTarget, Uint256};
 use serde_json::Value;
 use std::{
     path::Path,
-    process::{Child, Output, Stdio},
+    process::{Output, Stdio},
     time::{Duration, Instant},
 };
 
-/// A child process killed when the test ends, even on a panic.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::Killed as Node;
 
 fn run(args: &[&str]) -> Output {
     pouw().args(args).output().unwrap()

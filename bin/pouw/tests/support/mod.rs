@@ -22,3 +22,13 @@ pub(crate) fn pouw() -> Command {
 pub(crate) fn free_port() -> u16 {
     pouw_net::free_loopback_port().unwrap()
 }
+
+/// A child process (a node) killed and reaped when the test ends, even on a panic.
+pub(crate) struct Killed(pub(crate) std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
