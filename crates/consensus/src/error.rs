@@ -63,6 +63,17 @@ pub enum ConsensusError {
     /// The task definition is invalid.
     #[error(transparent)]
     InvalidTask(#[from] pouw_primitives::TaskDefError),
+    /// The task's iteration earns fewer nonces than the chain's minimum task cost.
+    #[error(
+        "task too cheap: one iteration on a full batch earns {nonces} nonces, the chain's \
+         minimum task cost is {min} (a larger model or batch)"
+    )]
+    TaskTooCheap {
+        /// The nonce budget of a full batch (`pouw::task_nonce_budget`).
+        nonces: u64,
+        /// `spec.min_task_nonces`.
+        min: u64,
+    },
     /// A task with this id exists already.
     #[error("task {0} already exists")]
     DuplicateTask(TaskId),

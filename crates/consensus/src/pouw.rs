@@ -4,10 +4,13 @@
 //! ```text
 //! precursor = BLAKE3(end_model_hash || BLAKE3(message_map))
 //! nonce_j   = BLAKE3(precursor || j as u64 little-endian),   0 <= j < a
-//! a         = max(1, floor((omega_b_ppb * batch_bytes + omega_m_ppb * params) / 10^9))
+//! a         = min(2^20, floor((omega_b_ppb * batch_bytes + omega_m_ppb * params) / 10^9))
 //! ```
 //! A miner may try only the `a` nonces its iteration yields, with the header it committed to
-//! `k = spec.commitment_depth` iterations earlier.
+//! `k = spec.commitment_depth` iterations earlier. There is no floor: an iteration whose cost
+//! rounds to 0 nonces cannot mine, and a client task whose full batch earns fewer than
+//! `spec.min_task_nonces` is refused at its PayForTask ([`task_nonce_budget`],
+//! design/010).
 //!
 //! Submodules:
 //! - `task`: task definition to ML specs ([`ml_specs`]), filler tasks ([`filler_task`]);
@@ -39,7 +42,7 @@ pub use verify::{
     used_iteration_key, verify_proof,
 };
 
-use pouw_primitives::{ChainSpec, Hash, Header, IterationMessage};
+use pouw_primitives::{ChainSpec, Hash, Header, IterationMessage, TaskDefinition};
 
 /// Parts-per-billion denominator of omega_b and omega_m.
 const PPB: u128 = 1_000_000_000;
@@ -47,13 +50,32 @@ const PPB: u128 = 1_000_000_000;
 /// Largest nonce budget any iteration gets (bounds the verifier's work whatever the spec says).
 pub const MAX_NONCE_BUDGET: u64 = 1 << 20;
 
-/// The number of nonces `a` one iteration yields.
+/// The number of nonces `a` one iteration yields: its weighted cost, rounded down, with no
+/// floor (0 for an iteration too cheap to mine) and capped at [`MAX_NONCE_BUDGET`].
 pub fn nonce_budget(spec: &ChainSpec, batch_bytes: u64, params: u64) -> u64 {
     let weighted = u128::from(spec.omega_b_ppb)
         .saturating_mul(u128::from(batch_bytes))
         .saturating_add(u128::from(spec.omega_m_ppb).saturating_mul(u128::from(params)));
     let a = u64::try_from(weighted / PPB).unwrap_or(u64::MAX);
-    a.clamp(1, MAX_NONCE_BUDGET)
+    a.min(MAX_NONCE_BUDGET)
+}
+
+/// `batch_bytes` of a full batch of `task`: `8 + 4 * batch * (width + 1)` (the canonical
+/// encoding of `batch_size` samples of `width = prod(input_shape)` f32 features and a u32
+/// label, as `pouw_ml::Batch::byte_len`). Saturates on absurd shapes (they fail validation).
+pub fn full_batch_bytes(task: &TaskDefinition) -> u64 {
+    let width =
+        task.model.input_shape.iter().fold(1u64, |acc, &d| acc.saturating_mul(u64::from(d)));
+    let batch = u64::from(task.optimizer.batch_size);
+    batch.saturating_mul(width.saturating_add(1)).saturating_mul(4).saturating_add(8)
+}
+
+/// The nonce budget of one iteration of `task` on a full batch: what the minimum task cost
+/// (`spec.min_task_nonces`) is checked against. A shorter last batch of an epoch may earn
+/// less.
+pub fn task_nonce_budget(spec: &ChainSpec, task: &TaskDefinition) -> u64 {
+    let params = task.parameter_count().unwrap_or(u64::MAX);
+    nonce_budget(spec, full_batch_bytes(task), params)
 }
 
 /// The nonce precursor of an iteration.
@@ -127,11 +149,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn budget_is_floored_and_at_least_one() {
+    fn budget_is_floored_with_no_minimum() {
         let mut spec = ChainSpec::devnet();
+        // Devnet weights: a cost under 10^9 ppb earns no nonce at all.
+        assert_eq!(nonce_budget(&spec, 0, 0), 0);
+        assert_eq!(nonce_budget(&spec, 296, 59), 0);
+        assert_eq!(nonce_budget(&spec, 100_000, 0), 1);
+        assert_eq!(nonce_budget(&spec, 99_999, 0), 0);
         spec.omega_b_ppb = 0;
         spec.omega_m_ppb = 0;
-        assert_eq!(nonce_budget(&spec, 1 << 20, 1 << 20), 1);
+        assert_eq!(nonce_budget(&spec, 1 << 20, 1 << 20), 0);
         spec.omega_b_ppb = 1_000; // 1e-6 per byte
         spec.omega_m_ppb = 10_000; // 1e-5 per parameter
                                    // 32 x 784 f32 features + labels ~ 100 kB; 101,770 parameters
@@ -139,6 +166,34 @@ mod tests {
         assert_eq!(a, (1_000 * 100_616 + 10_000 * 101_770) / 1_000_000_000);
         spec.omega_m_ppb = u64::MAX;
         assert_eq!(nonce_budget(&spec, u64::MAX, u64::MAX), MAX_NONCE_BUDGET);
+    }
+
+    #[test]
+    fn task_budgets_of_the_shipped_tasks() {
+        let spec = ChainSpec::devnet();
+        // The filler task: 784-64-10, batch 32 (design/010's cost table).
+        let (_, filler) = filler_task(&spec, &Hash::digest(b"opening"));
+        assert_eq!(full_batch_bytes(&filler), 100_488);
+        assert_eq!(filler.parameter_count(), Some(50_890));
+        assert_eq!(task_nonce_budget(&spec, &filler), 2);
+        // tasks/devnet.toml: 784-128-10, batch 32.
+        let mut devnet = filler;
+        devnet.model.layers = vec![
+            pouw_primitives::LayerDef::Dense {
+                units: 128,
+                activation: pouw_primitives::Activation::Relu,
+            },
+            pouw_primitives::LayerDef::Dense {
+                units: 10,
+                activation: pouw_primitives::Activation::None,
+            },
+        ];
+        assert_eq!(devnet.parameter_count(), Some(101_770));
+        assert_eq!(task_nonce_budget(&spec, &devnet), 4);
+        // The property test's 4-8-3 task with batch 8 earns nothing.
+        let tiny = pouw_primitives::test_utils::valid_task(1);
+        assert_eq!(full_batch_bytes(&tiny), 8 + 4 * 8 * 5);
+        assert_eq!(task_nonce_budget(&spec, &tiny), 0);
     }
 
     #[test]

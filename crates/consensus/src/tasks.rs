@@ -39,7 +39,7 @@ use crate::{
     tickets, BlockContext, ConsensusError, State,
 };
 use pouw_primitives::{
-    codec, merkle_root, Address, Amount, Block, Hash, Header, Payout, PublicKey, Role,
+    codec, merkle_root, Address, Amount, Block, ChainSpec, Hash, Header, Payout, PublicKey, Role,
     TaskDefinition, TaskId, DATASET_SEGMENTS,
 };
 use serde::Serialize;
@@ -148,12 +148,23 @@ pub fn rank_payouts(pot: Amount, ranking: &[Address]) -> Vec<Payout> {
 // ---- registration ------------------------------------------------------------------------
 
 /// The rules of a PayForTask that need no state: positive fee, valid definition (ranges,
-/// batch within the training set, committees of at least `3f + 1`).
-pub fn check_pay_for_task(task: &TaskDefinition, fee: Amount) -> Result<(), ConsensusError> {
+/// batch within the training set, committees of at least `3f + 1`), and the minimum task
+/// cost: an iteration on a full batch earns at least `spec.min_task_nonces` nonces
+/// ([`crate::pouw::task_nonce_budget`], design/010), so no client can pay for a task whose
+/// iterations are cheaper than the chain prices a nonce.
+pub fn check_pay_for_task(
+    task: &TaskDefinition,
+    fee: Amount,
+    spec: &ChainSpec,
+) -> Result<(), ConsensusError> {
     if fee.is_zero() {
         return Err(ConsensusError::ZeroAmount("task fee"));
     }
     task.validate()?;
+    let nonces = crate::pouw::task_nonce_budget(spec, task);
+    if nonces < spec.min_task_nonces {
+        return Err(ConsensusError::TaskTooCheap { nonces, min: spec.min_task_nonces });
+    }
     Ok(())
 }
 
@@ -191,7 +202,7 @@ pub(crate) fn pay_for_task(
     fee: Amount,
     ctx: &BlockContext<'_>,
 ) -> Result<(), ConsensusError> {
-    check_pay_for_task(task, fee)?;
+    check_pay_for_task(task, fee, ctx.spec)?;
     if overlay.get(&StateKey::Task(id)).is_some() {
         return Err(ConsensusError::DuplicateTask(id));
     }
@@ -233,23 +244,29 @@ pub struct Candidate {
     pub stake: Amount,
 }
 
-/// Whether `ticket` may serve a task with this definition and fee, by a client `client`,
-/// whose finalisation deadline is `ends_at`: positive stake of at least the task's
-/// `min_stake`, a GPU if needed, a model within the ticket's `max_params` (0 = any), a fee
-/// of at least the ticket's `min_fee`, a ticket that outlives the task (`expires_at >
-/// ends_at`), and not the client's own.
+/// Whether `ticket` may serve `role` in a task with this definition and fee, by a client
+/// `client`, whose finalisation deadline is `ends_at`: positive stake, a model within the
+/// ticket's `max_params` (0 = any), a fee of at least the ticket's `min_fee`, a ticket that
+/// outlives the task (`expires_at > ends_at`), not the client's own, and for the miner role
+/// only, a GPU if the task needs one.
+///
+/// The client's filters cannot pick a committee (design/010, attack 2): the task's
+/// `min_stake` is not a filter (every ticket locks at least the chain's `min_ticket_stake`,
+/// and a floor above it would let a client whose own tickets alone meet it fill every seat),
+/// and `needs_gpu` (a ticket's own claim) narrows the miners only, so supervisors, evaluators
+/// and verifiers are drawn by stake from every live ticket of their role.
 pub fn ticket_matches(
     ticket: &Ticket,
+    role: Role,
     task: &TaskDefinition,
     fee: Amount,
     client: &Address,
     ends_at: u64,
 ) -> bool {
-    let prefs = &task.preferences;
     let params = task.parameter_count().unwrap_or(u64::MAX);
+    let gpu_ok = ticket.preferences.has_gpu || !task.preferences.needs_gpu || role != Role::Miner;
     !ticket.stake.is_zero()
-        && ticket.stake >= prefs.min_stake
-        && (ticket.preferences.has_gpu || !prefs.needs_gpu)
+        && gpu_ok
         && (ticket.preferences.max_params == 0 || params <= ticket.preferences.max_params)
         && ticket.preferences.min_fee <= fee
         && ticket.expires_at > ends_at
@@ -268,7 +285,7 @@ fn candidates(
         .into_iter()
         .filter_map(|id| {
             let t = overlay.ticket(&id)?;
-            ticket_matches(&t, task, fee, client, ends_at).then_some(Candidate {
+            ticket_matches(&t, role, task, fee, client, ends_at).then_some(Candidate {
                 ticket: id,
                 owner: t.owner,
                 stake: t.stake,

@@ -75,14 +75,15 @@ pub fn apply_block(
 }
 
 /// Checks a transaction's stateless rules: chain id, the kind's own rules (PayForTask:
-/// positive fee and a valid definition, see [`tasks::check_pay_for_task`]; BuyTicket: stake
+/// positive fee, a valid definition and the minimum task cost, see
+/// [`tasks::check_pay_for_task`]; BuyTicket: stake
 /// at least `spec.min_ticket_stake`; Transfer: positive amount), then the signature.
 pub fn check_tx_stateless(tx: &Transaction, spec: &ChainSpec) -> Result<(), ConsensusError> {
     if tx.body.chain_id != spec.chain_id {
         return Err(ConsensusError::WrongChain { expected: spec.chain_id, got: tx.body.chain_id });
     }
     match &tx.body.kind {
-        TxKind::PayForTask { task, fee } => tasks::check_pay_for_task(task, *fee)?,
+        TxKind::PayForTask { task, fee } => tasks::check_pay_for_task(task, *fee, spec)?,
         TxKind::BuyTicket { stake, .. } => check_ticket_stake(*stake, spec)?,
         TxKind::Transfer { amount, .. } if amount.is_zero() => {
             return Err(ConsensusError::ZeroAmount("transfer amount"))

@@ -54,6 +54,10 @@ pub struct ChainSpec {
     pub omega_b_ppb: u64,
     /// omega_m in parts per billion per model parameter (nonce budget).
     pub omega_m_ppb: u64,
+    /// Smallest nonce budget a full batch of a client task's iteration must earn for its
+    /// PayForTask to be accepted (the minimum task cost). 1 when a file leaves it out.
+    #[serde(default = "default_min_task_nonces")]
+    pub min_task_nonces: u64,
     /// Blocks per filler epoch (a filler model trains this long before the next one).
     pub filler_epoch_blocks: u64,
     /// Smallest stake a ticket may lock.
@@ -94,6 +98,11 @@ pub enum ChainSpecError {
     },
 }
 
+/// `min_task_nonces` of a chain-spec file that leaves it out.
+fn default_min_task_nonces() -> u64 {
+    1
+}
+
 /// Labels of the funded devnet accounts (`Keypair::from_label`).
 pub const DEVNET_ACCOUNTS: usize = 16;
 
@@ -120,6 +129,7 @@ impl ChainSpec {
             commitment_depth: 5,
             omega_b_ppb: 10_000,
             omega_m_ppb: 30_000,
+            min_task_nonces: 1,
             filler_epoch_blocks: 100,
             min_ticket_stake: Amount(10 * COIN),
             max_ticket_blocks: 1_000_000,
@@ -203,6 +213,21 @@ mod tests {
         spec.validate().unwrap();
         let text = spec.to_toml();
         assert_eq!(ChainSpec::from_toml(&text, "x").unwrap(), spec);
+    }
+
+    #[test]
+    fn a_file_without_min_task_nonces_gets_one() {
+        let spec = ChainSpec::devnet();
+        let text: String = spec
+            .to_toml()
+            .lines()
+            .filter(|l| !l.starts_with("min_task_nonces"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(!text.contains("min_task_nonces"));
+        let loaded = ChainSpec::from_toml(&text, "old.toml").unwrap();
+        assert_eq!(loaded.min_task_nonces, 1);
+        assert_eq!(loaded, spec);
     }
 
     #[test]

@@ -6,9 +6,12 @@ use pouw_primitives::{
     Timestamp, Transaction, TxBody, TxKind, COIN, HEADER_VERSION,
 };
 
-/// Devnet with short ticket lifetimes, so expiry happens within a test.
+/// Devnet with short ticket lifetimes, so expiry happens within a test, and no minimum task
+/// cost: the lifecycle tests pay for the tiny `valid_task` (4-8-3, batch 8, which earns 0
+/// nonces); `lifecycle::a_task_below_the_minimum_task_cost_is_refused` tests the minimum.
 pub(crate) fn spec() -> ChainSpec {
     let mut s = ChainSpec::devnet();
+    s.min_task_nonces = 0;
     s.max_ticket_blocks = 8;
     s.min_ticket_stake = Amount(10 * COIN);
     s

@@ -1563,3 +1563,87 @@ fn a_verifier_count_must_outvote_the_declared_faults() {
     let e = d.validate().unwrap_err().to_string();
     assert!(e.contains("workers.verifiers"), "{e}");
 }
+
+// ---- minimum task cost and committees a client cannot pick (design/010, attack 2) -----------
+
+#[test]
+fn a_task_below_the_minimum_task_cost_is_refused() {
+    let mut c = Chain::new();
+    c.spec.min_task_nonces = 1;
+    let pay = |task: TaskDefinition| TxKind::PayForTask { task, fee: Amount(100 * COIN) };
+    // The 4-8-3 task with batch 8 costs under one nonce per iteration.
+    let tiny = valid_task(1);
+    assert_eq!(pouw_consensus::pouw::task_nonce_budget(&c.spec, &tiny), 0);
+    let err = check_tx_stateless(&c.tx(0, pay(tiny.clone())), &c.spec).unwrap_err();
+    assert_eq!(err, E::TaskTooCheap { nonces: 0, min: 1 });
+    assert!(err.to_string().contains("minimum task cost"), "{err}");
+    // In a block it is refused too, and nothing is paid.
+    let before = c.balance(0);
+    assert_eq!(c.one(0, pay(tiny)), Err(E::TaskTooCheap { nonces: 0, min: 1 }));
+    assert_eq!(c.balance(0), before);
+    // The filler's shape (784-64-10, batch 32) earns 2 nonces: paid under a minimum of 2,
+    // refused under 3.
+    let mut sized = valid_task(1);
+    sized.model.input_shape = vec![784];
+    sized.model.classes = 10;
+    sized.model.layers = vec![
+        LayerDef::Dense { units: 64, activation: Activation::Relu },
+        LayerDef::Dense { units: 10, activation: Activation::None },
+    ];
+    sized.optimizer.batch_size = 32;
+    assert_eq!(pouw_consensus::pouw::task_nonce_budget(&c.spec, &sized), 2);
+    c.spec.min_task_nonces = 3;
+    let err = check_tx_stateless(&c.tx(0, pay(sized.clone())), &c.spec).unwrap_err();
+    assert_eq!(err, E::TaskTooCheap { nonces: 2, min: 3 });
+    c.spec.min_task_nonces = 2;
+    let id = c.pay(sized, 100);
+    assert_eq!(c.task(&id).status, TaskStatus::Registered);
+}
+
+#[test]
+fn a_client_cannot_pick_its_committees_with_filters() {
+    let mut c = Chain::new();
+    let gpu = |role: Role| TxKind::BuyTicket {
+        role,
+        stake: Amount(1_000 * COIN),
+        preferences: TicketPreferences { has_gpu: true, max_params: 0, min_fee: Amount::ZERO },
+        expires_at: 500,
+    };
+    // The client (0) and its accomplice (1) hold large GPU tickets in every role; the honest
+    // workers hold the chain's minimum stake and no GPU.
+    for i in [0, 1] {
+        for role in [Role::Miner, Role::Supervisor, Role::Evaluator] {
+            c.one(i, gpu(role)).unwrap();
+        }
+    }
+    c.tickets_until(
+        &[
+            (2, Role::Supervisor, 10),
+            (3, Role::Supervisor, 10),
+            (4, Role::Evaluator, 10),
+            (5, Role::Evaluator, 10),
+            (6, Role::Miner, 10),
+        ],
+        500,
+    );
+    // Filters only the client's side meets.
+    let mut d = def(1, 2, 2, 0);
+    d.preferences.min_stake = Amount(500 * COIN);
+    d.preferences.needs_gpu = true;
+    let avail =
+        pouw_consensus::available_workers(&c.state, &d, Amount(100 * COIN), &addr(0), c.height)
+            .unwrap();
+    // Miners: only the accomplice claims a GPU (the client's own ticket never counts);
+    // supervisors and evaluators: every ticket but the client's, whatever the filters.
+    assert_eq!((avail.miners, avail.supervisors, avail.evaluators), (1, 3, 3));
+    let id = c.pay(d, 100);
+    c.empty();
+    let rec = c.task(&id);
+    assert_eq!(rec.status, TaskStatus::Training);
+    assert_eq!(workers(&rec.participants.miners), vec![addr(1)]);
+    // The accomplice holds one seat; the committees are the honest workers.
+    let sup: BTreeSet<Address> = workers(&rec.participants.supervisors).into_iter().collect();
+    let eva: BTreeSet<Address> = workers(&rec.participants.evaluators).into_iter().collect();
+    assert_eq!(sup, BTreeSet::from([addr(2), addr(3)]));
+    assert_eq!(eva, BTreeSet::from([addr(4), addr(5)]));
+}
