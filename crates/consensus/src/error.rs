@@ -74,6 +74,20 @@ pub enum ConsensusError {
         /// `spec.min_task_nonces`.
         min: u64,
     },
+    /// The task's iteration spends fewer training FLOPs per nonce than the chain's minimum.
+    #[error(
+        "task too cheap: one iteration on a full batch spends {flops} FLOPs for {nonces} \
+         nonces, the chain's minimum task cost is {min_per_nonce} FLOPs per nonce (more \
+         hidden units, a larger batch or a smaller input)"
+    )]
+    TaskTooCheapPerNonce {
+        /// Training FLOPs of a full batch (`pouw::iteration_flops`).
+        flops: u64,
+        /// The nonce budget of a full batch.
+        nonces: u64,
+        /// `spec.min_flops_per_nonce`.
+        min_per_nonce: u64,
+    },
     /// A task with this id exists already.
     #[error("task {0} already exists")]
     DuplicateTask(TaskId),

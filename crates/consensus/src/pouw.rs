@@ -70,6 +70,26 @@ pub fn full_batch_bytes(task: &TaskDefinition) -> u64 {
     batch.saturating_mul(width.saturating_add(1)).saturating_mul(4).saturating_add(8)
 }
 
+/// Training FLOPs of one iteration of `task` on a full batch: forward and backward,
+/// `2 * batch * sum(in * out)` each, over the dense layers (biases, activations and the update
+/// are left out, so this undercounts the iteration's work). Saturates on absurd shapes.
+pub fn iteration_flops(task: &TaskDefinition) -> u64 {
+    let mut fan_in =
+        task.model.input_shape.iter().fold(1u64, |acc, &d| acc.saturating_mul(u64::from(d)));
+    let mut macs: u64 = 0;
+    for layer in &task.model.layers {
+        match layer {
+            pouw_primitives::LayerDef::Dense { units, .. } => {
+                let units = u64::from(*units);
+                macs = macs.saturating_add(fan_in.saturating_mul(units));
+                fan_in = units;
+            }
+        }
+    }
+    // Two passes of 2 FLOPs (a multiply and an add) per multiply-accumulate per sample.
+    macs.saturating_mul(u64::from(task.optimizer.batch_size)).saturating_mul(4)
+}
+
 /// The nonce budget of one iteration of `task` on a full batch: what the minimum task cost
 /// (`spec.min_task_nonces`) is checked against. A shorter last batch of an epoch may earn
 /// less.
@@ -176,6 +196,8 @@ mod tests {
         assert_eq!(full_batch_bytes(&filler), 100_488);
         assert_eq!(filler.parameter_count(), Some(50_890));
         assert_eq!(task_nonce_budget(&spec, &filler), 2);
+        let filler_flops = iteration_flops(&filler);
+        assert_eq!(filler_flops, 4 * 32 * (784 * 64 + 64 * 10));
         // tasks/devnet.toml: 784-128-10, batch 32.
         let mut devnet = filler;
         devnet.model.layers = vec![
@@ -190,6 +212,11 @@ mod tests {
         ];
         assert_eq!(devnet.parameter_count(), Some(101_770));
         assert_eq!(task_nonce_budget(&spec, &devnet), 4);
+        assert_eq!(iteration_flops(&devnet), 4 * 32 * (784 * 128 + 128 * 10));
+        // Both spend over 3 MFLOP per nonce, the devnet's `min_flops_per_nonce`.
+        assert_eq!(filler_flops / 2, 3_252_224);
+        assert!(filler_flops / 2 >= spec.min_flops_per_nonce);
+        assert!(iteration_flops(&devnet) / 4 >= spec.min_flops_per_nonce);
         // The property test's 4-8-3 task with batch 8 earns nothing.
         let tiny = pouw_primitives::test_utils::valid_task(1);
         assert_eq!(full_batch_bytes(&tiny), 8 + 4 * 8 * 5);

@@ -149,9 +149,10 @@ pub fn rank_payouts(pot: Amount, ranking: &[Address]) -> Vec<Payout> {
 
 /// The rules of a PayForTask that need no state: positive fee, valid definition (ranges,
 /// batch within the training set, committees of at least `3f + 1`), and the minimum task
-/// cost: an iteration on a full batch earns at least `spec.min_task_nonces` nonces
-/// ([`crate::pouw::task_nonce_budget`], design/010), so no client can pay for a task whose
-/// iterations are cheaper than the chain prices a nonce.
+/// cost (design/010): an iteration on a full batch earns at least `spec.min_task_nonces`
+/// nonces ([`crate::pouw::task_nonce_budget`]) and spends at least `spec.min_flops_per_nonce`
+/// training FLOPs per nonce ([`crate::pouw::iteration_flops`]), so no client can pay for a
+/// task whose nonces are cheaper than the chain prices them.
 pub fn check_pay_for_task(
     task: &TaskDefinition,
     fee: Amount,
@@ -164,6 +165,14 @@ pub fn check_pay_for_task(
     let nonces = crate::pouw::task_nonce_budget(spec, task);
     if nonces < spec.min_task_nonces {
         return Err(ConsensusError::TaskTooCheap { nonces, min: spec.min_task_nonces });
+    }
+    let flops = crate::pouw::iteration_flops(task);
+    if u128::from(flops) < u128::from(nonces).saturating_mul(u128::from(spec.min_flops_per_nonce)) {
+        return Err(ConsensusError::TaskTooCheapPerNonce {
+            flops,
+            nonces,
+            min_per_nonce: spec.min_flops_per_nonce,
+        });
     }
     Ok(())
 }

@@ -58,6 +58,11 @@ pub struct ChainSpec {
     /// PayForTask to be accepted (the minimum task cost). 1 when a file leaves it out.
     #[serde(default = "default_min_task_nonces")]
     pub min_task_nonces: u64,
+    /// Fewest training FLOPs (forward and backward of a full batch) a client task's iteration
+    /// must spend per nonce it earns, or its PayForTask is refused: no task may buy nonces
+    /// cheaper than the chain prices them. 0 (no check) when a file leaves it out.
+    #[serde(default)]
+    pub min_flops_per_nonce: u64,
     /// Blocks per filler epoch (a filler model trains this long before the next one).
     pub filler_epoch_blocks: u64,
     /// Smallest stake a ticket may lock.
@@ -130,6 +135,7 @@ impl ChainSpec {
             omega_b_ppb: 10_000,
             omega_m_ppb: 30_000,
             min_task_nonces: 1,
+            min_flops_per_nonce: 3_000_000,
             filler_epoch_blocks: 100,
             min_ticket_stake: Amount(10 * COIN),
             max_ticket_blocks: 1_000_000,
@@ -216,18 +222,18 @@ mod tests {
     }
 
     #[test]
-    fn a_file_without_min_task_nonces_gets_one() {
+    fn a_file_without_the_task_cost_minimums_gets_their_defaults() {
         let spec = ChainSpec::devnet();
         let text: String = spec
             .to_toml()
             .lines()
-            .filter(|l| !l.starts_with("min_task_nonces"))
+            .filter(|l| !l.starts_with("min_task_nonces") && !l.starts_with("min_flops_per_nonce"))
             .map(|l| format!("{l}\n"))
             .collect();
-        assert!(!text.contains("min_task_nonces"));
+        assert!(!text.contains("min_task_nonces") && !text.contains("min_flops"));
         let loaded = ChainSpec::from_toml(&text, "old.toml").unwrap();
-        assert_eq!(loaded.min_task_nonces, 1);
-        assert_eq!(loaded, spec);
+        assert_eq!((loaded.min_task_nonces, loaded.min_flops_per_nonce), (1, 0));
+        assert_eq!(ChainSpec { min_flops_per_nonce: spec.min_flops_per_nonce, ..loaded }, spec);
     }
 
     #[test]

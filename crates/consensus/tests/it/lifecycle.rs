@@ -1595,6 +1595,20 @@ fn a_task_below_the_minimum_task_cost_is_refused() {
     c.spec.min_task_nonces = 3;
     let err = check_tx_stateless(&c.tx(0, pay(sized.clone())), &c.spec).unwrap_err();
     assert_eq!(err, E::TaskTooCheap { nonces: 2, min: 3 });
+    // One hidden unit: the batch alone still earns a nonce, but the iteration spends only
+    // 4 * 32 * (784 + 10) FLOPs on it, under the devnet's 3 MFLOP per nonce.
+    let mut narrow = sized.clone();
+    narrow.model.layers = vec![
+        LayerDef::Dense { units: 1, activation: Activation::Relu },
+        LayerDef::Dense { units: 10, activation: Activation::None },
+    ];
+    c.spec.min_task_nonces = 1;
+    let err = check_tx_stateless(&c.tx(0, pay(narrow)), &c.spec).unwrap_err();
+    assert_eq!(
+        err,
+        E::TaskTooCheapPerNonce { flops: 101_632, nonces: 1, min_per_nonce: 3_000_000 }
+    );
+    assert!(err.to_string().contains("FLOPs per nonce"), "{err}");
     c.spec.min_task_nonces = 2;
     let id = c.pay(sized, 100);
     assert_eq!(c.task(&id).status, TaskStatus::Registered);
