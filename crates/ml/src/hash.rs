@@ -80,45 +80,80 @@ pub(crate) fn tagged(tag: &str) -> blake3::Hasher {
     h
 }
 
-/// Absorbs `values` as little-endian IEEE bits, in order.
-pub(crate) fn update_f32s(h: &mut blake3::Hasher, values: &[f32]) {
-    #[cfg(target_endian = "little")]
-    {
-        // SAFETY: `f32` has no padding and every byte pattern is a valid `u8`; `u8` has
-        // alignment 1; the slice covers exactly the memory of `values`. On little-endian
-        // targets these bytes are exactly the little-endian bits of each value, so hashing the
-        // memory in one call (which lets BLAKE3 hash many chunks in parallel) is the layout.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
-        };
-        h.update(bytes);
-    }
-    #[cfg(not(target_endian = "little"))]
-    update_f32s_portable(h, values);
+/// 32-bit plain values whose memory is their little-endian encoding on little-endian targets:
+/// `f32` (IEEE bits) and `u32`. Sealed: implemented only here, for these two types.
+pub(crate) trait Word32: Copy + sealed::Sealed {
+    /// The value's bits as a `u32`.
+    fn bits(self) -> u32;
 }
 
-/// The byte-by-byte definition of [`update_f32s`] (big-endian targets, and the test oracle).
+mod sealed {
+    pub(crate) trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for u32 {}
+}
+
+impl Word32 for f32 {
+    fn bits(self) -> u32 {
+        self.to_bits()
+    }
+}
+
+impl Word32 for u32 {
+    fn bits(self) -> u32 {
+        self
+    }
+}
+
+/// The memory of `values` as bytes.
+#[cfg(target_endian = "little")]
+fn as_bytes<T: Word32>(values: &[T]) -> &[u8] {
+    // SAFETY: `T` is `f32` or `u32` (the trait is sealed): 4 bytes, no padding, and every byte
+    // pattern is a valid `u8`; `u8` has alignment 1; the slice covers exactly the memory of
+    // `values` and borrows it for the same lifetime. On little-endian targets these bytes are
+    // exactly the little-endian bits of each value (tested against `update_words_portable`).
+    unsafe {
+        std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+    }
+}
+
+/// Absorbs `values` as little-endian 32-bit words in order: on little-endian targets their
+/// memory in one `update` (which lets BLAKE3 hash many chunks in parallel, SIMD), elsewhere
+/// through a buffer.
+fn update_words<T: Word32>(h: &mut blake3::Hasher, values: &[T]) {
+    #[cfg(target_endian = "little")]
+    h.update(as_bytes(values));
+    #[cfg(not(target_endian = "little"))]
+    update_words_portable(h, values);
+}
+
+/// The byte-by-byte definition of [`update_words`] (big-endian targets, and the test oracle).
 #[cfg_attr(target_endian = "little", allow(dead_code))]
-pub(crate) fn update_f32s_portable(h: &mut blake3::Hasher, values: &[f32]) {
+fn update_words_portable<T: Word32>(h: &mut blake3::Hasher, values: &[T]) {
     // 16 KiB per update lets BLAKE3 hash 16 chunks in parallel (SIMD).
     let mut buf = [0u8; 16384];
     for chunk in values.chunks(4096) {
         for (dst, v) in buf.chunks_exact_mut(4).zip(chunk) {
-            dst.copy_from_slice(&v.to_bits().to_le_bytes());
+            dst.copy_from_slice(&v.bits().to_le_bytes());
         }
         h.update(&buf[..chunk.len() * 4]);
     }
 }
 
+/// Absorbs `values` as little-endian IEEE bits, in order.
+pub(crate) fn update_f32s(h: &mut blake3::Hasher, values: &[f32]) {
+    update_words(h, values);
+}
+
+/// The byte-by-byte definition of [`update_f32s`] (the test oracle).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn update_f32s_portable(h: &mut blake3::Hasher, values: &[f32]) {
+    update_words_portable(h, values);
+}
+
 /// Absorbs `values` as little-endian `u32`, in order.
 pub(crate) fn update_u32s(h: &mut blake3::Hasher, values: &[u32]) {
-    let mut buf = [0u8; 16384];
-    for chunk in values.chunks(4096) {
-        for (dst, v) in buf.chunks_exact_mut(4).zip(chunk) {
-            dst.copy_from_slice(&v.to_le_bytes());
-        }
-        h.update(&buf[..chunk.len() * 4]);
-    }
+    update_words(h, values);
 }
 
 /// Model hash over the spec's shape and the flat parameters (layout in the module docs).
@@ -208,6 +243,22 @@ mod fast_path_tests {
             let mut b = tagged("t");
             update_f32s_portable(&mut b, &values[..len]);
             assert_eq!(a.finalize(), b.finalize(), "len {len}");
+        }
+    }
+
+    #[test]
+    fn u32_memory_hash_equals_the_byte_by_byte_definition() {
+        let values: Vec<u32> = (0..10_001u32).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+        for len in [0, 1, 255, 256, 4096, 4097, 10_001] {
+            let mut a = tagged("t");
+            update_u32s(&mut a, &values[..len]);
+            let mut b = tagged("t");
+            update_words_portable(&mut b, &values[..len]);
+            assert_eq!(a.finalize(), b.finalize(), "len {len}");
+            let bytes: Vec<u8> = values[..len].iter().flat_map(|v| v.to_le_bytes()).collect();
+            let mut c = tagged("t");
+            c.update(&bytes);
+            assert_eq!(a.finalize(), c.finalize(), "len {len}");
         }
     }
 }
