@@ -10,8 +10,8 @@ use pouw_consensus::{
 };
 use pouw_ml::{Dataset, Exec, Model, Split, TrainState};
 use pouw_primitives::{
-    map_hash, Block, ChainSpec, Hash, Header, IterationBody, IterationMessage, Keypair, PouwProof,
-    Signature, TaskDefinition, TaskId, Timestamp, Transaction, HEADER_VERSION,
+    Block, ChainSpec, Hash, Header, IterationBody, IterationMessage, Keypair, PouwProof, Signature,
+    TaskDefinition, TaskId, Timestamp, Transaction, HEADER_VERSION,
 };
 use std::{collections::VecDeque, sync::Arc};
 
@@ -548,7 +548,9 @@ impl Miner {
                 &template.header,
                 winning_id,
                 Hash(out.end_model_hash.0),
-                map_hash(&out.map),
+                // The engine's map hash: `pouw_primitives::map_hash` bit for bit (tested in
+                // pouw-consensus), already computed by the iteration.
+                Hash(out.map_hash.0),
                 batch.byte_len() as u64,
                 params,
                 target,
@@ -564,7 +566,9 @@ impl Miner {
                 finite
             });
             if let Some(header) = found {
-                let winning = body.sign(&self.key);
+                // `body.sign` would hash the body again: its id is `winning_id`.
+                let signature = self.key.sign(winning_id.as_bytes());
+                let winning = IterationMessage { body, signature };
                 let message = winning.clone();
                 let mut block = Block {
                     header,
