@@ -75,6 +75,15 @@ const LIAR_DELAY: Duration = Duration::from_secs(1);
 const PEER_PROBATION: Duration = Duration::from_secs(1);
 /// Most peer messages applied in one iteration (bounds the proof data).
 const MAX_PEERS_PER_ITERATION: usize = 8;
+/// Bounded staleness (design/012): a miner runs its iteration `i` of a client task only once it
+/// holds every training peer's messages up to iteration `i - PEER_STALENESS`.
+const PEER_STALENESS: u64 = 1;
+/// The longest a miner waits for a peer's messages before an iteration; a peer that kept it
+/// waiting this long is left out of the wait until it catches up (design/012).
+const STALENESS_WAIT: Duration = Duration::from_millis(300);
+/// At the start of a task, the longest a miner waits to hear from every other miner of it (they
+/// fetch their data at different times; one that starts alone trains its walk alone).
+const START_WAIT: Duration = Duration::from_secs(5);
 /// A request that got no useful answer is retried after this long.
 const RETRY: Duration = Duration::from_secs(2);
 /// A segment request is not repeated while in flight: it is answered or fails within the
@@ -260,6 +269,17 @@ pub(crate) struct Agent {
     inbox: HashMap<TaskId, std::collections::VecDeque<IterationMessage>>,
     /// Miner: when the first message of each (task, peer miner) arrived.
     first_seen: HashMap<(TaskId, Address), Instant>,
+    /// Miner: how many iterations of each (task, peer miner) arrived (its highest + 1).
+    peer_progress: HashMap<(TaskId, Address), u64>,
+    /// Miner: the next iteration of its own on each task (its highest sent + 1).
+    own_progress: HashMap<TaskId, u64>,
+    /// Miner: when the miner first waited for its peers on each task.
+    start_wait: HashMap<TaskId, Instant>,
+    /// Miner: the iteration waited for on each task (bounded staleness) and since when.
+    staleness_wait: HashMap<TaskId, (u64, Instant)>,
+    /// Miner: peers left out of the wait (they kept it waiting [`STALENESS_WAIT`]) until they
+    /// catch up.
+    excused: HashSet<(TaskId, Address)>,
     /// Supervisor: message logs.
     history: HashMap<TaskId, History>,
     /// Evaluator: evaluations in progress.
@@ -359,6 +379,83 @@ impl Agent {
         }
         *inbox = kept;
         taken
+    }
+
+    /// Miner: its iteration `iteration` of `task` was run and sent.
+    pub(crate) fn note_own_iteration(&mut self, task: TaskId, iteration: u64) {
+        let next = self.own_progress.entry(task).or_default();
+        *next = (*next).max(iteration.saturating_add(1));
+    }
+
+    /// Miner: the next iteration of its own on `task` (0 before the first).
+    pub(crate) fn own_next(&self, task: &TaskId) -> u64 {
+        self.own_progress.get(task).copied().unwrap_or(0)
+    }
+
+    /// Bounded staleness (design/012): whether the miner may run its iteration `next` of
+    /// `task` now (at `now`): every peer miner of the task that has sent messages and is not
+    /// convicted has sent them up to iteration `next - PEER_STALENESS` and is past its
+    /// [`PEER_PROBATION`] (its messages can be applied), or the miner has waited
+    /// [`STALENESS_WAIT`] for this iteration (counted from the end of the probations it waited
+    /// out). The peers still behind then are left out of the wait until they catch up, so a
+    /// silent or slow peer costs one wait, not one per iteration. At the start it also waits,
+    /// at most [`START_WAIT`], to hear from every other miner.
+    pub(crate) fn peers_caught_up(&mut self, task: &TaskId, next: u64, now: Instant) -> bool {
+        let n = self.supervisors.get(task).copied().unwrap_or(0);
+        let need = next.saturating_add(1).saturating_sub(PEER_STALENESS);
+        if need == 0 {
+            return true;
+        }
+        let accusations = &self.security.accusations;
+        let expected = self.peer_miners.get(task).copied().unwrap_or(0);
+        let heard = self
+            .peer_progress
+            .keys()
+            .filter(|(t, m)| t == task && !accusations.is_convicted(task, m, n))
+            .count();
+        let started = *self.start_wait.entry(*task).or_insert(now);
+        if heard < expected && now.saturating_duration_since(started) < START_WAIT {
+            return false;
+        }
+        let first_seen = &self.first_seen;
+        let probation_end = |m: &Address| {
+            first_seen.get(&(*task, *m)).and_then(|at| at.checked_add(PEER_PROBATION))
+        };
+        let behind: Vec<Address> = self
+            .peer_progress
+            .iter()
+            .filter(|((t, m), &count)| {
+                t == task
+                    && (count < need || probation_end(m).is_some_and(|end| now < end))
+                    && !accusations.is_convicted(task, m, n)
+            })
+            .map(|((_, m), _)| *m)
+            .collect();
+        // A peer that caught up takes part in the wait again.
+        self.excused.retain(|(t, m)| t != task || behind.contains(m));
+        let waited_for: Vec<Address> =
+            behind.into_iter().filter(|m| !self.excused.contains(&(*task, *m))).collect();
+        if waited_for.is_empty() {
+            self.staleness_wait.remove(task);
+            return true;
+        }
+        let since = match self.staleness_wait.get(task) {
+            Some(&(i, at)) if i == next => at,
+            _ => {
+                self.staleness_wait.insert(*task, (next, now));
+                now
+            }
+        };
+        let since = waited_for.iter().filter_map(probation_end).fold(since, Instant::max);
+        if now.saturating_duration_since(since) < STALENESS_WAIT {
+            return false;
+        }
+        for m in waited_for {
+            tracing::debug!(target: "miner", task = %task.short(), peer = %m, iteration = next, "a peer's messages are late: not waiting for them until it catches up");
+            self.excused.insert((*task, m));
+        }
+        self.staleness_wait.remove(task);
+        true
     }
 
     /// The bytes of a model this node stores (its own final models, fetched best models).
@@ -609,6 +706,8 @@ impl Node {
             && !self.agent.convicted(&task, &msg.body.miner)
         {
             self.agent.first_seen.entry((task, msg.body.miner)).or_insert_with(Instant::now);
+            let seen = self.agent.peer_progress.entry((task, msg.body.miner)).or_default();
+            *seen = (*seen).max(msg.body.iteration.saturating_add(1));
             self.agent.inbox.entry(task).or_default().push_back(msg.clone());
         }
         if seat_of(&record, Role::Supervisor, &me).is_some() {
@@ -1796,6 +1895,55 @@ mod tests {
         agent.client_segments.remove(&task);
         assert_eq!(agent.segment(&record, &task, train, 100), None);
         assert!(agent.client_segments.is_empty(), "nothing loaded again once it is over");
+    }
+
+    #[test]
+    fn a_miner_waits_for_peers_behind_by_more_than_the_staleness_bound_but_not_for_ever() {
+        let task = Hash::digest(b"task");
+        let dir = tempfile::tempdir().unwrap();
+        let security = Arc::new(SecurityState::new(crate::SecurityHandlers::default()));
+        let mut agent = Agent::new(vec![Role::Miner], dir.path().to_path_buf(), security);
+        let (fast, slow) = (ChainSpec::devnet_key(1).public(), ChainSpec::devnet_key(2).public());
+        let t0 = Instant::now();
+        // No peer heard from yet: nothing to wait for.
+        assert!(agent.peers_caught_up(&task, 5, t0));
+        agent.peer_progress.insert((task, fast), 10);
+        agent.peer_progress.insert((task, slow), 4);
+        // Iteration 5 needs the peers' messages up to 4 (5 of them): `slow` has sent 4.
+        assert!(agent.peers_caught_up(&task, 4, t0));
+        assert!(!agent.peers_caught_up(&task, 5, t0));
+        assert!(!agent.peers_caught_up(&task, 5, t0 + STALENESS_WAIT / 2));
+        // Waited long enough: run, and leave `slow` out of the next waits...
+        assert!(agent.peers_caught_up(&task, 5, t0 + STALENESS_WAIT));
+        assert!(agent.peers_caught_up(&task, 8, t0 + STALENESS_WAIT));
+        // ...until it catches up; then it is waited for again.
+        agent.peer_progress.insert((task, slow), 9);
+        assert!(agent.peers_caught_up(&task, 9, t0 + STALENESS_WAIT));
+        assert!(!agent.peers_caught_up(&task, 10, t0 + STALENESS_WAIT));
+        // Another task's peers do not count.
+        assert!(agent.peers_caught_up(&Hash::digest(b"other"), 10, t0));
+        // A third peer not heard from yet: waited for at most START_WAIT from the first wait.
+        let quiet = Hash::digest(b"quiet");
+        agent.peer_miners.insert(quiet, 1);
+        assert!(agent.peers_caught_up(&quiet, 0, t0));
+        assert!(!agent.peers_caught_up(&quiet, 1, t0));
+        assert!(agent.peers_caught_up(&quiet, 1, t0 + START_WAIT));
+        // A new peer on probation (its messages cannot be applied yet) is waited for until
+        // its probation ends, and then at most STALENESS_WAIT.
+        let new = ChainSpec::devnet_key(3).public();
+        agent.peer_progress.insert((task, new), 20);
+        agent.first_seen.insert((task, new), t0);
+        agent.peer_progress.insert((task, slow), 20);
+        assert!(agent.peers_caught_up(&task, 0, t0), "the first iteration needs nothing");
+        assert!(!agent.peers_caught_up(&task, 10, t0 + PEER_PROBATION / 2));
+        assert!(agent.peers_caught_up(&task, 10, t0 + PEER_PROBATION));
+        // A peer still behind after its probation: STALENESS_WAIT more, counted from its end.
+        let t1 = t0 + PEER_PROBATION * 3;
+        agent.first_seen.insert((task, new), t1);
+        agent.peer_progress.insert((task, new), 5);
+        assert!(!agent.peers_caught_up(&task, 10, t1));
+        assert!(!agent.peers_caught_up(&task, 10, t1 + PEER_PROBATION));
+        assert!(agent.peers_caught_up(&task, 10, t1 + PEER_PROBATION + STALENESS_WAIT));
     }
 
     #[test]

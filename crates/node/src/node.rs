@@ -42,6 +42,9 @@ const BLOCKS_RESPONSE_BUDGET: usize = pouw_net::messages::MAX_RESPONSE_BYTES / 2
 const EVENTS_PER_TURN: usize = 256;
 /// A sync that made no progress for this long is abandoned (the peer is penalised).
 const SYNC_STALL_SECS: u64 = 60;
+/// A miner waiting for its peers' messages (bounded staleness, design/012) tries its step again
+/// after this long, or at the next event.
+const STALENESS_POLL: Duration = Duration::from_millis(2);
 
 /// Why the node failed (its own data or configuration; never a peer's fault).
 #[derive(Debug, thiserror::Error)]
@@ -573,7 +576,16 @@ impl Node {
         let txs = self.mempool.select(max_txs, max_bytes);
         let assigned = miner.assignment().map(|a| a.task_id);
         let peers = match assigned {
-            Some(task) if !miner.is_holding() => self.agent.take_inbox(&task),
+            Some(task) if !miner.is_holding() => {
+                let next = self.agent.own_next(&task);
+                if !self.agent.peers_caught_up(&task, next, Instant::now()) {
+                    // Bounded staleness (design/012): not this turn; the loop waits for events
+                    // (the peers' messages) instead of mining, and never sleeps.
+                    self.mining_retry_at = Some(Instant::now() + STALENESS_POLL);
+                    return Ok(());
+                }
+                self.agent.take_inbox(&task)
+            }
             _ => Vec::new(),
         };
         let out = {
@@ -615,7 +627,8 @@ impl Node {
         if let Some(m) = self.miner.as_ref() {
             self.agent.security.poisoned_sent.store(m.poisoned_messages(), Ordering::Relaxed);
         }
-        if let (Some(_), Some(msg)) = (assigned, out.message) {
+        if let (Some(task), Some(msg)) = (assigned, out.message) {
+            self.agent.note_own_iteration(task, msg.body.iteration);
             if let Err(e) = self.net.publish(GossipMessage::MlIteration(msg)) {
                 tracing::debug!(target: "node", error = %e, "iteration message not gossiped");
             }
