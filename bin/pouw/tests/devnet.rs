@@ -36,7 +36,7 @@ fn devnet_trains_two_tasks_in_a_row_and_reports_them() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let task = std::fs::read_to_string(root.join("tasks/devnet.toml"))
         .unwrap()
-        .replace("epochs = 5", "epochs = 2")
+        .replace("epochs = 10", "epochs = 2")
         .replace("units = 128", "units = 64")
         .replace("../data/mnist/", &format!("{}/", root.join("data/mnist").display()));
     let task_file = dir.path().join("task.toml");
@@ -83,7 +83,13 @@ fn devnet_trains_two_tasks_in_a_row_and_reports_them() {
     for t in tasks {
         assert_eq!(t["completed"], json!(true), "{t}");
         assert!(t["test_accuracy"].as_f64().unwrap() > 0.85, "{t}");
+        // The in-order reference of the same task and split, and the gap to it in points.
+        let reference = t["reference_accuracy"].as_f64().unwrap();
+        assert!(reference > 0.85, "{t}");
+        let gap = (reference - t["test_accuracy"].as_f64().unwrap()) * 100.0;
+        assert!((t["reference_gap"].as_f64().unwrap() - gap).abs() < 0.01, "{t}");
     }
+    assert_eq!(report["reference_accuracy"], tasks[1]["reference_accuracy"]);
     assert_eq!(report["supply_check_ok"], json!(true));
     assert_eq!(report["blocks_rejected"], json!(0));
     let nodes = report["nodes"].as_array().unwrap();
