@@ -10,8 +10,8 @@
 //! - **direction and magnitude**: the message map is compared with the robust aggregate
 //!   (coordinate-wise median) of the other miners' recent maps: the cosine and the size ratio
 //!   are kept per miner and quoted in alerts (honest miners agree; a sign-flipping miner points
-//!   the other way). When a stream cannot be replayed (data missing), a strongly opposed
-//!   direction alone is flagged.
+//!   the other way). They are figures, never evidence: a stream that cannot be replayed (data
+//!   missing) is counted unverifiable and never flagged.
 //!
 //! A message is replayed once the messages it lists are known; a miner whose stream has a gap
 //! that does not fill within [`WAIT`] can no longer be replayed (its later messages count as
@@ -55,8 +55,6 @@ const HANDOVER_WAIT: Duration = Duration::from_secs(20);
 pub(crate) const VIEW_WAIT: Duration = Duration::from_secs(20);
 /// Recent maps per miner the robust aggregate is built from.
 const WINDOW: usize = 8;
-/// Below this cosine with the others' aggregate, an unreplayable message is flagged.
-const OPPOSED: f64 = -0.5;
 /// Longest screening pass (keeps the node loop responsive).
 const BUDGET: Duration = Duration::from_millis(250);
 
@@ -508,18 +506,13 @@ impl TaskScreen {
         let (dataset, _) = self.dataset.as_ref()?;
         let shadow = self.shadows.get_mut(miner)?;
         if shadow.broken {
+            // Not replayable: nothing any node could check, so nothing is flagged. The
+            // direction against the others is no evidence (an honest stream measured -0.50
+            // against an aggregate that held a sign-flipping miner's maps).
             if let Some(log) = self.logs.get_mut(miner) {
                 log.view.unverifiable += 1;
             }
-            return match direction {
-                Some(d) if d < OPPOSED => flag(
-                    AlertKind::GradientPoisoning,
-                    format!(
-                        "iteration {it} (not replayable): updates oppose the other miners; {stats}"
-                    ),
-                ),
-                _ => None,
-            };
+            return None;
         }
         // Leaving the schedule is suspect, not flagged: the miner may hold another view of
         // the task's selection (module docs).
