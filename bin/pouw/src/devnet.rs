@@ -73,7 +73,8 @@ pub(crate) struct DevnetArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=6))]
     miners: u16,
     /// Run with one hostile worker: sign-flip, noise, stale, bad-model (one more miner,
-    /// hostile), lying-supervisor or lying-evaluator (docs/attacks.md).
+    /// hostile), lying-supervisor or lying-evaluator; or withhold-test, a client that never
+    /// reveals its test set (docs/attacks.md).
     #[arg(long)]
     attack: Option<pouw_node::Attack>,
 }
@@ -150,8 +151,9 @@ fn node_entry(
 /// The node that plays the attacker in `--attack` runs, with `miners` honest miners.
 fn attacker_name(attack: pouw_node::Attack, miners: u16) -> String {
     match attack.role() {
-        pouw_primitives::Role::Supervisor => "supervisor-3".into(),
-        pouw_primitives::Role::Evaluator => "evaluator-3".into(),
+        Some(pouw_primitives::Role::Supervisor) => "supervisor-3".into(),
+        Some(pouw_primitives::Role::Evaluator) => "evaluator-3".into(),
+        None => "client".into(),
         _ => format!("miner-{}", miners + 1),
     }
 }
@@ -236,7 +238,9 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     let started = Instant::now();
     let mut task_file = std::fs::canonicalize(&args.task)
         .with_context(|| format!("task file {}", args.task.display()))?;
-    let hostile_miner = args.attack.is_some_and(|a| a.role() == pouw_primitives::Role::Miner);
+    let hostile_miner =
+        args.attack.is_some_and(|a| a.role() == Some(pouw_primitives::Role::Miner));
+    let withhold = args.attack == Some(pouw_node::Attack::WithholdTest);
     let miners = args.miners + u16::from(hostile_miner);
     if args.dir.exists() {
         std::fs::remove_dir_all(&args.dir)
@@ -248,6 +252,10 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     std::fs::write(&spec_path, devnet_spec().to_toml())?;
     let exe = std::env::current_exe().context("locating the pouw binary")?;
     task_file = task_with_miners(&task_file, miners, &dir)?;
+    if withhold {
+        // Nobody can evaluate: the task ends at its finalisation deadline, kept short.
+        set_evaluation_blocks(&task_file, WITHHOLD_EVALUATION_BLOCKS)?;
+    }
     let test_data = load_test_data(&task_file)?;
     let attacker = args.attack.map(|a| attacker_name(a, args.miners));
 
@@ -422,6 +430,10 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
             refresh(&format!("{label} {} · {phase}", &task_id[..8.min(task_id.len())]));
             match phase.as_str() {
                 "completed" => break v,
+                "expired" if withhold => {
+                    multi.clear().ok();
+                    return withheld_report(&mut nodes, &task_id, &v, &dir, started, args.json);
+                }
                 "refused" | "expired" => bail!("{label} ended {phase}: {}", v["phase"]),
                 _ => wait("training the task")?,
             }
@@ -534,6 +546,93 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     Ok(())
 }
 
+/// Finalisation deadline (in blocks after training) of the task of a `withhold-test` run:
+/// no evaluator can vote, so the run lasts until it.
+const WITHHOLD_EVALUATION_BLOCKS: u64 = 20;
+
+/// Sets `payment.evaluation_blocks` of the task file at `path`.
+fn set_evaluation_blocks(path: &Path, blocks: u64) -> Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let mut value: toml::Value = toml::from_str(&text)?;
+    let payment = value
+        .get_mut("payment")
+        .and_then(|p| p.as_table_mut())
+        .context("the task file has no [payment] section")?;
+    let blocks = i64::try_from(blocks).context("evaluation blocks")?;
+    payment.insert("evaluation_blocks".into(), toml::Value::Integer(blocks));
+    std::fs::write(path, toml::to_string(&value)?)?;
+    Ok(())
+}
+
+/// The report of a `withhold-test` run (the client never revealed its test set, the task
+/// expired): `client_bond_confiscated`, the bond, the miners that submitted a model and what
+/// each was paid from the escrow, the client's refund, every node still running, and the
+/// supply check.
+fn withheld_report(
+    nodes: &mut [Node],
+    task_id: &str,
+    view: &Value,
+    dir: &Path,
+    started: Instant,
+    json_out: bool,
+) -> Result<()> {
+    let client = nodes.first().context("the client node")?.rpc;
+    let settlement = &view["settlement"];
+    let units = |v: &Value| {
+        v.as_str().and_then(|a| a.parse::<pouw_primitives::Amount>().ok()).map_or(0, |a| a.units())
+    };
+    let bond = units(&settlement["bond_confiscated"]);
+    let submitted: Vec<Value> =
+        view["models"].as_array().into_iter().flatten().map(|m| m["miner"].clone()).collect();
+    let miners_paid: Vec<Value> = settlement["payouts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| submitted.contains(&p["to"]))
+        .cloned()
+        .collect();
+    let nodes_running =
+        nodes.iter_mut().filter_map(|n| n.child.try_wait().ok()).filter(Option::is_none).count();
+    let supply = call(client, "pouw_supply", json!([]))?;
+    let report = json!({
+        "attack": pouw_node::Attack::WithholdTest.name(),
+        "attacker": { "name": "client", "address": view["client"] },
+        "task_id": task_id,
+        "phase": view["phase"],
+        "client_bond_confiscated": bond > 0,
+        "client_bond": settlement["bond_confiscated"],
+        "client_refund": settlement["refund"],
+        "miners_submitted": submitted,
+        "miners_paid": miners_paid,
+        "settlement": settlement,
+        "nodes": nodes.len(),
+        "nodes_running": nodes_running,
+        "supply_check_ok": supply["ok"],
+        "wall_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+    });
+    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("pouw devnet: withhold-test, task {task_id} {}", phase_name(&view["phase"]));
+        println!(
+            "  client bond     {} {}",
+            settlement["bond_confiscated"].as_str().unwrap_or("0"),
+            if bond > 0 { "confiscated" } else { "NOT confiscated" }
+        );
+        for p in &miners_paid {
+            println!(
+                "  miner paid      {} {}",
+                p["to"].as_str().unwrap_or(""),
+                p["amount"].as_str().unwrap_or("")
+            );
+        }
+        println!("  nodes running   {nodes_running} of {}", nodes.len());
+        println!("  supply check    {}", supply["ok"]);
+    }
+    Ok(())
+}
+
 /// The attack part of the report: `attack`, `attacker`, `attacker_rounds`, `flagged_rounds`,
 /// `confiscated`, `attacker_paid`.
 fn attack_summary(
@@ -565,7 +664,7 @@ fn attack_summary(
     let (rounds, flagged) = match attack.role() {
         // Rounds: the final models it submitted; flagged: those left unpaid (the evaluators
         // refused them: another shape, or NaN).
-        pouw_primitives::Role::Miner if attack == pouw_node::Attack::BadModel => {
+        Some(pouw_primitives::Role::Miner) if attack == pouw_node::Attack::BadModel => {
             let submitted = view["models"]
                 .as_array()
                 .into_iter()
@@ -574,7 +673,7 @@ fn attack_summary(
                 .count() as u64;
             (submitted, if paid == 0 { submitted } else { 0 })
         }
-        pouw_primitives::Role::Miner => {
+        Some(pouw_primitives::Role::Miner) => {
             // Rounds: the poisoned messages it sent; flagged: those a strict majority of the
             // supervisors raised an alert for (the largest count any node saw).
             let sent = call(attacker.rpc, "pouw_security", json!([]))?["poisoned_sent"]
@@ -591,7 +690,9 @@ fn attack_summary(
                 .unwrap_or(0);
             (sent, confirmed)
         }
-        role => committee_rounds(view, &address, role),
+        Some(role) => committee_rounds(view, &address, role),
+        // The client's attack has no rounds (withhold-test reports on its own).
+        None => (0, 0),
     };
     let mut m = serde_json::Map::new();
     m.insert("attack".into(), json!(attack.name()));

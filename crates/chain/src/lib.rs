@@ -27,6 +27,6 @@ pub mod test_utils;
 pub use chain::{Chain, ChainConfig, ImportOutcome, TipChange};
 pub use error::{BlockError, ChainError};
 pub use mempool::{AddOutcome, Mempool, MempoolConfig, MempoolError};
-pub use pouw_validator::{PouwValidator, ProofCheckError};
+pub use pouw_validator::{check_client_batch, PouwValidator, ProofCheckError};
 pub use proof_data::{block_task, check_proof_data, precheck, ProofDataError};
 pub use validator::{Ancestors, BlockValidator, NoProofCheck};

@@ -5,14 +5,17 @@ use pouw_consensus::pouw::{
     check_peer_senders, check_proof_cheap, filler_epoch, filler_epoch_opening_height, filler_task,
     proof_of, replay, Handover, PouwError, ProofData, TaskSchedule,
 };
-use pouw_consensus::{pouw::ml_specs, State, StateKey, StateValue, TaskRecord, TaskStatus};
-use pouw_ml::{Dataset, Exec};
+use pouw_consensus::{
+    pouw::ml_specs, task_split_of, State, StateKey, StateValue, TaskRecord, TaskStatus,
+};
+use pouw_ml::Exec;
 use pouw_primitives::{
-    Address, Block, ChainSpec, Hash, Header, PouwProof, PublicKey, TaskDefinition, TaskId,
+    Address, Block, ChainSpec, Hash, Header, IterationBody, PouwProof, PublicKey, TaskDefinition,
+    TaskId,
 };
 use pouw_storage::{ProofStore, StorageError};
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashSet, VecDeque},
     sync::{Arc, Mutex, RwLock},
 };
 
@@ -132,9 +135,6 @@ pub struct PouwValidator {
     proofs: Arc<ProofStore>,
     exec: Exec,
     tasks: RwLock<TaskSnapshot>,
-    /// Client-task datasets this node holds (a miner's assembled segments), so the batch
-    /// schedule of those tasks' blocks can be checked here too (filler tasks always are).
-    datasets: RwLock<HashMap<TaskId, Arc<Dataset>>>,
     /// Light mode: blocks accepted on their verifiers' attestations, without replay.
     attested: Mutex<Attested>,
 }
@@ -146,24 +146,7 @@ impl PouwValidator {
             proofs,
             exec,
             tasks: RwLock::new(TaskSnapshot::default()),
-            datasets: RwLock::new(HashMap::new()),
             attested: Mutex::new(Attested::default()),
-        }
-    }
-
-    /// Registers the dataset of client task `task` (assembled from its checked segments): from
-    /// now on this node also checks that the task's blocks train their scheduled batches.
-    pub fn add_task_dataset(&self, task: TaskId, dataset: Arc<Dataset>) {
-        if let Ok(mut d) = self.datasets.write() {
-            d.insert(task, dataset);
-        }
-    }
-
-    /// Forgets the dataset of `task` (the task ended here): its blocks are checked from then
-    /// on as by a node that never held the data.
-    pub fn remove_task_dataset(&self, task: &TaskId) {
-        if let Ok(mut d) = self.datasets.write() {
-            d.remove(task);
         }
     }
 
@@ -206,9 +189,6 @@ impl PouwValidator {
                     training.insert(*id, (**r).clone());
                 }
             }
-        }
-        if let Ok(mut d) = self.datasets.write() {
-            d.retain(|id, _| training.contains_key(id));
         }
         if let Ok(mut t) = self.tasks.write() {
             *t = TaskSnapshot { tip: Some(tip), training, definitions, selected };
@@ -306,6 +286,13 @@ impl PouwValidator {
         if filler {
             let id = block.header.task_id;
             let shipped = pouw_ml::shipped_mnist_ref();
+            if !data.sample_proofs.is_empty() {
+                return Err(PouwError::BatchProof {
+                    iteration: proof.winning.body.iteration,
+                    reason: "a filler-task block carries no sample proofs".into(),
+                }
+                .into());
+            }
             TaskSchedule::new(&id, &task, &id, shipped, 0, 1)?
                 .check(shipped, &proof.winning.body)?;
         } else {
@@ -315,9 +302,11 @@ impl PouwValidator {
         Ok(())
     }
 
-    /// The two client-task checks beyond the replay (design/006): every peer message is from
-    /// another selected miner of the task, once; and, where this node holds the task's dataset
-    /// (its miners do), the iteration trained the batch the schedule gives the block's miner.
+    /// The two client-task checks beyond the replay (design/006, design/010): every peer
+    /// message is from another selected miner of the task, once; and the iteration trained the
+    /// batch the schedule gives the block's miner, proven sample by sample against the task's
+    /// segment hashes ([`check_client_batch`]). Chain data and proof data alone decide both,
+    /// so every node, holding the task's data or not, reaches the same verdict.
     fn check_client_iteration(
         &self,
         header: &Header,
@@ -335,27 +324,52 @@ impl PouwValidator {
             return Ok(());
         };
         check_peer_senders(&header.miner, &data.peers, &miners)?;
-        let dataset = self.datasets.read().ok().and_then(|d| d.get(&id).cloned());
-        if let Some(dataset) = dataset {
-            let index = miners
-                .iter()
-                .position(|m| *m == header.miner)
-                .ok_or(ProofCheckError::MinerNotSelected { task: id, miner: header.miner })?;
-            let schedule = TaskSchedule::new(&id, task, &seed, &dataset, index, miners.len())?
-                .with_walks(task.optimizer.epochs.max(1), handovers);
-            match schedule.check(&dataset, &proof.winning.body) {
-                // Past the walk as the tip state knows it, on a block whose parent is another
-                // state: a conviction there may have extended the walk; not a fault here.
-                Err(PouwError::Schedule(_)) if tip != Some(header.prev_hash) => {
-                    return Err(ProofCheckError::TaskStateUnavailable {
-                        task: id,
-                        parent: header.prev_hash,
-                    })
-                }
-                r => r?,
-            }
+        let at_tip = tip == Some(header.prev_hash);
+        check_client_batch(
+            header,
+            task,
+            &seed,
+            &miners,
+            handovers,
+            &proof.winning.body,
+            data,
+            at_tip,
+        )
+    }
+}
+
+/// The batch rule of a client-task block (design/010), from chain data and proof data alone:
+/// the winning iteration `body` of `header.miner` trained exactly the samples the task's
+/// schedule (split from `seed`, walks of the selected `miners` with the conviction
+/// `handovers`) gives it, each proven against the task's segment hashes by the proof data's
+/// sample proofs ([`TaskSchedule::check_batch_proofs`]). `at_tip`: the selection and handovers
+/// are those of the block's parent state; otherwise an iteration past the known walk is not a
+/// fault here ([`ProofCheckError::TaskStateUnavailable`]: a conviction on that branch may have
+/// extended the walk).
+#[allow(clippy::too_many_arguments)]
+pub fn check_client_batch(
+    header: &Header,
+    task: &TaskDefinition,
+    seed: &Hash,
+    miners: &[Address],
+    handovers: Vec<Handover>,
+    body: &IterationBody,
+    data: &ProofData,
+    at_tip: bool,
+) -> Result<(), ProofCheckError> {
+    let id = header.task_id;
+    let index = miners
+        .iter()
+        .position(|m| *m == header.miner)
+        .ok_or(ProofCheckError::MinerNotSelected { task: id, miner: header.miner })?;
+    let split = task_split_of(task, seed).to_ml();
+    let schedule = TaskSchedule::of_split(&id, task, &split, index, miners.len())
+        .with_walks(task.optimizer.epochs.max(1), handovers);
+    match schedule.check_batch_proofs(task, body, &data.batch, &data.sample_proofs) {
+        Err(PouwError::Schedule(_)) if !at_tip => {
+            Err(ProofCheckError::TaskStateUnavailable { task: id, parent: header.prev_hash })
         }
-        Ok(())
+        r => Ok(r?),
     }
 }
 
@@ -531,7 +545,10 @@ mod peer_tests {
             peers,
         };
         let check = |peers| v.check_client_iteration(&header, &proof, &definition, &data(peers));
-        check(vec![message(&peer, task, 1), message(&peer, task, 2)]).unwrap();
+            sample_proofs: vec![],
+        // The peers pass; the batch rule comes next (this placeholder has no batch).
+        let e = check(vec![message(&peer, task, 1), message(&peer, task, 2)]).unwrap_err();
+        assert!(matches!(e, ProofCheckError::Invalid(PouwError::BatchProof { .. })), "{e}");
         let e = check(vec![message(&peer, task, 1), message(&outsider, task, 1)]).unwrap_err();
         assert!(
             matches!(e, ProofCheckError::Invalid(PouwError::PeerNotSelected { index: 1, signer }) if signer == outsider.public()),
@@ -553,5 +570,206 @@ mod peer_tests {
         forged.body.iteration = 4;
         let e = check(vec![forged]).unwrap_err();
         assert!(matches!(e, ProofCheckError::Invalid(PouwError::PeerSignature { .. })), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    use pouw_consensus::Seat;
+    use pouw_primitives::{IterationBody, IterationMessage, Keypair, Signature};
+
+    /// A client task on the shipped digits with two miners, its validator (which never holds
+    /// the task's data), and what the first miner, which holds it, builds for an iteration.
+    struct Setup {
+        v: PouwValidator,
+        _dir: tempfile::TempDir,
+        id: TaskId,
+        definition: TaskDefinition,
+        miner: Keypair,
+        tip: Hash,
+        schedule: TaskSchedule,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let v = PouwValidator::new(Arc::new(ProofStore::open(dir.path()).unwrap()), Exec::new(1));
+        let [miner, peer] = ["miner", "peer"].map(Keypair::from_label);
+        let id = Hash::digest(b"client task");
+        let mut definition = filler_task(&ChainSpec::devnet(), &Hash::digest(b"opening")).1;
+        definition.optimizer.epochs = 2;
+        definition.workers.miners = 2;
+        let seat = |k: &Keypair| Seat { worker: k.public(), ticket: Hash::digest(&k.public().0) };
+        let record = super::task_record_for_tests(
+            definition.clone(),
+            vec![seat(&miner), seat(&peer)],
+            TaskStatus::Training,
+        );
+        let seed = record.seed;
+        let tip = Hash::digest(b"tip");
+        v.update_tasks(
+            tip,
+            &State::from_entries([(StateKey::Task(id), StateValue::Task(Box::new(record)))]),
+        );
+        let data = pouw_ml::shipped_mnist_ref();
+        let schedule = TaskSchedule::new(&id, &definition, &seed, data, 0, 2)
+            .unwrap()
+            .with_walks(definition.optimizer.epochs, vec![]);
+        Setup { v, _dir: dir, id, definition, miner, tip, schedule }
+    }
+
+    impl Setup {
+        /// The winning body, header, proof and proof data the miner (holding the data) makes
+        /// when it claims iteration `claimed` with the real batch of its iteration `trained`.
+        fn block(&self, claimed: u64, trained: u64) -> (Header, PouwProof, ProofData) {
+            let data = pouw_ml::shipped_mnist_ref();
+            let (epoch, _, indices) = self.schedule.scheduled_samples(trained).unwrap();
+            let batch = data.gather(&indices);
+            let len = pouw_consensus::pouw::segment_len(&self.definition);
+            let proofs = data.sample_proofs(len, &indices).unwrap();
+            let mut body = IterationBody::identity(self.id, self.miner.public(), claimed);
+            body.epoch = epoch;
+            body.batch_hash = Hash(batch.hash().0);
+            let header = Header {
+                version: pouw_primitives::HEADER_VERSION,
+                height: 5,
+                prev_hash: self.tip,
+                tx_root: Hash::ZERO,
+                attestation_root: Hash::ZERO,
+                state_root: Hash::ZERO,
+                timestamp: pouw_primitives::Timestamp(5),
+                target: pouw_primitives::CompactTarget(0x2000_ffff),
+                miner: self.miner.public(),
+                task_id: self.id,
+                msg_hash: Hash::ZERO,
+                msg_history_root: Hash::ZERO,
+                nonce: Hash::ZERO,
+            };
+            let winning = body.sign(&self.miner);
+            let committing =
+                IterationMessage { body: winning.body.clone(), signature: Signature::default() };
+            let pd = ProofData {
+                start_params: vec![],
+                start_residual: vec![],
+                start_velocity: vec![],
+                batch: batch.canonical_bytes(),
+                peers: vec![],
+                sample_proofs: proofs.into_iter().map(|d| Hash(d.0)).collect(),
+            };
+            (header, PouwProof { winning, committing }, pd)
+        }
+
+        /// The verdict of a node without the data (this validator: chain and proof data).
+        fn without_data(&self, b: &(Header, PouwProof, ProofData)) -> Result<(), ProofCheckError> {
+            self.v.check_client_iteration(&b.0, &b.1, &self.definition, &b.2)
+        }
+
+        /// What a node holding the data can check without any proof: the schedule's batch
+        /// from its own copy of the samples.
+        fn with_data(&self, b: &(Header, PouwProof, ProofData)) -> Result<(), PouwError> {
+            self.schedule.check(pouw_ml::shipped_mnist_ref(), &b.1.winning.body)
+        }
+    }
+
+    #[test]
+    fn an_honest_client_batch_passes_with_and_without_the_data() {
+        let s = setup();
+        for n in [0, 1, 7, 40] {
+            let b = s.block(n, n);
+            s.without_data(&b).unwrap();
+            s.with_data(&b).unwrap();
+            // The proof size stays within its bound: batch * ceil(log2(segment samples)).
+            let bound = pouw_consensus::pouw::max_sample_proofs(&s.definition);
+            assert!(
+                b.2.sample_proofs.len() as u64 <= bound,
+                "{} > {bound}",
+                b.2.sample_proofs.len()
+            );
+            assert!(!b.2.sample_proofs.is_empty());
+        }
+    }
+
+    #[test]
+    fn another_real_batch_under_the_wrong_index_is_refused_without_the_data() {
+        let s = setup();
+        // Iteration 6's real batch, with its valid proofs, claimed as iteration 5: same epoch,
+        // another batch is due.
+        let b = s.block(5, 6);
+        let e = s.without_data(&b).unwrap_err();
+        assert!(e.is_fault());
+        assert!(
+            matches!(
+                e,
+                ProofCheckError::Invalid(PouwError::SampleProof { iteration: 5, sample: 0, .. })
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("wrong Merkle proof for batch sample 0"), "{e}");
+        // Same verdict as a node holding the data, which sees another batch is due.
+        let d = s.with_data(&b).unwrap_err();
+        assert!(matches!(d, PouwError::UnscheduledBatch { iteration: 5, .. }), "{d}");
+        // Proofs re-made for the positions iteration 5 schedules do not help: the samples
+        // there are other samples.
+        let due = s.block(5, 5);
+        let mut forged = b;
+        forged.2.sample_proofs = due.2.sample_proofs;
+        assert!(matches!(
+            s.without_data(&forged).unwrap_err(),
+            ProofCheckError::Invalid(PouwError::SampleProof { sample: 0, .. })
+        ));
+        // A batch of the next epoch: refused as well.
+        let next_epoch = s.schedule.walk_len().unwrap() / 2 + 5;
+        let late = s.block(5, next_epoch);
+        assert!(s.without_data(&late).is_err());
+        assert!(s.with_data(&late).is_err());
+    }
+
+    #[test]
+    fn verdicts_are_the_same_on_nodes_with_and_without_the_data() {
+        let s = setup();
+        let cases = [(3, 3), (3, 4), (4, 3), (10, 2), (2, 10), (12, 12)];
+        for (claimed, trained) in cases {
+            let b = s.block(claimed, trained);
+            assert_eq!(
+                s.without_data(&b).is_ok(),
+                s.with_data(&b).is_ok(),
+                "claimed {claimed}, trained {trained}"
+            );
+            assert_eq!(s.without_data(&b).is_ok(), claimed == trained);
+        }
+    }
+
+    #[test]
+    fn a_wrong_merkle_proof_is_refused_and_named() {
+        let s = setup();
+        let b = s.block(9, 9);
+        s.without_data(&b).unwrap();
+        // One sibling hash of sample 2's proof changed.
+        let depth = b.2.sample_proofs.len() / 32;
+        let mut bad = b.clone();
+        bad.2.sample_proofs[2 * depth].0[0] ^= 1;
+        let e = s.without_data(&bad).unwrap_err();
+        assert!(e.is_fault());
+        let ProofCheckError::Invalid(PouwError::SampleProof { sample, segment, index, .. }) = e
+        else {
+            panic!("{e}")
+        };
+        assert!(sample <= 2, "the proofs of samples 0-1 are intact up to the changed hash");
+        assert!(e.to_string().contains(&format!("batch sample {sample}")), "{e}");
+        assert!(e.to_string().contains(&format!("index {index} of segment {segment}")), "{e}");
+        // Missing or extra proof hashes.
+        let mut short = b.clone();
+        short.2.sample_proofs.pop();
+        let e = s.without_data(&short).unwrap_err();
+        assert!(matches!(e, ProofCheckError::Invalid(PouwError::BatchProof { .. })), "{e}");
+        let mut long = b.clone();
+        long.2.sample_proofs.push(Hash::ZERO);
+        let e = s.without_data(&long).unwrap_err();
+        assert!(e.to_string().contains("left over"), "{e}");
+        // The batch bytes not those the message names.
+        let mut other = b;
+        other.2.batch = s.block(10, 10).2.batch;
+        let e = s.without_data(&other).unwrap_err();
+        assert!(e.to_string().contains("not the batch the message names"), "{e}");
     }
 }

@@ -9,7 +9,7 @@
 
 use crate::{Chain, ChainError, PouwValidator, ProofCheckError};
 use pouw_consensus::{
-    pouw::{check_proof_cheap, ml_specs, proof_of, ProofData, ProofDataKeys},
+    pouw::{check_proof_cheap, ml_specs, proof_of, Handover, ProofData, ProofDataKeys},
     task_record,
 };
 use pouw_primitives::{Block, Hash, TaskDefinition, TaskId, Timestamp};
@@ -95,8 +95,10 @@ pub fn precheck(chain: &Chain, block: &Block, now: Timestamp) -> Result<(), Chai
     Ok(())
 }
 
-/// Checks that `data` is exactly the proof data `block` names (every piece hashed), so a
-/// peer cannot make a valid block fail its replay by sending wrong data.
+/// Checks that `data` is exactly the proof data `block` names (every piece hashed, and, for a
+/// client task, the sample proofs checked against the task's segment hashes: the winning
+/// message does not name them, and they are unique for the right batch), so a peer cannot
+/// make a valid block fail its replay by sending wrong data.
 pub fn check_proof_data(
     chain: &Chain,
     block: &Block,
@@ -106,7 +108,7 @@ pub fn check_proof_data(
     let proof = proof_of(block)
         .map_err(|e| ProofDataError::Task(e.into()))?
         .ok_or(ProofDataError::NoProof(hash))?;
-    let (_, task) = block_task(chain, block)?;
+    let (task_id, task) = block_task(chain, block)?;
     let (model, _) = ml_specs(&task).map_err(|e| ProofDataError::Task(e.into()))?;
     let want = ProofDataKeys::of(&proof.winning.body);
     let got = data.keys(&model);
@@ -122,6 +124,30 @@ pub fn check_proof_data(
     }
     if got.peers != want.peers {
         return mismatch("peer messages");
+    }
+    let filler = chain
+        .header(&block.header.prev_hash)
+        .and_then(|p| PouwValidator::filler_task_for(chain.spec(), p, &chain.branch_ancestors(p)))
+        .is_some_and(|(id, _)| id == task_id);
+    if filler {
+        if !data.sample_proofs.is_empty() {
+            return mismatch("sample proofs (a filler-task block has none)");
+        }
+    } else if let Some(record) = task_record(chain.state(), &task_id) {
+        if !record.participants.miners.is_empty() {
+            let miners: Vec<_> = record.participants.miners.iter().map(|s| s.worker).collect();
+            let at_tip = block.header.prev_hash == chain.tip();
+            crate::check_client_batch(
+                &block.header,
+                &task,
+                &record.seed,
+                &miners,
+                Handover::of_task(&record),
+                &proof.winning.body,
+                data,
+                at_tip,
+            )?;
+        }
     }
     Ok(())
 }

@@ -114,6 +114,7 @@ fn setup() -> Setup {
     let proof = PouwProof { winning, committing: committing.unwrap() };
     Setup { spec, task, header, committed, proof, data, start, batch, out, key }
 }
+        sample_proofs: vec![],
 
 fn benches(c: &mut Criterion) {
     let s = setup();

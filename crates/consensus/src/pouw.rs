@@ -31,7 +31,9 @@ mod verify;
 pub use data::{batch_hash_of, model_hash_of, residual_hash_of, ProofData, ProofDataKeys};
 pub use error::PouwError;
 pub use mine::{iteration_body, mine_iteration};
-pub use schedule::{check_peer_senders, scheduled_position, Handover, TaskSchedule};
+pub use schedule::{
+    check_peer_senders, max_sample_proofs, scheduled_position, segment_len, Handover, TaskSchedule,
+};
 pub use task::{
     filler_epoch, filler_epoch_opening_height, filler_task, filler_task_id, ml_specs,
     shipped_segment_hashes, FILLER_BATCH, FILLER_EPOCHS, FILLER_HIDDEN, FILLER_LEARNING_RATE,

@@ -125,6 +125,7 @@ fn build() -> Fixture {
         spec,
         miner,
         task,
+        sample_proofs: vec![],
         header: mined,
         proof: PouwProof { winning, committing: committing.unwrap() },
         data,

@@ -408,9 +408,12 @@ evaluation_blocks = 5
         assert_eq!(t.definition.workers.max_faulty, 1);
         assert_eq!(t.definition.deadlines, Deadlines { training_blocks: 20, evaluation_blocks: 5 });
         for (bytes, h) in t.segments.iter().zip(&t.definition.dataset.segment_hashes) {
-            let mut hasher = crate::hash::tagged(crate::hash::SEGMENT_TAG);
-            hasher.update(bytes);
-            assert_eq!(&Hash(*hasher.finalize().as_bytes()), h);
+            // The segment hash is the root of the Merkle tree over the segment's samples.
+            let b = crate::Batch::from_canonical_bytes(bytes).unwrap();
+            let tree = crate::merkle::SegmentTree::new(b.features(), b.labels(), b.width());
+            assert_eq!(tree.len(), 10);
+            assert_eq!(&Hash(tree.root().0), h);
+            assert_eq!(crate::segment_hash_of_bytes(bytes).map(|d| Hash(d.0)).as_ref(), Some(h));
         }
         // Writing the right hashes in the file is accepted.
         let hashes: Vec<String> =

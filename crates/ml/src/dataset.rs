@@ -7,7 +7,8 @@
 //! From dataset to batches (SPEC section 3):
 //! 1. [`Dataset::segments`] cuts the samples, in file order, into `N` equal segments of
 //!    `floor(len / N)` samples; the last `len mod N` samples (fewer than `N`) belong to no
-//!    segment and are never used. Each segment has a hash ([`Dataset::segment_hash`]).
+//!    segment and are never used. Each segment has a hash ([`Dataset::segment_hash`]): the root
+//!    of a Merkle tree over its samples ([`crate::merkle`]).
 //! 2. [`Split::new`] shuffles the segment list with a 32-byte seed (on chain: the hash of the
 //!    block holding the task); the last `round(test_fraction · N)` segments are the test set,
 //!    the `round(validation_fraction · N)` before them the validation set, the rest training.
@@ -24,10 +25,7 @@ use std::path::{Path, PathBuf};
 
 pub use split::{BatchSchedule, Segment, Split, SplitError};
 
-use crate::{
-    batch::Batch,
-    hash::{self, Digest},
-};
+use crate::{batch::Batch, hash::Digest, merkle::SegmentTree};
 
 /// Why a dataset file could not be loaded. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -348,10 +346,40 @@ impl Dataset {
         Batch::new(x.to_vec(), y.to_vec(), self.width).expect("validated").canonical_bytes()
     }
 
-    /// `BLAKE3("pouw-ml/segment/v1" || 0x00 || segment_bytes)`.
-    pub fn segment_hash(&self, segment: &Segment) -> Digest {
+    /// The Merkle tree of a segment's samples ([`crate::merkle`]).
+    pub fn segment_tree(&self, segment: &Segment) -> SegmentTree {
         let (x, y) = self.range(segment.start, segment.len);
-        hash::samples_hash(hash::SEGMENT_TAG, x, y, self.width)
+        SegmentTree::new(x, y, self.width)
+    }
+
+    /// The segment hash: the root of the segment's Merkle tree ([`crate::merkle`]).
+    pub fn segment_hash(&self, segment: &Segment) -> Digest {
+        self.segment_tree(segment).root()
+    }
+
+    /// The Merkle proofs of the samples `indices` (dataset indices, in order) in the
+    /// segments of `segment_len` samples that hold them, concatenated in that order (each as
+    /// [`SegmentTree::proof`] gives it): what a client-task block's proof data carries.
+    /// `None` if an index is past the last whole segment.
+    pub fn sample_proofs(&self, segment_len: usize, indices: &[u32]) -> Option<Vec<Digest>> {
+        let mut trees: std::collections::BTreeMap<usize, SegmentTree> = Default::default();
+        let mut out = Vec::new();
+        for &g in indices {
+            let g = g as usize;
+            let seg = g.checked_div(segment_len)?;
+            if seg.checked_add(1)?.checked_mul(segment_len)? > self.len() {
+                return None;
+            }
+            let tree = trees.entry(seg).or_insert_with(|| {
+                self.segment_tree(&Segment {
+                    index: seg,
+                    start: seg * segment_len,
+                    len: segment_len,
+                })
+            });
+            out.extend(tree.proof(g % segment_len)?);
+        }
+        Some(out)
     }
 }
 
@@ -359,5 +387,5 @@ impl Dataset {
 /// ([`Dataset::segment_bytes`]); `None` if the bytes are not a canonical batch.
 pub fn segment_hash_of_bytes(bytes: &[u8]) -> Option<Digest> {
     let b = Batch::from_canonical_bytes(bytes).ok()?;
-    Some(hash::samples_hash(hash::SEGMENT_TAG, b.features(), b.labels(), b.width()))
+    Some(SegmentTree::new(b.features(), b.labels(), b.width()).root())
 }

@@ -9,7 +9,7 @@
 //! | model | `pouw-ml/model/v1` | `u32` rank, rank × `u32` input dims, `u32` classes, `u32` layer count, per layer `u8` kind (0 = dense) + `u32` units + `u8` activation (relu 0, tanh 1, sigmoid 2, none 3), `u64` parameter count, parameters `f32` |
 //! | residual | `pouw-ml/residual/v1` | `u64` n, residual n × `f32`, `u64` m, velocity m × `f32` (m = 0 when momentum is 0) |
 //! | batch | `pouw-ml/batch/v1` | [`crate::Batch::canonical_bytes`]: `u32` samples, `u32` features per sample, features `f32` row-major, labels `u32` |
-//! | segment | `pouw-ml/segment/v1` | same layout as a batch, over the segment's samples in file order |
+//! | segment | `pouw-ml/segment/v2` | `u32` samples, `u32` features per sample, the root of the Merkle tree over the segment's samples in file order ([`crate::merkle`]) |
 //! | message map | `pouw-ml/map/v1` | `u32` entry count, entries `u32` |
 //!
 //! The model hash covers the shape (input shape, layers, classes) but not the initialiser or
@@ -69,7 +69,7 @@ impl fmt::Debug for Digest {
 pub(crate) const MODEL_TAG: &str = "pouw-ml/model/v1";
 pub(crate) const RESIDUAL_TAG: &str = "pouw-ml/residual/v1";
 pub(crate) const BATCH_TAG: &str = "pouw-ml/batch/v1";
-pub(crate) const SEGMENT_TAG: &str = "pouw-ml/segment/v1";
+pub(crate) const SEGMENT_TAG: &str = "pouw-ml/segment/v2";
 pub(crate) const MAP_TAG: &str = "pouw-ml/map/v1";
 
 /// A hasher that has absorbed `tag || 0x00`.
@@ -195,7 +195,7 @@ pub fn map_hash(map: &[u32]) -> Digest {
     Digest(*h.finalize().as_bytes())
 }
 
-/// Hash of a sample set (batch or segment) under `tag`: `u32` count, `u32` width, features,
+/// Hash of a sample set (a batch) under `tag`: `u32` count, `u32` width, features,
 /// labels.
 pub(crate) fn samples_hash(tag: &str, features: &[f32], labels: &[u32], width: usize) -> Digest {
     let mut h = tagged(tag);

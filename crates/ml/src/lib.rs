@@ -13,6 +13,8 @@
 //!   gradient; fixed summation order, `libm` transcendentals.
 //! - spec: [`ModelSpec`], [`LayerSpec`], [`Activation`], [`Init`], [`OptimizerSpec`], [`Layout`].
 //! - model: [`Model`] (one flat parameter vector), its initialiser, forward and gradient.
+//! - merkle: the Merkle tree over a segment's samples whose root is the segment hash, and its
+//!   proofs ([`merkle::SegmentTree`], [`merkle::root_from_proof`]).
 //! - rng: [`Rng`] (xoshiro256**), the only random source (init, split, batch order).
 //! - hash: [`Digest`] and the canonical hashes ([`model_hash`], [`residual_hash`],
 //!   [`map_hash`]; batch and segment hashes via [`Batch::hash`], [`Dataset::segment_hash`]).
@@ -42,6 +44,7 @@ mod dataset;
 mod export;
 mod hash;
 mod iteration;
+pub mod merkle;
 mod model;
 mod rng;
 mod shipped;

@@ -119,7 +119,7 @@ fn golden_mnist_mlp() {
     check("mnist", spec, opt, batches, &MNIST);
 }
 
-const SEGMENT0: &str = "203b9b6e8332823836f3ada75c73f81921fe03e7104b1631e478db264730b63e";
+const SEGMENT0: &str = "18ff66c84fe97d6120c73f39baec48ea6e03784766b390cdfcdac7e6c6de27d6";
 
 const MIXED: Expected = Expected {
     iterations: &[

@@ -902,7 +902,6 @@ impl Node {
         if self.agent.segments.end(id) {
             self.agent.datasets.remove(id);
             self.agent.bad_datasets.remove(id);
-            self.validator.remove_task_dataset(id);
         }
     }
 
@@ -1261,8 +1260,6 @@ impl Node {
                     let assigned = self.miner.as_ref().and_then(|m| m.assignment()).is_some();
                     if !assigned && !self.agent.trained.contains(&id) && self.miner.is_some() {
                         if let Some(dataset) = self.task_dataset(id, record, SegmentUse::Train) {
-                            // Our validator can now check the task's batch schedule.
-                            self.validator.add_task_dataset(id, dataset.clone());
                             if let Some(miner) = self.miner.as_mut() {
                                 miner.assign(Assignment {
                                     task_id: id,

@@ -118,17 +118,21 @@ pub enum Attack {
     /// Miner: trains honestly, then submits (and serves) a final model of another shape, and
     /// on its next task one full of NaN.
     BadModel,
+    /// Client: serves its training segments, never its test segments, so no evaluator can
+    /// vote; it loses its bond and the miners are paid from its escrow (design/014).
+    WithholdTest,
 }
 
 impl Attack {
     /// Every attack, in the order the CLI lists them.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::SignFlip,
         Self::Noise,
         Self::Stale,
         Self::LyingSupervisor,
         Self::LyingEvaluator,
         Self::BadModel,
+        Self::WithholdTest,
     ];
 
     /// The CLI name (`sign-flip`, ...).
@@ -140,16 +144,18 @@ impl Attack {
             Self::LyingSupervisor => "lying-supervisor",
             Self::LyingEvaluator => "lying-evaluator",
             Self::BadModel => "bad-model",
+            Self::WithholdTest => "withhold-test",
         }
     }
 
-    /// The role whose behaviour the attack changes.
-    pub fn role(self) -> pouw_primitives::Role {
+    /// The worker role whose behaviour the attack changes; `None` for the client's.
+    pub fn role(self) -> Option<pouw_primitives::Role> {
         use pouw_primitives::Role;
         match self {
-            Self::SignFlip | Self::Noise | Self::Stale | Self::BadModel => Role::Miner,
-            Self::LyingSupervisor => Role::Supervisor,
-            Self::LyingEvaluator => Role::Evaluator,
+            Self::SignFlip | Self::Noise | Self::Stale | Self::BadModel => Some(Role::Miner),
+            Self::LyingSupervisor => Some(Role::Supervisor),
+            Self::LyingEvaluator => Some(Role::Evaluator),
+            Self::WithholdTest => None,
         }
     }
 }

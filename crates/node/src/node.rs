@@ -1269,3 +1269,4 @@ fn response_name(r: &Response) -> &'static str {
         Response::Error(_) => "Error",
     }
 }
+            .saturating_add(p.sample_proofs.len().saturating_mul(32))

@@ -37,6 +37,9 @@ pub enum ProofKind {
     Batch,
     /// An iteration message (key: message id).
     Message,
+    /// The Merkle proofs of a client-task batch's samples (key: the winning message's body
+    /// id; absent when empty, as for a filler task).
+    SampleProofs,
 }
 
 impl ProofKind {
@@ -46,6 +49,7 @@ impl ProofKind {
             Self::Residual => 2,
             Self::Batch => 3,
             Self::Message => 4,
+            Self::SampleProofs => 5,
         }
     }
 }
@@ -151,6 +155,10 @@ impl ProofStore {
         for (id, bytes) in winning.peer_msgs.iter().zip(&peers) {
             records.push((ProofKind::Message, *id, bytes));
         }
+        let sample_proofs = codec::encode(&data.sample_proofs);
+        if !data.sample_proofs.is_empty() {
+            records.push((ProofKind::SampleProofs, winning.id(), &sample_proofs));
+        }
         self.put_many(&records)
     }
 
@@ -184,12 +192,20 @@ impl ProofStore {
                 codec::decode(&bytes).map_err(|e| corrupt(ProofKind::Message, id, e))?;
             peers.push(msg);
         }
+        let id = winning.id();
+        let sample_proofs: Vec<Hash> = match self.get(ProofKind::SampleProofs, &id)? {
+            Some(bytes) => {
+                codec::decode(&bytes).map_err(|e| corrupt(ProofKind::SampleProofs, &id, e))?
+            }
+            None => Vec::new(),
+        };
         Ok(Some(ProofData {
             start_params: floats(&params),
             start_residual: floats(&residual),
             start_velocity: floats(&velocity),
             batch,
             peers,
+            sample_proofs,
         }))
     }
 
@@ -267,6 +283,7 @@ mod tests {
             batch: vec![7; 40],
             peers: vec![peer.clone()],
         };
+            sample_proofs: vec![Hash::digest(b"sibling"), Hash::digest(b"uncle")],
         let winning = IterationBody {
             miner: PublicKey::default(),
             iteration: 9,
@@ -281,6 +298,7 @@ mod tests {
         assert_eq!(back.batch, data.batch);
         assert_eq!(back.peers, data.peers);
         let mut other = winning.clone();
+        assert_eq!(back.sample_proofs, data.sample_proofs);
         other.peer_msgs.push(Hash::digest(b"unknown peer"));
         assert_eq!(store.get_proof(&other).unwrap(), None);
         store.put_many(&[(ProofKind::Model, winning.start_model_hash, b"\x05")]).unwrap();

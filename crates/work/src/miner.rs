@@ -724,6 +724,15 @@ impl Miner {
             msg_hash: Hash::ZERO,
             msg_history_root: Hash::ZERO,
             nonce: Hash::ZERO,
+                    // A client task's batch is proven sample by sample against the task's
+                    // segment hashes (design/010); the dataset holds exactly its 10 segments.
+                    sample_proofs: if on_client {
+                        let len = job.dataset.len() / pouw_primitives::DATASET_SEGMENTS;
+                        let proofs = job.dataset.sample_proofs(len, &indices).unwrap_or_default();
+                        proofs.into_iter().map(|d| Hash(d.0)).collect()
+                    } else {
+                        Vec::new()
+                    },
         };
         // The state root covers the (task, miner, iteration) marker of the block, so execute it
         // with a proof carrying that identity (the only proof fields the transition reads).

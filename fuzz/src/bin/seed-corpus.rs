@@ -166,6 +166,7 @@ fn main() {
         peers: vec![peer.clone()],
     };
     write("proof_data", "small.bin", proof.encode());
+        sample_proofs: vec![Hash::digest(b"sibling")],
     write(
         "proof_data",
         "empty.bin",
@@ -177,6 +178,7 @@ fn main() {
             peers: vec![],
         }
         .encode(),
+            sample_proofs: vec![],
     );
 
     // Gossip: one message of every kind.

@@ -13,7 +13,8 @@ const BATCH_TAG: &str = "pouw-ml/batch/v1";
 /// Canonical encoding (borsh, via [`codec`]): the three float vectors as `u32` length followed
 /// by the IEEE-754 bits of each value (`u32` little-endian, so every float, NaN and `-0.0`
 /// included, has exactly one encoding), then the batch as `u32` length + bytes, then the peer
-/// messages as `u32` count + each message's borsh encoding.
+/// messages as `u32` count + each message's borsh encoding, then the sample proofs as `u32`
+/// count + 32 bytes each.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProofData {
     /// The model at the start of the iteration (before peer updates), flat parameters.
@@ -26,6 +27,12 @@ pub struct ProofData {
     pub batch: Vec<u8>,
     /// The peer messages applied, in the order of `winning.peer_msgs`.
     pub peers: Vec<IterationMessage>,
+    /// A client-task block: the Merkle proof of each sample of the batch in its segment
+    /// (`pouw_ml::merkle`), in batch order, concatenated: sample `j` at index `i` of a segment
+    /// of `n` samples takes `merkle::proof_len(n, i)` hashes (at most `ceil(log2 n)`), so the
+    /// whole is at most `batch * ceil(log2 n) * 32` bytes (design/010). Empty for a filler
+    /// task (every node holds its data).
+    pub sample_proofs: Vec<Hash>,
 }
 
 #[derive(BorshSerialize, BorshDeserialize)]
@@ -35,6 +42,7 @@ struct Wire {
     start_velocity: Vec<u32>,
     batch: Vec<u8>,
     peers: Vec<IterationMessage>,
+    sample_proofs: Vec<Hash>,
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -53,6 +61,7 @@ impl BorshSerialize for ProofData {
             start_velocity: bits(&self.start_velocity),
             batch: self.batch.clone(),
             peers: self.peers.clone(),
+            sample_proofs: self.sample_proofs.clone(),
         }
         .serialize(writer)
     }
@@ -67,6 +76,7 @@ impl BorshDeserialize for ProofData {
             start_velocity: floats(w.start_velocity),
             batch: w.batch,
             peers: w.peers,
+            sample_proofs: w.sample_proofs,
         })
     }
 }

@@ -284,6 +284,33 @@ pub enum PouwError {
     #[error("peer message {index} is the block miner's own message")]
     PeerFromBlockMiner {
         /// Position.
+    /// A client-task batch sample is not the scheduled one: its Merkle proof does not lead
+    /// from the sample (features, label and its scheduled index in its segment) to the task's
+    /// hash of the scheduled segment (design/010). Ban.
+    #[error(
+        "iteration {iteration}: wrong Merkle proof for batch sample {sample}: it does not prove \
+         that sample at index {index} of segment {segment}, where the schedule puts it"
+    )]
+    SampleProof {
+        /// The winning iteration index.
+        iteration: u64,
+        /// Position of the sample in the batch.
+        sample: usize,
+        /// The scheduled segment (unshuffled index, as in the task's segment hashes).
+        segment: usize,
+        /// The scheduled index in that segment.
+        index: usize,
+    },
+    /// A client-task batch or its sample proofs do not have the scheduled shape (epoch, sample
+    /// count, width, proof length) or the batch bytes are not the ones the winning message
+    /// names (design/010). Ban.
+    #[error("iteration {iteration}: batch proof: {reason}")]
+    BatchProof {
+        /// The winning iteration index.
+        iteration: u64,
+        /// What is wrong.
+        reason: String,
+    },
         index: usize,
     },
     /// Peer message `index` is signed by a key that is not a selected miner of the task. Ban.

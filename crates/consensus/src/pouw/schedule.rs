@@ -16,10 +16,18 @@
 //! convicted walk's positions `r, r + H, r + 2H, ...` ([`Handover`]). Handovers apply in the
 //! order of the convictions, each on the walks the earlier ones made, so a later conviction
 //! only ever appends: an iteration's batch never changes once it is scheduled.
+//!
+//! Everything above is chain data: the segments are `samples / 10` samples each (from the
+//! task definition), the split from the task's seed, the walks from its selection and
+//! convictions. So every node computes which dataset samples an iteration must train
+//! ([`TaskSchedule::scheduled_samples`]) without holding the data, and checks a client-task
+//! batch against the task's segment hashes, which are the roots of Merkle trees over the
+//! segments' samples, from the sample proofs in the proof data
+//! ([`TaskSchedule::check_batch_proofs`], design/010).
 
-use super::PouwError;
+use super::{batch_hash_of, PouwError};
 use crate::{task_split_of, TaskRecord};
-use pouw_ml::{BatchSchedule, Dataset, Split};
+use pouw_ml::{merkle, Batch, BatchSchedule, Dataset, Digest, Segment, Split};
 use pouw_primitives::{
     Address, Hash, IterationBody, IterationMessage, TaskDefinition, TaskId, DATASET_SEGMENTS,
 };
@@ -174,7 +182,8 @@ impl TaskSchedule {
         )
     }
 
-    /// [`TaskSchedule::new`] with the split already made (`task_split_of(task, seed)`).
+    /// [`TaskSchedule::new`] with the split already made (`task_split_of(task, seed)`); the
+    /// dataset must have the task's segment length.
     pub fn with_split(
         task_id: &TaskId,
         task: &TaskDefinition,
@@ -186,9 +195,31 @@ impl TaskSchedule {
         let segments = dataset
             .segments(DATASET_SEGMENTS)
             .map_err(|e| PouwError::Schedule(format!("dataset segments: {e}")))?;
+        let want = segment_len(task);
+        if segments.first().map(|s| s.len) != Some(want) {
+            return Err(PouwError::Schedule(format!(
+                "the dataset's segments do not have the task's {want} samples each"
+            )));
+        }
+        Ok(Self::of_split(task_id, task, split, miner_index, miners))
+    }
+
+    /// The schedule from chain data alone: the task's definition (segments of
+    /// `samples / 10` samples), its split and its selection.
+    pub fn of_split(
+        task_id: &TaskId,
+        task: &TaskDefinition,
+        split: &Split,
+        miner_index: usize,
+        miners: usize,
+    ) -> Self {
+        let len = segment_len(task);
+        let segments: Vec<Segment> = (0..DATASET_SEGMENTS)
+            .map(|index| Segment { index, start: index.saturating_mul(len), len })
+            .collect();
         let batch_size = usize::try_from(task.optimizer.batch_size).unwrap_or(usize::MAX);
         let batches = BatchSchedule::new(&segments, split, batch_size, task_id.0);
-        Ok(Self { batches, miner_index, miners: miners.max(1), walks: None })
+        Self { batches, miner_index, miners: miners.max(1), walks: None }
     }
 
     /// Ends the walks after `epochs` epochs and appends the `handovers` of the task's
@@ -259,6 +290,86 @@ impl TaskSchedule {
         ))
     }
 
+    /// (epoch, batch index, dataset sample indices in batch order) of this miner's iteration
+    /// `iteration`: chain data only.
+    pub fn scheduled_samples(&self, iteration: u64) -> Result<(u32, usize, Vec<u32>), PouwError> {
+        let (epoch, b) = self.position(iteration)?;
+        let order = self.batches.epoch_order(epoch);
+        Ok((epoch, b, self.batches.batch(&order, b).to_vec()))
+    }
+
+    /// The rule every node checks on a client-task block, from chain data and the proof data
+    /// alone (design/010): the winning iteration `body` is in its scheduled epoch, `batch` (the
+    /// proof data's batch bytes) hashes to `body.batch_hash` and holds exactly the scheduled
+    /// samples in order, each proven by its Merkle proof in `proofs` (consumed in batch
+    /// order, none left over) to sit at its scheduled index of its scheduled segment, whose
+    /// hash is the task's `segment_hashes` entry.
+    pub fn check_batch_proofs(
+        &self,
+        task: &TaskDefinition,
+        body: &IterationBody,
+        batch: &[u8],
+        proofs: &[Hash],
+    ) -> Result<(), PouwError> {
+        let iteration = body.iteration;
+        let bad = |reason: String| PouwError::BatchProof { iteration, reason };
+        let (epoch, _, indices) = self.scheduled_samples(iteration)?;
+        if body.epoch != epoch {
+            return Err(bad(format!("the message claims epoch {}, scheduled {epoch}", body.epoch)));
+        }
+        if batch_hash_of(batch) != body.batch_hash {
+            return Err(bad("the batch bytes are not the batch the message names".into()));
+        }
+        let decoded =
+            Batch::from_canonical_bytes(batch).map_err(|e| bad(format!("batch bytes: {e}")))?;
+        if decoded.len() != indices.len() {
+            return Err(bad(format!(
+                "the batch has {} samples, the schedule {}",
+                decoded.len(),
+                indices.len()
+            )));
+        }
+        let width = decoded.width();
+        let width32 = u32::try_from(width).map_err(|_| bad("width overflows".into()))?;
+        let len = segment_len(task);
+        let hashes = &task.dataset.segment_hashes;
+        let mut rest = proofs;
+        for (sample, (&g, label)) in indices.iter().zip(decoded.labels()).enumerate() {
+            let g = usize::try_from(g).map_err(|_| bad("sample index overflows".into()))?;
+            let (segment, index) = (g.checked_div(len), g.checked_rem(len));
+            let (Some(segment), Some(index)) = (segment, index) else {
+                return Err(bad("the task's segments are empty".into()));
+            };
+            let wrong = PouwError::SampleProof { iteration, sample, segment, index };
+            let Some(root) = hashes.get(segment) else { return Err(wrong) };
+            let need = merkle::proof_len(len, index).ok_or_else(|| wrong.clone())?;
+            if rest.len() < need {
+                return Err(bad(format!(
+                    "the sample proofs end at sample {sample} ({} hashes short)",
+                    need.saturating_sub(rest.len())
+                )));
+            }
+            let (path, tail) = rest.split_at(need);
+            rest = tail;
+            let start = sample.checked_mul(width).ok_or_else(|| wrong.clone())?;
+            let x = start
+                .checked_add(width)
+                .and_then(|end| decoded.features().get(start..end))
+                .ok_or_else(|| wrong.clone())?;
+            let index32 = u32::try_from(index).map_err(|_| wrong.clone())?;
+            let leaf = merkle::sample_leaf(index32, x, *label);
+            let path: Vec<Digest> = path.iter().map(|h| Digest(h.0)).collect();
+            match merkle::root_from_proof(len, width32, index, leaf, &path) {
+                Some(r) if r.0 == root.0 => {}
+                _ => return Err(wrong),
+            }
+        }
+        if !rest.is_empty() {
+            return Err(bad(format!("{} sample proof hashes left over", rest.len())));
+        }
+        Ok(())
+    }
+
     /// (epoch, batch index, batch hash) of this miner's iteration `iteration` on `dataset`.
     pub fn scheduled_batch(
         &self,
@@ -289,6 +400,19 @@ impl TaskSchedule {
         }
         Ok(())
     }
+}
+
+/// Samples per segment of `task` (`samples / 10`, as the engine cuts them).
+pub fn segment_len(task: &TaskDefinition) -> usize {
+    usize::try_from(task.dataset.segment_samples()).unwrap_or(usize::MAX)
+}
+
+/// Upper bound on the sample proofs of one client-task block: `batch * ceil(log2(segment
+/// samples))` hashes (design/010).
+pub fn max_sample_proofs(task: &TaskDefinition) -> u64 {
+    let len = task.dataset.segment_samples();
+    let depth = u64::from(len.max(1).next_power_of_two().trailing_zeros());
+    u64::from(task.optimizer.batch_size).saturating_mul(depth)
 }
 
 /// Every peer message a client-task iteration by `block_miner` applies must be validly signed
