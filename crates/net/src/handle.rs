@@ -129,6 +129,41 @@ pub struct PeerInfo {
     pub rtt_ms: Option<f64>,
     /// The peer's agent string (identify).
     pub agent: Option<String>,
+    /// Who opened the connection: `"inbound"` (the peer), `"outbound"` (we), `None` when not
+    /// connected.
+    pub direction: Option<&'static str>,
+}
+
+/// The discovery state, as `admin_peers` reports it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DiscoveryInfo {
+    /// Connections the node tries to keep (it looks for more peers below it).
+    pub target_peers: u32,
+    /// Most connected peers.
+    pub max_peers: u32,
+    /// Most inbound connections.
+    pub max_inbound: u32,
+    /// Most outbound connections.
+    pub max_outbound: u32,
+    /// Connected peers (identified).
+    pub connected: u32,
+    /// Of which inbound.
+    pub inbound: u32,
+    /// Of which outbound.
+    pub outbound: u32,
+    /// Peers added with `admin_addPeer` or on the bootstrap list (redialled while unreachable).
+    pub static_peers: Vec<String>,
+    /// Peers of the routing table (Kademlia), connected or not, with their addresses.
+    pub known: Vec<KnownPeer>,
+}
+
+/// One entry of the routing table.
+#[derive(Clone, Debug, Serialize)]
+pub struct KnownPeer {
+    /// Peer id.
+    pub peer_id: String,
+    /// Its listen addresses.
+    pub addresses: Vec<String>,
 }
 
 /// Network counters, shared with the network task.
@@ -225,6 +260,8 @@ pub(crate) enum Command {
         verdict: PeerVerdict,
     },
     Dial(Multiaddr),
+    AddPeer(Multiaddr),
+    RemovePeer(PeerId),
     Subscribe(crate::messages::Topic),
     Unsubscribe(crate::messages::Topic),
     Shutdown,
@@ -246,6 +283,7 @@ pub enum HandleError {
 pub(crate) struct Shared {
     pub(crate) peers: Mutex<Vec<PeerInfo>>,
     pub(crate) listen_addrs: Mutex<Vec<Multiaddr>>,
+    pub(crate) discovery: Mutex<DiscoveryInfo>,
 }
 
 /// The node's handle on the network. Cheap to clone; every method is non-blocking.
@@ -301,7 +339,9 @@ impl NetworkHandle {
         self.send(Command::Validate { id, from, acceptance })
     }
 
-    /// Sends a request; the answer arrives as [`NetEvent::Response`] with the returned id.
+    /// Sends a request; the answer arrives as [`NetEvent::Response`] with the returned id. A
+    /// peer that is not connected is dialled first: on an address from the routing table, or
+    /// found by a Kademlia lookup of its id (the request waits up to the request timeout).
     pub fn request(&self, peer: PeerId, request: Request) -> Result<RequestId, HandleError> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         self.send(Command::Request { peer, id, request })?;
@@ -321,6 +361,24 @@ impl NetworkHandle {
     /// Dials an address (with or without `/p2p/<peer id>`).
     pub fn dial(&self, addr: Multiaddr) -> Result<(), HandleError> {
         self.send(Command::Dial(addr))
+    }
+
+    /// Adds a static peer: dialled now and redialled whenever unreachable, like a bootstrap
+    /// peer (`addr` ends in `/p2p/<peer id>`, or names whoever answers on it).
+    pub fn add_peer(&self, addr: Multiaddr) -> Result<(), HandleError> {
+        self.send(Command::AddPeer(addr))
+    }
+
+    /// Disconnects a peer and forgets it: no redial, removed from the routing table and the
+    /// peer table; discovery does not dial it again until it is added back (it may still dial
+    /// us).
+    pub fn remove_peer(&self, peer: PeerId) -> Result<(), HandleError> {
+        self.send(Command::RemovePeer(peer))
+    }
+
+    /// The discovery state (limits, connection counts, routing table).
+    pub fn discovery(&self) -> DiscoveryInfo {
+        self.shared.discovery.lock().map(|d| d.clone()).unwrap_or_default()
     }
 
     /// Subscribes to a topic (blocks, transactions, verification and alerts are subscribed
@@ -382,6 +440,22 @@ pub struct NetConfig {
     pub genesis: pouw_primitives::Hash,
     /// Most connected peers.
     pub max_peers: u32,
+    /// Most inbound connections (at most `max_peers`).
+    pub max_inbound: u32,
+    /// Most outbound connections (at most `max_peers`).
+    pub max_outbound: u32,
+    /// Connected peers the node looks for: below it, it dials peers of its routing table and
+    /// runs a random-walk query (Kademlia) every few seconds. 0: no discovery rounds
+    /// (Kademlia still refreshes its table while it is small, which may open connections;
+    /// [`NetConfig::discovery`] turns it all off).
+    pub target_peers: u32,
+    /// Kademlia discovery (and routing of requests to peers not connected). Off: the node
+    /// talks to its bootstrap and static peers and to whoever dials it, and a request to a
+    /// peer not connected fails at once.
+    pub discovery: bool,
+    /// The peer table: where the peers we know are saved (periodically and at shutdown) and
+    /// read back at start, so a restart does not need the bootstrap peers. `None`: not kept.
+    pub peer_table: Option<std::path::PathBuf>,
     /// Timeout of one request.
     pub request_timeout: Duration,
     /// How long a banned peer stays banned.
@@ -410,6 +484,11 @@ impl NetConfig {
             bootstrap: Vec::new(),
             genesis,
             max_peers: 50,
+            max_inbound: 40,
+            max_outbound: 20,
+            target_peers: 8,
+            discovery: true,
+            peer_table: None,
             request_timeout: Duration::from_secs(20),
             ban_duration: Duration::from_secs(3600),
             redial_backoff: (Duration::from_millis(500), Duration::from_secs(30)),

@@ -16,9 +16,9 @@ mod ports;
 mod service;
 
 pub use handle::{
-    peer_id_of, Acceptance, GossipId, HandleError, InboundId, Multiaddr, NetConfig, NetCounters,
-    NetEvent, NetStats, NetworkHandle, PeerId, PeerInfo, PeerVerdict, RequestFailure, RequestId,
-    COMMAND_QUEUE, EVENT_QUEUE,
+    peer_id_of, Acceptance, DiscoveryInfo, GossipId, HandleError, InboundId, KnownPeer, Multiaddr,
+    NetConfig, NetCounters, NetEvent, NetStats, NetworkHandle, PeerId, PeerInfo, PeerVerdict,
+    RequestFailure, RequestId, COMMAND_QUEUE, EVENT_QUEUE,
 };
 pub use messages::{
     BlockWithProof, ChainStatus, GossipMessage, MessageKind, Request, Response, ScreeningStatus,

@@ -1,27 +1,31 @@
 //! The network task: a libp2p swarm (TCP + noise + yamux; identify, ping, gossipsub,
-//! request-response, connection limits and a ban list) owned by one thread running a tokio
+//! request-response, Kademlia discovery, connection limits and a ban list) owned by one thread running a tokio
 //! runtime. It serves the node's [`Command`]s and turns swarm events into [`NetEvent`]s.
 
 use crate::codec::{is_malformed, WireCodec, WireRequest, WireResponse};
 use crate::handle::{
-    Acceptance, Command, GossipId, InboundId, NetConfig, NetEvent, NetStats, NetworkHandle,
-    PeerInfo, PeerVerdict, RequestFailure, RequestId, Shared, COMMAND_QUEUE, EVENT_QUEUE,
+    Acceptance, Command, DiscoveryInfo, GossipId, InboundId, KnownPeer, NetConfig, NetEvent,
+    NetStats, NetworkHandle, PeerInfo, PeerVerdict, RequestFailure, RequestId, Shared,
+    COMMAND_QUEUE, EVENT_QUEUE,
 };
 use crate::messages::{GossipMessage, Request, Topic, MAX_GOSSIP_BYTES};
 use libp2p::{
     allow_block_list, connection_limits,
     futures::StreamExt,
     gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, MessageId, TopicHash},
-    identify, identity,
+    identify, identity, kad,
     multiaddr::Protocol,
     noise, ping,
     request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel},
-    swarm::{ConnectionId, NetworkBehaviour, SwarmEvent},
+    swarm::{
+        behaviour::toggle::Toggle, dial_opts::DialOpts, ConnectionId, NetworkBehaviour, SwarmEvent,
+    },
     tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
 };
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     io,
+    path::Path,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -44,6 +48,22 @@ const MAX_CONNECTIONS_PER_PEER: u32 = 2;
 const VALIDATION_WINDOW_HEARTBEATS: usize = 30;
 /// Weight of the application score in gossipsub's score.
 const APP_SCORE_WEIGHT: f64 = 1.0;
+/// Discovery round period while below the target peer count.
+const DISCOVERY_FAST: Duration = Duration::from_secs(2);
+/// Discovery round period at or above the target (a random walk keeps the table fresh).
+const DISCOVERY_SLOW: Duration = Duration::from_secs(30);
+/// A peer dialled by discovery is not dialled again before this.
+const DISCOVERY_REDIAL: Duration = Duration::from_secs(30);
+/// Timeout of one Kademlia query.
+const KAD_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Period of the peer table save.
+const PEER_TABLE_SAVE: Duration = Duration::from_secs(30);
+/// Most entries of the peer table (saved and read).
+const PEER_TABLE_MAX: usize = 128;
+/// Largest peer table file read back.
+const PEER_TABLE_MAX_BYTES: u64 = 256 * 1024;
+/// Most requests waiting for one peer to be dialled.
+const MAX_WAITING_PER_PEER: usize = 64;
 
 /// Why the network could not start.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +161,7 @@ struct Behaviour {
     blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
+    kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     ping: ping::Behaviour,
     gossipsub: gossipsub::Behaviour,
     rr: request_response::Behaviour<WireCodec>,
@@ -159,6 +180,8 @@ struct PeerState {
     agent: Option<String>,
     /// An address to redial it on, when we know one (we dialed it, or it told us).
     dial_addr: Option<Multiaddr>,
+    /// The peer opened the latest connection.
+    inbound: bool,
 }
 
 /// An address we keep dialling until connected.
@@ -197,6 +220,19 @@ struct Service {
     /// Whether "no peers connected" was logged (to log the recovery).
     alone: bool,
     last_refresh: Instant,
+    /// Peers removed with `admin_removePeer`: discovery does not dial them.
+    removed: HashSet<PeerId>,
+    /// Requests to a peer being dialled: sent once it is identified, failed after the request
+    /// timeout.
+    waiting: HashMap<PeerId, Vec<(RequestId, Request, Instant)>>,
+    /// Kademlia lookups of a peer we have requests for.
+    lookups: HashMap<kad::QueryId, PeerId>,
+    /// The random-walk query in flight.
+    walk: Option<kad::QueryId>,
+    last_discovery: Instant,
+    last_saved: Instant,
+    /// Peers dialled by discovery, and when.
+    dialled: HashMap<PeerId, Instant>,
 }
 
 fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
@@ -210,19 +246,51 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
+/// Whether a peer's listen address can be dialled (not unspecified, a port).
+fn is_dialable(a: &Multiaddr) -> bool {
+    a.iter().any(|p| match p {
+        Protocol::Ip4(ip) => !ip.is_unspecified(),
+        Protocol::Ip6(ip) => !ip.is_unspecified(),
+        Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) => true,
+        _ => false,
+    }) && a.iter().any(|p| matches!(p, Protocol::Tcp(port) if port != 0))
+}
+
 /// An address a peer listens on that we can dial (not unspecified).
 fn dialable(addrs: &[Multiaddr]) -> Option<Multiaddr> {
-    addrs
-        .iter()
-        .find(|a| {
-            a.iter().any(|p| match p {
-                Protocol::Ip4(ip) => !ip.is_unspecified(),
-                Protocol::Ip6(ip) => !ip.is_unspecified(),
-                Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) => true,
-                _ => false,
-            }) && a.iter().any(|p| matches!(p, Protocol::Tcp(port) if port != 0))
-        })
-        .map(strip_p2p)
+    addrs.iter().find(|a| is_dialable(a)).map(strip_p2p)
+}
+
+/// Reads the peer table: one `<address>/p2p/<peer id>` a line; lines that do not parse are
+/// skipped (the file is ours, but a damaged one must not stop the node).
+fn read_peer_table(path: &Path) -> Vec<(PeerId, Multiaddr)> {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = std::fs::File::open(path)
+        .and_then(|f| f.take(PEER_TABLE_MAX_BYTES).read_to_string(&mut text));
+    if let Err(e) = read {
+        if e.kind() != io::ErrorKind::NotFound {
+            warn!(path = %path.display(), error = %e, "cannot read the peer table");
+        }
+        return Vec::new();
+    }
+    text.lines()
+        .filter_map(|line| line.trim().parse::<Multiaddr>().ok())
+        .filter_map(|addr| Some((peer_of(&addr)?, strip_p2p(&addr))))
+        .filter(|(_, addr)| is_dialable(addr))
+        .take(PEER_TABLE_MAX)
+        .collect()
+}
+
+/// Writes the peer table (to a temporary file renamed over the old one).
+fn write_peer_table(path: &Path, entries: &[(PeerId, Multiaddr)]) -> io::Result<()> {
+    let mut text = String::new();
+    for (peer, addr) in entries.iter().take(PEER_TABLE_MAX) {
+        text.push_str(&format!("{}\n", addr.clone().with(Protocol::P2p(*peer))));
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// libp2p sets `SO_REUSEPORT` on its listeners, so a second node would silently share a port
@@ -365,13 +433,30 @@ fn build_swarm(
         identify::Config::new(protocol_version.to_owned(), keypair.public())
             .with_agent_version(config.agent.clone()),
     );
+    let kad_protocol = StreamProtocol::try_from_owned(format!("/pouw/{genesis}/kad/1"))
+        .map_err(|e| NetError::Behaviour(format!("kademlia protocol: {e}")))?;
+    let mut kad_config = kad::Config::new(kad_protocol);
+    // Random walks are run by the service, at its own pace.
+    kad_config.set_query_timeout(KAD_QUERY_TIMEOUT).set_periodic_bootstrap_interval(None);
+    let local_peer = keypair.public().to_peer_id();
+    let mut kad = kad::Behaviour::with_config(
+        local_peer,
+        kad::store::MemoryStore::new(local_peer),
+        kad_config,
+    );
+    // Serve the DHT from the start (by default a node waits for a confirmed external address,
+    // which loopback and private networks never get).
+    kad.set_mode(Some(kad::Mode::Server));
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_peers))
+        .with_max_established_incoming(Some(config.max_inbound.min(config.max_peers)))
+        .with_max_established_outgoing(Some(config.max_outbound.min(config.max_peers)))
         .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
     let behaviour = Behaviour {
         blocked: allow_block_list::Behaviour::default(),
         limits: connection_limits::Behaviour::new(limits),
         identify,
+        kad: Toggle::from(config.discovery.then_some(kad)),
         ping: ping::Behaviour::new(ping::Config::new()),
         gossipsub,
         rr,
@@ -476,6 +561,17 @@ impl Service {
                 resolved: Vec::new(),
             })
             .collect();
+        // The peers we knew before the restart: into the routing table, dialled by discovery.
+        if let Some(path) = &config.peer_table {
+            let known = read_peer_table(path);
+            info!(peers = known.len(), path = %path.display(), "peer table read");
+            let local = *swarm.local_peer_id();
+            if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
+                for (peer, addr) in known.into_iter().filter(|(peer, _)| *peer != local) {
+                    kad.add_address(&peer, addr);
+                }
+            }
+        }
         let (resolved_tx, resolved_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Self {
             swarm,
@@ -497,6 +593,13 @@ impl Service {
             resolved_rx,
             alone: false,
             last_refresh: now,
+            removed: HashSet::new(),
+            waiting: HashMap::new(),
+            lookups: HashMap::new(),
+            walk: None,
+            last_discovery: now,
+            last_saved: now,
+            dialled: HashMap::new(),
         })
     }
 
@@ -511,9 +614,10 @@ impl Service {
                     Ok(command) => self.on_command(command).await,
                 },
                 Some((addr, resolved)) = self.resolved_rx.recv() => self.on_resolved(addr, resolved),
-                _ = tick.tick() => self.on_tick(),
+                _ = tick.tick() => self.on_tick().await,
             }
         }
+        self.save_peer_table();
         info!("network stopped");
         if let Ok(mut peers) = self.shared.peers.lock() {
             peers.clear();
@@ -607,6 +711,43 @@ impl Service {
                 }
                 self.dial(addr);
             }
+            Command::AddPeer(addr) => {
+                let peer = peer_of(&addr);
+                if let Some(peer) = peer {
+                    self.removed.remove(&peer);
+                    if let Some(plain) = Some(strip_p2p(&addr)).filter(is_dialable) {
+                        if let Some(kad) = self.kad() {
+                            kad.add_address(&peer, plain);
+                        }
+                    }
+                }
+                if !self.redials.iter().any(|r| r.addr == addr) {
+                    info!(%addr, "static peer added");
+                    self.redials.push(Redial {
+                        addr,
+                        peer,
+                        bootstrap: true,
+                        backoff: self.config.redial_backoff.0,
+                        next: Some(Instant::now()),
+                        failures: 0,
+                        resolved: Vec::new(),
+                    });
+                }
+                self.refresh_shared();
+            }
+            Command::RemovePeer(peer) => {
+                info!(%peer, "peer removed");
+                self.removed.insert(peer);
+                self.redials.retain(|r| r.peer != Some(peer));
+                if let Some(kad) = self.kad() {
+                    kad.remove_peer(&peer);
+                }
+                self.dialled.remove(&peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+                self.fail_waiting(peer).await;
+                self.refresh_shared();
+                self.save_peer_table();
+            }
             Command::Subscribe(topic) => {
                 let ident = IdentTopic::new(topic.name(&self.config.genesis));
                 let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
@@ -649,9 +790,34 @@ impl Service {
 
     async fn send_request(&mut self, peer: PeerId, id: RequestId, request: Request) {
         let connected = self.peers.get(&peer).is_some_and(|p| p.identified);
-        if !connected || self.bans.contains_key(&peer) {
+        let unreachable = self.bans.contains_key(&peer)
+            || self.removed.contains(&peer)
+            || peer == *self.swarm.local_peer_id();
+        let full = self.waiting.get(&peer).is_some_and(|w| w.len() >= MAX_WAITING_PER_PEER);
+        let routable = self.swarm.behaviour().kad.is_enabled();
+        if unreachable || (!connected && (full || !routable)) {
             let result = Err(RequestFailure::NotConnected);
             self.deliver(NetEvent::Response { peer, id, result }).await;
+            return;
+        }
+        if !connected {
+            // Dial it (on the addresses the routing table knows) and look it up; the request
+            // goes once the peer is identified.
+            let waiting = self.waiting.entry(peer).or_default();
+            let first = waiting.is_empty();
+            waiting.push((id, request, Instant::now()));
+            if first {
+                debug!(%peer, "dialling a peer to send it a request");
+                if !self.swarm.is_connected(&peer) {
+                    if let Err(e) = self.swarm.dial(DialOpts::peer_id(peer).build()) {
+                        debug!(%peer, error = %e, "no known address yet");
+                    }
+                }
+                if let Some(kad) = self.kad() {
+                    let query = kad.get_closest_peers(peer);
+                    self.lookups.insert(query, peer);
+                }
+            }
             return;
         }
         let outbound =
@@ -700,9 +866,144 @@ impl Service {
         }
     }
 
+    /// Sends the requests that waited for `peer` to be identified.
+    fn flush_waiting(&mut self, peer: PeerId) {
+        for (id, request, _) in self.waiting.remove(&peer).unwrap_or_default() {
+            let outbound =
+                self.swarm.behaviour_mut().rr.send_request(&peer, WireRequest::Valid(request));
+            self.outbound.insert(outbound, (id, peer));
+        }
+    }
+
+    /// Fails the requests waiting for `peer`.
+    async fn fail_waiting(&mut self, peer: PeerId) {
+        for (id, _, _) in self.waiting.remove(&peer).unwrap_or_default() {
+            let result = Err(RequestFailure::NotConnected);
+            self.deliver(NetEvent::Response { peer, id, result }).await;
+        }
+    }
+
+    // ----- discovery -----
+
+    fn on_kad(&mut self, event: kad::Event) {
+        let kad::Event::OutboundQueryProgressed {
+            id,
+            result: kad::QueryResult::GetClosestPeers(result),
+            step,
+            ..
+        } = event
+        else {
+            return;
+        };
+        let peers = match result {
+            Ok(ok) => ok.peers,
+            Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+        };
+        if let Some(target) = self.lookups.get(&id).copied() {
+            if let Some(found) = peers.iter().find(|p| p.peer_id == target) {
+                if self.waiting.contains_key(&target) && !self.swarm.is_connected(&target) {
+                    let addrs: Vec<Multiaddr> =
+                        found.addrs.iter().filter(|a| is_dialable(a)).map(strip_p2p).collect();
+                    debug!(peer = %target, ?addrs, "found a peer we wait for");
+                    let opts = DialOpts::peer_id(target).addresses(addrs).build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        debug!(peer = %target, error = %e, "dial failed");
+                    }
+                }
+            }
+            if step.last {
+                self.lookups.remove(&id);
+            }
+        }
+        if self.walk == Some(id) && step.last {
+            debug!(found = peers.len(), "random walk done");
+            self.walk = None;
+        }
+    }
+
+    /// Kademlia, unless discovery is off.
+    fn kad(&mut self) -> Option<&mut kad::Behaviour<kad::store::MemoryStore>> {
+        self.swarm.behaviour_mut().kad.as_mut()
+    }
+
+    /// The routing table: each peer and its addresses.
+    fn routing_table(&mut self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        let mut out = Vec::new();
+        let Some(kad) = self.kad() else { return out };
+        for bucket in kad.kbuckets() {
+            for entry in bucket.iter() {
+                out.push((*entry.node.key.preimage(), entry.node.value.iter().cloned().collect()));
+            }
+        }
+        out
+    }
+
+    /// Below the target peer count: dials peers of the routing table we are not connected to,
+    /// and runs a random walk (a lookup of a random id) to learn more of them.
+    fn discover(&mut self, now: Instant) {
+        let connected = self.connected_count();
+        let target = u64::from(self.config.target_peers.min(self.config.max_peers));
+        if target == 0 {
+            return;
+        }
+        let period = if connected < target { DISCOVERY_FAST } else { DISCOVERY_SLOW };
+        if now.duration_since(self.last_discovery) < period {
+            return;
+        }
+        self.last_discovery = now;
+        self.dialled.retain(|_, at| now.duration_since(*at) < DISCOVERY_REDIAL);
+        if connected < target {
+            let mut want = target.saturating_sub(connected);
+            for (peer, addrs) in self.routing_table() {
+                if want == 0 {
+                    break;
+                }
+                if self.swarm.is_connected(&peer)
+                    || self.bans.contains_key(&peer)
+                    || self.removed.contains(&peer)
+                    || self.dialled.contains_key(&peer)
+                {
+                    continue;
+                }
+                debug!(%peer, "discovery: dialling");
+                self.dialled.insert(peer, now);
+                want -= 1;
+                if let Err(e) = self.swarm.dial(DialOpts::peer_id(peer).addresses(addrs).build()) {
+                    debug!(%peer, error = %e, "dial failed");
+                }
+            }
+        }
+        if self.walk.is_none() {
+            self.walk = self.kad().map(|kad| kad.get_closest_peers(PeerId::random()));
+        }
+    }
+
+    /// Saves the peer table (routing table and connected peers), when the node keeps one.
+    fn save_peer_table(&mut self) {
+        let Some(path) = self.config.peer_table.clone() else { return };
+        let mut entries: Vec<(PeerId, Multiaddr)> = Vec::new();
+        let mut seen = HashSet::new();
+        let connected: Vec<(PeerId, Multiaddr)> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.identified && s.connections > 0)
+            .filter_map(|(p, s)| Some((*p, s.dial_addr.clone()?)))
+            .collect();
+        let table = self.routing_table();
+        let table = table.into_iter().filter_map(|(p, a)| Some((p, a.into_iter().next()?)));
+        for (peer, addr) in connected.into_iter().chain(table) {
+            if is_dialable(&addr) && !self.removed.contains(&peer) && seen.insert(peer) {
+                entries.push((peer, addr));
+            }
+        }
+        if let Err(e) = write_peer_table(&path, &entries) {
+            warn!(path = %path.display(), error = %e, "cannot save the peer table");
+        }
+    }
+
     // ----- housekeeping -----
 
-    fn on_tick(&mut self) {
+    async fn on_tick(&mut self) {
         let now = Instant::now();
         // Expired bans.
         let expired: Vec<PeerId> =
@@ -715,6 +1016,30 @@ impl Service {
             info!(%peer, "ban expired");
         }
         self.redial_due(now);
+        self.discover(now);
+        if now.duration_since(self.last_saved) >= PEER_TABLE_SAVE {
+            self.last_saved = now;
+            self.save_peer_table();
+        }
+        // Requests whose peer could not be reached in time.
+        let timeout = self.config.request_timeout;
+        let expired: Vec<(PeerId, RequestId)> = self
+            .waiting
+            .iter()
+            .flat_map(|(peer, w)| w.iter().map(move |(id, _, at)| (*peer, *id, *at)))
+            .filter(|(_, _, at)| now.duration_since(*at) >= timeout)
+            .map(|(peer, id, _)| (peer, id))
+            .collect();
+        for (peer, id) in expired {
+            if let Some(w) = self.waiting.get_mut(&peer) {
+                w.retain(|(i, _, _)| *i != id);
+                if w.is_empty() {
+                    self.waiting.remove(&peer);
+                }
+            }
+            let result = Err(RequestFailure::NotConnected);
+            self.deliver(NetEvent::Response { peer, id, result }).await;
+        }
         if now.duration_since(self.last_refresh) >= REFRESH {
             self.decay_scores(now.duration_since(self.last_refresh));
             self.last_refresh = now;
@@ -823,6 +1148,11 @@ impl Service {
                         }),
                         rtt_ms: state.rtt.map(|d| d.as_secs_f64() * 1000.0),
                         agent: state.agent.clone(),
+                        direction: (state.connections > 0).then_some(if state.inbound {
+                            "inbound"
+                        } else {
+                            "outbound"
+                        }),
                     }
                 })
                 .collect();
@@ -836,12 +1166,45 @@ impl Service {
                     banned_for_secs: until.saturating_duration_since(now).as_secs().max(1),
                     rtt_ms: None,
                     agent: None,
+                    direction: None,
                 });
             }
         }
         infos.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        let live = infos.iter().filter(|p| p.connected && p.banned_for_secs == 0);
+        let (inbound, outbound) = live.fold((0u32, 0u32), |(i, o), p| match p.direction {
+            Some("inbound") => (i.saturating_add(1), o),
+            _ => (i, o.saturating_add(1)),
+        });
         if let Ok(mut peers) = self.shared.peers.lock() {
             *peers = infos;
+        }
+        let known = self
+            .routing_table()
+            .into_iter()
+            .map(|(peer, addrs)| KnownPeer {
+                peer_id: peer.to_string(),
+                addresses: addrs.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        let discovery = DiscoveryInfo {
+            target_peers: self.config.target_peers,
+            max_peers: self.config.max_peers,
+            max_inbound: self.config.max_inbound,
+            max_outbound: self.config.max_outbound,
+            connected: u32::try_from(self.connected_count()).unwrap_or(u32::MAX),
+            inbound,
+            outbound,
+            static_peers: self
+                .redials
+                .iter()
+                .filter(|r| r.bootstrap)
+                .map(|r| r.addr.to_string())
+                .collect(),
+            known,
+        };
+        if let Ok(mut shared) = self.shared.discovery.lock() {
+            *shared = discovery;
         }
         self.stats.connected.store(self.connected_count(), Ordering::Relaxed);
     }
@@ -855,6 +1218,7 @@ impl Service {
                 self.on_request_response(event).await
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event).await,
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result, .. })) => {
                 if let Ok(rtt) = result {
                     if let Some(state) = self.peers.get_mut(&peer) {
@@ -910,6 +1274,7 @@ impl Service {
         let state = self.peers.entry(peer).or_default();
         state.connections += 1;
         state.address = Some(strip_p2p(&remote));
+        state.inbound = !endpoint.is_dialer();
         if endpoint.is_dialer() {
             state.dial_addr = Some(strip_p2p(&remote));
         }
@@ -936,7 +1301,7 @@ impl Service {
         if was_identified {
             info!(%peer, "peer disconnected");
         }
-        if !self.bans.contains_key(&peer) {
+        if !self.bans.contains_key(&peer) && !self.removed.contains(&peer) {
             // Redial it: through its entry if it has one, else on an address we know.
             let now = Instant::now();
             let mut found = false;
@@ -983,6 +1348,12 @@ impl Service {
             self.ban(peer_id, "different chain (protocol version)", self.config.ban_duration);
             return;
         }
+        // Its listen addresses feed the routing table (an inbound peer is otherwise unroutable).
+        for addr in info.listen_addrs.iter().filter(|a| is_dialable(a)) {
+            if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                kad.add_address(&peer_id, strip_p2p(addr));
+            }
+        }
         let state = self.peers.entry(peer_id).or_default();
         state.agent = Some(info.agent_version);
         if state.dial_addr.is_none() {
@@ -999,6 +1370,7 @@ impl Service {
             r.next = None;
         }
         info!(peer = %peer_id, "peer connected");
+        self.flush_waiting(peer_id);
         if self.alone {
             info!("peers connected again");
             self.alone = false;

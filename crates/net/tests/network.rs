@@ -73,6 +73,8 @@ fn config(genesis: Hash) -> NetConfig {
     let mut config = NetConfig::new(genesis, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]);
     config.redial_backoff = (Duration::from_millis(100), Duration::from_millis(500));
     config.request_timeout = Duration::from_secs(2);
+    // These tests build their topologies by hand (discovery: tests/discovery.rs).
+    config.discovery = false;
     config
 }
 

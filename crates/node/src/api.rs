@@ -216,6 +216,24 @@ impl NodeApi for Api {
         }
     }
 
+    fn admin_peers(&self) -> serde_json::Value {
+        serde_json::json!({ "discovery": self.net.discovery(), "peers": self.net.peers() })
+    }
+
+    fn add_peer(&self, address: &str) -> Result<(), ApiError> {
+        let addr: pouw_net::Multiaddr = address
+            .parse()
+            .map_err(|e| ApiError::InvalidParams(format!("not a multiaddr ({e}): {address}")))?;
+        self.net.add_peer(addr).map_err(|e| ApiError::Unavailable(e.to_string()))
+    }
+
+    fn remove_peer(&self, peer_id: &str) -> Result<(), ApiError> {
+        let peer: pouw_net::PeerId = peer_id
+            .parse()
+            .map_err(|e| ApiError::InvalidParams(format!("not a peer id ({e}): {peer_id}")))?;
+        self.net.remove_peer(peer).map_err(|e| ApiError::Unavailable(e.to_string()))
+    }
+
     fn node_info(&self) -> NodeInfo {
         let mut info = self.info.clone();
         info.listen_addrs = self.net.listen_addrs().iter().map(ToString::to_string).collect();

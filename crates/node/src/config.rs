@@ -17,6 +17,10 @@ pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
     /// Bootstrap peers.
     pub bootstrap: Vec<Multiaddr>,
+    /// Peer limits and discovery target (`pouw_net::NetConfig`): most connected peers, most
+    /// inbound and outbound connections, and the peer count discovery keeps up. The peer
+    /// table is kept in `<datadir>/peers`.
+    pub peers: PeerLimits,
     /// Mine (train) with every turn of the loop.
     pub mine: bool,
     /// Training threads (results never depend on it).
@@ -49,6 +53,25 @@ pub struct NodeConfig {
     pub security: crate::SecurityHandlers,
     /// The staking tickets the node buys for its worker roles.
     pub staking: Staking,
+}
+
+/// Peer limits of a node (defaults: those of `pouw_net::NetConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Most connected peers.
+    pub max_peers: u32,
+    /// Most inbound connections.
+    pub max_inbound: u32,
+    /// Most outbound connections.
+    pub max_outbound: u32,
+    /// Connected peers discovery looks for (0: none, bootstrap and static peers only).
+    pub target_peers: u32,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        Self { max_peers: 50, max_inbound: 40, max_outbound: 20, target_peers: 8 }
+    }
 }
 
 /// How the node stakes its worker roles' tickets (`[staking]` in the node config).
@@ -185,6 +208,7 @@ impl NodeConfig {
             key,
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr")],
             bootstrap: Vec::new(),
+            peers: PeerLimits::default(),
             mine: true,
             threads: 1,
             mining_pause: Duration::ZERO,

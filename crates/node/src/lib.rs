@@ -25,7 +25,7 @@ mod verifier;
 pub use agent::SubmitTaskError;
 pub use alert_hooks::{alert_json, ExecHandler, WebhookHandler, WebhookUrl};
 pub use api::account_view;
-pub use config::{local_spec, Attack, NodeConfig, Staking};
+pub use config::{local_spec, Attack, NodeConfig, PeerLimits, Staking};
 pub use node::{NodeCommand, NodeError, NodeHandle};
 pub use security::{
     AccusationView, Accusations, ScreeningView, SecurityHandler, SecurityHandlers, SecurityState,

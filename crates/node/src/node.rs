@@ -123,6 +123,11 @@ impl NodeHandle {
             Chain::open_with(&config.datadir, config.spec.clone(), chain_config, validator)?;
         let mut net_config = NetConfig::new(chain.genesis_hash(), config.listen.clone());
         net_config.bootstrap = config.bootstrap.clone();
+        net_config.max_peers = config.peers.max_peers;
+        net_config.max_inbound = config.peers.max_inbound;
+        net_config.max_outbound = config.peers.max_outbound;
+        net_config.target_peers = config.peers.target_peers;
+        net_config.peer_table = Some(config.datadir.join("peers"));
         let (net, events) = pouw_net::spawn(net_config, config.key.secret_bytes())?;
         tasks_validator.update_tasks(chain.tip(), chain.state());
         let stats = Arc::new(NodeStats::default());

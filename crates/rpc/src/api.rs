@@ -45,6 +45,25 @@ pub trait NodeApi: Send + Sync + 'static {
     /// Operator information (admin only: it reveals paths and addresses).
     fn node_info(&self) -> NodeInfo;
 
+    /// Admin: the discovery state (peer limits, connection counts by direction, static peers,
+    /// routing table) and the peer records of [`NodeApi::peers`].
+    fn admin_peers(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Admin: adds a static peer (`address`: a multiaddr, usually ending in `/p2p/<peer id>`),
+    /// dialled now and redialled whenever unreachable.
+    fn add_peer(&self, address: &str) -> Result<(), ApiError> {
+        let _ = address;
+        Err(ApiError::Unavailable("this node has no network".into()))
+    }
+
+    /// Admin: disconnects and forgets a peer (no redial, out of the routing and peer tables).
+    fn remove_peer(&self, peer_id: &str) -> Result<(), ApiError> {
+        let _ = peer_id;
+        Err(ApiError::Unavailable("this node has no network".into()))
+    }
+
     /// Client (admin only: reads a local file): pays for the task in the task file at `path`
     /// (its dataset is read and served by this node); returns the task id.
     fn submit_task(&self, path: &str) -> Result<TaskId, ApiError> {
@@ -173,6 +192,9 @@ pub enum ApiError {
     /// A failure inside the node (storage error, ...).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A parameter the node could not use (an address or peer id that does not parse).
+    #[error("invalid params: {0}")]
+    InvalidParams(String),
 }
 
 /// All money at the tip against what created it (`ok` when they are equal to the unit).

@@ -23,6 +23,9 @@ pub(crate) const METHODS: &[&str] = &[
     "pouw_recentBlocks",
     "pouw_training",
     "admin_nodeInfo",
+    "admin_peers",
+    "admin_addPeer",
+    "admin_removePeer",
     "pouw_supply",
     "pouw_security",
     "client_submitTask",
@@ -164,17 +167,47 @@ pub(crate) fn call(
             }))
         }
         "admin_nodeInfo" => {
-            if !ctx.admin {
-                return Err(RpcErr::new(
-                    codes::UNAUTHORIZED,
-                    "admin methods need a loopback client or `Authorization: Bearer <token>`",
-                ));
-            }
+            require_admin(ctx)?;
             p.expect(&[])?;
             to_json(&ctx.api.node_info())
         }
+        "admin_peers" => {
+            require_admin(ctx)?;
+            p.expect(&[])?;
+            to_json(&ctx.api.admin_peers())
+        }
+        "admin_addPeer" => {
+            require_admin(ctx)?;
+            p.expect(&["address"])?;
+            let addr = p.required(0, "address")?;
+            let addr = addr.as_str().ok_or_else(|| bad_param("address", "a multiaddr string"))?;
+            ctx.api.add_peer(addr).map_err(api_error)?;
+            to_json(&true)
+        }
+        "admin_removePeer" => {
+            require_admin(ctx)?;
+            p.expect(&["peer_id"])?;
+            let peer = p.required(0, "peer_id")?;
+            let peer = peer.as_str().ok_or_else(|| bad_param("peer_id", "a peer id string"))?;
+            ctx.api.remove_peer(peer).map_err(api_error)?;
+            to_json(&true)
+        }
         _ => Err(RpcErr::new(codes::METHOD_NOT_FOUND, format!("method not found: {method}"))),
     }
+}
+
+fn require_admin(ctx: Context<'_>) -> Result<(), RpcErr> {
+    if ctx.admin {
+        return Ok(());
+    }
+    Err(RpcErr::new(
+        codes::UNAUTHORIZED,
+        "admin methods need a loopback client or `Authorization: Bearer <token>`",
+    ))
+}
+
+fn bad_param(name: &str, expected: &str) -> RpcErr {
+    RpcErr::invalid_params(format!("invalid {name}: expected {expected}"))
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<Value, RpcErr> {
@@ -196,6 +229,7 @@ fn api_error(e: ApiError) -> RpcErr {
         ApiError::Internal(why) => {
             RpcErr::new(codes::INTERNAL_ERROR, format!("internal error: {why}"))
         }
+        ApiError::InvalidParams(why) => RpcErr::invalid_params(why),
     }
 }
 

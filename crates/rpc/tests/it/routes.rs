@@ -1,11 +1,11 @@
 //! `/metrics`, `/health`, the dashboard hook, admin rights and shutdown.
 
 use crate::{
-    client::{call, ok, post_with, raw, request},
+    client::{call, err, ok, post_with, raw, request},
     node::Fixture,
 };
 use pouw_rpc::{codes, RpcConfig};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::{
     sync::atomic::Ordering,
     time::{Duration, Instant},
@@ -264,4 +264,30 @@ fn shutdown_stops_listening_and_port_zero_is_reported() {
     ok(addr, "pouw_tip", json!([]));
     f.server.shutdown();
     assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
+}
+
+#[test]
+fn peer_admin_methods_check_rights_and_params() {
+    let f = Fixture::with_config(0, RpcConfig { trust_loopback: false, ..RpcConfig::test() });
+    for (method, params) in [
+        ("admin_peers", json!([])),
+        ("admin_addPeer", json!(["/ip4/127.0.0.1/tcp/1"])),
+        ("admin_removePeer", json!(["12D3KooW"])),
+    ] {
+        let v = call(f.addr(), method, params);
+        assert_eq!(v["error"]["code"], codes::UNAUTHORIZED, "{method}: {v}");
+    }
+    drop(f);
+
+    let f = Fixture::new(0);
+    let (code, _) = err(f.addr(), "admin_addPeer", json!([7]));
+    assert_eq!(code, codes::INVALID_PARAMS);
+    let (code, _) = err(f.addr(), "admin_removePeer", json!([]));
+    assert_eq!(code, codes::INVALID_PARAMS);
+    let (code, _) = err(f.addr(), "admin_peers", json!(["extra"]));
+    assert_eq!(code, codes::INVALID_PARAMS);
+    // A node without a network (this test node) says so.
+    let (code, message) = err(f.addr(), "admin_addPeer", json!(["/ip4/127.0.0.1/tcp/1"]));
+    assert_eq!(code, codes::UNAVAILABLE, "{message}");
+    assert_eq!(ok(f.addr(), "admin_peers", json!([])), Value::Null);
 }
