@@ -27,9 +27,11 @@
 //! messages it gossips (the task then wants one more miner); `bad-model` adds such a miner that
 //! trains honestly but submits a final model of another shape (on a second task, one full of
 //! NaN); `lying-supervisor` makes `supervisor-3` commit wrong history
-//! roots; `lying-evaluator` makes `evaluator-3` vote a wrong verdict. The report then says
-//! who the attacker was, how many of its rounds were flagged, whether its stake was
-//! confiscated and what it was paid.
+//! roots; `lying-evaluator` makes `evaluator-3` vote a wrong verdict; `evaluator-theft` makes
+//! `evaluator-2` and `evaluator-3` (a majority) vote to confiscate an honest miner's stake. The
+//! report then says who the attacker was, how many of its rounds were flagged, whether its
+//! stake was confiscated, what it was paid, and `honest_confiscated`: the stake taken from the
+//! seats of nodes that run no attack (0 unless a rule failed).
 
 use crate::rpc_client::call_at as call;
 use anyhow::{bail, Context, Result};
@@ -73,8 +75,8 @@ pub(crate) struct DevnetArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=6))]
     miners: u16,
     /// Run with one hostile worker: sign-flip, noise, stale, bad-model (one more miner,
-    /// hostile), lying-supervisor or lying-evaluator; or withhold-test, a client that never
-    /// reveals its test set (docs/attacks.md).
+    /// hostile), lying-supervisor, lying-evaluator or evaluator-theft; or withhold-test, a
+    /// client that never reveals its test set (docs/attacks.md).
     #[arg(long)]
     attack: Option<pouw_node::Attack>,
 }
@@ -301,7 +303,9 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         for b in &p2p {
             cmd.args(["--bootstrap", b]);
         }
-        if let (Some(attack), true) = (args.attack, attacker.as_deref() == Some(name.as_str())) {
+        let hostile = attacker.as_deref() == Some(name.as_str())
+            || (args.attack == Some(pouw_node::Attack::EvaluatorTheft) && name == "evaluator-2");
+        if let (Some(attack), true) = (args.attack, hostile) {
             cmd.args(["--attack", attack.name()]);
         }
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
@@ -500,7 +504,17 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     let attack_report = match (args.attack, attacker) {
         (Some(attack), Some(name)) => {
             let node = nodes.iter().find(|n| n.name == name).context("the attacker node")?;
-            Some(attack_summary(attack, node, &nodes, &task_id, &view)?)
+            let mut m = attack_summary(attack, node, &nodes, &task_id, &view)?;
+            let hostile: Vec<String> = nodes
+                .iter()
+                .filter(|n| {
+                    n.name == name
+                        || (attack == pouw_node::Attack::EvaluatorTheft && n.name == "evaluator-2")
+                })
+                .map(|n| ChainSpec::devnet_key(n.key_index).public().to_string())
+                .collect();
+            m.insert("honest_confiscated".into(), json!(honest_confiscated(&view, &hostile)));
+            Some(m)
         }
         _ => None,
     };
@@ -544,6 +558,32 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     }
     drop(nodes);
     Ok(())
+}
+
+/// The stake (in base units) the task's settlement took from seats of nodes not in `hostile`:
+/// their penalties, and the verdict's confiscated stake when it names any of them (the
+/// settlement records one total for the verdict's confiscations).
+fn honest_confiscated(view: &Value, hostile: &[String]) -> u64 {
+    let settlement = &view["settlement"];
+    let honest = |seat: &Value| {
+        seat["worker"].as_str().is_some_and(|w| !hostile.iter().any(|h| h.as_str() == w))
+    };
+    let units = |v: &Value| {
+        v.as_str().and_then(|a| a.parse::<pouw_primitives::Amount>().ok()).map_or(0, |a| a.units())
+    };
+    let penalties: u64 = settlement["penalties"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| honest(&p["seat"]))
+        .map(|p| units(&p["stake"]))
+        .sum();
+    let by_verdict = if settlement["confiscated"].as_array().into_iter().flatten().any(honest) {
+        units(&settlement["confiscated_stake"])
+    } else {
+        0
+    };
+    penalties.saturating_add(by_verdict)
 }
 
 /// Finalisation deadline (in blocks after training) of the task of a `withhold-test` run:

@@ -227,6 +227,10 @@ pub enum ConsensusError {
     /// A verdict leaves out a miner convicted on chain (design/009) from its confiscations.
     #[error("verdict does not confiscate {0}, who was convicted on chain")]
     ConvictionNotConfiscated(Address),
+    /// A verdict confiscates a seat whose fault is not proven on chain: only miners convicted on
+    /// chain may be confiscated (design/013).
+    #[error("verdict confiscates {0}, who is not convicted on chain")]
+    UnprovenConfiscation(Address),
     /// A verdict ranks a miner that never submitted a model.
     #[error("verdict ranks {0}, who submitted no model")]
     RankedWithoutModel(Address),

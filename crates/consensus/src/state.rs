@@ -227,6 +227,10 @@ pub struct Conviction {
     /// The miners that take over its batches, in selection order: the selected miners then
     /// neither convicted nor done (a miner that submitted its model is done).
     pub heirs: Vec<Address>,
+    /// The iteration at which it signed two different messages, when that evidence convicted
+    /// it (design/013): supervisors outvoted on that iteration's history slot are not
+    /// penalised.
+    pub equivocation: Option<u64>,
 }
 
 /// A registered task, its escrowed fee, its committee and its phase.

@@ -39,8 +39,8 @@ use crate::{
     tickets, BlockContext, ConsensusError, State,
 };
 use pouw_primitives::{
-    codec, merkle_root, Address, Amount, Block, ChainSpec, Hash, Header, Payout, PublicKey, Role,
-    TaskDefinition, TaskId, DATASET_SEGMENTS,
+    codec, merkle_root, Address, Amount, Block, ChainSpec, Hash, Header, IterationMessage,
+    MinerEvidence, Payout, PublicKey, Role, TaskDefinition, TaskId, DATASET_SEGMENTS,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -753,8 +753,57 @@ pub(crate) fn message_history(
     Ok(())
 }
 
-/// A supervisor accuses a selected miner (Training only; once per supervisor and miner). Once
-/// a strict majority of the task's supervisors accused the same miner, the miner is convicted
+/// Checks that `m` is a message of `miner` for task `task_id`, signed by it (design/013).
+fn check_evidence_message(
+    task_id: &TaskId,
+    miner: &Address,
+    m: &IterationMessage,
+) -> Result<(), ConsensusError> {
+    let bad = |reason: String| ConsensusError::InvalidTx { kind: "accuse_miner", reason };
+    if m.body.task_id != *task_id {
+        return Err(bad(format!("evidence message is of task {}, not {task_id}", m.body.task_id)));
+    }
+    if m.body.miner != *miner {
+        return Err(bad(format!("evidence message is signed by {}, not {miner}", m.body.miner)));
+    }
+    m.verify_signature()
+        .map_err(|_| bad(format!("evidence message {} has a bad signature", m.id())))
+}
+
+/// Checks an accusation's evidence against the accused miner and the task (design/013), and
+/// returns the iteration of a proven equivocation (which convicts on its own).
+fn check_evidence(
+    task_id: &TaskId,
+    miner: &Address,
+    evidence: &MinerEvidence,
+) -> Result<Option<u64>, ConsensusError> {
+    match evidence {
+        MinerEvidence::Flagged { message } => {
+            check_evidence_message(task_id, miner, message)?;
+            Ok(None)
+        }
+        MinerEvidence::Equivocation { first, second } => {
+            check_evidence_message(task_id, miner, first)?;
+            check_evidence_message(task_id, miner, second)?;
+            let bad = |reason: String| ConsensusError::InvalidTx { kind: "accuse_miner", reason };
+            if first.body.iteration != second.body.iteration {
+                return Err(bad(format!(
+                    "equivocation evidence names iterations {} and {}",
+                    first.body.iteration, second.body.iteration
+                )));
+            }
+            if first.id() == second.id() {
+                return Err(bad("equivocation evidence holds one message twice".into()));
+            }
+            Ok(Some(first.body.iteration))
+        }
+    }
+}
+
+/// A supervisor accuses a selected miner (Training only; once per supervisor and miner), with
+/// the miner's own signed messages as evidence, checked here (design/013). A strict majority
+/// of the task's supervisors accusing the same miner with flagged messages convicts it; one
+/// equivocation (two different signed messages for one iteration) convicts it on its own
 /// (design/009): its batches go to the heirs the [`Conviction`] records, it may no longer
 /// mine the task or submit a model, and training no longer waits for its model.
 pub(crate) fn accuse_miner(
@@ -762,7 +811,7 @@ pub(crate) fn accuse_miner(
     supervisor: Address,
     task_id: TaskId,
     miner: Address,
-    evidence: Hash,
+    evidence: &MinerEvidence,
     ctx: &BlockContext<'_>,
 ) -> Result<(), ConsensusError> {
     let mut task = task_in_phase(overlay, &task_id, role_action(Role::Supervisor), |s| {
@@ -785,9 +834,11 @@ pub(crate) fn accuse_miner(
             account: supervisor,
         });
     }
+    let equivocation = check_evidence(&task_id, &miner, evidence)?;
+    let evidence = evidence.message_id();
     task.accusations.push(MinerAccusation { supervisor, miner, evidence, at: ctx.height });
     let accusers = task.accusations.iter().filter(|a| a.miner == miner).count();
-    if accusers > task.participants.supervisors.len() / 2 {
+    if equivocation.is_some() || accusers > task.participants.supervisors.len() / 2 {
         let heirs = task
             .participants
             .miners
@@ -795,7 +846,7 @@ pub(crate) fn accuse_miner(
             .map(|s| s.worker)
             .filter(|m| *m != miner && !task.models.contains(m) && !task.is_convicted(m))
             .collect();
-        task.convictions.push(Conviction { miner, at: ctx.height, heirs });
+        task.convictions.push(Conviction { miner, at: ctx.height, heirs, equivocation });
         if training_done(&task) {
             task.status = TaskStatus::Finalising { since: ctx.height };
         }
@@ -890,6 +941,10 @@ fn check_verdict(
     let mut confiscated = Vec::with_capacity(v.confiscations.len());
     let mut pot = miners_share(task.fee);
     for a in v.confiscations {
+        // Only a fault proven on chain costs a stake: a conviction (design/013).
+        if !task.is_convicted(a) {
+            return Err(ConsensusError::UnprovenConfiscation(*a));
+        }
         let (_, seat) = task.participants.seat_of(a).ok_or(ConsensusError::NotAParticipant {
             list: "confiscations",
             account: *a,
@@ -1131,7 +1186,13 @@ fn committee_penalties(
     let spared = |seat: &Seat| confiscated.iter().any(|c| c.ticket == seat.ticket);
     let supervisors = u64::try_from(task.participants.supervisors.len()).unwrap_or(u64::MAX);
     let mut outvoted: BTreeMap<Address, PenaltyReason> = BTreeMap::new();
-    for (slot, commits) in committed_histories(overlay, task_id) {
+    // A miner proven to have signed two messages for one iteration can make honest
+    // supervisors commit different roots for any slot: that is its fault, so once such a
+    // conviction is on chain no supervisor loses its stake for a history root (design/013).
+    let equivocated = task.convictions.iter().any(|c| c.equivocation.is_some());
+    let histories =
+        if equivocated { BTreeMap::new() } else { committed_histories(overlay, task_id) };
+    for (slot, commits) in histories {
         let mut votes: BTreeMap<Hash, u64> = BTreeMap::new();
         for (_, root) in &commits {
             let n = votes.entry(*root).or_insert(0);

@@ -171,7 +171,7 @@ pub fn apply_tx(
             tasks::charge_for_task(overlay, sender, verdict, ctx)
         }
         TxKind::AccuseMiner { task_id, miner, evidence } => {
-            tasks::accuse_miner(overlay, sender, *task_id, *miner, *evidence, ctx)
+            tasks::accuse_miner(overlay, sender, *task_id, *miner, evidence, ctx)
         }
     }
 }

@@ -36,8 +36,8 @@ use pouw_consensus::{
 use pouw_ml::{Batch, Dataset, Exec};
 use pouw_net::{peer_id_of, Request, Topic};
 use pouw_primitives::{
-    Address, Amount, Hash, IterationMessage, Role, SecurityAlert, SecurityAlertBody, TaskId,
-    Transaction, TxBody, TxKind, DATASET_SEGMENTS,
+    Address, Amount, Hash, IterationMessage, MinerEvidence, Role, SecurityAlert, SecurityAlertBody,
+    TaskId, Transaction, TxBody, TxKind, DATASET_SEGMENTS,
 };
 use pouw_work::{Assignment, FinishedModel};
 use std::{
@@ -91,6 +91,10 @@ const RETRY: Duration = Duration::from_secs(2);
 const SEGMENT_IN_FLIGHT: Duration = Duration::from_secs(30);
 /// A miner holds the end of its walk at most this long for a conviction to reach the chain.
 const HANDOVER_HOLD: Duration = Duration::from_secs(30);
+/// The largest evidence an AccuseMiner carries: what a transaction holds with room for its
+/// other fields.
+const EVIDENCE_MAX_BYTES: usize = pouw_primitives::MAX_TX_BYTES - 1024;
+
 /// A supervisor's AccuseMiner not recorded on chain after this long is sent again.
 const ACCUSE_RETRY: Duration = Duration::from_secs(10);
 
@@ -152,7 +156,14 @@ struct History {
     highest: HashMap<Address, u64>,
     /// Closed slots being completed from the other supervisors' copies.
     merging: HashMap<u32, Merge>,
+    /// The ids of the variants kept per (miner, iteration): at most [`MAX_VARIANTS`]; a
+    /// second one is an equivocation, the miner's provable fault (design/013).
+    variants: HashMap<(Address, u64), Vec<Hash>>,
 }
+
+/// Variants of one iteration a supervisor keeps: the first, and a second as the evidence of
+/// an equivocation; any further one is dropped.
+const MAX_VARIANTS: usize = 2;
 
 /// A closed slot waiting for the other supervisors' copies before its commit.
 #[derive(Debug)]
@@ -177,15 +188,35 @@ enum SlotStep {
 impl History {
     /// Records a message (signature and miner already checked); late messages of a committed
     /// slot are dropped (the slot's root is on chain), and so are iterations beyond the last
-    /// slot a task can have.
-    fn record(&mut self, msg: IterationMessage) {
+    /// slot a task can have, and variants of an iteration beyond [`MAX_VARIANTS`]. Returns
+    /// the two variants when `msg` is the second one of its iteration (an equivocation).
+    fn record(&mut self, msg: IterationMessage) -> Option<(IterationMessage, IterationMessage)> {
         let slot = history_slot(msg.body.iteration);
-        if self.committed.contains_key(&slot) || slot >= MAX_HISTORY_SLOTS {
-            return;
+        if slot >= MAX_HISTORY_SLOTS {
+            return None;
         }
-        let highest = self.highest.entry(msg.body.miner).or_insert(0);
-        *highest = (*highest).max(msg.body.iteration);
-        self.open.entry(slot).or_default().insert(msg.id(), msg);
+        let id = msg.id();
+        let ids = self.variants.entry((msg.body.miner, msg.body.iteration)).or_default();
+        if ids.contains(&id) || ids.len() >= MAX_VARIANTS {
+            return None;
+        }
+        let first = ids.first().copied();
+        ids.push(id);
+        let equivocation = first.and_then(|f| self.message(slot, &f)).map(|f| (f, msg.clone()));
+        if !self.committed.contains_key(&slot) {
+            let highest = self.highest.entry(msg.body.miner).or_insert(0);
+            *highest = (*highest).max(msg.body.iteration);
+            self.open.entry(slot).or_default().insert(id, msg);
+        }
+        equivocation
+    }
+
+    /// The message `id` of slot `slot`, open or committed.
+    fn message(&self, slot: u32, id: &Hash) -> Option<IterationMessage> {
+        if let Some(m) = self.open.get(&slot).and_then(|m| m.get(id)) {
+            return Some(m.clone());
+        }
+        self.committed.get(&slot)?.iter().find(|m| m.id() == *id).cloned()
     }
 
     /// Whether slot `slot` can be committed: every selected miner either sent an iteration
@@ -296,8 +327,11 @@ pub(crate) struct Agent {
     /// Selected supervisors per task we take part in (the committee alerts are weighed by).
     supervisors: HashMap<TaskId, usize>,
     /// Supervisor: (task, miner) pairs flagged at least once (the first flag is logged loud),
-    /// with the evidence of the first flag (the message an AccuseMiner names).
-    flagged_miners: HashMap<(TaskId, Address), Hash>,
+    /// with the evidence an AccuseMiner carries: the flagged message with the smallest map.
+    flagged_miners: HashMap<(TaskId, Address), Option<IterationMessage>>,
+    /// Supervisor: the first equivocation seen per (task, miner): two variants of one
+    /// iteration, evidence that convicts on its own (design/013).
+    equivocations: HashMap<(TaskId, Address), (IterationMessage, IterationMessage)>,
     /// Supervisor: when we last sent an AccuseMiner for a (task, miner) not yet recorded.
     accused: HashMap<(TaskId, Address), Instant>,
     /// Miner: since when a conviction seen here has been waiting to reach the chain.
@@ -711,7 +745,8 @@ impl Node {
             self.agent.inbox.entry(task).or_default().push_back(msg.clone());
         }
         if seat_of(&record, Role::Supervisor, &me).is_some() {
-            self.agent.history.entry(task).or_default().record(msg.clone());
+            let equivocation = self.agent.history.entry(task).or_default().record(msg.clone());
+            self.note_equivocation(task, equivocation);
             let now = Instant::now();
             self.agent.screen_for(task, &record, now).receive(msg, now);
         }
@@ -758,8 +793,15 @@ impl Node {
             detail.truncate(cut);
         }
         let first = !self.agent.flagged_miners.contains_key(&(task, f.miner));
+        let message = self.agent.screens.get(&task).and_then(|s| s.message(&f.message)).cloned();
+        let kept = self.agent.flagged_miners.entry((task, f.miner)).or_default();
+        if message
+            .as_ref()
+            .is_some_and(|m| kept.as_ref().is_none_or(|k| m.body.map.len() < k.body.map.len()))
+        {
+            *kept = message;
+        }
         if first {
-            self.agent.flagged_miners.insert((task, f.miner), f.message);
             tracing::warn!(target: "supervisor", task = %task.short(), miner = %f.miner.short(), kind = ?f.kind, %detail, "iteration flagged (further ones are logged at debug level)");
         } else {
             tracing::debug!(target: "supervisor", task = %task.short(), miner = %f.miner.short(), kind = ?f.kind, %detail, "iteration flagged");
@@ -806,21 +848,50 @@ impl Node {
         }
     }
 
-    /// Supervisor: accuses on chain (AccuseMiner) every miner of `record` it flagged, until the
-    /// accusation is recorded or the miner convicted (design/009): a strict majority of the
-    /// supervisors convicts it there, and its batches go to the honest miners. Re-sent after
+    /// Supervisor: a second variant of one iteration was recorded: the first one per miner is
+    /// kept as the evidence of an AccuseMiner (design/013).
+    fn note_equivocation(
+        &mut self,
+        task: TaskId,
+        pair: Option<(IterationMessage, IterationMessage)>,
+    ) {
+        let Some((first, second)) = pair else { return };
+        let miner = first.body.miner;
+        if let std::collections::hash_map::Entry::Vacant(e) =
+            self.agent.equivocations.entry((task, miner))
+        {
+            tracing::warn!(target: "supervisor", task = %task.short(), miner = %miner.short(), iteration = first.body.iteration, "miner signed two different messages for one iteration (equivocation)");
+            e.insert((first, second));
+        }
+    }
+
+    /// Supervisor: accuses on chain (AccuseMiner) every miner of `record` it flagged or saw
+    /// equivocate, until the accusation is recorded or the miner convicted (design/009): a
+    /// strict majority of the supervisors convicts it there (an equivocation alone does,
+    /// design/013), and its batches go to the honest miners. The evidence is the miner's own
+    /// signed messages (an equivocation's two variants when there is one). Re-sent after
     /// [`ACCUSE_RETRY`] while not recorded (a transaction can be dropped).
     fn accuse_on_chain(&mut self, id: TaskId, record: &TaskRecord) {
         if record.status != TaskStatus::Training {
             return;
         }
         let me = self.me();
-        let due: Vec<(Address, Hash)> = self
+        let equivocated = self.agent.equivocations.iter().filter(|((t, _), _)| *t == id).map(
+            |((_, m), (first, second))| {
+                let (first, second) = (Box::new(first.clone()), Box::new(second.clone()));
+                (*m, MinerEvidence::Equivocation { first, second })
+            },
+        );
+        let flagged = self
             .agent
             .flagged_miners
             .iter()
-            .filter(|((t, _), _)| *t == id)
-            .map(|((_, m), evidence)| (*m, *evidence))
+            .filter(|((t, m), _)| *t == id && !self.agent.equivocations.contains_key(&(id, *m)))
+            .filter_map(|((_, m), message)| {
+                Some((*m, MinerEvidence::Flagged { message: Box::new(message.clone()?) }))
+            });
+        let due: Vec<(Address, MinerEvidence)> = equivocated
+            .chain(flagged)
             .filter(|(m, _)| {
                 !record.is_convicted(m)
                     && !record.accusations.iter().any(|a| a.miner == *m && a.supervisor == me)
@@ -833,6 +904,11 @@ impl Node {
             .collect();
         for (miner, evidence) in due {
             self.agent.accused.insert((id, miner), Instant::now());
+            let size = pouw_primitives::codec::encode(&evidence).len();
+            if size > EVIDENCE_MAX_BYTES {
+                tracing::warn!(target: "supervisor", task = %id.short(), miner = %miner.short(), size, "evidence too large for a transaction: miner not accused on chain");
+                continue;
+            }
             match self.submit_own(TxKind::AccuseMiner { task_id: id, miner, evidence }) {
                 Ok(_) => {
                     tracing::info!(target: "supervisor", task = %id.short(), miner = %miner.short(), "miner accused on chain")
@@ -1475,13 +1551,17 @@ impl Node {
         let Some(record) = record else { return };
         let Some(h) = self.agent.history.get_mut(&task) else { return };
         let mut bad = 0usize;
+        let mut equivocations = Vec::new();
         for msg in messages {
             let ok = msg.body.task_id == task
                 && history_slot(msg.body.iteration) == slot
                 && record.participants.miners.iter().any(|s| s.worker == msg.body.miner)
                 && msg.verify_signature().is_ok();
             if ok {
-                h.record(msg);
+                let equivocation = h.record(msg);
+                if let Some((first, second)) = equivocation {
+                    equivocations.push((first, second));
+                }
             } else {
                 bad = bad.saturating_add(1);
             }
@@ -1491,6 +1571,9 @@ impl Node {
         }
         let has = h.open.get(&slot).map_or(0, BTreeMap::len);
         tracing::debug!(target: "supervisor", task = %task.short(), slot, has, %peer, "history copy merged");
+        for pair in equivocations {
+            self.note_equivocation(task, Some(pair));
+        }
         if bad > 0 {
             tracing::debug!(target: "supervisor", %peer, bad, "history copy with foreign messages");
             self.penalise(peer, "served foreign messages in a history slot", 10);
@@ -1520,8 +1603,8 @@ impl Node {
         }
         self.ask_segments(id, record, test, SegmentUse::Test);
         // Miners convicted by a majority of the supervisors (on chain, or by the alerts seen
-        // here) are confiscated, not ranked.
-        let confiscations: Vec<Address> = self
+        // here) are not ranked; only those convicted on chain are confiscated (design/013).
+        let unranked: Vec<Address> = self
             .agent
             .security
             .accusations
@@ -1531,6 +1614,7 @@ impl Node {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
+        let confiscations: Vec<Address> = record.convictions.iter().map(|c| c.miner).collect();
         let models: Vec<(Address, Hash)> = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             pouw_consensus::task_view(chain.state(), &id)
@@ -1538,7 +1622,7 @@ impl Node {
                 .unwrap_or_default()
         }
         .into_iter()
-        .filter(|(m, _)| !confiscations.contains(m))
+        .filter(|(m, _)| !unranked.contains(m))
         .collect();
         for (miner, hash) in &models {
             let eval = self.agent.evaluations.entry(id).or_default();
@@ -1600,7 +1684,7 @@ impl Node {
         let mut scores: Vec<(u32, Address)> = eval
             .models
             .iter()
-            .filter(|(miner, _)| !confiscations.contains(miner))
+            .filter(|(miner, _)| !unranked.contains(miner))
             .filter_map(|(miner, m)| match m.as_ref()?.evaluate(Exec::new(1), &x, &y, 256) {
                 Ok(metrics) => Some((metrics.correct, *miner)),
                 Err(e) => {
@@ -1629,6 +1713,11 @@ impl Node {
             tracing::warn!(target: "evaluator", task = %id.short(), miner = %miner.short(), "stake confiscated: convicted by the supervisors' alerts");
         }
         eval.voted = true;
+        if self.config.attack == Some(Attack::EvaluatorTheft)
+            && self.vote_theft(id, &ranking, &confiscations)
+        {
+            return Ok(());
+        }
         match self.submit_own(TxKind::ChargeForTask {
             task_id: id,
             ranking,
@@ -1720,6 +1809,35 @@ impl Node {
         match self.submit_own_paying(kind, fee) {
             Ok(_) => tracing::info!(target: "evaluator", task = %id.short(), "verdict submitted"),
             Err(e) => tracing::warn!(target: "evaluator", error = %e, "ChargeForTask refused"),
+        }
+    }
+
+    /// Evaluator under attack `evaluator-theft`: after testing the models honestly, votes a
+    /// verdict that confiscates the best honest miner's stake (it is left out of the ranking,
+    /// its stake goes to the others' pot). Returns whether the vote was accepted here; the
+    /// chain refuses it (only miners convicted on chain may be confiscated, design/013), and
+    /// the thief then votes the honest verdict to be paid its share.
+    fn vote_theft(&mut self, id: TaskId, ranking: &[Address], convicted: &[Address]) -> bool {
+        let Some((victim, rest)) = ranking.split_first() else { return false };
+        let confiscations: Vec<Address> =
+            convicted.iter().copied().chain(std::iter::once(*victim)).collect();
+        let payouts = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            expected_payouts(chain.state(), &id, rest, &confiscations)
+        };
+        let Ok(payouts) = payouts else { return false };
+        tracing::warn!(target: "evaluator", task = %id.short(), victim = %victim.short(), "deliberately voting to confiscate an honest miner's stake (attack evaluator-theft)");
+        let kind =
+            TxKind::ChargeForTask { task_id: id, ranking: rest.to_vec(), payouts, confiscations };
+        match self.submit_own(kind) {
+            Ok(_) => {
+                tracing::warn!(target: "evaluator", task = %id.short(), "theft verdict accepted");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(target: "evaluator", task = %id.short(), error = %e, "theft verdict refused: voting the honest verdict");
+                false
+            }
         }
     }
 
@@ -2015,5 +2133,29 @@ mod tests {
         // A second miner seen only up to iteration 3 has a gap at 0..3 if those are missing.
         h.record(message(2, 3));
         assert!(h.has_gap(0));
+    }
+
+    #[test]
+    fn a_second_variant_of_an_iteration_is_evidence_and_a_third_is_dropped() {
+        let mut h = History::default();
+        let variant = |miner: usize, loss: u32| {
+            let key = ChainSpec::devnet_key(miner);
+            let mut body = IterationBody::identity(Hash::digest(b"task"), key.public(), 7);
+            body.loss = loss;
+            body.sign(&key)
+        };
+        assert_eq!(h.record(variant(1, 1)), None);
+        assert_eq!(h.record(variant(1, 1)), None, "the same message again is no equivocation");
+        let (first, second) = h.record(variant(1, 2)).expect("two variants: an equivocation");
+        assert_eq!((first.id(), second.id()), (variant(1, 1).id(), variant(1, 2).id()));
+        assert_eq!(h.record(variant(1, 3)), None);
+        assert_eq!(h.open[&0].len(), 2, "at most two variants kept");
+        // A variant arriving after its slot was committed is still caught, and not stored.
+        assert_eq!(h.record(variant(2, 1)), None);
+        let committed = h.open.remove(&0).unwrap().into_values().collect();
+        h.committed.insert(0, committed);
+        let (first, _) = h.record(variant(2, 2)).expect("the first variant is committed");
+        assert_eq!(first.id(), variant(2, 1).id());
+        assert!(!h.open.contains_key(&0));
     }
 }

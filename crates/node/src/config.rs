@@ -141,6 +141,9 @@ pub enum Attack {
     /// Miner: trains honestly, then submits (and serves) a final model of another shape, and
     /// on its next task one full of NaN.
     BadModel,
+    /// Evaluator: tests honestly, then votes a verdict that confiscates the best honest
+    /// miner's stake (`pouw devnet` runs two such evaluators of three).
+    EvaluatorTheft,
     /// Client: serves its training segments, never its test segments, so no evaluator can
     /// vote; it loses its bond and the miners are paid from its escrow (design/014).
     WithholdTest,
@@ -148,13 +151,14 @@ pub enum Attack {
 
 impl Attack {
     /// Every attack, in the order the CLI lists them.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::SignFlip,
         Self::Noise,
         Self::Stale,
         Self::LyingSupervisor,
         Self::LyingEvaluator,
         Self::BadModel,
+        Self::EvaluatorTheft,
         Self::WithholdTest,
     ];
 
@@ -167,6 +171,7 @@ impl Attack {
             Self::LyingSupervisor => "lying-supervisor",
             Self::LyingEvaluator => "lying-evaluator",
             Self::BadModel => "bad-model",
+            Self::EvaluatorTheft => "evaluator-theft",
             Self::WithholdTest => "withhold-test",
         }
     }
@@ -177,7 +182,7 @@ impl Attack {
         match self {
             Self::SignFlip | Self::Noise | Self::Stale | Self::BadModel => Some(Role::Miner),
             Self::LyingSupervisor => Some(Role::Supervisor),
-            Self::LyingEvaluator => Some(Role::Evaluator),
+            Self::LyingEvaluator | Self::EvaluatorTheft => Some(Role::Evaluator),
             Self::WithholdTest => None,
         }
     }

@@ -82,6 +82,8 @@ struct Shadow {
 struct MinerLog {
     /// Messages waiting to be screened, by iteration: their ids (in `known`) and arrival.
     queue: BTreeMap<u64, (Hash, Instant)>,
+    /// The id of the first message received for each iteration (the one screened).
+    ids: HashMap<u64, Hash>,
     /// The miner's recent claimed maps, newest last.
     recent: VecDeque<Vec<u32>>,
     /// Their sum, dense (+1 / -1 per entry).
@@ -234,13 +236,26 @@ impl TaskScreen {
         self.dataset = Some((dataset, split));
     }
 
-    /// A message of a selected miner of this task (signature checked).
+    /// A message of a selected miner of this task (signature checked). Only the first
+    /// variant of an iteration is screened and kept: another one is an equivocation, which
+    /// the supervisor's history keeps as evidence (design/013).
     pub(crate) fn receive(&mut self, msg: &IterationMessage, now: Instant) {
         let Some(log) = self.logs.get_mut(&msg.body.miner) else { return };
         let id = msg.id();
         self.last_receive = now;
+        match log.ids.entry(msg.body.iteration) {
+            std::collections::hash_map::Entry::Occupied(_) => return,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(id);
+            }
+        }
         log.queue.entry(msg.body.iteration).or_insert((id, now));
         self.known.insert(id, msg.clone());
+    }
+
+    /// A message this screening holds, by id.
+    pub(crate) fn message(&self, id: &Hash) -> Option<&IterationMessage> {
+        self.known.get(id)
     }
 
     /// Per-miner figures.
@@ -671,6 +686,25 @@ mod tests {
         let a: Vec<Address> = keys.iter().map(Keypair::public).collect();
         let b = vec![a[2], a[0], a[1]];
         ((Hash::digest(b"branch a"), a), (Hash::digest(b"branch b"), b))
+    }
+
+    #[test]
+    fn only_the_first_variant_of_an_iteration_is_kept_and_screened() {
+        let (id, def, keys) = task();
+        let miners: Vec<Address> = keys.iter().map(Keypair::public).collect();
+        let seed = Hash::digest(b"view");
+        let t0 = Instant::now();
+        let mut screen = TaskScreen::new(id, def, seed, miners, t0);
+        for loss in 0..5u32 {
+            let mut body = pouw_primitives::IterationBody::identity(id, keys[0].public(), 4);
+            body.loss = loss;
+            screen.receive(&body.sign(&keys[0]), t0);
+        }
+        assert_eq!(screen.known.len(), 1, "variants are not kept");
+        let log = view_of(&screen, &keys[0].public());
+        assert_eq!(log.queue.len(), 1);
+        let (first, _) = log.queue[&4];
+        assert_eq!(screen.message(&first).map(|m| m.body.loss), Some(0));
     }
 
     #[test]

@@ -32,8 +32,10 @@
 //! The built-in handler, [`Accusations`], is registered for the three kinds supervisors raise
 //! against miners. It convicts a miner once a strict majority of its task's selected
 //! supervisors accused it: the task's miners stop applying its messages, and the evaluators
-//! list it in the confiscations of their ChargeForTask (so its stake goes to the honest
-//! miners' pot). A single lying supervisor convicts nobody.
+//! leave it out of their ranking. Only a conviction on chain (AccuseMiner, whose evidence is
+//! the miner's own signed messages, design/013) costs the miner its stake: the evaluators
+//! confiscate exactly the miners convicted on chain, and the chain refuses a verdict that
+//! confiscates anyone else. A single lying supervisor convicts nobody.
 
 use pouw_primitives::{Address, AlertKind, Hash, SecurityAlert, TaskId};
 use serde::Serialize;

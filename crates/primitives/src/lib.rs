@@ -43,4 +43,6 @@ pub use task::{
     ModelDef, OptimizerDef, TaskDefError, TaskDefinition, TaskId, TaskPreferences, WorkersWanted,
     DATASET_SEGMENTS, F32,
 };
-pub use tx::{Payout, Role, TicketPreferences, Transaction, TxBody, TxKind, MAX_TX_BYTES};
+pub use tx::{
+    MinerEvidence, Payout, Role, TicketPreferences, Transaction, TxBody, TxKind, MAX_TX_BYTES,
+};

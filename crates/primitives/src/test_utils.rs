@@ -226,9 +226,9 @@ pub fn any_tx_kind() -> impl Strategy<Value = TxKind> {
                 payouts,
                 confiscations
             }),
-        (any_hash(), any_public_key(), any_hash()).prop_map(|(task_id, miner, evidence)| {
-            TxKind::AccuseMiner { task_id, miner, evidence }
-        }),
+        (any_hash(), any_public_key(), any_miner_evidence()).prop_map(
+            |(task_id, miner, evidence)| TxKind::AccuseMiner { task_id, miner, evidence }
+        ),
     ]
 }
 
@@ -309,6 +309,17 @@ pub fn any_iteration_body() -> impl Strategy<Value = IterationBody> {
 pub fn any_iteration_message() -> impl Strategy<Value = IterationMessage> {
     (any_iteration_body(), any_signature())
         .prop_map(|(body, signature)| IterationMessage { body, signature })
+}
+
+/// An AccuseMiner's evidence with arbitrary messages.
+pub fn any_miner_evidence() -> impl Strategy<Value = crate::MinerEvidence> {
+    prop_oneof![
+        any_iteration_message()
+            .prop_map(|m| crate::MinerEvidence::Flagged { message: Box::new(m) }),
+        (any_iteration_message(), any_iteration_message()).prop_map(|(a, b)| {
+            crate::MinerEvidence::Equivocation { first: Box::new(a), second: Box::new(b) }
+        }),
+    ]
 }
 
 /// An iteration message correctly signed by test key `0..8`.

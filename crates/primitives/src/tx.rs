@@ -1,6 +1,9 @@
 //! Signed transactions (SPEC section 2).
 
-use crate::{codec, Address, Amount, Hash, Keypair, PublicKey, Signature, TaskDefinition, TaskId};
+use crate::{
+    codec, Address, Amount, Hash, IterationMessage, Keypair, PublicKey, Signature, TaskDefinition,
+    TaskId,
+};
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +57,38 @@ pub struct Payout {
     pub to: Address,
     /// How much.
     pub amount: Amount,
+}
+
+/// What an AccuseMiner shows against the accused miner: its own signed iteration messages
+/// of the task, which any node checks from the transaction alone (design/013).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MinerEvidence {
+    /// The flagged iteration message, signed by the accused. Showing it wrong needs a replay
+    /// with the task's data, too heavy for a transaction: it counts towards a strict majority
+    /// of the task's supervisors.
+    Flagged {
+        /// The message.
+        message: Box<IterationMessage>,
+    },
+    /// Two different messages signed by the accused for the same iteration of the task
+    /// (equivocation): convicts on its own.
+    Equivocation {
+        /// One variant.
+        first: Box<IterationMessage>,
+        /// Another variant of the same iteration.
+        second: Box<IterationMessage>,
+    },
+}
+
+impl MinerEvidence {
+    /// The id of the message the evidence is about (the first variant for an equivocation).
+    pub fn message_id(&self) -> Hash {
+        match self {
+            Self::Flagged { message } => message.id(),
+            Self::Equivocation { first, .. } => first.id(),
+        }
+    }
 }
 
 /// The kinds of transaction.
@@ -120,8 +155,8 @@ pub enum TxKind {
         task_id: TaskId,
         /// The accused miner.
         miner: Address,
-        /// Id of the flagged iteration message (the SECURITY_ALERT's evidence).
-        evidence: Hash,
+        /// The accused's own signed messages: the flagged one, or two variants of one iteration.
+        evidence: MinerEvidence,
     },
 }
 

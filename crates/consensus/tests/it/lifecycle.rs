@@ -4,15 +4,15 @@
 use crate::common::{addr, key, miner, spec, tx, unwrap_tx_error};
 use pouw_consensus::{
     apply_block, attestation_quorum, block_verifiers, check_block_task, check_tx_stateless,
-    check_workers_available, evaluator_quota, expected_payouts, genesis_state, miners_share,
-    rank_payouts, select_weighted, split_segments, supervisor_quota, task_record, task_split,
-    task_split_of, task_view, verdict_hash, Candidate, ConsensusError as E, PenaltyReason, Refusal,
-    State, StateDiff, StateKey, TaskRecord, TaskStatus, MAX_HISTORY_SLOTS,
+    check_workers_available, evaluator_quota, expected_payouts, genesis_state, history_root,
+    miners_share, rank_payouts, select_weighted, split_segments, supervisor_quota, task_record,
+    task_split, task_split_of, task_view, verdict_hash, Candidate, ConsensusError as E,
+    PenaltyReason, Refusal, State, StateDiff, StateKey, TaskRecord, TaskStatus, MAX_HISTORY_SLOTS,
 };
 use pouw_primitives::{
     codec, test_utils::valid_task, Activation, Address, Amount, Block, ChainSpec, CompactTarget,
-    Hash, Header, LayerDef, Payout, Role, TaskDefinition, TicketPreferences, Timestamp,
-    Transaction, TxKind, COIN, HEADER_VERSION,
+    Hash, Header, IterationBody, IterationMessage, LayerDef, MinerEvidence, Payout, Role,
+    TaskDefinition, TicketPreferences, Timestamp, Transaction, TxKind, COIN, HEADER_VERSION,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -554,16 +554,17 @@ fn only_selected_workers_act_and_each_only_once_in_its_phase() {
     // A non-selected evaluator, then a verdict naming outsiders.
     let err = c.participants_tx(&m, verdict(&c, id, &[m], &[])).unwrap_err();
     assert!(matches!(err, E::NotAuthorized { .. }), "{err:?}");
-    for (ranking, confiscations, list) in [
-        (vec![other_miner], vec![], "ranking"),
-        (vec![sup], vec![], "ranking"),
-        (vec![m], vec![addr(13)], "confiscations"),
-    ] {
+    for (ranking, confiscations, list) in
+        [(vec![other_miner], vec![], "ranking"), (vec![sup], vec![], "ranking")]
+    {
         let err = c.participants_tx(&ev, verdict(&c, id, &ranking, &confiscations)).unwrap_err();
         assert!(matches!(err, E::NotAParticipant { list: l, .. } if l == list), "{err:?}");
     }
+    // Only miners convicted on chain may be confiscated (design/013).
+    let err = c.participants_tx(&ev, verdict(&c, id, &[m], &[addr(13)])).unwrap_err();
+    assert_eq!(err, E::UnprovenConfiscation(addr(13)));
     let err = c.participants_tx(&ev, verdict(&c, id, &[m], &[m])).unwrap_err();
-    assert_eq!(err, E::RankedAndConfiscated(m));
+    assert_eq!(err, E::UnprovenConfiscation(m));
     // Payouts that are not the by-rank split, or name an outsider.
     let bad = TxKind::ChargeForTask {
         task_id: id,
@@ -909,25 +910,37 @@ fn a_dissenting_evaluator_is_unpaid_and_loses_its_stake() {
 }
 
 #[test]
-fn a_seat_the_verdict_confiscates_is_not_penalised_twice() {
+fn a_verdict_confiscates_only_miners_convicted_on_chain() {
+    // design/013: a verdict that names any seat not convicted on chain is invalid, whoever
+    // votes it; the lying supervisor loses its stake by the majority rule, not by the verdict.
     let (mut c, id) = committee_task();
     let p = c.task(&id).participants;
     let sups = workers(&p.supervisors);
+    let evs = workers(&p.evaluators);
     for (s, root) in sups.iter().zip([Hash::digest(b"r"), Hash::digest(b"r"), Hash::digest(b"x")]) {
         c.participants_tx(s, root_tx(id, 0, root)).unwrap();
     }
     let miners = submit_all(&mut c, id);
-    // The evaluators confiscate the lying supervisor themselves: its stake goes to the miners.
-    let v = verdict(&c, id, &miners, &[sups[2]]);
-    for e in workers(&p.evaluators).iter().take(2) {
+    for seat in [miners[0], sups[2], evs[2]] {
+        let ranking: Vec<Address> = miners.iter().copied().filter(|m| *m != seat).collect();
+        let theft = verdict(&c, id, &ranking, &[seat]);
+        for e in &evs[..2] {
+            let err = c.participants_tx(e, theft.clone()).unwrap_err();
+            assert_eq!(err, E::UnprovenConfiscation(seat));
+        }
+    }
+    let before = c.balance(account_of(&miners[0]));
+    let v = verdict(&c, id, &miners, &[]);
+    for e in &evs[..2] {
         c.participants_tx(e, v.clone()).unwrap();
     }
     let done = c.task(&id);
     assert!(matches!(done.status, TaskStatus::Completed { .. }));
     let settlement = done.settlement.unwrap();
-    assert_eq!(settlement.confiscated, vec![p.supervisors[2].clone()]);
-    assert!(settlement.penalties.is_empty(), "{:?}", settlement.penalties);
-    assert_eq!(settlement.confiscated_stake, Amount(20 * COIN));
+    assert!(settlement.confiscated.is_empty());
+    assert_eq!(settlement.penalties.len(), 1, "{:?}", settlement.penalties);
+    assert_eq!(settlement.penalties[0].seat, p.supervisors[2]);
+    assert!(c.balance(account_of(&miners[0])) > before + 20 * COIN, "paid and stake returned");
 }
 
 #[test]
@@ -950,7 +963,8 @@ fn confiscation_takes_only_the_selected_ticket_and_pays_the_honest_miners() {
     assert!(cheat.ticket == ids[0] || cheat.ticket == ids[1]);
     let spare = if cheat.ticket == ids[0] { ids[1] } else { ids[0] };
     let cheat_stake = if cheat.ticket == ids[0] { 30 } else { 40 };
-    c.participants_tx(&addr(1), submit(id, b"poisoned")).unwrap();
+    // Its one supervisor convicts it on chain (a strict majority of one).
+    c.participants_tx(&addr(4), accuse(id, addr(1))).unwrap();
     c.participants_tx(&addr(2), submit(id, b"honest")).unwrap();
     let b1 = c.balance(1);
     let b2 = c.balance(2);
@@ -1007,7 +1021,16 @@ fn an_evaluator_whose_vote_lands_after_the_execution_is_paid_its_share() {
     // vote, a block later, is paid the third held for it.
     let (mut c, id) = committee_task();
     let p = c.task(&id).participants;
-    let miners = submit_all(&mut c, id);
+    let miners = workers(&p.miners);
+    let sups = workers(&p.supervisors);
+    // Miner 3 is convicted on chain by two supervisors; the other two submit.
+    for s in &sups[..2] {
+        c.participants_tx(s, accuse(id, miners[2])).unwrap();
+    }
+    for m in &miners[..2] {
+        c.participants_tx(m, submit(id, &m.0)).unwrap();
+    }
+    assert!(matches!(c.task(&id).status, TaskStatus::Finalising { .. }));
     let evs = workers(&p.evaluators);
     let before: Vec<u64> = (0..16).map(|i| c.balance(i)).collect();
     let delta =
@@ -1149,21 +1172,26 @@ fn a_late_vote_for_another_verdict_is_not_paid_and_its_share_goes_to_the_client(
 }
 
 #[test]
-fn an_evaluator_the_verdict_confiscates_has_no_share_to_claim() {
+fn two_evaluators_cannot_confiscate_the_third() {
+    // A majority of evaluators voting to take the third one's stake (and share) is refused:
+    // no evaluator is ever convicted on chain (design/013).
     let (mut c, id) = committee_task();
     let p = c.task(&id).participants;
     let miners = submit_all(&mut c, id);
     let evs = workers(&p.evaluators);
     let v = verdict(&c, id, &miners, &[evs[2]]);
-    c.participants_tx(&evs[0], v.clone()).unwrap();
-    c.participants_tx(&evs[1], v.clone()).unwrap();
-    let done = c.task(&id);
-    let s = done.settlement.unwrap();
-    // The quota is split over the two evaluators left: nothing is held.
-    assert_eq!(s.evaluator_share, Amount(evaluator_quota(Amount(1_000 * COIN)).0 / 2));
+    for e in &evs[..2] {
+        assert_eq!(c.participants_tx(e, v.clone()), Err(E::UnprovenConfiscation(evs[2])));
+    }
+    let honest = verdict(&c, id, &miners, &[]);
+    for e in &evs {
+        c.participants_tx(e, honest.clone()).unwrap();
+    }
+    let s = c.task(&id).settlement.unwrap();
+    // The quota is split over all three evaluators; the third claimed its held share.
+    assert_eq!(s.evaluator_share, Amount(evaluator_quota(Amount(1_000 * COIN)).0 / 3));
     assert!(s.held.is_empty());
-    assert_eq!(done.escrow, Amount::ZERO);
-    assert_eq!(c.participants_tx(&evs[2], v), Err(E::TaskClosed(id)));
+    assert!(s.confiscated.is_empty() && s.penalties.is_empty());
 }
 
 // ---- validation ------------------------------------------------------------------------
@@ -1273,8 +1301,106 @@ fn only_selected_miners_mine_on_a_client_task_in_training() {
 
 // ---- convictions (design/009) ------------------------------------------------------------
 
+/// Iteration `iteration` of `miner` for `task`, signed by the miner, with `loss` to tell
+/// variants apart.
+fn message(task: Hash, miner: Address, iteration: u64, loss: u32) -> IterationMessage {
+    let mut body = IterationBody::identity(task, miner, iteration);
+    body.loss = loss;
+    body.sign(&key(account_of(&miner)))
+}
+
 fn accuse(task: Hash, miner: Address) -> TxKind {
-    TxKind::AccuseMiner { task_id: task, miner, evidence: Hash::digest(&miner.0) }
+    let message = Box::new(message(task, miner, 3, 0));
+    TxKind::AccuseMiner { task_id: task, miner, evidence: MinerEvidence::Flagged { message } }
+}
+
+fn equivocation(first: IterationMessage, second: IterationMessage) -> TxKind {
+    TxKind::AccuseMiner {
+        task_id: first.body.task_id,
+        miner: first.body.miner,
+        evidence: MinerEvidence::Equivocation { first: Box::new(first), second: Box::new(second) },
+    }
+}
+
+#[test]
+fn an_accusation_must_carry_the_accused_miners_own_signed_message_of_the_task() {
+    let (mut c, id) = committee_task();
+    let p = c.task(&id).participants;
+    let (miners, sups) = (workers(&p.miners), workers(&p.supervisors));
+    let flagged = |message| TxKind::AccuseMiner {
+        task_id: id,
+        miner: miners[0],
+        evidence: MinerEvidence::Flagged { message: Box::new(message) },
+    };
+    let other_task = message(Hash::digest(b"another task"), miners[0], 3, 0);
+    let other_miner = message(id, miners[1], 3, 0);
+    let mut forged = message(id, miners[0], 3, 0);
+    forged.body.loss = 7; // changed after signing
+    let unsigned = IterationBody::identity(id, miners[0], 3).sign(&key(account_of(&sups[0])));
+    for (bad, why) in [
+        (other_task, "of task"),
+        (other_miner, "signed by"),
+        (forged, "bad signature"),
+        (unsigned, "bad signature"),
+    ] {
+        let e = c.participants_tx(&sups[0], flagged(bad)).unwrap_err();
+        assert!(e.to_string().contains(why), "{why}: {e}");
+    }
+    // Equivocation evidence: two different messages of one iteration, else refused.
+    let same = message(id, miners[0], 3, 0);
+    let e = c.participants_tx(&sups[0], equivocation(same.clone(), same)).unwrap_err();
+    assert!(e.to_string().contains("one message twice"), "{e}");
+    let e = c
+        .participants_tx(
+            &sups[0],
+            equivocation(message(id, miners[0], 3, 0), message(id, miners[0], 4, 1)),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("iterations 3 and 4"), "{e}");
+    let e = c
+        .participants_tx(
+            &sups[0],
+            equivocation(message(id, miners[0], 3, 0), message(id, miners[1], 3, 1)),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("signed by"), "{e}");
+    assert!(c.task(&id).accusations.is_empty(), "no refused accusation is recorded");
+}
+
+#[test]
+fn an_equivocation_convicts_on_its_own_and_spares_outvoted_supervisors() {
+    // 3 supervisors: two commit one root for slot 0, the third another (it saw the other
+    // variant of the equivocating miner's iteration). One supervisor's equivocation evidence
+    // convicts the miner; the verdict must confiscate it, and the supervisor in the minority
+    // keeps its stake and is paid.
+    let (mut c, id) = committee_task();
+    let p = c.task(&id).participants;
+    let (miners, sups) = (workers(&p.miners), workers(&p.supervisors));
+    let (cheat, honest) = (miners[0], &miners[1..]);
+    let (a, b) = (message(id, cheat, 5, 1), message(id, cheat, 5, 2));
+    for (s, root) in sups.iter().zip([a.id(), a.id(), b.id()]) {
+        c.participants_tx(s, root_tx(id, 0, history_root(&[root]))).unwrap();
+    }
+    c.participants_tx(&sups[2], equivocation(a.clone(), b)).unwrap();
+    let rec = c.task(&id);
+    assert_eq!(rec.convictions.len(), 1, "one supervisor's equivocation evidence convicts");
+    assert_eq!(rec.convictions[0].miner, cheat);
+    assert_eq!(rec.convictions[0].equivocation, Some(5));
+    assert_eq!(rec.accusations[0].evidence, a.id());
+    for m in honest {
+        c.participants_tx(m, submit(id, &m.0)).unwrap();
+    }
+    assert!(matches!(c.task(&id).status, TaskStatus::Finalising { .. }));
+    let before = c.balance(account_of(&sups[2]));
+    let v = verdict(&c, id, honest, &[cheat]);
+    for e in workers(&p.evaluators).iter().take(2) {
+        c.participants_tx(e, v.clone()).unwrap();
+    }
+    let s = c.task(&id).settlement.unwrap();
+    assert!(s.penalties.is_empty(), "{:?}", s.penalties);
+    assert_eq!(s.confiscated, vec![p.miners[0].clone()]);
+    let share = supervisor_quota(Amount(1_000 * COIN)).0 / 3;
+    assert_eq!(c.balance(account_of(&sups[2])), before + 20 * COIN + share, "stake and share");
 }
 
 #[test]

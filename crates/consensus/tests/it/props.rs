@@ -177,6 +177,7 @@ fn any_state_value() -> impl Strategy<Value = StateValue> {
                                 miner: *m,
                                 at: training_deadline,
                                 heirs: history_committers.clone(),
+                                equivocation: None,
                             })
                             .collect(),
                         models,
