@@ -62,6 +62,15 @@ pub(crate) fn run(args: ClientArgs) -> Result<()> {
                 println!("task    {task}");
                 println!("phase   {}", v["phase"]);
                 println!("fee     {}", v["fee"].as_str().unwrap_or(""));
+                // The client's bond (design/014): locked until the verdict or the deadline.
+                let settled = &v["settlement"];
+                let nonzero = |k: &str| settled[k].as_str().filter(|a| *a != "0");
+                let bond = match (nonzero("bond_confiscated"), nonzero("bond_returned")) {
+                    (Some(a), _) => format!("{a} confiscated (test set withheld)"),
+                    (None, Some(a)) => format!("{a} returned"),
+                    (None, None) => format!("{} locked", v["bond"].as_str().unwrap_or("0")),
+                };
+                println!("bond    {bond}");
                 for role in ["miners", "supervisors", "evaluators"] {
                     let n = v["participants"][role].as_array().map_or(0, Vec::len);
                     println!("{role:<11} {n}");

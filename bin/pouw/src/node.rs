@@ -98,7 +98,8 @@ pub(crate) struct NodeArgs {
     #[arg(long)]
     rpc_token: Option<String>,
     /// Test the network's defences: behave as a hostile worker (sign-flip, noise, stale,
-    /// lying-supervisor, lying-evaluator, bad-model; docs/attacks.md). Never on a real network.
+    /// lying-supervisor, lying-evaluator, bad-model, evaluator-theft; or, on a client,
+    /// withhold-test; docs/attacks.md). Never on a real network.
     #[arg(long, hide = true)]
     attack: Option<pouw_node::Attack>,
     /// Stake of every worker role's ticket, in coins (default: the chain's

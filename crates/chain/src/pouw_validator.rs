@@ -398,6 +398,7 @@ fn task_record_for_tests(
         definition,
         fee: Amount(100),
         escrow: Amount(100),
+        bond: Amount::ZERO,
         created_at: 1,
         created_in: Hash::ZERO,
         seed: Hash::digest(b"seed"),

@@ -145,6 +145,11 @@ pub struct Settlement {
     /// finalisation deadline takes its share (paid if it is the executed verdict, refunded to
     /// the client otherwise); the shares still held at the deadline go back to the client.
     pub held: Vec<Address>,
+    /// The client's bond returned to it (with the verdict, the refusal or at expiry).
+    pub bond_returned: Amount,
+    /// The client's bond confiscated because the test set was withheld (design/014): paid
+    /// in equal parts to the miners that submitted a model, with the miners' share of the fee.
+    pub bond_confiscated: Amount,
 }
 
 /// A committee seat penalised when a verdict executed: the worker is not paid and the stake of
@@ -245,6 +250,10 @@ pub struct TaskRecord {
     /// Fee still held in escrow for the task's workers (after completion: the evaluators'
     /// shares held until their late votes or the finalisation deadline).
     pub escrow: Amount,
+    /// The client's bond still locked (design/014): `client_bond_bps` of the fee, taken at
+    /// the PayForTask, returned with the verdict, the refusal or at expiry, and confiscated
+    /// to the miners that submitted a model if the test set was withheld; zero once settled.
+    pub bond: Amount,
     /// Height `h` of the block holding the PayForTask transaction.
     pub created_at: u64,
     /// Hash of the *parent* of block `h` ([`crate::BlockContext::seed`] of block `h`).
@@ -581,7 +590,13 @@ impl State {
         self.lthash.root()
     }
 
-    /// All money held in the state: balances + open tasks' escrows + tickets' locked stakes.
+    /// The lattice hash behind [`State::root`].
+    pub(crate) fn lthash(&self) -> &LtHash {
+        &self.lthash
+    }
+
+    /// All money held in the state: balances + open tasks' escrows and client bonds + tickets'
+    /// locked stakes.
     /// Only the block reward changes it (fees move from senders to the miner); `None` if the
     /// sum does not fit in `u128`, which no reachable state can do.
     pub fn total_value(&self) -> Option<u128> {
@@ -589,7 +604,7 @@ impl State {
             let held = match v {
                 StateValue::Account(a) => a.balance,
                 StateValue::Ticket(t) => t.stake,
-                StateValue::Task(t) => t.escrow,
+                StateValue::Task(t) => t.escrow.checked_add(t.bond)?,
                 StateValue::Marker | StateValue::Hash(_) | StateValue::Count(_) => Amount::ZERO,
             };
             acc.checked_add(u128::from(held.units()))

@@ -177,6 +177,17 @@ pub fn check_pay_for_task(
     Ok(())
 }
 
+/// The client's bond of a task with this fee (design/014): `spec.client_bond_bps` of the fee,
+/// floored. Locked by the PayForTask besides the fee.
+pub fn client_bond(fee: Amount, spec: &ChainSpec) -> Result<Amount, ConsensusError> {
+    let v = u128::from(fee.units())
+        .checked_mul(u128::from(spec.client_bond_bps))
+        .and_then(|v| v.checked_div(10_000))
+        .and_then(|v| u64::try_from(v).ok())
+        .ok_or(ConsensusError::AmountOverflow("client bond"))?;
+    Ok(Amount(v))
+}
+
 /// The deadlines of a task registered in block `h`: (selection height `h + 1`, training
 /// deadline `T = h + 1 + training_blocks`, finalisation deadline `F = T + evaluation_blocks`).
 pub fn task_deadlines(
@@ -201,8 +212,8 @@ fn save(overlay: &mut Overlay<'_>, id: TaskId, rec: TaskRecord) {
     overlay.set(StateKey::Task(id), Some(StateValue::Task(Box::new(rec))));
 }
 
-/// Registers a task: validates it, moves `fee` from the client into escrow, and schedules the
-/// selection at the next block.
+/// Registers a task: validates it, moves `fee` from the client into escrow and locks the
+/// client's bond ([`client_bond`]), and schedules the selection at the next block.
 pub(crate) fn pay_for_task(
     overlay: &mut Overlay<'_>,
     id: TaskId,
@@ -216,12 +227,14 @@ pub(crate) fn pay_for_task(
         return Err(ConsensusError::DuplicateTask(id));
     }
     let (selection, training_deadline, finalisation_deadline) = task_deadlines(task, ctx.height)?;
-    overlay.debit(&client, fee)?;
+    let bond = client_bond(fee, ctx.spec)?;
+    overlay.debit(&client, add(fee, bond, "fee and client bond")?)?;
     let record = TaskRecord {
         client,
         definition: task.clone(),
         fee,
         escrow: fee,
+        bond,
         created_at: ctx.height,
         created_in: ctx.seed,
         seed: Hash::ZERO,
@@ -409,11 +422,13 @@ fn select_workers(
                 let refund = rec.escrow;
                 overlay.credit(&rec.client, refund)?;
                 rec.escrow = Amount::ZERO;
+                let bond_returned = return_bond(overlay, &mut rec)?;
                 rec.status = TaskStatus::Refused {
                     at: ctx.height,
                     reason: Refusal::NotEnoughWorkers { role, wanted: want, available },
                 };
-                rec.settlement = Some(Settlement { refund, ..Settlement::default() });
+                rec.settlement =
+                    Some(Settlement { refund, bond_returned, ..Settlement::default() });
                 save(overlay, id, rec);
                 return Ok(());
             }
@@ -646,8 +661,40 @@ fn refund_held_shares(
     Ok(())
 }
 
+/// The client's bond goes back to it (nothing if already settled); returns the amount.
+fn return_bond(overlay: &mut Overlay<'_>, rec: &mut TaskRecord) -> Result<Amount, ConsensusError> {
+    let bond = rec.bond;
+    if !bond.is_zero() {
+        overlay.credit(&rec.client, bond)?;
+    }
+    rec.bond = Amount::ZERO;
+    Ok(bond)
+}
+
+/// Whether the test set of a task that reached its finalisation deadline without a verdict
+/// counts as withheld (design/014): fewer than a strict majority of its selected evaluators
+/// recorded a vote (an evaluator votes only once it holds the test set, and honest evaluators
+/// all vote once the client serves it), while at least one miner not convicted submitted a
+/// model (there was something to evaluate).
+fn test_set_withheld(overlay: &Overlay<'_>, id: &TaskId, rec: &TaskRecord) -> bool {
+    let votes = rec
+        .participants
+        .evaluators
+        .iter()
+        .filter(|s| {
+            overlay.hash_at(&StateKey::Verdict { task: *id, evaluator: s.worker }).is_some()
+        })
+        .count();
+    let majority_voted = votes.saturating_mul(2) > rec.participants.evaluators.len();
+    !majority_voted && rec.models.iter().any(|m| !rec.is_convicted(m))
+}
+
 /// The finalisation deadline passed without a majority: every selected ticket is released
-/// (no confiscation), the whole escrow goes back to the client.
+/// (no confiscation). If the test set counts as withheld ([`test_set_withheld`]), the miners
+/// that submitted a model and were not convicted are paid equal parts of the miners' share of
+/// the fee plus the client's bond (no evaluation is possible, so no ranking), and the rest of
+/// the escrow goes back to the client; otherwise the whole escrow and the bond go back to the
+/// client (the evaluators disagreed or were silent: not the client's fault).
 fn expire(
     overlay: &mut Overlay<'_>,
     id: TaskId,
@@ -657,11 +704,30 @@ fn expire(
     for (_, seat) in rec.participants.all() {
         tickets::release_ticket(overlay, &seat.ticket)?;
     }
-    let refund = rec.escrow;
-    overlay.credit(&rec.client, refund)?;
+    let mut settlement = Settlement::default();
+    let mut refund = rec.escrow;
+    if test_set_withheld(overlay, &id, &rec) {
+        let miners: Vec<Address> =
+            rec.models.iter().copied().filter(|m| !rec.is_convicted(m)).collect();
+        let bond = rec.bond;
+        rec.bond = Amount::ZERO;
+        let pot = add(miners_share(rec.fee), bond, "withheld-test pot")?;
+        let paid = pay_equal(overlay, pot, &miners, &mut settlement)?;
+        settlement.bond_confiscated = bond;
+        // The bond is in the pot: what the miners did not get (rounding) goes to the client.
+        refund = add(refund, bond, "refund")?
+            .checked_sub(paid)
+            .ok_or(ConsensusError::PayoutsExceedEscrow { total: paid, escrow: refund })?;
+    } else {
+        settlement.bond_returned = return_bond(overlay, &mut rec)?;
+    }
+    if !refund.is_zero() {
+        overlay.credit(&rec.client, refund)?;
+    }
+    settlement.refund = refund;
     rec.escrow = Amount::ZERO;
     rec.status = TaskStatus::Expired { at: height };
-    rec.settlement = Some(Settlement { refund, ..Settlement::default() });
+    rec.settlement = Some(settlement);
     save(overlay, id, rec);
     Ok(())
 }
@@ -1335,6 +1401,7 @@ fn execute_verdict(
     // What stays in escrow: the held evaluators' shares, until their votes or the
     // finalisation deadline (whose deadline entry is still ahead: see `process_deadlines`).
     task.escrow = held;
+    settlement.bond_returned = return_bond(overlay, &mut task)?;
     task.status = TaskStatus::Completed { at: height, verdict };
     task.settlement = Some(settlement);
     save(overlay, task_id, task);
@@ -1473,6 +1540,9 @@ pub struct TaskView {
     /// Still in escrow (on a Completed task: the evaluators' shares held for their late votes
     /// until the finalisation deadline, listed in `settlement.held`).
     pub escrow: Amount,
+    /// The client's bond still locked (design/014); `settlement` says whether it was
+    /// returned or confiscated.
+    pub bond: Amount,
     /// Height of the PayForTask block.
     pub created_at: u64,
     /// The selection and split seed (hash of the PayForTask block), once selected.
@@ -1544,6 +1614,7 @@ pub fn task_view(state: &State, id: &TaskId) -> Option<TaskView> {
         client: rec.client,
         fee: rec.fee,
         escrow: rec.escrow,
+        bond: rec.bond,
         created_at: rec.created_at,
         seed: selected.then_some(rec.seed),
         split: selected.then(|| task_split_of(&rec.definition, &rec.seed)),

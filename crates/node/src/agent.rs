@@ -1009,8 +1009,15 @@ impl Node {
             views;
     }
 
-    /// Serves task requests (segments, models, histories).
-    pub(crate) fn agent_serve(&mut self, request: &Request) -> Option<pouw_net::Response> {
+    /// Serves task requests (segments, models, histories) from the peer `from`. Segments and
+    /// models go only to the workers whose seats need them (`segments::may_serve_segment`,
+    /// `segments::may_serve_model`, design/014); anyone else gets an empty answer (never a
+    /// ban: an honest node may ask a moment before its own view of the chain allows it).
+    pub(crate) fn agent_serve(
+        &mut self,
+        from: &pouw_net::PeerId,
+        request: &Request,
+    ) -> Option<pouw_net::Response> {
         use pouw_net::Response;
         match request {
             Request::Segment { task, index } => {
@@ -1019,14 +1026,41 @@ impl Node {
                         self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
                     (task_record(chain.state(), task), chain.height())
                 };
+                let withhold = self.config.attack == Some(Attack::WithholdTest);
                 let seg = record.and_then(|r| {
-                    (r.client == self.me())
+                    let test = task_split_of(&r.definition, &r.seed).test;
+                    if withhold && test.contains(&usize::from(*index)) {
+                        // Attack `withhold-test`: the test set is never revealed.
+                        return None;
+                    }
+                    (r.client == self.me() && segments::may_serve_segment(&r, *index, from))
                         .then(|| self.agent.segment(&r, task, *index, height))
                         .flatten()
                 });
                 Some(Response::Segment(seg))
             }
-            Request::Model(hash) => Some(Response::Model(self.agent.model_bytes(hash))),
+            Request::Model(hash) => {
+                // Only a model this node submitted on chain (SubmitModel), to whom its task
+                // allows.
+                let me = self.me();
+                let allowed = {
+                    let chain =
+                        self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let state = chain.state();
+                    let found = state
+                        .range(StateKey::Task(Hash([0; 32]))..=StateKey::Task(Hash([0xff; 32])))
+                        .any(|(k, v)| match (k, v) {
+                            (StateKey::Task(task), StateValue::Task(r)) => {
+                                let key = StateKey::SubmittedModel { task: *task, miner: me };
+                                matches!(state.get(&key), Some(StateValue::Hash(h)) if h == hash)
+                                    && segments::may_serve_model(r, from)
+                            }
+                            _ => false,
+                        });
+                    found
+                };
+                Some(Response::Model(allowed.then(|| self.agent.model_bytes(hash)).flatten()))
+            }
             Request::History { task, slot } => {
                 Some(Response::History(self.agent.history_slot(task, *slot)))
             }
@@ -1896,6 +1930,7 @@ mod tests {
             definition,
             fee: Amount(1),
             escrow: Amount(1),
+            bond: Amount::ZERO,
             created_at: 1,
             created_in: Hash::ZERO,
             seed: Hash::digest(b"seed"),

@@ -766,7 +766,7 @@ impl Node {
             }
             NetEvent::Request { from, id, request } => {
                 if !self.banned.contains(&from) {
-                    self.serve(id, request)?;
+                    self.serve(from, id, request)?;
                 }
                 Ok(())
             }
@@ -1193,8 +1193,8 @@ impl Node {
 
     // ---- serving peers ----
 
-    fn serve(&mut self, id: InboundId, request: Request) -> Result<(), NodeError> {
-        if let Some(response) = self.agent_serve(&request) {
+    fn serve(&mut self, from: PeerId, id: InboundId, request: Request) -> Result<(), NodeError> {
+        if let Some(response) = self.agent_serve(&from, &request) {
             let _ = self.net.respond(id, response);
             return Ok(());
         }

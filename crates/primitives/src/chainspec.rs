@@ -63,6 +63,12 @@ pub struct ChainSpec {
     /// cheaper than the chain prices them. 0 (no check) when a file leaves it out.
     #[serde(default)]
     pub min_flops_per_nonce: u64,
+    /// The client's bond, in basis points of the task fee, locked by a PayForTask besides the
+    /// fee escrow (design/014): returned with the verdict, the refusal or at expiry, and
+    /// confiscated to the miners that submitted a model if the test set was withheld. 0 (no
+    /// bond) when a file leaves it out.
+    #[serde(default)]
+    pub client_bond_bps: u16,
     /// Blocks per filler epoch (a filler model trains this long before the next one).
     pub filler_epoch_blocks: u64,
     /// Smallest stake a ticket may lock.
@@ -136,6 +142,7 @@ impl ChainSpec {
             omega_m_ppb: 30_000,
             min_task_nonces: 1,
             min_flops_per_nonce: 3_000_000,
+            client_bond_bps: 2_000,
             filler_epoch_blocks: 100,
             min_ticket_stake: Amount(10 * COIN),
             max_ticket_blocks: 1_000_000,
@@ -234,6 +241,21 @@ mod tests {
         let loaded = ChainSpec::from_toml(&text, "old.toml").unwrap();
         assert_eq!((loaded.min_task_nonces, loaded.min_flops_per_nonce), (1, 0));
         assert_eq!(ChainSpec { min_flops_per_nonce: spec.min_flops_per_nonce, ..loaded }, spec);
+    }
+
+    #[test]
+    fn a_file_without_the_client_bond_gets_no_bond() {
+        let spec = ChainSpec::devnet();
+        assert_eq!(spec.client_bond_bps, 2_000);
+        let text: String = spec
+            .to_toml()
+            .lines()
+            .filter(|l| !l.starts_with("client_bond_bps"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let loaded = ChainSpec::from_toml(&text, "old.toml").unwrap();
+        assert_eq!(loaded.client_bond_bps, 0);
+        assert_eq!(ChainSpec { client_bond_bps: spec.client_bond_bps, ..loaded }, spec);
     }
 
     #[test]

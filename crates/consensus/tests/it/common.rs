@@ -9,9 +9,12 @@ use pouw_primitives::{
 /// Devnet with short ticket lifetimes, so expiry happens within a test, and no minimum task
 /// cost: the lifecycle tests pay for the tiny `valid_task` (4-8-3, batch 8, which earns 0
 /// nonces); `lifecycle::a_task_below_the_minimum_task_cost_is_refused` tests the minimum.
+/// No client bond, so the client's balances in the fee tests are the fee alone;
+/// `lifecycle::bond` and `props::total_supply_is_conserved` set the devnet's bond.
 pub(crate) fn spec() -> ChainSpec {
     let mut s = ChainSpec::devnet();
     s.min_task_nonces = 0;
+    s.client_bond_bps = 0;
     s.max_ticket_blocks = 8;
     s.min_ticket_stake = Amount(10 * COIN);
     s

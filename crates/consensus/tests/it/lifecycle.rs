@@ -453,13 +453,16 @@ fn training_deadline_then_expiry_refunds_the_client_and_returns_every_stake() {
     let rec2 = c.task(&id);
     assert_eq!(rec2.status, TaskStatus::Expired { at: rec.finalisation_deadline });
     assert_eq!(rec2.escrow, Amount::ZERO);
-    assert_eq!(c.balance(0), balances[0] + 1_000 * COIN);
+    // One vote of four and a model submitted: the test set counts as withheld (design/014),
+    // the miner that submitted gets the miners' share (800), the client the rest.
+    assert_eq!(c.balance(0), balances[0] + 200 * COIN);
     // Every selected ticket released: stake back, no confiscation (minus the fees they paid).
     for (_, seat) in rec.participants.all() {
         assert!(c.state.get(&StateKey::Ticket(seat.ticket)).is_none());
         let i = account_of(&seat.worker);
         let fees = u64::from(seat.worker == m || seat.worker == ev); // their one transaction
-        assert_eq!(c.balance(i), balances[i] + 20 * COIN - fees, "{i}");
+        let paid = if seat.worker == m { 800 * COIN } else { 0 };
+        assert_eq!(c.balance(i), balances[i] + 20 * COIN + paid - fees, "{i}");
     }
     assert_eq!(c.one(account_of(&ev), verdict(&c, id, &[m], &[])), Err(E::TaskClosed(id)));
 }
@@ -1786,4 +1789,153 @@ fn a_client_cannot_pick_its_committees_with_filters() {
     let eva: BTreeSet<Address> = workers(&rec.participants.evaluators).into_iter().collect();
     assert_eq!(sup, BTreeSet::from([addr(2), addr(3)]));
     assert_eq!(eva, BTreeSet::from([addr(4), addr(5)]));
+}
+
+// ---- the client's bond (design/014) ------------------------------------------------------
+
+mod bond {
+    use super::*;
+
+    const BOND: u64 = 200 * COIN; // 20 % of the 1000-coin fee
+
+    /// A chain with the devnet's client bond (2000 bps).
+    fn bonded_chain() -> Chain {
+        let mut c = Chain::new();
+        c.spec.client_bond_bps = 2_000;
+        c
+    }
+
+    /// [`committee_task`] with the bond: 3 miners, 3 supervisors, 3 evaluators, 1000 coins;
+    /// returns (chain, task, the client's balance before the PayForTask).
+    fn bonded_task() -> (Chain, Hash, u64) {
+        let mut c = bonded_chain();
+        c.staff(3, 3, 3);
+        let before = c.balance(0);
+        let id = c.pay(def(3, 3, 3, 0), 1_000);
+        assert_eq!(c.balance(0), before - 1_000 * COIN - BOND - 1, "fee and bond locked");
+        assert_eq!(c.task(&id).bond, Amount(BOND));
+        assert_eq!(c.task(&id).escrow, Amount(1_000 * COIN));
+        c.empty(); // selection
+        (c, id, before)
+    }
+
+    fn run_to_finalisation_deadline(c: &mut Chain, id: Hash) {
+        let f = c.task(&id).finalisation_deadline;
+        while c.height < f {
+            c.empty();
+        }
+        assert_eq!(c.task(&id).status, TaskStatus::Expired { at: f });
+    }
+
+    #[test]
+    fn the_bond_is_locked_and_returned_with_the_verdict() {
+        let (mut c, id, _) = bonded_task();
+        let miners = submit_all(&mut c, id);
+        let evs = workers(&c.task(&id).participants.evaluators);
+        let v = verdict(&c, id, &miners, &[]);
+        let b0 = c.balance(0);
+        c.participants_tx(&evs[0], v.clone()).unwrap();
+        c.participants_tx(&evs[1], v).unwrap();
+        let done = c.task(&id);
+        assert!(matches!(done.status, TaskStatus::Completed { .. }));
+        assert_eq!(done.bond, Amount::ZERO);
+        let s = done.settlement.unwrap();
+        assert_eq!((s.bond_returned, s.bond_confiscated), (Amount(BOND), Amount::ZERO));
+        assert_eq!(c.balance(0), b0 + s.refund.0 + BOND);
+        assert_eq!(task_view(&c.state, &id).unwrap().bond, Amount::ZERO);
+    }
+
+    #[test]
+    fn a_withheld_test_set_confiscates_the_bond_and_pays_the_miners_that_submitted() {
+        let (mut c, id, before) = bonded_task();
+        let rec = c.task(&id);
+        let miners = workers(&rec.participants.miners);
+        // Two of three miners submit; one evaluator of three votes (not a majority: the
+        // client served at most a minority of the committee).
+        c.participants_tx(&miners[0], submit(id, b"m0")).unwrap();
+        c.participants_tx(&miners[1], submit(id, b"m1")).unwrap();
+        while c.height < rec.training_deadline {
+            c.empty();
+        }
+        let evs = workers(&rec.participants.evaluators);
+        let v = verdict(&c, id, &miners[..2], &[]);
+        c.participants_tx(&evs[0], v).unwrap();
+        let m = |c: &Chain, i: usize| c.balance(account_of(&miners[i]));
+        let start = [m(&c, 0), m(&c, 1), m(&c, 2)];
+        run_to_finalisation_deadline(&mut c, id);
+        let done = c.task(&id);
+        assert_eq!((done.bond, done.escrow), (Amount::ZERO, Amount::ZERO));
+        let s = done.settlement.unwrap();
+        assert_eq!((s.bond_confiscated, s.bond_returned), (Amount(BOND), Amount::ZERO));
+        // Equal parts of the miners' share (800) and the bond (200): 500 coins each.
+        let share = 500 * COIN;
+        assert_eq!(
+            s.payouts,
+            vec![
+                Payout { to: miners[0], amount: Amount(share) },
+                Payout { to: miners[1], amount: Amount(share) }
+            ]
+        );
+        let stake = 20 * COIN;
+        assert_eq!(
+            [m(&c, 0), m(&c, 1), m(&c, 2)],
+            [start[0] + share + stake, start[1] + share + stake, start[2] + stake]
+        );
+        // The client gets the committees' quotas back (200), loses the miners' share and the
+        // bond: 1000 coins of its 1200 locked.
+        assert_eq!(s.refund, Amount(200 * COIN));
+        assert_eq!(c.balance(0), before - 1_000 * COIN - 1);
+    }
+
+    #[test]
+    fn a_majority_that_voted_without_agreeing_returns_the_bond_at_expiry() {
+        let (mut c, id, before) = bonded_task();
+        let miners = submit_all(&mut c, id);
+        let evs = workers(&c.task(&id).participants.evaluators);
+        let rankings = [
+            vec![miners[0], miners[1], miners[2]],
+            vec![miners[1], miners[0], miners[2]],
+            vec![miners[2], miners[0], miners[1]],
+        ];
+        for (e, r) in evs.iter().zip(&rankings) {
+            let v = verdict(&c, id, r, &[]);
+            c.participants_tx(e, v).unwrap();
+        }
+        run_to_finalisation_deadline(&mut c, id);
+        let s = c.task(&id).settlement.unwrap();
+        assert_eq!((s.bond_returned, s.bond_confiscated), (Amount(BOND), Amount::ZERO));
+        assert!(s.payouts.is_empty());
+        assert_eq!(s.refund, Amount(1_000 * COIN));
+        assert_eq!(c.balance(0), before - 1);
+    }
+
+    #[test]
+    fn without_any_model_the_bond_is_returned_at_expiry() {
+        let (mut c, id, before) = bonded_task();
+        run_to_finalisation_deadline(&mut c, id);
+        let s = c.task(&id).settlement.unwrap();
+        assert_eq!((s.bond_returned, s.bond_confiscated), (Amount(BOND), Amount::ZERO));
+        assert_eq!(c.balance(0), before - 1);
+    }
+
+    #[test]
+    fn a_refused_task_returns_the_bond() {
+        let mut c = bonded_chain();
+        let before = c.balance(0);
+        let id = c.pay(def(3, 3, 3, 0), 1_000);
+        c.empty(); // selection: no tickets
+        let rec = c.task(&id);
+        assert!(matches!(rec.status, TaskStatus::Refused { .. }));
+        assert_eq!(rec.settlement.unwrap().bond_returned, Amount(BOND));
+        assert_eq!(c.balance(0), before - 1);
+    }
+
+    #[test]
+    fn a_client_that_cannot_lock_the_bond_cannot_pay() {
+        let mut c = bonded_chain();
+        // Enough for the fee, not for the fee and its bond.
+        let fee = Amount(c.balance(0) / 10 * 9);
+        let t = c.tx(0, TxKind::PayForTask { task: def(3, 3, 3, 0), fee });
+        assert!(matches!(c.apply(vec![t]), Err(E::InsufficientBalance { .. })));
+    }
 }

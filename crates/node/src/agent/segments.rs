@@ -6,12 +6,45 @@
 //! while the task runs and checked again whenever it is read back. When the task ends its
 //! directory is deleted and nothing more is asked or stored for it.
 
-use pouw_primitives::{Hash, TaskId};
+use pouw_consensus::{task_split_of, TaskRecord, TaskStatus};
+use pouw_net::{peer_id_of, PeerId};
+use pouw_primitives::{Address, Hash, TaskId};
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::PathBuf,
     time::{Duration, Instant},
 };
+
+/// Whether the peer `requester` is the node of one of `workers`. A node's libp2p identity is
+/// its worker key (`pouw_net::peer_id_of`), and the connection's noise handshake proves the
+/// peer holds it, so a request's peer id names the worker that sent it.
+fn is_one_of(requester: &PeerId, workers: impl IntoIterator<Item = Address>) -> bool {
+    workers.into_iter().any(|w| peer_id_of(&w).is_some_and(|p| p == *requester))
+}
+
+/// Whether a client may serve segment `index` of its task `record` to `requester`, by who
+/// asks (design/014): a training segment to the task's selected miners and supervisors, a
+/// test segment to its selected evaluators. When it is served (training segments from the
+/// selection on, test segments once the task finalises) is the client's phase rule.
+pub(crate) fn may_serve_segment(record: &TaskRecord, index: u8, requester: &PeerId) -> bool {
+    let p = &record.participants;
+    let is_test =
+        task_split_of(&record.definition, &record.seed).test.contains(&usize::from(index));
+    if is_test {
+        is_one_of(requester, p.evaluators.iter().map(|s| s.worker))
+    } else {
+        is_one_of(requester, p.miners.iter().chain(&p.supervisors).map(|s| s.worker))
+    }
+}
+
+/// Whether a miner may serve the model it submitted for task `record` (its SubmitModel on
+/// chain) to `requester` (design/014): to the task's selected evaluators, and to its client
+/// once the verdict executed (the fee paid), never before.
+pub(crate) fn may_serve_model(record: &TaskRecord, requester: &PeerId) -> bool {
+    is_one_of(requester, record.participants.evaluators.iter().map(|s| s.worker))
+        || (matches!(record.status, TaskStatus::Completed { .. })
+            && is_one_of(requester, [record.client]))
+}
 
 /// Whether `bytes` are segment `index` of a task whose segment hashes are `hashes`.
 pub(crate) fn segment_ok(hashes: &[Hash], index: u8, bytes: &[u8]) -> bool {
@@ -255,5 +288,66 @@ mod tests {
         assert!(second.has_all(&task, &[4]));
         assert!(!segment_ok(&hashes, 5, &segs[6]));
         assert!(!segment_ok(&hashes, 200, &segs[4]));
+    }
+
+    /// A task (the devnet's filler definition) whose seats are devnet keys: client 0, miner 1, supervisor 2,
+    /// evaluator 3, verifier 4.
+    fn seated(status: TaskStatus) -> TaskRecord {
+        use pouw_consensus::{Participants, Seat};
+        use pouw_primitives::{Amount, ChainSpec};
+        let seat =
+            |i: usize| vec![Seat { worker: ChainSpec::devnet_key(i).public(), ticket: Hash::ZERO }];
+        TaskRecord {
+            client: ChainSpec::devnet_key(0).public(),
+            definition: pouw_consensus::pouw::filler_task(&ChainSpec::devnet(), &Hash::ZERO).1,
+            fee: Amount(1),
+            escrow: Amount(1),
+            bond: Amount::ZERO,
+            created_at: 1,
+            created_in: Hash::ZERO,
+            seed: Hash::digest(b"seed"),
+            training_deadline: 50,
+            finalisation_deadline: 100,
+            participants: Participants {
+                miners: seat(1),
+                supervisors: seat(2),
+                evaluators: seat(3),
+                verifiers: seat(4),
+            },
+            models: vec![],
+            history_committers: vec![],
+            accusations: vec![],
+            convictions: vec![],
+            status,
+            settlement: None,
+        }
+    }
+
+    fn peer(i: usize) -> PeerId {
+        peer_id_of(&pouw_primitives::ChainSpec::devnet_key(i).public()).unwrap()
+    }
+
+    #[test]
+    fn segments_go_to_the_seats_that_need_them_and_to_nobody_else() {
+        let r = seated(TaskStatus::Training);
+        let split = task_split_of(&r.definition, &r.seed);
+        let train = u8::try_from(split.train[0]).unwrap();
+        let test = u8::try_from(split.test[0]).unwrap();
+        // Training segments: the miner and the supervisor.
+        let served: Vec<bool> = (0..6).map(|i| may_serve_segment(&r, train, &peer(i))).collect();
+        assert_eq!(served, [false, true, true, false, false, false]);
+        // Test segments: the evaluator only.
+        let served: Vec<bool> = (0..6).map(|i| may_serve_segment(&r, test, &peer(i))).collect();
+        assert_eq!(served, [false, false, false, true, false, false]);
+    }
+
+    #[test]
+    fn models_go_to_the_evaluators_and_to_the_client_only_after_the_verdict() {
+        let r = seated(TaskStatus::Finalising { since: 50 });
+        let served: Vec<bool> = (0..6).map(|i| may_serve_model(&r, &peer(i))).collect();
+        assert_eq!(served, [false, false, false, true, false, false]);
+        let done = seated(TaskStatus::Completed { at: 60, verdict: Hash::ZERO });
+        let served: Vec<bool> = (0..6).map(|i| may_serve_model(&done, &peer(i))).collect();
+        assert_eq!(served, [true, false, false, true, false, false]);
     }
 }
