@@ -541,8 +541,19 @@ pub(crate) fn env_layer(get: impl Fn(&str) -> Option<String>) -> Result<Layer> {
         mining_pause_ms: scalar(var("POUW_MINING_PAUSE_MS"), "POUW_MINING_PAUSE_MS", |s| {
             parse_number(s, "a pause in milliseconds (a whole number)")
         })?,
+        stake: scalar(var("POUW_STAKE"), "POUW_STAKE", parse_coins)?,
+        gpu: scalar(var("POUW_GPU"), "POUW_GPU", parse_bool)?,
+        min_fee: scalar(var("POUW_MIN_FEE"), "POUW_MIN_FEE", parse_coins)?,
+        max_params: scalar(var("POUW_MAX_PARAMS"), "POUW_MAX_PARAMS", |s| {
+            parse_number(s, "a parameter count (a whole number)")
+        })?,
         ..Layer::default()
     })
+}
+
+/// An amount of coins (a decimal string, as in `[staking]`).
+fn parse_coins(s: &str) -> Result<Amount, String> {
+    s.trim().parse::<Amount>().map_err(|e| format!("`{s}` is not an amount of coins: {e}"))
 }
 
 /// A variable's value parsed, the error naming the variable.
@@ -853,6 +864,10 @@ mod tests {
         ("POUW_RPC_TOKEN", "rpc.token"),
         ("POUW_RPC_MAX_BODY_BYTES", "rpc.max_body_bytes"),
         ("POUW_MINING_PAUSE_MS", "mining.pause_ms"),
+        ("POUW_STAKE", "staking.stake"),
+        ("POUW_GPU", "staking.gpu (true/false)"),
+        ("POUW_MIN_FEE", "staking.min_fee"),
+        ("POUW_MAX_PARAMS", "staking.max_params"),
     ];
 
     #[test]
@@ -939,5 +954,31 @@ webhook = "http://127.0.0.1:9000/alerts"
         assert_eq!(resolve(vec![file, env, flags], true).unwrap().threads, 4);
         let err = env_layer(|n| (n == "POUW_ROLES").then(|| "miner,boss".into())).unwrap_err();
         assert!(err.to_string().contains("POUW_ROLES (item 2)"), "{err}");
+    }
+
+    #[test]
+    fn staking_from_the_environment_under_the_flags() {
+        let vars = |n: &str| match n {
+            "POUW_STAKE" => Some("50".to_string()),
+            "POUW_GPU" => Some("yes".to_string()),
+            "POUW_MIN_FEE" => Some("2.5".to_string()),
+            "POUW_MAX_PARAMS" => Some("100000".to_string()),
+            _ => None,
+        };
+        let env = env_layer(vars).unwrap();
+        assert_eq!(env.stake, Some("50".parse().unwrap()));
+        assert_eq!((env.gpu, env.max_params), (Some(true), Some(100_000)));
+        assert_eq!(env.min_fee, Some("2.5".parse().unwrap()));
+        let flags = Layer { stake: Some("70".parse().unwrap()), ..Layer::default() };
+        let file = Layer { datadir: Some("a".into()), ..Layer::default() };
+        let s = resolve(vec![file, env, flags], false).unwrap();
+        let stake = s.staking.stake_for(Role::Miner, &pouw_primitives::ChainSpec::devnet());
+        assert_eq!(stake, "70".parse().unwrap());
+        assert!(s.staking.preferences.has_gpu);
+        assert_eq!(s.staking.preferences.min_fee, "2.5".parse().unwrap());
+        let err = env_layer(|n| (n == "POUW_STAKE").then(|| "lots".into())).unwrap_err();
+        assert!(err.to_string().contains("POUW_STAKE"), "{err}");
+        let err = env_layer(|n| (n == "POUW_GPU").then(|| "maybe".into())).unwrap_err();
+        assert!(err.to_string().contains("POUW_GPU"), "{err}");
     }
 }

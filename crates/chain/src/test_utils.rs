@@ -107,6 +107,7 @@ impl<'a> BlockBuilder<'a> {
             height: self.parent.height + 1,
             prev_hash: self.parent.hash(),
             tx_root: Block::compute_tx_root(&self.txs),
+            attestation_root: Block::compute_attestation_root(&[]),
             state_root: Hash::ZERO,
             timestamp: self.timestamp,
             target: self.target,
@@ -116,8 +117,13 @@ impl<'a> BlockBuilder<'a> {
             msg_history_root: Hash::ZERO,
             nonce: Hash::ZERO,
         };
-        let mut block =
-            Block { header, signature: Signature::default(), proof: None, transactions: self.txs };
+        let mut block = Block {
+            header,
+            signature: Signature::default(),
+            proof: None,
+            transactions: self.txs,
+            attestations: vec![],
+        };
         let diff = apply_block(self.parent_state, &block, self.spec)?;
         block.header.state_root = diff.state_root;
         grind(&mut block.header);

@@ -43,6 +43,7 @@ fn block(txs: Vec<Transaction>) -> Block {
         height: 1,
         prev_hash: Hash::ZERO,
         tx_root: Block::compute_tx_root(&txs),
+        attestation_root: Block::compute_attestation_root(&[]),
         state_root: Hash::ZERO,
         timestamp: Timestamp(0),
         target: CompactTarget(0x2000_ffff),
@@ -52,7 +53,13 @@ fn block(txs: Vec<Transaction>) -> Block {
         msg_history_root: Hash::ZERO,
         nonce: Hash::ZERO,
     };
-    Block { header, signature: Signature::default(), proof: None, transactions: txs }
+    Block {
+        header,
+        signature: Signature::default(),
+        proof: None,
+        transactions: txs,
+        attestations: vec![],
+    }
 }
 
 fn bench(c: &mut Criterion) {

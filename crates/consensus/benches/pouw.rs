@@ -67,6 +67,7 @@ fn setup() -> Setup {
         height: 1,
         prev_hash: genesis.hash(),
         tx_root: Block::compute_tx_root(&[]),
+        attestation_root: Block::compute_attestation_root(&[]),
         state_root: Hash::digest(b"state"),
         timestamp: Timestamp(spec.genesis.timestamp.0 + 5_000),
         target: spec.initial_target,

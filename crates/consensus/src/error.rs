@@ -322,6 +322,22 @@ pub enum ConsensusError {
         /// The header hash.
         hash: Hash,
     },
+    /// `attestation_root` does not commit to the block's attestations.
+    #[error("attestation_root {got}, attestations give {expected}")]
+    BadAttestationRoot {
+        /// Computed.
+        expected: Hash,
+        /// Header's.
+        got: Hash,
+    },
+    /// An attestation a block carries is not a payable attestation of its parent (design/011).
+    #[error("attestation {index} of the block: {reason}")]
+    BadAttestation {
+        /// Position in the block.
+        index: usize,
+        /// The rule broken.
+        reason: &'static str,
+    },
     /// `tx_root` does not commit to the block's transactions.
     #[error("tx_root {got}, transactions give {expected}")]
     BadTxRoot {

@@ -24,6 +24,7 @@ pub fn genesis_block(spec: &ChainSpec) -> Result<Block, ConsensusError> {
         height: 0,
         prev_hash: Hash::ZERO,
         tx_root: Block::compute_tx_root(&[]),
+        attestation_root: Block::compute_attestation_root(&[]),
         state_root: state.root(),
         timestamp: spec.genesis.timestamp,
         target: spec.initial_target,
@@ -33,5 +34,11 @@ pub fn genesis_block(spec: &ChainSpec) -> Result<Block, ConsensusError> {
         msg_history_root: Hash::ZERO,
         nonce: Hash::tagged("pouw/genesis", spec.name.as_bytes()),
     };
-    Ok(Block { header, signature: Signature::default(), proof: None, transactions: vec![] })
+    Ok(Block {
+        header,
+        signature: Signature::default(),
+        proof: None,
+        transactions: vec![],
+        attestations: vec![],
+    })
 }

@@ -60,7 +60,9 @@ pub use tasks::{
     SUPERVISOR_QUOTA_PERMILLE,
 };
 pub use tickets::{confiscate_ticket, expire_tickets, release_ticket, tickets_of};
-pub use transition::{apply_block, apply_tx, check_tx_stateless, BlockContext};
+pub use transition::{
+    apply_block, apply_tx, check_tx_stateless, payable_attestations, BlockContext,
+};
 pub use validation::{
     check_block_body, check_header, check_state_root, median_time_past, validate_and_apply,
     HeaderContext, MEDIAN_TIME_SPAN,

@@ -425,6 +425,13 @@ pub enum StateKey {
         /// Task.
         task: TaskId,
     },
+    /// The verifier committee of the last applied block ([`crate::block_verifiers`] on its
+    /// parent's state; value: [`StateValue::Addresses`], absent when empty): its successor
+    /// pays the members whose attestations it carries (design/011).
+    BlockCommittee,
+    /// All coins minted by the blocks so far, base units (value: [`StateValue::Count`]):
+    /// block rewards less the verifier shares left unpaid (design/011).
+    Minted,
 }
 
 /// A value of the state map.
@@ -442,6 +449,8 @@ pub enum StateValue {
     Hash(Hash),
     /// A counter.
     Count(u64),
+    /// A list of addresses (a verifier committee).
+    Addresses(Vec<Address>),
 }
 
 /// Number of 16-bit lanes in the lattice hash.
@@ -605,10 +614,22 @@ impl State {
                 StateValue::Account(a) => a.balance,
                 StateValue::Ticket(t) => t.stake,
                 StateValue::Task(t) => t.escrow.checked_add(t.bond)?,
-                StateValue::Marker | StateValue::Hash(_) | StateValue::Count(_) => Amount::ZERO,
+                StateValue::Marker
+                | StateValue::Hash(_)
+                | StateValue::Count(_)
+                | StateValue::Addresses(_) => Amount::ZERO,
             };
             acc.checked_add(u128::from(held.units()))
         })
+    }
+
+    /// All coins the blocks minted so far ([`StateKey::Minted`]): `total_value` minus the
+    /// genesis allocations.
+    pub fn minted(&self) -> Amount {
+        match self.get(&StateKey::Minted) {
+            Some(StateValue::Count(units)) => Amount(*units),
+            _ => Amount::ZERO,
+        }
     }
 
     /// Recomputes the state root from scratch (for audits and tests; [`State::root`] is

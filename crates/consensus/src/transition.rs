@@ -1,10 +1,13 @@
 //! The state transition: a pure function of (state, block, chain spec).
 
 use crate::{
-    state::{Overlay, StateDiff, Ticket},
+    state::{Overlay, StateDiff, StateKey, StateValue, Ticket},
     tasks, tickets, ConsensusError, State,
 };
-use pouw_primitives::{Amount, Block, ChainSpec, Hash, Header, Transaction, TxKind};
+use pouw_primitives::{
+    Address, Amount, Attestation, Block, ChainSpec, Hash, Header, Transaction, TxKind,
+};
+use std::collections::BTreeSet;
 
 /// Context of the block being applied.
 #[derive(Debug, Clone, Copy)]
@@ -39,10 +42,11 @@ impl<'a> BlockContext<'a> {
     }
 }
 
-/// Applies a block's transactions, the coinbase (reward + fees) and the per-height
-/// bookkeeping to `state`, returning the diff. `state` itself is never modified: on error
-/// nothing changed. Header-level checks (PoW, target, timestamps, roots) are the caller's;
-/// the returned diff carries the state root the header must commit to.
+/// Applies a block's transactions, the coinbase (reward + fees, less the verifier share, see
+/// [`pay_verifiers`]), the payable attestations of the parent it carries (design/011) and the
+/// per-height bookkeeping to `state`, returning the diff. `state` itself is never modified: on
+/// error nothing changed. Header-level checks (PoW, target, timestamps, roots) are the
+/// caller's; the returned diff carries the state root the header must commit to.
 pub fn apply_block(
     state: &State,
     block: &Block,
@@ -50,7 +54,16 @@ pub fn apply_block(
 ) -> Result<StateDiff, ConsensusError> {
     let ctx = BlockContext::new(spec, &block.header);
     tasks::check_block_task(state, block)?;
+    let parent_committee = committee_in(state);
+    let attested = check_attestations(&parent_committee, block, spec)?;
+    // This block's own committee, drawn on its parent's state (as light nodes draw it), is
+    // what its successor pays.
+    let committee = tasks::block_verifiers(state, &block.header);
     let mut overlay = Overlay::new(state);
+    overlay.set(
+        StateKey::BlockCommittee,
+        (!committee.is_empty()).then_some(StateValue::Addresses(committee)),
+    );
     tickets::expire_tickets(&mut overlay, ctx.height)?;
     tasks::process_deadlines(&mut overlay, &ctx)?;
     crate::pouw::mark_iteration_used(&mut overlay, block)?;
@@ -68,10 +81,145 @@ pub fn apply_block(
         })?;
         fees = fees.checked_add(tx.body.fee).ok_or(ConsensusError::AmountOverflow("fees"))?;
     }
-    let coinbase =
-        spec.block_reward.checked_add(fees).ok_or(ConsensusError::AmountOverflow("coinbase"))?;
-    overlay.credit(&ctx.miner, coinbase)?;
+    let minted = pay_verifiers(&mut overlay, &ctx, parent_committee.len(), &attested, fees)?;
+    let total =
+        state.minted().checked_add(minted).ok_or(ConsensusError::AmountOverflow("minted total"))?;
+    overlay.set(StateKey::Minted, Some(StateValue::Count(total.units())));
     Ok(overlay.into_diff())
+}
+
+/// The committee recorded by the last block applied to `state` ([`StateKey::BlockCommittee`]):
+/// the parent's, for a block applied on `state`.
+fn committee_in(state: &State) -> Vec<Address> {
+    match state.get(&StateKey::BlockCommittee) {
+        Some(StateValue::Addresses(c)) => c.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Why `att` is not a payable attestation of the block `parent_hash` at `parent_height` by a
+/// member of `committee` (design/011), or `None` if it is: this chain, that block, `valid`,
+/// a committee member, a signature that verifies.
+fn attestation_fault(
+    att: &Attestation,
+    committee: &[Address],
+    parent_hash: &Hash,
+    parent_height: u64,
+    spec: &ChainSpec,
+) -> Option<&'static str> {
+    let b = &att.body;
+    if b.chain_id != spec.chain_id {
+        return Some("another chain");
+    }
+    if b.block != *parent_hash || b.height != parent_height {
+        return Some("not of the parent block");
+    }
+    if !b.valid {
+        return Some("not valid: true");
+    }
+    if !committee.contains(&b.verifier) {
+        return Some("verifier not in the parent's committee");
+    }
+    if att.verify_signature().is_err() {
+        return Some("bad signature");
+    }
+    None
+}
+
+/// Checks the attestations `block` carries against its parent's `committee` (design/011,
+/// rule 1): each a payable attestation of the parent (see [`attestation_fault`]), sorted by
+/// strictly increasing verifier (so one per verifier, at most the committee's size). Returns
+/// the attesting verifiers.
+fn check_attestations(
+    committee: &[Address],
+    block: &Block,
+    spec: &ChainSpec,
+) -> Result<Vec<Address>, ConsensusError> {
+    let parent_height = block.header.height.saturating_sub(1);
+    let mut verifiers: Vec<Address> = Vec::with_capacity(block.attestations.len());
+    for (index, att) in block.attestations.iter().enumerate() {
+        if verifiers.last().is_some_and(|last| *last >= att.body.verifier) {
+            return Err(ConsensusError::BadAttestation {
+                index,
+                reason: "not sorted by verifier, or a verifier twice",
+            });
+        }
+        if let Some(reason) =
+            attestation_fault(att, committee, &block.header.prev_hash, parent_height, spec)
+        {
+            return Err(ConsensusError::BadAttestation { index, reason });
+        }
+        verifiers.push(att.body.verifier);
+    }
+    Ok(verifiers)
+}
+
+/// The attestations of `parent` (the tip of `state`) among `candidates` that a block on it may
+/// carry, in the order it must carry them: the payable ones (see [`attestation_fault`]), one
+/// per verifier, sorted by verifier. What a miner puts in its template.
+pub fn payable_attestations(
+    state: &State,
+    spec: &ChainSpec,
+    parent: &Header,
+    candidates: &[Attestation],
+) -> Vec<Attestation> {
+    let committee = committee_in(state);
+    let parent_hash = parent.hash();
+    let mut seen = BTreeSet::new();
+    let mut out: Vec<Attestation> = candidates
+        .iter()
+        .filter(|a| attestation_fault(a, &committee, &parent_hash, parent.height, spec).is_none())
+        .filter(|a| seen.insert(a.body.verifier))
+        .cloned()
+        .collect();
+    out.sort_by_key(|a| a.body.verifier);
+    out
+}
+
+/// The coinbase (design/011, rule 2). `verifier_share_bps` of the block reward is split over
+/// the parent's committee of `committee_size` (integer division, the remainder to the miner);
+/// each of the `attested` verifiers is credited its part, the parts of the others are not
+/// minted. The miner gets the reward less the share, the remainder and `fees`. Returns the
+/// coins minted (the reward less the unpaid parts).
+fn pay_verifiers(
+    overlay: &mut Overlay<'_>,
+    ctx: &BlockContext<'_>,
+    committee_size: usize,
+    attested: &[Address],
+    fees: Amount,
+) -> Result<Amount, ConsensusError> {
+    let reward = ctx.spec.block_reward;
+    let size =
+        u64::try_from(committee_size).map_err(|_| ConsensusError::AmountOverflow("committee"))?;
+    let share = if size == 0 {
+        Amount::ZERO
+    } else {
+        reward
+            .mul_div(u64::from(ctx.spec.verifier_share_bps), 10_000)
+            .ok_or(ConsensusError::AmountOverflow("verifier share"))?
+    };
+    let part = share.checked_div(size).unwrap_or(Amount::ZERO);
+    let paid_count = u64::try_from(attested.len())
+        .map_err(|_| ConsensusError::AmountOverflow("attestations"))?;
+    let parts = part.checked_mul(size).ok_or(ConsensusError::AmountOverflow("verifier share"))?;
+    let remainder =
+        share.checked_sub(parts).ok_or(ConsensusError::AmountOverflow("verifier share"))?;
+    let paid =
+        part.checked_mul(paid_count).ok_or(ConsensusError::AmountOverflow("verifier share"))?;
+    for verifier in attested {
+        overlay.credit(verifier, part)?;
+    }
+    let coinbase = reward
+        .checked_sub(share)
+        .and_then(|r| r.checked_add(remainder))
+        .and_then(|r| r.checked_add(fees))
+        .ok_or(ConsensusError::AmountOverflow("coinbase"))?;
+    overlay.credit(&ctx.miner, coinbase)?;
+    reward
+        .checked_sub(share)
+        .and_then(|r| r.checked_add(remainder))
+        .and_then(|r| r.checked_add(paid))
+        .ok_or(ConsensusError::AmountOverflow("minted"))
 }
 
 /// Checks a transaction's stateless rules: chain id, the kind's own rules (PayForTask:

@@ -90,7 +90,8 @@ pub fn check_header(
 /// Checks a (non-genesis) block's body against its header: transaction count, encoded size,
 /// height (0 is the genesis block, never imported: it is built from the spec), the miner's
 /// signature over the header, then `tx_root` (hashing every transaction, the costliest check
-/// here).
+/// here) and `attestation_root` (the attestations themselves are checked against the parent's
+/// committee by [`apply_block`], design/011).
 ///
 /// The PoUW proof (`block.proof`: presence, binding to the header, signatures, commitment,
 /// replay) is the PoUW proof verification's job: [`crate::pouw::check_proof_structure`],
@@ -111,6 +112,13 @@ pub fn check_block_body(block: &Block, spec: &ChainSpec) -> Result<(), Consensus
     let tx_root = Block::compute_tx_root(&block.transactions);
     if tx_root != block.header.tx_root {
         return Err(ConsensusError::BadTxRoot { expected: tx_root, got: block.header.tx_root });
+    }
+    let attestation_root = Block::compute_attestation_root(&block.attestations);
+    if attestation_root != block.header.attestation_root {
+        return Err(ConsensusError::BadAttestationRoot {
+            expected: attestation_root,
+            got: block.header.attestation_root,
+        });
     }
     Ok(())
 }

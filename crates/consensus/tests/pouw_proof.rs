@@ -75,6 +75,7 @@ fn build() -> Fixture {
         height: 1,
         prev_hash: genesis.hash(),
         tx_root: Block::compute_tx_root(&[]),
+        attestation_root: Block::compute_attestation_root(&[]),
         state_root: h("state"),
         timestamp: Timestamp(spec.genesis.timestamp.0 + 5_000),
         target: spec.initial_target,
@@ -167,6 +168,7 @@ impl Fixture {
             signature: Signature::default(),
             proof: Some(self.proof.clone()),
             transactions: vec![],
+            attestations: vec![],
         };
         b.sign(&self.miner);
         b

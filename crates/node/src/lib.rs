@@ -12,6 +12,7 @@
 mod agent;
 mod alert_hooks;
 mod api;
+mod bans;
 mod config;
 mod node;
 mod own_txs;

@@ -215,7 +215,7 @@ impl NodeHandle {
             sync: Sync::default(),
             pending: HashMap::new(),
             fetching: HashSet::new(),
-            banned: HashSet::new(),
+            banned: crate::bans::Bans::default(),
             peers: HashSet::new(),
             last_status_round: Instant::now(),
             mined: 0,
@@ -416,7 +416,8 @@ pub(crate) struct Node {
     pub(crate) pending: HashMap<RequestId, (PeerId, Pending)>,
     /// Blocks whose proof data is being fetched.
     pub(crate) fetching: HashSet<Hash>,
-    pub(crate) banned: HashSet<PeerId>,
+    /// Peers banned for a fault, each for the network's hour ([`crate::bans::BAN_DURATION`]).
+    pub(crate) banned: crate::bans::Bans,
     pub(crate) peers: HashSet<PeerId>,
     pub(crate) last_status_round: Instant,
     pub(crate) mining: bool,
@@ -595,6 +596,8 @@ impl Node {
         };
         let out = {
             let chain = read(&self.chain);
+            // The tip's attestations this node heard: the template pays them (design/011).
+            miner.offer_attestations(self.verification.attestations_of(&chain.tip()));
             miner.step_with(&chain, &txs, Timestamp::now(), &peers)
         };
         let out = match out {
@@ -705,6 +708,7 @@ impl Node {
     ) -> Result<Result<ImportOutcome, ChainError>, NodeError> {
         self.note_committee(&block);
         let hash = block.hash();
+        let height = block.header.height;
         let r = {
             let mut chain = write(&self.chain);
             let r = match chain.import_block(block, Timestamp::now()) {
@@ -725,8 +729,8 @@ impl Node {
             r
         };
         match &r {
-            Ok(_) => self.verifier_after_import(hash, true),
-            Err(e) if e.is_peer_fault() => self.verifier_after_import(hash, false),
+            Ok(_) => self.verifier_after_import(hash, height, true),
+            Err(e) if e.is_peer_fault() => self.verifier_after_import(hash, height, false),
             Err(_) => {}
         }
         Ok(r)
@@ -869,8 +873,10 @@ impl Node {
             },
             GossipMessage::Attestation(att) => match att.verify_signature() {
                 Ok(()) => {
-                    self.validate(id, from, Acceptance::Accept);
-                    self.on_attestation(&att)?;
+                    // Relayed only from a member of the block's committee (design/006).
+                    let member = self.on_attestation(&att)?;
+                    let acceptance = if member { Acceptance::Accept } else { Acceptance::Ignore };
+                    self.validate(id, from, acceptance);
                 }
                 Err(e) => {
                     self.validate(id, from, Acceptance::Reject);
@@ -900,8 +906,13 @@ impl Node {
                 }
             },
             GossipMessage::VerificationRequest(req) => {
-                self.validate(id, from, Acceptance::Accept);
-                self.on_verification_request(req);
+                // Relayed only for a block this node imported (checked) at that height.
+                let acceptance = if self.on_verification_request(req) {
+                    Acceptance::Accept
+                } else {
+                    Acceptance::Ignore
+                };
+                self.validate(id, from, acceptance);
             }
         }
         Ok(())

@@ -491,6 +491,7 @@ mod tests {
             height,
             prev_hash: Hash::ZERO,
             tx_root: Hash::ZERO,
+            attestation_root: Hash::ZERO,
             state_root: Hash::ZERO,
             timestamp: Timestamp(0),
             target: CompactTarget(0),
@@ -500,7 +501,13 @@ mod tests {
             msg_history_root: Hash::ZERO,
             nonce: Hash::ZERO,
         };
-        Block { header, signature: Signature::default(), proof: None, transactions }
+        Block {
+            header,
+            signature: Signature::default(),
+            proof: None,
+            transactions,
+            attestations: vec![],
+        }
     }
 
     fn secs(t0: Instant, s: u64) -> Instant {

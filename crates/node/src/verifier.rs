@@ -20,12 +20,18 @@
 //!   from outside the committee are ignored (a bad signature bans its relayer, in node.rs).
 //!
 //! The miner of a block asks for attestations (a VERIFICATION_REQUEST) as soon as it has
-//! imported it.
+//! imported it; a verifier on the committee also attests a new tip it imported unasked, since
+//! a request is relayed only by nodes that already imported its block.
+//!
+//! Every node records the committee of each block it imports and keeps the `valid: true`
+//! attestations of committee members it hears: it relays only those (an attestation from a
+//! non-member, or for a block whose committee it does not know, is dropped), and its miner's
+//! next template carries those of the tip, which pays their verifiers (design/011).
 
 use crate::node::{Node, NodeError, Pending};
 use pouw_consensus::{attestation_quorum, block_verifiers};
 use pouw_net::{GossipId, GossipMessage, PeerId, Request, VerificationRequest};
-use pouw_primitives::{Address, Attestation, AttestationBody, Block, Hash, Role};
+use pouw_primitives::{Address, Attestation, AttestationBody, Block, Hash, Role, Timestamp};
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
     time::Instant,
@@ -34,6 +40,9 @@ use std::{
 /// Blocks whose committee, requests and attestations are remembered at most (oldest first
 /// forgotten): bounds every map below but `waiting`, which its timeout bounds.
 const TRACKED_BLOCKS: usize = 512;
+
+/// A verifier attests unasked only a block this recent (a new tip, not one caught up by sync).
+const UNASKED_ATTESTATION_AGE_MS: u64 = 120_000;
 
 /// A block a light node holds until its verifiers attest it.
 #[derive(Debug)]
@@ -55,6 +64,9 @@ pub(crate) struct Verification {
     answered: HashSet<Hash>,
     /// Light: attestations heard, per block: verifier -> valid.
     heard: HashMap<Hash, BTreeMap<Address, bool>>,
+    /// Every node: the `valid: true` attestations of committee members, per block, for the
+    /// miner's template (design/011); at most one per verifier, so bounded by the committee.
+    received: HashMap<Hash, BTreeMap<Address, Attestation>>,
     /// Light: blocks waiting for a quorum.
     waiting: HashMap<Hash, Waiting>,
     /// Tracked blocks, oldest first.
@@ -73,7 +85,25 @@ impl Verification {
                 self.requested.remove(&old);
                 self.answered.remove(&old);
                 self.heard.remove(&old);
+                self.received.remove(&old);
             }
+        }
+    }
+
+    /// The attestations heard for `block` from its committee members, sorted by verifier.
+    pub(crate) fn attestations_of(&self, block: &Hash) -> Vec<Attestation> {
+        self.received.get(block).map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Whether `att`'s verifier is on its block's committee, as far as this node knows it.
+    fn by_member(&self, att: &Attestation) -> bool {
+        self.committees.get(&att.body.block).is_some_and(|c| c.contains(&att.body.verifier))
+    }
+
+    /// Keeps a member's `valid: true` attestation for the template.
+    fn keep(&mut self, att: &Attestation) {
+        if att.body.valid && self.by_member(att) {
+            self.received.entry(att.body.block).or_default().insert(att.body.verifier, att.clone());
         }
     }
 }
@@ -100,12 +130,10 @@ impl Node {
         Some(committee)
     }
 
-    /// Before a block is imported: a verifier or light node records its committee while the
-    /// parent state is at hand.
+    /// Before a block is imported: every node records its committee while the parent state is
+    /// at hand (for the attestations it relays and its miner pays).
     pub(crate) fn note_committee(&mut self, block: &Block) {
-        if self.is_verifier() || self.config.light {
-            self.committee_of(block);
-        }
+        self.committee_of(block);
     }
 
     /// The miner of `block` asks its verifiers to attest it.
@@ -116,15 +144,16 @@ impl Node {
     }
 
     /// A VERIFICATION_REQUEST: a verifier on the block's committee answers once the block is
-    /// imported (now, if it already is).
-    pub(crate) fn on_verification_request(&mut self, req: VerificationRequest) {
-        if !self.is_verifier() || self.verification.answered.contains(&req.block) {
-            return;
-        }
+    /// imported (now, if it already is). True when the node imported the block at that height
+    /// itself, the only requests it relays.
+    pub(crate) fn on_verification_request(&mut self, req: VerificationRequest) -> bool {
         let stored = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            chain.header(&req.block).is_some()
+            chain.header(&req.block).is_some_and(|h| h.height == req.height)
         };
+        if !self.is_verifier() || self.verification.answered.contains(&req.block) {
+            return stored;
+        }
         if stored {
             // Stored blocks passed the proof check, replay included, at import.
             self.attest(req.block, req.height, true);
@@ -132,13 +161,29 @@ impl Node {
             self.verification.track(req.block);
             self.verification.requested.insert(req.block, req.height);
         }
+        stored
     }
 
-    /// After this node's import of `hash` ended (`valid`: imported, or refused as invalid):
-    /// answers a request that was waiting for it.
-    pub(crate) fn verifier_after_import(&mut self, hash: Hash, valid: bool) {
+    /// After this node's import of `hash` at `height` ended (`valid`: imported, or refused as
+    /// invalid): answers a request that was waiting for it, or attests a recent block it
+    /// imported unasked.
+    pub(crate) fn verifier_after_import(&mut self, hash: Hash, height: u64, valid: bool) {
         if let Some(height) = self.verification.requested.remove(&hash) {
             self.attest(hash, height, valid);
+            return;
+        }
+        if !valid || !self.is_verifier() {
+            return;
+        }
+        let recent = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            chain.header(&hash).is_some_and(|h| {
+                Timestamp::now().millis().saturating_sub(h.timestamp.millis())
+                    <= UNASKED_ATTESTATION_AGE_MS
+            })
+        };
+        if recent {
+            self.attest(hash, height, true);
         }
     }
 
@@ -146,7 +191,7 @@ impl Node {
         let me = self.config.key.public();
         let on_committee =
             self.verification.committees.get(&block).is_some_and(|c| c.contains(&me));
-        if !on_committee || !self.verification.answered.insert(block) {
+        if !self.is_verifier() || !on_committee || !self.verification.answered.insert(block) {
             return;
         }
         let att = AttestationBody {
@@ -157,6 +202,8 @@ impl Node {
             valid,
         }
         .sign(&self.config.key);
+        // Gossip does not return a node's own message: kept here for its own miner.
+        self.verification.keep(&att);
         match self.net.publish(GossipMessage::Attestation(att)) {
             Ok(_) => {
                 crate::stats::NodeStats::add(&self.stats.attestations_sent, 1);
@@ -186,15 +233,22 @@ impl Node {
         true
     }
 
-    /// A correctly signed attestation (checked by the caller).
-    pub(crate) fn on_attestation(&mut self, att: &Attestation) -> Result<(), NodeError> {
+    /// A correctly signed attestation (checked by the caller): kept for the miner's template
+    /// and, on a light node, counted. True when it is from a member of the block's committee as
+    /// far as this node knows it (this chain's, a block whose committee it recorded): the only
+    /// attestations it relays.
+    pub(crate) fn on_attestation(&mut self, att: &Attestation) -> Result<bool, NodeError> {
         let b = &att.body;
-        if b.chain_id != self.config.spec.chain_id || !self.config.light {
-            return Ok(());
+        if b.chain_id != self.config.spec.chain_id || !self.verification.by_member(att) {
+            return Ok(false);
         }
-        self.verification.track(b.block);
+        self.verification.keep(att);
+        if !self.config.light {
+            return Ok(true);
+        }
         self.verification.heard.entry(b.block).or_default().entry(b.verifier).or_insert(b.valid);
-        self.light_try(b.block)
+        self.light_try(b.block)?;
+        Ok(true)
     }
 
     /// Imports a waiting block on a quorum; falls back to the replay on a committee member's

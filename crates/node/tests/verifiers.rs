@@ -140,4 +140,27 @@ fn a_light_node_accepts_attested_blocks_and_ends_on_the_full_nodes_chain() {
             assert_eq!(s.blocks_attested, u64::from(i == 8) * l.blocks_attested, "node {i}");
         }
     }
+    // Verifier rewards (design/011): blocks carry attestations of their parents, each paid a
+    // third of the share (every committee here has 3 members), the other parts not minted.
+    let chain = client.chain();
+    let blocks: Vec<_> =
+        (1..=height).map(|h| chain.block(&chain.hash_at(h).unwrap()).unwrap().unwrap()).collect();
+    let carried: usize = blocks.iter().map(|b| b.attestations.len()).sum();
+    let attested_blocks = blocks.iter().filter(|b| !b.attestations.is_empty()).count();
+    let reward = u128::from(spec.block_reward.units());
+    let part = reward * u128::from(spec.verifier_share_bps) / 10_000 / 3;
+    let minted = u128::from(chain.state().minted().units());
+    let unpaid = (reward * u128::from(height) - minted) / part;
+    eprintln!(
+        "verifier rewards: {height} blocks, {attested_blocks} carry attestations, {carried} \
+         attestations paid, {unpaid} committee parts unpaid ({:.1} % of the parts paid), \
+         minted {minted} of {}",
+        100.0 * carried as f64 / (carried as f64 + unpaid as f64).max(1.0),
+        reward * u128::from(height),
+    );
+    assert!(carried > 0, "no block carried an attestation");
+    let total = chain.state().total_value().unwrap();
+    let genesis: u128 =
+        spec.genesis.allocations.iter().map(|a| u128::from(a.balance.units())).sum();
+    assert_eq!(total, genesis + minted, "supply: genesis + minted");
 }

@@ -1,8 +1,8 @@
 //! Blocks and headers with the PoUW fields (SPEC section 2).
 
 use crate::{
-    codec, merkle_root, CompactTarget, Hash, IterationMessage, Keypair, PublicKey, Signature,
-    TaskId, Transaction,
+    codec, merkle_root, Attestation, CompactTarget, Hash, IterationMessage, Keypair, PublicKey,
+    Signature, TaskId, Transaction,
 };
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 /// Upper bound on one encoded block.
 pub const MAX_BLOCK_BYTES: usize = 4 * 1024 * 1024;
 
-/// The current header version.
-pub const HEADER_VERSION: u32 = 1;
+/// The current header version (2: `attestation_root`, design/011).
+pub const HEADER_VERSION: u32 = 2;
 
 /// Unix time in milliseconds.
 #[derive(
@@ -57,6 +57,9 @@ pub struct Header {
     pub prev_hash: Hash,
     /// Merkle root of the transaction ids.
     pub tx_root: Hash,
+    /// Merkle root of the parent's signed attestations the block carries (design/011,
+    /// [`Block::compute_attestation_root`]).
+    pub attestation_root: Hash,
     /// State root after applying this block.
     pub state_root: Hash,
     /// Block time.
@@ -116,6 +119,9 @@ pub struct Block {
     pub proof: Option<PouwProof>,
     /// Transactions, in execution order.
     pub transactions: Vec<Transaction>,
+    /// Attestations of the parent block by its verifier committee, sorted by verifier
+    /// (design/011): each pays its verifier a share of this block's reward.
+    pub attestations: Vec<Attestation>,
 }
 
 impl Block {
@@ -128,6 +134,14 @@ impl Block {
     pub fn compute_tx_root(txs: &[Transaction]) -> Hash {
         let ids: Vec<Hash> = txs.iter().map(Transaction::hash).collect();
         merkle_root(&ids)
+    }
+
+    /// The Merkle root of `atts`, each leaf the hash of the whole signed attestation (so the
+    /// header commits to the signatures too, as `tx_root` does through the transaction ids).
+    pub fn compute_attestation_root(atts: &[Attestation]) -> Hash {
+        let leaves: Vec<Hash> =
+            atts.iter().map(|a| Hash::tagged("pouw/attestation-leaf", &codec::encode(a))).collect();
+        merkle_root(&leaves)
     }
 
     /// Signs the header with the miner key (the header's `miner` must be this key).

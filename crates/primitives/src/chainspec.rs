@@ -42,6 +42,11 @@ pub struct ChainSpec {
     pub max_target: CompactTarget,
     /// New coins per block (the only way supply grows).
     pub block_reward: Amount,
+    /// Basis points of `block_reward` shared by the verifier committee of a block's parent,
+    /// paid to the members whose attestations the block carries (design/011); the parts of
+    /// the others are not minted. 0 (no share) when a file leaves it out.
+    #[serde(default)]
+    pub verifier_share_bps: u16,
     /// Largest encoded block.
     pub max_block_bytes: u64,
     /// Most transactions per block.
@@ -134,6 +139,7 @@ impl ChainSpec {
             initial_target: CompactTarget(0x1f02_fa99),
             max_target: CompactTarget(0x2100_ffff),
             block_reward: Amount(50 * COIN),
+            verifier_share_bps: 500,
             max_block_bytes: crate::MAX_BLOCK_BYTES as u64,
             max_block_txs: 5_000,
             max_future_ms: 15_000,
@@ -200,6 +206,9 @@ impl ChainSpec {
         }
         if self.max_block_txs == 0 || self.max_block_bytes < 1024 {
             return Err("block limits are too small".into());
+        }
+        if self.verifier_share_bps > 10_000 {
+            return Err("verifier_share_bps must be at most 10000".into());
         }
         if self.filler_epoch_blocks == 0 {
             return Err("filler_epoch_blocks must be positive".into());

@@ -8,11 +8,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use crate::{
-    Activation, Address, Amount, Block, CompactTarget, DatasetDef, DatasetFormat, Deadlines, Hash,
-    Header, Initializer, IterationBody, IterationMessage, Keypair, LayerDef, ModelDef,
-    OptimizerDef, Payout, PouwProof, PublicKey, Role, Signature, TaskDefinition, TaskPreferences,
-    TicketPreferences, Timestamp, Transaction, TxBody, TxKind, WorkersWanted, DATASET_SEGMENTS,
-    F32, HEADER_VERSION,
+    Activation, Address, Amount, Attestation, AttestationBody, Block, CompactTarget, DatasetDef,
+    DatasetFormat, Deadlines, Hash, Header, Initializer, IterationBody, IterationMessage, Keypair,
+    LayerDef, ModelDef, OptimizerDef, Payout, PouwProof, PublicKey, Role, Signature,
+    TaskDefinition, TaskPreferences, TicketPreferences, Timestamp, Transaction, TxBody, TxKind,
+    WorkersWanted, DATASET_SEGMENTS, F32, HEADER_VERSION,
 };
 use proptest::{collection::vec, prelude::*};
 
@@ -256,16 +256,19 @@ pub fn any_header() -> impl Strategy<Value = Header> {
     (
         (any::<u32>(), any::<u64>(), any_hash(), any_hash(), any_hash(), any_timestamp()),
         (any_compact_target(), any_public_key(), any_hash(), any_hash(), any_hash(), any_hash()),
+        any_hash(),
     )
         .prop_map(
             |(
                 (version, height, prev_hash, tx_root, state_root, timestamp),
                 (target, miner, task_id, msg_hash, msg_history_root, nonce),
+                attestation_root,
             )| Header {
                 version,
                 height,
                 prev_hash,
                 tx_root,
+                attestation_root,
                 state_root,
                 timestamp,
                 target,
@@ -331,18 +334,37 @@ pub fn signed_iteration_message() -> impl Strategy<Value = IterationMessage> {
     })
 }
 
+/// An attestation with arbitrary fields and signature.
+pub fn any_attestation() -> impl Strategy<Value = Attestation> {
+    (any::<u64>(), any_hash(), any::<u64>(), any_public_key(), any::<bool>(), any_signature())
+        .prop_map(|(chain_id, block, height, verifier, valid, signature)| Attestation {
+            body: AttestationBody { chain_id, block, height, verifier, valid },
+            signature,
+        })
+}
+
+/// An attestation correctly signed by test key `0..8`.
+pub fn signed_attestation() -> impl Strategy<Value = Attestation> {
+    (0usize..8, any_attestation()).prop_map(|(k, a)| {
+        let key = key(k);
+        AttestationBody { verifier: key.public(), ..a.body }.sign(&key)
+    })
+}
+
 pub fn any_block() -> impl Strategy<Value = Block> {
     (
         any_header(),
         any_signature(),
         proptest::option::of((any_iteration_message(), any_iteration_message())),
         vec(any_transaction(), 0..3),
+        vec(any_attestation(), 0..3),
     )
-        .prop_map(|(header, signature, proof, transactions)| Block {
+        .prop_map(|(header, signature, proof, transactions, attestations)| Block {
             header,
             signature,
             proof: proof.map(|(winning, committing)| PouwProof { winning, committing }),
             transactions,
+            attestations,
         })
 }
 
@@ -356,29 +378,34 @@ pub fn signed_block() -> impl Strategy<Value = Block> {
         signed_iteration_message(),
         signed_iteration_message(),
         vec(signed_transaction(), 0..3),
+        vec(signed_attestation(), 0..3),
     )
-        .prop_map(|(k, mut header, mut iteration, mut committing, transactions)| {
-            let key = key(k);
-            iteration.body.miner = key.public();
-            iteration = iteration.body.sign(&key);
-            committing.body.miner = key.public();
-            committing.body.task_id = iteration.body.task_id;
-            committing = committing.body.sign(&key);
-            header.version = HEADER_VERSION;
-            header.height = header.height.max(1);
-            header.miner = key.public();
-            header.task_id = iteration.body.task_id;
-            header.msg_hash = iteration.id();
-            header.tx_root = Block::compute_tx_root(&transactions);
-            let mut block = Block {
-                header,
-                signature: Signature::default(),
-                proof: Some(PouwProof { winning: iteration, committing }),
-                transactions,
-            };
-            block.sign(&key);
-            block
-        })
+        .prop_map(
+            |(k, mut header, mut iteration, mut committing, transactions, attestations)| {
+                let key = key(k);
+                iteration.body.miner = key.public();
+                iteration = iteration.body.sign(&key);
+                committing.body.miner = key.public();
+                committing.body.task_id = iteration.body.task_id;
+                committing = committing.body.sign(&key);
+                header.version = HEADER_VERSION;
+                header.height = header.height.max(1);
+                header.miner = key.public();
+                header.task_id = iteration.body.task_id;
+                header.msg_hash = iteration.id();
+                header.tx_root = Block::compute_tx_root(&transactions);
+                header.attestation_root = Block::compute_attestation_root(&attestations);
+                let mut block = Block {
+                    header,
+                    signature: Signature::default(),
+                    proof: Some(PouwProof { winning: iteration, committing }),
+                    transactions,
+                    attestations,
+                };
+                block.sign(&key);
+                block
+            },
+        )
 }
 
 /// An arbitrary address from a small pool, so that generated transactions collide.

@@ -69,6 +69,7 @@ codec_props! {
     header: any_header();
     iteration_body: any_iteration_body();
     iteration_message: any_iteration_message();
+    attestation: any_attestation();
     block: any_block();
 }
 

@@ -206,7 +206,8 @@ pub struct SupplyView {
     pub total: String,
     /// Genesis allocations, base units.
     pub genesis: String,
-    /// Block rewards up to the tip, base units.
+    /// Coins minted by the blocks up to the tip (block rewards less the verifier shares left
+    /// unpaid, design/011), base units.
     pub rewards: String,
     /// `total == genesis + rewards`.
     pub ok: bool,
@@ -323,6 +324,13 @@ pub struct BlockView {
     pub size: u64,
     /// Transactions in execution order.
     pub transactions: Vec<TxSummary>,
+    /// Merkle root of the attestation ids.
+    #[serde(default)]
+    pub attestation_root: Hash,
+    /// The verifiers whose attestations of the parent the block carries (each paid its part
+    /// of the verifier share, design/011).
+    #[serde(default)]
+    pub attested_by: Vec<PublicKey>,
     /// The winning iteration (absent in genesis and in blocks without a proof).
     pub proof: Option<ProofSummary>,
     /// How long this node took to verify and import the block (checks, replay, execution,
@@ -361,6 +369,8 @@ impl BlockView {
             nonce: h.nonce,
             size: block.size() as u64,
             transactions: block.transactions.iter().map(TxSummary::new).collect(),
+            attestation_root: h.attestation_root,
+            attested_by: block.attestations.iter().map(|a| a.body.verifier).collect(),
             proof,
             verification_ms: None,
         }

@@ -2,7 +2,7 @@
 
 use pouw_chain::{Ancestors, Chain, PouwValidator};
 use pouw_consensus::{
-    apply_block,
+    apply_block, payable_attestations,
     pouw::{
         iteration_body, mine_iteration, ml_specs, Handover, PouwError, ProofData, TaskSchedule,
     },
@@ -10,8 +10,8 @@ use pouw_consensus::{
 };
 use pouw_ml::{Dataset, Exec, Model, Split, TrainState};
 use pouw_primitives::{
-    Block, ChainSpec, Hash, Header, IterationBody, IterationMessage, Keypair, PouwProof, Signature,
-    TaskDefinition, TaskId, Timestamp, Transaction, HEADER_VERSION,
+    Attestation, Block, ChainSpec, Hash, Header, IterationBody, IterationMessage, Keypair,
+    PouwProof, Signature, TaskDefinition, TaskId, Timestamp, Transaction, HEADER_VERSION,
 };
 use std::{collections::VecDeque, sync::Arc};
 
@@ -41,6 +41,8 @@ pub struct Template {
     pub header: Header,
     /// The transactions.
     pub transactions: Vec<Transaction>,
+    /// The parent's attestations it carries (design/011).
+    pub attestations: Vec<Attestation>,
 }
 
 /// A block the miner found, with the proof data every verifier needs to replay it.
@@ -304,6 +306,9 @@ pub struct Miner {
     /// chain changed the task's selection, [`Miner::assign`]): a new job on it starts there,
     /// so no index is sent twice with other content.
     resume: Option<(TaskId, u64)>,
+    /// Attestations of recent blocks the node received ([`Miner::offer_attestations`]); a
+    /// template carries those of its parent that the chain pays (design/011).
+    attestations: Vec<Attestation>,
 }
 
 /// What the last training iteration measured (for progress displays and training curves).
@@ -343,7 +348,14 @@ impl Miner {
             hold: false,
             parked: None,
             resume: None,
+            attestations: Vec::new(),
         }
+    }
+
+    /// The attestations the node received for recent blocks: every later template carries
+    /// those of its parent that [`payable_attestations`] accepts.
+    pub fn offer_attestations(&mut self, attestations: Vec<Attestation>) {
+        self.attestations = attestations;
     }
 
     /// Holds the end of the client task (`true`): at the end of its walk the miner parks the
@@ -575,6 +587,7 @@ impl Miner {
                     signature: Signature::default(),
                     proof: Some(PouwProof { winning, committing }),
                     transactions: template.transactions,
+                    attestations: template.attestations,
                 };
                 block.sign(&self.key);
                 let data = ProofData {
@@ -711,11 +724,13 @@ impl Miner {
     ) -> Result<Template, MinerError> {
         let tip_hash = tip.hash();
         let timestamp = Timestamp(now.0.max(chain.min_child_timestamp(tip).0));
+        let attestations = payable_attestations(chain.state(), &self.spec, tip, &self.attestations);
         let mut header = Header {
             version: HEADER_VERSION,
             height: tip.height.saturating_add(1),
             prev_hash: tip_hash,
             tx_root: Block::compute_tx_root(transactions),
+            attestation_root: Block::compute_attestation_root(&attestations),
             state_root: Hash::ZERO,
             timestamp,
             target: chain.expected_target(tip)?,
@@ -743,9 +758,10 @@ impl Miner {
             signature: Signature::default(),
             proof: Some(PouwProof { winning: placeholder.clone(), committing: placeholder }),
             transactions: transactions.to_vec(),
+            attestations,
         };
         header.state_root = apply_block(chain.state(), &block, &self.spec)?.state_root;
-        Ok(Template { header, transactions: transactions.to_vec() })
+        Ok(Template { header, transactions: block.transactions, attestations: block.attestations })
     }
 }
 

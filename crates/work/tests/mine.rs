@@ -175,6 +175,7 @@ fn a_block_that_trains_an_unscheduled_batch_is_refused_even_though_it_replays() 
         signature: Signature::default(),
         proof: Some(PouwProof { winning: body.sign(&key), committing: proof.committing.clone() }),
         transactions: m.block.transactions.clone(),
+        attestations: m.block.attestations.clone(),
     };
     forged.sign(&key);
     let mut forged_data = m.data.clone();

@@ -147,6 +147,7 @@ fn main() {
         header: header.clone(),
         proof: Some(PouwProof { winning: winning.clone(), committing: committing.clone() }),
         transactions: txs,
+        attestations: vec![],
     };
     write("block", "genesis.bin", codec::encode(&genesis));
     write("block", "block1.bin", codec::encode(&block1));

@@ -52,8 +52,8 @@ fn setup() -> (ChainHarness, Block, Timestamp) {
 #[test]
 fn header_rules() {
     let (mut h, good, now) = setup();
-    expect_rejected(&mut h, remine(good.clone(), |x| x.version = 2), now, |e| {
-        matches!(e, BlockError::Consensus(E::BadVersion { got: 2, .. })) && e.is_peer_fault()
+    expect_rejected(&mut h, remine(good.clone(), |x| x.version = 1), now, |e| {
+        matches!(e, BlockError::Consensus(E::BadVersion { got: 1, .. })) && e.is_peer_fault()
     });
     expect_rejected(&mut h, remine(good.clone(), |x| x.height += 1), now, |e| {
         matches!(e, BlockError::Consensus(E::BadHeight { expected: 13, got: 14 }))

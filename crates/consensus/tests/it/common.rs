@@ -1,9 +1,11 @@
 //! Shared fixtures: a small chain spec, signed transactions, blocks for `apply_block`.
 
-use pouw_consensus::{apply_block, genesis_state, ConsensusError, State, StateDiff};
+use pouw_consensus::{
+    apply_block, genesis_state, ConsensusError, State, StateDiff, StateKey, StateValue,
+};
 use pouw_primitives::{
-    Amount, Block, ChainSpec, CompactTarget, Hash, Header, Keypair, PublicKey, Signature,
-    Timestamp, Transaction, TxBody, TxKind, COIN, HEADER_VERSION,
+    Amount, Attestation, AttestationBody, Block, ChainSpec, CompactTarget, Hash, Header, Keypair,
+    PublicKey, Signature, Timestamp, Transaction, TxBody, TxKind, COIN, HEADER_VERSION,
 };
 
 /// Devnet with short ticket lifetimes, so expiry happens within a test, and no minimum task
@@ -44,6 +46,7 @@ pub(crate) fn block(height: u64, txs: Vec<Transaction>) -> Block {
         height,
         prev_hash: Hash::ZERO,
         tx_root: Block::compute_tx_root(&txs),
+        attestation_root: Block::compute_attestation_root(&[]),
         state_root: Hash::ZERO,
         timestamp: Timestamp(height * 5_000),
         target: CompactTarget(0x2000_ffff),
@@ -53,7 +56,56 @@ pub(crate) fn block(height: u64, txs: Vec<Transaction>) -> Block {
         msg_history_root: Hash::ZERO,
         nonce: Hash::ZERO,
     };
-    Block { header, signature: Signature::default(), proof: None, transactions: txs }
+    Block {
+        header,
+        signature: Signature::default(),
+        proof: None,
+        transactions: txs,
+        attestations: vec![],
+    }
+}
+
+/// [`block`] carrying `attestations` (of its parent, whose hash is [`Hash::ZERO`] here).
+pub(crate) fn block_with(
+    height: u64,
+    txs: Vec<Transaction>,
+    attestations: Vec<Attestation>,
+) -> Block {
+    let mut b = block(height, txs);
+    b.header.attestation_root = Block::compute_attestation_root(&attestations);
+    b.attestations = attestations;
+    b
+}
+
+/// The devnet account index of `a`, if it is one.
+pub(crate) fn index_of(a: &PublicKey) -> Option<usize> {
+    (0..pouw_primitives::DEVNET_ACCOUNTS).find(|i| addr(*i) == *a)
+}
+
+/// The verifier committee the last block applied to `state` recorded (design/011).
+pub(crate) fn committee(state: &State) -> Vec<PublicKey> {
+    match state.get(&StateKey::BlockCommittee) {
+        Some(StateValue::Addresses(c)) => c.clone(),
+        _ => vec![],
+    }
+}
+
+/// An attestation of the test blocks' parent (hash [`Hash::ZERO`]) at `height` by `verifier`.
+pub(crate) fn attestation(
+    spec: &ChainSpec,
+    height: u64,
+    verifier: &PublicKey,
+    valid: bool,
+) -> Attestation {
+    let k = key(index_of(verifier).expect("a devnet account"));
+    AttestationBody {
+        chain_id: spec.chain_id,
+        block: Hash::ZERO,
+        height,
+        verifier: *verifier,
+        valid,
+    }
+    .sign(&k)
 }
 
 /// A ledger that applies one block per call.

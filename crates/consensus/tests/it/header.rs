@@ -45,6 +45,7 @@ fn child(spec: &ChainSpec, txs: Vec<Transaction>) -> (Header, Block) {
         height: 1,
         prev_hash: parent.hash(),
         tx_root: Block::compute_tx_root(&txs),
+        attestation_root: Block::compute_attestation_root(&[]),
         state_root: Hash::ZERO,
         timestamp: Timestamp(parent.timestamp.0 + spec.block_time_ms),
         target: next_target(spec, 1, parent.target, &[]).unwrap(),
@@ -62,6 +63,7 @@ fn child(spec: &ChainSpec, txs: Vec<Transaction>) -> (Header, Block) {
             committing: iteration,
         }),
         transactions: txs,
+        attestations: vec![],
     };
     let state = genesis_state(spec).unwrap();
     header.state_root = apply_block(&state, &block, spec).unwrap().state_root;
@@ -110,7 +112,11 @@ fn each_header_rule() {
         f(&mut h);
         check_header(&h, &parent, &c).unwrap_err()
     };
-    assert!(matches!(check(&|h| h.version = 2), E::BadVersion { .. }));
+    assert!(matches!(
+        check(&|h| h.version = pouw_primitives::HEADER_VERSION + 1),
+        E::BadVersion { .. }
+    ));
+    assert!(matches!(check(&|h| h.version = 1), E::BadVersion { expected: 2, got: 1 }));
     assert!(matches!(check(&|h| h.height = 2), E::BadHeight { expected: 1, got: 2 }));
     assert!(matches!(check(&|h| h.prev_hash = Hash::digest(b"x")), E::BadPrevHash { .. }));
     assert!(matches!(check(&|h| h.timestamp = parent.timestamp), E::TimestampTooOld { .. }));

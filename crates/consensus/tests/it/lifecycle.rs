@@ -49,6 +49,7 @@ impl Chain {
             height: self.height + 1,
             prev_hash: self.tip,
             tx_root: Block::compute_tx_root(&txs),
+            attestation_root: Block::compute_attestation_root(&[]),
             state_root: Hash::ZERO,
             timestamp: Timestamp((self.height + 1) * 5_000),
             target: CompactTarget(0x2000_ffff),
@@ -58,7 +59,13 @@ impl Chain {
             msg_history_root: Hash::ZERO,
             nonce: Hash::ZERO,
         };
-        Block { header, signature: Default::default(), proof: None, transactions: txs }
+        Block {
+            header,
+            signature: Default::default(),
+            proof: None,
+            transactions: txs,
+            attestations: vec![],
+        }
     }
 
     fn apply(&mut self, txs: Vec<Transaction>) -> Result<StateDiff, E> {
@@ -68,9 +75,13 @@ impl Chain {
         self.height += 1;
         self.tip = b.header.hash();
         self.hashes.push(self.tip);
-        // Conservation after every block: only block rewards add money.
+        // Conservation after every block: only block rewards add money, less the verifier
+        // shares no attestation claimed (design/011; these blocks carry none).
         let reward = u128::from(self.spec.block_reward.0) * u128::from(self.height as u32);
-        assert_eq!(self.state.total_value().unwrap(), self.genesis_total + reward);
+        let share = reward * u128::from(self.spec.verifier_share_bps) / 10_000;
+        let minted = u128::from(self.state.minted().0);
+        assert!(minted <= reward && minted + share >= reward, "minted {minted} of {reward}");
+        assert_eq!(self.state.total_value().unwrap(), self.genesis_total + minted);
         assert_eq!(self.state.root(), self.state.recompute_root());
         Ok(diff)
     }

@@ -6,4 +6,5 @@ mod common;
 mod header;
 mod lifecycle;
 mod props;
+mod rewards;
 mod rules;
