@@ -449,6 +449,9 @@ pub struct NetConfig {
     /// (Kademlia still refreshes its table while it is small, which may open connections;
     /// [`NetConfig::discovery`] turns it all off).
     pub target_peers: u32,
+    /// Addresses peers should dial us on, advertised (identify) instead of the listen
+    /// addresses: behind a port mapping or a link emulator. Empty: the listen addresses.
+    pub external_addrs: Vec<Multiaddr>,
     /// Kademlia discovery (and routing of requests to peers not connected). Off: the node
     /// talks to its bootstrap and static peers and to whoever dials it, and a request to a
     /// peer not connected fails at once.
@@ -488,6 +491,7 @@ impl NetConfig {
             max_outbound: 20,
             target_peers: 8,
             discovery: true,
+            external_addrs: Vec::new(),
             peer_table: None,
             request_timeout: Duration::from_secs(20),
             ban_duration: Duration::from_secs(3600),

@@ -431,7 +431,8 @@ fn build_swarm(
     );
     let identify = identify::Behaviour::new(
         identify::Config::new(protocol_version.to_owned(), keypair.public())
-            .with_agent_version(config.agent.clone()),
+            .with_agent_version(config.agent.clone())
+            .with_hide_listen_addrs(!config.external_addrs.is_empty()),
     );
     let kad_protocol = StreamProtocol::try_from_owned(format!("/pouw/{genesis}/kad/1"))
         .map_err(|e| NetError::Behaviour(format!("kademlia protocol: {e}")))?;
@@ -469,6 +470,10 @@ fn build_swarm(
         .map_err(|e| NetError::Behaviour(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(24 * 3600)))
         .build();
+    let mut swarm = swarm;
+    for addr in &config.external_addrs {
+        swarm.add_external_address(addr.clone());
+    }
     Ok(swarm)
 }
 
