@@ -539,4 +539,26 @@ mod tests {
         assert!(matches!(e, PouwError::UnscheduledBatch { iteration: 6, batch: 6, .. }), "{e}");
         assert!(e.to_string().contains("iteration 6"), "{e}");
     }
+
+    #[test]
+    fn the_schedule_needs_no_data_and_refuses_a_dataset_of_another_shape() {
+        let spec = ChainSpec::devnet();
+        let (id, task) = filler_task(&spec, &Hash::digest(b"opening"));
+        let data = pouw_ml::shipped_mnist_ref();
+        let split = crate::task_split_of(&task, &id).to_ml();
+        let with_data = TaskSchedule::with_split(&id, &task, &split, data, 1, 3).unwrap();
+        let chain_only = TaskSchedule::of_split(&id, &task, &split, 1, 3);
+        for n in [0, 5, 300] {
+            let (epoch, b, indices) = chain_only.scheduled_samples(n).unwrap();
+            assert_eq!(with_data.position(n).unwrap(), (epoch, b));
+            let (_, _, hash) = with_data.scheduled_batch(data, n).unwrap();
+            assert_eq!(Hash(data.gather(&indices).hash().0), hash);
+        }
+        // A task whose segments are longer than the dataset's.
+        let mut other = task;
+        other.dataset.samples += 10;
+        let e = TaskSchedule::with_split(&id, &other, &split, data, 0, 1).unwrap_err();
+        assert!(matches!(e, PouwError::Schedule(_)), "{e}");
+        assert_eq!(max_sample_proofs(&other), 32 * 10, "batch 32, segments of 1,001 samples");
+    }
 }
