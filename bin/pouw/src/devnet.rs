@@ -156,6 +156,7 @@ fn attacker_name(attack: pouw_node::Attack, miners: u16) -> String {
         Some(pouw_primitives::Role::Supervisor) => "supervisor-3".into(),
         Some(pouw_primitives::Role::Evaluator) => "evaluator-3".into(),
         None => "client".into(),
+        _ if attack == pouw_node::Attack::Grind => "grinder".into(),
         _ => format!("miner-{}", miners + 1),
     }
 }
@@ -230,6 +231,7 @@ fn devnet_spec() -> ChainSpec {
 fn node_args(n: &str) -> (&'static str, bool) {
     match n {
         n if n.starts_with("miner") => ("miner", true),
+        "grinder" => ("", true),
         n if n.starts_with("supervisor") => ("supervisor", false),
         n if n.starts_with("evaluator") => ("evaluator,verifier", false),
         _ => ("client", false),
@@ -240,8 +242,11 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     let started = Instant::now();
     let mut task_file = std::fs::canonicalize(&args.task)
         .with_context(|| format!("task file {}", args.task.display()))?;
+    let grind = args.attack == Some(pouw_node::Attack::Grind);
+    // A hostile miner trains the task as one more miner; the grinder mines the filler task
+    // only, with no tickets (it is never selected for a client task).
     let hostile_miner =
-        args.attack.is_some_and(|a| a.role() == Some(pouw_primitives::Role::Miner));
+        args.attack.is_some_and(|a| a.role() == Some(pouw_primitives::Role::Miner)) && !grind;
     let withhold = args.attack == Some(pouw_node::Attack::WithholdTest);
     let miners = args.miners + u16::from(hostile_miner);
     if args.dir.exists() {
@@ -270,6 +275,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         .chain((1..=miners).map(|i| format!("miner-{i}")))
         .chain((1..=3).map(|i| format!("supervisor-{i}")))
         .chain((1..=3).map(|i| format!("evaluator-{i}")))
+        .chain(grind.then(|| "grinder".to_string()))
         .collect();
     let mut nodes: Vec<Node> = Vec::new();
     let mut p2p: Vec<String> = Vec::new();
@@ -475,7 +481,9 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     let height = tip["height"].as_u64().unwrap_or(0);
     let mut all_synced = false;
     while !all_synced {
-        all_synced = nodes.iter().all(|n| {
+        // The grinder is banned by every honest node once it sent its forged block: its chain
+        // goes its own way.
+        all_synced = nodes.iter().filter(|n| n.name != "grinder").all(|n| {
             call(n.rpc, "pouw_tip", json!([])).is_ok_and(|t| t["height"].as_u64() >= Some(height))
         });
         if !all_synced {
@@ -504,7 +512,11 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     let attack_report = match (args.attack, attacker) {
         (Some(attack), Some(name)) => {
             let node = nodes.iter().find(|n| n.name == name).context("the attacker node")?;
-            let mut m = attack_summary(attack, node, &nodes, &task_id, &view)?;
+            let mut m = if attack == pouw_node::Attack::Grind {
+                grind_summary(node, &nodes, client)?
+            } else {
+                attack_summary(attack, node, &nodes, &task_id, &view)?
+            };
             let hostile: Vec<String> = nodes
                 .iter()
                 .filter(|n| {
@@ -982,6 +994,74 @@ fn print_report(r: &Value) {
 
 fn write_key(path: &Path, key: &pouw_primitives::Keypair) -> Result<()> {
     crate::keys::write_key(path, key)
+}
+
+/// The report of a `grind` run (design/010): the grinding miner's valid nonce attempts per
+/// CPU-second against the honest miners', the blocks it sent and how many the honest nodes
+/// imported, and its forged (unbound) blocks, each of which must be refused.
+fn grind_summary(
+    attacker: &Node,
+    nodes: &[Node],
+    client: SocketAddr,
+) -> Result<serde_json::Map<String, Value>> {
+    let address = ChainSpec::devnet_key(attacker.key_index).public().to_string();
+    let security = call(attacker.rpc, "pouw_security", json!([]))?;
+    let mining = &security["mining"];
+    let attacker_rate = mining["attempts_per_cpu_second"].as_f64().unwrap_or(0.0);
+    // The honest reference: the honest miners on the same work as the grinder (the filler
+    // task); their rate over all their work (client task included) is reported beside it.
+    let (mut attempts, mut cpu, mut all_attempts, mut all_cpu) = (0u64, 0.0f64, 0u64, 0.0f64);
+    let mut honest = Vec::new();
+    for n in nodes.iter().filter(|n| n.name.starts_with("miner")) {
+        let m = &call(n.rpc, "pouw_security", json!([]))?["mining"];
+        attempts += m["filler_attempts"].as_u64().unwrap_or(0);
+        cpu += m["filler_cpu_seconds"].as_f64().unwrap_or(0.0);
+        all_attempts += m["attempts"].as_u64().unwrap_or(0);
+        all_cpu += m["cpu_seconds"].as_f64().unwrap_or(0.0);
+        honest.push(json!({ "name": n.name, "mining": m }));
+    }
+    let honest_rate = if cpu > 0.0 { attempts as f64 / cpu } else { 0.0 };
+    let honest_all = if all_cpu > 0.0 { all_attempts as f64 / all_cpu } else { 0.0 };
+    // The attacker's blocks on the honest chain (the client's canonical chain).
+    let tip = call(client, "pouw_tip", json!([]))?["height"].as_u64().unwrap_or(0);
+    let mut accepted = 0u64;
+    for h in 1..=tip {
+        if call(client, "pouw_block", json!([h]))?["miner"].as_str() == Some(address.as_str()) {
+            accepted += 1;
+        }
+    }
+    let forged: Vec<String> = security["forged_blocks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h.as_str().map(str::to_string))
+        .collect();
+    let mut forged_accepted = 0u64;
+    for hash in &forged {
+        if !call(client, "pouw_block", json!([hash]))?.is_null() {
+            forged_accepted += 1;
+        }
+    }
+    let mined =
+        call(attacker.rpc, "pouw_health", json!([]))?["node"]["blocks_mined"].as_u64().unwrap_or(0);
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    let mut m = serde_json::Map::new();
+    m.insert("attack".into(), json!(pouw_node::Attack::Grind.name()));
+    m.insert("attacker".into(), json!({ "name": attacker.name, "address": address, "role": "miner (filler only, no tickets)" }));
+    m.insert("attacker_blocks_sent".into(), json!(mined + forged.len() as u64));
+    m.insert("attacker_blocks_accepted".into(), json!(accepted));
+    m.insert("forged_blocks_sent".into(), json!(forged.len()));
+    m.insert("forged_blocks_accepted".into(), json!(forged_accepted));
+    m.insert("forged_blocks".into(), json!(forged));
+    m.insert("attacker_attempts".into(), mining["attempts"].clone());
+    m.insert("attacker_cpu_seconds".into(), mining["cpu_seconds"].clone());
+    m.insert("attacker_attempts_per_cpu_second".into(), json!(round(attacker_rate)));
+    m.insert("honest_attempts_per_cpu_second".into(), json!(round(honest_rate)));
+    m.insert("honest_attempts_per_cpu_second_all_work".into(), json!(round(honest_all)));
+    m.insert("honest_miners".into(), json!(honest));
+    let gain = if honest_rate > 0.0 { attacker_rate / honest_rate } else { 0.0 };
+    m.insert("grind_gain".into(), json!(round(gain)));
+    Ok(m)
 }
 
 #[cfg(test)]

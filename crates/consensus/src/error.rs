@@ -272,6 +272,9 @@ pub enum ConsensusError {
         /// Header's.
         got: u32,
     },
+    /// `msg_history_root` is reserved and must be zero (design/010: no free header field).
+    #[error("msg_history_root is {0}; it is reserved and must be zero")]
+    NonZeroHistoryRoot(Hash),
     /// Height is not parent height + 1.
     #[error("header height {got}, expected {expected}")]
     BadHeight {

@@ -34,6 +34,7 @@ mod genesis;
 pub mod pouw;
 mod state;
 mod tasks;
+mod template;
 mod tickets;
 mod transition;
 mod validation;
@@ -59,6 +60,7 @@ pub use tasks::{
     HISTORY_SLOT_ITERATIONS, MAX_HISTORY_SLOTS, SELECTED_ROLES, SPLIT_CONTEXT,
     SUPERVISOR_QUOTA_PERMILLE,
 };
+pub use template::TemplateRoot;
 pub use tickets::{confiscate_ticket, expire_tickets, release_ticket, tickets_of};
 pub use transition::{
     apply_block, apply_tx, check_tx_stateless, payable_attestations, BlockContext,

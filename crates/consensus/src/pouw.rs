@@ -100,9 +100,22 @@ pub fn task_nonce_budget(spec: &ChainSpec, task: &TaskDefinition) -> u64 {
     nonce_budget(spec, full_batch_bytes(task), params)
 }
 
-/// The nonce precursor of an iteration.
-pub fn nonce_precursor(end_model_hash: &Hash, map_hash: &Hash) -> Hash {
-    Hash::concat(&[end_model_hash.as_bytes(), map_hash.as_bytes()])
+/// The nonce precursor of an iteration: its end model hash, map hash and end residual hash.
+///
+/// The end residual hash is there for the binding of the iteration to the header it mines
+/// (design/010): the header's zero-nonce hash seeds the order of the first layer's reduction
+/// (`pouw_ml::InputOrder`), which changes the rounding of the gradient. The end model moves in
+/// whole steps of `lr * tau` and rarely shows it; the residual keeps every bit of the gradient
+/// and always does. So every header a miner tries needs its own iteration to get its nonces.
+pub fn nonce_precursor(end_model_hash: &Hash, map_hash: &Hash, end_residual_hash: &Hash) -> Hash {
+    Hash::concat(&[end_model_hash.as_bytes(), map_hash.as_bytes(), end_residual_hash.as_bytes()])
+}
+
+/// The order seed of an iteration that mines `header`: its zero-nonce hash, which the
+/// committing message commits to. The iteration's first-layer reduction runs in the order it
+/// draws (`pouw_ml::TrainState::iterate_bound`), so another header needs another iteration.
+pub fn order_seed(header: &Header) -> [u8; 32] {
+    header.zero_nonce_hash().0
 }
 
 /// The `j`-th nonce of an iteration.
@@ -227,12 +240,14 @@ mod tests {
 
     #[test]
     fn nonces_are_found_only_below_the_budget() {
-        let p = nonce_precursor(&Hash::digest(b"model"), &Hash::digest(b"map"));
+        let p =
+            nonce_precursor(&Hash::digest(b"model"), &Hash::digest(b"map"), &Hash::digest(b"res"));
         let n3 = nonce_at(&p, 3);
         assert_eq!(nonce_index(&p, 4, &n3), Some(3));
         assert_eq!(nonce_index(&p, 3, &n3), None);
         assert_ne!(nonce_at(&p, 0), nonce_at(&p, 1));
-        let q = nonce_precursor(&Hash::digest(b"model"), &Hash::digest(b"map2"));
+        let q =
+            nonce_precursor(&Hash::digest(b"model"), &Hash::digest(b"map2"), &Hash::digest(b"res"));
         assert_eq!(nonce_index(&q, 4, &n3), None);
     }
 }

@@ -45,7 +45,8 @@ pub fn median_time_past(timestamps: &[Timestamp]) -> Option<Timestamp> {
     last.get(last.len() / 2).copied()
 }
 
-/// Checks a header against its parent, cheapest rule first: version, height, prev_hash,
+/// Checks a header against its parent, cheapest rule first: version, `msg_history_root` zero
+/// (reserved), height, prev_hash,
 /// target, timestamp after the median time past and not too far in the future, then the
 /// proof of work (`meets_target(header.hash(), target)`). Does not look at the body.
 pub fn check_header(
@@ -55,6 +56,11 @@ pub fn check_header(
 ) -> Result<(), ConsensusError> {
     if header.version != HEADER_VERSION {
         return Err(ConsensusError::BadVersion { expected: HEADER_VERSION, got: header.version });
+    }
+    // Reserved: a free field would be one more header variant per iteration (design/010); the
+    // task's message-history roots are in the state (MessageHistory transactions).
+    if !header.msg_history_root.is_zero() {
+        return Err(ConsensusError::NonZeroHistoryRoot(header.msg_history_root));
     }
     let expected_height =
         parent.height.checked_add(1).ok_or(ConsensusError::AmountOverflow("height"))?;

@@ -99,9 +99,12 @@ fn build() -> Fixture {
     }
     let start = state.clone();
     let batch = batch_of(WINNING as usize);
-    let out = state.iterate(Exec::SINGLE, &batch, &[&peer_msg.body.map]).unwrap();
+    // Bound to the header it mines: its zero-nonce hash seeds the iteration's order.
+    let seed = header.zero_nonce_hash();
+    let out = state.iterate_bound(Exec::SINGLE, &batch, &[&peer_msg.body.map], &seed.0).unwrap();
     let mut wb = body(task_id, &miner, WINNING, &out);
     wb.peer_msgs = vec![peer_msg.id()];
+    wb.order_seed = seed;
     let winning = wb.sign(&miner);
     let params = start.model().param_count() as u64;
     let mined = mine_iteration(
@@ -110,6 +113,7 @@ fn build() -> Fixture {
         winning.id(),
         Hash(out.end_model_hash.0),
         map_hash(&out.map),
+        Hash(out.end_residual_hash.0),
         batch.byte_len() as u64,
         params,
         Uint256::MAX,
@@ -121,12 +125,12 @@ fn build() -> Fixture {
         start_velocity: start.velocity().to_vec(),
         batch: batch.canonical_bytes(),
         peers: vec![peer_msg],
+        sample_proofs: vec![],
     };
     Fixture {
         spec,
         miner,
         task,
-        sample_proofs: vec![],
         header: mined,
         proof: PouwProof { winning, committing: committing.unwrap() },
         data,
@@ -200,7 +204,8 @@ fn replay_is_the_same_on_one_and_two_threads() {
         replay(&fx.spec, &fx.header, &fx.proof, &fx.task, &fx.data, Exec::new(threads)).unwrap();
         let mut s = fx.start.clone();
         let peer = &fx.data.peers[0].body.map;
-        assert_eq!(s.iterate(Exec::new(threads), &fx.batch, &[peer]).unwrap(), fx.out);
+        let seed = fx.header.zero_nonce_hash().0;
+        assert_eq!(s.iterate_bound(Exec::new(threads), &fx.batch, &[peer], &seed).unwrap(), fx.out);
     }
 }
 
@@ -553,7 +558,8 @@ fn replay_that_differs_is_rejected_although_pow_is_valid() {
     // self-consistent and the nonce comes from its own (wrong) end model, so the PoW is valid.
     let mut fx = fixture();
     let mut s = fx.start.clone();
-    let out = s.iterate(Exec::SINGLE, &fx.batch, &[]).unwrap();
+    let out =
+        s.iterate_bound(Exec::SINGLE, &fx.batch, &[], &fx.header.zero_nonce_hash().0).unwrap();
     fx.forge_winning(|b| {
         b.map = out.map.clone();
         b.loss = out.loss_bits;
@@ -568,6 +574,7 @@ fn replay_that_differs_is_rejected_although_pow_is_valid() {
         fx.header.msg_hash,
         Hash(out.end_model_hash.0),
         map_hash(&out.map),
+        Hash(out.end_residual_hash.0),
         fx.batch.byte_len() as u64,
         params,
         Uint256::MAX,
@@ -585,7 +592,11 @@ fn nonce_must_be_below_the_budget() {
     let params = fx0.start.model().param_count() as u64;
     let a = nonce_budget(&fx0.spec, fx0.batch.byte_len() as u64, params);
     assert!(a >= 2, "devnet gives a few nonces per iteration, got {a}");
-    let p = nonce_precursor(&Hash(fx0.out.end_model_hash.0), &map_hash(&fx0.out.map));
+    let p = nonce_precursor(
+        &Hash(fx0.out.end_model_hash.0),
+        &map_hash(&fx0.out.map),
+        &Hash(fx0.out.end_residual_hash.0),
+    );
     assert_eq!(fx0.header.nonce, nonce_at(&p, 0));
     // The last allowed nonce is accepted ...
     let mut fx = fixture();
@@ -633,7 +644,8 @@ fn an_iteration_wins_at_most_once_and_reorgs_free_it() {
 fn mined_header_hash_is_the_header_hash_and_hard_targets_find_nothing() {
     let fx = fixture();
     let params = fx.start.model().param_count() as u64;
-    let args = (Hash(fx.out.end_model_hash.0), map_hash(&fx.out.map));
+    let args =
+        (Hash(fx.out.end_model_hash.0), map_hash(&fx.out.map), Hash(fx.out.end_residual_hash.0));
     let mut committed = fx.header.clone();
     committed.nonce = Hash::ZERO;
     committed.msg_hash = Hash::ZERO;
@@ -645,6 +657,7 @@ fn mined_header_hash_is_the_header_hash_and_hard_targets_find_nothing() {
         fx.proof.winning.id(),
         args.0,
         args.1,
+        args.2,
         fx.batch.byte_len() as u64,
         params,
         target,
@@ -658,6 +671,7 @@ fn mined_header_hash_is_the_header_hash_and_hard_targets_find_nothing() {
         fx.proof.winning.id(),
         args.0,
         args.1,
+        args.2,
         fx.batch.byte_len() as u64,
         params,
         Uint256::ZERO,
@@ -736,4 +750,69 @@ fn a_non_genesis_block_without_proof_is_rejected() {
     assert_eq!(pouw_consensus::pouw::proof_of(&b), Err(PouwError::MissingProof));
     let g = genesis_block(&fx.spec).unwrap();
     assert_eq!(pouw_consensus::pouw::proof_of(&g), Ok(None));
+}
+
+/// The grinder of design/010 (attack 1): after one real iteration, re-roll a free header field
+/// and re-sign a committing message for the variant. The iteration was bound to the header it
+/// ran for, so the variant's block is refused, whatever the winning message names as its seed;
+/// only a new iteration run for the variant gives it valid nonces.
+#[test]
+fn a_header_variant_needs_its_own_iteration() {
+    let fx0 = fixture();
+    let params = fx0.start.model().param_count() as u64;
+    let mut variant = fx0.header.clone();
+    variant.nonce = Hash::ZERO;
+    variant.msg_history_root = flip(variant.msg_history_root);
+    let seed = variant.zero_nonce_hash();
+    assert_ne!(seed, fx0.header.zero_nonce_hash());
+    // Mines the variant with the outputs `out` and a winning message naming `order_seed`.
+    let forge = |out: &IterationOutput, order_seed: Hash| {
+        let mut fx = fixture();
+        fx.forge_committing(|b| b.commitment = seed);
+        let mut wb = fx.proof.winning.body.clone();
+        wb.map = out.map.clone();
+        wb.loss = out.loss_bits;
+        wb.accuracy = out.accuracy_bits;
+        wb.order_seed = order_seed;
+        fx.proof.winning = wb.sign(&fx.miner);
+        fx.header = mine_iteration(
+            &fx.spec,
+            &variant,
+            fx.proof.winning.id(),
+            Hash(out.end_model_hash.0),
+            map_hash(&out.map),
+            Hash(out.end_residual_hash.0),
+            fx.batch.byte_len() as u64,
+            params,
+            Uint256::MAX,
+        )
+        .unwrap();
+        fx
+    };
+    // The old iteration, its seed left as it ran: refused before any replay.
+    let fx = forge(&fx0.out, fx0.proof.winning.body.order_seed);
+    let err = check_proof_cheap(&fx.spec, &fx.header, &fx.proof, &fx.task).unwrap_err();
+    assert!(matches!(err, PouwError::OrderSeed { .. }), "{err:?}");
+    // The old iteration claiming the variant's seed: the replay runs in the variant's order and
+    // its residual (hence its nonces) differs.
+    let fx = forge(&fx0.out, seed);
+    check_proof_cheap(&fx.spec, &fx.header, &fx.proof, &fx.task).unwrap();
+    let err = fx.verify().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PouwError::Map { .. }
+                | PouwError::Loss { .. }
+                | PouwError::Accuracy { .. }
+                | PouwError::Nonce { .. }
+        ),
+        "{err:?}"
+    );
+    // The same iteration run again for the variant: valid.
+    let mut s = fx0.start.clone();
+    let peer = &fx0.data.peers[0].body.map;
+    let out = s.iterate_bound(Exec::SINGLE, &fx0.batch, &[peer], &seed.0).unwrap();
+    assert_ne!(out.end_residual_hash, fx0.out.end_residual_hash);
+    let fx = forge(&out, seed);
+    fx.verify().unwrap();
 }

@@ -13,6 +13,8 @@
 //!   gradient; fixed summation order, `libm` transcendentals.
 //! - spec: [`ModelSpec`], [`LayerSpec`], [`Activation`], [`Init`], [`OptimizerSpec`], [`Layout`].
 //! - model: [`Model`] (one flat parameter vector), its initialiser, forward and gradient.
+//! - order: [`InputOrder`], the seeded order of the first layer's reduction that binds an
+//!   iteration to the header it mines.
 //! - merkle: the Merkle tree over a segment's samples whose root is the segment hash, and its
 //!   proofs ([`merkle::SegmentTree`], [`merkle::root_from_proof`]).
 //! - rng: [`Rng`] (xoshiro256**), the only random source (init, split, batch order).
@@ -46,6 +48,7 @@ mod hash;
 mod iteration;
 pub mod merkle;
 mod model;
+mod order;
 mod rng;
 mod shipped;
 mod spec;
@@ -66,6 +69,7 @@ pub use iteration::{
 };
 pub use kernels::Exec;
 pub use model::{Metrics, Model, ModelError};
+pub use order::{InputOrder, CHUNK as INPUT_ORDER_CHUNK};
 pub use rng::{Rng, SplitMix64};
 pub use shipped::{shipped_mnist, shipped_mnist_ref, SHIPPED_MNIST_CLASSES};
 pub use spec::{

@@ -15,6 +15,7 @@ use crate::{
     hash::{self, Digest},
     kernels::{self, Exec},
     ops,
+    order::InputOrder,
     rng::Rng,
     spec::{Init, Layout, ModelSpec, SpecError},
 };
@@ -179,13 +180,28 @@ impl Model {
 
     /// Forward pass over `rows` samples; returns every layer's output (`acts[l]` = output of
     /// layer `l`), the last being the logits.
-    fn forward_all(&self, exec: Exec, x: &[f32], rows: usize) -> Vec<Vec<f32>> {
+    ///
+    /// With an `order`, the first layer's product runs over the input features in that order
+    /// (`crate::order`): the same sum, other rounding.
+    fn forward_all(
+        &self,
+        exec: Exec,
+        x: &[f32],
+        rows: usize,
+        order: Option<&InputOrder>,
+    ) -> Vec<Vec<f32>> {
         let mut acts: Vec<Vec<f32>> = Vec::with_capacity(self.layout.dense.len());
-        for d in &self.layout.dense {
+        for (l, d) in self.layout.dense.iter().enumerate() {
             let input = acts.last().map_or(x, Vec::as_slice);
             let mut z = vec![0.0f32; rows * d.units];
             let w = &self.params[d.weight_offset..d.bias_offset];
-            kernels::matmul(exec, input, w, &mut z, rows, d.inputs, d.units);
+            match order.filter(|_| l == 0) {
+                Some(o) => {
+                    let (xp, wp) = (o.permute_rows(input, rows), o.permute_weight_rows(w, d.units));
+                    kernels::matmul(exec, &xp, &wp, &mut z, rows, d.inputs, d.units);
+                }
+                None => kernels::matmul(exec, input, w, &mut z, rows, d.inputs, d.units),
+            }
             ops::bias_add(&mut z, &self.params[d.bias_offset..d.bias_offset + d.units]);
             ops::activate(d.activation, &mut z);
             acts.push(z);
@@ -199,7 +215,7 @@ impl Model {
         if rows.checked_mul(width) != Some(x.len()) {
             return Err(ModelError::InputShape { values: x.len(), rows, width });
         }
-        Ok(self.forward_all(exec, x, rows).pop().unwrap_or_default())
+        Ok(self.forward_all(exec, x, rows, None).pop().unwrap_or_default())
     }
 
     /// Loss and correct count over `labels.len()` samples, evaluated in chunks of `chunk` rows
@@ -238,11 +254,24 @@ impl Model {
     /// batch's loss and correct count from the same forward pass. The batch must fit the model
     /// ([`Batch::validate`]).
     pub fn gradient(&self, exec: Exec, batch: &Batch, grad: &mut [f32]) -> Metrics {
+        self.gradient_in_order(exec, batch, grad, None)
+    }
+
+    /// [`Model::gradient`] with the first layer's forward product reduced in `order` (the
+    /// iteration's binding to the header it mines, `crate::order`). The backward pass is the
+    /// same as without an order (the weight gradient sums over the samples, not the features).
+    pub fn gradient_in_order(
+        &self,
+        exec: Exec,
+        batch: &Batch,
+        grad: &mut [f32],
+        order: Option<&InputOrder>,
+    ) -> Metrics {
         assert_eq!(grad.len(), self.params.len(), "gradient: buffer length");
         let rows = batch.len();
         let x = batch.features();
         let classes = self.layout.classes;
-        let acts = self.forward_all(exec, x, rows);
+        let acts = self.forward_all(exec, x, rows, order);
         let logits = acts.last().expect("a model has at least one layer");
         let mut dz = vec![0.0f32; logits.len()];
         let loss = ops::softmax_cross_entropy(logits, batch.labels(), classes, Some(&mut dz));

@@ -147,11 +147,16 @@ pub enum Attack {
     /// Client: serves its training segments, never its test segments, so no evaluator can
     /// vote; it loses its bond and the miners are paid from its escrow (design/014).
     WithholdTest,
+    /// Miner: grinds headers on the filler task: each mining iteration also tries other
+    /// headers, each re-running the iteration (the best strategy under the binding), and once,
+    /// after a few blocks, forges a block by the old strategy (one iteration, header re-rolled),
+    /// which every honest node refuses (design/010).
+    Grind,
 }
 
 impl Attack {
     /// Every attack, in the order the CLI lists them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::SignFlip,
         Self::Noise,
         Self::Stale,
@@ -160,6 +165,7 @@ impl Attack {
         Self::BadModel,
         Self::EvaluatorTheft,
         Self::WithholdTest,
+        Self::Grind,
     ];
 
     /// The CLI name (`sign-flip`, ...).
@@ -173,6 +179,7 @@ impl Attack {
             Self::BadModel => "bad-model",
             Self::EvaluatorTheft => "evaluator-theft",
             Self::WithholdTest => "withhold-test",
+            Self::Grind => "grind",
         }
     }
 
@@ -180,7 +187,9 @@ impl Attack {
     pub fn role(self) -> Option<pouw_primitives::Role> {
         use pouw_primitives::Role;
         match self {
-            Self::SignFlip | Self::Noise | Self::Stale | Self::BadModel => Some(Role::Miner),
+            Self::SignFlip | Self::Noise | Self::Stale | Self::BadModel | Self::Grind => {
+                Some(Role::Miner)
+            }
             Self::LyingSupervisor => Some(Role::Supervisor),
             Self::LyingEvaluator | Self::EvaluatorTheft => Some(Role::Evaluator),
             Self::WithholdTest => None,

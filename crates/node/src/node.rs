@@ -44,6 +44,8 @@ const EVENTS_PER_TURN: usize = 256;
 const SYNC_STALL_SECS: u64 = 60;
 /// A miner waiting for its peers' messages (bounded staleness, design/012) tries its step again
 /// after this long, or at the next event.
+/// Filler-task iterations one mining turn runs back to back.
+const FILLER_STEPS_PER_TURN: usize = 4;
 const STALENESS_POLL: Duration = Duration::from_millis(2);
 
 /// Why the node failed (its own data or configuration; never a peer's fault).
@@ -144,6 +146,10 @@ impl NodeHandle {
                 crate::Attack::Stale => Some(pouw_work::Poison::Stale),
                 _ => None,
             });
+            if attack == crate::Attack::Grind {
+                // Three more headers per mining iteration; one forged block after three found.
+                m.set_grinder(Some(pouw_work::Grinder::new(3, Some(3))));
+            }
         }
         let security = Arc::new(crate::security::SecurityState::new(config.security.clone()));
         let shared_own_txs = crate::own_txs::SharedOwnTxs::default();
@@ -477,7 +483,18 @@ impl Node {
             }
             self.tick();
             if mining {
-                self.mine_step()?;
+                // Up to FILLER_STEPS_PER_TURN filler iterations back to back (a client task's
+                // step stays one per turn: its peers' messages arrive between turns). Training
+                // state and batch stay in cache across them, and the loop's other work is
+                // amortised; a block found ends the turn.
+                let mined = self.mined;
+                for _ in 0..FILLER_STEPS_PER_TURN {
+                    self.mine_step()?;
+                    let on_filler = self.miner.as_ref().is_some_and(|m| m.assignment().is_none());
+                    if !on_filler || self.mined != mined || !self.should_mine() {
+                        break;
+                    }
+                }
                 if !self.config.mining_pause.is_zero() {
                     std::thread::sleep(self.config.mining_pause);
                 }
@@ -634,6 +651,7 @@ impl Node {
         }
         if let Some(m) = self.miner.as_ref() {
             self.agent.security.poisoned_sent.store(m.poisoned_messages(), Ordering::Relaxed);
+            self.agent.security.set_mining(m.stats());
         }
         if let (Some(task), Some(msg)) = (assigned, out.message) {
             self.agent.note_own_iteration(task, msg.body.iteration);
@@ -692,6 +710,15 @@ impl Node {
             }
             Ok(outcome) => {
                 tracing::debug!(target: "node", hash = %hash.short(), ?outcome, "mined block not on the tip")
+            }
+            Err(e) if self.config.attack == Some(crate::Attack::Grind) => {
+                // The grinding attacker sends its forged block although its own node refused
+                // it: the honest nodes must refuse it too (design/010).
+                tracing::warn!(target: "node", hash = %hash.short(), error = %e, "attack: sending a block our own node refused");
+                self.agent.security.note_forged(hash);
+                if let Err(e) = self.net.publish(GossipMessage::NewBlock(block)) {
+                    tracing::warn!(target: "node", error = %e, "could not gossip the forged block");
+                }
             }
             Err(e) => tracing::warn!(target: "node", error = %e, "our own block was refused"),
         }
@@ -1267,6 +1294,7 @@ fn approx_size(block: &Block, proof: Option<&ProofData>) -> usize {
             .saturating_mul(4)
             .saturating_add(p.batch.len())
             .saturating_add(p.peers.len().saturating_mul(16 * 1024))
+            .saturating_add(p.sample_proofs.len().saturating_mul(32))
     });
     txs.saturating_add(data).saturating_add(16 * 1024)
 }
@@ -1285,4 +1313,3 @@ fn response_name(r: &Response) -> &'static str {
         Response::Error(_) => "Error",
     }
 }
-            .saturating_add(p.sample_proofs.len().saturating_mul(32))

@@ -571,7 +571,9 @@ impl TaskScreen {
             }
         };
         let maps: Vec<&[u32]> = peer_maps.iter().map(Vec::as_slice).collect();
-        let out = match shadow.state.iterate(exec, &batch, &maps) {
+        // With the order seed the message names (the header it mined, or zero): any seed is
+        // honest training; only a block's winning message must name its header's.
+        let out = match shadow.state.iterate_bound(exec, &batch, &maps, &b.order_seed.0) {
             Ok(out) => out,
             Err(e) => {
                 shadow.broken = true;

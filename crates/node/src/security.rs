@@ -240,6 +240,11 @@ pub struct SecurityState {
     pub poisoned_sent: std::sync::atomic::AtomicU64,
     /// Alerts this node raised.
     pub alerts_raised: std::sync::atomic::AtomicU64,
+    /// This node's miner: nonce attempts and the CPU time of its training steps (the measure
+    /// of SPEC section 6, invariant 1; a grinding miner's gain shows here).
+    pub mining: Mutex<pouw_work::MiningStats>,
+    /// Blocks this node sent although its own import refused them (`--attack grind`).
+    pub forged_blocks: Mutex<Vec<pouw_primitives::Hash>>,
 }
 
 impl SecurityState {
@@ -255,13 +260,37 @@ impl SecurityState {
     /// The `pouw_security` report.
     pub fn report(&self) -> serde_json::Value {
         use std::sync::atomic::Ordering;
+        let m = *self.mining.lock().unwrap_or_else(PoisonError::into_inner);
+        let mining = serde_json::json!({
+            "attempts": m.attempts,
+            "cpu_seconds": m.cpu_ns as f64 / 1e9,
+            "attempts_per_cpu_second": m.attempts_per_cpu_second(),
+            "filler_attempts": m.filler_attempts,
+            "filler_cpu_seconds": m.filler_cpu_ns as f64 / 1e9,
+            "filler_attempts_per_cpu_second": m.filler_attempts_per_cpu_second(),
+            "blocks_found": m.blocks_found,
+            "forged_blocks_sent": m.forged_sent,
+            "forge_cpu_seconds": m.forge_cpu_ns as f64 / 1e9,
+        });
         serde_json::json!({
             "handlers": self.handlers.names(),
             "accusations": self.accusations.views(),
             "screening": *self.screening.lock().unwrap_or_else(PoisonError::into_inner),
             "alerts_raised": self.alerts_raised.load(Ordering::Relaxed),
             "poisoned_sent": self.poisoned_sent.load(Ordering::Relaxed),
+            "mining": mining,
+            "forged_blocks": *self.forged_blocks.lock().unwrap_or_else(PoisonError::into_inner),
         })
+    }
+
+    /// Records a block sent although this node refused it (a hostile miner).
+    pub fn note_forged(&self, hash: pouw_primitives::Hash) {
+        self.forged_blocks.lock().unwrap_or_else(PoisonError::into_inner).push(hash);
+    }
+
+    /// Records the miner's counters (after each of its steps).
+    pub fn set_mining(&self, stats: pouw_work::MiningStats) {
+        *self.mining.lock().unwrap_or_else(PoisonError::into_inner) = stats;
     }
 }
 

@@ -35,6 +35,12 @@ pub struct IterationBody {
     pub accuracy: u32,
     /// The zero-nonce header hash this miner commits to now, to be mined k iterations later.
     pub commitment: Hash,
+    /// The order seed the iteration ran with: the zero-nonce hash of the header it mines (the
+    /// one committed k iterations earlier), or zero when it mines nothing. It seeds the order
+    /// of the first layer's reduction (`pouw_ml::InputOrder`), so the iteration's bits, and
+    /// with them its nonces, hold for that header only (design/010). A block's winning message
+    /// must carry its header's zero-nonce hash here.
+    pub order_seed: Hash,
 }
 
 /// A signed iteration message.
@@ -63,6 +69,7 @@ impl IterationBody {
             loss: 0,
             accuracy: 0,
             commitment: Hash::ZERO,
+            order_seed: Hash::ZERO,
         }
     }
 

@@ -285,13 +285,13 @@ pub fn any_iteration_body() -> impl Strategy<Value = IterationBody> {
     (
         (any_hash(), any_public_key(), any::<u32>(), any::<u64>(), any_hash(), any_hash()),
         (any_hash(), vec(any_hash(), 0..3), vec(any::<u32>(), 0..16), any::<u32>(), any::<u32>()),
-        any_hash(),
+        (any_hash(), any_hash()),
     )
         .prop_map(
             |(
                 (task_id, miner, epoch, iteration, batch_hash, start_model_hash),
                 (start_residual_hash, peer_msgs, map, loss, accuracy),
-                commitment,
+                (commitment, order_seed),
             )| IterationBody {
                 task_id,
                 miner,
@@ -305,6 +305,7 @@ pub fn any_iteration_body() -> impl Strategy<Value = IterationBody> {
                 loss,
                 accuracy,
                 commitment,
+                order_seed,
             },
         )
 }

@@ -274,6 +274,7 @@ mod tests {
             loss: 1,
             accuracy: 2,
             commitment: Hash::ZERO,
+            order_seed: Hash::ZERO,
         }
         .sign(&key);
         let data = ProofData {
@@ -282,8 +283,8 @@ mod tests {
             start_velocity: vec![],
             batch: vec![7; 40],
             peers: vec![peer.clone()],
-        };
             sample_proofs: vec![Hash::digest(b"sibling"), Hash::digest(b"uncle")],
+        };
         let winning = IterationBody {
             miner: PublicKey::default(),
             iteration: 9,
@@ -297,8 +298,8 @@ mod tests {
         assert_eq!(bits(&back.start_residual), bits(&data.start_residual));
         assert_eq!(back.batch, data.batch);
         assert_eq!(back.peers, data.peers);
-        let mut other = winning.clone();
         assert_eq!(back.sample_proofs, data.sample_proofs);
+        let mut other = winning.clone();
         other.peer_msgs.push(Hash::digest(b"unknown peer"));
         assert_eq!(store.get_proof(&other).unwrap(), None);
         store.put_many(&[(ProofKind::Model, winning.start_model_hash, b"\x05")]).unwrap();

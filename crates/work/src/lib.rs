@@ -13,9 +13,11 @@
 //! A winning message commits to zero (design/003): the block it makes replaces the tip, which
 //! voids any commitment it could carry.
 
+mod grind;
 mod miner;
 mod verify;
 
+pub use grind::{Grinder, MiningStats};
 pub use miner::{
     initial_state, Assignment, BatchWalk, FinishedModel, MinedBlock, Miner, MinerError, Poison,
     StepMetrics, StepOutput, Template, STALE_LAG,

@@ -1,12 +1,14 @@
 //! The miner: one PoUW training iteration per step, mining with every iteration.
 
+use crate::grind::{forge_unbound, grind_bound, thread_cpu_ns, Grinder, Iteration, MiningStats};
 use pouw_chain::{Ancestors, Chain, PouwValidator};
 use pouw_consensus::{
-    apply_block, payable_attestations,
+    payable_attestations,
     pouw::{
-        iteration_body, mine_iteration, ml_specs, Handover, PouwError, ProofData, TaskSchedule,
+        iteration_body, mine_iteration, ml_specs, nonce_budget, Handover, PouwError, ProofData,
+        TaskSchedule,
     },
-    ConsensusError, StateKey,
+    ConsensusError, StateKey, TemplateRoot,
 };
 use pouw_ml::{Dataset, Exec, Model, Split, TrainState};
 use pouw_primitives::{
@@ -269,7 +271,9 @@ struct Job {
     epoch: u32,
     iteration: u64,
     /// Messages of the last k iterations that committed to a template, oldest first.
-    commitments: VecDeque<(u64, IterationMessage, Template)>,
+    /// The bodies of the recent committing messages, unsigned: a filler task's message is
+    /// signed only when a block needs it (nobody else sees it).
+    commitments: VecDeque<(u64, IterationBody, Template)>,
 }
 
 impl Job {
@@ -309,6 +313,25 @@ pub struct Miner {
     /// Attestations of recent blocks the node received ([`Miner::offer_attestations`]); a
     /// template carries those of its parent that the chain pays (design/011).
     attestations: Vec<Attestation>,
+    /// A grinding miner's settings (`--attack grind`; hostile, design/010).
+    grinder: Option<Grinder>,
+    /// Nonce attempts and CPU time of the training steps.
+    stats: MiningStats,
+    /// Whether the last step trained a client task (else the filler task).
+    last_on_client: bool,
+    /// The last block template, executed once (see [`Miner::template_for`]).
+    template_cache: std::cell::RefCell<Option<TemplateCache>>,
+}
+
+/// A block template and its state root at any iteration, with what it was built from.
+#[derive(Debug)]
+struct TemplateCache {
+    tip: Hash,
+    task_id: TaskId,
+    /// The attestations offered when it was built.
+    offered: Vec<Attestation>,
+    template: Template,
+    root: TemplateRoot,
 }
 
 /// What the last training iteration measured (for progress displays and training curves).
@@ -349,7 +372,21 @@ impl Miner {
             parked: None,
             resume: None,
             attestations: Vec::new(),
+            grinder: None,
+            stats: MiningStats::default(),
+            last_on_client: false,
+            template_cache: std::cell::RefCell::new(None),
         }
+    }
+
+    /// Makes this miner grind headers (`--attack grind`, hostile; design/010).
+    pub fn set_grinder(&mut self, grinder: Option<Grinder>) {
+        self.grinder = grinder;
+    }
+
+    /// Nonce attempts and CPU time of the training steps so far.
+    pub fn stats(&self) -> MiningStats {
+        self.stats
     }
 
     /// The attestations the node received for recent blocks: every later template carries
@@ -452,6 +489,29 @@ impl Miner {
         now: Timestamp,
         peers: &[IterationMessage],
     ) -> Result<StepOutput, MinerError> {
+        let before = self.stats;
+        let t0 = thread_cpu_ns();
+        let out = self.step_inner(chain, transactions, now, peers);
+        let spent = thread_cpu_ns().saturating_sub(t0);
+        let forging = self.stats.forge_cpu_ns.saturating_sub(before.forge_cpu_ns);
+        let cpu = spent.saturating_sub(forging);
+        let s = &mut self.stats;
+        s.cpu_ns = s.cpu_ns.saturating_add(cpu);
+        if !self.last_on_client {
+            s.filler_cpu_ns = s.filler_cpu_ns.saturating_add(cpu);
+            let attempts = s.attempts.saturating_sub(before.attempts);
+            s.filler_attempts = s.filler_attempts.saturating_add(attempts);
+        }
+        out
+    }
+
+    fn step_inner(
+        &mut self,
+        chain: &Chain,
+        transactions: &[Transaction],
+        now: Timestamp,
+        peers: &[IterationMessage],
+    ) -> Result<StepOutput, MinerError> {
         let tip = chain.tip_header().clone();
         let client = self.client_to_train(chain);
         let task_id = match client {
@@ -490,6 +550,7 @@ impl Miner {
             }
         }
         let on_client = client.is_some();
+        self.last_on_client = on_client;
         let peers: &[IterationMessage] = if on_client { peers } else { &[] };
         let k = u64::from(self.spec.commitment_depth);
         let job = self.job.as_mut().expect("set above");
@@ -520,15 +581,21 @@ impl Miner {
             .filter(|(at, _, t)| at.saturating_add(k) == i && t.header.prev_hash == tip.hash())
             .cloned();
         let start = committed.as_ref().map(|_| job.state.clone());
+        // Bound to the header it mines (design/010): its zero-nonce hash seeds the order of the
+        // first layer's reduction; an iteration that mines nothing runs in the natural order.
+        let order_seed = committed
+            .as_ref()
+            .map_or(Hash::ZERO, |(_, _, t)| Hash(pouw_consensus::pouw::order_seed(&t.header)));
         let maps: Vec<&[u32]> = peers.iter().map(|m| m.body.map.as_slice()).collect();
         let out = job
             .state
-            .iterate(self.exec, &batch, &maps)
+            .iterate_bound(self.exec, &batch, &maps, &order_seed.0)
             .map_err(|e| MinerError::Training(e.to_string()))?;
         job.iteration += 1;
         let loss = out.loss();
         let mut body = iteration_body(task_id, self.key.public(), job.epoch, i, &out);
         body.peer_msgs = peers.iter().map(IterationMessage::id).collect();
+        body.order_seed = order_seed;
         if on_client {
             tracing::debug!(target: "miner", task = %task_id.short(), iteration = i, epoch = job.epoch, peers = peers.len(), loss = f32::from_bits(body.loss), accuracy = f32::from_bits(body.accuracy), "client iteration");
         }
@@ -555,6 +622,8 @@ impl Miner {
             let target = template.header.target.to_target().unwrap_or_default();
             let params = start.model().param_count() as u64;
             let winning_id = body.id();
+            let a = nonce_budget(&self.spec, batch.byte_len() as u64, params);
+            self.stats.attempts = self.stats.attempts.saturating_add(a);
             let found = mine_iteration(
                 &self.spec,
                 &template.header,
@@ -563,6 +632,7 @@ impl Miner {
                 // The engine's map hash: `pouw_primitives::map_hash` bit for bit (tested in
                 // pouw-consensus), already computed by the iteration.
                 Hash(out.map_hash.0),
+                Hash(out.end_residual_hash.0),
                 batch.byte_len() as u64,
                 params,
                 target,
@@ -577,7 +647,80 @@ impl Miner {
                 }
                 finite
             });
+            // A grinding miner (`--attack grind`, design/010) tries more headers on a filler
+            // iteration, each with its own iteration, and once forges an unbound block.
+            let grind = match (&found, &mut self.grinder) {
+                (None, Some(g)) if !on_client && all_finite(&start) => {
+                    let it = Iteration {
+                        spec: &self.spec,
+                        exec: self.exec,
+                        start: &start,
+                        batch: &batch,
+                        peer_maps: &maps,
+                        body: &body,
+                        target,
+                    };
+                    let max_future = self.spec.max_future_ms;
+                    let ground = grind_bound(
+                        &it,
+                        &template.header,
+                        g.variants,
+                        now,
+                        max_future,
+                        &mut self.stats.attempts,
+                    );
+                    let forge_due = g.forge_after.is_some_and(|n| self.stats.blocks_found >= n);
+                    match ground {
+                        Some(gb) => Some((gb.header, gb.body, Some(gb.end))),
+                        None if forge_due && !g.forged => {
+                            g.forged = true;
+                            let t0 = thread_cpu_ns();
+                            let forged = forge_unbound(
+                                &self.spec,
+                                &template.header,
+                                &body,
+                                &out,
+                                (batch.byte_len() as u64, params),
+                                target,
+                                (now, max_future),
+                                g.forge_budget,
+                            );
+                            self.stats.forge_cpu_ns = self
+                                .stats
+                                .forge_cpu_ns
+                                .saturating_add(thread_cpu_ns().saturating_sub(t0));
+                            if forged.is_some() {
+                                self.stats.forged_sent = self.stats.forged_sent.saturating_add(1);
+                                tracing::warn!(target: "miner", "attack: sending a block forged by unbound grinding (one iteration, header re-rolled)");
+                            }
+                            forged.map(|(h, b)| (h, b, None))
+                        }
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            let forged = matches!(grind, Some((_, _, None)));
+            let (found, ground) = match grind {
+                Some((header, ground, end)) => {
+                    // The commitment is signed after the fact, for the variant that won.
+                    let mut c = committing.clone();
+                    c.commitment = header.zero_nonce_hash();
+                    if let Some(end) = end {
+                        job.state = end;
+                        self.stats.variant_blocks = self.stats.variant_blocks.saturating_add(1);
+                    }
+                    let id = ground.id();
+                    (Some(header), Some((ground, id, c)))
+                }
+                None => (found, None),
+            };
             if let Some(header) = found {
+                let (body, winning_id, committing) =
+                    ground.unwrap_or((body, winning_id, committing));
+                if !forged {
+                    self.stats.blocks_found = self.stats.blocks_found.saturating_add(1);
+                }
                 // `body.sign` would hash the body again: its id is `winning_id`.
                 let signature = self.key.sign(winning_id.as_bytes());
                 let winning = IterationMessage { body, signature };
@@ -585,7 +728,7 @@ impl Miner {
                 let mut block = Block {
                     header,
                     signature: Signature::default(),
-                    proof: Some(PouwProof { winning, committing }),
+                    proof: Some(PouwProof { winning, committing: committing.sign(&self.key) }),
                     transactions: template.transactions,
                     attestations: template.attestations,
                 };
@@ -596,6 +739,15 @@ impl Miner {
                     start_velocity: start.velocity().to_vec(),
                     batch: batch.canonical_bytes(),
                     peers: peers.to_vec(),
+                    // A client task's batch is proven sample by sample against the task's
+                    // segment hashes (design/010); the dataset holds exactly its 10 segments.
+                    sample_proofs: if on_client {
+                        let len = job.dataset.len() / pouw_primitives::DATASET_SEGMENTS;
+                        let proofs = job.dataset.sample_proofs(len, &indices).unwrap_or_default();
+                        proofs.into_iter().map(|d| Hash(d.0)).collect()
+                    } else {
+                        Vec::new()
+                    },
                 };
                 job.commitments.clear();
                 return Ok(StepOutput {
@@ -627,10 +779,12 @@ impl Miner {
             Err(e) => return Err(e),
         };
         body.commitment = template.header.zero_nonce_hash();
-        let msg = body.sign(&self.key);
+        // A client task's message is gossiped, so signed now; a filler task's is signed only if
+        // a block is found with it.
+        let msg = on_client.then(|| body.clone().sign(&self.key));
         let job = self.job.as_mut().expect("set above");
-        job.commitments.push_back((i, msg.clone(), template));
-        Ok(StepOutput { block: None, message: Some(msg), loss, finished: None })
+        job.commitments.push_back((i, body, template));
+        Ok(StepOutput { block: None, message: msg, loss, finished: None })
     }
 
     /// The client task to train this step: the assigned one, unless its walk is over while the
@@ -724,6 +878,27 @@ impl Miner {
     ) -> Result<Template, MinerError> {
         let tip_hash = tip.hash();
         let timestamp = Timestamp(now.0.max(chain.min_child_timestamp(tip).0));
+        let marker = StateKey::UsedIteration { task: task_id, miner: self.key.public(), iteration };
+        // The same tip, task, transactions and attestations as the last template: only the
+        // iteration's marker and the timestamp differ (the state root does not cover the
+        // timestamp), so the block is not executed again (`TemplateRoot`).
+        if let Some(cached) = self.template_cache.borrow().as_ref() {
+            if cached.tip == tip_hash
+                && cached.task_id == task_id
+                && cached.template.transactions == transactions
+                && cached.offered == self.attestations
+            {
+                let root = cached.root.root_with(chain.state(), &marker).ok_or_else(|| {
+                    let miner = self.key.public();
+                    let reused = PouwError::IterationReused { task: task_id, miner, iteration };
+                    MinerError::Template(ConsensusError::Pouw(reused))
+                })?;
+                let mut template = cached.template.clone();
+                template.header.timestamp = timestamp;
+                template.header.state_root = root;
+                return Ok(template);
+            }
+        }
         let attestations = payable_attestations(chain.state(), &self.spec, tip, &self.attestations);
         let mut header = Header {
             version: HEADER_VERSION,
@@ -739,15 +914,6 @@ impl Miner {
             msg_hash: Hash::ZERO,
             msg_history_root: Hash::ZERO,
             nonce: Hash::ZERO,
-                    // A client task's batch is proven sample by sample against the task's
-                    // segment hashes (design/010); the dataset holds exactly its 10 segments.
-                    sample_proofs: if on_client {
-                        let len = job.dataset.len() / pouw_primitives::DATASET_SEGMENTS;
-                        let proofs = job.dataset.sample_proofs(len, &indices).unwrap_or_default();
-                        proofs.into_iter().map(|d| Hash(d.0)).collect()
-                    } else {
-                        Vec::new()
-                    },
         };
         // The state root covers the (task, miner, iteration) marker of the block, so execute it
         // with a proof carrying that identity (the only proof fields the transition reads).
@@ -760,8 +926,18 @@ impl Miner {
             transactions: transactions.to_vec(),
             attestations,
         };
-        header.state_root = apply_block(chain.state(), &block, &self.spec)?.state_root;
-        Ok(Template { header, transactions: block.transactions, attestations: block.attestations })
+        let root = TemplateRoot::new(chain.state(), &block, &self.spec)?;
+        header.state_root = root.root_with(chain.state(), &marker).unwrap_or_default();
+        let template =
+            Template { header, transactions: block.transactions, attestations: block.attestations };
+        *self.template_cache.borrow_mut() = Some(TemplateCache {
+            tip: tip_hash,
+            task_id,
+            offered: self.attestations.clone(),
+            template: template.clone(),
+            root,
+        });
+        Ok(template)
     }
 }
 

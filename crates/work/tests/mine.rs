@@ -154,9 +154,11 @@ fn a_block_that_trains_an_unscheduled_batch_is_refused_even_though_it_replays() 
         m.data.start_velocity.clone(),
     )
     .unwrap();
-    let out = state.iterate(Exec::SINGLE, &batch, &[]).unwrap();
+    let seed = m.block.header.zero_nonce_hash();
+    let out = state.iterate_bound(Exec::SINGLE, &batch, &[], &seed.0).unwrap();
     let key = ChainSpec::devnet_key(3);
-    let body = iteration_body(task_id, key.public(), w.epoch, w.iteration, &out);
+    let mut body = iteration_body(task_id, key.public(), w.epoch, w.iteration, &out);
+    body.order_seed = seed;
     assert_ne!(body.batch_hash, w.batch_hash);
     let target = m.block.header.target.to_target().unwrap();
     let header = mine_iteration(
@@ -165,6 +167,7 @@ fn a_block_that_trains_an_unscheduled_batch_is_refused_even_though_it_replays() 
         body.id(),
         pouw_primitives::Hash(out.end_model_hash.0),
         map_hash(&out.map),
+        pouw_primitives::Hash(out.end_residual_hash.0),
         batch.byte_len() as u64,
         state.model().param_count() as u64,
         target,
@@ -207,4 +210,47 @@ fn a_block_that_trains_an_unscheduled_batch_is_refused_even_though_it_replays() 
         chain2.import_block(m.block.clone(), Timestamp::now()).unwrap(),
         ImportOutcome::Extended
     );
+}
+
+/// The grinding miner of design/010: its bound variants (one iteration each) make valid blocks
+/// that a verifying chain imports; its one unbound forgery (the old rules' strategy: one
+/// iteration, header re-rolled) is refused by the replay.
+#[test]
+fn a_grinders_variants_are_valid_blocks_and_its_forgery_is_refused() {
+    let mut spec = easy_spec();
+    // About one attempt in 16 wins: the honest attempt often fails and the variants get tried.
+    spec.initial_target = CompactTarget(0x2010_0000);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut chain, proofs) = open(dir.path(), &spec);
+    let mut miner = Miner::new(spec, ChainSpec::devnet_key(3), Exec::SINGLE);
+    miner.set_grinder(Some(pouw_work::Grinder::new(3, Some(3))));
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for _ in 0..3_000 {
+        let (found, _) = miner.step(&chain, &[], Timestamp::now()).unwrap();
+        let Some(m) = found else { continue };
+        let winning = &m.block.proof.as_ref().unwrap().winning.body;
+        proofs.put_proof(winning, &m.data).unwrap();
+        match chain.import_block(m.block.clone(), Timestamp::now()) {
+            Ok(outcome) => {
+                assert_eq!(outcome, ImportOutcome::Extended);
+                accepted += 1;
+            }
+            Err(e) => {
+                assert!(matches!(e.block_error(), Some(BlockError::Proof(_))), "{e}");
+                assert!(e.is_peer_fault(), "a forged block is the sender's fault: {e}");
+                refused += 1;
+            }
+        }
+        let stats = miner.stats();
+        if refused == 1 && stats.variant_blocks >= 1 && accepted >= 4 {
+            break;
+        }
+    }
+    let stats = miner.stats();
+    assert_eq!(refused, 1, "exactly the one forgery is refused");
+    assert_eq!(stats.forged_sent, 1);
+    assert!(stats.variant_blocks >= 1, "some block was found by a header variant: {stats:?}");
+    assert_eq!(accepted, stats.blocks_found, "every valid block found was imported");
+    assert!(stats.attempts > 0 && stats.cpu_ns > 0 && stats.attempts_per_cpu_second() > 0.0);
+    assert_eq!(stats.filler_attempts, stats.attempts);
 }

@@ -77,6 +77,7 @@ fn iteration(spec: &ChainSpec, task: Hash, iteration: u64, peers: Vec<Hash>) -> 
         loss: 2.302_585_f32.to_bits(),
         accuracy: 0.125_f32.to_bits(),
         commitment: Hash::tagged("seed/commitment", &spec.chain_id.to_le_bytes()),
+        order_seed: Hash::ZERO,
     }
     .sign(&key)
 }
@@ -165,9 +166,9 @@ fn main() {
         start_velocity: vec![],
         batch: vec![1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 128, 63, 7, 0, 0, 0],
         peers: vec![peer.clone()],
+        sample_proofs: vec![Hash::digest(b"sibling")],
     };
     write("proof_data", "small.bin", proof.encode());
-        sample_proofs: vec![Hash::digest(b"sibling")],
     write(
         "proof_data",
         "empty.bin",
@@ -177,9 +178,9 @@ fn main() {
             start_velocity: vec![],
             batch: vec![],
             peers: vec![],
+            sample_proofs: vec![],
         }
         .encode(),
-            sample_proofs: vec![],
     );
 
     // Gossip: one message of every kind.

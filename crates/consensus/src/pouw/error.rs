@@ -49,6 +49,15 @@ pub enum PouwError {
     /// limit. Ban.
     #[error("the winning message commits to {0}; a winning message must commit to zero")]
     WinningCommitment(Hash),
+    /// The winning message ran with another order seed than its header's zero-nonce hash: the
+    /// iteration is not bound to this header (design/010). Ban.
+    #[error("the winning message ran with order seed {claimed}, the header's zero-nonce hash is {header}")]
+    OrderSeed {
+        /// The seed the message names.
+        claimed: Hash,
+        /// The header's zero-nonce hash.
+        header: Hash,
+    },
     /// The epoch is not below the task's epoch count. Ban.
     #[error("epoch {epoch} is not below the task's {epochs} epochs")]
     EpochOutOfRange {
@@ -275,15 +284,6 @@ pub enum PouwError {
         /// `winning.batch_hash`.
         actual: Hash,
     },
-    /// The schedule cannot give the miner a batch at the winning iteration (no batch for that
-    /// miner, or an epoch beyond any schedule). Ban.
-    #[error("no scheduled batch: {0}")]
-    Schedule(String),
-    /// Peer message `index` is signed by the block's own miner (its own updates are already
-    /// in its model). Ban.
-    #[error("peer message {index} is the block miner's own message")]
-    PeerFromBlockMiner {
-        /// Position.
     /// A client-task batch sample is not the scheduled one: its Merkle proof does not lead
     /// from the sample (features, label and its scheduled index in its segment) to the task's
     /// hash of the scheduled segment (design/010). Ban.
@@ -311,6 +311,15 @@ pub enum PouwError {
         /// What is wrong.
         reason: String,
     },
+    /// The schedule cannot give the miner a batch at the winning iteration (no batch for that
+    /// miner, or an epoch beyond any schedule). Ban.
+    #[error("no scheduled batch: {0}")]
+    Schedule(String),
+    /// Peer message `index` is signed by the block's own miner (its own updates are already
+    /// in its model). Ban.
+    #[error("peer message {index} is the block miner's own message")]
+    PeerFromBlockMiner {
+        /// Position.
         index: usize,
     },
     /// Peer message `index` is signed by a key that is not a selected miner of the task. Ban.

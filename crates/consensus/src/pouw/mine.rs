@@ -11,6 +11,10 @@ const HEADER_TAG: &str = "pouw/header";
 /// `committed_header` (the zero-nonce header committed `k` iterations earlier) with
 /// `msg_hash = winning_id`; returns the first header whose hash meets `target`.
 ///
+/// The iteration must have been run bound to that header: `TrainState::iterate_bound` with
+/// `committed_header.zero_nonce_hash()` as its order seed (see [`super::order_seed`]); the
+/// replay runs it so, and an iteration run in another order fails it.
+///
 /// The header is encoded once and the nonce overwritten in place (it is the last field of the
 /// encoding), so the loop allocates nothing. The winning message must commit to zero (see
 /// `PouwError::WinningCommitment`): build its body with `commitment = Hash::ZERO` to get
@@ -22,12 +26,13 @@ pub fn mine_iteration(
     winning_id: Hash,
     end_model_hash: Hash,
     map_hash: Hash,
+    end_residual_hash: Hash,
     batch_bytes: u64,
     params: u64,
     target: Uint256,
 ) -> Option<Header> {
     let a = nonce_budget(spec, batch_bytes, params);
-    let precursor = nonce_precursor(&end_model_hash, &map_hash);
+    let precursor = nonce_precursor(&end_model_hash, &map_hash, &end_residual_hash);
     let mut header = committed_header.clone();
     header.msg_hash = winning_id;
     header.nonce = Hash::ZERO;
@@ -66,5 +71,6 @@ pub fn iteration_body(
         loss: out.loss_bits,
         accuracy: out.accuracy_bits,
         commitment: Hash::ZERO,
+        order_seed: Hash::ZERO,
     }
 }

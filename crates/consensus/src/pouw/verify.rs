@@ -59,7 +59,8 @@ fn check_winning_binding(header: &Header, proof: &PouwProof) -> Result<(), PouwE
 /// The checks that need no proof data, in order: `winning` is by `header.miner`, is validly
 /// signed, is the message `header.msg_hash` names, is for `header.task_id`, commits to zero;
 /// `committing` is by the same miner for the same task exactly `k` iterations earlier, committed
-/// to `header.zero_nonce_hash()` and is validly signed; the epochs are in range and ordered; the
+/// to `header.zero_nonce_hash()` and is validly signed; `winning` ran with that hash as its
+/// order seed; the epochs are in range and ordered; the
 /// winning map is strictly ascending and in range; `peer_msgs` has no duplicate.
 ///
 /// `task` is the definition of `header.task_id`, resolved by the caller (a live task the miner
@@ -83,6 +84,10 @@ pub fn check_proof_cheap(
         return Err(PouwError::CommitmentDepth { committed_at: c.iteration, expected: None });
     }
     super::check_commitment(spec, header, &proof.winning, &proof.committing)?;
+    let seed = Hash(super::order_seed(header));
+    if w.order_seed != seed {
+        return Err(PouwError::OrderSeed { claimed: w.order_seed, header: seed });
+    }
     proof.committing.verify_signature().map_err(PouwError::CommittingSignature)?;
     // Epoch sanity.
     let epochs = task.optimizer.epochs;
@@ -118,8 +123,9 @@ pub fn check_proof_cheap(
     Ok(())
 }
 
-/// Replays the winning iteration from the proof data and checks every output against the
-/// winning message, bit for bit, then the nonce. Run it after [`check_proof_cheap`]; it checks
+/// Replays the winning iteration from the proof data, bound to `header` (its zero-nonce hash
+/// seeds the order of the first layer's reduction, [`super::order_seed`]), and checks every
+/// output against the winning message, bit for bit, then the nonce. Run it after [`check_proof_cheap`]; it checks
 /// the data against the signed hashes before spending the iteration, in order: start-state
 /// lengths, start state finite (no NaN or infinity), start model hash, start residual hash, batch hash, batch decoding and size, peer
 /// count, each peer's id, signature and task; then the iteration; then loss, end model, end
@@ -197,7 +203,10 @@ pub fn replay(
     }
 
     let peer_maps: Vec<&[u32]> = data.peers.iter().map(|p| p.body.map.as_slice()).collect();
-    let out = state.iterate(exec, &batch, &peer_maps).map_err(|e| match e {
+    // Bound to this header: the order seed is its zero-nonce hash (what the committing message
+    // committed to, checked by `check_proof_cheap`).
+    let seed = super::order_seed(header);
+    let out = state.iterate_bound(exec, &batch, &peer_maps, &seed).map_err(|e| match e {
         IterationError::PeerIndex { map, entry, .. } => {
             PouwError::PeerMapIndex { index: map, entry }
         }
@@ -232,7 +241,11 @@ pub fn replay(
         u64::try_from(batch.byte_len()).unwrap_or(u64::MAX),
         u64::try_from(params).unwrap_or(u64::MAX),
     );
-    let precursor = nonce_precursor(&Hash(out.end_model_hash.0), &map_hash(&out.map));
+    let precursor = nonce_precursor(
+        &Hash(out.end_model_hash.0),
+        &map_hash(&out.map),
+        &Hash(out.end_residual_hash.0),
+    );
     if nonce_index(&precursor, budget, &header.nonce).is_none() {
         return Err(PouwError::Nonce { budget });
     }

@@ -38,6 +38,7 @@ fn child(spec: &ChainSpec, txs: Vec<Transaction>) -> (Header, Block) {
         loss: 0,
         accuracy: 0,
         commitment: Hash::ZERO,
+        order_seed: Hash::ZERO,
     }
     .sign(&k);
     let mut header = Header {
@@ -136,10 +137,13 @@ fn each_header_rule() {
     // 1-in-256 target, so try a few).
     let broken = (0u8..16).filter(|i| {
         let mut h = block.header.clone();
-        h.msg_history_root = Hash::digest(&[*i]);
+        h.nonce = Hash::digest(&[*i]);
         matches!(check_header(&h, &parent, &c), Err(E::InsufficientWork { .. }))
     });
     assert!(broken.count() >= 8);
+    // `msg_history_root` is reserved: any other value than zero is refused, before the PoW.
+    let err = check(&|h| h.msg_history_root = Hash::digest(b"free"));
+    assert!(matches!(err, E::NonZeroHistoryRoot(_)) && !err.may_become_valid(), "{err:?}");
 }
 
 #[test]
