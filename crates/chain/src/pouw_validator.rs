@@ -546,9 +546,9 @@ mod peer_tests {
             start_velocity: vec![],
             batch: vec![],
             peers,
+            sample_proofs: vec![],
         };
         let check = |peers| v.check_client_iteration(&header, &proof, &definition, &data(peers));
-            sample_proofs: vec![],
         // The peers pass; the batch rule comes next (this placeholder has no batch).
         let e = check(vec![message(&peer, task, 1), message(&peer, task, 2)]).unwrap_err();
         assert!(matches!(e, ProofCheckError::Invalid(PouwError::BatchProof { .. })), "{e}");
