@@ -305,3 +305,40 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pouw_primitives::Keypair;
+
+    fn att(key: &Keypair, block: Hash, valid: bool) -> Attestation {
+        AttestationBody { chain_id: 1, block, height: 7, verifier: key.public(), valid }.sign(key)
+    }
+
+    #[test]
+    fn only_a_members_valid_attestation_is_relayed_and_kept_for_the_miner() {
+        let (member, outsider) = (Keypair::from_label("member"), Keypair::from_label("outsider"));
+        let (block, unknown) = (Hash::digest(b"block"), Hash::digest(b"unknown"));
+        let mut v = Verification::default();
+        v.track(block);
+        v.committees.insert(block, vec![member.public()]);
+        // Relayed (on_attestation's answer) only from a member of a block whose committee is
+        // known.
+        assert!(v.by_member(&att(&member, block, true)));
+        assert!(!v.by_member(&att(&outsider, block, true)));
+        assert!(!v.by_member(&att(&member, unknown, true)));
+        // Kept for the template: a member's `valid: true` only, once per verifier.
+        for a in [att(&outsider, block, true), att(&member, block, false)] {
+            v.keep(&a);
+        }
+        assert!(v.attestations_of(&block).is_empty());
+        v.keep(&att(&member, block, true));
+        v.keep(&att(&member, block, true));
+        assert_eq!(v.attestations_of(&block), vec![att(&member, block, true)]);
+        // Forgotten with the block.
+        for i in 0..TRACKED_BLOCKS {
+            v.track(Hash::digest(&i.to_le_bytes()));
+        }
+        assert!(v.attestations_of(&block).is_empty() && !v.committees.contains_key(&block));
+    }
+}
