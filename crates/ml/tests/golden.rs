@@ -27,22 +27,25 @@ fn random_map(rng: &mut Rng, params: usize, len: usize) -> Vec<u32> {
     (0..len).map(|_| pack_entry(rng.below(params as u64) as u32, rng.below(2) == 1)).collect()
 }
 
-/// Three chained iterations with peer updates between them.
+/// Three chained iterations with peer updates between them; `bound`: iteration `i` runs with
+/// the order seed `[i + 1; 32]` (the binding to a mined header, `TrainState::iterate_bound`).
 fn run_case(
     exec: Exec,
     spec: &ModelSpec,
     opt: OptimizerSpec,
     batches: &[Batch],
+    bound: bool,
 ) -> (Vec<IterationOutput>, String) {
     let model = Model::new(spec.clone()).unwrap();
     let params = model.param_count();
     let mut state = TrainState::new(model, opt).unwrap();
     let mut rng = Rng::from_u64(0xBEEF);
     let mut outs = Vec::new();
-    for batch in batches {
+    for (i, batch) in batches.iter().enumerate() {
         let p1 = random_map(&mut rng, params, 40);
         let p2 = random_map(&mut rng, params, 7);
-        let out = state.iterate(exec, batch, &[&p1, &p2]).unwrap();
+        let seed = if bound { [i as u8 + 1; 32] } else { [0; 32] };
+        let out = state.iterate_bound(exec, batch, &[&p1, &p2], &seed).unwrap();
         assert_eq!(
             out.start_residual_hash,
             outs.last().map_or(out.start_residual_hash, |o: &IterationOutput| o.end_residual_hash)
@@ -59,8 +62,19 @@ fn check(
     batches: Vec<Batch>,
     expected: &Expected,
 ) {
+    check_bound(name, spec, opt, batches, expected, false);
+}
+
+fn check_bound(
+    name: &str,
+    spec: ModelSpec,
+    opt: OptimizerSpec,
+    batches: Vec<Batch>,
+    expected: &Expected,
+    bound: bool,
+) {
     for threads in [1, 2, 4] {
-        let (outs, residual) = run_case(Exec::new(threads), &spec, opt, &batches);
+        let (outs, residual) = run_case(Exec::new(threads), &spec, opt, &batches, bound);
         let got: Vec<(String, String, u32, u32)> = outs
             .iter()
             .map(|o| (o.map_hash.to_hex(), o.end_model_hash.to_hex(), o.loss_bits, o.accuracy_bits))
@@ -118,6 +132,52 @@ fn golden_mnist_mlp() {
         (0..3u32).map(|b| data.gather(&(b * 32..(b + 1) * 32).collect::<Vec<_>>())).collect();
     check("mnist", spec, opt, batches, &MNIST);
 }
+
+/// The MNIST case bound to headers (order seeds `[1; 32]`, `[2; 32]`, `[3; 32]`): the seeded
+/// order of the first layer's reduction is part of the consensus contract too.
+#[test]
+fn golden_mnist_mlp_bound() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist");
+    let data = Dataset::load_idx(
+        &root.join("mnist-10k-images-idx3-ubyte.gz"),
+        &root.join("mnist-10k-labels-idx1-ubyte.gz"),
+        10,
+    )
+    .unwrap();
+    let spec = ModelSpec::mlp(784, &[128], 10, Activation::Relu, 1);
+    let opt =
+        OptimizerSpec { learning_rate: 0.3, momentum: 0.0, tau: 0.01, batch_size: 32, epochs: 1 };
+    let batches: Vec<Batch> =
+        (0..3u32).map(|b| data.gather(&(b * 32..(b + 1) * 32).collect::<Vec<_>>())).collect();
+    let (natural, _) = run_case(Exec::SINGLE, &spec, opt, &batches, false);
+    let (bound, _) = run_case(Exec::SINGLE, &spec, opt, &batches, true);
+    assert_ne!(natural[0].end_residual_hash, bound[0].end_residual_hash, "the seed changes bits");
+    check_bound("mnist-bound", spec, opt, batches, &MNIST_BOUND, true);
+}
+
+const MNIST_BOUND: Expected = Expected {
+    iterations: &[
+        (
+            "4667207fb71facc4294b6d83a4b911e758a6571e8569e850422eae559addb6af",
+            "405c9a7ce318283d813b84042229759918f5ea668f34cef4b1d5caf63e1b2f40",
+            1075155704,
+            1040187392,
+        ),
+        (
+            "85c8986a5effab24648683085ac9cdf65aa02383d57ec18449b4cb04f24e3c07",
+            "1947c3598383d84982ed5c91024df3b9ee885a161e0423c46f5cbc9663507a31",
+            1075034457,
+            1046478848,
+        ),
+        (
+            "5c71f20f1f545c361476109b728c0e6363b1452fc8ff54b154aa511d644cb01f",
+            "1e77aea67aef0ffa2e5de881ec93f42158589206f9e7a8b68cdda0d0a45a07a1",
+            1074997502,
+            1040187392,
+        ),
+    ],
+    final_residual: "a4a927849aacd1eedddda9264ac695a3e297fb80c0405a7870a0823b7b5d5812",
+};
 
 const SEGMENT0: &str = "18ff66c84fe97d6120c73f39baec48ea6e03784766b390cdfcdac7e6c6de27d6";
 
