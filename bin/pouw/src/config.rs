@@ -110,6 +110,20 @@ struct FileConfig {
     staking: StakingFile,
     #[serde(default)]
     security: SecurityFile,
+    #[serde(default)]
+    peers: PeersFile,
+}
+
+/// `[peers]`: connection limits and discovery (design/015).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeersFile {
+    max_peers: Option<u32>,
+    max_inbound: Option<u32>,
+    max_outbound: Option<u32>,
+    target_peers: Option<u32>,
+    external_addrs: Option<Vec<String>>,
+    discovery: Option<bool>,
 }
 
 /// `[security]`: alert handlers beside the built-in one.
@@ -287,6 +301,12 @@ pub(crate) struct Layer {
     pub(crate) renew_blocks: Option<u64>,
     /// Alert handlers (a later layer's list replaces an earlier one).
     pub(crate) security_handlers: Option<Vec<HandlerSpec>>,
+    pub(crate) max_peers: Option<u32>,
+    pub(crate) max_inbound: Option<u32>,
+    pub(crate) max_outbound: Option<u32>,
+    pub(crate) target_peers: Option<u32>,
+    pub(crate) external_addrs: Option<Vec<Multiaddr>>,
+    pub(crate) discovery: Option<bool>,
 }
 
 impl Layer {
@@ -326,6 +346,12 @@ impl Layer {
             ticket_blocks: later.ticket_blocks.or(self.ticket_blocks),
             renew_blocks: later.renew_blocks.or(self.renew_blocks),
             security_handlers: later.security_handlers.or(self.security_handlers),
+            max_peers: later.max_peers.or(self.max_peers),
+            max_inbound: later.max_inbound.or(self.max_inbound),
+            max_outbound: later.max_outbound.or(self.max_outbound),
+            target_peers: later.target_peers.or(self.target_peers),
+            external_addrs: later.external_addrs.or(self.external_addrs),
+            discovery: later.discovery.or(self.discovery),
         }
     }
 }
@@ -419,6 +445,12 @@ fn parse_file(file: &str, base: &Path, text: &str) -> Result<Layer> {
         .as_deref()
         .map(|l| parse_list(l, parse_multiaddr, key("bootstrap")))
         .transpose()?;
+    let external_addrs = f
+        .peers
+        .external_addrs
+        .as_deref()
+        .map(|l| parse_list(l, parse_multiaddr, key("peers.external_addrs")))
+        .transpose()?;
     if f.threads == Some(0) {
         bail!("{file}: `threads`: `0` threads: at least 1 is needed");
     }
@@ -499,6 +531,12 @@ fn parse_file(file: &str, base: &Path, text: &str) -> Result<Layer> {
         rpc_max_recent_blocks: f.rpc.max_recent_blocks,
         rpc_max_training_points: f.rpc.max_training_points,
         mining_pause_ms: f.mining.pause_ms,
+        max_peers: f.peers.max_peers,
+        max_inbound: f.peers.max_inbound,
+        max_outbound: f.peers.max_outbound,
+        target_peers: f.peers.target_peers,
+        external_addrs,
+        discovery: f.peers.discovery,
     })
 }
 
@@ -547,8 +585,19 @@ pub(crate) fn env_layer(get: impl Fn(&str) -> Option<String>) -> Result<Layer> {
         max_params: scalar(var("POUW_MAX_PARAMS"), "POUW_MAX_PARAMS", |s| {
             parse_number(s, "a parameter count (a whole number)")
         })?,
+        max_peers: scalar(var("POUW_MAX_PEERS"), "POUW_MAX_PEERS", parse_peer_count)?,
+        max_inbound: scalar(var("POUW_MAX_INBOUND"), "POUW_MAX_INBOUND", parse_peer_count)?,
+        max_outbound: scalar(var("POUW_MAX_OUTBOUND"), "POUW_MAX_OUTBOUND", parse_peer_count)?,
+        target_peers: scalar(var("POUW_TARGET_PEERS"), "POUW_TARGET_PEERS", parse_peer_count)?,
+        external_addrs: list("POUW_EXTERNAL_ADDR")?,
+        discovery: scalar(var("POUW_DISCOVERY"), "POUW_DISCOVERY", parse_bool)?,
         ..Layer::default()
     })
+}
+
+/// A peer count (a whole number).
+pub(crate) fn parse_peer_count(s: &str) -> Result<u32, String> {
+    parse_number(s, "a peer count (a whole number)")
 }
 
 /// An amount of coins (a decimal string, as in `[staking]`).
@@ -590,6 +639,12 @@ pub(crate) struct Settings {
     pub(crate) mining_pause: Duration,
     pub(crate) staking: pouw_node::Staking,
     pub(crate) security_handlers: Vec<HandlerSpec>,
+    /// Connection limits and discovery target (`NodeConfig::peers`).
+    pub(crate) peers: pouw_node::PeerLimits,
+    /// Addresses advertised to peers instead of the listen addresses.
+    pub(crate) external_addrs: Vec<Multiaddr>,
+    /// Kademlia discovery on (default) or off.
+    pub(crate) discovery: bool,
 }
 
 /// Defaults when no layer sets a key.
@@ -618,6 +673,22 @@ pub(crate) fn resolve(layers: Vec<Layer>, no_mine: bool) -> Result<Settings> {
     }
     let default_listen = if dev { DEFAULT_DEV_LISTEN } else { DEFAULT_LISTEN };
     let listen = l.listen.unwrap_or_else(|| vec![default_listen.parse().expect("a multiaddr")]);
+    let d = pouw_node::PeerLimits::default();
+    let peers = pouw_node::PeerLimits {
+        max_peers: l.max_peers.unwrap_or(d.max_peers),
+        max_inbound: l.max_inbound.unwrap_or(d.max_inbound),
+        max_outbound: l.max_outbound.unwrap_or(d.max_outbound),
+        target_peers: l.target_peers.unwrap_or(d.target_peers),
+    };
+    if peers.max_peers == 0 {
+        bail!("`peers.max_peers` (--max-peers, POUW_MAX_PEERS): 0, at least 1 is needed");
+    }
+    // A limit above the total would never bind: clamp it, so `--max-peers 8` alone works.
+    let peers = pouw_node::PeerLimits {
+        max_inbound: peers.max_inbound.min(peers.max_peers),
+        max_outbound: peers.max_outbound.min(peers.max_peers),
+        ..peers
+    };
     let defaults = pouw_rpc::RpcConfig::default();
     let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
     let rpc = pouw_rpc::RpcConfig {
@@ -647,6 +718,9 @@ pub(crate) fn resolve(layers: Vec<Layer>, no_mine: bool) -> Result<Settings> {
         rpc,
         mining_pause: Duration::from_millis(l.mining_pause_ms.unwrap_or(0)),
         security_handlers: l.security_handlers.unwrap_or_default(),
+        peers,
+        external_addrs: l.external_addrs.unwrap_or_default(),
+        discovery: l.discovery.unwrap_or(true),
         staking: {
             let d = pouw_node::Staking::default();
             let mut stake = BTreeMap::new();
@@ -687,6 +761,17 @@ struct Printed {
     staking: PrintedStaking,
     #[serde(skip_serializing_if = "PrintedSecurity::is_empty")]
     security: PrintedSecurity,
+    peers: PrintedPeers,
+}
+
+#[derive(Serialize)]
+struct PrintedPeers {
+    max_peers: u32,
+    max_inbound: u32,
+    max_outbound: u32,
+    target_peers: u32,
+    external_addrs: Vec<String>,
+    discovery: bool,
 }
 
 #[derive(Serialize)]
@@ -787,6 +872,14 @@ impl Settings {
                 max_training_points: r.max_training_points,
             },
             mining: PrintedMining { pause_ms: ms(self.mining_pause) },
+            peers: PrintedPeers {
+                max_peers: self.peers.max_peers,
+                max_inbound: self.peers.max_inbound,
+                max_outbound: self.peers.max_outbound,
+                target_peers: self.peers.target_peers,
+                external_addrs: self.external_addrs.iter().map(ToString::to_string).collect(),
+                discovery: self.discovery,
+            },
             security: PrintedSecurity {
                 handlers: self
                     .security_handlers
@@ -868,6 +961,12 @@ mod tests {
         ("POUW_GPU", "staking.gpu (true/false)"),
         ("POUW_MIN_FEE", "staking.min_fee"),
         ("POUW_MAX_PARAMS", "staking.max_params"),
+        ("POUW_MAX_PEERS", "peers.max_peers"),
+        ("POUW_MAX_INBOUND", "peers.max_inbound"),
+        ("POUW_MAX_OUTBOUND", "peers.max_outbound"),
+        ("POUW_TARGET_PEERS", "peers.target_peers"),
+        ("POUW_EXTERNAL_ADDR", "peers.external_addrs, comma-separated multiaddrs"),
+        ("POUW_DISCOVERY", "peers.discovery (true/false)"),
     ];
 
     #[test]
@@ -933,6 +1032,51 @@ webhook = "http://127.0.0.1:9000/alerts"
             let e = format!("{:#}", parse_file("n.toml", Path::new(""), bad).unwrap_err());
             assert!(e.contains(says) && e.contains("n.toml"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn peer_settings_from_file_environment_and_flags() {
+        let text = "[peers]\nmax_peers = 12\nmax_inbound = 30\ntarget_peers = 4\n\
+                    external_addrs = [\"/ip4/127.0.0.1/tcp/7000\"]\ndiscovery = false\n";
+        let file = parse_file("n.toml", Path::new(""), text).unwrap();
+        let base = Layer { datadir: Some("d".into()), ..Layer::default() };
+        let s = resolve(vec![base.clone(), file.clone()], false).unwrap();
+        // The inbound limit above the total is clamped to it.
+        let want = pouw_node::PeerLimits {
+            max_peers: 12,
+            max_inbound: 12,
+            max_outbound: 12,
+            target_peers: 4,
+        };
+        assert_eq!(s.peers, want);
+        assert_eq!(s.external_addrs, vec!["/ip4/127.0.0.1/tcp/7000".parse().unwrap()]);
+        assert!(!s.discovery);
+        let printed = s.to_toml(false);
+        assert!(printed.contains("[peers]") && printed.contains("target_peers = 4"), "{printed}");
+        assert!(parse_file("n.toml", Path::new(""), &printed).is_ok(), "{printed}");
+        let vars = |n: &str| match n {
+            "POUW_MAX_OUTBOUND" => Some("6".to_string()),
+            "POUW_DISCOVERY" => Some("on".to_string()),
+            "POUW_EXTERNAL_ADDR" => Some("/ip4/10.0.0.1/tcp/1,/ip4/10.0.0.2/tcp/2".to_string()),
+            _ => None,
+        };
+        let env = env_layer(vars).unwrap();
+        let flags = Layer { target_peers: Some(9), ..Layer::default() };
+        let s = resolve(vec![base.clone(), file, env, flags], false).unwrap();
+        assert_eq!((s.peers.max_outbound, s.peers.target_peers), (6, 9));
+        assert_eq!(s.external_addrs.len(), 2);
+        assert!(s.discovery);
+        // Defaults: those of the network crate.
+        let s = resolve(vec![base.clone()], false).unwrap();
+        assert_eq!(s.peers, pouw_node::PeerLimits::default());
+        assert!(s.discovery && s.external_addrs.is_empty());
+        let zero = Layer { max_peers: Some(0), ..base };
+        assert!(format!("{:#}", resolve(vec![zero], false).unwrap_err()).contains("max_peers"));
+        let e = env_layer(|n| (n == "POUW_MAX_PEERS").then(|| "many".into())).unwrap_err();
+        assert!(e.to_string().contains("POUW_MAX_PEERS"), "{e}");
+        let bad = "[peers]\nexternal_addrs = [\"nope\"]\n";
+        let e = format!("{:#}", parse_file("n.toml", Path::new(""), bad).unwrap_err());
+        assert!(e.contains("peers.external_addrs[0]"), "{e}");
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub(crate) struct NodeArgs {
     /// retried until reachable.
     #[arg(long, value_parser = parse_multiaddr)]
     bootstrap: Vec<Multiaddr>,
+    /// Peer limits, advertised addresses, discovery.
+    #[command(flatten)]
+    peers: Box<PeerFlags>,
     /// Do not mine (validate and relay only): drops the `miner` role.
     #[arg(long)]
     no_mine: bool,
@@ -114,6 +117,30 @@ pub(crate) struct NodeArgs {
     min_fee: Option<pouw_primitives::Amount>,
 }
 
+/// The peer flags of `pouw node` (`[peers]` in the config file; boxed, they are many).
+#[derive(Debug, Args)]
+struct PeerFlags {
+    /// Most connected peers (default 50; `[peers]` in the config file).
+    #[arg(long, value_parser = config::parse_peer_count)]
+    max_peers: Option<u32>,
+    /// Most inbound connections (default 40, at most `--max-peers`).
+    #[arg(long, value_parser = config::parse_peer_count)]
+    max_inbound: Option<u32>,
+    /// Most outbound connections (default 20, at most `--max-peers`).
+    #[arg(long, value_parser = config::parse_peer_count)]
+    max_outbound: Option<u32>,
+    /// Connected peers discovery keeps up (default 8; 0: no discovery rounds).
+    #[arg(long, value_parser = config::parse_peer_count)]
+    target_peers: Option<u32>,
+    /// Address peers should dial this node on, advertised instead of the listen addresses
+    /// (behind a port mapping or a link emulator), as a multiaddr (repeatable).
+    #[arg(long, value_parser = parse_multiaddr)]
+    external_addr: Vec<Multiaddr>,
+    /// No Kademlia discovery: talk to the bootstrap and static peers and whoever dials in.
+    #[arg(long)]
+    no_discovery: bool,
+}
+
 fn parse_role(s: &str) -> Result<NodeRole, String> {
     s.parse()
 }
@@ -138,6 +165,12 @@ impl NodeArgs {
             stake: self.stake,
             gpu: self.gpu.then_some(true),
             min_fee: self.min_fee,
+            max_peers: self.peers.max_peers,
+            max_inbound: self.peers.max_inbound,
+            max_outbound: self.peers.max_outbound,
+            target_peers: self.peers.target_peers,
+            external_addrs: nonempty(&self.peers.external_addr),
+            discovery: self.peers.no_discovery.then_some(false),
             ..Layer::default()
         }
     }
@@ -183,6 +216,9 @@ pub(crate) fn run(args: NodeArgs) -> Result<()> {
     let mut config = NodeConfig::new(datadir.clone(), spec, key);
     config.listen = settings.listen.clone();
     config.bootstrap = settings.bootstrap.clone();
+    config.peers = settings.peers;
+    config.external_addrs = settings.external_addrs.clone();
+    config.discovery = settings.discovery;
     config::wire_roles(&mut config, &settings.roles);
     config.light = settings.light;
     config.threads = settings.threads.max(1);

@@ -21,6 +21,12 @@ pub struct NodeConfig {
     /// inbound and outbound connections, and the peer count discovery keeps up. The peer
     /// table is kept in `<datadir>/peers`.
     pub peers: PeerLimits,
+    /// Addresses peers should dial this node on, advertised instead of the listen addresses
+    /// (behind a port mapping or a link emulator). Empty: the listen addresses.
+    pub external_addrs: Vec<Multiaddr>,
+    /// Kademlia discovery and routing of requests to peers not connected (design/015). Off:
+    /// bootstrap and static peers, and whoever dials in, only.
+    pub discovery: bool,
     /// Mine (train) with every turn of the loop.
     pub mine: bool,
     /// Training threads (results never depend on it).
@@ -223,6 +229,8 @@ impl NodeConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr")],
             bootstrap: Vec::new(),
             peers: PeerLimits::default(),
+            external_addrs: Vec::new(),
+            discovery: true,
             mine: true,
             threads: 1,
             mining_pause: Duration::ZERO,

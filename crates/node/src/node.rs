@@ -129,6 +129,8 @@ impl NodeHandle {
         net_config.max_inbound = config.peers.max_inbound;
         net_config.max_outbound = config.peers.max_outbound;
         net_config.target_peers = config.peers.target_peers;
+        net_config.external_addrs = config.external_addrs.clone();
+        net_config.discovery = config.discovery;
         net_config.peer_table = Some(config.datadir.join("peers"));
         let (net, events) = pouw_net::spawn(net_config, config.key.secret_bytes())?;
         tasks_validator.update_tasks(chain.tip(), chain.state());
