@@ -50,6 +50,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "devnet_sim.rs"]
+mod sim;
+
 /// `pouw devnet`.
 #[derive(Debug, Args)]
 pub(crate) struct DevnetArgs {
@@ -79,6 +82,10 @@ pub(crate) struct DevnetArgs {
     /// client that never reveals its test set (docs/attacks.md).
     #[arg(long)]
     attack: Option<pouw_node::Attack>,
+    /// The network simulator: more nodes, a bootstrap topology, emulated links, a partition,
+    /// a late joiner (docs/devnet.md).
+    #[command(flatten)]
+    sim: sim::SimArgs,
 }
 
 /// How long a submission is retried while the task cannot be staffed (the workers' tickets
@@ -234,6 +241,7 @@ fn node_args(n: &str) -> (&'static str, bool) {
         "grinder" => ("", true),
         n if n.starts_with("supervisor") => ("supervisor", false),
         n if n.starts_with("evaluator") => ("evaluator,verifier", false),
+        n if n.starts_with("node-") => ("", false),
         _ => ("client", false),
     }
 }
@@ -277,13 +285,23 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         .chain((1..=3).map(|i| format!("evaluator-{i}")))
         .chain(grind.then(|| "grinder".to_string()))
         .collect();
+    // The simulator's full nodes, up to `--nodes`.
+    let usual = names.len();
+    let names: Vec<String> = names
+        .into_iter()
+        .chain((usual + 1..=usual + args.sim.extra_nodes(usual)).map(|i| format!("node-{i}")))
+        .collect();
+    let mut sim = sim::Sim::new(&args.sim, names.len())?;
     let mut nodes: Vec<Node> = Vec::new();
     let mut p2p: Vec<String> = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let key = dir.join("keys").join(format!("{name}.key"));
         std::fs::create_dir_all(key.parent().unwrap_or(&dir))?;
         write_key(&key, &ChainSpec::devnet_key(i))?;
-        let port = free_port()?;
+        let port = match sim.as_ref().and_then(|s| s.port(i)) {
+            Some(port) => port,
+            None => free_port()?,
+        };
         let rpc: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let (roles, mine) = node_args(name);
         let log = std::fs::File::create(dir.join("logs").join(format!("{name}.log")))?;
@@ -306,8 +324,15 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         if !mine {
             cmd.arg("--no-mine");
         }
-        for b in &p2p {
-            cmd.args(["--bootstrap", b]);
+        match sim.as_mut() {
+            Some(s) => {
+                cmd.args(s.node_args(i, names.len()));
+            }
+            None => {
+                for b in &p2p {
+                    cmd.args(["--bootstrap", b]);
+                }
+            }
         }
         let hostile = attacker.as_deref() == Some(name.as_str())
             || (args.attack == Some(pouw_node::Attack::EvaluatorTheft) && name == "evaluator-2");
@@ -315,6 +340,9 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
             cmd.args(["--attack", attack.name()]);
         }
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        if let Some(s) = &sim {
+            s.register(i, child.id(), names.len());
+        }
         p2p.push(format!("/ip4/127.0.0.1/tcp/{port}"));
         nodes.push(Node { name: name.clone(), roles, key_index: i, rpc, child });
     }
@@ -437,6 +465,9 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         let view = loop {
             let v = call(client, "pouw_task", json!([task_id])).unwrap_or(Value::Null);
             let phase = phase_name(&v["phase"]);
+            if let Some(s) = sim.as_mut() {
+                s.tick(&nodes, &phase);
+            }
             refresh(&format!("{label} {} · {phase}", &task_id[..8.min(task_id.len())]));
             match phase.as_str() {
                 "completed" => break v,
@@ -454,6 +485,9 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
                 if let Some(hex_bytes) = v["safetensors_hex"].as_str() {
                     break hex::decode(hex_bytes)?;
                 }
+            }
+            if let Some(s) = sim.as_mut() {
+                s.tick(&nodes, "completed");
             }
             refresh(&format!("{label}: fetching the best model"));
             wait("fetching the best model")?;
@@ -486,6 +520,11 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         all_synced = nodes.iter().filter(|n| n.name != "grinder").all(|n| {
             call(n.rpc, "pouw_tip", json!([])).is_ok_and(|t| t["height"].as_u64() >= Some(height))
         });
+        if let Some(s) = sim.as_mut() {
+            s.tick(&nodes, "completed");
+            // With a partition, until the two halves agree again.
+            all_synced &= s.settled();
+        }
         if !all_synced {
             wait("every node reaching the tip")?;
         }
@@ -509,6 +548,17 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     let nodes_running =
         nodes.iter_mut().filter_map(|n| n.child.try_wait().ok()).filter(Option::is_none).count();
     let supply = call(client, "pouw_supply", json!([]))?;
+    let sim_report = match sim.as_mut() {
+        Some(s) => {
+            let late = if args.sim.late_joiner() {
+                Some(s.late_join(&nodes, &exe, &dir, &spec_path)?)
+            } else {
+                None
+            };
+            Some(s.report(&nodes, mined, height, late))
+        }
+        None => None,
+    };
     let attack_report = match (args.attack, attacker) {
         (Some(attack), Some(name)) => {
             let node = nodes.iter().find(|n| n.name == name).context("the attacker node")?;
@@ -550,9 +600,9 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         "dashboard": format!("http://{client}/"),
         "wall_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     });
-    if let (Some(summary), Some(obj)) = (attack_report, report.as_object_mut()) {
-        for (k, v) in summary {
-            obj.insert(k, v);
+    for summary in [attack_report, sim_report].into_iter().flatten() {
+        if let Some(obj) = report.as_object_mut() {
+            obj.extend(summary);
         }
     }
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
@@ -932,6 +982,7 @@ fn print_report(r: &Value) {
     println!("  model           {}", r["model"].as_str().unwrap_or(""));
     println!("  dashboard       {}", r["dashboard"].as_str().unwrap_or(""));
     println!("  wall time       {} s", r["wall_seconds"]);
+    sim::print(r);
     let tasks = r["tasks"].as_array().cloned().unwrap_or_default();
     if tasks.len() > 1 {
         println!("  tasks           {} of {} completed", r["tasks_completed"], tasks.len());

@@ -11,6 +11,7 @@
 
 mod codec;
 mod handle;
+pub mod linkemu;
 pub mod messages;
 mod ports;
 mod service;

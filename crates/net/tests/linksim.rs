@@ -1,103 +1,29 @@
-//! Gossip over emulated links: every node sits behind a userspace TCP relay that delays each
-//! chunk by a latency with jitter, and delays a chunk by a retransmission timeout with the
-//! loss probability (TCP does not lose bytes; a lost segment costs a resend). Nodes advertise
+//! Gossip over emulated links: every node sits behind a userspace TCP relay
+//! (`pouw_net::linkemu`, also used by `pouw devnet --latency`) that delays each chunk by a
+//! latency with jitter, and delays a chunk by a retransmission timeout with the loss
+//! probability (TCP does not lose bytes; a lost segment costs a resend). Nodes advertise
 //! their relay's address, so every connection, including those discovery opens, crosses one.
 //! The line: each node knows only its predecessor. Prints propagation p50/p95
 //! (`cargo nextest run -p pouw-net --test linksim --no-capture`; `POUW_LINKSIM_NODES=24` for
 //! a longer line, 12 by default; `POUW_LINKSIM_MAX_PEERS=8` caps each node's connections, so
 //! gossip takes several hops).
 
-use pouw_net::{spawn, Acceptance, GossipMessage, Multiaddr, NetConfig, NetEvent, NetworkHandle};
+use pouw_net::{
+    linkemu::{Link, Partition, Relay},
+    spawn, Acceptance, GossipMessage, Multiaddr, NetConfig, NetEvent, NetworkHandle,
+};
 use pouw_primitives::{Amount, Hash, Keypair, TxBody, TxKind};
 use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
-
-/// One link's behaviour.
-#[derive(Clone, Copy)]
-struct Link {
-    latency: Duration,
-    jitter: Duration,
-    loss: f64,
-}
-
-impl Link {
-    /// A lost segment is resent after the minimum retransmission timeout plus a round trip.
-    fn resend(&self) -> Duration {
-        Duration::from_millis(200) + self.latency * 2
-    }
-}
-
-/// xorshift64*: enough randomness for jitter and loss.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Copies `from` to `to`, each chunk delivered after the link's delay, in order.
-fn pump(mut from: TcpStream, mut to: TcpStream, link: Link, seed: u64) {
-    let (tx, rx) = flume::unbounded::<(Instant, Vec<u8>)>();
-    std::thread::spawn(move || {
-        for (at, chunk) in rx.iter() {
-            if let Some(wait) = at.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            if to.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(std::net::Shutdown::Write);
-    });
-    let mut rng = Rng(seed | 1);
-    let mut last = Instant::now();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let jitter = link.jitter.as_secs_f64() * (2.0 * rng.next() - 1.0);
-        let mut delay = (link.latency.as_secs_f64() + jitter).max(0.0);
-        if rng.next() < link.loss {
-            delay += link.resend().as_secs_f64();
-        }
-        // In order, as TCP delivers.
-        last = last.max(Instant::now() + Duration::from_secs_f64(delay));
-        if tx.send((last, buf[..n].to_vec())).is_err() {
-            break;
-        }
-    }
-}
-
-/// Relays every connection accepted on `listener` to `target` through `link`.
-fn relay(listener: TcpListener, target: u16, link: Link, seed: u64) {
-    std::thread::spawn(move || {
-        for (i, inbound) in listener.incoming().enumerate() {
-            let Ok(inbound) = inbound else { continue };
-            let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)) else { continue };
-            let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
-            let (Ok(a), Ok(b)) = (inbound.try_clone(), outbound.try_clone()) else { continue };
-            let s = seed.wrapping_mul(31).wrapping_add(i as u64);
-            std::thread::spawn(move || pump(inbound, outbound, link, s));
-            std::thread::spawn(move || pump(b, a, link, s ^ 0x5555));
-        }
-    });
-}
 
 struct Node {
     handle: NetworkHandle,
     /// When each gossip message arrived.
     seen: Arc<Mutex<Vec<(Instant, GossipMessage)>>>,
     relay_addr: Multiaddr,
+    _relay: Relay,
 }
 
 fn env_u32(name: &str) -> Option<u32> {
@@ -105,11 +31,12 @@ fn env_u32(name: &str) -> Option<u32> {
 }
 
 fn start(seed: u8, bootstrap: Option<Multiaddr>, link: Link) -> Node {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("relay port");
-    let relay_port = listener.local_addr().expect("relay address").port();
-    let external: Multiaddr = format!("/ip4/127.0.0.1/tcp/{relay_port}").parse().unwrap();
-    let mut config =
-        NetConfig::new(Hash::digest(b"linksim"), vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]);
+    let port = pouw_net::free_loopback_port().expect("a free port");
+    let relay = Relay::start(port, link, u64::from(seed), 0, Partition::new()).expect("relay");
+    let external: Multiaddr =
+        format!("/ip4/127.0.0.1/tcp/{}", relay.addr().port()).parse().unwrap();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+    let mut config = NetConfig::new(Hash::digest(b"linksim"), vec![listen]);
     config.external_addrs = vec![external.clone()];
     if let Some(max) = env_u32("POUW_LINKSIM_MAX_PEERS") {
         config.max_peers = max;
@@ -120,12 +47,6 @@ fn start(seed: u8, bootstrap: Option<Multiaddr>, link: Link) -> Node {
     config.bootstrap = bootstrap.into_iter().collect();
     config.redial_backoff = (Duration::from_millis(200), Duration::from_secs(2));
     let (handle, events) = spawn(config, [seed; 32]).expect("network starts");
-    let port: u16 = handle
-        .listen_addrs()
-        .first()
-        .and_then(|a| a.to_string().rsplit('/').next()?.parse().ok())
-        .expect("a tcp listen port");
-    relay(listener, port, link, u64::from(seed));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (h, s) = (handle.clone(), seen.clone());
     std::thread::spawn(move || {
@@ -137,7 +58,7 @@ fn start(seed: u8, bootstrap: Option<Multiaddr>, link: Link) -> Node {
         }
     });
     let relay_addr = format!("{external}/p2p/{}", handle.local_peer_id()).parse().unwrap();
-    Node { handle, seen, relay_addr }
+    Node { handle, seen, relay_addr, _relay: relay }
 }
 
 fn transaction(nonce: u64) -> GossipMessage {

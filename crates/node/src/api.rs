@@ -148,6 +148,10 @@ impl NodeApi for Api {
                 let mut v = BlockView::new(&b);
                 if let Some(r) = self.stats.imported_at(&v.hash) {
                     v.verification_ms = Some(r.verify_us as f64 / 1000.0);
+                    let at = std::time::SystemTime::now().checked_sub(r.at.elapsed());
+                    v.imported_at_ms = at
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .and_then(|d| u64::try_from(d.as_millis()).ok());
                 }
                 v
             })

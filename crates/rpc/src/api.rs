@@ -336,6 +336,10 @@ pub struct BlockView {
     /// How long this node took to verify and import the block (checks, replay, execution,
     /// commit), if it still remembers.
     pub verification_ms: Option<f64>,
+    /// When this node imported the block (Unix ms; for the block's miner, when it mined it),
+    /// if it still remembers.
+    #[serde(default)]
+    pub imported_at_ms: Option<u64>,
 }
 
 impl BlockView {
@@ -373,6 +377,7 @@ impl BlockView {
             attested_by: block.attestations.iter().map(|a| a.body.verifier).collect(),
             proof,
             verification_ms: None,
+            imported_at_ms: None,
         }
     }
 }
