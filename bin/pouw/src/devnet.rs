@@ -162,6 +162,7 @@ fn attacker_name(attack: pouw_node::Attack, miners: u16) -> String {
     match attack.role() {
         Some(pouw_primitives::Role::Supervisor) => "supervisor-3".into(),
         Some(pouw_primitives::Role::Evaluator) => "evaluator-3".into(),
+        None if attack == pouw_node::Attack::TinyTask => "tiny-client".into(),
         None => "client".into(),
         _ if attack == pouw_node::Attack::Grind => "grinder".into(),
         _ => format!("miner-{}", miners + 1),
@@ -239,6 +240,7 @@ fn node_args(n: &str) -> (&'static str, bool) {
     match n {
         n if n.starts_with("miner") => ("miner", true),
         "grinder" => ("", true),
+        "tiny-miner" => ("miner", true),
         n if n.starts_with("supervisor") => ("supervisor", false),
         n if n.starts_with("evaluator") => ("evaluator,verifier", false),
         n if n.starts_with("node-") => ("", false),
@@ -251,6 +253,10 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     let mut task_file = std::fs::canonicalize(&args.task)
         .with_context(|| format!("task file {}", args.task.display()))?;
     let grind = args.attack == Some(pouw_node::Attack::Grind);
+    // The tiny-task client and its accomplice: one more client node, and one more miner whose
+    // ticket alone offers a GPU (the tiny task needs one) and accepts no fee under 500 coins
+    // (so the devnet's own task never selects it).
+    let tiny = args.attack == Some(pouw_node::Attack::TinyTask);
     // A hostile miner trains the task as one more miner; the grinder mines the filler task
     // only, with no tickets (it is never selected for a client task).
     let hostile_miner =
@@ -284,6 +290,8 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         .chain((1..=3).map(|i| format!("supervisor-{i}")))
         .chain((1..=3).map(|i| format!("evaluator-{i}")))
         .chain(grind.then(|| "grinder".to_string()))
+        .chain(tiny.then(|| "tiny-client".to_string()))
+        .chain(tiny.then(|| "tiny-miner".to_string()))
         .collect();
     // The simulator's full nodes, up to `--nodes`.
     let usual = names.len();
@@ -338,6 +346,9 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
             || (args.attack == Some(pouw_node::Attack::EvaluatorTheft) && name == "evaluator-2");
         if let (Some(attack), true) = (args.attack, hostile) {
             cmd.args(["--attack", attack.name()]);
+        }
+        if name == "tiny-miner" {
+            cmd.args(["--gpu", "--min-fee", "500"]);
         }
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         if let Some(s) = &sim {
@@ -529,6 +540,11 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
             wait("every node reaching the tip")?;
         }
     }
+    if tiny {
+        // The self-dealt task trains on: wait (at most 4 minutes) until its miner has trained
+        // and stopped.
+        wait_for_tiny_training(&nodes, Instant::now() + Duration::from_secs(240))?;
+    }
     refresh("completed");
     let mut node_reports = Vec::new();
     let (mut mined, mut rejected) = (0u64, 0u64);
@@ -564,6 +580,8 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
             let node = nodes.iter().find(|n| n.name == name).context("the attacker node")?;
             let mut m = if attack == pouw_node::Attack::Grind {
                 grind_summary(node, &nodes, client)?
+            } else if attack == pouw_node::Attack::TinyTask {
+                tiny_task_summary(node, &nodes)?
             } else {
                 attack_summary(attack, node, &nodes, &task_id, &view)?
             };
@@ -1045,6 +1063,73 @@ fn print_report(r: &Value) {
 
 fn write_key(path: &Path, key: &pouw_primitives::Keypair) -> Result<()> {
     crate::keys::write_key(path, key)
+}
+
+/// The client-task CPU time and attempts of a miner node (its steps on client tasks: all
+/// minus the filler task's).
+fn client_task_mining(rpc: SocketAddr) -> Result<(u64, f64)> {
+    let m = &call(rpc, "pouw_security", json!([]))?["mining"];
+    let attempts = m["attempts"].as_u64().unwrap_or(0)
+        - m["filler_attempts"].as_u64().unwrap_or(0).min(m["attempts"].as_u64().unwrap_or(0));
+    let cpu = (m["cpu_seconds"].as_f64().unwrap_or(0.0)
+        - m["filler_cpu_seconds"].as_f64().unwrap_or(0.0))
+    .max(0.0);
+    Ok((attempts, cpu))
+}
+
+/// Waits until the tiny task's miner has trained on a client task and then stopped for 5 s,
+/// or `until`.
+fn wait_for_tiny_training(nodes: &[Node], until: Instant) -> Result<()> {
+    let miner = nodes.iter().find(|n| n.name == "tiny-miner").context("the tiny-task miner")?;
+    let (mut last, mut since) = ((0u64, 0.0f64), Instant::now());
+    while Instant::now() < until {
+        let now = client_task_mining(miner.rpc)?;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if now.0 > 0 && since.elapsed() >= Duration::from_secs(5) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("devnet: the tiny task's miner was still training at the time limit");
+    Ok(())
+}
+
+/// The report of a `tiny-task` run (design/010, attack 2): the self-dealt task's miner's
+/// nonce attempts per CPU-second on it against the honest miners' on the devnet's task.
+fn tiny_task_summary(attacker: &Node, nodes: &[Node]) -> Result<serde_json::Map<String, Value>> {
+    let address = ChainSpec::devnet_key(attacker.key_index).public().to_string();
+    let accomplice =
+        nodes.iter().find(|n| n.name == "tiny-miner").context("the tiny-task miner")?;
+    let (tiny_attempts, tiny_cpu) = client_task_mining(accomplice.rpc)?;
+    let (mut attempts, mut cpu) = (0u64, 0.0f64);
+    let mut honest = Vec::new();
+    for n in nodes.iter().filter(|n| n.name.starts_with("miner")) {
+        let (a, c) = client_task_mining(n.rpc)?;
+        attempts += a;
+        cpu += c;
+        honest.push(
+            json!({ "name": n.name, "client_task_attempts": a, "client_task_cpu_seconds": c }),
+        );
+    }
+    let rate = |a: u64, c: f64| if c > 0.0 { a as f64 / c } else { 0.0 };
+    let (attacker_rate, honest_rate) = (rate(tiny_attempts, tiny_cpu), rate(attempts, cpu));
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    let gain = if honest_rate > 0.0 { attacker_rate / honest_rate } else { 0.0 };
+    let mut m = serde_json::Map::new();
+    m.insert("attack".into(), json!(pouw_node::Attack::TinyTask.name()));
+    m.insert(
+        "attacker".into(),
+        json!({ "name": attacker.name, "address": address, "role": "client" }),
+    );
+    m.insert("accomplice".into(), json!({ "name": accomplice.name, "address": ChainSpec::devnet_key(accomplice.key_index).public().to_string() }));
+    m.insert("attacker_attempts".into(), json!(tiny_attempts));
+    m.insert("attacker_cpu_seconds".into(), json!(tiny_cpu));
+    m.insert("attacker_attempts_per_cpu_second".into(), json!(round(attacker_rate)));
+    m.insert("honest_attempts_per_cpu_second".into(), json!(round(honest_rate)));
+    m.insert("honest_miners".into(), json!(honest));
+    m.insert("grind_gain".into(), json!(round(gain)));
+    Ok(m)
 }
 
 /// The report of a `grind` run (design/010): the grinding miner's valid nonce attempts per

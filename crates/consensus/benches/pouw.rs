@@ -97,14 +97,12 @@ fn setup() -> Setup {
     wb.order_seed = seed;
     let winning = wb.sign(&key);
     let header = mine_iteration(
-        &spec,
         &committed,
         winning.id(),
         Hash(out.end_model_hash.0),
         map_hash(&out.map),
         Hash(out.end_residual_hash.0),
-        batch.byte_len() as u64,
-        start.model().param_count() as u64,
+        1,
         Uint256::MAX,
     )
     .unwrap();
@@ -120,14 +118,24 @@ fn setup() -> Setup {
     Setup { spec, task, header, committed, proof, data, start, batch, out, key }
 }
 
+/// The nonce budget of the setup's iteration.
+fn budget(s: &Setup) -> u64 {
+    let cost = pouw_consensus::pouw::IterationCost::of(
+        &s.task,
+        s.batch.len() as u64,
+        s.batch.byte_len() as u64,
+    );
+    pouw_consensus::pouw::nonce_budget(&s.spec, &cost)
+}
+
 fn benches(c: &mut Criterion) {
     let s = setup();
     let peer_map = s.data.peers[0].body.map.clone();
-    let params = s.start.model().param_count() as u64;
-    let batch_bytes = s.batch.byte_len() as u64;
+    let (params, batch_bytes, a) =
+        (s.start.model().param_count() as u64, s.batch.byte_len() as u64, budget(&s));
     eprintln!(
         "filler task: {params} parameters, batch {batch_bytes} bytes, nonce budget a = {}, map {} entries",
-        pouw_consensus::pouw::nonce_budget(&s.spec, batch_bytes, params),
+        a,
         s.out.map.len()
     );
 
@@ -167,17 +175,7 @@ fn benches(c: &mut Criterion) {
     let winning_id = s.proof.winning.id();
     g.bench_function("nonce_attempts_all_a", |b| {
         b.iter(|| {
-            black_box(mine_iteration(
-                &s.spec,
-                &s.committed,
-                winning_id,
-                end,
-                mh,
-                res,
-                batch_bytes,
-                params,
-                Uint256::ZERO,
-            ))
+            black_box(mine_iteration(&s.committed, winning_id, end, mh, res, a, Uint256::ZERO))
         })
     });
     g.bench_function("itres_id", |b| b.iter(|| black_box(s.proof.winning.id())));
@@ -196,9 +194,7 @@ fn benches(c: &mut Criterion) {
 fn cost_table(c: &mut Criterion) {
     let s = setup();
     let peer_map = s.data.peers[0].body.map.clone();
-    let params = s.start.model().param_count() as u64;
-    let batch_bytes = s.batch.byte_len() as u64;
-    let a = pouw_consensus::pouw::nonce_budget(&s.spec, batch_bytes, params);
+    let a = budget(&s);
     eprintln!("cost table: a = {a} nonce attempts per iteration");
     let task_id = s.proof.winning.body.task_id;
 
@@ -219,14 +215,12 @@ fn cost_table(c: &mut Criterion) {
                 body.commitment = s.committed.zero_nonce_hash();
                 black_box(body.sign(&s.key));
                 black_box(mine_iteration(
-                    &s.spec,
                     &s.committed,
                     winning_id,
                     Hash(out.end_model_hash.0),
                     map_hash(&out.map),
                     Hash(out.end_residual_hash.0),
-                    batch_bytes,
-                    params,
+                    a,
                     Uint256::ZERO,
                 ))
             },
@@ -256,14 +250,12 @@ fn cost_table(c: &mut Criterion) {
                 let mut body = body(task_id, &s.key, 1, &out);
                 body.order_seed = seed;
                 black_box(mine_iteration(
-                    &s.spec,
                     &variant,
                     body.id(),
                     Hash(out.end_model_hash.0),
                     map_hash(&out.map),
                     Hash(out.end_residual_hash.0),
-                    batch_bytes,
-                    params,
+                    a,
                     Uint256::ZERO,
                 ))
             },
@@ -286,17 +278,7 @@ fn cost_table(c: &mut Criterion) {
             counter += 1;
             variant.msg_history_root.0[..8].copy_from_slice(&counter.to_le_bytes());
             black_box(variant.zero_nonce_hash());
-            black_box(mine_iteration(
-                &s.spec,
-                &variant,
-                winning_id,
-                end,
-                mh,
-                res,
-                batch_bytes,
-                params,
-                Uint256::ZERO,
-            ))
+            black_box(mine_iteration(&variant, winning_id, end, mh, res, a, Uint256::ZERO))
         })
     });
     // The tight loop: header encoded once, nonces derived once; an attempt rewrites the varied

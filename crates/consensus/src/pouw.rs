@@ -2,9 +2,10 @@
 //! zero-nonce commitment (SPEC section 4).
 //!
 //! ```text
-//! precursor = BLAKE3(end_model_hash || BLAKE3(message_map))
+//! precursor = BLAKE3(end_model_hash || BLAKE3(message_map) || end_residual_hash)
 //! nonce_j   = BLAKE3(precursor || j as u64 little-endian),   0 <= j < a
-//! a         = min(2^20, floor((omega_b_ppb * batch_bytes + omega_m_ppb * params) / 10^9))
+//! a         = min(2^20, floor((omega_i_ppb + omega_b_ppb * batch_bytes + omega_m_ppb * params
+//!                              + omega_f_ppb * flops) / 10^9))
 //! ```
 //! A miner may try only the `a` nonces its iteration yields, with the header it committed to
 //! `k = spec.commitment_depth` iterations earlier. There is no floor: an iteration whose cost
@@ -52,12 +53,44 @@ const PPB: u128 = 1_000_000_000;
 /// Largest nonce budget any iteration gets (bounds the verifier's work whatever the spec says).
 pub const MAX_NONCE_BUDGET: u64 = 1 << 20;
 
+/// What one iteration costs, in the units the nonce budget prices: the canonical batch bytes,
+/// the model's parameters and the training FLOPs of the batch (forward and backward).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IterationCost {
+    /// `pouw_ml::Batch::byte_len` of the batch.
+    pub batch_bytes: u64,
+    /// Parameters of the model.
+    pub params: u64,
+    /// Training FLOPs of the batch ([`iteration_flops`] per sample times its rows).
+    pub flops: u64,
+}
+
+impl IterationCost {
+    /// The cost of an iteration of `task` on a batch of `rows` samples of `batch_bytes` bytes.
+    /// Saturates on absurd shapes (they fail validation).
+    pub fn of(task: &TaskDefinition, rows: u64, batch_bytes: u64) -> Self {
+        let batch = u64::from(task.optimizer.batch_size).max(1);
+        let per_sample = iteration_flops(task).checked_div(batch).unwrap_or(0);
+        Self {
+            batch_bytes,
+            params: task.parameter_count().unwrap_or(u64::MAX),
+            flops: per_sample.saturating_mul(rows),
+        }
+    }
+}
+
 /// The number of nonces `a` one iteration yields: its weighted cost, rounded down, with no
-/// floor (0 for an iteration too cheap to mine) and capped at [`MAX_NONCE_BUDGET`].
-pub fn nonce_budget(spec: &ChainSpec, batch_bytes: u64, params: u64) -> u64 {
-    let weighted = u128::from(spec.omega_b_ppb)
-        .saturating_mul(u128::from(batch_bytes))
-        .saturating_add(u128::from(spec.omega_m_ppb).saturating_mul(u128::from(params)));
+/// floor (0 for an iteration too cheap to mine) and capped at [`MAX_NONCE_BUDGET`]:
+/// `floor((omega_i + omega_b * bytes + omega_m * params + omega_f * flops) / 10^9)`, the
+/// weights in parts per billion of a nonce. The weights price the measured CPU time of an
+/// honest PoUW iteration (design/010, "The budget follows the time"), so that every shape a
+/// task may take buys its nonces at about the same CPU cost.
+pub fn nonce_budget(spec: &ChainSpec, cost: &IterationCost) -> u64 {
+    let term = |w: u64, x: u64| u128::from(w).saturating_mul(u128::from(x));
+    let weighted = u128::from(spec.omega_i_ppb)
+        .saturating_add(term(spec.omega_b_ppb, cost.batch_bytes))
+        .saturating_add(term(spec.omega_m_ppb, cost.params))
+        .saturating_add(term(spec.omega_f_ppb, cost.flops));
     let a = u64::try_from(weighted / PPB).unwrap_or(u64::MAX);
     a.min(MAX_NONCE_BUDGET)
 }
@@ -96,8 +129,8 @@ pub fn iteration_flops(task: &TaskDefinition) -> u64 {
 /// (`spec.min_task_nonces`) is checked against. A shorter last batch of an epoch may earn
 /// less.
 pub fn task_nonce_budget(spec: &ChainSpec, task: &TaskDefinition) -> u64 {
-    let params = task.parameter_count().unwrap_or(u64::MAX);
-    nonce_budget(spec, full_batch_bytes(task), params)
+    let rows = u64::from(task.optimizer.batch_size);
+    nonce_budget(spec, &IterationCost::of(task, rows, full_batch_bytes(task)))
 }
 
 /// The nonce precursor of an iteration: its end model hash, map hash and end residual hash.
@@ -175,6 +208,10 @@ pub fn check_commitment(
     let actual = header.zero_nonce_hash();
     if c.commitment != actual {
         return Err(CommitmentError::HashMismatch { committed: c.commitment, actual });
+    fn cost(batch_bytes: u64, params: u64, flops: u64) -> IterationCost {
+        IterationCost { batch_bytes, params, flops }
+    }
+
     }
     Ok(())
 }
@@ -186,34 +223,37 @@ mod tests {
     #[test]
     fn budget_is_floored_with_no_minimum() {
         let mut spec = ChainSpec::devnet();
-        // Devnet weights: a cost under 10^9 ppb earns no nonce at all.
-        assert_eq!(nonce_budget(&spec, 0, 0), 0);
-        assert_eq!(nonce_budget(&spec, 296, 59), 0);
-        assert_eq!(nonce_budget(&spec, 100_000, 0), 1);
-        assert_eq!(nonce_budget(&spec, 99_999, 0), 0);
+        spec.omega_i_ppb = 0;
+        // A cost under 10^9 ppb earns no nonce at all.
+        assert_eq!(nonce_budget(&spec, &cost(0, 0, 0)), 0);
+        assert_eq!(nonce_budget(&spec, &cost(296, 59, 1_000)), 0);
+        spec.omega_i_ppb = 1_000_000_000;
+        assert_eq!(nonce_budget(&spec, &cost(0, 0, 0)), 1);
+        spec.omega_i_ppb = 0;
         spec.omega_b_ppb = 0;
         spec.omega_m_ppb = 0;
-        assert_eq!(nonce_budget(&spec, 1 << 20, 1 << 20), 0);
+        spec.omega_f_ppb = 0;
+        assert_eq!(nonce_budget(&spec, &cost(1 << 20, 1 << 20, 1 << 30)), 0);
         spec.omega_b_ppb = 1_000; // 1e-6 per byte
         spec.omega_m_ppb = 10_000; // 1e-5 per parameter
-                                   // 32 x 784 f32 features + labels ~ 100 kB; 101,770 parameters
-        let a = nonce_budget(&spec, 100_480 + 128 + 8, 101_770);
-        assert_eq!(a, (1_000 * 100_616 + 10_000 * 101_770) / 1_000_000_000);
+        spec.omega_f_ppb = 100; // 1e-7 per FLOP
+        let a = nonce_budget(&spec, &cost(100_616, 101_770, 13_008_896));
+        assert_eq!(a, (1_000 * 100_616 + 10_000 * 101_770 + 100 * 13_008_896) / 1_000_000_000);
         spec.omega_m_ppb = u64::MAX;
-        assert_eq!(nonce_budget(&spec, u64::MAX, u64::MAX), MAX_NONCE_BUDGET);
+        assert_eq!(nonce_budget(&spec, &cost(u64::MAX, u64::MAX, u64::MAX)), MAX_NONCE_BUDGET);
     }
 
     #[test]
     fn task_budgets_of_the_shipped_tasks() {
         let spec = ChainSpec::devnet();
-        // The filler task: 784-64-10, batch 32 (design/010's cost table).
+        // The filler task: 784-64-10, batch 32 (design/010's cost table): 17.38 units of 10 us.
         let (_, filler) = filler_task(&spec, &Hash::digest(b"opening"));
         assert_eq!(full_batch_bytes(&filler), 100_488);
         assert_eq!(filler.parameter_count(), Some(50_890));
-        assert_eq!(task_nonce_budget(&spec, &filler), 2);
         let filler_flops = iteration_flops(&filler);
         assert_eq!(filler_flops, 4 * 32 * (784 * 64 + 64 * 10));
-        // tasks/devnet.toml: 784-128-10, batch 32.
+        assert_eq!(task_nonce_budget(&spec, &filler), 17);
+        // tasks/devnet.toml: 784-128-10, batch 32: 30.2 units.
         let mut devnet = filler;
         devnet.model.layers = vec![
             pouw_primitives::LayerDef::Dense {
@@ -226,16 +266,23 @@ mod tests {
             },
         ];
         assert_eq!(devnet.parameter_count(), Some(101_770));
-        assert_eq!(task_nonce_budget(&spec, &devnet), 4);
+        assert_eq!(task_nonce_budget(&spec, &devnet), 30);
         assert_eq!(iteration_flops(&devnet), 4 * 32 * (784 * 128 + 128 * 10));
-        // Both spend over 3 MFLOP per nonce, the devnet's `min_flops_per_nonce`.
-        assert_eq!(filler_flops / 2, 3_252_224);
-        assert!(filler_flops / 2 >= spec.min_flops_per_nonce);
-        assert!(iteration_flops(&devnet) / 4 >= spec.min_flops_per_nonce);
-        // The property test's 4-8-3 task with batch 8 earns nothing.
+        // A shorter batch costs less: half the rows, half the bytes and FLOPs.
+        let half = IterationCost::of(&devnet, 16, 8 + 4 * 16 * 785);
+        assert_eq!(half.flops, iteration_flops(&devnet) / 2);
+        assert_eq!(nonce_budget(&spec, &half), 23);
+        // Both spend more FLOPs per nonce than the devnet's `min_flops_per_nonce`, and earn
+        // more than its `min_task_nonces`.
+        assert!(filler_flops / 17 >= spec.min_flops_per_nonce);
+        assert!(iteration_flops(&devnet) / 30 >= spec.min_flops_per_nonce);
+        assert!(17 >= spec.min_task_nonces);
+        // The property test's 4-8-3 task with batch 8 earns the fixed part only, under the
+        // devnet's minimum task cost.
         let tiny = pouw_primitives::test_utils::valid_task(1);
         assert_eq!(full_batch_bytes(&tiny), 8 + 4 * 8 * 5);
-        assert_eq!(task_nonce_budget(&spec, &tiny), 0);
+        assert_eq!(task_nonce_budget(&spec, &tiny), 2);
+        assert!(2 < spec.min_task_nonces);
     }
 
     #[test]

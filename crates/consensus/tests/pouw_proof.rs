@@ -7,7 +7,7 @@ use pouw_consensus::{
     pouw::{
         check_proof_cheap, filler_epoch, filler_epoch_opening_height, filler_task, filler_task_id,
         mine_iteration, ml_specs, nonce_at, nonce_budget, nonce_precursor, replay, verify_proof,
-        PouwError, ProofData, ProofDataKeys, FILLER_EPOCHS,
+        IterationCost, PouwError, ProofData, ProofDataKeys, FILLER_EPOCHS,
     },
     ConsensusError,
 };
@@ -37,6 +37,12 @@ struct Fixture {
 
 fn h(label: &str) -> Hash {
     Hash::digest(label.as_bytes())
+}
+
+/// The nonce budget of an iteration of `task` on `batch`.
+fn budget(spec: &ChainSpec, task: &TaskDefinition, batch: &Batch) -> u64 {
+    let cost = IterationCost::of(task, batch.len() as u64, batch.byte_len() as u64);
+    nonce_budget(spec, &cost)
 }
 
 fn flip(hash: Hash) -> Hash {
@@ -106,16 +112,13 @@ fn build() -> Fixture {
     wb.peer_msgs = vec![peer_msg.id()];
     wb.order_seed = seed;
     let winning = wb.sign(&miner);
-    let params = start.model().param_count() as u64;
     let mined = mine_iteration(
-        &spec,
         &header,
         winning.id(),
         Hash(out.end_model_hash.0),
         map_hash(&out.map),
         Hash(out.end_residual_hash.0),
-        batch.byte_len() as u64,
-        params,
+        budget(&spec, &task, &batch),
         Uint256::MAX,
     )
     .expect("the easiest target accepts the first nonce");
@@ -565,18 +568,15 @@ fn replay_that_differs_is_rejected_although_pow_is_valid() {
         b.loss = out.loss_bits;
         b.accuracy = out.accuracy_bits;
     });
-    let params = fx.start.model().param_count() as u64;
     let mut committed = fx.header.clone();
     committed.nonce = Hash::ZERO;
     let mined = mine_iteration(
-        &fx.spec,
         &committed,
         fx.header.msg_hash,
         Hash(out.end_model_hash.0),
         map_hash(&out.map),
         Hash(out.end_residual_hash.0),
-        fx.batch.byte_len() as u64,
-        params,
+        budget(&fx.spec, &fx.task, &fx.batch),
         Uint256::MAX,
     )
     .unwrap();
@@ -589,8 +589,7 @@ fn replay_that_differs_is_rejected_although_pow_is_valid() {
 #[test]
 fn nonce_must_be_below_the_budget() {
     let fx0 = fixture();
-    let params = fx0.start.model().param_count() as u64;
-    let a = nonce_budget(&fx0.spec, fx0.batch.byte_len() as u64, params);
+    let a = budget(&fx0.spec, &fx0.task, &fx0.batch);
     assert!(a >= 2, "devnet gives a few nonces per iteration, got {a}");
     let p = nonce_precursor(
         &Hash(fx0.out.end_model_hash.0),
@@ -643,7 +642,6 @@ fn an_iteration_wins_at_most_once_and_reorgs_free_it() {
 #[test]
 fn mined_header_hash_is_the_header_hash_and_hard_targets_find_nothing() {
     let fx = fixture();
-    let params = fx.start.model().param_count() as u64;
     let args =
         (Hash(fx.out.end_model_hash.0), map_hash(&fx.out.map), Hash(fx.out.end_residual_hash.0));
     let mut committed = fx.header.clone();
@@ -652,28 +650,24 @@ fn mined_header_hash_is_the_header_hash_and_hard_targets_find_nothing() {
     // A target just at the mined header's hash: found, and it is that header.
     let target = Uint256::from_be_bytes(fx.header.hash().0);
     let found = mine_iteration(
-        &fx.spec,
         &committed,
         fx.proof.winning.id(),
         args.0,
         args.1,
         args.2,
-        fx.batch.byte_len() as u64,
-        params,
+        budget(&fx.spec, &fx.task, &fx.batch),
         target,
     )
     .unwrap();
     assert_eq!(found, fx.header);
     assert!(pouw_primitives::meets_target(&found.hash(), target));
     let none = mine_iteration(
-        &fx.spec,
         &committed,
         fx.proof.winning.id(),
         args.0,
         args.1,
         args.2,
-        fx.batch.byte_len() as u64,
-        params,
+        budget(&fx.spec, &fx.task, &fx.batch),
         Uint256::ZERO,
     );
     assert_eq!(none, None);
@@ -759,7 +753,6 @@ fn a_non_genesis_block_without_proof_is_rejected() {
 #[test]
 fn a_header_variant_needs_its_own_iteration() {
     let fx0 = fixture();
-    let params = fx0.start.model().param_count() as u64;
     let mut variant = fx0.header.clone();
     variant.nonce = Hash::ZERO;
     variant.msg_history_root = flip(variant.msg_history_root);
@@ -776,14 +769,12 @@ fn a_header_variant_needs_its_own_iteration() {
         wb.order_seed = order_seed;
         fx.proof.winning = wb.sign(&fx.miner);
         fx.header = mine_iteration(
-            &fx.spec,
             &variant,
             fx.proof.winning.id(),
             Hash(out.end_model_hash.0),
             map_hash(&out.map),
             Hash(out.end_residual_hash.0),
-            fx.batch.byte_len() as u64,
-            params,
+            budget(&fx.spec, &fx.task, &fx.batch),
             Uint256::MAX,
         )
         .unwrap();

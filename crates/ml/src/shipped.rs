@@ -36,6 +36,19 @@ pub fn shipped_mnist() -> Dataset {
     shipped_mnist_ref().clone()
 }
 
+/// Writes the embedded MNIST subset's two IDX files (gzip, as shipped) into `dir`, creating
+/// it; returns the (images, labels) paths. For a task file that names them.
+pub fn write_shipped_mnist(
+    dir: &Path,
+) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let images = dir.join("mnist-10k-images-idx3-ubyte.gz");
+    let labels = dir.join("mnist-10k-labels-idx1-ubyte.gz");
+    std::fs::write(&images, IMAGES)?;
+    std::fs::write(&labels, LABELS)?;
+    Ok((images, labels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,6 +161,10 @@ pub enum Attack {
 }
 
 impl Attack {
+    /// Client: pays for a self-dealt task of the shape that buys the most nonces per
+    /// CPU-second under the chain's budget, for a GPU-only miner seat an accomplice holds
+    /// (design/010, attack 2); `pouw devnet --attack tiny-task` measures the accomplice's rate.
+    TinyTask,
     /// Every attack, in the order the CLI lists them.
     pub const ALL: [Self; 9] = [
         Self::SignFlip,
@@ -175,6 +179,7 @@ impl Attack {
     ];
 
     /// The CLI name (`sign-flip`, ...).
+        Self::TinyTask,
     pub fn name(self) -> &'static str {
         match self {
             Self::SignFlip => "sign-flip",
@@ -189,6 +194,7 @@ impl Attack {
         }
     }
 
+            Self::TinyTask => "tiny-task",
     /// The worker role whose behaviour the attack changes; `None` for the client's.
     pub fn role(self) -> Option<pouw_primitives::Role> {
         use pouw_primitives::Role;
@@ -198,7 +204,7 @@ impl Attack {
             }
             Self::LyingSupervisor => Some(Role::Supervisor),
             Self::LyingEvaluator | Self::EvaluatorTheft => Some(Role::Evaluator),
-            Self::WithholdTest => None,
+            Self::WithholdTest | Self::TinyTask => None,
         }
     }
 }
@@ -252,16 +258,21 @@ impl NodeConfig {
     }
 }
 
-/// The devnet with a fixed difficulty of about `nonces_per_block` nonces per block (no
-/// retargeting within 1,000,000 blocks): for loopback test networks and benchmarks, where
-/// the block rate must not depend on how fast the machine happens to be at the start.
-pub fn local_spec(nonces_per_block: u64) -> ChainSpec {
-    use pouw_primitives::{CompactTarget, Uint256};
+/// The devnet with a fixed difficulty of about `iterations_x2 / 2` filler iterations per
+/// block (no retargeting within 1,000,000 blocks): for loopback test networks and benchmarks,
+/// where the block rate must not depend on how fast the machine happens to be at the start.
+/// (The argument counts nonces at two per filler iteration, the budget before it followed the
+/// iteration's time; the target scales by the filler's budget today, so the block rate per
+/// iteration stays what the tests were tuned for.)
+pub fn local_spec(iterations_x2: u64) -> ChainSpec {
+    use pouw_primitives::{CompactTarget, Hash, Uint256};
     let mut spec = ChainSpec::devnet();
-    spec.name = format!("local-{nonces_per_block}");
+    spec.name = format!("local-{iterations_x2}");
     spec.retarget_window = 1_000_000;
-    spec.initial_target =
-        CompactTarget::from_target(Uint256::MAX / Uint256::from(nonces_per_block.max(1)));
+    let (_, filler) = pouw_consensus::pouw::filler_task(&spec, &Hash::ZERO);
+    let per_iteration = pouw_consensus::pouw::task_nonce_budget(&spec, &filler).max(2);
+    let nonces = iterations_x2.max(1).saturating_mul(per_iteration) / 2;
+    spec.initial_target = CompactTarget::from_target(Uint256::MAX / Uint256::from(nonces.max(1)));
     spec
 }
 

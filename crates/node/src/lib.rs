@@ -22,6 +22,7 @@ mod stats;
 mod sync;
 mod tasks;
 mod verifier;
+mod tiny_task;
 
 pub use agent::SubmitTaskError;
 pub use alert_hooks::{alert_json, ExecHandler, WebhookHandler, WebhookUrl};

@@ -47,6 +47,13 @@ const SYNC_STALL_SECS: u64 = 60;
 /// Filler-task iterations one mining turn runs back to back.
 const FILLER_STEPS_PER_TURN: usize = 4;
 const STALENESS_POLL: Duration = Duration::from_millis(2);
+/// Where `--attack tiny-task` stands: paying at the given time, or paid (the task's id).
+#[derive(Clone, Copy, Debug)]
+enum TinyTask {
+    PayAt(Instant),
+    Paid(TaskId),
+}
+
 
 /// Why the node failed (its own data or configuration; never a peer's fault).
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +240,7 @@ impl NodeHandle {
             own_txs: crate::own_txs::OwnTxs::new(Timestamp::now().millis()),
             shared_own_txs: shared_own_txs.clone(),
             last_own_check: Instant::now(),
+            tiny_task: None,
             own_check_now: false,
             fetching_txs: HashSet::new(),
             verification: crate::verifier::Verification::default(),
@@ -439,6 +447,9 @@ pub(crate) struct Node {
     pub(crate) shared_own_txs: crate::own_txs::SharedOwnTxs,
     pub(crate) last_own_check: Instant,
     /// The tip changed or one was submitted: check them on this turn.
+    /// `--attack tiny-task`: the self-dealt task file, and when to try paying for it next
+    /// (`None` once paid).
+    tiny_task: Option<(std::path::PathBuf, TinyTask)>,
     pub(crate) own_check_now: bool,
     /// Transactions announced by hash being fetched.
     pub(crate) fetching_txs: HashSet<Hash>,
@@ -527,7 +538,56 @@ impl Node {
             let waiting: HashSet<PeerId> = self
                 .pending
                 .values()
+    /// `--attack tiny-task` (hostile, design/010): pays for the self-dealt task as soon as the
+    /// chain can staff it (an accomplice's GPU miner ticket is live, and committees free),
+    /// trying every 3 s, and again if the chain refused it for want of workers.
+    fn tiny_task_tick(&mut self) {
+        if self.config.attack != Some(crate::Attack::TinyTask) {
+            return;
+        }
+        let now = Instant::now();
+        let (path, state) = match self.tiny_task.take() {
+            Some(t) => t,
+            None => match crate::tiny_task::write(&self.config.datadir) {
+                Ok(path) => (path, TinyTask::PayAt(now)),
+                Err(e) => {
+                    tracing::warn!(target: "node", error = %e, "attack: cannot write the tiny task");
+                    return;
+                }
+            },
+        };
+        let state = match state {
+            TinyTask::PayAt(at) if now >= at => match self.submit_task(&path) {
+                Ok(id) => {
+                    tracing::warn!(target: "node", task = %id.short(), "attack: paid for a self-dealt tiny task");
+                    TinyTask::Paid(id)
+                }
+                Err(e) => {
+                    tracing::debug!(target: "node", error = %e, "attack: the tiny task cannot be paid yet");
+                    TinyTask::PayAt(now + Duration::from_secs(3))
+                }
+            },
+            TinyTask::Paid(id) => {
+                let refused = {
+                    let chain = read(&self.chain);
+                    pouw_consensus::task_record(chain.state(), &id).is_some_and(|r| {
+                        matches!(r.status, pouw_consensus::TaskStatus::Refused { .. })
+                    })
+                };
+                if refused {
+                    tracing::warn!(target: "node", task = %id.short(), "attack: the tiny task was refused; paying again");
+                    TinyTask::PayAt(now + Duration::from_secs(3))
+                } else {
+                    TinyTask::Paid(id)
+                }
+            }
+            other => other,
+        };
+        self.tiny_task = Some((path, state));
+    }
+
                 .filter(|(_, p)| matches!(p, Pending::Status))
+        self.tiny_task_tick();
                 .map(|(peer, _)| *peer)
                 .collect();
             let peers: Vec<PeerId> =

@@ -59,6 +59,14 @@ pub struct ChainSpec {
     pub omega_b_ppb: u64,
     /// omega_m in parts per billion per model parameter (nonce budget).
     pub omega_m_ppb: u64,
+    /// omega_f in parts per billion per training FLOP of the batch (nonce budget). 0 when a
+    /// file leaves it out.
+    #[serde(default)]
+    pub omega_f_ppb: u64,
+    /// omega_i in parts per billion per iteration (nonce budget: the fixed part of an
+    /// iteration's cost). 0 when a file leaves it out.
+    #[serde(default)]
+    pub omega_i_ppb: u64,
     /// Smallest nonce budget a full batch of a client task's iteration must earn for its
     /// PayForTask to be accepted (the minimum task cost). 1 when a file leaves it out.
     #[serde(default = "default_min_task_nonces")]
@@ -136,7 +144,9 @@ impl ChainSpec {
             chain_id: 0x706f_7577_6465_7631, // "pouwdev1"
             block_time_ms: 5_000,
             retarget_window: 20,
-            initial_target: CompactTarget(0x1f02_fa99),
+            // About 17 nonces per filler iteration (design/010, "The budget follows the
+            // time"): 2/17 of the target the old budget of 2 nonces had.
+            initial_target: CompactTarget(0x1e59_b700),
             max_target: CompactTarget(0x2100_ffff),
             block_reward: Amount(50 * COIN),
             verifier_share_bps: 500,
@@ -144,10 +154,15 @@ impl ChainSpec {
             max_block_txs: 5_000,
             max_future_ms: 15_000,
             commitment_depth: 5,
-            omega_b_ppb: 10_000,
-            omega_m_ppb: 30_000,
-            min_task_nonces: 1,
-            min_flops_per_nonce: 3_000_000,
+            // One nonce per 10 us of an honest iteration's measured CPU time (design/010):
+            // 0.2096 ns per batch byte, 1.483 ns per parameter, 0.00813 ns per FLOP, 24.4 us
+            // per iteration.
+            omega_b_ppb: 20_960,
+            omega_m_ppb: 148_300,
+            omega_f_ppb: 813,
+            omega_i_ppb: 2_442_000_000,
+            min_task_nonces: 8,
+            min_flops_per_nonce: 200_000,
             client_bond_bps: 2_000,
             filler_epoch_blocks: 100,
             min_ticket_stake: Amount(10 * COIN),

@@ -16,9 +16,9 @@
 //!   for it after the fact, and send the block. The honest nodes replay it in the variant's order
 //!   and refuse it; its attempts are not valid attempts and are not counted.
 
-use pouw_consensus::pouw::{iteration_body, mine_iteration, nonce_budget, order_seed};
+use pouw_consensus::pouw::{iteration_body, mine_iteration, order_seed};
 use pouw_ml::{Batch, Exec, IterationOutput, TrainState};
-use pouw_primitives::{meets_target, ChainSpec, Hash, Header, IterationBody, Timestamp, Uint256};
+use pouw_primitives::{meets_target, Hash, Header, IterationBody, Timestamp, Uint256};
 
 /// A miner's counters of nonce attempts and of the CPU time its training steps took.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +111,8 @@ fn variant(committed: &Header, delta: u64) -> Header {
 
 /// What one bound variant needs of the iteration.
 pub(crate) struct Iteration<'a> {
-    pub(crate) spec: &'a ChainSpec,
+    /// The iteration's nonce budget `a`.
+    pub(crate) budget: u64,
     pub(crate) exec: Exec,
     pub(crate) start: &'a TrainState,
     pub(crate) batch: &'a Batch,
@@ -131,9 +132,7 @@ pub(crate) fn grind_bound(
     max_future_ms: u64,
     attempts: &mut u64,
 ) -> Option<GroundBlock> {
-    let params = it.start.model().param_count() as u64;
-    let bytes = it.batch.byte_len() as u64;
-    let a = nonce_budget(it.spec, bytes, params);
+    let a = it.budget;
     for delta in 1..=u64::from(variants) {
         let header = variant(committed, delta);
         if header.timestamp.0 > now.0.saturating_add(max_future_ms) {
@@ -148,14 +147,12 @@ pub(crate) fn grind_bound(
         body.order_seed = seed;
         *attempts = attempts.saturating_add(a);
         let found = mine_iteration(
-            it.spec,
             &header,
             body.id(),
             Hash(out.end_model_hash.0),
             Hash(out.map_hash.0),
             Hash(out.end_residual_hash.0),
-            bytes,
-            params,
+            a,
             it.target,
         );
         if let Some(header) = found {
@@ -180,17 +177,16 @@ fn body_of(honest: &IterationBody, out: &IterationOutput) -> IterationBody {
 /// found and the winning body that claims it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forge_unbound(
-    spec: &ChainSpec,
     committed: &Header,
     honest: &IterationBody,
     out: &IterationOutput,
-    (bytes, params): (u64, u64),
+    a: u64,
     target: Uint256,
     (now, max_future_ms): (Timestamp, u64),
-    budget: u64,
+    variants: u64,
 ) -> Option<(Header, IterationBody)> {
     let window = now.0.saturating_add(max_future_ms).saturating_sub(committed.timestamp.0);
-    for n in 1..=budget {
+    for n in 1..=variants {
         let header = if n <= window {
             variant(committed, n)
         } else {
@@ -201,14 +197,12 @@ pub(crate) fn forge_unbound(
         let mut body = body_of(honest, out);
         body.order_seed = Hash(order_seed(&header));
         let found = mine_iteration(
-            spec,
             &header,
             body.id(),
             Hash(out.end_model_hash.0),
             Hash(out.map_hash.0),
             Hash(out.end_residual_hash.0),
-            bytes,
-            params,
+            a,
             target,
         );
         if let Some(h) = found.filter(|h| meets_target(&h.hash(), target)) {

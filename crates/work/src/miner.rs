@@ -5,8 +5,8 @@ use pouw_chain::{Ancestors, Chain, PouwValidator};
 use pouw_consensus::{
     payable_attestations,
     pouw::{
-        iteration_body, mine_iteration, ml_specs, nonce_budget, Handover, PouwError, ProofData,
-        TaskSchedule,
+        iteration_body, mine_iteration, ml_specs, nonce_budget, Handover, IterationCost, PouwError,
+        ProofData, TaskSchedule,
     },
     ConsensusError, StateKey, TemplateRoot,
 };
@@ -274,6 +274,8 @@ struct Job {
     /// The bodies of the recent committing messages, unsigned: a filler task's message is
     /// signed only when a block needs it (nobody else sees it).
     commitments: VecDeque<(u64, IterationBody, Template)>,
+    /// The task's definition (what an iteration's nonce budget prices).
+    definition: TaskDefinition,
 }
 
 impl Job {
@@ -620,12 +622,12 @@ impl Miner {
 
         if let (Some((_, committing, template)), Some(start)) = (committed, start) {
             let target = template.header.target.to_target().unwrap_or_default();
-            let params = start.model().param_count() as u64;
             let winning_id = body.id();
-            let a = nonce_budget(&self.spec, batch.byte_len() as u64, params);
+            let cost =
+                IterationCost::of(&job.definition, batch.len() as u64, batch.byte_len() as u64);
+            let a = nonce_budget(&self.spec, &cost);
             self.stats.attempts = self.stats.attempts.saturating_add(a);
             let found = mine_iteration(
-                &self.spec,
                 &template.header,
                 winning_id,
                 Hash(out.end_model_hash.0),
@@ -633,8 +635,7 @@ impl Miner {
                 // pouw-consensus), already computed by the iteration.
                 Hash(out.map_hash.0),
                 Hash(out.end_residual_hash.0),
-                batch.byte_len() as u64,
-                params,
+                a,
                 target,
             );
             // A start or end state with a NaN or an infinity (training that diverged) is
@@ -652,7 +653,7 @@ impl Miner {
             let grind = match (&found, &mut self.grinder) {
                 (None, Some(g)) if !on_client && all_finite(&start) => {
                     let it = Iteration {
-                        spec: &self.spec,
+                        budget: a,
                         exec: self.exec,
                         start: &start,
                         batch: &batch,
@@ -676,11 +677,10 @@ impl Miner {
                             g.forged = true;
                             let t0 = thread_cpu_ns();
                             let forged = forge_unbound(
-                                &self.spec,
                                 &template.header,
                                 &body,
                                 &out,
-                                (batch.byte_len() as u64, params),
+                                a,
                                 target,
                                 (now, max_future),
                                 g.forge_budget,
@@ -862,6 +862,7 @@ impl Miner {
             epoch: 0,
             iteration: 0,
             commitments: VecDeque::new(),
+            definition: task,
         })
     }
 

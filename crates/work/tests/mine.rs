@@ -161,15 +161,16 @@ fn a_block_that_trains_an_unscheduled_batch_is_refused_even_though_it_replays() 
     body.order_seed = seed;
     assert_ne!(body.batch_hash, w.batch_hash);
     let target = m.block.header.target.to_target().unwrap();
+    let cost =
+        pouw_consensus::pouw::IterationCost::of(&task, batch.len() as u64, batch.byte_len() as u64);
+    let budget = pouw_consensus::pouw::nonce_budget(&spec, &cost);
     let header = mine_iteration(
-        &spec,
         &m.block.header,
         body.id(),
         pouw_primitives::Hash(out.end_model_hash.0),
         map_hash(&out.map),
         pouw_primitives::Hash(out.end_residual_hash.0),
-        batch.byte_len() as u64,
-        state.model().param_count() as u64,
+        budget,
         target,
     )
     .expect("the easy target accepts almost any nonce");

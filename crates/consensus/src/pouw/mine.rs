@@ -1,13 +1,13 @@
 //! The miner's side of the nonce: after every iteration, try the `a` nonces it yields with the
 //! header committed to `k` iterations earlier.
 
-use super::{nonce_at, nonce_budget, nonce_precursor};
-use pouw_primitives::{codec, meets_target, ChainSpec, Hash, Header, Uint256};
+use super::{nonce_at, nonce_precursor};
+use pouw_primitives::{codec, meets_target, Hash, Header, Uint256};
 
 /// Tag of the header hash (`Header::hash`).
 const HEADER_TAG: &str = "pouw/header";
 
-/// Tries the `a = nonce_budget(batch_bytes, params)` nonces of an iteration on
+/// Tries the `budget` nonces of an iteration (`a = nonce_budget(spec, cost)`, the caller's) on
 /// `committed_header` (the zero-nonce header committed `k` iterations earlier) with
 /// `msg_hash = winning_id`; returns the first header whose hash meets `target`.
 ///
@@ -19,19 +19,16 @@ const HEADER_TAG: &str = "pouw/header";
 /// encoding), so the loop allocates nothing. The winning message must commit to zero (see
 /// `PouwError::WinningCommitment`): build its body with `commitment = Hash::ZERO` to get
 /// `winning_id`, and if this returns a header, publish that message.
-#[allow(clippy::too_many_arguments)]
 pub fn mine_iteration(
-    spec: &ChainSpec,
     committed_header: &Header,
     winning_id: Hash,
     end_model_hash: Hash,
     map_hash: Hash,
     end_residual_hash: Hash,
-    batch_bytes: u64,
-    params: u64,
+    budget: u64,
     target: Uint256,
 ) -> Option<Header> {
-    let a = nonce_budget(spec, batch_bytes, params);
+    let a = budget;
     let precursor = nonce_precursor(&end_model_hash, &map_hash, &end_residual_hash);
     let mut header = committed_header.clone();
     header.msg_hash = winning_id;

@@ -236,11 +236,12 @@ pub fn replay(
     if out.accuracy_bits != w.accuracy {
         return Err(PouwError::Accuracy { claimed: w.accuracy, replayed: out.accuracy_bits });
     }
-    let budget = nonce_budget(
-        spec,
+    let cost = super::IterationCost::of(
+        task,
+        u64::try_from(batch.len()).unwrap_or(u64::MAX),
         u64::try_from(batch.byte_len()).unwrap_or(u64::MAX),
-        u64::try_from(params).unwrap_or(u64::MAX),
     );
+    let budget = nonce_budget(spec, &cost);
     let precursor = nonce_precursor(
         &Hash(out.end_model_hash.0),
         &map_hash(&out.map),

@@ -14,6 +14,7 @@ use pouw_primitives::{
 /// No client bond, so the client's balances in the fee tests are the fee alone;
 /// `lifecycle::bond` and `props::total_supply_is_conserved` set the devnet's bond.
 pub(crate) fn spec() -> ChainSpec {
+    s.min_flops_per_nonce = 0;
     let mut s = ChainSpec::devnet();
     s.min_task_nonces = 0;
     s.client_bond_bps = 0;

@@ -1709,20 +1709,23 @@ fn a_verifier_count_must_outvote_the_declared_faults() {
 #[test]
 fn a_task_below_the_minimum_task_cost_is_refused() {
     let mut c = Chain::new();
-    c.spec.min_task_nonces = 1;
+    let devnet = ChainSpec::devnet();
+    (c.spec.min_task_nonces, c.spec.min_flops_per_nonce) =
+        (devnet.min_task_nonces, devnet.min_flops_per_nonce);
+    assert_eq!((c.spec.min_task_nonces, c.spec.min_flops_per_nonce), (8, 200_000));
     let pay = |task: TaskDefinition| TxKind::PayForTask { task, fee: Amount(100 * COIN) };
-    // The 4-8-3 task with batch 8 costs under one nonce per iteration.
+    // The 4-8-3 task with batch 8 earns the fixed part of an iteration's price only.
     let tiny = valid_task(1);
-    assert_eq!(pouw_consensus::pouw::task_nonce_budget(&c.spec, &tiny), 0);
+    assert_eq!(pouw_consensus::pouw::task_nonce_budget(&c.spec, &tiny), 2);
     let err = check_tx_stateless(&c.tx(0, pay(tiny.clone())), &c.spec).unwrap_err();
-    assert_eq!(err, E::TaskTooCheap { nonces: 0, min: 1 });
+    assert_eq!(err, E::TaskTooCheap { nonces: 2, min: 8 });
     assert!(err.to_string().contains("minimum task cost"), "{err}");
     // In a block it is refused too, and nothing is paid.
     let before = c.balance(0);
-    assert_eq!(c.one(0, pay(tiny)), Err(E::TaskTooCheap { nonces: 0, min: 1 }));
+    assert_eq!(c.one(0, pay(tiny)), Err(E::TaskTooCheap { nonces: 2, min: 8 }));
     assert_eq!(c.balance(0), before);
-    // The filler's shape (784-64-10, batch 32) earns 2 nonces: paid under a minimum of 2,
-    // refused under 3.
+    // The filler's shape (784-64-10, batch 32) earns 17 nonces: paid under a minimum of 17,
+    // refused under 18.
     let mut sized = valid_task(1);
     sized.model.input_shape = vec![784];
     sized.model.classes = 10;
@@ -1731,12 +1734,12 @@ fn a_task_below_the_minimum_task_cost_is_refused() {
         LayerDef::Dense { units: 10, activation: Activation::None },
     ];
     sized.optimizer.batch_size = 32;
-    assert_eq!(pouw_consensus::pouw::task_nonce_budget(&c.spec, &sized), 2);
-    c.spec.min_task_nonces = 3;
+    assert_eq!(pouw_consensus::pouw::task_nonce_budget(&c.spec, &sized), 17);
+    c.spec.min_task_nonces = 18;
     let err = check_tx_stateless(&c.tx(0, pay(sized.clone())), &c.spec).unwrap_err();
-    assert_eq!(err, E::TaskTooCheap { nonces: 2, min: 3 });
-    // One hidden unit: the batch alone still earns a nonce, but the iteration spends only
-    // 4 * 32 * (784 + 10) FLOPs on it, under the devnet's 3 MFLOP per nonce.
+    assert_eq!(err, E::TaskTooCheap { nonces: 17, min: 18 });
+    // One hidden unit: the batch bytes still earn 4 nonces, but the iteration spends only
+    // 4 * 32 * (784 + 10) FLOPs on them, under the devnet's 200,000 FLOPs per nonce.
     let mut narrow = sized.clone();
     narrow.model.layers = vec![
         LayerDef::Dense { units: 1, activation: Activation::Relu },
@@ -1744,12 +1747,9 @@ fn a_task_below_the_minimum_task_cost_is_refused() {
     ];
     c.spec.min_task_nonces = 1;
     let err = check_tx_stateless(&c.tx(0, pay(narrow)), &c.spec).unwrap_err();
-    assert_eq!(
-        err,
-        E::TaskTooCheapPerNonce { flops: 101_632, nonces: 1, min_per_nonce: 3_000_000 }
-    );
+    assert_eq!(err, E::TaskTooCheapPerNonce { flops: 101_632, nonces: 4, min_per_nonce: 200_000 });
     assert!(err.to_string().contains("FLOPs per nonce"), "{err}");
-    c.spec.min_task_nonces = 2;
+    c.spec.min_task_nonces = 17;
     let id = c.pay(sized, 100);
     assert_eq!(c.task(&id).status, TaskStatus::Registered);
 }
