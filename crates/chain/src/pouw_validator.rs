@@ -260,6 +260,30 @@ impl PouwValidator {
         Some(filler_task(spec, &hash))
     }
 
+    /// The canonical batch bytes of `block`'s winning iteration when the block trains the filler
+    /// task of its epoch (`None` for a client-task block or a block without proof): the shipped
+    /// digits gathered in the filler schedule's order, chain data only. A filler-task block's
+    /// proof data travels without its batch and the receiver rebuilds it here; the rebuilt bytes
+    /// still have to hash to the batch hash the winning message names (design/016).
+    pub fn filler_batch(
+        spec: &ChainSpec,
+        parent: &Header,
+        ancestors: &dyn Ancestors,
+        block: &Block,
+    ) -> Result<Option<Vec<u8>>, ProofCheckError> {
+        let Some(proof) = proof_of(block)? else { return Ok(None) };
+        let Some((id, task)) = Self::filler_task_for(spec, parent, ancestors) else {
+            return Ok(None);
+        };
+        if block.header.task_id != id {
+            return Ok(None);
+        }
+        let shipped = pouw_ml::shipped_mnist_ref();
+        let schedule = TaskSchedule::new(&id, &task, &id, shipped, 0, 1)?;
+        let (_, _, samples) = schedule.scheduled_samples(proof.winning.body.iteration)?;
+        Ok(Some(shipped.gather(&samples).canonical_bytes()))
+    }
+
     fn check(
         &self,
         block: &Block,

@@ -1077,7 +1077,12 @@ impl Node {
                 node.ban(peer, reason);
             }
         };
-        if let Some(data) = data {
+        if let Some(mut data) = data {
+            if data.batch.is_empty() {
+                // A filler-task block's batch does not travel: rebuilt from chain data, then
+                // checked against the batch hash like any batch (design/016).
+                data.batch = filler_batch(&read(&self.chain), &block).unwrap_or_default();
+            }
             let checked = check_proof_data(&read(&self.chain), &block, &data);
             match checked {
                 Ok(()) => {}
@@ -1315,7 +1320,7 @@ impl Node {
                 let mut bytes = 0usize;
                 for h in hashes {
                     let Some(block) = chain.block(&h)? else { break };
-                    let proof = self.proof_data_of(&block)?;
+                    let proof = self.proof_data_of(&chain, &block)?;
                     bytes = bytes.saturating_add(approx_size(&block, proof.as_ref()));
                     out.push(BlockWithProof { block, proof });
                     if bytes > BLOCKS_RESPONSE_BUDGET {
@@ -1325,7 +1330,7 @@ impl Node {
                 Response::Blocks(out)
             }
             Request::Proof(hash) => match chain.block(&hash)? {
-                Some(block) => Response::Proof(self.proof_data_of(&block)?),
+                Some(block) => Response::Proof(self.proof_data_of(&chain, &block)?),
                 None => Response::Proof(None),
             },
             Request::Segment { .. } => Response::Segment(None),
@@ -1341,12 +1346,32 @@ impl Node {
         Ok(())
     }
 
-    fn proof_data_of(&self, block: &Block) -> Result<Option<ProofData>, NodeError> {
-        match proof_of(block) {
-            Ok(Some(p)) => Ok(self.proofs.get_proof(&p.winning.body)?),
-            _ => Ok(None),
+    /// The proof data of `block` as it goes to a peer: a filler-task block's without its batch,
+    /// which every node rebuilds from chain data (design/016).
+    fn proof_data_of(&self, chain: &Chain, block: &Block) -> Result<Option<ProofData>, NodeError> {
+        let mut data = match proof_of(block) {
+            Ok(Some(p)) => self.proofs.get_proof(&p.winning.body)?,
+            _ => None,
+        };
+        if let Some(d) = data.as_mut() {
+            let parent = chain.header(&block.header.prev_hash);
+            let filler = parent.and_then(|p| {
+                PouwValidator::filler_task_for(chain.spec(), p, &chain.branch_ancestors(p))
+            });
+            if filler.is_some_and(|(id, _)| id == block.header.task_id) {
+                d.batch = Vec::new();
+            }
         }
+        Ok(data)
     }
+}
+
+/// The batch bytes of `block`'s iteration rebuilt from chain data, when it trains the filler
+/// task of its epoch and its parent is stored (`PouwValidator::filler_batch`).
+fn filler_batch(chain: &Chain, block: &Block) -> Option<Vec<u8>> {
+    let parent = chain.header(&block.header.prev_hash)?;
+    let ancestors = chain.branch_ancestors(parent);
+    PouwValidator::filler_batch(chain.spec(), parent, &ancestors, block).ok().flatten()
 }
 
 fn approx_size(block: &Block, proof: Option<&ProofData>) -> usize {
