@@ -36,20 +36,22 @@ trap 'rm -rf "$tmp"' EXIT
 
 model_hash() { grep -o '"model_hash": *"[0-9a-f]*"' "$1" | grep -o '[0-9a-f]\{64\}'; }
 
-echo "== pouw train --iterations 20, native (2 threads)" >&2
-"$pouw" train tasks/mnist-mlp.toml --iterations 20 --json --threads 2 \
-  --out "$tmp/native.safetensors" >"$tmp/native.json"
-echo "== pouw train --iterations 20, ${QEMU[*]} (1 thread)" >&2
-"${QEMU[@]}" "$pouw" train tasks/mnist-mlp.toml --iterations 20 --json --threads 1 \
-  --out "$tmp/qemu.safetensors" >"$tmp/qemu.json"
+for task in mnist-mlp mnist-cnn; do
+  echo "== pouw train tasks/$task.toml --iterations 20, native (2 threads)" >&2
+  "$pouw" train "tasks/$task.toml" --iterations 20 --json --threads 2 \
+    --out "$tmp/$task-native.safetensors" >"$tmp/$task-native.json"
+  echo "== pouw train tasks/$task.toml --iterations 20, ${QEMU[*]} (1 thread)" >&2
+  "${QEMU[@]}" "$pouw" train "tasks/$task.toml" --iterations 20 --json --threads 1 \
+    --out "$tmp/$task-qemu.safetensors" >"$tmp/$task-qemu.json"
 
-native=$(model_hash "$tmp/native.json")
-emulated=$(model_hash "$tmp/qemu.json")
-echo "native   model_hash $native"
-echo "Nehalem  model_hash $emulated"
-if [ -z "$native" ] || [ "$native" != "$emulated" ]; then
-  echo "FAIL: model hashes differ" >&2
-  exit 1
-fi
-cmp "$tmp/native.safetensors" "$tmp/qemu.safetensors"
+  native=$(model_hash "$tmp/$task-native.json")
+  emulated=$(model_hash "$tmp/$task-qemu.json")
+  echo "$task native   model_hash $native"
+  echo "$task Nehalem  model_hash $emulated"
+  if [ -z "$native" ] || [ "$native" != "$emulated" ]; then
+    echo "FAIL: $task model hashes differ" >&2
+    exit 1
+  fi
+  cmp "$tmp/$task-native.safetensors" "$tmp/$task-qemu.safetensors"
+done
 echo "OK: identical bits natively and on Nehalem"

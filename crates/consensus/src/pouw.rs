@@ -106,21 +106,13 @@ pub fn full_batch_bytes(task: &TaskDefinition) -> u64 {
 }
 
 /// Training FLOPs of one iteration of `task` on a full batch: forward and backward,
-/// `2 * batch * sum(in * out)` each, over the dense layers (biases, activations and the update
-/// are left out, so this undercounts the iteration's work). Saturates on absurd shapes.
+/// `2 * batch * macs` each, where `macs` are the multiply-accumulates of one sample's forward
+/// products (dense: `in * out`; conv2d: `out_positions * filters * C * k * k`, the im2col
+/// product; `TaskDefinition::model_cost`). Biases, activations, pooling and the update are left
+/// out, so this undercounts the iteration's work. Saturates on absurd shapes (0 for a model
+/// whose layers do not fit, which fails validation).
 pub fn iteration_flops(task: &TaskDefinition) -> u64 {
-    let mut fan_in =
-        task.model.input_shape.iter().fold(1u64, |acc, &d| acc.saturating_mul(u64::from(d)));
-    let mut macs: u64 = 0;
-    for layer in &task.model.layers {
-        match layer {
-            pouw_primitives::LayerDef::Dense { units, .. } => {
-                let units = u64::from(*units);
-                macs = macs.saturating_add(fan_in.saturating_mul(units));
-                fan_in = units;
-            }
-        }
-    }
+    let macs = task.model_cost().map_or(0, |c| c.forward_macs);
     // Two passes of 2 FLOPs (a multiply and an add) per multiply-accumulate per sample.
     macs.saturating_mul(u64::from(task.optimizer.batch_size)).saturating_mul(4)
 }

@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// Layer types a task file may use.
-const LAYER_TYPES: &[&str] = &["dense"];
+const LAYER_TYPES: &[&str] = &["dense", "conv2d", "maxpool2d", "flatten"];
 /// Activations a task file may use.
 const ACTIVATIONS: &[&str] = &["relu", "tanh", "sigmoid", "none"];
 
@@ -269,18 +269,31 @@ pub fn load_client_task(file: &Path, dir: &Path) -> Result<ClientTask, ClientTas
     }
     let segments: Vec<Vec<u8>> = segs.iter().map(|s| data.segment_bytes(s)).collect();
 
+    let act = |a: &crate::Activation| match a {
+        crate::Activation::Relu => Activation::Relu,
+        crate::Activation::Tanh => Activation::Tanh,
+        crate::Activation::Sigmoid => Activation::Sigmoid,
+        crate::Activation::None => Activation::None,
+    };
     let mut layers = Vec::with_capacity(tf.model.layers.len());
     for (i, l) in tf.model.layers.iter().enumerate() {
         match l {
-            LayerSpec::Dense { units, activation } => layers.push(LayerDef::Dense {
-                units: *units,
-                activation: match activation {
-                    crate::Activation::Relu => Activation::Relu,
-                    crate::Activation::Tanh => Activation::Tanh,
-                    crate::Activation::Sigmoid => Activation::Sigmoid,
-                    crate::Activation::None => Activation::None,
-                },
-            }),
+            LayerSpec::Dense { units, activation } => {
+                layers.push(LayerDef::Dense { units: *units, activation: act(activation) })
+            }
+            LayerSpec::Conv2d { filters, kernel, stride, padding, activation } => {
+                layers.push(LayerDef::Conv2d {
+                    filters: *filters,
+                    kernel: *kernel,
+                    stride: *stride,
+                    padding: *padding,
+                    activation: act(activation),
+                })
+            }
+            LayerSpec::MaxPool2d { size, stride } => {
+                layers.push(LayerDef::MaxPool2d { size: *size, stride: stride.unwrap_or(*size) })
+            }
+            LayerSpec::Flatten => layers.push(LayerDef::Flatten),
             #[allow(unreachable_patterns)]
             other => {
                 return Err(ClientTaskError::UnknownLayer {

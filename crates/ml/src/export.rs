@@ -1,10 +1,18 @@
 //! Safetensors export and import of a model.
 //!
-//! Tensors: for the layer at position `i` of the spec's layer list, a dense layer gives
-//! `dense{i}.weight` (F32, shape `[inputs, units]`, row-major as in the flat vector) and
-//! `dense{i}.bias` (F32, `[units]`). Metadata: `pouw.spec` = the [`ModelSpec`] as JSON,
-//! `pouw.model_hash` = the model hash in hex, `format` = `pt`. Import rebuilds the flat vector,
-//! recomputes the hash and rejects the file if it differs from the metadata.
+//! Tensor names and shapes are PyTorch's: the file is the `state_dict` of the
+//! `torch.nn.Sequential` the metadata `pouw.torch` describes, so
+//! `model.load_state_dict(safetensors.torch.load_file(path))` needs no renaming. The
+//! Sequential has, for each layer of the spec in order: conv2d → `Conv2d(C, F, k, stride,
+//! padding)` then its activation module (`ReLU`, `Tanh`, `Sigmoid`; none for `none`);
+//! maxpool2d → `MaxPool2d(size, stride)`; flatten → `Flatten()`; dense → a `Flatten()` first
+//! when its input is not flat yet, then `Linear(inputs, units)` and its activation module.
+//! Module `n` with parameters gives `{n}.weight` and `{n}.bias`: conv `[F, C, k, k]` (the flat
+//! vector's layout), linear `[units, inputs]` (the transpose of the flat vector's
+//! `[inputs, units]`), biases `[units]`. Metadata: `pouw.spec` = the [`ModelSpec`] as JSON,
+//! `pouw.model_hash` = the model hash in hex, `pouw.torch` = the Sequential, `format` = `pt`.
+//! Import rebuilds the flat vector, recomputes the hash and rejects the file if it differs
+//! from the metadata.
 
 use std::path::Path;
 
@@ -13,8 +21,84 @@ use safetensors::{Dtype, SafeTensors};
 use crate::{
     hash::Digest,
     model::Model,
-    spec::{ModelSpec, SpecError},
+    spec::{Activation, LayerLayout, Layout, ModelSpec, SpecError},
 };
+
+/// One tensor of the file: its name, its PyTorch shape, where its values live in the flat
+/// vector, and `Some((inputs, units))` when the file holds the transpose of that block.
+struct TorchTensor {
+    name: String,
+    shape: Vec<usize>,
+    start: usize,
+    len: usize,
+    transpose: Option<(usize, usize)>,
+}
+
+/// The PyTorch `Sequential` of a layout (module docs) and its tensors in module order.
+fn torch_modules(layout: &Layout, input_rank: usize) -> (String, Vec<TorchTensor>) {
+    let mut modules: Vec<String> = Vec::new();
+    let mut tensors = Vec::new();
+    let mut flat = input_rank <= 1;
+    let activation = |modules: &mut Vec<String>, a: Activation| match a {
+        Activation::Relu => modules.push("ReLU()".into()),
+        Activation::Tanh => modules.push("Tanh()".into()),
+        Activation::Sigmoid => modules.push("Sigmoid()".into()),
+        Activation::None => {}
+    };
+    let mut param = |n: usize, weight: (Vec<usize>, usize, usize), t, bias: (usize, usize)| {
+        tensors.push(TorchTensor {
+            name: format!("{n}.weight"),
+            shape: weight.0,
+            start: weight.1,
+            len: weight.2,
+            transpose: t,
+        });
+        tensors.push(TorchTensor {
+            name: format!("{n}.bias"),
+            shape: vec![bias.1],
+            start: bias.0,
+            len: bias.1,
+            transpose: None,
+        });
+    };
+    for layer in &layout.layers {
+        match layer {
+            LayerLayout::Conv2d(c) => {
+                let w = (
+                    vec![c.filters, c.channels, c.kernel, c.kernel],
+                    c.weight_offset,
+                    c.bias_offset - c.weight_offset,
+                );
+                param(modules.len(), w, None, (c.bias_offset, c.filters));
+                modules.push(format!(
+                    "Conv2d({}, {}, kernel_size={}, stride={}, padding={})",
+                    c.channels, c.filters, c.kernel, c.stride, c.padding
+                ));
+                activation(&mut modules, c.activation);
+                flat = false;
+            }
+            LayerLayout::MaxPool2d(p) => {
+                modules.push(format!("MaxPool2d(kernel_size={}, stride={})", p.size, p.stride));
+                flat = false;
+            }
+            LayerLayout::Flatten { .. } => {
+                modules.push("Flatten()".into());
+                flat = true;
+            }
+            LayerLayout::Dense(d) => {
+                if !flat {
+                    modules.push("Flatten()".into());
+                    flat = true;
+                }
+                let w = (vec![d.units, d.inputs], d.weight_offset, d.bias_offset - d.weight_offset);
+                param(modules.len(), w, Some((d.inputs, d.units)), (d.bias_offset, d.units));
+                modules.push(format!("Linear({}, {})", d.inputs, d.units));
+                activation(&mut modules, d.activation);
+            }
+        }
+    }
+    (format!("Sequential({})", modules.join(", ")), tensors)
+}
 
 /// Why an export or import failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,34 +150,32 @@ pub fn to_safetensors(model: &Model) -> Result<Vec<u8>, ExportError> {
     let json = |s: &str| serde_json::to_string(s).map_err(|e| ExportError::Metadata(e.to_string()));
     let spec =
         serde_json::to_string(model.spec()).map_err(|e| ExportError::Metadata(e.to_string()))?;
+    let (torch, tensors) = torch_modules(model.layout(), model.spec().input_shape.len());
     let mut header = format!(
-        "{{\"__metadata__\":{{\"format\":\"pt\",\"pouw.model_hash\":\"{}\",\"pouw.spec\":{}}}",
+        "{{\"__metadata__\":{{\"format\":\"pt\",\"pouw.model_hash\":\"{}\",\"pouw.spec\":{},\"pouw.torch\":{}}}",
         model.hash(),
-        json(&spec)?
+        json(&spec)?,
+        json(&torch)?
     );
     let p = model.params();
     let mut data = Vec::with_capacity(p.len() * 4);
-    for (i, d) in model.layout().dense.iter().enumerate() {
-        for (name, shape, values) in [
-            (
-                format!("dense{i}.weight"),
-                format!("[{},{}]", d.inputs, d.units),
-                &p[d.weight_offset..d.bias_offset],
-            ),
-            (
-                format!("dense{i}.bias"),
-                format!("[{}]", d.units),
-                &p[d.bias_offset..d.bias_offset + d.units],
-            ),
-        ] {
-            let start = data.len();
-            data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-            header.push_str(&format!(
-                ",{}:{{\"dtype\":\"F32\",\"shape\":{shape},\"data_offsets\":[{start},{}]}}",
-                json(&name)?,
-                data.len()
-            ));
+    for t in &tensors {
+        let start = data.len();
+        let block = &p[t.start..t.start + t.len];
+        match t.transpose {
+            Some((rows, cols)) => {
+                for c in 0..cols {
+                    data.extend((0..rows).flat_map(|r| block[r * cols + c].to_le_bytes()));
+                }
+            }
+            None => data.extend(block.iter().flat_map(|v| v.to_le_bytes())),
         }
+        let shape = t.shape.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        header.push_str(&format!(
+            ",{}:{{\"dtype\":\"F32\",\"shape\":[{shape}],\"data_offsets\":[{start},{}]}}",
+            json(&t.name)?,
+            data.len()
+        ));
     }
     header.push('}');
     while header.len() % 8 != 0 {
@@ -128,26 +210,36 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<Model, ExportError> {
     }
     let tensors = SafeTensors::deserialize(bytes)?;
     let mut params = vec![0.0f32; layout.params];
-    for (i, d) in layout.dense.iter().enumerate() {
-        for (name, shape, range) in [
-            (format!("dense{i}.weight"), vec![d.inputs, d.units], d.weight_offset..d.bias_offset),
-            (format!("dense{i}.bias"), vec![d.units], d.bias_offset..d.bias_offset + d.units),
-        ] {
-            let t = tensors
-                .tensor(&name)
-                .map_err(|e| ExportError::Tensor { name: name.clone(), problem: e.to_string() })?;
-            if t.dtype() != Dtype::F32 || t.shape() != shape.as_slice() {
-                return Err(ExportError::Tensor {
-                    name,
-                    problem: format!(
-                        "expected F32 {shape:?}, found {:?} {:?}",
-                        t.dtype(),
-                        t.shape()
-                    ),
-                });
+    let (_, wanted) = torch_modules(&layout, spec.input_shape.len());
+    for want in wanted {
+        let name = want.name;
+        let t = tensors
+            .tensor(&name)
+            .map_err(|e| ExportError::Tensor { name: name.clone(), problem: e.to_string() })?;
+        if t.dtype() != Dtype::F32 || t.shape() != want.shape.as_slice() {
+            return Err(ExportError::Tensor {
+                name,
+                problem: format!(
+                    "expected F32 {:?}, found {:?} {:?}",
+                    want.shape,
+                    t.dtype(),
+                    t.shape()
+                ),
+            });
+        }
+        let values = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let block = &mut params[want.start..want.start + want.len];
+        match want.transpose {
+            // The file holds `[units, inputs]`: value `q` is row `q % inputs`, column `q / inputs`.
+            Some((rows, cols)) => {
+                for (q, v) in values.enumerate().take(block.len()) {
+                    block[(q % rows) * cols + q / rows] = v;
+                }
             }
-            for (dst, src) in params[range].iter_mut().zip(t.data().chunks_exact(4)) {
-                *dst = f32::from_le_bytes(src.try_into().expect("4 bytes"));
+            None => {
+                for (dst, v) in block.iter_mut().zip(values) {
+                    *dst = v;
+                }
             }
         }
     }
@@ -203,10 +295,70 @@ mod tests {
         assert_eq!(to_safetensors(&back).unwrap(), bytes, "export is reproducible");
         // The reference parser reads the tensors we wrote.
         let st = SafeTensors::deserialize(&bytes).unwrap();
-        let w = st.tensor("dense1.weight").unwrap();
-        assert_eq!(w.shape(), &[7, 5]);
+        // nn.Sequential(Linear(20, 7), Sigmoid(), Linear(7, 5), Sigmoid(), Linear(5, 3)).
+        let w = st.tensor("2.weight").unwrap();
+        assert_eq!(w.shape(), &[5, 7], "nn.Linear's [out, in]");
         let off = model.layout().dense[1].weight_offset;
-        assert_eq!(&w.data()[..4], &model.params()[off].to_le_bytes());
+        // Element (out 0, in 1) of the file is W[1, 0] of the flat [in, out] block, element
+        // (out 1, in 0) is W[0, 1].
+        assert_eq!(&w.data()[4..8], &model.params()[off + 5].to_le_bytes());
+        assert_eq!(&w.data()[7 * 4..7 * 4 + 4], &model.params()[off + 1].to_le_bytes());
+        assert_eq!(st.tensor("4.bias").unwrap().shape(), &[3]);
+    }
+
+    #[test]
+    fn a_cnn_exports_as_a_torch_sequential() {
+        use crate::spec::LayerSpec;
+        let spec = ModelSpec {
+            input_shape: vec![1, 8, 8],
+            layers: vec![
+                LayerSpec::Conv2d {
+                    filters: 3,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 1,
+                    activation: Activation::Relu,
+                },
+                LayerSpec::MaxPool2d { size: 2, stride: None },
+                LayerSpec::Conv2d {
+                    filters: 4,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 0,
+                    activation: Activation::Tanh,
+                },
+                LayerSpec::Dense { units: 5, activation: Activation::None },
+            ],
+            classes: 5,
+            init: crate::spec::Init::He,
+            seed: 4,
+        };
+        let model = Model::new(spec).unwrap();
+        let bytes = to_safetensors(&model).unwrap();
+        let back = from_safetensors(&bytes).unwrap();
+        assert_eq!(back, model);
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut names: Vec<(String, Vec<usize>)> =
+            st.tensors().into_iter().map(|(n, t)| (n, t.shape().to_vec())).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ("0.bias".to_string(), vec![3]),
+                ("0.weight".to_string(), vec![3, 1, 3, 3]),
+                ("3.bias".to_string(), vec![4]),
+                ("3.weight".to_string(), vec![4, 3, 3, 3]),
+                ("6.bias".to_string(), vec![5]),
+                ("6.weight".to_string(), vec![5, 4 * 2 * 2]),
+            ]
+        );
+        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(
+            meta.metadata().as_ref().unwrap()["pouw.torch"],
+            "Sequential(Conv2d(1, 3, kernel_size=3, stride=1, padding=1), ReLU(), \
+             MaxPool2d(kernel_size=2, stride=2), Conv2d(3, 4, kernel_size=3, stride=1, \
+             padding=0), Tanh(), Flatten(), Linear(16, 5))"
+        );
     }
 
     #[test]

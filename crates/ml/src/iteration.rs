@@ -260,7 +260,9 @@ impl TrainState {
         order_seed: &[u8; 32],
     ) -> Result<IterationOutput, IterationError> {
         let layout = self.model.layout();
-        let order = InputOrder::from_seed(order_seed, layout.inputs);
+        let order = layout
+            .first_reduction()
+            .and_then(|(width, run)| InputOrder::from_seed_runs(order_seed, width, run));
         batch.validate(layout.inputs, layout.classes as u32)?;
         let params = self.model.param_count();
         for (m, map) in peer_maps.iter().enumerate() {
@@ -532,6 +534,52 @@ mod tests {
         start.model.gradient_in_order(Exec::SINGLE, &batch, &mut ga, order.as_ref());
         assert_ne!(ga, gn);
         assert!(ga.iter().zip(&gn).all(|(p, q)| (p - q).abs() <= 1e-5 * (1.0 + q.abs())));
+    }
+
+    #[test]
+    fn a_first_convolution_takes_the_order_seed_in_its_kernel_taps() {
+        use crate::spec::{Init, LayerSpec};
+        let spec = ModelSpec {
+            input_shape: vec![1, 8, 8],
+            layers: vec![
+                LayerSpec::Conv2d {
+                    filters: 4,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 1,
+                    activation: Activation::Relu,
+                },
+                LayerSpec::MaxPool2d { size: 2, stride: None },
+                LayerSpec::Dense { units: 3, activation: Activation::None },
+            ],
+            classes: 3,
+            init: Init::He,
+            seed: 5,
+        };
+        let layout = spec.layout().unwrap();
+        assert_eq!(layout.first_reduction(), Some((9, 1)), "the 9 taps, one by one");
+        let opt = OptimizerSpec {
+            learning_rate: 0.1,
+            momentum: 0.0,
+            tau: 0.001,
+            batch_size: 8,
+            epochs: 1,
+        };
+        let mut rng = Rng::from_u64(3);
+        let x: Vec<f32> = (0..8 * 64).map(|_| rng.next_f32()).collect();
+        let batch = Batch::new(x, vec![0, 1, 2, 1, 0, 2, 2, 1], 64).unwrap();
+        let start = TrainState::new(Model::new(spec).unwrap(), opt).unwrap();
+        let run = |seed: [u8; 32], exec: Exec| {
+            let mut s = start.clone();
+            s.iterate_bound(exec, &batch, &[], &seed).unwrap()
+        };
+        let natural = run([0; 32], Exec::SINGLE);
+        let (a, b) = (run([5; 32], Exec::SINGLE), run([6; 32], Exec::SINGLE));
+        for other in [&natural, &b] {
+            assert_ne!(a.end_residual_hash, other.end_residual_hash);
+        }
+        assert_eq!(run([5; 32], Exec::new(3)), a);
+        assert!((a.loss() - natural.loss()).abs() < 1e-5, "{} vs {}", a.loss(), natural.loss());
     }
 
     #[test]

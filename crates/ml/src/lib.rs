@@ -11,6 +11,7 @@
 //! - [`kernels`]: the three matrix products (ascending-`k` FMA chains) and [`Exec`].
 //! - [`ops`]: bias add, activations and their backward, softmax cross-entropy, accuracy, bias
 //!   gradient; fixed summation order, `libm` transcendentals.
+//! - conv: im2col/col2im and max pooling, the data movement of `conv2d` and `maxpool2d`.
 //! - spec: [`ModelSpec`], [`LayerSpec`], [`Activation`], [`Init`], [`OptimizerSpec`], [`Layout`].
 //! - model: [`Model`] (one flat parameter vector), its initialiser, forward and gradient.
 //! - order: [`InputOrder`], the seeded order of the first layer's reduction that binds an
@@ -42,6 +43,7 @@ pub mod ops;
 
 mod batch;
 mod client_task;
+mod conv;
 mod dataset;
 mod export;
 mod hash;
@@ -73,8 +75,8 @@ pub use order::{InputOrder, CHUNK as INPUT_ORDER_CHUNK};
 pub use rng::{Rng, SplitMix64};
 pub use shipped::{shipped_mnist, shipped_mnist_ref, write_shipped_mnist, SHIPPED_MNIST_CLASSES};
 pub use spec::{
-    Activation, DenseLayout, Init, LayerSpec, Layout, ModelSpec, OptimizerSpec, SpecError,
-    MAX_PARAMS,
+    Activation, ConvLayout, DenseLayout, Init, LayerLayout, LayerSpec, Layout, ModelSpec,
+    OptimizerSpec, PoolLayout, SpecError, MAX_PARAMS,
 };
 pub use task::{
     Coins, DatasetFormat, DatasetSpec, LabelColumn, PaymentSpec, TaskError, TaskFile, WorkersSpec,

@@ -12,12 +12,13 @@
 
 use crate::{
     batch::Batch,
+    conv,
     hash::{self, Digest},
     kernels::{self, Exec},
     ops,
     order::InputOrder,
     rng::Rng,
-    spec::{Init, Layout, ModelSpec, SpecError},
+    spec::{Init, LayerLayout, Layout, ModelSpec, SpecError},
 };
 
 /// A model with its parameters.
@@ -65,6 +66,14 @@ pub enum ModelError {
     },
 }
 
+/// One layer's forward result: its output (`[rows × outputs]`, channel-major for images) and
+/// what its backward pass needs (a convolution's im2col matrix, a pooling layer's argmax).
+struct Act {
+    out: Vec<f32>,
+    cols: Vec<f32>,
+    arg: Vec<u32>,
+}
+
 /// Loss and correct count of a model on some samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Metrics {
@@ -92,12 +101,20 @@ impl Model {
         let layout = spec.layout()?;
         let mut params = vec![0.0f32; layout.params];
         let mut rng = Rng::from_u64(spec.seed);
-        for d in &layout.dense {
-            let bound = match spec.init {
-                Init::Xavier => libm::sqrtf(6.0 / (d.inputs + d.units) as f32),
-                Init::He => libm::sqrtf(6.0 / d.inputs as f32),
+        for layer in &layout.layers {
+            // (fan_in, fan_out, weights): a convolution's fans count the taps, as PyTorch's.
+            let (fan_in, fan_out, start, end) = match layer {
+                LayerLayout::Dense(d) => (d.inputs, d.units, d.weight_offset, d.bias_offset),
+                LayerLayout::Conv2d(c) => {
+                    (c.patch(), c.filters * c.kernel * c.kernel, c.weight_offset, c.bias_offset)
+                }
+                LayerLayout::MaxPool2d(_) | LayerLayout::Flatten { .. } => continue,
             };
-            for w in &mut params[d.weight_offset..d.bias_offset] {
+            let bound = match spec.init {
+                Init::Xavier => libm::sqrtf(6.0 / (fan_in + fan_out) as f32),
+                Init::He => libm::sqrtf(6.0 / fan_in as f32),
+            };
+            for w in &mut params[start..end] {
                 *w = rng.uniform_sym(bound);
             }
         }
@@ -157,14 +174,10 @@ impl Model {
                 have.classes, want.classes
             )));
         }
-        let shape = |l: &Layout| -> Vec<(usize, usize, crate::spec::Activation)> {
-            l.dense.iter().map(|d| (d.inputs, d.units, d.activation)).collect()
-        };
-        if shape(have) != shape(&want) {
+        if have.layers != want.layers {
             return Err(ModelError::Shape(format!(
                 "layers {:?}, the task has {:?}",
-                shape(have),
-                shape(&want)
+                have.layers, want.layers
             )));
         }
         if let Some(index) = self.params.iter().position(|v| !v.is_finite()) {
@@ -178,33 +191,67 @@ impl Model {
         hash::model_hash(&self.spec, &self.params)
     }
 
-    /// Forward pass over `rows` samples; returns every layer's output (`acts[l]` = output of
-    /// layer `l`), the last being the logits.
+    /// Forward pass over `rows` samples; returns every layer's output (`acts[l].out` = output
+    /// of layer `l`), the last being the logits.
     ///
-    /// With an `order`, the first layer's product runs over the input features in that order
-    /// (`crate::order`): the same sum, other rounding.
+    /// With an `order`, the first layer's product runs over its reduction in that order
+    /// (`crate::order`; the input features of a dense layer, the kernel taps of a convolution):
+    /// the same sum, other rounding.
     fn forward_all(
         &self,
         exec: Exec,
         x: &[f32],
         rows: usize,
         order: Option<&InputOrder>,
-    ) -> Vec<Vec<f32>> {
-        let mut acts: Vec<Vec<f32>> = Vec::with_capacity(self.layout.dense.len());
-        for (l, d) in self.layout.dense.iter().enumerate() {
-            let input = acts.last().map_or(x, Vec::as_slice);
-            let mut z = vec![0.0f32; rows * d.units];
-            let w = &self.params[d.weight_offset..d.bias_offset];
-            match order.filter(|_| l == 0) {
-                Some(o) => {
-                    let (xp, wp) = (o.permute_rows(input, rows), o.permute_weight_rows(w, d.units));
-                    kernels::matmul(exec, &xp, &wp, &mut z, rows, d.inputs, d.units);
+    ) -> Vec<Act> {
+        let mut acts: Vec<Act> = Vec::with_capacity(self.layout.layers.len());
+        for (l, layer) in self.layout.layers.iter().enumerate() {
+            let input = acts.last().map_or(x, |a| a.out.as_slice());
+            let order = order.filter(|_| l == 0);
+            let act = match layer {
+                LayerLayout::Dense(d) => {
+                    let mut z = vec![0.0f32; rows * d.units];
+                    let w = &self.params[d.weight_offset..d.bias_offset];
+                    match order {
+                        Some(o) => {
+                            let (xp, wp) =
+                                (o.permute_rows(input, rows), o.permute_weight_rows(w, d.units));
+                            kernels::matmul(exec, &xp, &wp, &mut z, rows, d.inputs, d.units);
+                        }
+                        None => kernels::matmul(exec, input, w, &mut z, rows, d.inputs, d.units),
+                    }
+                    ops::bias_add(&mut z, &self.params[d.bias_offset..d.bias_offset + d.units]);
+                    ops::activate(d.activation, &mut z);
+                    Act { out: z, cols: Vec::new(), arg: Vec::new() }
                 }
-                None => kernels::matmul(exec, input, w, &mut z, rows, d.inputs, d.units),
-            }
-            ops::bias_add(&mut z, &self.params[d.bias_offset..d.bias_offset + d.units]);
-            ops::activate(d.activation, &mut z);
-            acts.push(z);
+                LayerLayout::Conv2d(c) => {
+                    let cols = conv::im2col(c, input, rows);
+                    let m = rows * c.positions();
+                    let mut z = vec![0.0f32; m * c.filters];
+                    let w = &self.params[c.weight_offset..c.bias_offset];
+                    match order {
+                        Some(o) => {
+                            let (cp, wp) = (o.permute_rows(&cols, m), o.permute_rows(w, c.filters));
+                            kernels::matmul_a_bt(exec, &cp, &wp, &mut z, m, c.patch(), c.filters);
+                        }
+                        None => {
+                            kernels::matmul_a_bt(exec, &cols, w, &mut z, m, c.patch(), c.filters)
+                        }
+                    }
+                    ops::bias_add(&mut z, &self.params[c.bias_offset..c.bias_offset + c.filters]);
+                    ops::activate(c.activation, &mut z);
+                    let out = conv::to_channels(&z, rows, c.positions(), c.filters);
+                    Act { out, cols, arg: Vec::new() }
+                }
+                LayerLayout::MaxPool2d(p) => {
+                    let (out, arg) = conv::maxpool(p, input, rows);
+                    Act { out, cols: Vec::new(), arg }
+                }
+                LayerLayout::Flatten { .. } => {
+                    Act { out: input.to_vec(), cols: Vec::new(), arg: Vec::new() }
+                }
+            };
+            acts.push(act);
         }
         acts
     }
@@ -215,7 +262,7 @@ impl Model {
         if rows.checked_mul(width) != Some(x.len()) {
             return Err(ModelError::InputShape { values: x.len(), rows, width });
         }
-        Ok(self.forward_all(exec, x, rows, None).pop().unwrap_or_default())
+        Ok(self.forward_all(exec, x, rows, None).pop().map(|a| a.out).unwrap_or_default())
     }
 
     /// Loss and correct count over `labels.len()` samples, evaluated in chunks of `chunk` rows
@@ -272,22 +319,47 @@ impl Model {
         let x = batch.features();
         let classes = self.layout.classes;
         let acts = self.forward_all(exec, x, rows, order);
-        let logits = acts.last().expect("a model has at least one layer");
+        let logits = &acts.last().expect("a model has at least one layer").out;
         let mut dz = vec![0.0f32; logits.len()];
         let loss = ops::softmax_cross_entropy(logits, batch.labels(), classes, Some(&mut dz));
         let correct = ops::correct_count(logits, batch.labels(), classes);
-        for (l, d) in self.layout.dense.iter().enumerate().rev() {
-            ops::activation_backward(d.activation, &acts[l], &mut dz);
-            let input = if l == 0 { x } else { &acts[l - 1] };
-            let (gw, gb) = grad[d.weight_offset..d.bias_offset + d.units]
-                .split_at_mut(d.bias_offset - d.weight_offset);
-            kernels::matmul_at_b(exec, input, &dz, gw, d.inputs, rows, d.units);
-            ops::bias_grad(&dz, gb);
-            if l > 0 {
-                let mut dx = vec![0.0f32; rows * d.inputs];
-                let w = &self.params[d.weight_offset..d.bias_offset];
-                kernels::matmul_a_bt(exec, &dz, w, &mut dx, rows, d.units, d.inputs);
-                dz = dx;
+        for (l, layer) in self.layout.layers.iter().enumerate().rev() {
+            let input = if l == 0 { x } else { &acts[l - 1].out };
+            match layer {
+                LayerLayout::Dense(d) => {
+                    ops::activation_backward(d.activation, &acts[l].out, &mut dz);
+                    let (gw, gb) = grad[d.weight_offset..d.bias_offset + d.units]
+                        .split_at_mut(d.bias_offset - d.weight_offset);
+                    kernels::matmul_at_b(exec, input, &dz, gw, d.inputs, rows, d.units);
+                    ops::bias_grad(&dz, gb);
+                    if l > 0 {
+                        let mut dx = vec![0.0f32; rows * d.inputs];
+                        let w = &self.params[d.weight_offset..d.bias_offset];
+                        kernels::matmul_a_bt(exec, &dz, w, &mut dx, rows, d.units, d.inputs);
+                        dz = dx;
+                    }
+                }
+                LayerLayout::Conv2d(c) => {
+                    ops::activation_backward(c.activation, &acts[l].out, &mut dz);
+                    let m = rows * c.positions();
+                    let dzt = conv::from_channels(&dz, rows, c.positions(), c.filters);
+                    let (gw, gb) = grad[c.weight_offset..c.bias_offset + c.filters]
+                        .split_at_mut(c.bias_offset - c.weight_offset);
+                    kernels::matmul_at_b(exec, &dzt, &acts[l].cols, gw, c.filters, m, c.patch());
+                    ops::bias_grad(&dzt, gb);
+                    if l > 0 {
+                        let mut dcols = vec![0.0f32; m * c.patch()];
+                        let w = &self.params[c.weight_offset..c.bias_offset];
+                        kernels::matmul(exec, &dzt, w, &mut dcols, m, c.filters, c.patch());
+                        dz = conv::col2im(c, &dcols, rows);
+                    }
+                }
+                LayerLayout::MaxPool2d(p) => {
+                    if l > 0 {
+                        dz = conv::maxpool_backward(p, &dz, &acts[l].arg, rows);
+                    }
+                }
+                LayerLayout::Flatten { .. } => {}
             }
         }
         Metrics { loss, correct, samples: rows as u32 }

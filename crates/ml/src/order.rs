@@ -44,11 +44,20 @@ impl InputOrder {
     /// The order for `seed` over `inputs` features; `None` for the all-zero seed (the natural
     /// order) or when there is a single run (nothing to permute).
     pub fn from_seed(seed: &[u8; 32], inputs: usize) -> Option<Self> {
-        if seed.iter().all(|&b| b == 0) || inputs <= CHUNK {
+        Self::from_seed_runs(seed, inputs, CHUNK)
+    }
+
+    /// The order for `seed` over `inputs` features in runs of `run` (the first layer's
+    /// reduction, `Layout::first_reduction`: [`CHUNK`] for a dense layer, 1 for the `C·k·k`
+    /// taps of a convolution); the same stream and shuffle as [`InputOrder::from_seed`].
+    /// `None` for the all-zero seed or when there is a single run.
+    pub fn from_seed_runs(seed: &[u8; 32], inputs: usize, run: usize) -> Option<Self> {
+        let run = run.max(1);
+        if seed.iter().all(|&b| b == 0) || inputs <= run {
             return None;
         }
         let mut runs: Vec<(usize, usize)> =
-            (0..inputs).step_by(CHUNK).map(|s| (s, CHUNK.min(inputs - s))).collect();
+            (0..inputs).step_by(run).map(|s| (s, run.min(inputs - s))).collect();
         Rng::derived(CONTEXT, seed, 0).shuffle(&mut runs);
         Some(Self { runs, inputs })
     }

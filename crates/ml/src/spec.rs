@@ -34,10 +34,14 @@ impl Activation {
 
 /// One layer of a model. In TOML: `{ type = "dense", units = 128, activation = "relu" }`.
 ///
-/// Only `Dense` exists in v1. `Conv2d`, `MaxPool` and `Flatten` are planned: each new variant
-/// gets its own kind code in the canonical encoding ([`LayerSpec::kind_code`]) and its own
-/// parameter block in the flat vector, appended in layer order, so existing encodings and
-/// offsets of dense-only models never change.
+/// Each variant has its own kind code in the canonical encoding ([`LayerSpec::kind_code`]) and,
+/// when it has parameters, its own block in the flat vector, in layer order, so existing
+/// encodings and offsets of dense-only models never change.
+///
+/// Shapes: a sample is `input_shape` row-major. `conv2d` and `maxpool2d` take `[C, H, W]` (or
+/// `[H, W]`, one channel) and give `[C', H', W']`; `flatten` gives `[C·H·W]` (the same values in
+/// the same order, PyTorch's `nn.Flatten` of an `N×C×H×W` tensor); a dense layer flattens its
+/// input implicitly and gives `[units]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
@@ -51,13 +55,52 @@ pub enum LayerSpec {
         /// Activation applied to `x · W + b`.
         activation: Activation,
     },
+    /// 2-D convolution (cross-correlation, as PyTorch's `nn.Conv2d`) with square kernels:
+    /// `y[f, i, j] = act(b[f] + Σ_{c, u, v} W[f, c, u, v] · x[c, i·s + u − p, j·s + v − p])`,
+    /// zero padding `p`, stride `s`. `W` stored `[filters × C × kernel × kernel]` row-major
+    /// (PyTorch's layout), then `b` `[filters]`.
+    Conv2d {
+        /// Output channels.
+        filters: u32,
+        /// Kernel height and width.
+        kernel: u32,
+        /// Stride (default 1).
+        #[serde(default = "one")]
+        stride: u32,
+        /// Zero padding on each side (default 0).
+        #[serde(default)]
+        padding: u32,
+        /// Activation applied to the convolution plus bias.
+        activation: Activation,
+    },
+    /// Max pooling over `size × size` windows moved by `stride` (default `size`), no padding,
+    /// per channel; the first maximum in the window's row-major scan wins (and gets the
+    /// gradient).
+    #[serde(rename = "maxpool2d")]
+    MaxPool2d {
+        /// Window height and width.
+        size: u32,
+        /// Stride (default: `size`, non-overlapping windows).
+        #[serde(default)]
+        stride: Option<u32>,
+    },
+    /// Flattens `[C, H, W]` to `[C·H·W]` (no parameters, no arithmetic).
+    Flatten,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl LayerSpec {
-    /// The byte that identifies the layer kind in canonical encodings (`Dense` = 0).
+    /// The byte that identifies the layer kind in canonical encodings (`Dense` = 0,
+    /// `Conv2d` = 1, `MaxPool2d` = 2, `Flatten` = 3).
     pub fn kind_code(&self) -> u8 {
         match self {
             Self::Dense { .. } => 0,
+            Self::Conv2d { .. } => 1,
+            Self::MaxPool2d { .. } => 2,
+            Self::Flatten => 3,
         }
     }
 }
@@ -124,6 +167,14 @@ pub enum SpecError {
     /// A layer with zero units.
     #[error("layer {0} has zero units")]
     ZeroUnits(usize),
+    /// A convolution or pooling layer that does not fit its input.
+    #[error("layer {layer}: {reason}")]
+    BadLayer {
+        /// Layer index.
+        layer: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// Fewer than two classes.
     #[error("classes must be at least 2, got {0}")]
     TooFewClasses(u32),
@@ -166,10 +217,118 @@ pub struct DenseLayout {
     pub bias_offset: usize,
 }
 
+/// Where a convolution lives in the flat parameter vector, and its shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvLayout {
+    /// Input channels, height, width.
+    pub channels: usize,
+    /// Input height.
+    pub height: usize,
+    /// Input width.
+    pub width: usize,
+    /// Output channels.
+    pub filters: usize,
+    /// Kernel side.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on each side.
+    pub padding: usize,
+    /// Output height `(height + 2·padding − kernel) / stride + 1`.
+    pub out_height: usize,
+    /// Output width.
+    pub out_width: usize,
+    /// Activation.
+    pub activation: Activation,
+    /// Offset of `W` (`filters × channels × kernel × kernel`, row-major).
+    pub weight_offset: usize,
+    /// Offset of `b` (`filters`), right after `W`.
+    pub bias_offset: usize,
+}
+
+impl ConvLayout {
+    /// Reduction length of one output: `channels · kernel · kernel`.
+    pub fn patch(&self) -> usize {
+        self.channels * self.kernel * self.kernel
+    }
+    /// Output positions per channel: `out_height · out_width`.
+    pub fn positions(&self) -> usize {
+        self.out_height * self.out_width
+    }
+    /// Input values per sample.
+    pub fn inputs(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+    /// Output values per sample.
+    pub fn outputs(&self) -> usize {
+        self.filters * self.positions()
+    }
+}
+
+/// The shapes of a max-pooling layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolLayout {
+    /// Channels (unchanged).
+    pub channels: usize,
+    /// Input height.
+    pub height: usize,
+    /// Input width.
+    pub width: usize,
+    /// Window side.
+    pub size: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Output height `(height − size) / stride + 1`.
+    pub out_height: usize,
+    /// Output width.
+    pub out_width: usize,
+}
+
+impl PoolLayout {
+    /// Input values per sample.
+    pub fn inputs(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+    /// Output values per sample.
+    pub fn outputs(&self) -> usize {
+        self.channels * self.out_height * self.out_width
+    }
+}
+
+/// One layer of a validated layout, in model order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerLayout {
+    /// A dense layer.
+    Dense(DenseLayout),
+    /// A convolution.
+    Conv2d(ConvLayout),
+    /// Max pooling.
+    MaxPool2d(PoolLayout),
+    /// Flatten of `width` values (nothing to compute).
+    Flatten {
+        /// Values per sample.
+        width: usize,
+    },
+}
+
+impl LayerLayout {
+    /// Output values per sample.
+    pub fn outputs(&self) -> usize {
+        match self {
+            Self::Dense(d) => d.units,
+            Self::Conv2d(c) => c.outputs(),
+            Self::MaxPool2d(p) => p.outputs(),
+            Self::Flatten { width } => *width,
+        }
+    }
+}
+
 /// The validated layout of a model's flat parameter vector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
-    /// Dense layers in order.
+    /// Every layer in order.
+    pub layers: Vec<LayerLayout>,
+    /// The dense layers in order (the same entries as in `layers`).
     pub dense: Vec<DenseLayout>,
     /// Input width of the model (product of `input_shape`).
     pub inputs: usize,
@@ -177,6 +336,20 @@ pub struct Layout {
     pub classes: usize,
     /// Total number of parameters (at most 2^31).
     pub params: usize,
+}
+
+impl Layout {
+    /// The reduction the order seed permutes (`crate::order`): the width of the first layer's
+    /// forward product and the run length its order shuffles. Dense: the input features in runs
+    /// of [`crate::INPUT_ORDER_CHUNK`]; conv2d: the `C·k·k` taps of the im2col product one by
+    /// one (a 3 × 3 kernel on one channel has only 9); `None` if the first layer has no product.
+    pub fn first_reduction(&self) -> Option<(usize, usize)> {
+        match self.layers.first()? {
+            LayerLayout::Dense(d) => Some((d.inputs, crate::order::CHUNK)),
+            LayerLayout::Conv2d(c) => Some((c.patch(), 1)),
+            _ => None,
+        }
+    }
 }
 
 /// The largest parameter count: message-map indices have 31 bits.
@@ -212,44 +385,136 @@ impl ModelSpec {
             .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
             .filter(|&n| n <= MAX_PARAMS)
             .ok_or(SpecError::TooManyParameters)?;
-        let mut width = inputs;
+        // The current sample shape: `[width]` (flat) or `[channels, height, width]`.
+        let mut shape: Vec<usize> = match self.input_shape.as_slice() {
+            [h, w] => vec![1, *h as usize, *w as usize],
+            [c, h, w] => vec![*c as usize, *h as usize, *w as usize],
+            _ => vec![inputs],
+        };
         let mut offset = 0usize;
-        let mut dense = Vec::with_capacity(self.layers.len());
+        let mut layers = Vec::with_capacity(self.layers.len());
+        let mut dense = Vec::new();
+        let add = |a: usize, b: usize| a.checked_add(b).ok_or(SpecError::TooManyParameters);
+        let mul = |a: usize, b: usize| a.checked_mul(b).ok_or(SpecError::TooManyParameters);
         for (i, layer) in self.layers.iter().enumerate() {
-            match *layer {
+            let bad = |reason: String| SpecError::BadLayer { layer: i, reason };
+            let image = |shape: &[usize]| match *shape {
+                [c, h, w] => Ok((c, h, w)),
+                _ => Err(bad(format!("needs a [C, H, W] or [H, W] input, got {shape:?}"))),
+            };
+            let entry = match *layer {
                 LayerSpec::Dense { units, activation } => {
                     if units == 0 {
                         return Err(SpecError::ZeroUnits(i));
                     }
                     let units = units as usize;
+                    let width = shape.iter().product::<usize>();
                     let weight_offset = offset;
-                    let bias_offset = width
-                        .checked_mul(units)
-                        .and_then(|w| w.checked_add(offset))
-                        .ok_or(SpecError::TooManyParameters)?;
-                    offset = bias_offset.checked_add(units).ok_or(SpecError::TooManyParameters)?;
-                    if offset > MAX_PARAMS {
-                        return Err(SpecError::TooManyParameters);
-                    }
-                    dense.push(DenseLayout {
+                    let bias_offset = add(mul(width, units)?, offset)?;
+                    offset = add(bias_offset, units)?;
+                    let d = DenseLayout {
                         inputs: width,
                         units,
                         activation,
                         weight_offset,
                         bias_offset,
-                    });
-                    width = units;
+                    };
+                    dense.push(d);
+                    shape = vec![units];
+                    LayerLayout::Dense(d)
                 }
+                LayerSpec::Conv2d { filters, kernel, stride, padding, activation } => {
+                    let (channels, height, width) = image(&shape)?;
+                    if filters == 0 || kernel == 0 || stride == 0 {
+                        return Err(bad("filters, kernel and stride must be positive".into()));
+                    }
+                    let (kernel, stride, padding) =
+                        (kernel as usize, stride as usize, padding as usize);
+                    if padding >= kernel {
+                        return Err(bad("padding must be smaller than the kernel".into()));
+                    }
+                    let out = |n: usize| -> Result<usize, SpecError> {
+                        let padded = add(n, mul(2, padding)?)?;
+                        if padded < kernel {
+                            return Err(bad(format!(
+                                "kernel {kernel} larger than the padded input {padded}"
+                            )));
+                        }
+                        Ok((padded - kernel) / stride + 1)
+                    };
+                    let (out_height, out_width) = (out(height)?, out(width)?);
+                    let filters = filters as usize;
+                    let patch = mul(mul(channels, kernel)?, kernel)?;
+                    let weight_offset = offset;
+                    let bias_offset = add(offset, mul(filters, patch)?)?;
+                    offset = add(bias_offset, filters)?;
+                    mul(mul(filters, out_height)?, out_width)?;
+                    shape = vec![filters, out_height, out_width];
+                    LayerLayout::Conv2d(ConvLayout {
+                        channels,
+                        height,
+                        width,
+                        filters,
+                        kernel,
+                        stride,
+                        padding,
+                        out_height,
+                        out_width,
+                        activation,
+                        weight_offset,
+                        bias_offset,
+                    })
+                }
+                LayerSpec::MaxPool2d { size, stride } => {
+                    let (channels, height, width) = image(&shape)?;
+                    let stride = stride.unwrap_or(size);
+                    if size == 0 || stride == 0 {
+                        return Err(bad("size and stride must be positive".into()));
+                    }
+                    let (size, stride) = (size as usize, stride as usize);
+                    if size > height || size > width {
+                        return Err(bad(format!(
+                            "window {size} larger than the input {height}x{width}"
+                        )));
+                    }
+                    let (out_height, out_width) =
+                        ((height - size) / stride + 1, (width - size) / stride + 1);
+                    shape = vec![channels, out_height, out_width];
+                    LayerLayout::MaxPool2d(PoolLayout {
+                        channels,
+                        height,
+                        width,
+                        size,
+                        stride,
+                        out_height,
+                        out_width,
+                    })
+                }
+                LayerSpec::Flatten => {
+                    let width = shape.iter().product::<usize>();
+                    shape = vec![width];
+                    LayerLayout::Flatten { width }
+                }
+            };
+            if offset > MAX_PARAMS {
+                return Err(SpecError::TooManyParameters);
             }
+            layers.push(entry);
         }
-        let Some(last) = dense.last() else { return Err(SpecError::NoLayers) };
+        let Some(last) = layers.last() else { return Err(SpecError::NoLayers) };
+        let LayerLayout::Dense(last) = last else {
+            return Err(SpecError::BadLayer {
+                layer: layers.len() - 1,
+                reason: "the last layer must be dense (its outputs are the logits)".into(),
+            });
+        };
         if last.units != self.classes as usize {
             return Err(SpecError::OutputMismatch {
                 units: last.units as u32,
                 classes: self.classes,
             });
         }
-        Ok(Layout { dense, inputs, classes: self.classes as usize, params: offset })
+        Ok(Layout { layers, dense, inputs, classes: self.classes as usize, params: offset })
     }
 }
 

@@ -155,6 +155,78 @@ fn golden_mnist_mlp_bound() {
     check_bound("mnist-bound", spec, opt, batches, &MNIST_BOUND, true);
 }
 
+/// A CNN on the shipped digits (conv 3x3 with padding and stride 1, max pooling, a conv with
+/// stride 2 and tanh, flatten, dense; momentum 0.9), bound to headers: pins im2col, col2im,
+/// pooling, the channel transposes and the seeded order of the first convolution's taps.
+#[test]
+fn golden_mnist_cnn_bound() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist");
+    let data = Dataset::load_idx(
+        &root.join("mnist-10k-images-idx3-ubyte.gz"),
+        &root.join("mnist-10k-labels-idx1-ubyte.gz"),
+        10,
+    )
+    .unwrap();
+    let spec = ModelSpec {
+        input_shape: vec![1, 28, 28],
+        layers: vec![
+            LayerSpec::Conv2d {
+                filters: 6,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+                activation: Activation::Relu,
+            },
+            LayerSpec::MaxPool2d { size: 2, stride: None },
+            LayerSpec::Conv2d {
+                filters: 8,
+                kernel: 3,
+                stride: 2,
+                padding: 0,
+                activation: Activation::Tanh,
+            },
+            LayerSpec::MaxPool2d { size: 3, stride: Some(2) },
+            LayerSpec::Flatten,
+            LayerSpec::Dense { units: 10, activation: Activation::None },
+        ],
+        classes: 10,
+        init: Init::He,
+        seed: 3,
+    };
+    let opt =
+        OptimizerSpec { learning_rate: 0.3, momentum: 0.9, tau: 0.01, batch_size: 32, epochs: 1 };
+    let batches: Vec<Batch> =
+        (0..3u32).map(|b| data.gather(&(b * 32..(b + 1) * 32).collect::<Vec<_>>())).collect();
+    let (natural, _) = run_case(Exec::SINGLE, &spec, opt, &batches, false);
+    let (bound, _) = run_case(Exec::SINGLE, &spec, opt, &batches, true);
+    assert_ne!(natural[0].end_residual_hash, bound[0].end_residual_hash, "the seed changes bits");
+    check_bound("mnist-cnn-bound", spec, opt, batches, &MNIST_CNN_BOUND, true);
+}
+
+const MNIST_CNN_BOUND: Expected = Expected {
+    iterations: &[
+        (
+            "8b1a9d082327e0be59290a5b204512f135e03df17501bf7a492e492cfecc636b",
+            "574f47e5f7534b5b37242d2b1ff2197fdb4a845375dfc16a4271c5f335c064c0",
+            1080416239,
+            1031798784,
+        ),
+        (
+            "4c5fb5084c1e0377c2db1aa93689c2de3bc098463cf4481650bf89eeb78fb786",
+            "8665020836b7f40af81eac427392bf8f338078752bc327ed4366a5ae9ca7006b",
+            1076970677,
+            1042284544,
+        ),
+        (
+            "545be4b9e5e9dfd4cf212be9aea4312e5107a535e2ba99384c99b34ffa51b155",
+            "abb84d10cd3909c6bfa90be36a3024ce2618c697e844fcb14f2489e69ef8ddb9",
+            1077159671,
+            1031798784,
+        ),
+    ],
+    final_residual: "a48b44a47a8e3a384ef6d3e5ec430e34b9d207801eee2ecc945a65059347601f",
+};
+
 const MNIST_BOUND: Expected = Expected {
     iterations: &[
         (

@@ -9,6 +9,42 @@ fn default_task_path() -> std::path::PathBuf {
 }
 
 #[test]
+fn the_cnn_task_becomes_a_definition_with_the_new_layer_kinds() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tasks/mnist-cnn.toml");
+    let task = TaskFile::load(&path).unwrap();
+    let layout = task.model.layout().unwrap();
+    assert_eq!(layout.params, 5258);
+    assert_eq!(layout.first_reduction(), Some((9, 1)));
+    let (def, segments) = pouw_ml::client_task(&path, path.parent().unwrap()).unwrap();
+    assert_eq!(segments.len(), 10);
+    use pouw_primitives::{Activation, LayerDef};
+    assert_eq!(
+        def.model.layers,
+        [
+            LayerDef::Conv2d {
+                filters: 8,
+                kernel: 3,
+                stride: 1,
+                padding: 0,
+                activation: Activation::Relu
+            },
+            LayerDef::MaxPool2d { size: 2, stride: 2 },
+            LayerDef::Conv2d {
+                filters: 16,
+                kernel: 3,
+                stride: 1,
+                padding: 0,
+                activation: Activation::Relu
+            },
+            LayerDef::MaxPool2d { size: 2, stride: 2 },
+            LayerDef::Flatten,
+            LayerDef::Dense { units: 10, activation: Activation::None },
+        ]
+    );
+    assert_eq!(def.parameter_count(), Some(layout.params as u64));
+}
+
+#[test]
 fn default_task_loads_with_its_dataset() {
     let task = TaskFile::load(&default_task_path()).unwrap();
     assert_eq!(task.model.input_shape, vec![784]);

@@ -72,17 +72,51 @@ pub enum Activation {
     None,
 }
 
-/// One layer of the model. More kinds (conv2d, maxpool, flatten) get new variants.
+/// One layer of the model. Borsh encodes the variant index first: new kinds are appended, so
+/// every existing encoding keeps its bytes (dense = 0, conv2d = 1, maxpool2d = 2, flatten = 3).
+/// Image layers see a sample as `[C, H, W]` (`input_shape` `[H, W]` is one channel).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum LayerDef {
-    /// A fully connected layer.
+    /// A fully connected layer (flattens its input).
     Dense {
         /// Output width.
         units: u32,
         /// Activation applied to the output.
         activation: Activation,
     },
+    /// A 2-D convolution with square kernels and zero padding.
+    Conv2d {
+        /// Output channels.
+        filters: u32,
+        /// Kernel side.
+        kernel: u32,
+        /// Stride.
+        stride: u32,
+        /// Zero padding on each side (below `kernel`).
+        padding: u32,
+        /// Activation applied to the output.
+        activation: Activation,
+    },
+    /// Max pooling over `size × size` windows moved by `stride`.
+    MaxPool2d {
+        /// Window side.
+        size: u32,
+        /// Stride.
+        stride: u32,
+    },
+    /// Flattens `[C, H, W]` to `[C·H·W]`.
+    Flatten,
+}
+
+/// What the shapes of a model give: its parameter count and the multiply-accumulates of one
+/// sample's forward pass (the products of dense and conv2d layers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelCost {
+    /// Trainable parameters.
+    pub params: u64,
+    /// Multiply-accumulates of one forward pass of one sample.
+    pub forward_macs: u64,
 }
 
 /// Weight initialiser.
@@ -313,28 +347,126 @@ pub mod limits {
     pub const MAX_EPOCHS: u32 = 10_000;
     /// Most verifiers a task may select.
     pub const MAX_VERIFIERS: u16 = 64;
+    /// Largest convolution kernel or pooling window side, stride and padding.
+    pub const MAX_KERNEL: u32 = 32;
+    /// Most values one layer may output per sample.
+    pub const MAX_ACTIVATIONS: u64 = 1 << 22;
 }
 
 impl TaskDefinition {
-    /// Number of trainable parameters (dense: in*out + out per layer); `None` on overflow.
+    /// Number of trainable parameters (dense: in*out + out per layer; conv2d:
+    /// filters*C*k*k + filters); `None` on overflow or a layer that does not fit its input.
     pub fn parameter_count(&self) -> Option<u64> {
-        let mut fan_in: u64 = self
-            .model
-            .input_shape
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(u64::from(d)))?;
-        let mut total: u64 = 0;
-        for layer in &self.model.layers {
-            match layer {
+        self.model_cost().ok().map(|c| c.params)
+    }
+
+    /// Parameters and forward multiply-accumulates per sample, walking the layer shapes; an
+    /// error names the first layer that does not fit its input or a limit it breaks.
+    pub fn model_cost(&self) -> Result<ModelCost, TaskDefError> {
+        fn bad(reason: impl Into<String>) -> TaskDefError {
+            TaskDefError::Field { field: "model.layers", reason: reason.into() }
+        }
+        let overflow = || bad("sizes overflow");
+        let dims: Vec<u64> = self.model.input_shape.iter().map(|&d| u64::from(d)).collect();
+        let mut shape: Vec<u64> = match dims.as_slice() {
+            [h, w] => vec![1, *h, *w],
+            [c, h, w] => vec![*c, *h, *w],
+            _ => vec![dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(overflow)?],
+        };
+        let mut params: u64 = 0;
+        let mut macs: u64 = 0;
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let flat =
+                shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(overflow)?;
+            let image = |shape: &[u64]| match *shape {
+                [c, h, w] => Ok((c, h, w)),
+                _ => Err(bad(format!("layer {i} needs a [C, H, W] input"))),
+            };
+            match *layer {
                 LayerDef::Dense { units, .. } => {
-                    let units = u64::from(*units);
-                    let w = fan_in.checked_mul(units)?.checked_add(units)?;
-                    total = total.checked_add(w)?;
-                    fan_in = units;
+                    let units = u64::from(units);
+                    let w = flat.checked_mul(units).ok_or_else(overflow)?;
+                    params = params
+                        .checked_add(w)
+                        .and_then(|p| p.checked_add(units))
+                        .ok_or_else(overflow)?;
+                    macs = macs.checked_add(w).ok_or_else(overflow)?;
+                    shape = vec![units];
                 }
+                LayerDef::Conv2d { filters, kernel, stride, padding, .. } => {
+                    let (c, h, w) = image(&shape)?;
+                    if filters == 0 || filters > limits::MAX_UNITS {
+                        return Err(bad(format!(
+                            "layer {i}: filters need 1..={}",
+                            limits::MAX_UNITS
+                        )));
+                    }
+                    if kernel == 0
+                        || kernel > limits::MAX_KERNEL
+                        || stride == 0
+                        || stride > limits::MAX_KERNEL
+                    {
+                        return Err(bad(format!(
+                            "layer {i}: kernel and stride need 1..={}",
+                            limits::MAX_KERNEL
+                        )));
+                    }
+                    if padding >= kernel {
+                        return Err(bad(format!("layer {i}: padding must be below the kernel")));
+                    }
+                    let (k, s, p) = (u64::from(kernel), u64::from(stride), u64::from(padding));
+                    let out = |n: u64| {
+                        let padded = n.checked_add(2 * p).ok_or_else(overflow)?;
+                        padded.checked_sub(k).map(|r| r / s + 1).ok_or_else(|| {
+                            bad(format!("layer {i}: kernel larger than its padded input"))
+                        })
+                    };
+                    let (oh, ow) = (out(h)?, out(w)?);
+                    let f = u64::from(filters);
+                    let patch = c.checked_mul(k * k).ok_or_else(overflow)?;
+                    let weights = patch.checked_mul(f).ok_or_else(overflow)?;
+                    params = params
+                        .checked_add(weights)
+                        .and_then(|q| q.checked_add(f))
+                        .ok_or_else(overflow)?;
+                    let positions = oh.checked_mul(ow).ok_or_else(overflow)?;
+                    macs = positions
+                        .checked_mul(weights)
+                        .and_then(|m| m.checked_add(macs))
+                        .ok_or_else(overflow)?;
+                    shape = vec![f, oh, ow];
+                }
+                LayerDef::MaxPool2d { size, stride } => {
+                    let (c, h, w) = image(&shape)?;
+                    if size == 0
+                        || size > limits::MAX_KERNEL
+                        || stride == 0
+                        || stride > limits::MAX_KERNEL
+                    {
+                        return Err(bad(format!(
+                            "layer {i}: size and stride need 1..={}",
+                            limits::MAX_KERNEL
+                        )));
+                    }
+                    let size = u64::from(size);
+                    if size > h || size > w {
+                        return Err(bad(format!("layer {i}: window larger than its input")));
+                    }
+                    let s = u64::from(stride);
+                    shape = vec![c, (h - size) / s + 1, (w - size) / s + 1];
+                }
+                LayerDef::Flatten => shape = vec![flat],
+            }
+            let values =
+                shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(overflow)?;
+            if values > limits::MAX_ACTIVATIONS {
+                return Err(bad(format!(
+                    "layer {i}: more than {} outputs per sample",
+                    limits::MAX_ACTIVATIONS
+                )));
             }
         }
-        Some(total)
+        Ok(ModelCost { params, forward_macs: macs })
     }
 
     /// Checks every field's range (stateless rules).
@@ -350,9 +482,11 @@ impl TaskDefinition {
             return Err(bad("model.layers", format!("need 1..={} layers", limits::MAX_LAYERS)));
         }
         for layer in &m.layers {
-            let LayerDef::Dense { units, .. } = layer;
-            if *units == 0 || *units > limits::MAX_UNITS {
-                return Err(bad("model.layers.units", format!("need 1..={}", limits::MAX_UNITS)));
+            if let LayerDef::Dense { units, .. } = layer {
+                if *units == 0 || *units > limits::MAX_UNITS {
+                    let reason = format!("need 1..={}", limits::MAX_UNITS);
+                    return Err(bad("model.layers.units", reason));
+                }
             }
         }
         match m.layers.last() {
@@ -361,8 +495,9 @@ impl TaskDefinition {
                 return Err(bad("model.classes", "the last layer must have `classes` (>= 2) units"))
             }
         }
-        match self.parameter_count() {
-            Some(p) if p <= limits::MAX_PARAMS => {}
+        match self.model_cost() {
+            Ok(c) if c.params <= limits::MAX_PARAMS => {}
+            Err(e @ TaskDefError::Field { field: "model.layers", .. }) => return Err(e),
             _ => return Err(bad("model", format!("more than {} parameters", limits::MAX_PARAMS))),
         }
         let o = &self.optimizer;
@@ -446,5 +581,102 @@ impl TaskDefinition {
             return Err(bad("deadlines", "must be positive"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cnn() -> TaskDefinition {
+        let mut t = crate::test_utils::valid_task(1);
+        t.model.input_shape = vec![1, 28, 28];
+        t.model.classes = 10;
+        t.model.layers = vec![
+            LayerDef::Conv2d {
+                filters: 8,
+                kernel: 3,
+                stride: 1,
+                padding: 0,
+                activation: Activation::Relu,
+            },
+            LayerDef::MaxPool2d { size: 2, stride: 2 },
+            LayerDef::Conv2d {
+                filters: 16,
+                kernel: 3,
+                stride: 1,
+                padding: 0,
+                activation: Activation::Relu,
+            },
+            LayerDef::MaxPool2d { size: 2, stride: 2 },
+            LayerDef::Flatten,
+            LayerDef::Dense { units: 10, activation: Activation::None },
+        ];
+        t
+    }
+
+    #[test]
+    fn new_layer_kinds_append_codes_and_keep_dense_bytes() {
+        let dense = LayerDef::Dense { units: 7, activation: Activation::Tanh };
+        assert_eq!(borsh::to_vec(&dense).unwrap(), [0, 7, 0, 0, 0, 1]);
+        let conv = LayerDef::Conv2d {
+            filters: 2,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            activation: Activation::Relu,
+        };
+        assert_eq!(
+            borsh::to_vec(&conv).unwrap(),
+            [1, 2, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0]
+        );
+        let pool = LayerDef::MaxPool2d { size: 2, stride: 2 };
+        assert_eq!(borsh::to_vec(&pool).unwrap(), [2, 2, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(borsh::to_vec(&LayerDef::Flatten).unwrap(), [3]);
+        let toml = serde_json::to_string(&pool).unwrap();
+        assert_eq!(toml, r#"{"type":"maxpool2d","size":2,"stride":2}"#);
+    }
+
+    #[test]
+    fn a_cnn_counts_its_parameters_and_products() {
+        let t = cnn();
+        t.validate().unwrap();
+        // conv 8x(1x3x3)+8 on 26x26, pool to 13x13, conv 16x(8x3x3)+16 on 11x11, pool to 5x5,
+        // dense 400 -> 10.
+        let cost = t.model_cost().unwrap();
+        assert_eq!(cost.params, 80 + 1168 + 4010);
+        assert_eq!(cost.forward_macs, 26 * 26 * 72 + 11 * 11 * 16 * 72 + 400 * 10);
+        assert_eq!(t.parameter_count(), Some(5258));
+    }
+
+    #[test]
+    fn image_layers_that_do_not_fit_are_refused() {
+        let mut t = cnn();
+        t.model.input_shape = vec![784];
+        assert!(matches!(t.validate(), Err(TaskDefError::Field { field: "model.layers", .. })));
+        let mut t = cnn();
+        t.model.layers[0] = LayerDef::Conv2d {
+            filters: 8,
+            kernel: 3,
+            stride: 1,
+            padding: 3,
+            activation: Activation::Relu,
+        };
+        assert!(t.validate().is_err(), "padding must be below the kernel");
+        let mut t = cnn();
+        t.model.layers[3] = LayerDef::MaxPool2d { size: 12, stride: 1 };
+        assert!(t.validate().is_err(), "a window larger than its 11x11 input");
+        let mut t = cnn();
+        t.model.layers[0] = LayerDef::Conv2d {
+            filters: 0,
+            kernel: 3,
+            stride: 1,
+            padding: 0,
+            activation: Activation::Relu,
+        };
+        assert!(t.validate().is_err());
+        let mut t = cnn();
+        t.model.layers.pop();
+        assert!(t.validate().is_err(), "the last layer must be dense");
     }
 }

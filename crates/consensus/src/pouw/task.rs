@@ -45,6 +45,19 @@ pub fn ml_specs(task: &TaskDefinition) -> Result<(ModelSpec, OptimizerSpec), Pou
                 LayerDef::Dense { units, activation: a } => {
                     LayerSpec::Dense { units: *units, activation: activation(*a) }
                 }
+                LayerDef::Conv2d { filters, kernel, stride, padding, activation: a } => {
+                    LayerSpec::Conv2d {
+                        filters: *filters,
+                        kernel: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                        activation: activation(*a),
+                    }
+                }
+                LayerDef::MaxPool2d { size, stride } => {
+                    LayerSpec::MaxPool2d { size: *size, stride: Some(*stride) }
+                }
+                LayerDef::Flatten => LayerSpec::Flatten,
             })
             .collect(),
         classes: m.classes,
