@@ -66,10 +66,12 @@ train_segs=$(curl -s -m 5 -H 'content-type: application/json' \
 images=$(sed -n 's/^images *= *"\(.*\)"/\1/p' "$DIR/task.toml" | head -1)
 segments=$(sed -n 's/^segments *= *\([0-9]*\)/\1/p' "$DIR/task.toml" | head -1)
 if [[ -f "$images" && -n "$segments" && "$train_segs" -gt 0 ]]; then
-    read -r -a head < <( (gzip -dcf "$images" 2>/dev/null || true) | head -c 16 | od -An -v -tu1 | tr -s ' \n' ' ')
+    read -r -a head < <( (gzip -dcf "$images" 2>/dev/null || true) | head -c 16 | od -An -v -tu1 | tr -s ' \n' ' ') || true
     be() { echo $(((${head[$1]} << 24) | (${head[$1 + 1]} << 16) | (${head[$1 + 2]} << 8) | ${head[$1 + 3]})); }
-    count=$(be 4) width=$(($(be 8) * $(be 12)))
-    train_bytes=$((count / segments * train_segs * 4 * (width + 1)))
+    if [[ ${#head[@]} -ge 16 ]]; then
+        count=$(be 4) width=$(($(be 8) * $(be 12)))
+        train_bytes=$((count / segments * train_segs * 4 * (width + 1)))
+    fi
 fi
 
 h0=$(jq -r .h <<<"${first[0]}")
