@@ -5,7 +5,8 @@
 //! every connection to it, discovery's included, crosses the relay.
 //!
 //! A [`Partition`] shared by the relays cuts the network in two sides for a while: the
-//! connections between the sides are closed and new ones refused until it heals. The side of
+//! connections between the sides are closed and new ones refused until it heals (a new
+//! connection whose dialer cannot be told is refused too while it lasts). The side of
 //! a connection's dialer is found from the process that owns the dialing socket (Linux
 //! `/proc`), so it needs the nodes to be separate processes registered with
 //! [`Partition::register`].
@@ -221,7 +222,8 @@ impl Relay {
                 if dialer.is_none() {
                     partition.unknown.fetch_add(1, Ordering::Relaxed);
                 }
-                if partition.is_active() && dialer.is_some_and(|d| d != side) {
+                // While cut, only a dialer known to be on this side gets through.
+                if partition.is_active() && dialer != Some(side) {
                     partition.refused.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
