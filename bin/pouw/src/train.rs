@@ -136,13 +136,22 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
     bar.enable_steady_tick(Duration::from_millis(200));
 
     let train_started = Instant::now();
-    let InOrder { mut states, done, sent, epochs_completed, final_loss } =
-        train_in_order(exec, &data, &schedule, &model, opt, miners, total, |done, epoch, loss| {
+    let InOrder { mut states, done, sent, epochs_completed, final_loss } = train_in_order_with(
+        exec,
+        &data,
+        &schedule,
+        &model,
+        opt,
+        task.update,
+        miners,
+        total,
+        |done, epoch, loss| {
             bar.inc(1);
             if done % 50 == 0 {
                 bar.set_message(format!("epoch {epoch} loss {loss:.4}"));
             }
-        })?;
+        },
+    )?;
     let train_seconds = train_started.elapsed().as_secs_f64();
     bar.finish_and_clear();
 
@@ -240,11 +249,28 @@ pub(crate) fn train_in_order(
     opt: pouw_ml::OptimizerSpec,
     miners: usize,
     total: u64,
+    progress: impl FnMut(u64, u32, f32),
+) -> Result<InOrder> {
+    let rule = pouw_ml::UpdateRule::Sgd;
+    train_in_order_with(exec, data, schedule, model, opt, rule, miners, total, progress)
+}
+
+/// [`train_in_order`] with the task file's local update rule (SGD, Adam or AdamW).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_in_order_with(
+    exec: Exec,
+    data: &pouw_ml::Dataset,
+    schedule: &BatchSchedule,
+    model: &Model,
+    opt: pouw_ml::OptimizerSpec,
+    rule: pouw_ml::UpdateRule,
+    miners: usize,
+    total: u64,
     mut progress: impl FnMut(u64, u32, f32),
 ) -> Result<InOrder> {
     let per_epoch = schedule.batches_per_epoch();
     let mut states = (0..miners.max(1))
-        .map(|_| TrainState::new(model.clone(), opt))
+        .map(|_| TrainState::with_rule(model.clone(), opt, rule))
         .collect::<Result<Vec<_>, _>>()
         .context("cannot build the training state")?;
     let miners = states.len();

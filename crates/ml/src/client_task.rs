@@ -197,6 +197,14 @@ pub fn load_client_task(file: &Path, dir: &Path) -> Result<ClientTask, ClientTas
     if tf.payment.fee.0 == 0 {
         return Err(ClientTaskError::ZeroFee { path });
     }
+    if tf.update != crate::UpdateRule::Sgd {
+        return Err(invalid(
+            "optimizer.kind",
+            "the on-chain task definition has no optimizer kind yet: adam and adamw train with \
+             `pouw train` only"
+                .into(),
+        ));
+    }
     if tf.dataset.segments as usize != DATASET_SEGMENTS {
         return Err(invalid(
             "dataset.segments",

@@ -29,7 +29,7 @@ use crate::{
     kernels::Exec,
     model::{Metrics, Model},
     order::InputOrder,
-    spec::{OptimizerSpec, SpecError},
+    spec::{AdamSpec, OptimizerSpec, SpecError, UpdateRule},
 };
 
 /// Bit 31 of a map entry: the sign (set = `+tau`).
@@ -132,13 +132,66 @@ impl OutputHashes {
     }
 }
 
-/// A miner's training state: model, gradient residual and optimizer velocity.
+/// The constants of one Adam step, computed once per iteration from the step count `t`
+/// (`t` = the state's stored count + 1): `c1 = 1 - beta1`, `c2 = 1 - beta2`,
+/// `bc1 = 1 - powf(beta1, t)`, `bc2 = 1 - powf(beta2, t)` (libm `powf`, all in `f32`), and
+/// `decay = lr * weight_decay` for AdamW.
+#[derive(Debug, Clone, Copy)]
+struct AdamStep {
+    b1: f32,
+    b2: f32,
+    c1: f32,
+    c2: f32,
+    bc1: f32,
+    bc2: f32,
+    eps: f32,
+    lr: f32,
+    decay: Option<f32>,
+}
+
+impl AdamStep {
+    fn new(a: &AdamSpec, decoupled: bool, lr: f32, t: f32) -> Self {
+        Self {
+            b1: a.beta1,
+            b2: a.beta2,
+            c1: 1.0 - a.beta1,
+            c2: 1.0 - a.beta2,
+            bc1: 1.0 - libm::powf(a.beta1, t),
+            bc2: 1.0 - libm::powf(a.beta2, t),
+            eps: a.epsilon,
+            lr,
+            decay: decoupled.then_some(lr * a.weight_decay),
+        }
+    }
+
+    /// One coordinate, fed with `d` (each operation rounded on its own, in this order):
+    /// `m = b1*m + c1*d; v = b2*v + c2*(d*d); mh = m / bc1; vh = v / bc2;`
+    /// `u = mh / (sqrtf(vh) + eps);` AdamW first `w = w - decay*w`; then `w = w - lr*u`.
+    #[inline]
+    fn apply(&self, w: &mut f32, m: &mut f32, v: &mut f32, d: f32) {
+        *m = self.b1 * *m + self.c1 * d;
+        let dd = d * d;
+        *v = self.b2 * *v + self.c2 * dd;
+        let mh = *m / self.bc1;
+        let vh = *v / self.bc2;
+        let u = mh / (libm::sqrtf(vh) + self.eps);
+        if let Some(decay) = self.decay {
+            *w -= decay * *w;
+        }
+        *w -= self.lr * u;
+    }
+}
+
+/// A miner's training state: model, gradient residual and optimizer state.
 #[derive(Debug, Clone)]
 pub struct TrainState {
     model: Model,
     optimizer: OptimizerSpec,
+    /// The local update rule (SGD with the optimizer's momentum, Adam or AdamW).
+    rule: UpdateRule,
     residual: Vec<f32>,
-    /// Momentum buffer; empty when `optimizer.momentum == 0` (then it is not state).
+    /// Optimizer state ([`UpdateRule::state_len`]): SGD the momentum buffer (empty when
+    /// `optimizer.momentum == 0`, then it is not state); Adam `m ‖ v ‖ [t]`.
     velocity: Vec<f32>,
     /// (model hash, residual hash) of the current state, when known: set by `iterate` (its end
     /// hashes are the next start hashes), cleared by anything else that changes the state.
@@ -150,37 +203,66 @@ impl PartialEq for TrainState {
     fn eq(&self, other: &Self) -> bool {
         self.model == other.model
             && self.optimizer == other.optimizer
+            && self.rule == other.rule
             && self.residual == other.residual
             && self.velocity == other.velocity
     }
 }
 
 impl TrainState {
-    /// Fresh state: residual and velocity `+0.0`.
+    /// Fresh state: residual and velocity `+0.0` (SGD with the optimizer's momentum).
     pub fn new(model: Model, optimizer: OptimizerSpec) -> Result<Self, SpecError> {
-        optimizer.validate()?;
-        let n = model.param_count();
-        let velocity = if optimizer.momentum == 0.0 { Vec::new() } else { vec![0.0; n] };
-        Ok(Self { model, optimizer, residual: vec![0.0; n], velocity, hashes: None })
+        Self::with_rule(model, optimizer, UpdateRule::Sgd)
     }
 
-    /// State from its parts (e.g. a verifier's start model and residual).
+    /// Fresh state for `rule`: residual and optimizer state `+0.0` (Adam's step count 0).
+    pub fn with_rule(
+        model: Model,
+        optimizer: OptimizerSpec,
+        rule: UpdateRule,
+    ) -> Result<Self, SpecError> {
+        let n = model.param_count();
+        let state = vec![0.0; rule.state_len(n, optimizer.momentum)];
+        Self::from_parts_with_rule(model, optimizer, rule, vec![0.0; n], state)
+    }
+
+    /// State from its parts (e.g. a verifier's start model and residual), SGD.
     pub fn from_parts(
         model: Model,
         optimizer: OptimizerSpec,
         residual: Vec<f32>,
         velocity: Vec<f32>,
     ) -> Result<Self, SpecError> {
+        Self::from_parts_with_rule(model, optimizer, UpdateRule::Sgd, residual, velocity)
+    }
+
+    /// State from its parts for `rule`; `state` as [`UpdateRule::state_len`] lays it out.
+    pub fn from_parts_with_rule(
+        model: Model,
+        optimizer: OptimizerSpec,
+        rule: UpdateRule,
+        residual: Vec<f32>,
+        state: Vec<f32>,
+    ) -> Result<Self, SpecError> {
         optimizer.validate()?;
+        rule.validate()?;
+        if rule.adam().is_some() && optimizer.momentum != 0.0 {
+            return Err(SpecError::Optimizer("momentum must be 0 with adam (use beta1)"));
+        }
         let n = model.param_count();
-        let vn = if optimizer.momentum == 0.0 { 0 } else { n };
+        let vn = rule.state_len(n, optimizer.momentum);
         if residual.len() != n {
             return Err(SpecError::ParamCount { expected: n, actual: residual.len() });
         }
-        if velocity.len() != vn {
-            return Err(SpecError::ParamCount { expected: vn, actual: velocity.len() });
+        if state.len() != vn {
+            return Err(SpecError::ParamCount { expected: vn, actual: state.len() });
         }
-        Ok(Self { model, optimizer, residual, velocity, hashes: None })
+        Ok(Self { model, optimizer, rule, residual, velocity: state, hashes: None })
+    }
+
+    /// The local update rule.
+    pub fn rule(&self) -> &UpdateRule {
+        &self.rule
     }
 
     /// The model.
@@ -198,7 +280,7 @@ impl TrainState {
         &self.residual
     }
 
-    /// The velocity (empty when momentum is 0).
+    /// The optimizer state: the velocity (empty when momentum is 0), or Adam's `m ‖ v ‖ [t]`.
     pub fn velocity(&self) -> &[f32] {
         &self.velocity
     }
@@ -276,14 +358,16 @@ impl TrainState {
         let (start_model_hash, start_residual_hash) =
             self.hashes.take().unwrap_or_else(|| (self.model.hash(), self.residual_hash()));
 
-        // 2. peer updates.
+        // 2. peer updates (Adam and AdamW: a step of `lr` in the entry's direction, the size of
+        // the sender's own normalised step, instead of `lr * tau`).
         let lr = self.optimizer.learning_rate;
         let tau = self.optimizer.tau;
+        let size = if self.rule.adam().is_some() { 1.0 } else { tau };
         let w = self.model.params_mut();
         for map in peer_maps {
             for &entry in *map {
                 let (j, positive) = unpack_entry(entry);
-                let d = if positive { tau } else { -tau };
+                let d = if positive { size } else { -size };
                 let j = j as usize;
                 w[j] -= lr * d;
             }
@@ -327,7 +411,32 @@ impl TrainState {
         let mu = self.optimizer.momentum;
         let mut map = Vec::with_capacity(g.len() / 16);
         let w = self.model.params_mut();
-        let dense = !self.velocity.is_empty();
+        let params = w.len();
+        let dense = !self.velocity.is_empty() && self.rule.adam().is_none();
+        // Adam: the step count `t` is the state's last element; this iteration is step `t + 1`.
+        // `vel` is the momentum buffer (SGD), `ms` and `vs` Adam's moments, each consumed block
+        // by block.
+        let (adam, mut ms, mut vs, mut vel): (
+            Option<AdamStep>,
+            &mut [f32],
+            &mut [f32],
+            &mut [f32],
+        ) = match self.rule {
+            UpdateRule::Sgd => (None, &mut [], &mut [], &mut self.velocity[..]),
+            UpdateRule::Adam(a) | UpdateRule::AdamW(a) => {
+                let decoupled = matches!(self.rule, UpdateRule::AdamW(_));
+                let (mv, t) = self.velocity.split_at_mut(params.saturating_mul(2));
+                let t = match t.first_mut() {
+                    Some(t) => {
+                        *t += 1.0;
+                        *t
+                    }
+                    None => 1.0,
+                };
+                let (m, v) = mv.split_at_mut(params);
+                (Some(AdamStep::new(&a, decoupled, lr, t)), m, v, &mut [])
+            }
+        };
         let mut flags = [0u8; BLOCK];
         for (block, (rs, gs)) in self.residual.chunks_mut(BLOCK).zip(g.chunks(BLOCK)).enumerate() {
             let base = block * BLOCK;
@@ -341,10 +450,25 @@ impl TrainState {
             }
             let n = rs.len();
             let ws = &mut w[base..base + n];
+            if let Some(step) = &adam {
+                // Every coordinate, emitted or not: d_j = ±tau or 0.
+                let (m, rest_m) = std::mem::take(&mut ms).split_at_mut(n);
+                let (v, rest_v) = std::mem::take(&mut vs).split_at_mut(n);
+                (ms, vs) = (rest_m, rest_v);
+                for (((wj, mj), vj), &f) in ws.iter_mut().zip(m).zip(v).zip(&flags[..n]) {
+                    let d = match f {
+                        1 => tau,
+                        2 => -tau,
+                        _ => 0.0,
+                    };
+                    step.apply(wj, mj, vj, d);
+                }
+            }
             if dense {
                 // v_j = mu * v_j + d_j; w_j = w_j - lr * v_j for every j.
-                let vs = &mut self.velocity[base..base + n];
-                for ((wj, vj), &f) in ws.iter_mut().zip(vs).zip(&flags[..n]) {
+                let (vb, rest) = std::mem::take(&mut vel).split_at_mut(n);
+                vel = rest;
+                for ((wj, vj), &f) in ws.iter_mut().zip(vb).zip(&flags[..n]) {
                     let d = match f {
                         1 => tau,
                         2 => -tau,
@@ -367,7 +491,7 @@ impl TrainState {
                     }
                     let k = word * 8 + k;
                     let positive = f == 1;
-                    if !dense {
+                    if !dense && adam.is_none() {
                         // mu = 0: only emitted coordinates change, w_j = w_j - lr * d_j.
                         let d = if positive { tau } else { -tau };
                         ws[k] -= lr * d;
@@ -380,8 +504,8 @@ impl TrainState {
     }
 
     /// A plain (non-PoUW) SGD-with-momentum step on the batch gradient, for comparison:
-    /// `v = mu * v + g; w = w - lr * v` (with `mu = 0`: `w = w - lr * g`). The residual is
-    /// untouched. Returns the batch metrics of the forward pass.
+    /// `v = mu * v + g; w = w - lr * v` (with `mu = 0`: `w = w - lr * g`); with Adam or AdamW
+    /// their step on `g`. The residual is untouched. Returns the batch metrics of the forward pass.
     pub fn sgd_step(&mut self, exec: Exec, batch: &Batch) -> Result<Metrics, IterationError> {
         let layout = self.model.layout();
         batch.validate(layout.inputs, layout.classes as u32)?;
@@ -391,7 +515,20 @@ impl TrainState {
         let lr = self.optimizer.learning_rate;
         let mu = self.optimizer.momentum;
         let w = self.model.params_mut();
-        if self.velocity.is_empty() {
+        if let Some(a) = self.rule.adam() {
+            // The same Adam step as the iteration's, fed with the raw gradient.
+            let params = w.len();
+            let (mv, t) = self.velocity.split_at_mut(params * 2);
+            let t = t.first_mut().map_or(1.0, |t| {
+                *t += 1.0;
+                *t
+            });
+            let step = AdamStep::new(a, matches!(self.rule, UpdateRule::AdamW(_)), lr, t);
+            let (m, v) = mv.split_at_mut(params);
+            for (((wj, mj), vj), &gj) in w.iter_mut().zip(m).zip(v).zip(&g) {
+                step.apply(wj, mj, vj, gj);
+            }
+        } else if self.velocity.is_empty() {
             for (wj, &gj) in w.iter_mut().zip(&g) {
                 *wj -= lr * gj;
             }
@@ -580,6 +717,101 @@ mod tests {
         }
         assert_eq!(run([5; 32], Exec::new(3)), a);
         assert!((a.loss() - natural.loss()).abs() < 1e-5, "{} vs {}", a.loss(), natural.loss());
+    }
+
+    fn adam_setup(rule: UpdateRule) -> (TrainState, Batch) {
+        let (s, batch) = setup(0.0);
+        let (model, opt) = (s.model.clone(), OptimizerSpec { learning_rate: 0.01, ..s.optimizer });
+        (TrainState::with_rule(model, opt, rule).unwrap(), batch)
+    }
+
+    const ADAM: AdamSpec = AdamSpec { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay: 0.05 };
+
+    #[test]
+    #[allow(clippy::needless_range_loop)] // the reference indexes four vectors by j
+    fn adam_matches_its_step_by_step_definition() {
+        for rule in [UpdateRule::Adam(ADAM), UpdateRule::AdamW(ADAM)] {
+            let (mut s, batch) = adam_setup(rule);
+            let mut r = s.clone();
+            let n = s.model.param_count();
+            assert_eq!(s.velocity.len(), 2 * n + 1);
+            let peer = [pack_entry(4, true), pack_entry(9, false)];
+            for step in 1..=4u8 {
+                let out = s.iterate(Exec::SINGLE, &batch, &[&peer]).unwrap();
+                // Reference: peer steps of lr, gradient, residual, map, then Adam on every j.
+                let (lr, tau) = (r.optimizer.learning_rate, r.optimizer.tau);
+                // lr * (+1) and lr * (-1): exact.
+                r.model.params_mut()[4] -= lr;
+                r.model.params_mut()[9] -= -lr;
+                let mut g = vec![0.0; n];
+                r.model.gradient(Exec::SINGLE, &batch, &mut g);
+                let t = f32::from(step);
+                assert_eq!(r.velocity[2 * n], t - 1.0);
+                r.velocity[2 * n] = t;
+                let (bc1, bc2) = (1.0 - libm::powf(0.9, t), 1.0 - libm::powf(0.999, t));
+                let (c1, c2) = (1.0 - 0.9f32, 1.0 - 0.999f32);
+                for j in 0..n {
+                    r.residual[j] += g[j];
+                    let d = if r.residual[j] > tau {
+                        tau
+                    } else if r.residual[j] < -tau {
+                        -tau
+                    } else {
+                        0.0
+                    };
+                    r.residual[j] -= d;
+                    let m = 0.9 * r.velocity[j] + c1 * d;
+                    let v = 0.999 * r.velocity[n + j] + c2 * (d * d);
+                    (r.velocity[j], r.velocity[n + j]) = (m, v);
+                    let u = (m / bc1) / (libm::sqrtf(v / bc2) + 1e-8);
+                    let w = &mut r.model.params_mut()[j];
+                    if matches!(rule, UpdateRule::AdamW(_)) {
+                        *w -= (lr * 0.05) * *w;
+                    }
+                    *w -= lr * u;
+                }
+                assert_eq!(out.end_model_hash, r.model.hash(), "{rule:?} step {step}");
+                assert_eq!(out.end_residual_hash, r.residual_hash());
+                assert_eq!(s, r);
+            }
+        }
+    }
+
+    #[test]
+    fn adam_state_is_in_the_residual_hash_and_checked_on_the_way_in() {
+        let (mut s, batch) = adam_setup(UpdateRule::Adam(ADAM));
+        s.iterate(Exec::SINGLE, &batch, &[]).unwrap();
+        let n = s.model.param_count();
+        let base = s.residual_hash();
+        for k in [0, n, 2 * n] {
+            let mut t = s.clone();
+            t.velocity[k] = f32::from_bits(t.velocity[k].to_bits() ^ 1);
+            assert_ne!(t.residual_hash(), base, "state element {k}");
+        }
+        // AdamW decays: another end model than Adam's from the same start.
+        let (mut w, _) = adam_setup(UpdateRule::AdamW(ADAM));
+        let (mut a, _) = adam_setup(UpdateRule::Adam(ADAM));
+        let (ow, oa) = (
+            w.iterate(Exec::SINGLE, &batch, &[]).unwrap(),
+            a.iterate(Exec::SINGLE, &batch, &[]).unwrap(),
+        );
+        assert_ne!(ow.end_model_hash, oa.end_model_hash);
+        assert_eq!(ow.map, oa.map);
+        // Parts of the wrong length, or momentum with Adam, are refused.
+        let (m, opt) = (s.model.clone(), s.optimizer);
+        let rule = UpdateRule::Adam(ADAM);
+        assert!(TrainState::from_parts_with_rule(
+            m.clone(),
+            opt,
+            rule,
+            vec![0.0; n],
+            vec![0.0; 2 * n]
+        )
+        .is_err());
+        let with_momentum = OptimizerSpec { momentum: 0.5, ..opt };
+        assert!(TrainState::with_rule(m.clone(), with_momentum, rule).is_err());
+        let bad = UpdateRule::Adam(AdamSpec { beta2: 1.0, ..ADAM });
+        assert!(TrainState::with_rule(m, opt, bad).is_err());
     }
 
     #[test]

@@ -154,6 +154,72 @@ pub struct OptimizerSpec {
     pub epochs: u32,
 }
 
+/// Adam's hyper-parameters (PyTorch's names and defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdamSpec {
+    /// Decay of the first moment (default 0.9).
+    pub beta1: f32,
+    /// Decay of the second moment (default 0.999).
+    pub beta2: f32,
+    /// Added to the root of the corrected second moment (default 1e-8).
+    pub epsilon: f32,
+    /// Decoupled weight decay of AdamW (default 0.01 for AdamW, 0 for Adam).
+    pub weight_decay: f32,
+}
+
+/// The local update (step 7 of the iteration) fed with the emitted deltas. In the task file:
+/// `[optimizer] kind = "sgd" | "adam" | "adamw"` (`crate::TaskFile`).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateRule {
+    /// SGD with the optimizer's momentum (state: the velocity, or nothing when it is 0).
+    #[default]
+    Sgd,
+    /// Adam (state: first moments `m`, second moments `v`, then the step count `t`).
+    Adam(AdamSpec),
+    /// AdamW: Adam with decoupled weight decay.
+    #[serde(rename = "adamw")]
+    AdamW(AdamSpec),
+}
+
+impl UpdateRule {
+    /// The Adam parameters, if the rule is Adam or AdamW.
+    pub fn adam(&self) -> Option<&AdamSpec> {
+        match self {
+            Self::Sgd => None,
+            Self::Adam(a) | Self::AdamW(a) => Some(a),
+        }
+    }
+
+    /// Length of the optimizer state carried beside the residual (and hashed with it) for a
+    /// model of `params` parameters: SGD `params` (0 when `momentum` is 0); Adam and AdamW
+    /// `2 · params + 1` (`m`, `v`, then `t` as an `f32`, exact up to 2^24).
+    pub fn state_len(&self, params: usize, momentum: f32) -> usize {
+        match self {
+            Self::Sgd if momentum == 0.0 => 0,
+            Self::Sgd => params,
+            Self::Adam(_) | Self::AdamW(_) => params.saturating_mul(2).saturating_add(1),
+        }
+    }
+
+    /// Checks Adam's ranges: `beta1`, `beta2` in `[0, 1)`, `epsilon` finite and > 0,
+    /// `weight_decay` finite and >= 0.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let Some(a) = self.adam() else { return Ok(()) };
+        if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) {
+            return Err(SpecError::Optimizer("beta1 and beta2 must be in [0, 1)"));
+        }
+        if !(a.epsilon.is_finite() && a.epsilon > 0.0) {
+            return Err(SpecError::Optimizer("epsilon must be finite and > 0"));
+        }
+        if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
+            return Err(SpecError::Optimizer("weight_decay must be finite and >= 0"));
+        }
+        Ok(())
+    }
+}
+
 /// Why a spec is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -13,28 +13,132 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::{
     dataset::{Dataset, DatasetError},
-    spec::{ModelSpec, OptimizerSpec, SpecError},
+    spec::{AdamSpec, ModelSpec, OptimizerSpec, SpecError, UpdateRule},
 };
 
 /// A parsed, validated task file. Dataset paths are resolved against the file's directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "TaskFileFields")]
 pub struct TaskFile {
     /// A human-readable name.
-    #[serde(default)]
     pub name: String,
     /// The model.
     pub model: ModelSpec,
     /// The optimizer.
     pub optimizer: OptimizerSpec,
+    /// The local update rule: `[optimizer] kind = "sgd"` (default), `"adam"` or `"adamw"`, with
+    /// `beta1` (0.9), `beta2` (0.999), `epsilon` (1e-8) and `weight_decay` (AdamW 0.01, Adam 0);
+    /// `learning_rate` defaults to 0.001 for Adam and AdamW.
+    #[serde(skip_serializing)]
+    pub update: UpdateRule,
     /// The data.
     pub dataset: DatasetSpec,
     /// Workers wanted.
-    #[serde(default)]
     pub workers: WorkersSpec,
     /// Fee and deadlines.
-    #[serde(default)]
     pub payment: PaymentSpec,
+}
+
+/// The file's fields as written (`[optimizer]` with its `kind` and Adam's parameters).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskFileFields {
+    #[serde(default)]
+    name: String,
+    model: ModelSpec,
+    optimizer: OptimizerFields,
+    dataset: DatasetSpec,
+    #[serde(default)]
+    workers: WorkersSpec,
+    #[serde(default)]
+    payment: PaymentSpec,
+}
+
+/// `[optimizer]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptimizerFields {
+    #[serde(default)]
+    kind: OptimizerKind,
+    learning_rate: Option<f32>,
+    #[serde(default)]
+    momentum: f32,
+    tau: f32,
+    batch_size: u32,
+    epochs: u32,
+    beta1: Option<f32>,
+    beta2: Option<f32>,
+    epsilon: Option<f32>,
+    weight_decay: Option<f32>,
+}
+
+/// `[optimizer] kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum OptimizerKind {
+    #[default]
+    Sgd,
+    Adam,
+    AdamW,
+}
+
+impl TryFrom<TaskFileFields> for TaskFile {
+    type Error = String;
+
+    fn try_from(f: TaskFileFields) -> Result<Self, String> {
+        let o = f.optimizer;
+        let adam_field = [("beta1", o.beta1), ("beta2", o.beta2), ("epsilon", o.epsilon)]
+            .into_iter()
+            .chain([("weight_decay", o.weight_decay)])
+            .find(|(_, v)| v.is_some());
+        let update = match o.kind {
+            OptimizerKind::Sgd => {
+                if let Some((name, _)) = adam_field {
+                    return Err(format!("optimizer.{name} is for kind = \"adam\" or \"adamw\""));
+                }
+                UpdateRule::Sgd
+            }
+            OptimizerKind::Adam | OptimizerKind::AdamW => {
+                if o.momentum != 0.0 {
+                    return Err(
+                        "optimizer.momentum must be 0 with adam (beta1 is its momentum)".into()
+                    );
+                }
+                let decoupled = o.kind == OptimizerKind::AdamW;
+                let a = AdamSpec {
+                    beta1: o.beta1.unwrap_or(0.9),
+                    beta2: o.beta2.unwrap_or(0.999),
+                    epsilon: o.epsilon.unwrap_or(1e-8),
+                    weight_decay: o.weight_decay.unwrap_or(if decoupled { 0.01 } else { 0.0 }),
+                };
+                if decoupled {
+                    UpdateRule::AdamW(a)
+                } else {
+                    UpdateRule::Adam(a)
+                }
+            }
+        };
+        let learning_rate = match (o.learning_rate, update) {
+            (Some(lr), _) => lr,
+            (None, UpdateRule::Sgd) => return Err("missing field `learning_rate`".into()),
+            (None, _) => 0.001,
+        };
+        Ok(Self {
+            name: f.name,
+            model: f.model,
+            optimizer: OptimizerSpec {
+                learning_rate,
+                momentum: o.momentum,
+                tau: o.tau,
+                batch_size: o.batch_size,
+                epochs: o.epochs,
+            },
+            update,
+            dataset: f.dataset,
+            workers: f.workers,
+            payment: f.payment,
+        })
+    }
 }
 
 /// Dataset file format.
@@ -327,7 +431,7 @@ impl TaskFile {
             reason,
         };
         self.model.layout().map_err(|e| invalid("model", e.to_string()))?;
-        if let Err(e) = self.optimizer.validate() {
+        if let Err(e) = self.optimizer.validate().and_then(|()| self.update.validate()) {
             let field = match &e {
                 SpecError::Optimizer(m) => m.split(' ').next().unwrap_or(""),
                 _ => "",

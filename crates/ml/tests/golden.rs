@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use pouw_ml::{
-    pack_entry, Activation, Batch, Dataset, Exec, Init, IterationOutput, LayerSpec, Model,
-    ModelSpec, OptimizerSpec, Rng, TrainState,
+    pack_entry, Activation, AdamSpec, Batch, Dataset, Exec, Init, IterationOutput, LayerSpec,
+    Model, ModelSpec, OptimizerSpec, Rng, TrainState, UpdateRule,
 };
 
 /// What a golden case pins: per iteration (map hash, end model hash, loss bits, accuracy bits),
@@ -36,9 +36,21 @@ fn run_case(
     batches: &[Batch],
     bound: bool,
 ) -> (Vec<IterationOutput>, String) {
+    run_case_with(exec, spec, opt, UpdateRule::Sgd, batches, bound)
+}
+
+/// [`run_case`] with a local update rule.
+fn run_case_with(
+    exec: Exec,
+    spec: &ModelSpec,
+    opt: OptimizerSpec,
+    rule: UpdateRule,
+    batches: &[Batch],
+    bound: bool,
+) -> (Vec<IterationOutput>, String) {
     let model = Model::new(spec.clone()).unwrap();
     let params = model.param_count();
-    let mut state = TrainState::new(model, opt).unwrap();
+    let mut state = TrainState::with_rule(model, opt, rule).unwrap();
     let mut rng = Rng::from_u64(0xBEEF);
     let mut outs = Vec::new();
     for (i, batch) in batches.iter().enumerate() {
@@ -73,8 +85,20 @@ fn check_bound(
     expected: &Expected,
     bound: bool,
 ) {
+    check_rule(name, spec, opt, UpdateRule::Sgd, batches, expected, bound);
+}
+
+fn check_rule(
+    name: &str,
+    spec: ModelSpec,
+    opt: OptimizerSpec,
+    rule: UpdateRule,
+    batches: Vec<Batch>,
+    expected: &Expected,
+    bound: bool,
+) {
     for threads in [1, 2, 4] {
-        let (outs, residual) = run_case(Exec::new(threads), &spec, opt, &batches, bound);
+        let (outs, residual) = run_case_with(Exec::new(threads), &spec, opt, rule, &batches, bound);
         let got: Vec<(String, String, u32, u32)> = outs
             .iter()
             .map(|o| (o.map_hash.to_hex(), o.end_model_hash.to_hex(), o.loss_bits, o.accuracy_bits))
@@ -202,6 +226,82 @@ fn golden_mnist_cnn_bound() {
     assert_ne!(natural[0].end_residual_hash, bound[0].end_residual_hash, "the seed changes bits");
     check_bound("mnist-cnn-bound", spec, opt, batches, &MNIST_CNN_BOUND, true);
 }
+
+/// Adam and AdamW (bias correction with libm `powf`, the documented expression order) on the
+/// a dense relu/tanh model: Adam in the natural order, AdamW bound to order seeds.
+#[test]
+fn golden_adam_and_adamw() {
+    let adam = AdamSpec { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay: 0.01 };
+    let spec = ModelSpec {
+        input_shape: vec![7, 9],
+        layers: vec![
+            LayerSpec::Dense { units: 40, activation: Activation::Relu },
+            LayerSpec::Dense { units: 24, activation: Activation::Tanh },
+            LayerSpec::Dense { units: 5, activation: Activation::None },
+        ],
+        classes: 5,
+        init: Init::He,
+        seed: 2025,
+    };
+    let opt = OptimizerSpec {
+        learning_rate: 0.001,
+        momentum: 0.0,
+        tau: 0.002,
+        batch_size: 16,
+        epochs: 1,
+    };
+    let mut rng = Rng::from_u64(18);
+    let batches: Vec<Batch> = (0..3).map(|_| random_batch(&mut rng, 16, 63, 5)).collect();
+    check_rule("adam", spec.clone(), opt, UpdateRule::Adam(adam), batches.clone(), &ADAM, false);
+    check_rule("adamw", spec, opt, UpdateRule::AdamW(adam), batches, &ADAMW, true);
+}
+
+const ADAM: Expected = Expected {
+    iterations: &[
+        (
+            "48bf404698a60a3bf3288817e25a4ece91d0249b8cd5732797c562a859a195ef",
+            "001ba9d54b89c22c3139a281727fab7d6f814a4e6d3b28c01eda7ec53a8ff5ca",
+            1071311454,
+            1044381696,
+        ),
+        (
+            "2cc97815115de29efb78d9b5abdf20d0dfff03162c1ed224c91b27cc7922647d",
+            "111f014090615179328de3365ed41f3ea64eb726096908015d48d08b312e8915",
+            1075013746,
+            1031798784,
+        ),
+        (
+            "ea19469ad1ce0a45c5e176dbcfdde1297dc55c808b7436b0093dd2140819a359",
+            "1c9b8c9da353b2b270e398e46e04d7ef2d0eaf1db29edd00b97686f7a3dd7840",
+            1071415071,
+            1031798784,
+        ),
+    ],
+    final_residual: "153b8f85c96f17157e8009a04548766ef357b2ca3a47683e9296fa956b21790f",
+};
+const ADAMW: Expected = Expected {
+    iterations: &[
+        (
+            "48bf404698a60a3bf3288817e25a4ece91d0249b8cd5732797c562a859a195ef",
+            "fb4d9074a2e4c261b9bb1497ef3c443a56ff1b757c34c32bc4a40dd5f1738884",
+            1071311454,
+            1044381696,
+        ),
+        (
+            "2cc97815115de29efb78d9b5abdf20d0dfff03162c1ed224c91b27cc7922647d",
+            "c12c2a9a00b944643d6d4dfdaff4d4e9c17c322b35f652949991b54d404b9888",
+            1075013670,
+            1031798784,
+        ),
+        (
+            "ea19469ad1ce0a45c5e176dbcfdde1297dc55c808b7436b0093dd2140819a359",
+            "5ca30226902155bbfc66d2176de5d2e1c93a36d3218f8fb810eeeee1e74876fa",
+            1071414969,
+            1031798784,
+        ),
+    ],
+    final_residual: "780d814b39211351150d98aba7dd18b1247341e88804066616d0d5be98837d01",
+};
 
 const MNIST_CNN_BOUND: Expected = Expected {
     iterations: &[

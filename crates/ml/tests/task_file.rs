@@ -123,3 +123,27 @@ fn errors_name_file_and_field() {
         assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
     }
 }
+
+#[test]
+fn the_optimizer_kind_selects_adam_with_pytorch_defaults() {
+    let parse = |text: &str| TaskFile::parse(text, Path::new("/tasks/t.toml")).unwrap();
+    assert_eq!(parse(BASE).update, pouw_ml::UpdateRule::Sgd);
+    let adam = parse(&BASE.replace("learning_rate = 0.1\n", "kind = \"adam\"\n"));
+    assert_eq!(adam.optimizer.learning_rate, 0.001, "Adam's default learning rate");
+    let defaults = pouw_ml::AdamSpec { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay: 0.0 };
+    assert_eq!(adam.update, pouw_ml::UpdateRule::Adam(defaults));
+    let adamw = parse(&BASE.replace("learning_rate = 0.1\n", "kind = \"adamw\"\nbeta2 = 0.99\n"));
+    assert_eq!(adamw.optimizer.learning_rate, 0.001);
+    let w = pouw_ml::AdamSpec { beta2: 0.99, weight_decay: 0.01, ..defaults };
+    assert_eq!(adamw.update, pouw_ml::UpdateRule::AdamW(w));
+    for (text, needle) in [
+        (BASE.replace("learning_rate = 0.1\n", ""), "missing field `learning_rate`"),
+        (BASE.replace("tau = 0.01", "tau = 0.01\nbeta1 = 0.8"), "optimizer.beta1 is for kind"),
+        (BASE.replace("tau = 0.01", "tau = 0.01\nkind = \"adam\"\nmomentum = 0.9"), "momentum"),
+        (BASE.replace("tau = 0.01", "tau = 0.01\nkind = \"adam\"\nbeta1 = 1.0"), "optimizer.beta1"),
+        (BASE.replace("tau = 0.01", "tau = 0.01\nkind = \"rmsprop\""), "unknown variant"),
+    ] {
+        let msg = parse_err(&text);
+        assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+    }
+}
