@@ -112,6 +112,17 @@ struct FileConfig {
     security: SecurityFile,
     #[serde(default)]
     peers: PeersFile,
+    #[serde(default)]
+    requests: RequestsFile,
+}
+
+/// `[requests]`: the per-peer request rate limit (`pouw_node::RequestLimits`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestsFile {
+    per_second: Option<u32>,
+    burst: Option<u32>,
+    ban_after: Option<u32>,
 }
 
 /// `[peers]`: connection limits and discovery (design/015).
@@ -307,6 +318,9 @@ pub(crate) struct Layer {
     pub(crate) target_peers: Option<u32>,
     pub(crate) external_addrs: Option<Vec<Multiaddr>>,
     pub(crate) discovery: Option<bool>,
+    pub(crate) requests_per_second: Option<u32>,
+    pub(crate) requests_burst: Option<u32>,
+    pub(crate) requests_ban_after: Option<u32>,
 }
 
 impl Layer {
@@ -352,6 +366,9 @@ impl Layer {
             target_peers: later.target_peers.or(self.target_peers),
             external_addrs: later.external_addrs.or(self.external_addrs),
             discovery: later.discovery.or(self.discovery),
+            requests_per_second: later.requests_per_second.or(self.requests_per_second),
+            requests_burst: later.requests_burst.or(self.requests_burst),
+            requests_ban_after: later.requests_ban_after.or(self.requests_ban_after),
         }
     }
 }
@@ -537,6 +554,9 @@ fn parse_file(file: &str, base: &Path, text: &str) -> Result<Layer> {
         target_peers: f.peers.target_peers,
         external_addrs,
         discovery: f.peers.discovery,
+        requests_per_second: f.requests.per_second,
+        requests_burst: f.requests.burst,
+        requests_ban_after: f.requests.ban_after,
     })
 }
 
@@ -645,6 +665,8 @@ pub(crate) struct Settings {
     pub(crate) external_addrs: Vec<Multiaddr>,
     /// Kademlia discovery on (default) or off.
     pub(crate) discovery: bool,
+    /// Per-peer request rate limit (`NodeConfig::requests`).
+    pub(crate) requests: pouw_node::RequestLimits,
 }
 
 /// Defaults when no layer sets a key.
@@ -721,6 +743,14 @@ pub(crate) fn resolve(layers: Vec<Layer>, no_mine: bool) -> Result<Settings> {
         peers,
         external_addrs: l.external_addrs.unwrap_or_default(),
         discovery: l.discovery.unwrap_or(true),
+        requests: {
+            let d = pouw_node::RequestLimits::default();
+            pouw_node::RequestLimits {
+                per_second: l.requests_per_second.unwrap_or(d.per_second),
+                burst: l.requests_burst.unwrap_or(d.burst),
+                ban_after: l.requests_ban_after.unwrap_or(d.ban_after),
+            }
+        },
         staking: {
             let d = pouw_node::Staking::default();
             let mut stake = BTreeMap::new();
@@ -762,6 +792,14 @@ struct Printed {
     #[serde(skip_serializing_if = "PrintedSecurity::is_empty")]
     security: PrintedSecurity,
     peers: PrintedPeers,
+    requests: PrintedRequests,
+}
+
+#[derive(Serialize)]
+struct PrintedRequests {
+    per_second: u32,
+    burst: u32,
+    ban_after: u32,
 }
 
 #[derive(Serialize)]
@@ -879,6 +917,11 @@ impl Settings {
                 target_peers: self.peers.target_peers,
                 external_addrs: self.external_addrs.iter().map(ToString::to_string).collect(),
                 discovery: self.discovery,
+            },
+            requests: PrintedRequests {
+                per_second: self.requests.per_second,
+                burst: self.requests.burst,
+                ban_after: self.requests.ban_after,
             },
             security: PrintedSecurity {
                 handlers: self
@@ -1032,6 +1075,23 @@ webhook = "http://127.0.0.1:9000/alerts"
             let e = format!("{:#}", parse_file("n.toml", Path::new(""), bad).unwrap_err());
             assert!(e.contains(says) && e.contains("n.toml"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn request_limits_from_the_file() {
+        let base = Layer { datadir: Some("d".into()), ..Layer::default() };
+        let s = resolve(vec![base.clone()], false).unwrap();
+        assert_eq!(s.requests, pouw_node::RequestLimits::default());
+        let text = "[requests]\nper_second = 7\nburst = 30\nban_after = 0\n";
+        let file = parse_file("n.toml", Path::new(""), text).unwrap();
+        let s = resolve(vec![base, file], false).unwrap();
+        let want = pouw_node::RequestLimits { per_second: 7, burst: 30, ban_after: 0 };
+        assert_eq!(s.requests, want);
+        let printed = s.to_toml(false);
+        assert!(printed.contains("[requests]") && printed.contains("burst = 30"), "{printed}");
+        assert!(parse_file("n.toml", Path::new(""), &printed).is_ok(), "{printed}");
+        let bad = "[requests]\nper_minute = 3\n";
+        assert!(parse_file("n.toml", Path::new(""), bad).is_err());
     }
 
     #[test]

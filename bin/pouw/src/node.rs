@@ -219,6 +219,7 @@ pub(crate) fn run(args: NodeArgs) -> Result<()> {
     config.peers = settings.peers;
     config.external_addrs = settings.external_addrs.clone();
     config.discovery = settings.discovery;
+    config.requests = settings.requests;
     config::wire_roles(&mut config, &settings.roles);
     config.light = settings.light;
     config.threads = settings.threads.max(1);

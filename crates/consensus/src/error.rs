@@ -341,6 +341,13 @@ pub enum ConsensusError {
         /// The rule broken.
         reason: &'static str,
     },
+    /// An attestation claim (ChallengeAttestation) is malformed or cannot be opened
+    /// (design/017).
+    #[error("attestation claim refused: {0}")]
+    BadClaim(&'static str),
+    /// A judge's vote (JudgeAttestation) is refused (design/017).
+    #[error("judgement refused: {0}")]
+    BadJudgement(&'static str),
     /// `tx_root` does not commit to the block's transactions.
     #[error("tx_root {got}, transactions give {expected}")]
     BadTxRoot {

@@ -28,6 +28,7 @@
     )
 )]
 
+mod claims;
 mod difficulty;
 mod error;
 mod genesis;
@@ -39,6 +40,7 @@ mod tickets;
 mod transition;
 mod validation;
 
+pub use claims::{check_challenge, claim, claim_id, CLAIM_JUDGES, CLAIM_WINDOW, JUDGE_BLOCKS};
 pub use difficulty::{
     capped_timespan, is_retarget_height, next_target, retarget, retarget_window_len,
     MAX_ADJUSTMENT, MAX_GAP_BLOCKS,
@@ -46,19 +48,19 @@ pub use difficulty::{
 pub use error::ConsensusError;
 pub use genesis::{genesis_block, genesis_state};
 pub use state::{
-    Account, BlockUndo, Conviction, LtHash, MinerAccusation, Overlay, Participants, Penalty,
-    PenaltyReason, Refusal, Seat, Settlement, State, StateDiff, StateKey, StateValue, TaskRecord,
-    TaskStatus, Ticket,
+    Account, AttestationClaim, BlockUndo, ClaimStatus, CommitteeDraw, Conviction, LtHash,
+    MinerAccusation, Overlay, Participants, Penalty, PenaltyReason, Refusal, Seat, Settlement,
+    State, StateDiff, StateKey, StateValue, TaskRecord, TaskStatus, Ticket,
 };
 pub use tasks::{
     attestation_quorum, authorize_worker, available_workers, block_verifiers, check_block_task,
-    check_pay_for_task, check_workers_available, client_bond, evaluator_quota, expected_payouts,
-    history_root, history_slot, miners_share, rank_payouts, select_weighted, selection_draw,
-    split_segments, supervisor_quota, task_deadlines, task_record, task_split, task_split_of,
-    task_view, ticket_matches, verdict_hash, Candidate, HistoryRootView, ModelView, TaskSplit,
-    TaskView, VerdictView, WorkerAvailability, BLOCK_VERIFIERS, EVALUATOR_QUOTA_PERMILLE,
-    HISTORY_SLOT_ITERATIONS, MAX_HISTORY_SLOTS, SELECTED_ROLES, SPLIT_CONTEXT,
-    SUPERVISOR_QUOTA_PERMILLE,
+    check_pay_for_task, check_workers_available, client_bond, committee_after, committee_of,
+    evaluator_quota, expected_payouts, history_root, history_slot, miners_share, rank_payouts,
+    select_weighted, selection_draw, split_segments, supervisor_quota, task_deadlines, task_record,
+    task_split, task_split_of, task_view, ticket_matches, verdict_hash, Candidate, HistoryRootView,
+    ModelView, TaskSplit, TaskView, VerdictView, WorkerAvailability, BLOCK_VERIFIERS,
+    EVALUATOR_QUOTA_PERMILLE, HISTORY_SLOT_ITERATIONS, MAX_HISTORY_SLOTS, SELECTED_ROLES,
+    SPLIT_CONTEXT, SUPERVISOR_QUOTA_PERMILLE,
 };
 pub use template::TemplateRoot;
 pub use tickets::{confiscate_ticket, expire_tickets, release_ticket, tickets_of};

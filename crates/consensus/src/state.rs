@@ -425,13 +425,28 @@ pub enum StateKey {
         /// Task.
         task: TaskId,
     },
-    /// The verifier committee of the last applied block ([`crate::block_verifiers`] on its
-    /// parent's state; value: [`StateValue::Addresses`], absent when empty): its successor
-    /// pays the members whose attestations it carries (design/011).
+    /// What draws the verifier committee of the last applied block besides its hash (value:
+    /// [`StateValue::CommitteeDraw`]): the committee is drawn on the state after that block,
+    /// seeded by its hash, which its miner only knows once the block is mined
+    /// ([`crate::committee_of`], design/006); its successor pays the members whose
+    /// attestations it carries (design/011).
     BlockCommittee,
     /// All coins minted by the blocks so far, base units (value: [`StateValue::Count`]):
-    /// block rewards less the verifier shares left unpaid (design/011).
+    /// block rewards less the verifier shares left unpaid (design/011), less the stakes burnt
+    /// by attestation convictions (design/017).
     Minted,
+    /// An attestation claim by the id of the challenged attestation (value:
+    /// [`StateValue::Claim`]; design/017). Kept once decided, so an attestation is judged once.
+    AttestationClaim(Hash),
+    /// Index of claim actions by height (value: [`StateValue::Marker`]): the block at `height`
+    /// draws the judges of `claim` (the block after the one that opened it) or closes it
+    /// undecided (the judging deadline).
+    ClaimDeadline {
+        /// Height of the block that acts.
+        height: u64,
+        /// The claim.
+        claim: Hash,
+    },
 }
 
 /// A value of the state map.
@@ -451,6 +466,65 @@ pub enum StateValue {
     Count(u64),
     /// A list of addresses (a verifier committee).
     Addresses(Vec<Address>),
+    /// The inputs of a block's committee draw besides its hash.
+    CommitteeDraw(CommitteeDraw),
+    /// An attestation claim (design/017).
+    Claim(Box<AttestationClaim>),
+}
+
+/// Where an attestation claim stands (design/017).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimStatus {
+    /// Opened; the judges are drawn at the next block.
+    Opened,
+    /// Judges drawn; votes until the deadline.
+    Judging,
+    /// A strict majority of the judges found the attestation false: stakes confiscated.
+    Convicted,
+    /// A strict majority of the judges found the attested block valid: the bond went to the
+    /// verifier.
+    Acquitted,
+    /// No judge, or no majority by the deadline: the bond returned to the claimant.
+    Dismissed,
+}
+
+/// A claim that a verifier's `valid: true` attestation is false (design/017).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize)]
+pub struct AttestationClaim {
+    /// The challenged verifier.
+    pub verifier: Address,
+    /// The attested block and its height.
+    pub block: Hash,
+    /// Height of the attested block.
+    pub block_height: u64,
+    /// Who opened the claim (paid half the confiscated stakes on a conviction).
+    pub claimant: Address,
+    /// The claimant's bond, held here.
+    pub bond: Amount,
+    /// The verifier's free verifier tickets when the claim opened, kept live (their expiry
+    /// moved past the judging deadline); a conviction confiscates every free verifier ticket
+    /// the verifier holds then.
+    pub tickets: Vec<Hash>,
+    /// Height of the block that opened the claim.
+    pub opened_at: u64,
+    /// The judges (drawn at `opened_at + 1`).
+    pub judges: Vec<Address>,
+    /// Votes so far: judge, guilty.
+    pub votes: Vec<(Address, bool)>,
+    /// Where the claim stands.
+    pub status: ClaimStatus,
+}
+
+/// What draws a block's verifier committee besides the block's own hash (design/006).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct CommitteeDraw {
+    /// The block's task (a client task's selected verifiers are its committee).
+    pub task: TaskId,
+    /// The block's miner (never on its own committee).
+    pub miner: Address,
+    /// The block's height (the tickets drawn must outlive it).
+    pub height: u64,
 }
 
 /// Number of 16-bit lanes in the lattice hash.
@@ -614,10 +688,12 @@ impl State {
                 StateValue::Account(a) => a.balance,
                 StateValue::Ticket(t) => t.stake,
                 StateValue::Task(t) => t.escrow.checked_add(t.bond)?,
+                StateValue::Claim(c) => c.bond,
                 StateValue::Marker
                 | StateValue::Hash(_)
                 | StateValue::Count(_)
-                | StateValue::Addresses(_) => Amount::ZERO,
+                | StateValue::Addresses(_)
+                | StateValue::CommitteeDraw(_) => Amount::ZERO,
             };
             acc.checked_add(u128::from(held.units()))
         })

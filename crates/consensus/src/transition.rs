@@ -1,7 +1,7 @@
 //! The state transition: a pure function of (state, block, chain spec).
 
 use crate::{
-    state::{Overlay, StateDiff, StateKey, StateValue, Ticket},
+    state::{CommitteeDraw, Overlay, StateDiff, StateKey, StateValue, Ticket},
     tasks, tickets, ConsensusError, State,
 };
 use pouw_primitives::{
@@ -54,47 +54,47 @@ pub fn apply_block(
 ) -> Result<StateDiff, ConsensusError> {
     let ctx = BlockContext::new(spec, &block.header);
     tasks::check_block_task(state, block)?;
-    let parent_committee = committee_in(state);
+    // The parent's committee: drawn on this state (the one after the parent) with the parent's
+    // hash, which its miner could not know before it was mined (design/006).
+    let parent_committee = tasks::committee_of(state, &block.header.prev_hash);
     let attested = check_attestations(&parent_committee, block, spec)?;
-    // This block's own committee, drawn on its parent's state (as light nodes draw it), is
-    // what its successor pays.
-    let committee = tasks::block_verifiers(state, &block.header);
     let mut overlay = Overlay::new(state);
+    // This block's committee cannot be drawn yet (its hash covers the state root this
+    // execution yields): record the draw's other inputs for whoever holds the hash.
     overlay.set(
         StateKey::BlockCommittee,
-        (!committee.is_empty()).then_some(StateValue::Addresses(committee)),
+        Some(StateValue::CommitteeDraw(CommitteeDraw {
+            task: block.header.task_id,
+            miner: block.header.miner,
+            height: block.header.height,
+        })),
     );
     tickets::expire_tickets(&mut overlay, ctx.height)?;
     tasks::process_deadlines(&mut overlay, &ctx)?;
+    crate::claims::process_claims(&mut overlay, &ctx)?;
     crate::pouw::mark_iteration_used(&mut overlay, block)?;
     let mut fees = Amount::ZERO;
+    let mut burnt = Amount::ZERO;
     let mut seen = std::collections::BTreeSet::new();
     for (index, tx) in block.transactions.iter().enumerate() {
         let id = tx.hash();
         if !seen.insert(id) {
             return Err(ConsensusError::DuplicateTx(id));
         }
-        apply_tx(&mut overlay, tx, &ctx).map_err(|e| ConsensusError::TxInBlock {
-            index,
-            id,
-            source: Box::new(e),
-        })?;
+        let burns = apply_tx_burning(&mut overlay, tx, &ctx)
+            .map_err(|e| ConsensusError::TxInBlock { index, id, source: Box::new(e) })?;
+        burnt = burnt.checked_add(burns).ok_or(ConsensusError::AmountOverflow("burnt"))?;
         fees = fees.checked_add(tx.body.fee).ok_or(ConsensusError::AmountOverflow("fees"))?;
     }
     let minted = pay_verifiers(&mut overlay, &ctx, parent_committee.len(), &attested, fees)?;
-    let total =
-        state.minted().checked_add(minted).ok_or(ConsensusError::AmountOverflow("minted total"))?;
+    // Stakes burnt by attestation convictions (design/017) leave the supply.
+    let total = state
+        .minted()
+        .checked_add(minted)
+        .and_then(|t| t.checked_sub(burnt))
+        .ok_or(ConsensusError::AmountOverflow("minted total"))?;
     overlay.set(StateKey::Minted, Some(StateValue::Count(total.units())));
     Ok(overlay.into_diff())
-}
-
-/// The committee recorded by the last block applied to `state` ([`StateKey::BlockCommittee`]):
-/// the parent's, for a block applied on `state`.
-fn committee_in(state: &State) -> Vec<Address> {
-    match state.get(&StateKey::BlockCommittee) {
-        Some(StateValue::Addresses(c)) => c.clone(),
-        _ => Vec::new(),
-    }
 }
 
 /// Why `att` is not a payable attestation of the block `parent_hash` at `parent_height` by a
@@ -163,8 +163,8 @@ pub fn payable_attestations(
     parent: &Header,
     candidates: &[Attestation],
 ) -> Vec<Attestation> {
-    let committee = committee_in(state);
     let parent_hash = parent.hash();
+    let committee = tasks::committee_of(state, &parent_hash);
     let mut seen = BTreeSet::new();
     let mut out: Vec<Attestation> = candidates
         .iter()
@@ -236,6 +236,9 @@ pub fn check_tx_stateless(tx: &Transaction, spec: &ChainSpec) -> Result<(), Cons
         TxKind::Transfer { amount, .. } if amount.is_zero() => {
             return Err(ConsensusError::ZeroAmount("transfer amount"))
         }
+        TxKind::ChallengeAttestation { attestation, header } => {
+            crate::claims::check_challenge(&tx.body.sender, attestation, header, spec)?
+        }
         _ => {}
     }
     tx.verify_signature()?;
@@ -252,12 +255,22 @@ fn check_ticket_stake(stake: Amount, spec: &ChainSpec) -> Result<(), ConsensusEr
 /// Applies one transaction to the overlay: signature, nonce, fee, then the kind's effect.
 ///
 /// On error the overlay may hold part of the transaction's writes: discard it (as
-/// [`apply_block`] does) or apply each transaction to a fresh overlay.
+/// [`apply_block`] does) or apply each transaction to a fresh overlay. Coins a conviction
+/// burns (design/017) are not counted here: see [`apply_block`].
 pub fn apply_tx(
     overlay: &mut Overlay<'_>,
     tx: &Transaction,
     ctx: &BlockContext<'_>,
 ) -> Result<(), ConsensusError> {
+    apply_tx_burning(overlay, tx, ctx).map(|_| ())
+}
+
+/// [`apply_tx`], returning the coins it burnt (an attestation conviction's unpaid half).
+fn apply_tx_burning(
+    overlay: &mut Overlay<'_>,
+    tx: &Transaction,
+    ctx: &BlockContext<'_>,
+) -> Result<Amount, ConsensusError> {
     check_tx_stateless(tx, ctx.spec)?;
     let sender = tx.body.sender;
     let mut account = overlay.account(&sender);
@@ -271,7 +284,7 @@ pub fn apply_tx(
     account.nonce = account.nonce.checked_add(1).ok_or(ConsensusError::NonceOverflow(sender))?;
     overlay.set_account(sender, account);
     overlay.debit(&sender, tx.body.fee)?;
-    match &tx.body.kind {
+    let applied: Result<(), ConsensusError> = match &tx.body.kind {
         TxKind::Transfer { to, amount } => {
             if amount.is_zero() {
                 return Err(ConsensusError::ZeroAmount("transfer amount"));
@@ -321,5 +334,12 @@ pub fn apply_tx(
         TxKind::AccuseMiner { task_id, miner, evidence } => {
             tasks::accuse_miner(overlay, sender, *task_id, *miner, evidence, ctx)
         }
-    }
+        TxKind::ChallengeAttestation { attestation, header } => {
+            crate::claims::open_claim(overlay, sender, attestation, header, ctx)
+        }
+        TxKind::JudgeAttestation { claim, guilty } => {
+            return crate::claims::judge(overlay, sender, *claim, *guilty);
+        }
+    };
+    applied.map(|()| Amount::ZERO)
 }

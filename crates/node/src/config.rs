@@ -51,6 +51,9 @@ pub struct NodeConfig {
     pub light: bool,
     /// Light mode: how long a block waits for its attestation quorum before it is replayed.
     pub attestation_timeout: Duration,
+    /// Per-peer request rate limit (`[requests]` in the config file): a token bucket per peer;
+    /// a request over it is refused, a peer that keeps exceeding it is banned for a while.
+    pub requests: crate::RequestLimits,
     /// Hostile behaviour adopted on purpose, to exercise the network's defences
     /// (`pouw devnet --attack`, docs/attacks.md). `None` on every real node.
     pub attack: Option<Attack>,
@@ -158,15 +161,15 @@ pub enum Attack {
     /// after a few blocks, forges a block by the old strategy (one iteration, header re-rolled),
     /// which every honest node refuses (design/010).
     Grind,
-}
-
-impl Attack {
     /// Client: pays for a self-dealt task of the shape that buys the most nonces per
     /// CPU-second under the chain's budget, for a GPU-only miner seat an accomplice holds
     /// (design/010, attack 2); `pouw devnet --attack tiny-task` measures the accomplice's rate.
     TinyTask,
+}
+
+impl Attack {
     /// Every attack, in the order the CLI lists them.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::SignFlip,
         Self::Noise,
         Self::Stale,
@@ -176,10 +179,10 @@ impl Attack {
         Self::EvaluatorTheft,
         Self::WithholdTest,
         Self::Grind,
+        Self::TinyTask,
     ];
 
     /// The CLI name (`sign-flip`, ...).
-        Self::TinyTask,
     pub fn name(self) -> &'static str {
         match self {
             Self::SignFlip => "sign-flip",
@@ -191,10 +194,10 @@ impl Attack {
             Self::EvaluatorTheft => "evaluator-theft",
             Self::WithholdTest => "withhold-test",
             Self::Grind => "grind",
+            Self::TinyTask => "tiny-task",
         }
     }
 
-            Self::TinyTask => "tiny-task",
     /// The worker role whose behaviour the attack changes; `None` for the client's.
     pub fn role(self) -> Option<pouw_primitives::Role> {
         use pouw_primitives::Role;
@@ -251,6 +254,7 @@ impl NodeConfig {
             roles: Vec::new(),
             light: false,
             attestation_timeout: Duration::from_secs(10),
+            requests: crate::RequestLimits::default(),
             attack: None,
             security: crate::SecurityHandlers::default(),
             staking: Staking::default(),

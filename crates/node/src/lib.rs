@@ -16,19 +16,21 @@ mod bans;
 mod config;
 mod node;
 mod own_txs;
+mod ratelimit;
 mod screening;
 mod security;
 mod stats;
 mod sync;
 mod tasks;
-mod verifier;
 mod tiny_task;
+mod verifier;
 
 pub use agent::SubmitTaskError;
 pub use alert_hooks::{alert_json, ExecHandler, WebhookHandler, WebhookUrl};
 pub use api::account_view;
 pub use config::{local_spec, Attack, NodeConfig, PeerLimits, Staking};
 pub use node::{NodeCommand, NodeError, NodeHandle};
+pub use ratelimit::RequestLimits;
 pub use security::{
     AccusationView, Accusations, ScreeningView, SecurityHandler, SecurityHandlers, SecurityState,
     VerifiedAlert,

@@ -40,13 +40,13 @@ use std::{
 const BLOCKS_RESPONSE_BUDGET: usize = pouw_net::messages::MAX_RESPONSE_BYTES / 2;
 /// Events handled per turn before the miner gets its iteration.
 const EVENTS_PER_TURN: usize = 256;
+/// The refusal a request over the peer's rate limit gets (`NodeConfig::requests`).
+pub(crate) const RATE_LIMITED: &str = "refused: request rate limit exceeded, slow down";
+
 /// A sync that made no progress for this long is abandoned (the peer is penalised).
 const SYNC_STALL_SECS: u64 = 60;
 /// A miner waiting for its peers' messages (bounded staleness, design/012) tries its step again
 /// after this long, or at the next event.
-/// Filler-task iterations one mining turn runs back to back.
-const FILLER_STEPS_PER_TURN: usize = 4;
-const STALENESS_POLL: Duration = Duration::from_millis(2);
 /// Where `--attack tiny-task` stands: paying at the given time, or paid (the task's id).
 #[derive(Clone, Copy, Debug)]
 enum TinyTask {
@@ -54,6 +54,9 @@ enum TinyTask {
     Paid(TaskId),
 }
 
+/// Filler-task iterations one mining turn runs back to back.
+const FILLER_STEPS_PER_TURN: usize = 4;
+const STALENESS_POLL: Duration = Duration::from_millis(2);
 
 /// Why the node failed (its own data or configuration; never a peer's fault).
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +216,7 @@ impl NodeHandle {
             config.datadir.clone(),
             security.clone(),
         );
+        let limiter = crate::ratelimit::RequestLimiter::new(config.requests);
         let node = Node {
             validator: tasks_validator,
             rpc,
@@ -231,16 +235,17 @@ impl NodeHandle {
             pending: HashMap::new(),
             fetching: HashSet::new(),
             banned: crate::bans::Bans::default(),
+            limiter,
             peers: HashSet::new(),
             last_status_round: Instant::now(),
             mined: 0,
             mining_retry_at: None,
+            tiny_task: None,
             agent,
             last_agent_tick: Instant::now(),
             own_txs: crate::own_txs::OwnTxs::new(Timestamp::now().millis()),
             shared_own_txs: shared_own_txs.clone(),
             last_own_check: Instant::now(),
-            tiny_task: None,
             own_check_now: false,
             fetching_txs: HashSet::new(),
             verification: crate::verifier::Verification::default(),
@@ -434,12 +439,17 @@ pub(crate) struct Node {
     pub(crate) fetching: HashSet<Hash>,
     /// Peers banned for a fault, each for the network's hour ([`crate::bans::BAN_DURATION`]).
     pub(crate) banned: crate::bans::Bans,
+    /// Per-peer request rate limit (`NodeConfig::requests`).
+    pub(crate) limiter: crate::ratelimit::RequestLimiter,
     pub(crate) peers: HashSet<PeerId>,
     pub(crate) last_status_round: Instant,
     pub(crate) mining: bool,
     pub(crate) mined: u64,
     /// After a failed filler step: no mining before this instant (the loop keeps serving).
     pub(crate) mining_retry_at: Option<Instant>,
+    /// `--attack tiny-task`: the self-dealt task file, and when to try paying for it next
+    /// (`None` once paid).
+    tiny_task: Option<(std::path::PathBuf, TinyTask)>,
     pub(crate) agent: crate::agent::Agent,
     /// Our own transactions, announced again until a canonical block holds them.
     pub(crate) own_txs: crate::own_txs::OwnTxs,
@@ -447,9 +457,6 @@ pub(crate) struct Node {
     pub(crate) shared_own_txs: crate::own_txs::SharedOwnTxs,
     pub(crate) last_own_check: Instant,
     /// The tip changed or one was submitted: check them on this turn.
-    /// `--attack tiny-task`: the self-dealt task file, and when to try paying for it next
-    /// (`None` once paid).
-    tiny_task: Option<(std::path::PathBuf, TinyTask)>,
     pub(crate) own_check_now: bool,
     /// Transactions announced by hash being fetched.
     pub(crate) fetching_txs: HashSet<Hash>,
@@ -531,13 +538,6 @@ impl Node {
 
     // ---- periodic work ----
 
-    fn tick(&mut self) {
-        if self.last_status_round.elapsed() >= self.config.status_interval {
-            self.last_status_round = Instant::now();
-            // One status request in flight per peer at most.
-            let waiting: HashSet<PeerId> = self
-                .pending
-                .values()
     /// `--attack tiny-task` (hostile, design/010): pays for the self-dealt task as soon as the
     /// chain can staff it (an accomplice's GPU miner ticket is live, and committees free),
     /// trying every 3 s, and again if the chain refused it for want of workers.
@@ -586,8 +586,15 @@ impl Node {
         self.tiny_task = Some((path, state));
     }
 
-                .filter(|(_, p)| matches!(p, Pending::Status))
+    fn tick(&mut self) {
         self.tiny_task_tick();
+        if self.last_status_round.elapsed() >= self.config.status_interval {
+            self.last_status_round = Instant::now();
+            // One status request in flight per peer at most.
+            let waiting: HashSet<PeerId> = self
+                .pending
+                .values()
+                .filter(|(_, p)| matches!(p, Pending::Status))
                 .map(|(peer, _)| *peer)
                 .collect();
             let peers: Vec<PeerId> =
@@ -795,9 +802,10 @@ impl Node {
         &mut self,
         block: Block,
     ) -> Result<Result<ImportOutcome, ChainError>, NodeError> {
-        self.note_committee(&block);
         let hash = block.hash();
         let height = block.header.height;
+        // Kept to remember it (and draw its committee) should the import refuse it as invalid.
+        let refused = block.clone();
         let r = {
             let mut chain = write(&self.chain);
             let r = match chain.import_block(block, Timestamp::now()) {
@@ -818,8 +826,15 @@ impl Node {
             r
         };
         match &r {
-            Ok(_) => self.verifier_after_import(hash, height, true),
-            Err(e) if e.is_peer_fault() => self.verifier_after_import(hash, height, false),
+            Ok(_) => {
+                self.note_committee(hash);
+                self.verifier_after_import(hash, height, true);
+                self.judge_claims();
+            }
+            Err(e) if e.is_peer_fault() => {
+                self.note_refused_block(&refused);
+                self.verifier_after_import(hash, height, false);
+            }
             Err(_) => {}
         }
         Ok(r)
@@ -858,8 +873,21 @@ impl Node {
                 self.on_gossip(from, id, message)
             }
             NetEvent::Request { from, id, request } => {
-                if !self.banned.contains(&from) {
-                    self.serve(from, id, request)?;
+                if self.banned.contains(&from) {
+                    return Ok(());
+                }
+                match self.limiter.admit(from) {
+                    crate::ratelimit::Admission::Serve => self.serve(from, id, request)?,
+                    crate::ratelimit::Admission::Refuse => {
+                        NodeStats::add(&self.stats.requests_refused, 1);
+                        let _ = self.net.respond(id, Response::Error(RATE_LIMITED.into()));
+                        self.penalise(from, "request rate limit exceeded", 1);
+                    }
+                    crate::ratelimit::Admission::Ban => {
+                        NodeStats::add(&self.stats.requests_refused, 1);
+                        let _ = self.net.respond(id, Response::Error(RATE_LIMITED.into()));
+                        self.ban(from, "kept exceeding the request rate limit".into());
+                    }
                 }
                 Ok(())
             }

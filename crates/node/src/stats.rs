@@ -56,6 +56,8 @@ pub struct NodeStats {
     pub alerts: AtomicU64,
     /// Peers this node banned.
     pub bans: AtomicU64,
+    /// Requests refused for exceeding their peer's rate limit.
+    pub requests_refused: AtomicU64,
     /// Microseconds spent on the last verified block.
     pub last_verify_us: AtomicU64,
     /// Syncing from a peer that is ahead.
@@ -108,6 +110,8 @@ pub struct NodeCounters {
     pub alerts: u64,
     /// Bans.
     pub bans: u64,
+    /// Requests refused by the per-peer rate limit.
+    pub requests_refused: u64,
     /// Last verification, microseconds.
     pub last_verify_us: u64,
     /// Syncing.
@@ -192,6 +196,7 @@ impl NodeStats {
             mempool: r(&self.mempool),
             alerts: r(&self.alerts),
             bans: r(&self.bans),
+            requests_refused: r(&self.requests_refused),
             last_verify_us: r(&self.last_verify_us),
             syncing: self.syncing.load(Ordering::Relaxed),
             height: r(&self.height),

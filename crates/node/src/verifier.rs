@@ -1,9 +1,10 @@
 //! The verifier role and light mode (SPEC section 1, design/006).
 //!
-//! Every block has a verifier committee, computed on its parent's state by
-//! [`pouw_consensus::block_verifiers`]: the selected verifiers of the client task it trains,
-//! or a per-block, stake-weighted draw among the free verifier tickets (filler tasks, and
-//! tasks that selected no verifier).
+//! Every block has a verifier committee ([`pouw_consensus::block_verifiers`]): the selected
+//! verifiers of the client task it trains, or a per-block, stake-weighted draw among the free
+//! verifier tickets (filler tasks, and tasks that selected no verifier) seeded by the block's
+//! own hash on the state after it, so that its miner learns it only once the block is mined
+//! (design/006, design/017).
 //!
 //! - **Verifier** (`Role::Verifier`): answers a VERIFICATION_REQUEST for a block whose
 //!   committee holds this node. It answers once it has imported the block, which runs every
@@ -27,11 +28,21 @@
 //! attestations of committee members it hears: it relays only those (an attestation from a
 //! non-member, or for a block whose committee it does not know, is dropped), and its miner's
 //! next template carries those of the tip, which pays their verifiers (design/011).
+//!
+//! False attestations (design/017): a node remembers the blocks it refused as invalid; a
+//! committee member's `valid: true` attestation of one is claimed on chain
+//! (ChallengeAttestation), and a verifier drawn as a judge of a claim votes guilty if it refused
+//! the attested block, not guilty if the block is in its chain.
 
 use crate::node::{Node, NodeError, Pending};
-use pouw_consensus::{attestation_quorum, block_verifiers};
+use pouw_consensus::{
+    apply_block, attestation_quorum, claim, claim_id, committee_after, committee_of, ClaimStatus,
+    StateKey, JUDGE_BLOCKS,
+};
 use pouw_net::{GossipId, GossipMessage, PeerId, Request, VerificationRequest};
-use pouw_primitives::{Address, Attestation, AttestationBody, Block, Hash, Role, Timestamp};
+use pouw_primitives::{
+    Address, Attestation, AttestationBody, Block, Hash, Header, Role, Timestamp, TxKind,
+};
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
     time::Instant,
@@ -40,6 +51,12 @@ use std::{
 /// Blocks whose committee, requests and attestations are remembered at most (oldest first
 /// forgotten): bounds every map below but `waiting`, which its timeout bounds.
 const TRACKED_BLOCKS: usize = 512;
+
+/// Refused blocks remembered for claims and judging at most (design/017).
+const REFUSED_BLOCKS: usize = 256;
+
+/// Claims sent and judged remembered at most (a claim is judged once on chain anyway).
+const CLAIMS_REMEMBERED: usize = 4096;
 
 /// A verifier attests unasked only a block this recent (a new tip, not one caught up by sync).
 const UNASKED_ATTESTATION_AGE_MS: u64 = 120_000;
@@ -71,6 +88,14 @@ pub(crate) struct Verification {
     waiting: HashMap<Hash, Waiting>,
     /// Tracked blocks, oldest first.
     order: VecDeque<Hash>,
+    /// Blocks this node refused as invalid (a peer fault at import), with their header: the
+    /// evidence of a claim against a `valid: true` attestation of one (design/017), and a
+    /// judge's verdict. Oldest first forgotten past [`REFUSED_BLOCKS`].
+    refused: HashMap<Hash, Header>,
+    refused_order: VecDeque<Hash>,
+    /// Claims this node sent (attestation ids) and claims it voted on.
+    claimed: HashSet<Hash>,
+    judged: HashSet<Hash>,
 }
 
 impl Verification {
@@ -100,6 +125,19 @@ impl Verification {
         self.committees.get(&att.body.block).is_some_and(|c| c.contains(&att.body.verifier))
     }
 
+    /// Remembers a block refused as invalid.
+    fn note_refused(&mut self, header: &Header) {
+        let hash = header.hash();
+        if self.refused.insert(hash, header.clone()).is_none() {
+            self.refused_order.push_back(hash);
+        }
+        while self.refused_order.len() > REFUSED_BLOCKS {
+            if let Some(old) = self.refused_order.pop_front() {
+                self.refused.remove(&old);
+            }
+        }
+    }
+
     /// Keeps a member's `valid: true` attestation for the template.
     fn keep(&mut self, att: &Attestation) {
         if att.body.valid && self.by_member(att) {
@@ -113,8 +151,10 @@ impl Node {
         self.config.roles.contains(&Role::Verifier)
     }
 
-    /// The committee of `block`, if its parent is the tip (whose state is the one it is drawn
-    /// from); remembered for the answers and the quorum.
+    /// The committee of `block` (drawn on the state after it, seeded by its hash: design/006),
+    /// if its parent is the tip: the block is executed on the tip state (no replay) to draw
+    /// it. Remembered for the answers and the quorum. What a light node needs before it
+    /// imports a block, and a verifier that refused one.
     fn committee_of(&mut self, block: &Block) -> Option<Vec<Address>> {
         let hash = block.hash();
         if let Some(c) = self.verification.committees.get(&hash) {
@@ -122,18 +162,119 @@ impl Node {
         }
         let committee = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (block.header.prev_hash == chain.tip())
-                .then(|| block_verifiers(chain.state(), &block.header))?
+            if block.header.prev_hash != chain.tip() {
+                return None;
+            }
+            let diff = apply_block(chain.state(), block, &self.config.spec).ok()?;
+            committee_after(chain.state(), &diff, &hash)
         };
-        self.verification.track(hash);
-        self.verification.committees.insert(hash, committee.clone());
+        self.remember_committee(hash, committee.clone());
         Some(committee)
     }
 
-    /// Before a block is imported: every node records its committee while the parent state is
-    /// at hand (for the attestations it relays and its miner pays).
-    pub(crate) fn note_committee(&mut self, block: &Block) {
+    fn remember_committee(&mut self, hash: Hash, committee: Vec<Address>) {
+        self.verification.track(hash);
+        self.verification.committees.insert(hash, committee);
+    }
+
+    /// After an import: every node records the committee of a block that became its tip, drawn
+    /// on the tip state (for the attestations it relays and its miner pays).
+    pub(crate) fn note_committee(&mut self, hash: Hash) {
+        if self.verification.committees.contains_key(&hash) {
+            return;
+        }
+        let committee = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if chain.tip() != hash {
+                return;
+            }
+            committee_of(chain.state(), &hash)
+        };
+        self.remember_committee(hash, committee);
+    }
+
+    /// A block this node refused as invalid: remembered (for claims and judging, design/017)
+    /// with its committee (executed on the tip state, its parent), so that a verifier can
+    /// attest it `valid: false` and every node can tell a member's false attestation.
+    pub(crate) fn note_refused_block(&mut self, block: &Block) {
+        self.verification.note_refused(&block.header);
         self.committee_of(block);
+    }
+
+    /// A committee member attested `valid: true` a block this node refused as invalid: claim
+    /// it on chain (design/017), once per attestation.
+    fn challenge_if_false(&mut self, att: &Attestation) {
+        let Some(header) = self.verification.refused.get(&att.body.block).cloned() else {
+            return;
+        };
+        let id = claim_id(att);
+        if !att.body.valid || att.body.verifier == self.config.key.public() {
+            return;
+        }
+        if self.verification.claimed.len() >= CLAIMS_REMEMBERED {
+            self.verification.claimed.clear();
+        }
+        if !self.verification.claimed.insert(id) {
+            return;
+        }
+        let kind =
+            TxKind::ChallengeAttestation { attestation: att.clone(), header: Box::new(header) };
+        match self.submit_own(kind) {
+            Ok(tx) => {
+                tracing::warn!(target: "verifier", verifier = %att.body.verifier, block = %att.body.block.short(), tx = %tx.short(), "false attestation challenged on chain")
+            }
+            Err(e) => tracing::info!(target: "verifier", error = %e, "attestation claim not sent"),
+        }
+    }
+
+    /// A verifier votes on the open claims whose judges hold it (design/017): guilty if it
+    /// refused the attested block itself, not guilty if the block is stored in its chain (it
+    /// passed every check, replay included); otherwise it abstains.
+    pub(crate) fn judge_claims(&mut self) {
+        if !self.is_verifier() {
+            return;
+        }
+        let me = self.config.key.public();
+        let votes: Vec<(Hash, bool)> = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let state = chain.state();
+            let from = chain.height().saturating_add(1);
+            let to = from.saturating_add(JUDGE_BLOCKS);
+            state
+                .range(
+                    StateKey::ClaimDeadline { height: from, claim: Hash([0; 32]) }
+                        ..=StateKey::ClaimDeadline { height: to, claim: Hash([0xff; 32]) },
+                )
+                .filter_map(|(k, _)| match k {
+                    StateKey::ClaimDeadline { claim, .. } => Some(*claim),
+                    _ => None,
+                })
+                .filter(|id| !self.verification.judged.contains(id))
+                .filter_map(|id| {
+                    let c = claim(state, &id)?;
+                    if c.status != ClaimStatus::Judging || !c.judges.contains(&me) {
+                        return None;
+                    }
+                    if self.verification.refused.contains_key(&c.block) {
+                        Some((id, true))
+                    } else {
+                        chain.header(&c.block).is_some().then_some((id, false))
+                    }
+                })
+                .collect()
+        };
+        for (id, guilty) in votes {
+            if self.verification.judged.len() >= CLAIMS_REMEMBERED {
+                self.verification.judged.clear();
+            }
+            self.verification.judged.insert(id);
+            match self.submit_own(TxKind::JudgeAttestation { claim: id, guilty }) {
+                Ok(_) => {
+                    tracing::info!(target: "verifier", claim = %id.short(), guilty, "attestation claim judged")
+                }
+                Err(e) => tracing::info!(target: "verifier", error = %e, "judgement not sent"),
+            }
+        }
     }
 
     /// The miner of `block` asks its verifiers to attest it.
@@ -243,6 +384,7 @@ impl Node {
             return Ok(false);
         }
         self.verification.keep(att);
+        self.challenge_if_false(att);
         if !self.config.light {
             return Ok(true);
         }

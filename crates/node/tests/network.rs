@@ -247,3 +247,73 @@ fn a_swallowed_transaction_still_lands_once_a_miner_is_connected() {
     assert!(miner.stats().snapshot().txs_accepted >= 1, "the miner fetched it by hash");
     sink.shutdown();
 }
+
+#[test]
+fn a_flooding_peer_is_refused_then_banned_while_an_honest_peer_is_served() {
+    use pouw_net::{NetEvent, Request, Response};
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = local_spec(300);
+    let mut cfg = NodeConfig::new(dir.path().join("r0"), spec, Keypair::from_label("r0"));
+    cfg.mine = false;
+    cfg.durable = false;
+    cfg.requests = pouw_node::RequestLimits { per_second: 5, burst: 10, ban_after: 40 };
+    let a = NodeHandle::start(cfg).expect("node starts");
+    let genesis = a.chain().genesis_hash();
+    let peer = |label: &str| {
+        let mut c = NetConfig::new(genesis, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]);
+        c.bootstrap = a.p2p_addrs();
+        pouw_net::spawn(c, Keypair::from_label(label).secret_bytes()).unwrap()
+    };
+    let (flooder, flood_events) = peer("flooder");
+    let (honest, honest_events) = peer("honest");
+    wait_until("both peers connected", Duration::from_secs(20), || {
+        let peers = a.net().peers();
+        [&flooder, &honest].iter().all(|n| {
+            peers.iter().any(|p| p.connected && p.peer_id == n.local_peer_id().to_string())
+        })
+    });
+    let target = a.peer_id();
+    // The flooder asks for the status 20 times every 100 ms (200 a second, the limit is 5);
+    // the honest peer twice a second.
+    let (mut refused, mut served_flood, mut failed) = (0, 0, 0);
+    let mut honest_served = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut round = 0u32;
+    while std::time::Instant::now() < deadline && (honest_served < 4 || refused < 30) {
+        for _ in 0..20 {
+            let _ = flooder.request(target, Request::Status);
+        }
+        if round % 5 == 0 {
+            let _ = honest.request(target, Request::Status);
+        }
+        round += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        for ev in flood_events.try_iter() {
+            match ev {
+                NetEvent::Response { result: Ok(Response::Error(e)), .. } => {
+                    assert!(e.contains("rate limit"), "{e}");
+                    refused += 1;
+                }
+                NetEvent::Response { result: Ok(Response::Status(_)), .. } => served_flood += 1,
+                NetEvent::Response { result: Err(_), .. } => failed += 1,
+                _ => {}
+            }
+        }
+        for ev in honest_events.try_iter() {
+            if let NetEvent::Response { result: Ok(Response::Status(_)), .. } = ev {
+                honest_served += 1;
+            }
+        }
+    }
+    eprintln!("flooder: {served_flood} served, {refused} refused, {failed} failed; honest: {honest_served} served");
+    assert!(served_flood <= 12, "the flooder got its burst and little more: {served_flood}");
+    assert!(refused > 0, "the flooder heard that it is over the limit");
+    assert!(honest_served >= 4, "the honest peer is still served: {honest_served}");
+    wait_until("the flooder banned", Duration::from_secs(20), || a.stats().snapshot().bans >= 1);
+    let s = a.stats().snapshot();
+    assert!(s.requests_refused >= 40, "refused {}", s.requests_refused);
+    assert_eq!(s.bans, 1, "only the flooder");
+    flooder.shutdown();
+    honest.shutdown();
+}

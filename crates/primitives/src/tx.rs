@@ -1,8 +1,8 @@
 //! Signed transactions (SPEC section 2).
 
 use crate::{
-    codec, Address, Amount, Hash, IterationMessage, Keypair, PublicKey, Signature, TaskDefinition,
-    TaskId,
+    codec, Address, Amount, Attestation, Hash, Header, IterationMessage, Keypair, PublicKey,
+    Signature, TaskDefinition, TaskId,
 };
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
@@ -158,6 +158,24 @@ pub enum TxKind {
         /// The accused's own signed messages: the flagged one, or two variants of one iteration.
         evidence: MinerEvidence,
     },
+    /// Claims that a verifier attested `valid: true` for a block whose replay fails
+    /// (design/017): freezes the verifier's free verifier tickets and locks the sender's bond
+    /// (the chain's `min_ticket_stake`) until judges drawn at the next block decide by strict
+    /// majority; a conviction confiscates the frozen stakes.
+    ChallengeAttestation {
+        /// The verifier's signed attestation (`valid: true`).
+        attestation: Attestation,
+        /// The header of the attested block (its hash is the attested hash): what the judges
+        /// fetch and replay.
+        header: Box<Header>,
+    },
+    /// A judge's vote on an open attestation claim (design/017).
+    JudgeAttestation {
+        /// The claim (the id of the challenged attestation).
+        claim: Hash,
+        /// True: the attested block's replay fails (the attestation is false).
+        guilty: bool,
+    },
 }
 
 impl TxKind {
@@ -171,6 +189,8 @@ impl TxKind {
             Self::SubmitModel { .. } => "submit_model",
             Self::ChargeForTask { .. } => "charge_for_task",
             Self::AccuseMiner { .. } => "accuse_miner",
+            Self::ChallengeAttestation { .. } => "challenge_attestation",
+            Self::JudgeAttestation { .. } => "judge_attestation",
         }
     }
 }

@@ -1,8 +1,6 @@
 //! Shared fixtures: a small chain spec, signed transactions, blocks for `apply_block`.
 
-use pouw_consensus::{
-    apply_block, genesis_state, ConsensusError, State, StateDiff, StateKey, StateValue,
-};
+use pouw_consensus::{apply_block, genesis_state, ConsensusError, State, StateDiff};
 use pouw_primitives::{
     Amount, Attestation, AttestationBody, Block, ChainSpec, CompactTarget, Hash, Header, Keypair,
     PublicKey, Signature, Timestamp, Transaction, TxBody, TxKind, COIN, HEADER_VERSION,
@@ -14,9 +12,9 @@ use pouw_primitives::{
 /// No client bond, so the client's balances in the fee tests are the fee alone;
 /// `lifecycle::bond` and `props::total_supply_is_conserved` set the devnet's bond.
 pub(crate) fn spec() -> ChainSpec {
-    s.min_flops_per_nonce = 0;
     let mut s = ChainSpec::devnet();
     s.min_task_nonces = 0;
+    s.min_flops_per_nonce = 0;
     s.client_bond_bps = 0;
     s.max_ticket_blocks = 8;
     s.min_ticket_stake = Amount(10 * COIN);
@@ -83,12 +81,11 @@ pub(crate) fn index_of(a: &PublicKey) -> Option<usize> {
     (0..pouw_primitives::DEVNET_ACCOUNTS).find(|i| addr(*i) == *a)
 }
 
-/// The verifier committee the last block applied to `state` recorded (design/011).
+/// The verifier committee of the last block applied to `state` (design/006), as the next
+/// block draws it: seeded by that block's hash, which the test blocks' children name as
+/// [`Hash::ZERO`] (their `prev_hash`).
 pub(crate) fn committee(state: &State) -> Vec<PublicKey> {
-    match state.get(&StateKey::BlockCommittee) {
-        Some(StateValue::Addresses(c)) => c.clone(),
-        _ => vec![],
-    }
+    pouw_consensus::committee_of(state, &Hash::ZERO)
 }
 
 /// An attestation of the test blocks' parent (hash [`Hash::ZERO`]) at `height` by `verifier`.

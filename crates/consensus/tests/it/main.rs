@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 #![allow(missing_debug_implementations, clippy::disallowed_methods)]
 
+mod claims;
 mod common;
 mod header;
 mod lifecycle;

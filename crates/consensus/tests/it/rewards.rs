@@ -143,9 +143,12 @@ fn each_attestation_rule() {
 
 #[test]
 fn the_miner_template_keeps_only_payable_attestations_sorted() {
-    let (l, c) = with_committee();
+    let (l, _) = with_committee();
     let spec = l.spec.clone();
     let parent = block(2, vec![]).header;
+    // The committee of that header: drawn with its hash (design/006).
+    let c = pouw_consensus::committee_of(&l.state, &parent.hash());
+    assert_eq!(c.len(), usize::from(pouw_consensus::BLOCK_VERIFIERS));
     // The test blocks' parent hash is ZERO, which no real header hashes to: attest the header.
     let real = |v: &pouw_primitives::PublicKey, valid| {
         AttestationBody {
@@ -210,4 +213,26 @@ fn a_share_above_the_reward_is_refused() {
     spec.validate().unwrap();
     spec.verifier_share_bps = 10_001;
     assert!(spec.validate().unwrap_err().contains("verifier_share_bps"));
+}
+
+#[test]
+fn a_blocks_committee_is_drawn_with_its_own_hash() {
+    // The state after a block records the draw's inputs; the committee follows from the
+    // block's hash, which covers its nonce: its miner learns it only once the block is mined.
+    let (l, c) = with_committee();
+    assert_eq!(pouw_consensus::committee_of(&l.state, &Hash::ZERO), c);
+    let mut seen = std::collections::BTreeSet::new();
+    for n in 0..64u32 {
+        let nonce = Hash::digest(&n.to_le_bytes());
+        let committee = pouw_consensus::committee_of(&l.state, &nonce);
+        assert_eq!(committee.len(), c.len());
+        assert!(!committee.contains(&miner()));
+        seen.insert(committee);
+    }
+    assert!(seen.len() > 1, "the committee depends on the block hash");
+    // The same draw as a header's: block_verifiers seeds with the header's hash.
+    let mut h = block(2, vec![]).header;
+    h.nonce = Hash::digest(b"nonce");
+    let direct = pouw_consensus::block_verifiers(&l.state, &h);
+    assert_eq!(pouw_consensus::committee_of(&l.state, &h.hash()), direct);
 }
