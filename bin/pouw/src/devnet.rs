@@ -299,7 +299,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         .into_iter()
         .chain((usual + 1..=usual + args.sim.extra_nodes(usual)).map(|i| format!("node-{i}")))
         .collect();
-    let mut sim = sim::Sim::new(&args.sim, names.len())?;
+    let mut sim = sim::Sim::new(&args.sim, &names)?;
     let mut nodes: Vec<Node> = Vec::new();
     let mut p2p: Vec<String> = Vec::new();
     for (i, name) in names.iter().enumerate() {

@@ -137,6 +137,8 @@ pub(crate) struct Sim {
     partition_secs: Option<u64>,
     late_joiner: bool,
     partition: Arc<Partition>,
+    /// The node at each position of the line (`line_order`).
+    order: Vec<usize>,
     /// Per node: its P2P port, its relay, its peer id.
     ports: Vec<u16>,
     relays: Vec<Relay>,
@@ -164,8 +166,9 @@ const SAMPLE_BLOCKS: u64 = 40;
 const JOIN_TIMEOUT: Duration = Duration::from_secs(240);
 
 impl Sim {
-    /// The simulator for `n` nodes (key `i` for node `i`), or `None` without its flags.
-    pub(crate) fn new(args: &SimArgs, n: usize) -> Result<Option<Self>> {
+    /// The simulator for the nodes `names` (key `i` for node `i`), or `None` without its flags.
+    pub(crate) fn new(args: &SimArgs, names: &[String]) -> Result<Option<Self>> {
+        let n = names.len();
         if !args.active() {
             return Ok(None);
         }
@@ -184,6 +187,7 @@ impl Sim {
             partition_secs: args.partition,
             late_joiner: args.late_joiner,
             partition,
+            order: line_order(names),
             ports: Vec::new(),
             relays: Vec::new(),
             peer_ids: Vec::new(),
@@ -199,10 +203,20 @@ impl Sim {
         Ok(Some(sim))
     }
 
+    /// The position of node `i` in the line (the late joiner, `n`, after the last).
+    fn position(&self, i: usize) -> usize {
+        self.order.iter().position(|&j| j == i).unwrap_or(i)
+    }
+
+    /// The side of node `i` of `n`: the half of the line it is in.
+    fn side(&self, i: usize, n: usize) -> u8 {
+        u8::from(2 * self.position(i) >= n)
+    }
+
     /// Port, relay and peer id of node `i` (its side: the half of the `n` nodes it is in).
     fn add_node(&mut self, i: usize, n: usize) -> Result<()> {
         let port = free_port()?;
-        let side = u8::from(2 * i >= n);
+        let side = self.side(i, n);
         let seed = (i as u64).wrapping_mul(0x2545_f491).wrapping_add(1);
         let relay = Relay::start(port, self.link, seed, side, self.partition.clone())
             .context("starting a link relay")?;
@@ -241,8 +255,10 @@ impl Sim {
             args.push(format!("/ip4/127.0.0.1/tcp/{}", relay.addr().port()));
         }
         let draw = self.draw();
-        for b in self.topology.bootstrap(i, n, draw) {
-            if let Some(addr) = self.relay_addr(b) {
+        let at = self.position(i);
+        for b in self.topology.bootstrap(at, n, draw) {
+            let node = self.order.get(b).copied().unwrap_or(b);
+            if let Some(addr) = self.relay_addr(node) {
                 args.push("--bootstrap".into());
                 args.push(addr);
             }
@@ -252,7 +268,7 @@ impl Sim {
 
     /// Node `i` runs as process `pid`.
     pub(crate) fn register(&self, i: usize, pid: u32, n: usize) {
-        self.partition.register(pid, u8::from(2 * i >= n));
+        self.partition.register(pid, self.side(i, n));
     }
 
     /// One look at the network, every turn of the devnet's wait (`phase`: the task's phase):
@@ -342,7 +358,7 @@ impl Sim {
         (delays, blocks)
     }
 
-    /// Starts the late joiner (key `n`, knowing only node `n - 1`), waits until it holds the
+    /// Starts the late joiner (key `n`, knowing only the last node of the line), waits until it holds the
     /// block the client had at its start, and stops it.
     pub(crate) fn late_join(
         &mut self,
@@ -352,9 +368,11 @@ impl Sim {
         spec_path: &Path,
     ) -> Result<Value> {
         let n = nodes.len();
-        let (Some(port), Some(relay), Some(last)) =
-            (self.port(n), self.relays.get(n), self.relay_addr(n.saturating_sub(1)))
-        else {
+        let (Some(port), Some(relay), Some(last)) = (
+            self.port(n),
+            self.relays.get(n),
+            self.relay_addr(self.order.last().copied().unwrap_or(0)),
+        ) else {
             bail!("no relay for the late joiner");
         };
         let client = nodes.first().context("the client node")?.rpc;
@@ -519,6 +537,34 @@ pub(crate) fn print(r: &Value) {
     }
 }
 
+/// The line: the client first, then the miners, supervisors and evaluators taken in turn
+/// (one of each, then the next), then any other node of the usual layout, spread evenly along
+/// the line; the simulator's full nodes (`node-K`) fill the positions between them. So both
+/// halves of the line hold miners, supervisors and evaluators, and a partition splits them.
+fn line_order(names: &[String]) -> Vec<usize> {
+    let n = names.len();
+    let of = |prefix: &str| -> Vec<usize> {
+        names.iter().enumerate().filter(|(_, m)| m.starts_with(prefix)).map(|(i, _)| i).collect()
+    };
+    let groups = [of("miner-"), of("supervisor-"), of("evaluator-")];
+    let mut usual: Vec<usize> = of("client");
+    let longest = groups.iter().map(Vec::len).max().unwrap_or(0);
+    for k in 0..longest {
+        usual.extend(groups.iter().filter_map(|g| g.get(k)));
+    }
+    let extra = of("node-");
+    let others: Vec<usize> = (0..n).filter(|i| !usual.contains(i) && !extra.contains(i)).collect();
+    usual.extend(others);
+    let mut order: Vec<Option<usize>> = vec![None; n];
+    for (k, &i) in usual.iter().enumerate() {
+        if let Some(slot) = order.get_mut(k * n / usual.len().max(1)) {
+            *slot = Some(i);
+        }
+    }
+    let mut rest = extra.into_iter();
+    order.into_iter().map(|o| o.or_else(|| rest.next()).unwrap_or(0)).collect()
+}
+
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
@@ -579,20 +625,52 @@ mod tests {
         };
         assert!(args.active());
         assert_eq!(args.extra_nodes(10), 0);
-        let mut sim = Sim::new(&args, 4).unwrap().unwrap();
+        let names: Vec<String> =
+            ["client", "miner-1", "node-3", "node-4"].iter().map(|s| s.to_string()).collect();
+        let mut sim = Sim::new(&args, &names).unwrap().unwrap();
         let a0 = sim.node_args(0, 4);
         assert_eq!(a0.len(), 2, "{a0:?}");
         assert_eq!(a0[0], "--external-addr");
+        // The line: client, node-3, miner-1, node-4; node 1 (miner-1) follows node 2.
+        assert_eq!(sim.order, vec![0, 2, 1, 3]);
+        let a1 = sim.node_args(1, 4);
+        assert_eq!(a1[2], "--bootstrap");
+        let relay2 = sim.relays[2].addr().port();
+        assert!(a1[3].starts_with(&format!("/ip4/127.0.0.1/tcp/{relay2}/p2p/")), "{a1:?}");
+        assert_eq!((sim.side(0, 4), sim.side(2, 4), sim.side(1, 4)), (0, 0, 1));
         let a2 = sim.node_args(2, 4);
-        assert_eq!(a2[2], "--bootstrap");
-        let relay1 = sim.relays[1].addr().port();
+        let relay1 = sim.relays[0].addr().port();
         assert!(a2[3].starts_with(&format!("/ip4/127.0.0.1/tcp/{relay1}/p2p/")), "{a2:?}");
         let ports: std::collections::BTreeSet<u16> = (0..4).filter_map(|i| sim.port(i)).collect();
         assert_eq!(ports.len(), 4);
         let off = SimArgs { nodes: None, latency: None, jitter: None, loss: None, ..args };
         assert!(!off.active());
-        assert!(Sim::new(&off, 4).unwrap().is_none());
+        assert!(Sim::new(&off, &names).unwrap().is_none());
         let wide = SimArgs { latency: Some(5), jitter: Some(9), ..off };
-        assert!(Sim::new(&wide, 4).is_err());
+        assert!(Sim::new(&wide, &names).is_err());
+    }
+
+    #[test]
+    fn the_line_spreads_the_roles_over_both_halves() {
+        let mut names: Vec<String> = vec!["client".into()];
+        for role in ["miner", "supervisor", "evaluator"] {
+            names.extend((1..=3).map(|i| format!("{role}-{i}")));
+        }
+        names.extend((11..=24).map(|i| format!("node-{i}")));
+        let order = line_order(&names);
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..24).collect::<Vec<_>>(), "a permutation: {order:?}");
+        assert_eq!(order[0], 0, "the client first");
+        let half = |prefix: &str, second: bool| {
+            order
+                .iter()
+                .enumerate()
+                .filter(|(p, i)| names[**i].starts_with(prefix) && (2 * p >= 24) == second)
+                .count()
+        };
+        for role in ["miner", "supervisor", "evaluator"] {
+            assert!(half(role, false) >= 1 && half(role, true) >= 1, "{role}: {order:?}");
+        }
     }
 }
