@@ -236,3 +236,18 @@ fn a_blocks_committee_is_drawn_with_its_own_hash() {
     let direct = pouw_consensus::block_verifiers(&l.state, &h);
     assert_eq!(pouw_consensus::committee_of(&l.state, &h.hash()), direct);
 }
+
+#[test]
+fn a_light_node_draws_before_import_the_committee_the_next_block_pays() {
+    // A light node executes the block on its parent state and draws on the result
+    // (`committee_after`); the next block draws on the stored state (`committee_of`).
+    let (mut l, _) = with_committee();
+    let mut b = block(l.height + 1, vec![]);
+    b.header.nonce = Hash::digest(b"a mined nonce");
+    let diff = apply_block(&l.state, &b, &l.spec).unwrap();
+    let before = pouw_consensus::committee_after(&l.state, &diff, &b.header.hash());
+    l.state.apply_diff(&diff);
+    assert_eq!(before, pouw_consensus::committee_of(&l.state, &b.header.hash()));
+    assert_eq!(before.len(), usize::from(pouw_consensus::BLOCK_VERIFIERS));
+    assert_eq!(before, pouw_consensus::block_verifiers(&l.state, &b.header));
+}
