@@ -36,6 +36,9 @@ fn any_state_key() -> impl Strategy<Value = StateKey> {
         (any_role(), any_hash()).prop_map(|(role, ticket)| StateKey::FreeTicket { role, ticket }),
         (any::<u64>(), any_hash())
             .prop_map(|(height, task)| StateKey::TaskDeadline { height, task }),
+        any_hash().prop_map(StateKey::AttestationClaim),
+        (any::<u64>(), any_hash())
+            .prop_map(|(height, claim)| StateKey::ClaimDeadline { height, claim }),
     ]
 }
 
@@ -193,6 +196,32 @@ fn any_state_value() -> impl Strategy<Value = StateValue> {
         Just(StateValue::Marker),
         any_hash().prop_map(StateValue::Hash),
         any::<u64>().prop_map(StateValue::Count),
+        (any_hash(), any_public_key(), any::<u64>()).prop_map(|(task, miner, height)| {
+            StateValue::CommitteeDraw(pouw_consensus::CommitteeDraw { task, miner, height })
+        }),
+        (
+            any_public_key(),
+            any_hash(),
+            any::<u64>(),
+            any_public_key(),
+            any::<u64>(),
+            vec(any_hash(), 0..3),
+            vec((any_public_key(), any::<bool>()), 0..3),
+        )
+            .prop_map(|(verifier, block, opened_at, claimant, bond, tickets, votes)| {
+                StateValue::Claim(Box::new(pouw_consensus::AttestationClaim {
+                    verifier,
+                    block,
+                    block_height: opened_at / 2,
+                    claimant,
+                    bond: Amount(bond),
+                    tickets,
+                    opened_at,
+                    judges: votes.iter().map(|(j, _)| *j).collect(),
+                    votes,
+                    status: pouw_consensus::ClaimStatus::Judging,
+                }))
+            }),
     ]
 }
 
