@@ -229,6 +229,11 @@ pub fn any_tx_kind() -> impl Strategy<Value = TxKind> {
         (any_hash(), any_public_key(), any_miner_evidence()).prop_map(
             |(task_id, miner, evidence)| TxKind::AccuseMiner { task_id, miner, evidence }
         ),
+        (any_attestation(), any_header()).prop_map(|(attestation, header)| {
+            TxKind::ChallengeAttestation { attestation, header: Box::new(header) }
+        }),
+        (any_hash(), any::<bool>())
+            .prop_map(|(claim, guilty)| TxKind::JudgeAttestation { claim, guilty }),
     ]
 }
 
