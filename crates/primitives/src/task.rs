@@ -117,6 +117,9 @@ pub struct ModelCost {
     pub params: u64,
     /// Multiply-accumulates of one forward pass of one sample.
     pub forward_macs: u64,
+    /// The most values a convolution or pooling layer holds per sample: its input, its output
+    /// or a convolution's im2col matrix (0 for a model of dense layers only).
+    pub peak_values: u64,
 }
 
 /// Weight initialiser.
@@ -349,8 +352,12 @@ pub mod limits {
     pub const MAX_VERIFIERS: u16 = 64;
     /// Largest convolution kernel or pooling window side, stride and padding.
     pub const MAX_KERNEL: u32 = 32;
-    /// Most values one layer may output per sample.
+    /// Most values one layer may output per sample (and, for convolution and pooling layers,
+    /// take as input or hold as an im2col matrix).
     pub const MAX_ACTIVATIONS: u64 = 1 << 22;
+    /// Most values a convolution or pooling layer may hold for a whole batch (1 GiB of `f32`):
+    /// `batch_size × ModelCost::peak_values`.
+    pub const MAX_BATCH_VALUES: u64 = 1 << 28;
 }
 
 impl TaskDefinition {
@@ -375,6 +382,7 @@ impl TaskDefinition {
         };
         let mut params: u64 = 0;
         let mut macs: u64 = 0;
+        let mut peak: u64 = 0;
         for (i, layer) in self.model.layers.iter().enumerate() {
             let flat =
                 shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(overflow)?;
@@ -430,6 +438,14 @@ impl TaskDefinition {
                         .and_then(|q| q.checked_add(f))
                         .ok_or_else(overflow)?;
                     let positions = oh.checked_mul(ow).ok_or_else(overflow)?;
+                    let cols = positions.checked_mul(patch).ok_or_else(overflow)?;
+                    if flat.max(cols) > limits::MAX_ACTIVATIONS {
+                        return Err(bad(format!(
+                            "layer {i}: input or im2col of more than {} values per sample",
+                            limits::MAX_ACTIVATIONS
+                        )));
+                    }
+                    peak = peak.max(flat).max(cols);
                     macs = positions
                         .checked_mul(weights)
                         .and_then(|m| m.checked_add(macs))
@@ -452,6 +468,13 @@ impl TaskDefinition {
                     if size > h || size > w {
                         return Err(bad(format!("layer {i}: window larger than its input")));
                     }
+                    if flat > limits::MAX_ACTIVATIONS {
+                        return Err(bad(format!(
+                            "layer {i}: input of more than {} values per sample",
+                            limits::MAX_ACTIVATIONS
+                        )));
+                    }
+                    peak = peak.max(flat);
                     let s = u64::from(stride);
                     shape = vec![c, (h - size) / s + 1, (w - size) / s + 1];
                 }
@@ -465,8 +488,11 @@ impl TaskDefinition {
                     limits::MAX_ACTIVATIONS
                 )));
             }
+            if !matches!(layer, LayerDef::Dense { .. } | LayerDef::Flatten) {
+                peak = peak.max(values);
+            }
         }
-        Ok(ModelCost { params, forward_macs: macs })
+        Ok(ModelCost { params, forward_macs: macs, peak_values: peak })
     }
 
     /// Checks every field's range (stateless rules).
@@ -495,11 +521,11 @@ impl TaskDefinition {
                 return Err(bad("model.classes", "the last layer must have `classes` (>= 2) units"))
             }
         }
-        match self.model_cost() {
-            Ok(c) if c.params <= limits::MAX_PARAMS => {}
+        let peak_values = match self.model_cost() {
+            Ok(c) if c.params <= limits::MAX_PARAMS => c.peak_values,
             Err(e @ TaskDefError::Field { field: "model.layers", .. }) => return Err(e),
             _ => return Err(bad("model", format!("more than {} parameters", limits::MAX_PARAMS))),
-        }
+        };
         let o = &self.optimizer;
         let positive = |v: F32| v.get().is_finite() && v.get() > 0.0;
         if !positive(o.learning_rate) {
@@ -513,6 +539,15 @@ impl TaskDefinition {
         }
         if o.batch_size == 0 || o.batch_size > limits::MAX_BATCH {
             return Err(bad("optimizer.batch_size", format!("need 1..={}", limits::MAX_BATCH)));
+        }
+        if peak_values.saturating_mul(u64::from(o.batch_size)) > limits::MAX_BATCH_VALUES {
+            return Err(bad(
+                "optimizer.batch_size",
+                format!(
+                    "a convolution or pooling layer would hold more than {} values for the batch",
+                    limits::MAX_BATCH_VALUES
+                ),
+            ));
         }
         if o.epochs == 0 || o.epochs > limits::MAX_EPOCHS {
             return Err(bad("optimizer.epochs", format!("need 1..={}", limits::MAX_EPOCHS)));
@@ -678,5 +713,24 @@ mod tests {
         let mut t = cnn();
         t.model.layers.pop();
         assert!(t.validate().is_err(), "the last layer must be dense");
+        // Memory: a wide kernel on many positions, or a batch of large feature maps.
+        let mut t = cnn();
+        t.model.input_shape = vec![64, 512, 512];
+        t.model.layers[0] = LayerDef::Conv2d {
+            filters: 1,
+            kernel: 8,
+            stride: 1,
+            padding: 0,
+            activation: Activation::Relu,
+        };
+        let e = t.validate().unwrap_err().to_string();
+        assert!(e.contains("values per sample"), "{e}");
+        let mut t = cnn();
+        // The second convolution's im2col: 11 x 11 positions of 8 x 3 x 3 taps.
+        assert_eq!(t.model_cost().unwrap().peak_values, 121 * 72);
+        t.optimizer.batch_size = 4096;
+        t.model.input_shape = vec![1, 256, 256];
+        let e = t.validate().unwrap_err().to_string();
+        assert!(e.contains("optimizer.batch_size"), "{e}");
     }
 }
