@@ -200,10 +200,6 @@ pub fn check_commitment(
     let actual = header.zero_nonce_hash();
     if c.commitment != actual {
         return Err(CommitmentError::HashMismatch { committed: c.commitment, actual });
-    fn cost(batch_bytes: u64, params: u64, flops: u64) -> IterationCost {
-        IterationCost { batch_bytes, params, flops }
-    }
-
     }
     Ok(())
 }
@@ -211,6 +207,10 @@ pub fn check_commitment(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cost(batch_bytes: u64, params: u64, flops: u64) -> IterationCost {
+        IterationCost { batch_bytes, params, flops }
+    }
 
     #[test]
     fn budget_is_floored_with_no_minimum() {

@@ -159,8 +159,8 @@ impl NodeHandle {
                 _ => None,
             });
             if attack == crate::Attack::Grind {
-                // Three more headers per mining iteration; one forged block after three found.
-                m.set_grinder(Some(pouw_work::Grinder::new(3, Some(3))));
+                // Three more headers per mining iteration; one forged block after two found.
+                m.set_grinder(Some(pouw_work::Grinder::new(3, Some(2))));
             }
         }
         let security = Arc::new(crate::security::SecurityState::new(config.security.clone()));
@@ -449,7 +449,7 @@ pub(crate) struct Node {
     pub(crate) mining_retry_at: Option<Instant>,
     /// `--attack tiny-task`: the self-dealt task file, and when to try paying for it next
     /// (`None` once paid).
-    tiny_task: Option<(std::path::PathBuf, TinyTask)>,
+    tiny_task: Option<(std::path::PathBuf, TinyTask, Instant)>,
     pub(crate) agent: crate::agent::Agent,
     /// Our own transactions, announced again until a canonical block holds them.
     pub(crate) own_txs: crate::own_txs::OwnTxs,
@@ -546,18 +546,36 @@ impl Node {
             return;
         }
         let now = Instant::now();
-        let (path, state) = match self.tiny_task.take() {
+        let (path, state, since) = match self.tiny_task.take() {
             Some(t) => t,
             None => match crate::tiny_task::write(&self.config.datadir) {
-                Ok(path) => (path, TinyTask::PayAt(now)),
+                Ok(path) => (path, TinyTask::PayAt(now), now),
                 Err(e) => {
                     tracing::warn!(target: "node", error = %e, "attack: cannot write the tiny task");
                     return;
                 }
             },
         };
+        // It waits for the other clients' tasks to be staffed first (or a minute): a task
+        // refused for want of free committees is refunded, but the honest one that lost the
+        // race would be too.
+        let others_staffed = {
+            use pouw_consensus::{StateKey, StateValue, TaskStatus};
+            let chain = read(&self.chain);
+            let me = self.config.key.public();
+            let tasks: Vec<TaskStatus> = chain
+                .state()
+                .range(StateKey::Task(Hash([0; 32]))..=StateKey::Task(Hash([0xff; 32])))
+                .filter_map(|(_, v)| match v {
+                    StateValue::Task(r) if r.client != me => Some(r.status.clone()),
+                    _ => None,
+                })
+                .collect();
+            !tasks.is_empty() && !tasks.iter().any(|t| matches!(t, TaskStatus::Registered))
+        };
+        let patient = others_staffed || since.elapsed() >= Duration::from_secs(60);
         let state = match state {
-            TinyTask::PayAt(at) if now >= at => match self.submit_task(&path) {
+            TinyTask::PayAt(at) if now >= at && patient => match self.submit_task(&path) {
                 Ok(id) => {
                     tracing::warn!(target: "node", task = %id.short(), "attack: paid for a self-dealt tiny task");
                     TinyTask::Paid(id)
@@ -583,7 +601,7 @@ impl Node {
             }
             other => other,
         };
-        self.tiny_task = Some((path, state));
+        self.tiny_task = Some((path, state, since));
     }
 
     fn tick(&mut self) {

@@ -264,7 +264,12 @@ mod tests {
         assert!(!text.contains("min_task_nonces") && !text.contains("min_flops"));
         let loaded = ChainSpec::from_toml(&text, "old.toml").unwrap();
         assert_eq!((loaded.min_task_nonces, loaded.min_flops_per_nonce), (1, 0));
-        assert_eq!(ChainSpec { min_flops_per_nonce: spec.min_flops_per_nonce, ..loaded }, spec);
+        let restored = ChainSpec {
+            min_task_nonces: spec.min_task_nonces,
+            min_flops_per_nonce: spec.min_flops_per_nonce,
+            ..loaded
+        };
+        assert_eq!(restored, spec);
     }
 
     #[test]
