@@ -241,6 +241,7 @@ impl NodeHandle {
             mined: 0,
             mining_retry_at: None,
             tiny_task: None,
+            forged: Vec::new(),
             agent,
             last_agent_tick: Instant::now(),
             own_txs: crate::own_txs::OwnTxs::new(Timestamp::now().millis()),
@@ -450,6 +451,9 @@ pub(crate) struct Node {
     /// `--attack tiny-task`: the self-dealt task file, and when to try paying for it next
     /// (`None` once paid).
     tiny_task: Option<(std::path::PathBuf, TinyTask, Instant)>,
+    /// `--attack grind`: the forged blocks sent (their own node refused them, so the chain
+    /// does not hold them), kept to serve their proof data to the peers that fetch it.
+    forged: Vec<Block>,
     pub(crate) agent: crate::agent::Agent,
     /// Our own transactions, announced again until a canonical block holds them.
     pub(crate) own_txs: crate::own_txs::OwnTxs,
@@ -803,6 +807,7 @@ impl Node {
                 // it: the honest nodes must refuse it too (design/010).
                 tracing::warn!(target: "node", hash = %hash.short(), error = %e, "attack: sending a block our own node refused");
                 self.agent.security.note_forged(hash);
+                self.forged.push(block.clone());
                 if let Err(e) = self.net.publish(GossipMessage::NewBlock(block)) {
                     tracing::warn!(target: "node", error = %e, "could not gossip the forged block");
                 }
@@ -1377,7 +1382,10 @@ impl Node {
             }
             Request::Proof(hash) => match chain.block(&hash)? {
                 Some(block) => Response::Proof(self.proof_data_of(&chain, &block)?),
-                None => Response::Proof(None),
+                None => match self.forged.iter().find(|b| b.hash() == hash) {
+                    Some(block) => Response::Proof(self.proof_data_of(&chain, block)?),
+                    None => Response::Proof(None),
+                },
             },
             Request::Segment { .. } => Response::Segment(None),
             Request::Model(_) => Response::Model(None),
