@@ -8,7 +8,7 @@
 use pouw_consensus::pouw::{iteration_body, mine_iteration, nonce_budget, IterationCost};
 use pouw_ml::{Activation, Exec, Model, ModelSpec, OptimizerSpec, TrainState};
 use pouw_primitives::{ChainSpec, Hash, Uint256};
-use std::hint::black_box;
+use std::{hint::black_box, io::Write};
 
 fn thread_cpu_s() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -23,10 +23,13 @@ fn main() {
     let key = ChainSpec::devnet_key(1);
     let header = pouw_consensus::genesis_block(&spec).unwrap().header;
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{:>8} {:>6} {:>9} {:>10} {:>12} {:>5} {:>10} {:>12}",
         "hidden", "batch", "params", "bytes", "flops", "a", "us/iter", "attempts/s"
-    );
+    )
+    .unwrap();
     for &hidden in &[8u32, 16, 31, 32, 64, 128, 256, 512] {
         for &batch in &[16usize, 32, 64, 128, 256, 512, 1000] {
             let name = format!("{hidden}x{batch}");
@@ -72,7 +75,8 @@ fn main() {
                 n += 1;
             }
             let per = (thread_cpu_s() - t0) / n as f64;
-            println!(
+            writeln!(
+                out,
                 "{:>8} {:>6} {:>9} {:>10} {:>12} {:>5} {:>10.1} {:>12.0}",
                 hidden,
                 batch,
@@ -82,7 +86,8 @@ fn main() {
                 a,
                 per * 1e6,
                 a as f64 / per
-            );
+            )
+            .unwrap();
         }
     }
 }

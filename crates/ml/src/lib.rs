@@ -75,8 +75,8 @@ pub use order::{InputOrder, CHUNK as INPUT_ORDER_CHUNK};
 pub use rng::{Rng, SplitMix64};
 pub use shipped::{shipped_mnist, shipped_mnist_ref, write_shipped_mnist, SHIPPED_MNIST_CLASSES};
 pub use spec::{
-    Activation, AdamSpec, ConvLayout, DenseLayout, Init, LayerLayout, LayerSpec, Layout,
-    ModelSpec, OptimizerSpec, PoolLayout, SpecError, UpdateRule, MAX_PARAMS,
+    Activation, AdamSpec, ConvLayout, DenseLayout, Init, LayerLayout, LayerSpec, Layout, ModelSpec,
+    OptimizerSpec, PoolLayout, SpecError, UpdateRule, MAX_PARAMS,
 };
 pub use task::{
     Coins, DatasetFormat, DatasetSpec, LabelColumn, PaymentSpec, TaskError, TaskFile, WorkersSpec,
