@@ -12,7 +12,7 @@ mod support;
 
 use support::free_port;
 
-use pouw_primitives::{ChainSpec, CompactTarget, Uint256};
+use pouw_primitives::ChainSpec;
 use serde_json::{json, Value};
 use std::{
     io::{Read, Write},
@@ -268,7 +268,8 @@ fn dashboard_shows_a_live_dev_node() {
     // The devnet with an easy fixed target: a block every second or so, even in a debug build.
     let mut spec = ChainSpec::devnet();
     spec.retarget_window = 1_000_000;
-    spec.initial_target = CompactTarget::from_target(Uint256::MAX / Uint256::from(300u64));
+    // About 150 filler iterations per block, whatever the filler's nonce budget.
+    spec.initial_target = pouw_node::local_spec(300).initial_target;
     let spec_path = dir.path().join("spec.toml");
     std::fs::write(&spec_path, spec.to_toml()).unwrap();
 

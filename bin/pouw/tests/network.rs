@@ -5,7 +5,7 @@ mod support;
 
 use support::free_port;
 
-use pouw_primitives::{ChainSpec, CompactTarget, Uint256};
+use pouw_primitives::ChainSpec;
 use serde_json::{json, Value};
 use std::{
     io::{Read, Write},
@@ -51,7 +51,8 @@ fn three_node_processes_agree_on_one_chain() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = ChainSpec::devnet();
     spec.retarget_window = 1_000_000;
-    spec.initial_target = CompactTarget::from_target(Uint256::MAX / Uint256::from(300u64));
+    // About 150 filler iterations per block, whatever the filler's nonce budget.
+    spec.initial_target = pouw_node::local_spec(300).initial_target;
     let chain = dir.path().join("spec.toml");
     std::fs::write(&chain, spec.to_toml()).unwrap();
     let p2p: Vec<u16> = (0..3).map(|_| free_port()).collect();

@@ -88,6 +88,18 @@ pub enum ConsensusError {
         /// `spec.min_flops_per_nonce`.
         min_per_nonce: u64,
     },
+    /// The task's first layer gives the order seed too few units to shuffle (design/010): a
+    /// grinder could draw a second header with the same order cheaply and reuse one iteration.
+    #[error(
+        "the task's first layer has {units} units for the order seed to shuffle, at least {min} \
+         are needed (a dense layer needs at least {min} inputs, a convolution {min} kernel taps)"
+    )]
+    TaskOrderTooSmall {
+        /// Runs or taps of the first layer's reduction (`pouw_ml::Layout::order_units`).
+        units: u64,
+        /// `spec.min_order_units` (`pouw_ml::MIN_ORDER_UNITS` on the devnet).
+        min: u64,
+    },
     /// A task with this id exists already.
     #[error("task {0} already exists")]
     DuplicateTask(TaskId),

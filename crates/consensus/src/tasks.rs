@@ -152,7 +152,8 @@ pub fn rank_payouts(pot: Amount, ranking: &[Address]) -> Vec<Payout> {
 /// cost (design/010): an iteration on a full batch earns at least `spec.min_task_nonces`
 /// nonces ([`crate::pouw::task_nonce_budget`]) and spends at least `spec.min_flops_per_nonce`
 /// training FLOPs per nonce ([`crate::pouw::iteration_flops`]), so no client can pay for a
-/// task whose nonces are cheaper than the chain prices them.
+/// task whose nonces are cheaper than the chain prices them; and its first layer gives the
+/// order seed at least `spec.min_order_units` units to shuffle (design/010).
 pub fn check_pay_for_task(
     task: &TaskDefinition,
     fee: Amount,
@@ -172,6 +173,18 @@ pub fn check_pay_for_task(
             flops,
             nonces,
             min_per_nonce: spec.min_flops_per_nonce,
+        });
+    }
+    // The order seed must have enough orders to draw from (design/010, "The binding").
+    let units = crate::pouw::ml_specs(task)
+        .ok()
+        .and_then(|(model, _)| model.layout().ok())
+        .map_or(0, |layout| layout.order_units());
+    let units = u64::try_from(units).unwrap_or(u64::MAX);
+    if units < u64::from(spec.min_order_units) {
+        return Err(ConsensusError::TaskOrderTooSmall {
+            units,
+            min: u64::from(spec.min_order_units),
         });
     }
     Ok(())

@@ -71,7 +71,7 @@ pub use iteration::{
 };
 pub use kernels::Exec;
 pub use model::{Metrics, Model, ModelError};
-pub use order::{InputOrder, CHUNK as INPUT_ORDER_CHUNK};
+pub use order::{InputOrder, CHUNK as INPUT_ORDER_CHUNK, DENSE_RUNS, MIN_ORDER_UNITS};
 pub use rng::{Rng, SplitMix64};
 pub use shipped::{shipped_mnist, shipped_mnist_ref, write_shipped_mnist, SHIPPED_MNIST_CLASSES};
 pub use spec::{

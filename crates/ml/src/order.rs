@@ -26,8 +26,16 @@
 
 use crate::rng::Rng;
 
-/// Features per run of the permutation.
+/// Features per run of the permutation of a 784-input dense layer ([`InputOrder::from_seed`]).
 pub const CHUNK: usize = 16;
+
+/// A dense first layer's inputs are shuffled in at most this many runs (`Layout::first_reduction`:
+/// runs of `ceil(inputs / 49)` features; 16 for 784 inputs).
+pub const DENSE_RUNS: usize = 49;
+
+/// The fewest units (runs or taps) a task's first reduction may have: `9!` = 362,880 orders,
+/// so drawing a second header with the same order takes that many header hashes (design/010).
+pub const MIN_ORDER_UNITS: usize = 9;
 
 /// Derivation context of the order's random stream.
 const CONTEXT: &str = "pouw-ml/input-order/v1";

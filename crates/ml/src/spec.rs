@@ -406,15 +406,25 @@ pub struct Layout {
 
 impl Layout {
     /// The reduction the order seed permutes (`crate::order`): the width of the first layer's
-    /// forward product and the run length its order shuffles. Dense: the input features in runs
-    /// of [`crate::INPUT_ORDER_CHUNK`]; conv2d: the `C·k·k` taps of the im2col product one by
+    /// forward product and the run length its order shuffles. Dense: the input features in at
+    /// most [`crate::order::DENSE_RUNS`] runs (`ceil(inputs / 49)` features each: 16 for 784
+    /// inputs, single features up to 49); conv2d: the `C·k·k` taps of the im2col product one by
     /// one (a 3 × 3 kernel on one channel has only 9); `None` if the first layer has no product.
     pub fn first_reduction(&self) -> Option<(usize, usize)> {
         match self.layers.first()? {
-            LayerLayout::Dense(d) => Some((d.inputs, crate::order::CHUNK)),
+            LayerLayout::Dense(d) => {
+                Some((d.inputs, d.inputs.div_ceil(crate::order::DENSE_RUNS).max(1)))
+            }
             LayerLayout::Conv2d(c) => Some((c.patch(), 1)),
             _ => None,
         }
+    }
+
+    /// How many units the order seed shuffles in the first layer's reduction (runs or taps):
+    /// `n!` orders. 0 if the first layer has no product. A task must have at least
+    /// [`crate::order::MIN_ORDER_UNITS`] (design/010).
+    pub fn order_units(&self) -> usize {
+        self.first_reduction().map_or(0, |(width, run)| width.div_ceil(run.max(1)))
     }
 }
 

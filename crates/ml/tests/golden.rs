@@ -296,11 +296,11 @@ const ADAMW: Expected = Expected {
         (
             "ea19469ad1ce0a45c5e176dbcfdde1297dc55c808b7436b0093dd2140819a359",
             "5ca30226902155bbfc66d2176de5d2e1c93a36d3218f8fb810eeeee1e74876fa",
-            1071414969,
+            1071414970,
             1031798784,
         ),
     ],
-    final_residual: "780d814b39211351150d98aba7dd18b1247341e88804066616d0d5be98837d01",
+    final_residual: "92db1c5598121abda6da2639966f79acaf4fd018c8ba50f3d86da2fb9bce9330",
 };
 
 const MNIST_CNN_BOUND: Expected = Expected {

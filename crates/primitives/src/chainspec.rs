@@ -76,6 +76,11 @@ pub struct ChainSpec {
     /// cheaper than the chain prices them. 0 (no check) when a file leaves it out.
     #[serde(default)]
     pub min_flops_per_nonce: u64,
+    /// Fewest units (runs of input features, or kernel taps) a client task's first layer must
+    /// give the order seed to shuffle, or its PayForTask is refused (design/010, "The
+    /// binding"). 0 (no check) when a file leaves it out.
+    #[serde(default)]
+    pub min_order_units: u32,
     /// The client's bond, in basis points of the task fee, locked by a PayForTask besides the
     /// fee escrow (design/014): returned with the verdict, the refusal or at expiry, and
     /// confiscated to the miners that submitted a model if the test set was withheld. 0 (no
@@ -163,6 +168,7 @@ impl ChainSpec {
             omega_i_ppb: 2_442_000_000,
             min_task_nonces: 8,
             min_flops_per_nonce: 200_000,
+            min_order_units: 9,
             client_bond_bps: 2_000,
             filler_epoch_blocks: 100,
             min_ticket_stake: Amount(10 * COIN),

@@ -15,6 +15,7 @@ pub(crate) fn spec() -> ChainSpec {
     let mut s = ChainSpec::devnet();
     s.min_task_nonces = 0;
     s.min_flops_per_nonce = 0;
+    s.min_order_units = 0;
     s.client_bond_bps = 0;
     s.max_ticket_blocks = 8;
     s.min_ticket_stake = Amount(10 * COIN);

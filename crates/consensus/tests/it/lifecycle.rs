@@ -1749,6 +1749,20 @@ fn a_task_below_the_minimum_task_cost_is_refused() {
     let err = check_tx_stateless(&c.tx(0, pay(narrow)), &c.spec).unwrap_err();
     assert_eq!(err, E::TaskTooCheapPerNonce { flops: 101_632, nonces: 4, min_per_nonce: 200_000 });
     assert!(err.to_string().contains("FLOPs per nonce"), "{err}");
+    // Eight inputs: priced well enough, but the order seed could shuffle only 8 features
+    // (8! orders), under the devnet's 9; nine pass.
+    let mut narrow_input = sized.clone();
+    narrow_input.model.input_shape = vec![8];
+    narrow_input.model.layers = vec![
+        LayerDef::Dense { units: 2_000, activation: Activation::Relu },
+        LayerDef::Dense { units: 10, activation: Activation::None },
+    ];
+    narrow_input.optimizer.batch_size = 64;
+    c.spec.min_order_units = devnet.min_order_units;
+    let err = check_tx_stateless(&c.tx(0, pay(narrow_input.clone())), &c.spec).unwrap_err();
+    assert_eq!(err, E::TaskOrderTooSmall { units: 8, min: 9 });
+    narrow_input.model.input_shape = vec![9];
+    check_tx_stateless(&c.tx(0, pay(narrow_input)), &c.spec).unwrap();
     c.spec.min_task_nonces = 17;
     let id = c.pay(sized, 100);
     assert_eq!(c.task(&id).status, TaskStatus::Registered);
