@@ -313,12 +313,14 @@ mod tests {
             }
             let w = &text[start..i];
             let rest = &text[i..];
+            // A Rust path or call (`tasks::client_bond(fee, spec)`) is code, not a method.
             let prefixed = ["pouw_", "admin_", "client_"].iter().any(|p| w.starts_with(p));
             if prefixed
                 && w.matches('_').count() == 1
                 && !w.ends_with('_')
                 && !rest.starts_with("::")
                 && !rest.starts_with(".rs")
+                && !rest.starts_with('(')
             {
                 names.insert(w.to_string());
             }
