@@ -84,6 +84,10 @@ pub struct Grinder {
     pub forge_after: Option<u64>,
     /// Header variants an unbound forgery may try before giving up.
     pub forge_budget: u64,
+    /// The forgery waits this long after the grinder starts (so that the network has formed
+    /// and the honest nodes receive it).
+    pub forge_delay: std::time::Duration,
+    pub(crate) started: std::time::Instant,
     pub(crate) forged: bool,
 }
 
@@ -91,7 +95,14 @@ impl Grinder {
     /// Bound grinding with `variants` extra headers per iteration; one unbound forgery after
     /// `forge_after` blocks.
     pub fn new(variants: u32, forge_after: Option<u64>) -> Self {
-        Self { variants, forge_after, forge_budget: 4_000_000, forged: false }
+        Self {
+            variants,
+            forge_after,
+            forge_budget: 4_000_000,
+            forge_delay: std::time::Duration::from_secs(15),
+            started: std::time::Instant::now(),
+            forged: false,
+        }
     }
 }
 

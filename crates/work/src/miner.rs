@@ -670,7 +670,8 @@ impl Miner {
                         max_future,
                         &mut self.stats.attempts,
                     );
-                    let forge_due = g.forge_after.is_some_and(|n| self.stats.blocks_found >= n);
+                    let forge_due = g.forge_after.is_some_and(|n| self.stats.blocks_found >= n)
+                        && g.started.elapsed() >= g.forge_delay;
                     match ground {
                         Some(gb) => Some((gb.header, gb.body, Some(gb.end))),
                         None if forge_due && !g.forged => {

@@ -224,7 +224,9 @@ fn a_grinders_variants_are_valid_blocks_and_its_forgery_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (mut chain, proofs) = open(dir.path(), &spec);
     let mut miner = Miner::new(spec, ChainSpec::devnet_key(3), Exec::SINGLE);
-    miner.set_grinder(Some(pouw_work::Grinder::new(3, Some(3))));
+    let mut grinder = pouw_work::Grinder::new(3, Some(3));
+    grinder.forge_delay = std::time::Duration::ZERO;
+    miner.set_grinder(Some(grinder));
     let (mut accepted, mut refused) = (0u64, 0u64);
     for _ in 0..3_000 {
         let (found, _) = miner.step(&chain, &[], Timestamp::now()).unwrap();
