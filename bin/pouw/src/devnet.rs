@@ -1069,11 +1069,9 @@ fn write_key(path: &Path, key: &pouw_primitives::Keypair) -> Result<()> {
 /// minus the filler task's).
 fn client_task_mining(rpc: SocketAddr) -> Result<(u64, f64)> {
     let m = &call(rpc, "pouw_security", json!([]))?["mining"];
-    let attempts = m["attempts"].as_u64().unwrap_or(0)
-        - m["filler_attempts"].as_u64().unwrap_or(0).min(m["attempts"].as_u64().unwrap_or(0));
-    let cpu = (m["cpu_seconds"].as_f64().unwrap_or(0.0)
-        - m["filler_cpu_seconds"].as_f64().unwrap_or(0.0))
-    .max(0.0);
+    let (u, f) = (|k: &str| m[k].as_u64().unwrap_or(0), |k: &str| m[k].as_f64().unwrap_or(0.0));
+    let attempts = u("attempts").saturating_sub(u("filler_attempts"));
+    let cpu = (f("cpu_seconds") - f("filler_cpu_seconds")).max(0.0);
     Ok((attempts, cpu))
 }
 

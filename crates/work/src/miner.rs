@@ -683,7 +683,6 @@ impl Miner {
                                 &out,
                                 a,
                                 target,
-                                (now, max_future),
                                 g.forge_budget,
                             );
                             self.stats.forge_cpu_ns = self

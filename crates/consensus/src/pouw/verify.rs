@@ -9,7 +9,7 @@ use super::{
 };
 use crate::state::{Overlay, StateKey, StateValue};
 use pouw_ml::{Batch, Exec, IterationError, Model, TrainState, MAP_INDEX_MASK};
-use pouw_primitives::{map_hash, Block, ChainSpec, Hash, Header, PouwProof, TaskDefinition};
+use pouw_primitives::{Block, ChainSpec, Hash, Header, PouwProof, TaskDefinition};
 use std::collections::BTreeSet;
 
 /// The proof of a block; [`PouwError::MissingProof`] for a non-genesis block without one.
@@ -244,7 +244,8 @@ pub fn replay(
     let budget = nonce_budget(spec, &cost);
     let precursor = nonce_precursor(
         &Hash(out.end_model_hash.0),
-        &map_hash(&out.map),
+        // The engine's map hash of the replayed map (`map_hash` bit for bit), already computed.
+        &Hash(out.map_hash.0),
         &Hash(out.end_residual_hash.0),
     );
     if nonce_index(&precursor, budget, &header.nonce).is_none() {
