@@ -898,6 +898,7 @@ struct TestData {
     segments: Vec<pouw_ml::Segment>,
     model: pouw_ml::ModelSpec,
     optimizer: pouw_ml::OptimizerSpec,
+    rule: pouw_ml::UpdateRule,
     miners: usize,
 }
 
@@ -911,6 +912,7 @@ fn load_test_data(task_file: &Path) -> Result<TestData> {
         segments,
         model: task.model,
         optimizer: task.optimizer,
+        rule: task.update,
         miners: task.workers.miners as usize,
     })
 }
@@ -949,6 +951,7 @@ fn reference_accuracy(view: &Value, task_id: &str, t: &TestData) -> Result<f64> 
         &schedule,
         &model,
         opt,
+        t.rule,
         t.miners,
         u64::MAX,
         |_, _, _| {},

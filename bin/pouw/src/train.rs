@@ -136,7 +136,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
     bar.enable_steady_tick(Duration::from_millis(200));
 
     let train_started = Instant::now();
-    let InOrder { mut states, done, sent, epochs_completed, final_loss } = train_in_order_with(
+    let InOrder { mut states, done, sent, epochs_completed, final_loss } = train_in_order(
         exec,
         &data,
         &schedule,
@@ -238,26 +238,11 @@ pub(crate) struct InOrder {
 /// The task's training in one process, messages exchanged in order: `miners` miners
 /// round-robin over `schedule` (batch `b` of each epoch goes to miner `b mod miners`), each first
 /// applying the maps the others produced since its own last iteration, in production order;
-/// `total` iterations at most. `progress(done, epoch, recent loss)` after each iteration.
-/// `pouw devnet` runs it for its in-order reference.
+/// every miner runs the task's local update rule (SGD, Adam or AdamW); `total` iterations at
+/// most. `progress(done, epoch, recent loss)` after each iteration. `pouw devnet` runs it for
+/// its in-order reference.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn train_in_order(
-    exec: Exec,
-    data: &pouw_ml::Dataset,
-    schedule: &BatchSchedule,
-    model: &Model,
-    opt: pouw_ml::OptimizerSpec,
-    miners: usize,
-    total: u64,
-    progress: impl FnMut(u64, u32, f32),
-) -> Result<InOrder> {
-    let rule = pouw_ml::UpdateRule::Sgd;
-    train_in_order_with(exec, data, schedule, model, opt, rule, miners, total, progress)
-}
-
-/// [`train_in_order`] with the task file's local update rule (SGD, Adam or AdamW).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn train_in_order_with(
     exec: Exec,
     data: &pouw_ml::Dataset,
     schedule: &BatchSchedule,

@@ -37,8 +37,8 @@ pub use schedule::{
 };
 pub use task::{
     filler_epoch, filler_epoch_opening_height, filler_task, filler_task_id, ml_specs,
-    shipped_segment_hashes, FILLER_BATCH, FILLER_EPOCHS, FILLER_HIDDEN, FILLER_LEARNING_RATE,
-    FILLER_TAU,
+    ml_update_rule, shipped_segment_hashes, FILLER_BATCH, FILLER_EPOCHS, FILLER_HIDDEN,
+    FILLER_LEARNING_RATE, FILLER_TAU,
 };
 pub use verify::{
     check_proof_cheap, check_proof_structure, mark_iteration_used, proof_of, replay,

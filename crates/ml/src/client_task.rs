@@ -10,8 +10,9 @@
 use std::path::{Path, PathBuf};
 
 use pouw_primitives::{
-    Activation, Amount, DatasetDef, Deadlines, Hash, Initializer, LayerDef, ModelDef, OptimizerDef,
-    TaskDefError, TaskDefinition, TaskPreferences, WorkersWanted, DATASET_SEGMENTS, F32,
+    Activation, AdamDef, Amount, DatasetDef, Deadlines, Hash, Initializer, LayerDef, ModelDef,
+    OptimizerDef, TaskDefError, TaskDefinition, TaskPreferences, UpdateRuleDef, WorkersWanted,
+    DATASET_SEGMENTS, F32,
 };
 
 use crate::{
@@ -170,6 +171,37 @@ fn permille(fraction: f64) -> Option<u16> {
     (0.0..1000.0).contains(&p).then_some(p as u16)
 }
 
+/// The on-chain form of a local update rule (design/018).
+pub fn update_rule_def(rule: &crate::UpdateRule) -> UpdateRuleDef {
+    let def = |a: &crate::AdamSpec| AdamDef {
+        beta1: F32::new(a.beta1),
+        beta2: F32::new(a.beta2),
+        epsilon: F32::new(a.epsilon),
+        weight_decay: F32::new(a.weight_decay),
+    };
+    match rule {
+        crate::UpdateRule::Sgd => UpdateRuleDef::Sgd,
+        crate::UpdateRule::Adam(a) => UpdateRuleDef::Adam(def(a)),
+        crate::UpdateRule::AdamW(a) => UpdateRuleDef::AdamW(def(a)),
+    }
+}
+
+/// The engine's local update rule of an on-chain definition (the inverse of
+/// [`update_rule_def`]).
+pub fn update_rule_of(def: &UpdateRuleDef) -> crate::UpdateRule {
+    let spec = |a: &AdamDef| crate::AdamSpec {
+        beta1: a.beta1.get(),
+        beta2: a.beta2.get(),
+        epsilon: a.epsilon.get(),
+        weight_decay: a.weight_decay.get(),
+    };
+    match def {
+        UpdateRuleDef::Sgd => crate::UpdateRule::Sgd,
+        UpdateRuleDef::Adam(a) => crate::UpdateRule::Adam(spec(a)),
+        UpdateRuleDef::AdamW(a) => crate::UpdateRule::AdamW(spec(a)),
+    }
+}
+
 /// [`load_client_task`] without the fee: the definition and the segment bytes.
 pub fn client_task(
     file: &Path,
@@ -196,14 +228,6 @@ pub fn load_client_task(file: &Path, dir: &Path) -> Result<ClientTask, ClientTas
     };
     if tf.payment.fee.0 == 0 {
         return Err(ClientTaskError::ZeroFee { path });
-    }
-    if tf.update != crate::UpdateRule::Sgd {
-        return Err(invalid(
-            "optimizer.kind",
-            "the on-chain task definition has no optimizer kind yet: adam and adamw train with \
-             `pouw train` only"
-                .into(),
-        ));
     }
     if tf.dataset.segments as usize != DATASET_SEGMENTS {
         return Err(invalid(
@@ -330,6 +354,7 @@ pub fn load_client_task(file: &Path, dir: &Path) -> Result<ClientTask, ClientTas
             tau: F32::new(o.tau),
             batch_size: o.batch_size,
             epochs: o.epochs,
+            rule: update_rule_def(&tf.update),
         },
         dataset: DatasetDef {
             format: match tf.dataset.format {
@@ -452,6 +477,53 @@ evaluation_blocks = 5
         assert_eq!(def.dataset.samples, 10_000);
         assert_eq!(def.dataset.train_samples(), 7_000);
         assert!(def.validate().is_ok());
+    }
+
+    #[test]
+    fn adam_and_adamw_go_on_chain_with_their_parameters() {
+        let adam = |kind: &str, extra: &str| {
+            load(100, |s| {
+                s.replace("learning_rate = 0.1\n", &format!("kind = \"{kind}\"\n{extra}"))
+            })
+        };
+        let t = adam("adam", "").unwrap();
+        let o = &t.definition.optimizer;
+        assert_eq!(o.learning_rate, F32::new(0.001));
+        assert_eq!(o.momentum, F32::new(0.0));
+        let expected = AdamDef {
+            beta1: F32::new(0.9),
+            beta2: F32::new(0.999),
+            epsilon: F32::new(1e-8),
+            weight_decay: F32::new(0.0),
+        };
+        assert_eq!(o.rule, UpdateRuleDef::Adam(expected));
+        let t = adam("adamw", "beta2 = 0.99\n").unwrap();
+        let w = AdamDef { beta2: F32::new(0.99), weight_decay: F32::new(0.01), ..expected };
+        assert_eq!(t.definition.optimizer.rule, UpdateRuleDef::AdamW(w));
+        // The engine's rule and the chain's are the same values.
+        for rule in [UpdateRuleDef::Sgd, UpdateRuleDef::Adam(expected), UpdateRuleDef::AdamW(w)] {
+            assert_eq!(update_rule_def(&update_rule_of(&rule)), rule);
+        }
+        // What the chain refuses is refused before paying, by name (the parser's errors
+        // carry the field in their source).
+        for (kind, extra) in [
+            ("adam", "weight_decay = 0.1\n"),
+            ("adamw", "learning_rate = 2.0\nweight_decay = 0.5\n"),
+            ("adam", "momentum = 0.5\n"),
+        ] {
+            let e = adam(kind, extra).unwrap_err();
+            let msg = format!("{e} {:?}", std::error::Error::source(&e));
+            let field = if extra.starts_with("momentum") { "momentum" } else { "weight_decay" };
+            assert!(msg.contains(&format!("optimizer.{field}")), "{kind} {extra}: {msg}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_adam_task_loads() {
+        let file = repo().join("tasks/mnist-adam.toml");
+        let (def, _) = client_task(&file, &repo().join("tasks")).unwrap();
+        assert!(matches!(def.optimizer.rule, UpdateRuleDef::Adam(_)));
+        def.validate().unwrap();
     }
 
     #[test]

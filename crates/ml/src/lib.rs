@@ -57,7 +57,9 @@ mod spec;
 mod task;
 
 pub use batch::{Batch, BatchError};
-pub use client_task::{client_task, load_client_task, ClientTask, ClientTaskError};
+pub use client_task::{
+    client_task, load_client_task, update_rule_def, update_rule_of, ClientTask, ClientTaskError,
+};
 pub use dataset::{
     segment_hash_of_bytes, BatchSchedule, Dataset, DatasetError, Segment, Split, SplitError,
 };

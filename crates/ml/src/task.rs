@@ -105,6 +105,11 @@ impl TryFrom<TaskFileFields> for TaskFile {
                     );
                 }
                 let decoupled = o.kind == OptimizerKind::AdamW;
+                if !decoupled && o.weight_decay.is_some_and(|wd| wd != 0.0) {
+                    return Err("optimizer.weight_decay is for kind = \"adamw\" (adam has no \
+                                decay; on chain it must be 0)"
+                        .into());
+                }
                 let a = AdamSpec {
                     beta1: o.beta1.unwrap_or(0.9),
                     beta2: o.beta2.unwrap_or(0.999),
@@ -437,6 +442,14 @@ impl TaskFile {
                 _ => "",
             };
             return Err(invalid(&format!("optimizer.{field}"), e.to_string()));
+        }
+        if let UpdateRule::AdamW(a) = self.update {
+            if a.weight_decay * self.optimizer.learning_rate >= 1.0 {
+                return Err(invalid(
+                    "optimizer.weight_decay",
+                    "learning_rate * weight_decay must be below 1".into(),
+                ));
+            }
         }
         let d = &self.dataset;
         match d.format {

@@ -39,9 +39,9 @@ pub use iteration::{map_hash, IterationBody, IterationMessage, MAX_ITERATION_MES
 pub use keys::{Address, Keypair, PublicKey, Signature, SignatureError};
 pub use target::{meets_target, work_for_target, CompactTarget, Uint256};
 pub use task::{
-    limits as task_limits, Activation, DatasetDef, DatasetFormat, Deadlines, Initializer, LayerDef,
-    ModelCost, ModelDef, OptimizerDef, TaskDefError, TaskDefinition, TaskId, TaskPreferences,
-    WorkersWanted, DATASET_SEGMENTS, F32,
+    limits as task_limits, Activation, AdamDef, DatasetDef, DatasetFormat, Deadlines, Initializer,
+    LayerDef, ModelCost, ModelDef, OptimizerDef, TaskDefError, TaskDefinition, TaskId,
+    TaskPreferences, UpdateRuleDef, WorkersWanted, DATASET_SEGMENTS, F32,
 };
 pub use tx::{
     MinerEvidence, Payout, Role, TicketPreferences, Transaction, TxBody, TxKind, MAX_TX_BYTES,

@@ -161,9 +161,9 @@ pub struct ModelDef {
 /// Optimiser and PoUW training parameters.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct OptimizerDef {
-    /// SGD learning rate.
+    /// Learning rate (SGD's step, or Adam's).
     pub learning_rate: F32,
-    /// SGD momentum.
+    /// SGD momentum (0 with Adam and AdamW, whose `beta1` is the momentum).
     pub momentum: F32,
     /// The update threshold tau of the message map.
     pub tau: F32,
@@ -171,6 +171,61 @@ pub struct OptimizerDef {
     pub batch_size: u32,
     /// Epochs over the training segments.
     pub epochs: u32,
+    /// The local update rule fed with the emitted deltas (design/018). In JSON its fields sit
+    /// beside the others, as in the task file: `"kind": "adam", "beta1": 0.9, ...`.
+    #[serde(flatten)]
+    pub rule: UpdateRuleDef,
+}
+
+/// The local update rule of a task (design/018). Borsh encodes the variant index first (sgd = 0,
+/// adam = 1, adamw = 2), then Adam's four parameters as `f32` bit patterns.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum UpdateRuleDef {
+    /// SGD with the optimizer's momentum.
+    #[default]
+    Sgd,
+    /// Adam.
+    Adam(AdamDef),
+    /// AdamW: Adam with decoupled weight decay.
+    AdamW(AdamDef),
+}
+
+impl UpdateRuleDef {
+    /// Adam's parameters, for Adam and AdamW.
+    pub fn adam(&self) -> Option<&AdamDef> {
+        match self {
+            Self::Sgd => None,
+            Self::Adam(a) | Self::AdamW(a) => Some(a),
+        }
+    }
+}
+
+/// Adam's hyper-parameters (PyTorch's names), as `f32` bit patterns.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct AdamDef {
+    /// Decay of the first moment, in `[0, 1)`.
+    pub beta1: F32,
+    /// Decay of the second moment, in `[0, 1)`.
+    pub beta2: F32,
+    /// Added to the root of the corrected second moment: finite and > 0.
+    pub epsilon: F32,
+    /// Decoupled weight decay: AdamW finite and >= 0 with `learning_rate * weight_decay` below
+    /// 1 (the decay never flips a weight's sign); Adam 0.
+    pub weight_decay: F32,
 }
 
 /// Dataset file format.
@@ -321,6 +376,17 @@ pub enum TaskDefError {
         batch: u32,
         /// Training samples (samples per segment x training segments).
         train_samples: u64,
+    },
+    /// Adam or AdamW with a non-zero SGD momentum (Adam's momentum is `beta1`).
+    #[error(
+        "task field `optimizer.momentum` is invalid: {momentum:?} with kind {kind}; it must be 0 \
+         (beta1 is Adam's momentum)"
+    )]
+    MomentumWithAdam {
+        /// `adam` or `adamw`.
+        kind: &'static str,
+        /// The momentum given.
+        momentum: F32,
     },
     /// A supervisor or evaluator committee cannot tolerate the declared faults.
     #[error(
@@ -537,6 +603,38 @@ impl TaskDefinition {
         if !positive(o.tau) {
             return Err(bad("optimizer.tau", "must be a positive finite number"));
         }
+        if let Some(a) = o.rule.adam() {
+            let kind = if matches!(o.rule, UpdateRuleDef::AdamW(_)) { "adamw" } else { "adam" };
+            if o.momentum.get() != 0.0 {
+                return Err(TaskDefError::MomentumWithAdam { kind, momentum: o.momentum });
+            }
+            let unit = |v: F32| (0.0..1.0).contains(&v.get());
+            if !unit(a.beta1) {
+                return Err(bad("optimizer.beta1", "must be in [0, 1)"));
+            }
+            if !unit(a.beta2) {
+                return Err(bad("optimizer.beta2", "must be in [0, 1)"));
+            }
+            if !positive(a.epsilon) {
+                return Err(bad("optimizer.epsilon", "must be a positive finite number"));
+            }
+            let wd = a.weight_decay.get();
+            if !(wd.is_finite() && wd >= 0.0) {
+                return Err(bad("optimizer.weight_decay", "must be a finite number >= 0"));
+            }
+            if matches!(o.rule, UpdateRuleDef::Adam(_)) && wd != 0.0 {
+                return Err(bad(
+                    "optimizer.weight_decay",
+                    "must be 0 with adam (decay is adamw's)",
+                ));
+            }
+            if wd * o.learning_rate.get() >= 1.0 {
+                return Err(bad(
+                    "optimizer.weight_decay",
+                    "learning_rate * weight_decay must be below 1",
+                ));
+            }
+        }
         if o.batch_size == 0 || o.batch_size > limits::MAX_BATCH {
             return Err(bad("optimizer.batch_size", format!("need 1..={}", limits::MAX_BATCH)));
         }
@@ -670,6 +768,96 @@ mod tests {
         assert_eq!(borsh::to_vec(&LayerDef::Flatten).unwrap(), [3]);
         let toml = serde_json::to_string(&pool).unwrap();
         assert_eq!(toml, r#"{"type":"maxpool2d","size":2,"stride":2}"#);
+    }
+
+    fn adam(weight_decay: f32) -> AdamDef {
+        AdamDef {
+            beta1: F32::new(0.9),
+            beta2: F32::new(0.999),
+            epsilon: F32::new(1e-8),
+            weight_decay: F32::new(weight_decay),
+        }
+    }
+
+    #[test]
+    fn the_update_rule_is_encoded_after_the_sgd_fields() {
+        let mut t = crate::test_utils::valid_task(1);
+        let sgd = borsh::to_vec(&t.optimizer).unwrap();
+        // learning_rate, momentum, tau, batch_size, epochs, then the rule's variant index.
+        assert_eq!(sgd.len(), 21);
+        assert_eq!(sgd.last(), Some(&0));
+        t.optimizer.rule = UpdateRuleDef::AdamW(adam(0.01));
+        let bytes = borsh::to_vec(&t.optimizer).unwrap();
+        assert_eq!(bytes.get(..20), sgd.get(..20));
+        assert_eq!(bytes.get(20), Some(&2));
+        assert_eq!(bytes.get(21..25), Some(&0.9f32.to_bits().to_le_bytes()[..]));
+        assert_eq!(bytes.get(33..37), Some(&0.01f32.to_bits().to_le_bytes()[..]));
+        assert_eq!(bytes.len(), 37);
+        let back: OptimizerDef = borsh::from_slice(&bytes).unwrap();
+        assert_eq!(back, t.optimizer);
+        // An unknown variant is refused.
+        let mut bad = sgd;
+        if let Some(b) = bad.last_mut() {
+            *b = 3;
+        }
+        assert!(borsh::from_slice::<OptimizerDef>(&bad).is_err());
+        // JSON: the rule's fields sit beside the others, as in the task file.
+        let json = serde_json::to_value(&t.optimizer).unwrap();
+        assert_eq!(json["kind"], "adamw");
+        assert!((json["beta2"].as_f64().unwrap() - 0.999).abs() < 1e-6);
+        let back: OptimizerDef = serde_json::from_value(json).unwrap();
+        assert_eq!(back, t.optimizer);
+        let json = serde_json::to_value(&valid_sgd().optimizer).unwrap();
+        assert_eq!(json["kind"], "sgd");
+        assert!(json.get("beta1").is_none());
+    }
+
+    fn valid_sgd() -> TaskDefinition {
+        crate::test_utils::valid_task(1)
+    }
+
+    #[test]
+    fn adam_fields_are_validated_with_named_errors() {
+        let with = |rule: UpdateRuleDef, momentum: f32| {
+            let mut t = valid_sgd();
+            t.optimizer.rule = rule;
+            t.optimizer.momentum = F32::new(momentum);
+            t.validate()
+        };
+        with(UpdateRuleDef::Adam(adam(0.0)), 0.0).unwrap();
+        with(UpdateRuleDef::AdamW(adam(0.01)), 0.0).unwrap();
+        assert_eq!(
+            with(UpdateRuleDef::Adam(adam(0.0)), 0.9),
+            Err(TaskDefError::MomentumWithAdam { kind: "adam", momentum: F32::new(0.9) })
+        );
+        assert!(matches!(
+            with(UpdateRuleDef::AdamW(adam(0.01)), 0.5),
+            Err(TaskDefError::MomentumWithAdam { kind: "adamw", .. })
+        ));
+        let field = |rule: UpdateRuleDef| match with(rule, 0.0) {
+            Err(TaskDefError::Field { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let edit = |f: &dyn Fn(&mut AdamDef)| {
+            let mut a = adam(0.01);
+            f(&mut a);
+            UpdateRuleDef::AdamW(a)
+        };
+        for bad in [1.0, -0.1, f32::NAN, f32::INFINITY] {
+            assert_eq!(field(edit(&|a| a.beta1 = F32::new(bad))), "optimizer.beta1", "{bad}");
+            assert_eq!(field(edit(&|a| a.beta2 = F32::new(bad))), "optimizer.beta2", "{bad}");
+        }
+        for bad in [0.0, -1e-8, f32::NAN, f32::INFINITY] {
+            assert_eq!(field(edit(&|a| a.epsilon = F32::new(bad))), "optimizer.epsilon", "{bad}");
+        }
+        for bad in [-0.01, f32::NAN, f32::INFINITY, 10.0] {
+            let f = field(edit(&|a| a.weight_decay = F32::new(bad)));
+            assert_eq!(f, "optimizer.weight_decay", "{bad}");
+        }
+        // Adam has no decay (AdamW's is decoupled).
+        assert_eq!(field(UpdateRuleDef::Adam(adam(0.01))), "optimizer.weight_decay");
+        // beta1 = 0 (no first moment) is a valid Adam.
+        with(edit(&|a| a.beta1 = F32::new(0.0)), 0.0).unwrap();
     }
 
     #[test]

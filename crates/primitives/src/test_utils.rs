@@ -8,11 +8,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use crate::{
-    Activation, Address, Amount, Attestation, AttestationBody, Block, CompactTarget, DatasetDef,
-    DatasetFormat, Deadlines, Hash, Header, Initializer, IterationBody, IterationMessage, Keypair,
-    LayerDef, ModelDef, OptimizerDef, Payout, PouwProof, PublicKey, Role, Signature,
-    TaskDefinition, TaskPreferences, TicketPreferences, Timestamp, Transaction, TxBody, TxKind,
-    WorkersWanted, DATASET_SEGMENTS, F32, HEADER_VERSION,
+    Activation, AdamDef, Address, Amount, Attestation, AttestationBody, Block, CompactTarget,
+    DatasetDef, DatasetFormat, Deadlines, Hash, Header, Initializer, IterationBody,
+    IterationMessage, Keypair, LayerDef, ModelDef, OptimizerDef, Payout, PouwProof, PublicKey,
+    Role, Signature, TaskDefinition, TaskPreferences, TicketPreferences, Timestamp, Transaction,
+    TxBody, TxKind, UpdateRuleDef, WorkersWanted, DATASET_SEGMENTS, F32, HEADER_VERSION,
 };
 use proptest::{collection::vec, prelude::*};
 
@@ -108,13 +108,24 @@ pub fn any_model() -> impl Strategy<Value = ModelDef> {
 }
 
 pub fn any_optimizer() -> impl Strategy<Value = OptimizerDef> {
-    (any_f32(), any_f32(), any_f32(), any::<u32>(), any::<u32>()).prop_map(
-        |(learning_rate, momentum, tau, batch_size, epochs)| OptimizerDef {
+    let adam = || {
+        (any_f32(), any_f32(), any_f32(), any_f32()).prop_map(
+            |(beta1, beta2, epsilon, weight_decay)| AdamDef { beta1, beta2, epsilon, weight_decay },
+        )
+    };
+    let rule = prop_oneof![
+        Just(UpdateRuleDef::Sgd),
+        adam().prop_map(UpdateRuleDef::Adam),
+        adam().prop_map(UpdateRuleDef::AdamW),
+    ];
+    (any_f32(), any_f32(), any_f32(), any::<u32>(), any::<u32>(), rule).prop_map(
+        |(learning_rate, momentum, tau, batch_size, epochs, rule)| OptimizerDef {
             learning_rate,
             momentum,
             tau,
             batch_size,
             epochs,
+            rule,
         },
     )
 }
@@ -178,6 +189,7 @@ pub fn valid_task(evaluators: u16) -> TaskDefinition {
             tau: F32::new(0.01),
             batch_size: 8,
             epochs: 1,
+            rule: UpdateRuleDef::Sgd,
         },
         dataset: DatasetDef {
             format: DatasetFormat::Csv,

@@ -193,11 +193,13 @@ fn all_finite(state: &TrainState) -> bool {
     s.model().params().iter().chain(s.residual()).chain(s.velocity()).all(|v| v.is_finite())
 }
 
-/// The training state a task starts from: its initial model, zero residual and velocity.
+/// The training state a task starts from: its initial model, zero residual and optimizer state
+/// (the task's update rule).
 pub fn initial_state(definition: &TaskDefinition) -> Result<TrainState, MinerError> {
     let (model_spec, optimizer) = ml_specs(definition)?;
+    let rule = pouw_consensus::pouw::ml_update_rule(definition);
     let model = Model::new(model_spec).map_err(|e| MinerError::Training(e.to_string()))?;
-    TrainState::new(model, optimizer).map_err(|e| MinerError::Training(e.to_string()))
+    TrainState::with_rule(model, optimizer, rule).map_err(|e| MinerError::Training(e.to_string()))
 }
 
 /// How a hostile miner corrupts the iteration messages it gossips (to test the supervisors'

@@ -5,7 +5,7 @@ use super::PouwError;
 use pouw_ml::{Init, LayerSpec, ModelSpec, OptimizerSpec};
 use pouw_primitives::{
     Activation, ChainSpec, DatasetDef, DatasetFormat, Deadlines, Hash, Initializer, LayerDef,
-    ModelDef, OptimizerDef, TaskDefinition, TaskId, TaskPreferences, WorkersWanted,
+    ModelDef, OptimizerDef, TaskDefinition, TaskId, TaskPreferences, UpdateRuleDef, WorkersWanted,
     DATASET_SEGMENTS, F32,
 };
 use std::sync::OnceLock;
@@ -80,6 +80,14 @@ pub fn ml_specs(task: &TaskDefinition) -> Result<(ModelSpec, OptimizerSpec), Pou
     Ok((model, optimizer))
 }
 
+/// The engine's local update rule of a task (SGD with its momentum, Adam or AdamW;
+/// design/018): what sizes the optimizer state beside the residual
+/// ([`pouw_ml::UpdateRule::state_len`]) and what every fresh or replayed `TrainState` of the
+/// task must run with.
+pub fn ml_update_rule(task: &TaskDefinition) -> pouw_ml::UpdateRule {
+    pouw_ml::update_rule_of(&task.optimizer.rule)
+}
+
 /// The filler epoch of a block height: `height / spec.filler_epoch_blocks`.
 pub fn filler_epoch(spec: &ChainSpec, height: u64) -> u64 {
     height.checked_div(spec.filler_epoch_blocks).unwrap_or(0)
@@ -136,6 +144,7 @@ pub fn filler_task(spec: &ChainSpec, opening_block_hash: &Hash) -> (TaskId, Task
             tau: F32::new(FILLER_TAU),
             batch_size: FILLER_BATCH,
             epochs: FILLER_EPOCHS,
+            rule: UpdateRuleDef::Sgd,
         },
         dataset: DatasetDef {
             format: DatasetFormat::Idx,

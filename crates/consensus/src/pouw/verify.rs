@@ -5,7 +5,8 @@
 //! signature) before both, and [`mark_iteration_used`] runs inside the state transition.
 
 use super::{
-    data::batch_hash_of, ml_specs, nonce_budget, nonce_index, nonce_precursor, PouwError, ProofData,
+    data::batch_hash_of, ml_specs, ml_update_rule, nonce_budget, nonce_index, nonce_precursor,
+    PouwError, ProofData,
 };
 use crate::state::{Overlay, StateKey, StateValue};
 use pouw_ml::{Batch, Exec, IterationError, Model, TrainState, MAP_INDEX_MASK};
@@ -143,7 +144,8 @@ pub fn replay(
     let (model_spec, optimizer) = ml_specs(task)?;
     let layout = model_spec.layout().map_err(|e| PouwError::InvalidTask(e.to_string()))?;
     let params = layout.params;
-    let velocity_len = if optimizer.momentum == 0.0 { 0 } else { params };
+    let rule = ml_update_rule(task);
+    let velocity_len = rule.state_len(params, optimizer.momentum);
     for (field, expected, actual) in [
         ("start_params", params, data.start_params.len()),
         ("start_residual", params, data.start_residual.len()),
@@ -157,9 +159,10 @@ pub fn replay(
     // The copies the replay needs anyway, each checked finite in the same pass.
     let model = Model::from_params(model_spec, finite_copy("start_params", &data.start_params)?)
         .map_err(|e| PouwError::Engine(e.to_string()))?;
-    let mut state = TrainState::from_parts(
+    let mut state = TrainState::from_parts_with_rule(
         model,
         optimizer,
+        rule,
         finite_copy("start_residual", &data.start_residual)?,
         finite_copy("start_velocity", &data.start_velocity)?,
     )
