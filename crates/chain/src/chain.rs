@@ -227,6 +227,12 @@ impl Chain {
         self.index.get(hash).map(|e| &e.header)
     }
 
+    /// The filler states of the chain's validator (design/016): where a filler-task iteration
+    /// on top of a block starts. `None` for a validator that replays nothing.
+    pub fn filler_states(&self) -> Option<&crate::FillerStates> {
+        self.validator.filler_states()
+    }
+
     /// A block by hash (any branch).
     pub fn block(&self, hash: &Hash) -> Result<Option<Block>, ChainError> {
         Ok(self.store.block(hash)?)

@@ -16,6 +16,7 @@
 
 mod chain;
 mod error;
+mod filler_state;
 mod mempool;
 mod pouw_validator;
 mod proof_data;
@@ -26,6 +27,7 @@ pub mod test_utils;
 
 pub use chain::{Chain, ChainConfig, ImportOutcome, TipChange};
 pub use error::{BlockError, ChainError};
+pub use filler_state::{FillerStart, FillerStates};
 pub use mempool::{AddOutcome, Mempool, MempoolConfig, MempoolError};
 pub use pouw_validator::{check_client_batch, PouwValidator, ProofCheckError};
 pub use proof_data::{block_task, check_proof_data, precheck, ProofDataError};

@@ -1,9 +1,10 @@
 //! The PoUW proof check a node runs on every block (design/003, SPEC section 4).
 
 use crate::validator::{Ancestors, BlockValidator};
+use crate::FillerStates;
 use pouw_consensus::pouw::{
     check_peer_senders, check_proof_cheap, filler_epoch, filler_epoch_opening_height, filler_task,
-    proof_of, replay, Handover, PouwError, ProofData, TaskSchedule,
+    proof_of, replay_end, Handover, PouwError, ProofData, TaskSchedule,
 };
 use pouw_consensus::{
     pouw::ml_specs, task_split_of, State, StateKey, StateValue, TaskRecord, TaskStatus,
@@ -137,12 +138,15 @@ pub struct PouwValidator {
     tasks: RwLock<TaskSnapshot>,
     /// Light mode: blocks accepted on their verifiers' attestations, without replay.
     attested: Mutex<Attested>,
+    /// End states of replayed filler-task blocks (design/016).
+    filler: FillerStates,
 }
 
 impl PouwValidator {
     /// A validator replaying with `exec` (the result never depends on the thread count).
     pub fn new(proofs: Arc<ProofStore>, exec: Exec) -> Self {
         Self {
+            filler: FillerStates::new(proofs.clone(), exec),
             proofs,
             exec,
             tasks: RwLock::new(TaskSnapshot::default()),
@@ -322,7 +326,10 @@ impl PouwValidator {
         } else {
             self.check_client_iteration(&block.header, proof, &task, &data)?;
         }
-        replay(spec, &block.header, proof, &task, &data, self.exec)?;
+        let end = replay_end(spec, &block.header, proof, &task, &data, self.exec)?;
+        if filler {
+            self.filler.record(block.hash(), block.header.task_id, end);
+        }
         Ok(())
     }
 
@@ -406,6 +413,10 @@ impl BlockValidator for PouwValidator {
         ancestors: &dyn Ancestors,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         self.check(block, parent, spec, ancestors).map_err(|e| Box::new(e) as _)
+    }
+
+    fn filler_states(&self) -> Option<&FillerStates> {
+        Some(&self.filler)
     }
 }
 

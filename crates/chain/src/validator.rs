@@ -26,6 +26,11 @@ pub trait BlockValidator: Send + Sync + std::fmt::Debug {
         spec: &ChainSpec,
         ancestors: &dyn Ancestors,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// The chain's filler states (design/016), if this validator replays blocks.
+    fn filler_states(&self) -> Option<&crate::FillerStates> {
+        None
+    }
 }
 
 /// Lookup of a block's ancestors on its own branch (side branches included).

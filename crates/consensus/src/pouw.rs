@@ -16,7 +16,7 @@
 //! Submodules:
 //! - `task`: task definition to ML specs ([`ml_specs`]), filler tasks ([`filler_task`]);
 //! - `data`: the proof data a replay fetches ([`ProofData`]) and its content addresses;
-//! - `verify`: [`check_proof_structure`], [`check_proof_cheap`], [`replay`], [`mark_iteration_used`];
+//! - `verify`: [`check_proof_structure`], [`check_proof_cheap`], [`replay`] ([`replay_end`]), [`mark_iteration_used`];
 //! - `mine`: the miner's nonce loop ([`mine_iteration`]);
 //! - `schedule`: which batch an iteration must train ([`TaskSchedule`]) and who may send the
 //!   peer messages it applies ([`check_peer_senders`]) (design/006);
@@ -41,7 +41,7 @@ pub use task::{
     FILLER_LEARNING_RATE, FILLER_TAU,
 };
 pub use verify::{
-    check_proof_cheap, check_proof_structure, mark_iteration_used, proof_of, replay,
+    check_proof_cheap, check_proof_structure, mark_iteration_used, proof_of, replay, replay_end,
     used_iteration_key, verify_proof,
 };
 

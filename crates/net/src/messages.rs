@@ -272,6 +272,10 @@ pub enum Request {
     },
     /// A pooled transaction by hash (after a [`GossipMessage::TxAnnounce`]).
     Transaction(Hash),
+    /// The proof data of one block, leaving out what the asker rebuilds from chain data: as
+    /// [`Request::Proof`], and a filler-task block's start state when it is the chain's filler
+    /// state at the block's parent (design/016). Answered with [`Response::Proof`].
+    ProofLean(Hash),
 }
 
 /// A supervisor's answer to [`Request::Screening`].

@@ -1100,9 +1100,18 @@ impl Node {
             // Light mode: accepted on its verifiers' attestations, or replayed (verifier.rs).
         } else {
             self.fetching.insert(hash);
+            // A filler-task block's start state stays home when this node holds the chain's
+            // filler state at its parent (design/016).
+            let lean = {
+                let chain = read(&self.chain);
+                chain.header(&block.header.prev_hash).is_some_and(|parent| {
+                    chain.filler_states().and_then(|f| f.start_for(&chain, parent)).is_some()
+                })
+            };
+            let request = if lean { Request::ProofLean(hash) } else { Request::Proof(hash) };
             self.request(
                 from,
-                Request::Proof(hash),
+                request,
                 Pending::Proof { block: Box::new(block), gossip: Some(id) },
             );
         }
@@ -1133,6 +1142,17 @@ impl Node {
                 // A filler-task block's batch does not travel: rebuilt from chain data, then
                 // checked against the batch hash like any batch (design/016).
                 data.batch = filler_batch(&read(&self.chain), &block).unwrap_or_default();
+            }
+            // Nor, asked lean, its start state when it is the chain's filler state at the
+            // parent: put back, then checked against the start hashes like any data. A filler
+            // block whose state this node cannot rebuild now is not the sender's fault.
+            if data.start_params.is_empty()
+                && !complete_filler_start(&read(&self.chain), &block, &mut data)
+            {
+                if let (Some(peer), Some(id)) = (from, gossip) {
+                    self.validate(id, peer, Acceptance::Ignore);
+                }
+                return Ok(false);
             }
             let checked = check_proof_data(&read(&self.chain), &block, &data);
             match checked {
@@ -1355,6 +1375,7 @@ impl Node {
             return Ok(());
         }
         let chain = read(&self.chain);
+        let lean = matches!(request, Request::ProofLean(_));
         let response = match request {
             Request::Status => Response::Status(ChainStatus {
                 genesis: chain.genesis_hash(),
@@ -1371,7 +1392,7 @@ impl Node {
                 let mut bytes = 0usize;
                 for h in hashes {
                     let Some(block) = chain.block(&h)? else { break };
-                    let proof = self.proof_data_of(&chain, &block)?;
+                    let proof = self.proof_data_of(&chain, &block, false)?;
                     bytes = bytes.saturating_add(approx_size(&block, proof.as_ref()));
                     out.push(BlockWithProof { block, proof });
                     if bytes > BLOCKS_RESPONSE_BUDGET {
@@ -1380,10 +1401,10 @@ impl Node {
                 }
                 Response::Blocks(out)
             }
-            Request::Proof(hash) => match chain.block(&hash)? {
-                Some(block) => Response::Proof(self.proof_data_of(&chain, &block)?),
+            Request::Proof(hash) | Request::ProofLean(hash) => match chain.block(&hash)? {
+                Some(block) => Response::Proof(self.proof_data_of(&chain, &block, lean)?),
                 None => match self.forged.iter().find(|b| b.hash() == hash) {
-                    Some(block) => Response::Proof(self.proof_data_of(&chain, block)?),
+                    Some(block) => Response::Proof(self.proof_data_of(&chain, block, lean)?),
                     None => Response::Proof(None),
                 },
             },
@@ -1401,23 +1422,63 @@ impl Node {
     }
 
     /// The proof data of `block` as it goes to a peer: a filler-task block's without its batch,
-    /// which every node rebuilds from chain data (design/016).
-    fn proof_data_of(&self, chain: &Chain, block: &Block) -> Result<Option<ProofData>, NodeError> {
-        let mut data = match proof_of(block) {
-            Ok(Some(p)) => self.proofs.get_proof(&p.winning.body)?,
-            _ => None,
+    /// which every node rebuilds from chain data, and, `lean` (the peer holds the chain's filler
+    /// state), without its start state when the iteration started from the chain's filler state
+    /// at the block's parent (design/016).
+    fn proof_data_of(
+        &self,
+        chain: &Chain,
+        block: &Block,
+        lean: bool,
+    ) -> Result<Option<ProofData>, NodeError> {
+        let proof = match proof_of(block) {
+            Ok(Some(p)) => p,
+            _ => return Ok(None),
         };
+        let mut data = self.proofs.get_proof(&proof.winning.body)?;
         if let Some(d) = data.as_mut() {
-            let parent = chain.header(&block.header.prev_hash);
-            let filler = parent.and_then(|p| {
-                PouwValidator::filler_task_for(chain.spec(), p, &chain.branch_ancestors(p))
-            });
+            let Some(parent) = chain.header(&block.header.prev_hash) else { return Ok(data) };
+            let ancestors = chain.branch_ancestors(parent);
+            let filler = PouwValidator::filler_task_for(chain.spec(), parent, &ancestors);
             if filler.is_some_and(|(id, _)| id == block.header.task_id) {
                 d.batch = Vec::new();
+                let w = &proof.winning.body;
+                let start = lean
+                    .then(|| chain.filler_states().and_then(|f| f.start_for(chain, parent)))
+                    .flatten();
+                let at_chain_state = start.is_some_and(|s| {
+                    s.model_hash == w.start_model_hash && s.residual_hash == w.start_residual_hash
+                });
+                if at_chain_state {
+                    d.start_params = Vec::new();
+                    d.start_residual = Vec::new();
+                    d.start_velocity = Vec::new();
+                }
             }
         }
         Ok(data)
     }
+}
+
+/// Puts back the start state of proof data sent lean for `block` (design/016): the chain's
+/// filler state at the block's parent, when the block trains the filler task that state
+/// belongs to. The data is then checked against the winning message's hashes like any other.
+/// False when `block` trains that filler task but the state cannot be rebuilt here now; true
+/// otherwise (a client-task block's data is left as sent: its missing start state is a fault).
+fn complete_filler_start(chain: &Chain, block: &Block, data: &mut ProofData) -> bool {
+    let Some(parent) = chain.header(&block.header.prev_hash) else { return false };
+    let ancestors = chain.branch_ancestors(parent);
+    let filler = PouwValidator::filler_task_for(chain.spec(), parent, &ancestors);
+    if filler.is_none_or(|(id, _)| id != block.header.task_id) {
+        return true;
+    }
+    let Some(start) = chain.filler_states().and_then(|f| f.start_for(chain, parent)) else {
+        return false;
+    };
+    data.start_params = start.state.model().params().to_vec();
+    data.start_residual = start.state.residual().to_vec();
+    data.start_velocity = start.state.velocity().to_vec();
+    true
 }
 
 /// The batch bytes of `block`'s iteration rebuilt from chain data, when it trains the filler

@@ -1,7 +1,7 @@
 //! The miner: one PoUW training iteration per step, mining with every iteration.
 
 use crate::grind::{forge_unbound, grind_bound, thread_cpu_ns, Grinder, Iteration, MiningStats};
-use pouw_chain::{Ancestors, Chain, PouwValidator};
+use pouw_chain::{Ancestors, Chain, FillerStart, PouwValidator};
 use pouw_consensus::{
     payable_attestations,
     pouw::{
@@ -325,6 +325,8 @@ pub struct Miner {
     last_on_client: bool,
     /// The last block template, executed once (see [`Miner::template_for`]).
     template_cache: std::cell::RefCell<Option<TemplateCache>>,
+    /// The chain's filler state at the tip last looked up, by tip hash (design/016).
+    filler_base: Option<(Hash, Option<Arc<FillerStart>>)>,
 }
 
 /// A block template and its state root at any iteration, with what it was built from.
@@ -380,6 +382,7 @@ impl Miner {
             stats: MiningStats::default(),
             last_on_client: false,
             template_cache: std::cell::RefCell::new(None),
+            filler_base: None,
         }
     }
 
@@ -557,7 +560,14 @@ impl Miner {
         self.last_on_client = on_client;
         let peers: &[IterationMessage] = if on_client { peers } else { &[] };
         let k = u64::from(self.spec.commitment_depth);
+        // A filler iteration starts from the chain's filler state at the tip (the end state of
+        // the tip branch's last filler-task block), so its block's proof data travels without
+        // its start state (design/016). Without it here (a light node), the walk goes on.
+        let filler_start = if on_client { None } else { self.filler_start(chain, &tip) };
         let job = self.job.as_mut().expect("set above");
+        if let Some(start) = filler_start.filter(|s| s.task_id == task_id) {
+            job.state.clone_from(&start.state);
+        }
         let i = job.iteration;
 
         // The mini-batch: this miner's batches of the epoch, `stride` apart, then those the
@@ -787,6 +797,20 @@ impl Miner {
         let job = self.job.as_mut().expect("set above");
         job.commitments.push_back((i, body, template));
         Ok(StepOutput { block: None, message: msg, loss, finished: None })
+    }
+
+    /// The chain's filler state at `tip` ([`pouw_chain::FillerStates::start_for`]), looked up
+    /// once per tip.
+    fn filler_start(&mut self, chain: &Chain, tip: &Header) -> Option<Arc<FillerStart>> {
+        let hash = tip.hash();
+        match &self.filler_base {
+            Some((at, start)) if *at == hash => start.clone(),
+            _ => {
+                let start = chain.filler_states().and_then(|f| f.start_for(chain, tip));
+                self.filler_base = Some((hash, start.clone()));
+                start
+            }
+        }
     }
 
     /// The client task to train this step: the assigned one, unless its walk is over while the

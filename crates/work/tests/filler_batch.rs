@@ -103,3 +103,78 @@ fn another_iterations_batch_is_still_refused_by_the_batch_hash() {
     // The rebuilt batch is the right one.
     assert_eq!(rebuilt(&other, second).as_deref(), Some(second.data.batch.as_slice()));
 }
+
+/// The start state a lean receiver puts back: the chain's filler state at the block's parent.
+fn chain_start(chain: &Chain, m: &MinedBlock) -> Arc<pouw_chain::FillerStart> {
+    let parent = chain.header(&m.block.header.prev_hash).unwrap();
+    chain.filler_states().unwrap().start_for(chain, parent).expect("the chain's filler state")
+}
+
+#[test]
+fn a_filler_block_travels_without_its_start_state_and_imports_after_a_restart() {
+    let spec = easy_spec();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut miner_chain, miner_proofs) = open(dir_a.path(), &spec);
+    let mined = mine_blocks(&spec, &mut miner_chain, &miner_proofs, 3);
+    assert_eq!(mined.len(), 3);
+
+    let (mut chain, mut proofs) = open(dir_b.path(), &spec);
+    for (n, m) in mined.iter().enumerate() {
+        if n == 2 {
+            // A restarted node holds no end state in memory: it replays the last filler-task
+            // block from its stored proof data.
+            drop((chain, proofs));
+            (chain, proofs) = open(dir_b.path(), &spec);
+        }
+        let winning = &m.block.proof.as_ref().unwrap().winning.body;
+        let start = chain_start(&chain, m);
+        // The miner started from the chain's filler state: block n trains one step past block
+        // n - 1's end (the epoch's initial model for the first).
+        assert_eq!(start.model_hash, winning.start_model_hash, "block {n}");
+        assert_eq!(start.residual_hash, winning.start_residual_hash, "block {n}");
+
+        let mut sent = m.data.clone();
+        sent.batch = Vec::new();
+        sent.start_params = Vec::new();
+        sent.start_residual = Vec::new();
+        sent.start_velocity = Vec::new();
+        let wire = sent.encode().len();
+        assert!(wire < 100, "block {n}: {wire} bytes of proof data on the wire");
+
+        sent.batch = rebuilt(&chain, m).unwrap();
+        sent.start_params = start.state.model().params().to_vec();
+        sent.start_residual = start.state.residual().to_vec();
+        sent.start_velocity = start.state.velocity().to_vec();
+        assert_eq!(sent, m.data, "block {n}: the completed data is the miner's");
+        check_proof_data(&chain, &m.block, &sent).unwrap();
+        proofs.put_proof(winning, &sent).unwrap();
+        let outcome = chain.import_block(m.block.clone(), Timestamp::now()).unwrap();
+        assert_eq!(outcome, ImportOutcome::Extended, "block {n}");
+    }
+    assert_eq!(chain.tip(), miner_chain.tip());
+    // The first two blocks trained on: the third block's start is not the epoch's initial one.
+    let first = &mined[0].block.proof.as_ref().unwrap().winning.body;
+    let third = &mined[2].block.proof.as_ref().unwrap().winning.body;
+    assert_ne!(first.start_model_hash, third.start_model_hash);
+}
+
+#[test]
+fn a_start_state_that_is_not_the_blocks_is_refused_by_its_hash() {
+    let spec = easy_spec();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut chain, proofs) = open(dir.path(), &spec);
+    let mined = mine_blocks(&spec, &mut chain, &proofs, 2);
+    assert_eq!(mined.len(), 2);
+    // Block 2's data with block 1's start state (the state one filler step earlier).
+    let (first, second) = (&mined[0], &mined[1]);
+    let dir_b = tempfile::tempdir().unwrap();
+    let (mut other, other_proofs) = open(dir_b.path(), &spec);
+    other_proofs.put_proof(&first.block.proof.as_ref().unwrap().winning.body, &first.data).unwrap();
+    other.import_block(first.block.clone(), Timestamp::now()).unwrap();
+    let mut wrong = second.data.clone();
+    wrong.start_params = first.data.start_params.clone();
+    assert_ne!(wrong.start_params, second.data.start_params);
+    let e = check_proof_data(&other, &second.block, &wrong).unwrap_err();
+    assert!(e.to_string().contains("start model"), "{e}");
+    assert!(e.is_fault());
+}

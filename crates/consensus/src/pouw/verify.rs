@@ -140,6 +140,20 @@ pub fn replay(
     data: &ProofData,
     exec: Exec,
 ) -> Result<(), PouwError> {
+    replay_end(spec, header, proof, task, data, exec).map(drop)
+}
+
+/// [`replay`], returning the iteration's end state (model, residual and optimizer state) when
+/// every check passes: a filler-task block's end state is the start of the next filler-task
+/// block on its branch (design/016).
+pub fn replay_end(
+    spec: &ChainSpec,
+    header: &Header,
+    proof: &PouwProof,
+    task: &TaskDefinition,
+    data: &ProofData,
+    exec: Exec,
+) -> Result<TrainState, PouwError> {
     let w = &proof.winning.body;
     let (model_spec, optimizer) = ml_specs(task)?;
     let layout = model_spec.layout().map_err(|e| PouwError::InvalidTask(e.to_string()))?;
@@ -254,7 +268,7 @@ pub fn replay(
     if nonce_index(&precursor, budget, &header.nonce).is_none() {
         return Err(PouwError::Nonce { budget });
     }
-    Ok(())
+    Ok(state)
 }
 
 /// Values checked per step of [`finite_copy`] and [`check_finite`]: small enough to stay in L1
