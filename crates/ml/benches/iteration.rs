@@ -9,15 +9,24 @@
 //! `cargo bench -p pouw-ml --bench iteration -- --warm-up-time 1 --measurement-time 3`
 //!
 //! `POUW_BENCH_TABLE=1 cargo bench -p pouw-ml --bench iteration` prints a table instead: per
-//! model, batch and thread count the best of many runs of each (PoUW iteration and plain step
+//! model, batch (32 and 100; 256 too for 784-128-10) and thread count the best of many runs of each (PoUW iteration and plain step
 //! alternating, so a busy shared machine slows both alike), wall clock and, on one thread, the
-//! thread's CPU clock (which preemption does not inflate); then the hashes alone.
+//! thread's CPU clock (which preemption does not inflate); then the hashes alone; then, for
+//! 784-128-10 on one thread, where the time of one iteration goes (each part timed alone, best
+//! of many) and two prototypes priced the same way (docs/design/019-iteration-overhead.md):
+//! - `checkpoint K`: the training of an iteration with the hashes a checkpointed message format
+//!   would need: the map hash, a hash of the batch's sample indices, a 3-hash chain link per
+//!   iteration and the full model and residual hashes every K-th iteration (K = 16, 64);
+//! - `start-residual variant`: what a grinder pays per variant of the start residual once the
+//!   gradient of the mined header is known (the residual, map and update pass, written to new
+//!   buffers, and the four full hashes a variant's message and nonces need; no gradient).
 
 use std::{hint::black_box, time::Duration};
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
 use pouw_ml::{
-    pack_entry, Activation, Batch, Exec, Model, ModelSpec, OptimizerSpec, Rng, TrainState,
+    pack_entry, Activation, Batch, Exec, InputOrder, Model, ModelSpec, OptimizerSpec, Rng,
+    TrainState,
 };
 
 fn batch(rng: &mut Rng, rows: usize) -> Batch {
@@ -105,6 +114,7 @@ criterion_group!(benches, bench);
 fn main() {
     if std::env::var_os("POUW_BENCH_TABLE").is_some() {
         table();
+        breakdown();
     } else {
         benches();
         Criterion::default().configure_from_args().final_summary();
@@ -150,7 +160,9 @@ fn table() {
         let mut rng = Rng::from_u64(5);
         let peers = peer_maps(&mut rng, params);
         let peer_refs: Vec<&[u32]> = peers.iter().map(Vec::as_slice).collect();
-        for rows in [32usize, 100] {
+        // Batch 256 for the comparison with PyTorch (scripts/bench_torch_matmul.py).
+        let batches: &[usize] = if hidden.len() == 1 { &[32, 100, 256] } else { &[32, 100] };
+        for &rows in batches {
             let b = batch(&mut rng, rows);
             for threads in [1usize, 2] {
                 let exec = Exec::new(threads);
@@ -204,4 +216,161 @@ fn table() {
             us(bh100),
         );
     }
+}
+
+/// The residual, map and update pass of an SGD iteration without momentum (the engine's
+/// definition, module docs of `iteration.rs`), from `r0` and `w0` into `r1` and `w1`: what a
+/// grinder runs per variant of the start residual.
+fn residual_pass(
+    (r0, g, w0): (&[f32], &[f32], &[f32]),
+    (r1, w1): (&mut [f32], &mut [f32]),
+    (lr, tau): (f32, f32),
+    map: &mut Vec<u32>,
+) {
+    map.clear();
+    for (j, ((((&r, &gj), &w), r_out), w_out)) in
+        r0.iter().zip(g).zip(w0).zip(r1.iter_mut()).zip(w1.iter_mut()).enumerate()
+    {
+        let v = r + gj;
+        let (d, out) = if v > tau {
+            (tau, Some(pack_entry(j as u32, true)))
+        } else if v < -tau {
+            (-tau, Some(pack_entry(j as u32, false)))
+        } else {
+            (0.0, None)
+        };
+        *r_out = v - d;
+        *w_out = if out.is_some() { w - lr * d } else { w };
+        map.extend(out);
+    }
+}
+
+/// Where one iteration's time goes, and the two prototypes (module docs).
+#[allow(clippy::disallowed_macros)] // a bench's table is its result
+fn breakdown() {
+    const RUNS: usize = 300;
+    let exec = Exec::SINGLE;
+    let spec = ModelSpec::mlp(784, &[128], 10, Activation::Relu, 1);
+    let model = Model::new(spec.clone()).unwrap();
+    let params = model.param_count();
+    let mut rng = Rng::from_u64(5);
+    let peers = peer_maps(&mut rng, params);
+    let peer_refs: Vec<&[u32]> = peers.iter().map(Vec::as_slice).collect();
+    let seed = [7u8; 32];
+    let order = InputOrder::from_seed(&seed, 784);
+    let us = |x: Best| x.1 * 1e6;
+    for rows in [32usize, 100] {
+        let b = batch(&mut rng, rows);
+        let opt = optimizer(rows);
+        let fresh = || TrainState::new(model.clone(), opt).unwrap();
+        let (mut sgd, mut t_np, mut t_p, mut t_ps, mut p_n, mut p_s) =
+            (fresh(), fresh(), fresh(), fresh(), fresh(), fresh());
+        let mut g = vec![0.0f32; params];
+        let [mut plain, mut grad_n, mut grad_s, mut train_np, mut train_p, mut train_ps] =
+            [Best::NONE; 6];
+        let [mut pouw_n, mut pouw_s, mut mh, mut rh, mut bh, mut maph] = [Best::NONE; 6];
+        let mut map = Vec::new();
+        for _ in 0..RUNS {
+            plain.run(|| sgd.sgd_step(exec, &b).unwrap());
+            grad_n.run(|| model.gradient(exec, &b, &mut g));
+            grad_s.run(|| model.gradient_in_order(exec, &b, &mut g, order.as_ref()));
+            train_np.run(|| t_np.train_unhashed(exec, &b, &[], &[0; 32]).unwrap());
+            train_p.run(|| t_p.train_unhashed(exec, &b, &peer_refs, &[0; 32]).unwrap());
+            train_ps.run(|| t_ps.train_unhashed(exec, &b, &peer_refs, &seed).unwrap());
+            pouw_n.run(|| p_n.iterate(exec, &b, &peer_refs).unwrap());
+            pouw_s.run(|| map = p_s.iterate_bound(exec, &b, &peer_refs, &seed).unwrap().map);
+            mh.run(|| p_s.model().hash());
+            rh.run(|| p_s.residual_hash());
+            bh.run(|| b.hash());
+            maph.run(|| pouw_ml::map_hash(&map));
+        }
+
+        // Prototype 1: checkpoints every K iterations (hashes of the proposed format only).
+        let indices: Vec<u32> = (0..rows as u32).map(|i| i * 7919 % 60_000).collect();
+        let index_bytes = bytes_of_u32(&indices);
+        let checkpoint = |k: usize| {
+            let mut state = fresh();
+            let mut best = f64::MAX;
+            let mut link = [0u8; 32];
+            for _ in 0..(RUNS / k).max(8) {
+                let c = thread_cpu_seconds();
+                for i in 0..k {
+                    let (m, metrics) = state.train_unhashed(exec, &b, &peer_refs, &seed).unwrap();
+                    let map_hash = pouw_ml::map_hash(&m);
+                    let batch_ref = blake3::hash(&index_bytes);
+                    let mut h = blake3::Hasher::new();
+                    h.update(&link);
+                    h.update(map_hash.as_bytes());
+                    h.update(batch_ref.as_bytes());
+                    h.update(&metrics.loss.to_bits().to_le_bytes());
+                    link = *h.finalize().as_bytes();
+                    if i + 1 == k {
+                        black_box((state.model().hash(), state.residual_hash()));
+                    }
+                }
+                best = best.min((thread_cpu_seconds() - c) / k as f64);
+            }
+            best * 1e6
+        };
+        let (cp16, cp64) = (checkpoint(16), checkpoint(64));
+
+        // Prototype 2: a grinder's start-residual variant (no gradient: it is the same).
+        let w0 = p_s.model().params().to_vec();
+        let mut r0 = p_s.residual().to_vec();
+        model.gradient_in_order(exec, &b, &mut g, order.as_ref());
+        let (mut r1, mut w1) = (vec![0.0f32; params], vec![0.0f32; params]);
+        let mut variant = Best::NONE;
+        let mut vmap = Vec::new();
+        for v in 0..RUNS {
+            // A new start residual: one coordinate moved (any finite start replays).
+            r0[v % params] += 1e-7;
+            variant.run(|| {
+                let start = pouw_ml::residual_hash(&r0, &[]);
+                residual_pass((&r0, &g, &w0), (&mut r1, &mut w1), (0.3, 0.01), &mut vmap);
+                (start, pouw_ml::model_hash(&spec, &w1), pouw_ml::residual_hash(&r1, &[]))
+            });
+            black_box(pouw_ml::map_hash(&vmap));
+        }
+
+        let hashes = us(mh) + us(rh) + us(bh) + us(maph);
+        println!();
+        println!("784-128-10/b{rows}, 1 thread, thread CPU in us, best of {RUNS} each:");
+        let rows_out = [
+            ("plain SGD step", us(plain)),
+            ("gradient (natural order)", us(grad_n)),
+            ("gradient (seeded order)", us(grad_s)),
+            ("train: peers, gradient, residual/map/update, no hash (no peers)", us(train_np)),
+            ("train, 2 peer maps", us(train_p)),
+            ("train, 2 peer maps, seeded order", us(train_ps)),
+            ("PoUW iteration, natural order (the table's)", us(pouw_n)),
+            ("PoUW iteration, seeded order (a mining iteration)", us(pouw_s)),
+            ("  model hash", us(mh)),
+            ("  residual hash", us(rh)),
+            ("  batch hash", us(bh)),
+            ("  map hash", us(maph)),
+            ("  sum of the four hashes", hashes),
+            ("  order permutation (gradient seeded - natural)", us(grad_s) - us(grad_n)),
+            ("  peer maps (train with - without)", us(train_p) - us(train_np)),
+            ("  residual/map/update pass (train no peers - gradient)", us(train_np) - us(grad_n)),
+            ("prototype: checkpoint K=16, per iteration", cp16),
+            ("prototype: checkpoint K=64, per iteration", cp64),
+            ("start-residual variant (grinder, no gradient)", us(variant)),
+        ];
+        for (name, t) in rows_out {
+            println!("  {name:64} {t:8.1}");
+        }
+        println!(
+            "  ratios to the plain step: mining iteration {:.2}x, checkpoint K=16 {:.2}x, \
+             K=64 {:.2}x; mining iteration / start-residual variant {:.2}",
+            us(pouw_s) / us(plain),
+            cp16 / us(plain),
+            cp64 / us(plain),
+            us(pouw_s) / us(variant),
+        );
+    }
+}
+
+/// The memory of `values` as bytes (little-endian targets, as the engine's hashes).
+fn bytes_of_u32(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }

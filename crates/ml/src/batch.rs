@@ -1,13 +1,26 @@
 //! A mini-batch: the samples one iteration trains on, with its canonical bytes and hash.
 
+use std::sync::OnceLock;
+
 use crate::hash::{self, Digest};
 
 /// A mini-batch: `samples × features` inputs (row-major) and one label per sample.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Immutable once built, so its hash is computed once, on first use, and kept: the iteration,
+/// a supervisor's schedule check and a dropout seed share one pass over the batch.
+#[derive(Debug, Clone)]
 pub struct Batch {
     features: Vec<f32>,
     labels: Vec<u32>,
     width: usize,
+    hash: OnceLock<Digest>,
+}
+
+impl PartialEq for Batch {
+    /// Equal features (as `f32` values), labels and width (the hash cache does not count).
+    fn eq(&self, other: &Self) -> bool {
+        self.width == other.width && self.labels == other.labels && self.features == other.features
+    }
 }
 
 /// Why a batch does not fit a model.
@@ -60,26 +73,28 @@ impl Batch {
         if let Some(index) = features.iter().position(|v| !v.is_finite()) {
             return Err(BatchError::NonFinite { index });
         }
-        Ok(Self { features, labels, width })
+        Ok(Self { features, labels, width, hash: OnceLock::new() })
     }
 
     /// Decodes [`Batch::canonical_bytes`] (rejects trailing or missing bytes).
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, BatchError> {
         let bad = || BatchError::Shape { features: 0, samples: 0, width: 0 };
-        let word = |i: usize| -> Option<u32> {
-            Some(u32::from_le_bytes(bytes.get(i * 4..i * 4 + 4)?.try_into().ok()?))
-        };
-        let samples = word(0).ok_or_else(bad)? as usize;
-        let width = word(1).ok_or_else(bad)? as usize;
+        let mut words = bytes.chunks_exact(4).map(|w| {
+            let mut le = [0u8; 4];
+            le.copy_from_slice(w);
+            u32::from_le_bytes(le)
+        });
+        let samples = words.next().ok_or_else(bad)? as usize;
+        let width = words.next().ok_or_else(bad)? as usize;
         let values = samples.checked_mul(width).ok_or_else(bad)?;
         let expected =
             values.checked_add(samples).and_then(|n| n.checked_add(2)).ok_or_else(bad)?;
         if expected.checked_mul(4) != Some(bytes.len()) {
             return Err(bad());
         }
-        let features =
-            (0..values).map(|i| f32::from_bits(word(2 + i).expect("length checked"))).collect();
-        let labels = (0..samples).map(|i| word(2 + values + i).expect("length checked")).collect();
+        // The length is checked: exactly `values` feature words then `samples` label words.
+        let features: Vec<f32> = words.by_ref().take(values).map(f32::from_bits).collect();
+        let labels: Vec<u32> = words.collect();
         Self::new(features, labels, width)
     }
 
@@ -143,9 +158,12 @@ impl Batch {
         8 + 4 * self.features.len() + 4 * self.labels.len()
     }
 
-    /// `BLAKE3("pouw-ml/batch/v1" || 0x00 || canonical_bytes)`.
+    /// `BLAKE3("pouw-ml/batch/v1" || 0x00 || canonical_bytes)`, computed on the first call and
+    /// kept.
     pub fn hash(&self) -> Digest {
-        hash::samples_hash(hash::BATCH_TAG, &self.features, &self.labels, self.width)
+        *self.hash.get_or_init(|| {
+            hash::samples_hash(hash::BATCH_TAG, &self.features, &self.labels, self.width)
+        })
     }
 }
 
@@ -162,9 +180,18 @@ mod tests {
         let mut tagged = b"pouw-ml/batch/v1\0".to_vec();
         tagged.extend_from_slice(&bytes);
         assert_eq!(b.hash().0, *blake3::hash(&tagged).as_bytes());
-        let mut longer = bytes;
+        let mut longer = bytes.clone();
         longer.push(0);
         assert!(Batch::from_canonical_bytes(&longer).is_err());
+        // Every shorter prefix is refused too, and the kept hash is the one of the bytes.
+        for len in 0..bytes.len() {
+            assert!(Batch::from_canonical_bytes(&bytes[..len]).is_err(), "prefix {len}");
+        }
+        let decoded = Batch::from_canonical_bytes(&bytes).unwrap();
+        let copy = decoded.clone();
+        assert_eq!(decoded.hash(), b.hash());
+        assert_eq!(copy.hash(), b.hash());
+        assert_eq!(copy, b);
     }
 
     #[test]

@@ -182,6 +182,84 @@ impl AdamStep {
     }
 }
 
+/// Steps 4–6 on one block of coordinates: `v = r + g`; `+tau` emitted if `v > tau` (flag 1),
+/// `-tau` if `v < -tau` (flag 2), nothing otherwise (flag 0, also for NaN); `r = v - delta`.
+/// Branch-free selects the compiler vectorises; additions, subtractions and comparisons are
+/// exact IEEE operations, so every instruction set gives the same bits (no product, so nothing
+/// to fuse).
+#[inline(always)]
+fn residual_flags_body(rs: &mut [f32], gs: &[f32], flags: &mut [u8], tau: f32) {
+    let neg_tau = -tau;
+    for ((r, &gj), f) in rs.iter_mut().zip(gs).zip(flags) {
+        let v = *r + gj;
+        let positive = v > tau;
+        let negative = !positive & (v < neg_tau);
+        let down = if negative { v - neg_tau } else { v };
+        *r = if positive { v - tau } else { down };
+        *f = u8::from(positive) | (u8::from(negative) << 1);
+    }
+}
+
+/// [`residual_flags_body`] compiled for AVX2 (eight lanes instead of SSE2's four).
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn residual_flags_avx2(rs: &mut [f32], gs: &[f32], flags: &mut [u8], tau: f32) {
+    residual_flags_body(rs, gs, flags, tau);
+}
+
+/// [`residual_flags_body`] compiled for AVX-512 (sixteen lanes, mask registers).
+///
+/// # Safety
+/// The CPU supports AVX-512 F and BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn residual_flags_avx512(rs: &mut [f32], gs: &[f32], flags: &mut [u8], tau: f32) {
+    residual_flags_body(rs, gs, flags, tau);
+}
+
+/// Which build of [`residual_flags_body`] runs: speed only, the same bits.
+#[derive(Debug, Clone, Copy)]
+enum ResidualIsa {
+    Baseline,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl ResidualIsa {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                return Self::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Self::Avx2;
+            }
+        }
+        Self::Baseline
+    }
+
+    #[inline]
+    fn residual_flags(self, rs: &mut [f32], gs: &[f32], flags: &mut [u8], tau: f32) {
+        match self {
+            Self::Baseline => residual_flags_body(rs, gs, flags, tau),
+            // SAFETY: `Avx2` is only built after the CPU reported AVX2 (`detect`, the tests).
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => unsafe { residual_flags_avx2(rs, gs, flags, tau) },
+            // SAFETY: `Avx512` is only built after the CPU reported AVX-512 F and BW.
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => unsafe { residual_flags_avx512(rs, gs, flags, tau) },
+        }
+    }
+}
+
 /// A miner's training state: model, gradient residual and optimizer state.
 #[derive(Debug, Clone)]
 pub struct TrainState {
@@ -196,6 +274,19 @@ pub struct TrainState {
     /// (model hash, residual hash) of the current state, when known: set by `iterate` (its end
     /// hashes are the next start hashes), cleared by anything else that changes the state.
     hashes: Option<(Digest, Digest)>,
+    /// The gradient buffer, kept between iterations (every element is overwritten by each
+    /// gradient, `Model::gradient`), so an iteration neither allocates nor zeroes it.
+    grad: Scratch,
+}
+
+/// A buffer that is no part of the value: a clone starts empty, equality ignores it.
+#[derive(Debug, Default)]
+struct Scratch(Vec<f32>);
+
+impl Clone for Scratch {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 impl PartialEq for TrainState {
@@ -257,7 +348,15 @@ impl TrainState {
         if state.len() != vn {
             return Err(SpecError::ParamCount { expected: vn, actual: state.len() });
         }
-        Ok(Self { model, optimizer, rule, residual, velocity: state, hashes: None })
+        Ok(Self {
+            model,
+            optimizer,
+            rule,
+            residual,
+            velocity: state,
+            hashes: None,
+            grad: Scratch::default(),
+        })
     }
 
     /// The local update rule.
@@ -341,44 +440,10 @@ impl TrainState {
         peer_maps: &[&[u32]],
         order_seed: &[u8; 32],
     ) -> Result<IterationOutput, IterationError> {
-        let layout = self.model.layout();
-        let order = layout
-            .first_reduction()
-            .and_then(|(width, run)| InputOrder::from_seed_runs(order_seed, width, run));
-        batch.validate(layout.inputs, layout.classes as u32)?;
-        let params = self.model.param_count();
-        for (m, map) in peer_maps.iter().enumerate() {
-            for (e, &entry) in map.iter().enumerate() {
-                let (index, _) = unpack_entry(entry);
-                if index as usize >= params {
-                    return Err(IterationError::PeerIndex { map: m, entry: e, index, params });
-                }
-            }
-        }
+        self.check_inputs(batch, peer_maps)?;
         let (start_model_hash, start_residual_hash) =
             self.hashes.take().unwrap_or_else(|| (self.model.hash(), self.residual_hash()));
-
-        // 2. peer updates (Adam and AdamW: a step of `lr` in the entry's direction, the size of
-        // the sender's own normalised step, instead of `lr * tau`).
-        let lr = self.optimizer.learning_rate;
-        let tau = self.optimizer.tau;
-        let size = if self.rule.adam().is_some() { 1.0 } else { tau };
-        let w = self.model.params_mut();
-        for map in peer_maps {
-            for &entry in *map {
-                let (j, positive) = unpack_entry(entry);
-                let d = if positive { size } else { -size };
-                let j = j as usize;
-                w[j] -= lr * d;
-            }
-        }
-
-        // 3. gradient (and step-8 metrics from the same forward pass).
-        let mut g = vec![0.0f32; params];
-        let metrics = self.model.gradient_in_order(exec, batch, &mut g, order.as_ref());
-
-        // 4–7 in one pass: residual, message map, residual minus emitted, local update.
-        let map = self.residual_map_update(&g);
+        let (map, metrics) = self.train(exec, batch, peer_maps, order_seed);
 
         // The four hashes of the outputs: independent of each other, so with more than one
         // thread they run side by side (the values do not depend on how they are computed).
@@ -397,8 +462,82 @@ impl TrainState {
         })
     }
 
+    /// Steps 2–7 of [`TrainState::iterate_bound`] without any hash (the state's hash cache is
+    /// cleared): the message map and the batch metrics. The same state changes and map, bit for
+    /// bit. For benchmarks that price the iteration's hashing against its training; no message
+    /// can be built from it.
+    #[doc(hidden)]
+    pub fn train_unhashed(
+        &mut self,
+        exec: Exec,
+        batch: &Batch,
+        peer_maps: &[&[u32]],
+        order_seed: &[u8; 32],
+    ) -> Result<(Vec<u32>, Metrics), IterationError> {
+        self.check_inputs(batch, peer_maps)?;
+        self.hashes = None;
+        Ok(self.train(exec, batch, peer_maps, order_seed))
+    }
+
+    /// Step 1: the batch fits the model and every peer-map index is a parameter.
+    fn check_inputs(&self, batch: &Batch, peer_maps: &[&[u32]]) -> Result<(), IterationError> {
+        let layout = self.model.layout();
+        batch.validate(layout.inputs, layout.classes as u32)?;
+        let params = self.model.param_count();
+        for (m, map) in peer_maps.iter().enumerate() {
+            for (e, &entry) in map.iter().enumerate() {
+                let (index, _) = unpack_entry(entry);
+                if index as usize >= params {
+                    return Err(IterationError::PeerIndex { map: m, entry: e, index, params });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps 2–7 on checked inputs ([`TrainState::check_inputs`]).
+    fn train(
+        &mut self,
+        exec: Exec,
+        batch: &Batch,
+        peer_maps: &[&[u32]],
+        order_seed: &[u8; 32],
+    ) -> (Vec<u32>, Metrics) {
+        let order = self
+            .model
+            .layout()
+            .first_reduction()
+            .and_then(|(width, run)| InputOrder::from_seed_runs(order_seed, width, run));
+
+        // 2. peer updates (Adam and AdamW: a step of `lr` in the entry's direction, the size of
+        // the sender's own normalised step, instead of `lr * tau`).
+        let lr = self.optimizer.learning_rate;
+        let tau = self.optimizer.tau;
+        let size = if self.rule.adam().is_some() { 1.0 } else { tau };
+        let w = self.model.params_mut();
+        for map in peer_maps {
+            for &entry in *map {
+                let (j, positive) = unpack_entry(entry);
+                let d = if positive { size } else { -size };
+                let j = j as usize;
+                w[j] -= lr * d;
+            }
+        }
+
+        // 3. gradient (and step-8 metrics from the same forward pass), into the kept buffer.
+        let mut g = std::mem::take(&mut self.grad.0);
+        g.resize(self.model.param_count(), 0.0);
+        let metrics = self.model.gradient_in_order(exec, batch, &mut g, order.as_ref());
+
+        // 4–7 in one pass: residual, message map, residual minus emitted, local update.
+        let map = self.residual_map_update(&g);
+        self.grad.0 = g;
+        (map, metrics)
+    }
+
     /// Steps 4–7 fused into one pass over the coordinates, 64 at a time: the residual update
-    /// and the emission test are branch-free selects the compiler vectorises (each coordinate's
+    /// and the emission test are branch-free selects the compiler vectorises, built for the
+    /// widest vectors the CPU has ([`ResidualIsa`]; each coordinate's
     /// outcome goes to a flag byte: 1 = `+tau`, 2 = `-tau`), then the flags are scanned eight at
     /// a time for the few emitted coordinates, which are pushed in ascending order and applied
     /// (the local update). Every value is computed by the same operations as the step-by-step
@@ -407,7 +546,6 @@ impl TrainState {
         const BLOCK: usize = 64;
         let lr = self.optimizer.learning_rate;
         let tau = self.optimizer.tau;
-        let neg_tau = -tau;
         let mu = self.optimizer.momentum;
         let mut map = Vec::with_capacity(g.len() / 16);
         let w = self.model.params_mut();
@@ -438,16 +576,10 @@ impl TrainState {
             }
         };
         let mut flags = [0u8; BLOCK];
+        let wide = ResidualIsa::detect();
         for (block, (rs, gs)) in self.residual.chunks_mut(BLOCK).zip(g.chunks(BLOCK)).enumerate() {
             let base = block * BLOCK;
-            for ((r, &gj), f) in rs.iter_mut().zip(gs).zip(&mut flags) {
-                let v = *r + gj;
-                let positive = v > tau;
-                let negative = !positive & (v < neg_tau);
-                let down = if negative { v - neg_tau } else { v };
-                *r = if positive { v - tau } else { down };
-                *f = u8::from(positive) | (u8::from(negative) << 1);
-            }
+            wide.residual_flags(rs, gs, &mut flags, tau);
             let n = rs.len();
             let ws = &mut w[base..base + n];
             if let Some(step) = &adam {
@@ -510,7 +642,8 @@ impl TrainState {
         let layout = self.model.layout();
         batch.validate(layout.inputs, layout.classes as u32)?;
         self.hashes = None;
-        let mut g = vec![0.0f32; self.model.param_count()];
+        let mut g = std::mem::take(&mut self.grad.0);
+        g.resize(self.model.param_count(), 0.0);
         let metrics = self.model.gradient(exec, batch, &mut g);
         let lr = self.optimizer.learning_rate;
         let mu = self.optimizer.momentum;
@@ -538,6 +671,7 @@ impl TrainState {
                 *wj -= lr * *vj;
             }
         }
+        self.grad.0 = g;
         Ok(metrics)
     }
 }
@@ -812,6 +946,82 @@ mod tests {
         assert!(TrainState::with_rule(m.clone(), with_momentum, rule).is_err());
         let bad = UpdateRule::Adam(AdamSpec { beta2: 1.0, ..ADAM });
         assert!(TrainState::with_rule(m, opt, bad).is_err());
+    }
+
+    #[test]
+    fn every_build_of_the_residual_pass_gives_the_same_bits() {
+        let tau = 0.01f32;
+        let edges = [
+            0.0,
+            -0.0,
+            tau,
+            -tau,
+            f32::from_bits(tau.to_bits() + 1),
+            f32::from_bits((-tau).to_bits() + 1),
+            f32::MIN_POSITIVE / 2.0,
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            1e-9,
+            -0.02,
+        ];
+        let mut rng = Rng::from_u64(11);
+        // Every pair of edge values, then random ones; 200 + 100 values, not a multiple of a
+        // vector's lanes.
+        let mut r: Vec<f32> = Vec::new();
+        let mut g: Vec<f32> = Vec::new();
+        for &a in &edges {
+            for &b in &edges {
+                r.push(a);
+                g.push(b);
+            }
+        }
+        for _ in 0..104 {
+            r.push((rng.next_f32() - 0.5) * 0.03);
+            g.push((rng.next_f32() - 0.5) * 0.03);
+        }
+        let mut builds = vec![ResidualIsa::Baseline];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                builds.push(ResidualIsa::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                builds.push(ResidualIsa::Avx512);
+            }
+        }
+        // The definition (module docs, steps 4-6), one coordinate at a time.
+        let mut want_r = r.clone();
+        let mut want_f = vec![0u8; r.len()];
+        for ((rj, &gj), f) in want_r.iter_mut().zip(&g).zip(&mut want_f) {
+            *rj += gj;
+            if *rj > tau {
+                *rj -= tau;
+                *f = 1;
+            } else if *rj < -tau {
+                *rj -= -tau;
+                *f = 2;
+            }
+        }
+        // A NaN's sign and payload are not fixed by IEEE addition (the compiler may swap the
+        // operands): non-finite values never reach a valid block (design/010), so a NaN counts
+        // as one value here; every other value must match bit for bit.
+        let bits = |v: &[f32]| {
+            v.iter().map(|x| if x.is_nan() { u32::MAX } else { x.to_bits() }).collect::<Vec<_>>()
+        };
+        for isa in builds {
+            let mut got_r = r.clone();
+            let mut got_f = vec![0u8; r.len()];
+            for ((rs, gs), fs) in got_r.chunks_mut(64).zip(g.chunks(64)).zip(got_f.chunks_mut(64)) {
+                isa.residual_flags(rs, gs, fs, tau);
+            }
+            assert_eq!(bits(&got_r), bits(&want_r), "{isa:?}");
+            assert_eq!(got_f, want_f, "{isa:?}");
+        }
     }
 
     #[test]
