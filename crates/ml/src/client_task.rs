@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Layer types a task file may use.
-const LAYER_TYPES: &[&str] = &["dense", "conv2d", "maxpool2d", "flatten"];
+const LAYER_TYPES: &[&str] = &["dense", "conv2d", "maxpool2d", "flatten", "dropout"];
 /// Activations a task file may use.
 const ACTIVATIONS: &[&str] = &["relu", "tanh", "sigmoid", "none"];
 
@@ -326,6 +326,7 @@ pub fn load_client_task(file: &Path, dir: &Path) -> Result<ClientTask, ClientTas
                 layers.push(LayerDef::MaxPool2d { size: *size, stride: stride.unwrap_or(*size) })
             }
             LayerSpec::Flatten => layers.push(LayerDef::Flatten),
+            LayerSpec::Dropout { p } => layers.push(LayerDef::Dropout { p: *p }),
             #[allow(unreachable_patterns)]
             other => {
                 return Err(ClientTaskError::UnknownLayer {

@@ -5,7 +5,8 @@
 //! `model.load_state_dict(safetensors.torch.load_file(path))` needs no renaming. The
 //! Sequential has, for each layer of the spec in order: conv2d → `Conv2d(C, F, k, stride,
 //! padding)` then its activation module (`ReLU`, `Tanh`, `Sigmoid`; none for `none`);
-//! maxpool2d → `MaxPool2d(size, stride)`; flatten → `Flatten()`; dense → a `Flatten()` first
+//! maxpool2d → `MaxPool2d(size, stride)`; flatten → `Flatten()`; dropout → `Dropout(p)` (no
+//! parameters; identity in `model.eval()`, as in the engine's evaluation); dense → a `Flatten()` first
 //! when its input is not flat yet, then `Linear(inputs, units)` and its activation module.
 //! Module `n` with parameters gives `{n}.weight` and `{n}.bias`: conv `[F, C, k, k]` (the flat
 //! vector's layout), linear `[units, inputs]` (the transpose of the flat vector's
@@ -85,6 +86,7 @@ fn torch_modules(layout: &Layout, input_rank: usize) -> (String, Vec<TorchTensor
                 modules.push("Flatten()".into());
                 flat = true;
             }
+            LayerLayout::Dropout(d) => modules.push(format!("Dropout(p={:?})", d.p.get())),
             LayerLayout::Dense(d) => {
                 if !flat {
                     modules.push("Flatten()".into());
@@ -358,6 +360,35 @@ mod tests {
             "Sequential(Conv2d(1, 3, kernel_size=3, stride=1, padding=1), ReLU(), \
              MaxPool2d(kernel_size=2, stride=2), Conv2d(3, 4, kernel_size=3, stride=1, \
              padding=0), Tanh(), Flatten(), Linear(16, 5))"
+        );
+    }
+
+    #[test]
+    fn dropout_exports_as_a_module_without_tensors() {
+        use crate::spec::LayerSpec;
+        let p = pouw_primitives::F32::new(0.25);
+        let spec = ModelSpec {
+            input_shape: vec![6],
+            layers: vec![
+                LayerSpec::Dense { units: 4, activation: Activation::Relu },
+                LayerSpec::Dropout { p },
+                LayerSpec::Dense { units: 3, activation: Activation::None },
+            ],
+            classes: 3,
+            init: crate::spec::Init::Xavier,
+            seed: 4,
+        };
+        let model = Model::new(spec).unwrap();
+        let bytes = to_safetensors(&model).unwrap();
+        assert_eq!(from_safetensors(&bytes).unwrap(), model);
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut names: Vec<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        assert_eq!(names, ["0.bias", "0.weight", "3.bias", "3.weight"]);
+        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(
+            meta.metadata().as_ref().unwrap()["pouw.torch"],
+            "Sequential(Linear(6, 4), ReLU(), Dropout(p=0.25), Linear(4, 3))"
         );
     }
 

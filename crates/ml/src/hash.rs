@@ -6,7 +6,7 @@
 //!
 //! | hash | tag | body |
 //! |---|---|---|
-//! | model | `pouw-ml/model/v1` | `u32` rank, rank × `u32` input dims, `u32` classes, `u32` layer count, per layer `u8` kind then its fields: dense 0: `u32` units + `u8` activation (relu 0, tanh 1, sigmoid 2, none 3); conv2d 1: `u32` filters, kernel, stride, padding + `u8` activation; maxpool2d 2: `u32` size, stride (the default written out); flatten 3: nothing; `u64` parameter count, parameters `f32` |
+//! | model | `pouw-ml/model/v1` | `u32` rank, rank × `u32` input dims, `u32` classes, `u32` layer count, per layer `u8` kind then its fields: dense 0: `u32` units + `u8` activation (relu 0, tanh 1, sigmoid 2, none 3); conv2d 1: `u32` filters, kernel, stride, padding + `u8` activation; maxpool2d 2: `u32` size, stride (the default written out); flatten 3: nothing; dropout 4: `u32` bits of `p`; `u64` parameter count, parameters `f32` |
 //! | residual | `pouw-ml/residual/v1` | `u64` n, residual n × `f32`, `u64` m, velocity m × `f32` (m = 0 when momentum is 0) |
 //! | batch | `pouw-ml/batch/v1` | [`crate::Batch::canonical_bytes`]: `u32` samples, `u32` features per sample, features `f32` row-major, labels `u32` |
 //! | segment | `pouw-ml/segment/v2` | `u32` samples, `u32` features per sample, the root of the Merkle tree over the segment's samples in file order ([`crate::merkle`]) |
@@ -178,6 +178,9 @@ pub fn model_hash(spec: &ModelSpec, params: &[f32]) -> Digest {
                 update_u32s(&mut h, &[*size, stride.unwrap_or(*size)]);
             }
             LayerSpec::Flatten => {}
+            LayerSpec::Dropout { p } => {
+                h.update(&p.0.to_le_bytes());
+            }
         }
     }
     h.update(&(params.len() as u64).to_le_bytes());

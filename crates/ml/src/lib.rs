@@ -45,6 +45,7 @@ mod batch;
 mod client_task;
 mod conv;
 mod dataset;
+mod dropout;
 mod export;
 mod hash;
 mod iteration;
@@ -63,6 +64,7 @@ pub use client_task::{
 pub use dataset::{
     segment_hash_of_bytes, BatchSchedule, Dataset, DatasetError, Segment, Split, SplitError,
 };
+pub use dropout::dropout_seed;
 pub use export::{
     from_safetensors, load_safetensors, save_safetensors, to_safetensors, ExportError,
 };
@@ -77,8 +79,8 @@ pub use order::{InputOrder, CHUNK as INPUT_ORDER_CHUNK, DENSE_RUNS, MIN_ORDER_UN
 pub use rng::{Rng, SplitMix64};
 pub use shipped::{shipped_mnist, shipped_mnist_ref, write_shipped_mnist, SHIPPED_MNIST_CLASSES};
 pub use spec::{
-    Activation, AdamSpec, ConvLayout, DenseLayout, Init, LayerLayout, LayerSpec, Layout, ModelSpec,
-    OptimizerSpec, PoolLayout, SpecError, UpdateRule, MAX_PARAMS,
+    Activation, AdamSpec, ConvLayout, DenseLayout, DropoutLayout, Init, LayerLayout, LayerSpec,
+    Layout, ModelSpec, OptimizerSpec, PoolLayout, SpecError, UpdateRule, MAX_PARAMS,
 };
 pub use task::{
     Coins, DatasetFormat, DatasetSpec, LabelColumn, PaymentSpec, TaskError, TaskFile, WorkersSpec,

@@ -12,7 +12,7 @@
 
 use crate::{
     batch::Batch,
-    conv,
+    conv, dropout,
     hash::{self, Digest},
     kernels::{self, Exec},
     ops,
@@ -67,11 +67,19 @@ pub enum ModelError {
 }
 
 /// One layer's forward result: its output (`[rows × outputs]`, channel-major for images) and
-/// what its backward pass needs (a convolution's im2col matrix, a pooling layer's argmax).
+/// what its backward pass needs (a convolution's im2col matrix, a pooling layer's argmax, a
+/// dropout layer's keep mask).
 struct Act {
     out: Vec<f32>,
     cols: Vec<f32>,
     arg: Vec<u32>,
+    keep: Vec<bool>,
+}
+
+impl Act {
+    fn out(out: Vec<f32>) -> Self {
+        Self { out, cols: Vec::new(), arg: Vec::new(), keep: Vec::new() }
+    }
 }
 
 /// Loss and correct count of a model on some samples.
@@ -108,7 +116,9 @@ impl Model {
                 LayerLayout::Conv2d(c) => {
                     (c.patch(), c.filters * c.kernel * c.kernel, c.weight_offset, c.bias_offset)
                 }
-                LayerLayout::MaxPool2d(_) | LayerLayout::Flatten { .. } => continue,
+                LayerLayout::MaxPool2d(_)
+                | LayerLayout::Flatten { .. }
+                | LayerLayout::Dropout(_) => continue,
             };
             let bound = match spec.init {
                 Init::Xavier => libm::sqrtf(6.0 / (fan_in + fan_out) as f32),
@@ -196,13 +206,16 @@ impl Model {
     ///
     /// With an `order`, the first layer's product runs over its reduction in that order
     /// (`crate::order`; the input features of a dense layer, the kernel taps of a convolution):
-    /// the same sum, other rounding.
+    /// the same sum, other rounding. With a `dropout` seed the pass is a training pass: every
+    /// dropout layer draws its mask from it ([`crate::dropout`]); without, dropout layers are
+    /// the identity.
     fn forward_all(
         &self,
         exec: Exec,
         x: &[f32],
         rows: usize,
         order: Option<&InputOrder>,
+        dropout: Option<&[u8; 32]>,
     ) -> Vec<Act> {
         let mut acts: Vec<Act> = Vec::with_capacity(self.layout.layers.len());
         for (l, layer) in self.layout.layers.iter().enumerate() {
@@ -222,7 +235,7 @@ impl Model {
                     }
                     ops::bias_add(&mut z, &self.params[d.bias_offset..d.bias_offset + d.units]);
                     ops::activate(d.activation, &mut z);
-                    Act { out: z, cols: Vec::new(), arg: Vec::new() }
+                    Act::out(z)
                 }
                 LayerLayout::Conv2d(c) => {
                     let cols = conv::im2col(c, input, rows);
@@ -241,15 +254,21 @@ impl Model {
                     ops::bias_add(&mut z, &self.params[c.bias_offset..c.bias_offset + c.filters]);
                     ops::activate(c.activation, &mut z);
                     let out = conv::to_channels(&z, rows, c.positions(), c.filters);
-                    Act { out, cols, arg: Vec::new() }
+                    Act { cols, ..Act::out(out) }
                 }
                 LayerLayout::MaxPool2d(p) => {
                     let (out, arg) = conv::maxpool(p, input, rows);
-                    Act { out, cols: Vec::new(), arg }
+                    Act { arg, ..Act::out(out) }
                 }
-                LayerLayout::Flatten { .. } => {
-                    Act { out: input.to_vec(), cols: Vec::new(), arg: Vec::new() }
-                }
+                LayerLayout::Flatten { .. } => Act::out(input.to_vec()),
+                LayerLayout::Dropout(d) => match dropout {
+                    Some(seed) => {
+                        let keep = dropout::mask(d, seed, l, input.len());
+                        let out = dropout::forward(d, input, &keep);
+                        Act { keep, ..Act::out(out) }
+                    }
+                    None => Act::out(input.to_vec()),
+                },
             };
             acts.push(act);
         }
@@ -262,7 +281,7 @@ impl Model {
         if rows.checked_mul(width) != Some(x.len()) {
             return Err(ModelError::InputShape { values: x.len(), rows, width });
         }
-        Ok(self.forward_all(exec, x, rows, None).pop().map(|a| a.out).unwrap_or_default())
+        Ok(self.forward_all(exec, x, rows, None, None).pop().map(|a| a.out).unwrap_or_default())
     }
 
     /// Loss and correct count over `labels.len()` samples, evaluated in chunks of `chunk` rows
@@ -307,6 +326,8 @@ impl Model {
     /// [`Model::gradient`] with the first layer's forward product reduced in `order` (the
     /// iteration's binding to the header it mines, `crate::order`). The backward pass is the
     /// same as without an order (the weight gradient sums over the samples, not the features).
+    /// A training pass: a model with dropout layers draws their masks from
+    /// [`crate::dropout_seed`] of this model and `batch`.
     pub fn gradient_in_order(
         &self,
         exec: Exec,
@@ -314,11 +335,26 @@ impl Model {
         grad: &mut [f32],
         order: Option<&InputOrder>,
     ) -> Metrics {
+        let has_dropout = self.layout.layers.iter().any(|l| matches!(l, LayerLayout::Dropout(_)));
+        let seed = has_dropout.then(|| dropout::dropout_seed(&self.hash(), batch));
+        self.gradient_seeded(exec, batch, grad, order, seed.as_ref())
+    }
+
+    /// [`Model::gradient_in_order`] with the dropout masks drawn from `dropout` (none: dropout
+    /// layers are the identity).
+    fn gradient_seeded(
+        &self,
+        exec: Exec,
+        batch: &Batch,
+        grad: &mut [f32],
+        order: Option<&InputOrder>,
+        dropout: Option<&[u8; 32]>,
+    ) -> Metrics {
         assert_eq!(grad.len(), self.params.len(), "gradient: buffer length");
         let rows = batch.len();
         let x = batch.features();
         let classes = self.layout.classes;
-        let acts = self.forward_all(exec, x, rows, order);
+        let acts = self.forward_all(exec, x, rows, order, dropout);
         let logits = &acts.last().expect("a model has at least one layer").out;
         let mut dz = vec![0.0f32; logits.len()];
         let loss = ops::softmax_cross_entropy(logits, batch.labels(), classes, Some(&mut dz));
@@ -360,6 +396,11 @@ impl Model {
                     }
                 }
                 LayerLayout::Flatten { .. } => {}
+                LayerLayout::Dropout(d) => {
+                    if l > 0 {
+                        dropout::backward(d, &mut dz, &acts[l].keep);
+                    }
+                }
             }
         }
         Metrics { loss, correct, samples: rows as u32 }
@@ -369,7 +410,7 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Activation;
+    use crate::spec::{Activation, LayerSpec};
 
     #[test]
     fn init_is_reproducible_and_bounded() {
@@ -416,5 +457,99 @@ mod tests {
             Err(ModelError::Label { index: 1, label: 3, classes: 3 })
         );
         assert_eq!(good.evaluate(Exec::new(1), &x, &[0, 2], 1).unwrap().samples, 2);
+    }
+
+    fn dropout_mlp(p: f32) -> ModelSpec {
+        let p = pouw_primitives::F32::new(p);
+        ModelSpec {
+            input_shape: vec![6],
+            layers: vec![
+                LayerSpec::Dense { units: 16, activation: Activation::Tanh },
+                LayerSpec::Dropout { p },
+                LayerSpec::Dense { units: 12, activation: Activation::Sigmoid },
+                LayerSpec::Dropout { p },
+                LayerSpec::Dense { units: 3, activation: Activation::None },
+            ],
+            classes: 3,
+            init: Init::Xavier,
+            seed: 5,
+        }
+    }
+
+    fn batch(width: usize, rows: usize) -> Batch {
+        let mut rng = Rng::from_u64(9);
+        let x = (0..rows * width).map(|_| rng.uniform_sym(1.0)).collect();
+        let y = (0..rows).map(|_| rng.below(3) as u32).collect();
+        Batch::new(x, y, width).unwrap()
+    }
+
+    #[test]
+    fn dropout_is_the_identity_when_evaluating() {
+        let with = Model::new(dropout_mlp(0.5)).unwrap();
+        let mut spec = dropout_mlp(0.5);
+        spec.layers.retain(|l| !matches!(l, LayerSpec::Dropout { .. }));
+        let without = Model::from_params(spec, with.params().to_vec()).unwrap();
+        let b = batch(6, 10);
+        let (x, n) = (b.features(), b.len());
+        assert_eq!(
+            with.forward(Exec::SINGLE, x, n).unwrap(),
+            without.forward(Exec::SINGLE, x, n).unwrap()
+        );
+        assert_ne!(with.hash(), without.hash(), "the layer is part of the model hash");
+        // Training is not: the masks change the gradient, the same on every thread count.
+        let mut g1 = vec![0.0; with.param_count()];
+        let mut g0 = g1.clone();
+        with.gradient(Exec::SINGLE, &b, &mut g1);
+        without.gradient(Exec::SINGLE, &b, &mut g0);
+        assert_ne!(g1, g0);
+        let mut g2 = g1.clone();
+        with.gradient(Exec::new(2), &b, &mut g2);
+        assert_eq!(
+            g1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            g2.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        // The seed follows the model and the batch.
+        let seed = dropout::dropout_seed(&with.hash(), &b);
+        assert_ne!(seed, dropout::dropout_seed(&with.hash(), &batch(6, 11)));
+        let mut moved = with;
+        moved.params_mut()[0] += 1.0;
+        assert_ne!(seed, dropout::dropout_seed(&moved.hash(), &b));
+    }
+
+    #[test]
+    fn the_gradient_through_a_fixed_mask_is_the_derivative() {
+        // Finite differences of the loss under one fixed mask (maths: a tolerance is allowed).
+        let mut model = Model::new(dropout_mlp(0.25)).unwrap();
+        let b = batch(6, 8);
+        let seed = [3u8; 32];
+        let loss = |m: &Model| {
+            let acts = m.forward_all(Exec::SINGLE, b.features(), b.len(), None, Some(&seed));
+            let logits = &acts.last().unwrap().out;
+            f64::from(ops::softmax_cross_entropy(logits, b.labels(), 3, None))
+        };
+        let mut grad = vec![0.0; model.param_count()];
+        model.gradient_seeded(Exec::SINGLE, &b, &mut grad, None, Some(&seed));
+        let dropped = model.forward_all(Exec::SINGLE, b.features(), b.len(), None, Some(&seed))[1]
+            .keep
+            .iter()
+            .filter(|&&k| !k)
+            .count();
+        assert!(dropped > 0 && dropped < 8 * 16, "{dropped}");
+        let eps = 1e-2f32;
+        let mut checked = 0;
+        for (j, &g) in grad.iter().enumerate() {
+            let w = model.params()[j];
+            model.params_mut()[j] = w + eps;
+            let up = loss(&model);
+            model.params_mut()[j] = w - eps;
+            let down = loss(&model);
+            model.params_mut()[j] = w;
+            let numeric = (up - down) / (2.0 * f64::from(eps));
+            let analytic = f64::from(g);
+            let err = (numeric - analytic).abs() / (1e-3 + numeric.abs().max(analytic.abs()));
+            assert!(err < 2e-2, "coordinate {j}: numeric {numeric}, analytic {analytic}");
+            checked += usize::from(analytic != 0.0);
+        }
+        assert!(checked > 100, "{checked}");
     }
 }

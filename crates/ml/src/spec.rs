@@ -86,6 +86,14 @@ pub enum LayerSpec {
     },
     /// Flattens `[C, H, W]` to `[C·H·W]` (no parameters, no arithmetic).
     Flatten,
+    /// Inverted dropout (PyTorch's `nn.Dropout`): while training, each value is zeroed with
+    /// probability `p` and the others are multiplied by `1 / (1 - p)`, the mask drawn from the
+    /// iteration's dropout seed ([`crate::dropout`]); identity when evaluating. Keeps the shape.
+    /// In TOML: `{ type = "dropout", p = 0.25 }`.
+    Dropout {
+        /// Probability of zeroing a value, in `[0, 1)`.
+        p: pouw_primitives::F32,
+    },
 }
 
 fn one() -> u32 {
@@ -94,13 +102,14 @@ fn one() -> u32 {
 
 impl LayerSpec {
     /// The byte that identifies the layer kind in canonical encodings (`Dense` = 0,
-    /// `Conv2d` = 1, `MaxPool2d` = 2, `Flatten` = 3).
+    /// `Conv2d` = 1, `MaxPool2d` = 2, `Flatten` = 3, `Dropout` = 4).
     pub fn kind_code(&self) -> u8 {
         match self {
             Self::Dense { .. } => 0,
             Self::Conv2d { .. } => 1,
             Self::MaxPool2d { .. } => 2,
             Self::Flatten => 3,
+            Self::Dropout { .. } => 4,
         }
     }
 }
@@ -361,6 +370,33 @@ impl PoolLayout {
     }
 }
 
+/// A dropout layer of a validated layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropoutLayout {
+    /// Values per sample (unchanged).
+    pub width: usize,
+    /// Probability of zeroing a value, in `[0, 1)`.
+    pub p: pouw_primitives::F32,
+}
+
+impl DropoutLayout {
+    /// A value is dropped when its 32-bit draw is below this: `floor(p · 2^32)` (exact: `p` is
+    /// an `f32` below 1, so the product is exact in `f64` and below 2^32).
+    pub fn threshold(&self) -> u32 {
+        let t = (f64::from(self.p.get()) * 4_294_967_296.0).floor();
+        if (0.0..4_294_967_296.0).contains(&t) {
+            t as u32
+        } else {
+            0
+        }
+    }
+
+    /// The factor of a kept value: `1 / (1 - p)` in `f32` (two roundings, in that order).
+    pub fn scale(&self) -> f32 {
+        1.0 / (1.0 - self.p.get())
+    }
+}
+
 /// One layer of a validated layout, in model order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerLayout {
@@ -375,6 +411,8 @@ pub enum LayerLayout {
         /// Values per sample.
         width: usize,
     },
+    /// Dropout (training only).
+    Dropout(DropoutLayout),
 }
 
 impl LayerLayout {
@@ -385,6 +423,7 @@ impl LayerLayout {
             Self::Conv2d(c) => c.outputs(),
             Self::MaxPool2d(p) => p.outputs(),
             Self::Flatten { width } => *width,
+            Self::Dropout(d) => d.width,
         }
     }
 }
@@ -571,6 +610,12 @@ impl ModelSpec {
                     shape = vec![width];
                     LayerLayout::Flatten { width }
                 }
+                LayerSpec::Dropout { p } => {
+                    if !(0.0..1.0).contains(&p.get()) {
+                        return Err(bad(format!("dropout p must be in [0, 1), got {p:?}")));
+                    }
+                    LayerLayout::Dropout(DropoutLayout { width: shape.iter().product(), p })
+                }
             };
             if offset > MAX_PARAMS {
                 return Err(SpecError::TooManyParameters);
@@ -639,6 +684,26 @@ mod tests {
         assert_eq!(s.layout(), Err(SpecError::NoLayers));
         let s = ModelSpec::mlp(1 << 20, &[1 << 12], 2, Activation::Relu, 0);
         assert_eq!(s.layout(), Err(SpecError::TooManyParameters));
+    }
+
+    #[test]
+    fn dropout_parses_keeps_the_shape_and_needs_p_below_one() {
+        let l: LayerSpec = toml::from_str("type = \"dropout\"\np = 0.25").unwrap();
+        assert_eq!(l, LayerSpec::Dropout { p: pouw_primitives::F32::new(0.25) });
+        assert_eq!(l.kind_code(), 4);
+        assert!(toml::from_str::<LayerSpec>("type = \"dropout\"").is_err(), "p is required");
+        let mut s = ModelSpec::mlp(6, &[5], 3, Activation::Relu, 0);
+        let plain = s.layout().unwrap();
+        s.layers.insert(1, l);
+        let layout = s.layout().unwrap();
+        assert_eq!(layout.params, plain.params);
+        assert_eq!(layout.dense, plain.dense);
+        let LayerLayout::Dropout(d) = layout.layers[1] else { panic!("{:?}", layout.layers) };
+        assert_eq!((d.width, d.threshold(), d.scale()), (5, 1 << 30, 1.0 / 0.75));
+        for bad in [1.0, -0.5, f32::NAN] {
+            s.layers[1] = LayerSpec::Dropout { p: pouw_primitives::F32::new(bad) };
+            assert!(matches!(s.layout(), Err(SpecError::BadLayer { layer: 1, .. })), "{bad}");
+        }
     }
 
     #[test]

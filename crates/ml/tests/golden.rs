@@ -256,6 +256,79 @@ fn golden_adam_and_adamw() {
     check_rule("adamw", spec, opt, UpdateRule::AdamW(adam), batches, &ADAMW, true);
 }
 
+/// Dropout (masks drawn from the dropout seed of each iteration's model and batch, inverted
+/// scaling, the same masks in the backward pass) after a convolution and before the output
+/// layer, with Adam, bound to order seeds.
+#[test]
+fn golden_mnist_cnn_dropout_adam_bound() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist");
+    let data = Dataset::load_idx(
+        &root.join("mnist-10k-images-idx3-ubyte.gz"),
+        &root.join("mnist-10k-labels-idx1-ubyte.gz"),
+        10,
+    )
+    .unwrap();
+    let p = |v: f32| pouw_primitives::F32::new(v);
+    let spec = ModelSpec {
+        input_shape: vec![1, 28, 28],
+        layers: vec![
+            LayerSpec::Conv2d {
+                filters: 4,
+                kernel: 3,
+                stride: 1,
+                padding: 0,
+                activation: Activation::Relu,
+            },
+            LayerSpec::MaxPool2d { size: 2, stride: None },
+            LayerSpec::Dropout { p: p(0.25) },
+            LayerSpec::Flatten,
+            LayerSpec::Dense { units: 32, activation: Activation::Relu },
+            LayerSpec::Dropout { p: p(0.5) },
+            LayerSpec::Dense { units: 10, activation: Activation::None },
+        ],
+        classes: 10,
+        init: Init::He,
+        seed: 4,
+    };
+    let opt =
+        OptimizerSpec { learning_rate: 0.001, momentum: 0.0, tau: 0.01, batch_size: 32, epochs: 1 };
+    let adam = AdamSpec { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay: 0.0 };
+    let batches: Vec<Batch> =
+        (0..3u32).map(|b| data.gather(&(b * 32..(b + 1) * 32).collect::<Vec<_>>())).collect();
+    // The masks matter: without the dropout layers the same parameters train otherwise.
+    let mut plain = spec.clone();
+    plain.layers.retain(|l| !matches!(l, LayerSpec::Dropout { .. }));
+    let rule = UpdateRule::Adam(adam);
+    let (with, _) = run_case_with(Exec::SINGLE, &spec, opt, rule, &batches, true);
+    let (without, _) = run_case_with(Exec::SINGLE, &plain, opt, rule, &batches, true);
+    assert_ne!(with[0].map_hash, without[0].map_hash, "dropout changes the gradient");
+    check_rule("mnist-cnn-dropout", spec, opt, rule, batches, &MNIST_CNN_DROPOUT, true);
+}
+
+const MNIST_CNN_DROPOUT: Expected = Expected {
+    iterations: &[
+        (
+            "9d1692fdd2ee694750287c000c4a8afe4775da8ca1155a5aa97ed9d705a35315",
+            "9554aed24681832c14b54395d3a39f3c84e04b2223247b5adb0ec212289b94fe",
+            1075765457,
+            1023410176,
+        ),
+        (
+            "035b4c0f6584ef6850912ae700a0ceef2a404c314705fd035b64a71feedc5879",
+            "90211b3ef3a73c6baac49ec352b07da2b51ad673e8fd5b5796978783bc39713a",
+            1075565870,
+            1031798784,
+        ),
+        (
+            "cd1e9e0830e74b09a4a4056d7a9ed1b6c3a65125f8851dba681f17dbc1332c21",
+            "85d985b4f0e4097d0204744af8252ff53f23d1171dfaa6cea9bf49aa60842171",
+            1075856679,
+            0,
+        ),
+    ],
+    final_residual: "fd18dcc5d7b1be0d24ba7c5b573c60048f3e36d5ca70d2812eeb34b9e0d2ceee",
+};
+
 const ADAM: Expected = Expected {
     iterations: &[
         (

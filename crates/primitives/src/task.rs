@@ -73,7 +73,8 @@ pub enum Activation {
 }
 
 /// One layer of the model. Borsh encodes the variant index first: new kinds are appended, so
-/// every existing encoding keeps its bytes (dense = 0, conv2d = 1, maxpool2d = 2, flatten = 3).
+/// every existing encoding keeps its bytes (dense = 0, conv2d = 1, maxpool2d = 2, flatten = 3,
+/// dropout = 4).
 /// Image layers see a sample as `[C, H, W]` (`input_shape` `[H, W]` is one channel).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
@@ -107,6 +108,13 @@ pub enum LayerDef {
     },
     /// Flattens `[C, H, W]` to `[C·H·W]`.
     Flatten,
+    /// Inverted dropout while training (each value zeroed with probability `p`, the others
+    /// scaled by `1 / (1 - p)`; the mask drawn from the iteration's seed), identity when
+    /// evaluating. Keeps the shape.
+    Dropout {
+        /// Probability of zeroing a value, in `[0, 1)`.
+        p: F32,
+    },
 }
 
 /// What the shapes of a model give: its parameter count and the multiply-accumulates of one
@@ -545,6 +553,11 @@ impl TaskDefinition {
                     shape = vec![c, (h - size) / s + 1, (w - size) / s + 1];
                 }
                 LayerDef::Flatten => shape = vec![flat],
+                LayerDef::Dropout { p } => {
+                    if !(0.0..1.0).contains(&p.get()) {
+                        return Err(bad(format!("layer {i}: dropout p must be in [0, 1)")));
+                    }
+                }
             }
             let values =
                 shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(overflow)?;
@@ -554,7 +567,10 @@ impl TaskDefinition {
                     limits::MAX_ACTIVATIONS
                 )));
             }
-            if !matches!(layer, LayerDef::Dense { .. } | LayerDef::Flatten) {
+            if !matches!(
+                layer,
+                LayerDef::Dense { .. } | LayerDef::Flatten | LayerDef::Dropout { .. }
+            ) {
                 peak = peak.max(values);
             }
         }
@@ -766,6 +782,10 @@ mod tests {
         let pool = LayerDef::MaxPool2d { size: 2, stride: 2 };
         assert_eq!(borsh::to_vec(&pool).unwrap(), [2, 2, 0, 0, 0, 2, 0, 0, 0]);
         assert_eq!(borsh::to_vec(&LayerDef::Flatten).unwrap(), [3]);
+        let dropout = LayerDef::Dropout { p: F32::new(0.25) };
+        assert_eq!(borsh::to_vec(&dropout).unwrap(), [4, 0, 0, 0x80, 0x3e]);
+        let json = serde_json::to_string(&dropout).unwrap();
+        assert_eq!(json, r#"{"type":"dropout","p":0.25}"#);
         let toml = serde_json::to_string(&pool).unwrap();
         assert_eq!(toml, r#"{"type":"maxpool2d","size":2,"stride":2}"#);
     }
@@ -870,6 +890,24 @@ mod tests {
         assert_eq!(cost.params, 80 + 1168 + 4010);
         assert_eq!(cost.forward_macs, 26 * 26 * 72 + 11 * 11 * 16 * 72 + 400 * 10);
         assert_eq!(t.parameter_count(), Some(5258));
+    }
+
+    #[test]
+    fn dropout_keeps_the_shape_and_needs_p_below_one() {
+        let mut t = cnn();
+        let cost = t.model_cost().unwrap();
+        t.model.layers.insert(4, LayerDef::Dropout { p: F32::new(0.25) });
+        t.model.layers.insert(1, LayerDef::Dropout { p: F32::new(0.0) });
+        t.validate().unwrap();
+        assert_eq!(t.model_cost().unwrap(), cost);
+        for bad in [1.0, -0.1, f32::NAN, f32::INFINITY] {
+            t.model.layers[1] = LayerDef::Dropout { p: F32::new(bad) };
+            let e = t.validate().unwrap_err();
+            assert!(
+                matches!(&e, TaskDefError::Field { field: "model.layers", reason } if reason.contains("dropout")),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub fn ml_specs(task: &TaskDefinition) -> Result<(ModelSpec, OptimizerSpec), Pou
                     LayerSpec::MaxPool2d { size: *size, stride: Some(*stride) }
                 }
                 LayerDef::Flatten => LayerSpec::Flatten,
+                LayerDef::Dropout { p } => LayerSpec::Dropout { p: *p },
             })
             .collect(),
         classes: m.classes,
