@@ -23,7 +23,7 @@
 
 use std::{hint::black_box, time::Duration};
 
-use criterion::{criterion_group, BenchmarkId, Criterion};
+use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion};
 use pouw_ml::{
     pack_entry, Activation, Batch, Exec, InputOrder, Model, ModelSpec, OptimizerSpec, Rng,
     TrainState,
@@ -34,6 +34,12 @@ fn batch(rng: &mut Rng, rows: usize) -> Batch {
     let x = (0..rows * 784).map(|_| if rng.below(5) == 0 { rng.next_f32() } else { 0.0 }).collect();
     let y = (0..rows).map(|_| rng.below(10) as u32).collect();
     Batch::new(x, y, 784).unwrap()
+}
+
+/// A copy of `b` that has not hashed itself yet: a miner's every iteration trains a new batch,
+/// so each timed iteration gets one (a [`Batch`] keeps its hash once computed).
+fn unhashed(b: &Batch) -> Batch {
+    Batch::new(b.features().to_vec(), b.labels().to_vec(), b.width()).unwrap()
 }
 
 /// Two peers' maps of the size the default task sends (about 2.7% of the coordinates).
@@ -79,7 +85,7 @@ fn bench(c: &mut Criterion) {
             let opt = optimizer(rows);
             if hidden.len() == 1 {
                 group.bench_function(BenchmarkId::new("batch_hash", format!("b{rows}")), |bch| {
-                    bch.iter(|| b.hash())
+                    bch.iter_batched(|| unhashed(&b), |b| b.hash(), BatchSize::LargeInput)
                 });
             }
             for threads in [1usize, 2] {
@@ -87,7 +93,11 @@ fn bench(c: &mut Criterion) {
                 let id = format!("{name}/b{rows}/t{threads}");
                 let mut state = TrainState::new(model.clone(), opt).unwrap();
                 group.bench_function(BenchmarkId::new("pouw", &id), |bch| {
-                    bch.iter(|| state.iterate(exec, &b, &peer_refs).unwrap())
+                    bch.iter_batched(
+                        || unhashed(&b),
+                        |b| state.iterate(exec, &b, &peer_refs).unwrap(),
+                        BatchSize::LargeInput,
+                    )
                 });
                 let mut state = TrainState::new(model.clone(), opt).unwrap();
                 group.bench_function(BenchmarkId::new("sgd", &id), |bch| {
@@ -170,7 +180,8 @@ fn table() {
                 let mut sgd = pouw.clone();
                 let (mut p, mut s) = (Best::NONE, Best::NONE);
                 for _ in 0..RUNS {
-                    p.run(|| pouw.iterate(exec, &b, &peer_refs).unwrap());
+                    let fresh = unhashed(&b);
+                    p.run(|| pouw.iterate(exec, &fresh, &peer_refs).unwrap());
                     s.run(|| sgd.sgd_step(exec, &b).unwrap());
                 }
                 let ms = |x: f64| format!("{:8.3} ms", x * 1e3);
@@ -201,8 +212,9 @@ fn table() {
             mh.run(|| model.hash());
             rh.run(|| pouw_ml::residual_hash(&zero, &[]));
             raw.run(|| blake3::hash(&bytes));
-            bh32.run(|| b32.hash());
-            bh100.run(|| b100.hash());
+            let (f32_, f100) = (unhashed(&b32), unhashed(&b100));
+            bh32.run(|| f32_.hash());
+            bh100.run(|| f100.hash());
         }
         let us = |x: Best| format!("{:.1} us", x.1 * 1e6);
         println!(
@@ -219,29 +231,37 @@ fn table() {
 }
 
 /// The residual, map and update pass of an SGD iteration without momentum (the engine's
-/// definition, module docs of `iteration.rs`), from `r0` and `w0` into `r1` and `w1`: what a
-/// grinder runs per variant of the start residual.
+/// definition, module docs of `iteration.rs`), from `r0` and `w0` into `r1` and `w1`, branch-free
+/// like the engine's: what a grinder runs per variant of the start residual.
 fn residual_pass(
     (r0, g, w0): (&[f32], &[f32], &[f32]),
     (r1, w1): (&mut [f32], &mut [f32]),
     (lr, tau): (f32, f32),
+    flags: &mut [u8],
     map: &mut Vec<u32>,
 ) {
-    map.clear();
-    for (j, ((((&r, &gj), &w), r_out), w_out)) in
-        r0.iter().zip(g).zip(w0).zip(r1.iter_mut()).zip(w1.iter_mut()).enumerate()
+    for (((((&r, &gj), &w), r_out), w_out), f) in
+        r0.iter().zip(g).zip(w0).zip(r1.iter_mut()).zip(w1.iter_mut()).zip(flags.iter_mut())
     {
         let v = r + gj;
-        let (d, out) = if v > tau {
-            (tau, Some(pack_entry(j as u32, true)))
-        } else if v < -tau {
-            (-tau, Some(pack_entry(j as u32, false)))
+        let positive = v > tau;
+        let negative = !positive & (v < -tau);
+        let d = if positive {
+            tau
+        } else if negative {
+            -tau
         } else {
-            (0.0, None)
+            0.0
         };
-        *r_out = v - d;
-        *w_out = if out.is_some() { w - lr * d } else { w };
-        map.extend(out);
+        *r_out = if positive | negative { v - d } else { v };
+        *w_out = if positive | negative { w - lr * d } else { w };
+        *f = u8::from(positive) | (u8::from(negative) << 1);
+    }
+    map.clear();
+    for (j, &f) in flags.iter().enumerate() {
+        if f != 0 {
+            map.push(pack_entry(j as u32, f == 1));
+        }
     }
 }
 
@@ -277,11 +297,14 @@ fn breakdown() {
             train_np.run(|| t_np.train_unhashed(exec, &b, &[], &[0; 32]).unwrap());
             train_p.run(|| t_p.train_unhashed(exec, &b, &peer_refs, &[0; 32]).unwrap());
             train_ps.run(|| t_ps.train_unhashed(exec, &b, &peer_refs, &seed).unwrap());
-            pouw_n.run(|| p_n.iterate(exec, &b, &peer_refs).unwrap());
-            pouw_s.run(|| map = p_s.iterate_bound(exec, &b, &peer_refs, &seed).unwrap().map);
+            let fresh = [unhashed(&b), unhashed(&b), unhashed(&b)];
+            pouw_n.run(|| p_n.iterate(exec, &fresh[0], &peer_refs).unwrap());
+            pouw_s.run(|| {
+                map = p_s.iterate_bound(exec, &fresh[1], &peer_refs, &seed).unwrap().map;
+            });
             mh.run(|| p_s.model().hash());
             rh.run(|| p_s.residual_hash());
-            bh.run(|| b.hash());
+            bh.run(|| fresh[2].hash());
             maph.run(|| pouw_ml::map_hash(&map));
         }
 
@@ -319,6 +342,7 @@ fn breakdown() {
         let mut r0 = p_s.residual().to_vec();
         model.gradient_in_order(exec, &b, &mut g, order.as_ref());
         let (mut r1, mut w1) = (vec![0.0f32; params], vec![0.0f32; params]);
+        let mut flags = vec![0u8; params];
         let mut variant = Best::NONE;
         let mut vmap = Vec::new();
         for v in 0..RUNS {
@@ -326,10 +350,42 @@ fn breakdown() {
             r0[v % params] += 1e-7;
             variant.run(|| {
                 let start = pouw_ml::residual_hash(&r0, &[]);
-                residual_pass((&r0, &g, &w0), (&mut r1, &mut w1), (0.3, 0.01), &mut vmap);
+                residual_pass(
+                    (&r0, &g, &w0),
+                    (&mut r1, &mut w1),
+                    (0.3, 0.01),
+                    &mut flags,
+                    &mut vmap,
+                );
                 (start, pouw_ml::model_hash(&spec, &w1), pouw_ml::residual_hash(&r1, &[]))
             });
             black_box(pouw_ml::map_hash(&vmap));
+        }
+
+        // The same variant when the grinder keeps the BLAKE3 trees of its start residual, end
+        // residual and end model: a start residual moved in one coordinate by less than the
+        // emission margin changes one 1 KiB chunk of each stream and nothing in the map, so each
+        // hash is one chunk plus the ~9 parent nodes above it (proxy: one 1 KiB hash and nine
+        // 64-byte hashes per tree, three trees), and the pass covers one chunk.
+        let chunk = [0x5au8; 1024];
+        let node = [0xa5u8; 64];
+        let mut incremental = Best::NONE;
+        for _ in 0..RUNS {
+            incremental.run(|| {
+                for _ in 0..3 {
+                    black_box(blake3::hash(black_box(&chunk)));
+                    for _ in 0..9 {
+                        black_box(blake3::hash(black_box(&node)));
+                    }
+                }
+            });
+        }
+
+        // Prototype 3: a digest of the gradient that needs every bit of it and no hash pass:
+        // sum of (2j + 1) * bits(g_j) mod 2^64 (each term a bijection of g_j's bits).
+        let mut sketch = Best::NONE;
+        for _ in 0..RUNS {
+            sketch.run(|| gradient_sketch(black_box(&g)));
         }
 
         let hashes = us(mh) + us(rh) + us(bh) + us(maph);
@@ -355,6 +411,8 @@ fn breakdown() {
             ("prototype: checkpoint K=16, per iteration", cp16),
             ("prototype: checkpoint K=64, per iteration", cp64),
             ("start-residual variant (grinder, no gradient)", us(variant)),
+            ("  its hashes kept as trees (proxy: 3 x (1 KiB + 9 nodes))", us(incremental)),
+            ("prototype: gradient sketch, sum (2j+1)*bits(g_j) mod 2^64", us(sketch)),
         ];
         for (name, t) in rows_out {
             println!("  {name:64} {t:8.1}");
@@ -368,6 +426,25 @@ fn breakdown() {
             us(pouw_s) / us(variant),
         );
     }
+}
+
+/// `sum over j of (2j + 1) * bits(g_j)`, wrapping (design/019, prototype 3), in eight lanes.
+fn gradient_sketch(g: &[f32]) -> u64 {
+    let mut lanes = [0u64; 8];
+    let mut chunks = g.chunks_exact(8);
+    let mut j = 0u64;
+    for c in &mut chunks {
+        for (k, (lane, &v)) in lanes.iter_mut().zip(c).enumerate() {
+            let odd = 2 * (j + k as u64) + 1;
+            *lane = lane.wrapping_add(odd.wrapping_mul(u64::from(v.to_bits())));
+        }
+        j += 8;
+    }
+    for (k, &v) in chunks.remainder().iter().enumerate() {
+        let odd = 2 * (j + k as u64) + 1;
+        lanes[0] = lanes[0].wrapping_add(odd.wrapping_mul(u64::from(v.to_bits())));
+    }
+    lanes.iter().fold(0u64, |a, &l| a.wrapping_add(l))
 }
 
 /// The memory of `values` as bytes (little-endian targets, as the engine's hashes).
