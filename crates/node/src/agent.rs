@@ -47,6 +47,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod routing;
 mod segments;
 use segments::SegmentStore;
 
@@ -283,8 +284,9 @@ pub(crate) struct Agent {
     /// Client: segments of our tasks.
     client_segments: HashMap<TaskId, Vec<Vec<u8>>>,
     client_done: HashSet<TaskId>,
-    /// Client: when the best model of a completed task was last asked for.
-    client_asked: HashMap<TaskId, Instant>,
+    /// Client: the holders of the best model of a completed task asked so far (its miner,
+    /// then the evaluators, `routing`).
+    client_asked: HashMap<TaskId, routing::Rotation>,
     /// Worker: the segments of our tasks (one copy on disk whatever the roles that need
     /// them), and each task's training dataset assembled from them once (shared by the
     /// miner, the validator and the screening).
@@ -507,15 +509,7 @@ impl Agent {
         index: u8,
         height: u64,
     ) -> Option<Vec<u8>> {
-        let split = task_split_of(&record.definition, &record.seed);
-        let is_test = split.test.contains(&usize::from(index));
-        let revealed = match record.status {
-            TaskStatus::Training => !is_test,
-            TaskStatus::Finalising { .. } => true,
-            TaskStatus::Completed { .. } => height < record.finalisation_deadline,
-            _ => false,
-        };
-        if !revealed {
+        if !segments::revealed(record, index, height) {
             return None;
         }
         if !self.client_segments.contains_key(task) {
@@ -1011,8 +1005,9 @@ impl Node {
 
     /// Serves task requests (segments, models, histories) from the peer `from`. Segments and
     /// models go only to the workers whose seats need them (`segments::may_serve_segment`,
-    /// `segments::may_serve_model`, design/014); anyone else gets an empty answer (never a
-    /// ban: an honest node may ask a moment before its own view of the chain allows it).
+    /// `segments::may_serve_model`, design/014), from the client or any seat holding a copy
+    /// (`routing`); anyone else gets an empty answer (never a ban: an honest node may ask a
+    /// moment before its own view of the chain allows it).
     pub(crate) fn agent_serve(
         &mut self,
         from: &pouw_net::PeerId,
@@ -1020,47 +1015,8 @@ impl Node {
     ) -> Option<pouw_net::Response> {
         use pouw_net::Response;
         match request {
-            Request::Segment { task, index } => {
-                let (record, height) = {
-                    let chain =
-                        self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    (task_record(chain.state(), task), chain.height())
-                };
-                let withhold = self.config.attack == Some(Attack::WithholdTest);
-                let seg = record.and_then(|r| {
-                    let test = task_split_of(&r.definition, &r.seed).test;
-                    if withhold && test.contains(&usize::from(*index)) {
-                        // Attack `withhold-test`: the test set is never revealed.
-                        return None;
-                    }
-                    (r.client == self.me() && segments::may_serve_segment(&r, *index, from))
-                        .then(|| self.agent.segment(&r, task, *index, height))
-                        .flatten()
-                });
-                Some(Response::Segment(seg))
-            }
-            Request::Model(hash) => {
-                // Only a model this node submitted on chain (SubmitModel), to whom its task
-                // allows.
-                let me = self.me();
-                let allowed = {
-                    let chain =
-                        self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let state = chain.state();
-                    let found = state
-                        .range(StateKey::Task(Hash([0; 32]))..=StateKey::Task(Hash([0xff; 32])))
-                        .any(|(k, v)| match (k, v) {
-                            (StateKey::Task(task), StateValue::Task(r)) => {
-                                let key = StateKey::SubmittedModel { task: *task, miner: me };
-                                matches!(state.get(&key), Some(StateValue::Hash(h)) if h == hash)
-                                    && segments::may_serve_model(r, from)
-                            }
-                            _ => false,
-                        });
-                    found
-                };
-                Some(Response::Model(allowed.then(|| self.agent.model_bytes(hash)).flatten()))
-            }
+            Request::Segment { task, index } => Some(self.serve_segment(from, task, *index)),
+            Request::Model(hash) => Some(self.serve_model(from, hash)),
             Request::History { task, slot } => {
                 Some(Response::History(self.agent.history_slot(task, *slot)))
             }
@@ -1157,9 +1113,10 @@ impl Node {
         }
     }
 
-    /// A segment request that failed (timeout, connection): it may be asked again soon.
+    /// A segment request that failed (timeout, connection): it may be asked again soon, of
+    /// the next source.
     pub(crate) fn agent_segment_failed(&mut self, task: TaskId, index: u8) {
-        self.agent.segments.retry_after(&task, index, RETRY);
+        self.agent.segments.unreachable(&task, index, RETRY);
     }
 
     /// A model answer: for our evaluation (`deliver` false) or, as the client, the best model
@@ -1174,23 +1131,27 @@ impl Node {
     ) {
         // No answer: asked again later. An answer from the miner that is not its model, or a
         // model that does not fit the task: refused, logged, and the model counts as missing
-        // (unranked; never delivered).
+        // (unranked; never delivered). The client asks another holder for the best model
+        // when one sends other bytes than the submitted model (`routing`).
         let Some(bytes) = bytes else { return };
         let record = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             task_record(chain.state(), &task)
         };
         let Some(record) = record else { return };
-        let checked = pouw_ml::from_safetensors(&bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|m| {
+        let submitted =
+            pouw_ml::from_safetensors(&bytes).map_err(|e| e.to_string()).and_then(|m| {
                 if Hash(m.hash().0) == hash {
                     Ok(m)
                 } else {
                     Err(format!("the model hashes to {}, not to the submitted hash", m.hash()))
                 }
-            })
-            .and_then(|m| check_model_fits(&record, &m).map(|()| m));
+            });
+        if let (true, Err(e)) = (deliver, &submitted) {
+            tracing::warn!(target: "client", task = %task.short(), model = %hash, error = %e, "best model refused: asked of the next holder");
+            return;
+        }
+        let checked = submitted.and_then(|m| check_model_fits(&record, &m).map(|()| m));
         let model = match checked {
             Ok(m) => m,
             Err(e) => {
@@ -1204,6 +1165,7 @@ impl Node {
             }
         };
         if !deliver {
+            self.agent.keep_model(&hash, &model);
             if let Some(eval) = self.agent.evaluations.get_mut(&task) {
                 eval.models.insert(miner, Some(model));
             }
@@ -1325,24 +1287,6 @@ impl Node {
     fn unsubscribe(&mut self, id: TaskId) {
         if self.agent.subscribed.remove(&id) {
             let _ = self.net.unsubscribe(Topic::Task(id));
-        }
-    }
-
-    fn ask_segments(
-        &mut self,
-        id: TaskId,
-        record: &TaskRecord,
-        indices: &[usize],
-        use_: SegmentUse,
-    ) {
-        let Some(client) = peer_id_of(&record.client) else { return };
-        let hashes = &record.definition.dataset.segment_hashes;
-        for index in self.agent.segments.due(&id, indices, hashes, SEGMENT_IN_FLIGHT) {
-            self.request(
-                client,
-                Request::Segment { task: id, index },
-                Pending::Segment { task: id, index, use_ },
-            );
         }
     }
 
@@ -1872,39 +1816,6 @@ impl Node {
                 tracing::warn!(target: "evaluator", task = %id.short(), error = %e, "theft verdict refused: voting the honest verdict");
                 false
             }
-        }
-    }
-
-    fn fetch_best_model(&mut self, id: TaskId, record: &TaskRecord) {
-        // The best miner is the one the verdict ranked first: the largest miner payout.
-        let miners: Vec<Address> = record.participants.miners.iter().map(|s| s.worker).collect();
-        let best = record.settlement.as_ref().and_then(|s| {
-            s.payouts
-                .iter()
-                .filter(|p| miners.contains(&p.to))
-                .max_by_key(|p| p.amount)
-                .map(|p| p.to)
-        });
-        let Some(best) = best else {
-            self.agent.client_done.insert(id);
-            return;
-        };
-        let hash = {
-            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            pouw_consensus::task_view(chain.state(), &id)
-                .and_then(|v| v.models.iter().find(|m| m.miner == best).map(|m| m.model_hash))
-        };
-        let Some(hash) = hash else { return };
-        if self.agent.client_asked.get(&id).is_some_and(|t| t.elapsed() < RETRY) {
-            return;
-        }
-        self.agent.client_asked.insert(id, Instant::now());
-        if let Some(peer) = peer_id_of(&best) {
-            self.request(
-                peer,
-                Request::Model(hash),
-                Pending::Model { task: id, miner: best, hash, deliver: true },
-            );
         }
     }
 }

@@ -1,10 +1,11 @@
 //! A worker's copy of the dataset segments of the client tasks it takes part in.
 //!
 //! One copy per node and task, whatever the roles that need it (a miner's and a supervisor's
-//! training segments, an evaluator's test segments): each segment is fetched from the client
-//! once, checked against the task's hash, kept on disk under `<datadir>/segments/<task>/`
-//! while the task runs and checked again whenever it is read back. When the task ends its
-//! directory is deleted and nothing more is asked or stored for it.
+//! training segments, an evaluator's test segments): each segment is fetched once (from the
+//! client first, then from the other seats that may hold it, `routing`), checked against the
+//! task's hash, kept on disk under `<datadir>/segments/<task>/` while the task runs and
+//! checked again whenever it is read back or served to another seat. When the task ends its
+//! directory is deleted and nothing more is asked, stored or served for it.
 
 use pouw_consensus::{task_split_of, TaskRecord, TaskStatus};
 use pouw_net::{peer_id_of, PeerId};
@@ -46,11 +47,33 @@ pub(crate) fn may_serve_model(record: &TaskRecord, requester: &PeerId) -> bool {
             && is_one_of(requester, [record.client]))
 }
 
+/// Whether segment `index` of task `record` is revealed at chain height `height`, whoever
+/// serves it (the client or a seat holding a copy): training segments while the task trains,
+/// every segment while it finalises and, for late evaluators' votes, until its finalisation
+/// deadline; nothing before the selection or after a refusal or expiry.
+pub(crate) fn revealed(record: &TaskRecord, index: u8, height: u64) -> bool {
+    let is_test =
+        task_split_of(&record.definition, &record.seed).test.contains(&usize::from(index));
+    match record.status {
+        TaskStatus::Training => !is_test,
+        TaskStatus::Finalising { .. } => true,
+        TaskStatus::Completed { .. } => height < record.finalisation_deadline,
+        _ => false,
+    }
+}
+
 /// Whether `bytes` are segment `index` of a task whose segment hashes are `hashes`.
 pub(crate) fn segment_ok(hashes: &[Hash], index: u8, bytes: &[u8]) -> bool {
     let Some(want) = hashes.get(usize::from(index)) else { return false };
     pouw_ml::segment_hash_of_bytes(bytes).is_some_and(|h| h.0 == want.0)
 }
+
+/// Sources that did not answer (timeout, not connected) are passed over for the task's other
+/// segments this long (a client gone offline is not asked for each segment in turn).
+const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
+/// A full round of sources that gave no segment multiplies the retry delay by two, up to
+/// `2^MAX_BACKOFF_ROUNDS`.
+const MAX_BACKOFF_ROUNDS: u32 = 3;
 
 #[derive(Debug, Default)]
 struct TaskSegments {
@@ -59,6 +82,32 @@ struct TaskSegments {
     /// Missing segments asked for: not asked again before this instant (a request in flight
     /// is answered or fails within the network's request timeout).
     asked: HashMap<u8, Instant>,
+    /// Missing segments: where they were asked and how often that gave nothing.
+    routes: HashMap<u8, Route>,
+    /// Sources that did not answer for this task, passed over until then.
+    unreachable: HashMap<Address, Instant>,
+}
+
+/// Where a missing segment is asked.
+#[derive(Debug, Default)]
+struct Route {
+    /// Requests that gave no segment (failed, refused, wrong bytes, or never answered).
+    tries: u32,
+    /// The sources it was picked from last (for the backoff: one round is this many tries).
+    sources: u32,
+    /// The source asked last, while its request is in flight.
+    in_flight: Option<Address>,
+}
+
+impl Route {
+    /// The request gave nothing: the next source is asked after `delay`, doubled for every
+    /// full round of sources that gave nothing.
+    fn failed(&mut self, delay: Duration) -> Duration {
+        self.tries = self.tries.saturating_add(1);
+        self.in_flight = None;
+        let rounds = (self.tries / self.sources.max(1)).min(MAX_BACKOFF_ROUNDS);
+        delay.saturating_mul(1 << rounds)
+    }
 }
 
 /// The segments of every task this node holds data for.
@@ -110,6 +159,11 @@ impl SegmentStore {
             {
                 continue;
             }
+            // A request never answered (not sent, or its answer lost) counts as one that gave
+            // nothing: the next source is asked.
+            if let Some(r) = t.routes.get_mut(&index).filter(|r| r.in_flight.is_some()) {
+                r.failed(Duration::ZERO);
+            }
             let on_disk = std::fs::read(self.path(task, index))
                 .is_ok_and(|bytes| segment_ok(hashes, index, &bytes));
             let t = self.tasks.entry(*task).or_default();
@@ -123,14 +177,79 @@ impl SegmentStore {
         ask
     }
 
-    /// The request for segment `index` of `task` got no segment: it may be asked again after
-    /// `delay`.
+    /// The source to ask for segment `index` of `task` (just returned by [`Self::due`]) among
+    /// `sources`, in order of preference (`routing::segment_sources`: the client first): the
+    /// one after those that already gave nothing, passing over the sources unreachable for
+    /// this task (unless all are). `None` without sources.
+    pub(crate) fn source(
+        &mut self,
+        task: &TaskId,
+        index: u8,
+        sources: &[Address],
+    ) -> Option<Address> {
+        let n = sources.len();
+        if n == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        let t = self.tasks.entry(*task).or_default();
+        t.unreachable.retain(|_, until| *until > now);
+        let route = t.routes.entry(index).or_default();
+        let start = usize::try_from(route.tries).unwrap_or(usize::MAX) % n;
+        let order = sources.iter().cycle().skip(start).take(n);
+        let pick = order
+            .clone()
+            .find(|s| !t.unreachable.contains_key(s))
+            .or_else(|| order.clone().next())
+            .copied()?;
+        route.sources = u32::try_from(n).unwrap_or(u32::MAX);
+        route.in_flight = Some(pick);
+        Some(pick)
+    }
+
+    /// The request for segment `index` of `task` got no segment (refused, or bytes that do not
+    /// match): it may be asked again, of the next source, after `delay` (longer after every
+    /// full round of sources that gave nothing).
     pub(crate) fn retry_after(&mut self, task: &TaskId, index: u8, delay: Duration) {
         if let Some(t) = self.tasks.get_mut(task) {
             if !t.have.contains(&index) {
+                let delay = t.routes.entry(index).or_default().failed(delay);
                 t.asked.insert(index, Instant::now() + delay);
             }
         }
+    }
+
+    /// The request for segment `index` of `task` failed (timeout, not connected): its source
+    /// is passed over for the task's other segments for a while, and the segment is asked of
+    /// the next source after `delay` (as [`Self::retry_after`]).
+    pub(crate) fn unreachable(&mut self, task: &TaskId, index: u8, delay: Duration) {
+        if let Some(t) = self.tasks.get_mut(task) {
+            if let Some(source) = t.routes.get(&index).and_then(|r| r.in_flight) {
+                t.unreachable.insert(source, Instant::now() + UNREACHABLE_FOR);
+            }
+        }
+        self.retry_after(task, index, delay);
+    }
+
+    /// Our copy of segment `index` of `task`, to serve to another seat: only a segment stored
+    /// and checked again now against `hashes` (a copy damaged on disk is deleted and fetched
+    /// again); none once the task ended. Who may have it is the caller's rule
+    /// ([`may_serve_segment`], [`revealed`]).
+    pub(crate) fn held(&mut self, task: &TaskId, index: u8, hashes: &[Hash]) -> Option<Vec<u8>> {
+        if self.ended(task) || !self.tasks.get(task)?.have.contains(&index) {
+            return None;
+        }
+        let path = self.path(task, index);
+        let bytes = std::fs::read(&path).ok().filter(|b| segment_ok(hashes, index, b));
+        if bytes.is_none() {
+            tracing::warn!(target: "node", path = %path.display(), "a stored segment is unreadable or does not match its hash: deleted");
+            let _ = std::fs::remove_file(&path);
+            if let Some(t) = self.tasks.get_mut(task) {
+                t.have.remove(&index);
+                t.asked.remove(&index);
+            }
+        }
+        bytes
     }
 
     /// Stores segment `index` of `task` (already checked against its hash); `Ok(false)` when
@@ -150,7 +269,9 @@ impl SegmentStore {
         let tmp = path.with_extension("part");
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, &path)?;
-        self.tasks.entry(*task).or_default().have.insert(index);
+        let t = self.tasks.entry(*task).or_default();
+        t.have.insert(index);
+        t.routes.remove(&index);
         Ok(true)
     }
 
@@ -288,6 +409,64 @@ mod tests {
         assert!(second.has_all(&task, &[4]));
         assert!(!segment_ok(&hashes, 5, &segs[6]));
         assert!(!segment_ok(&hashes, 200, &segs[4]));
+    }
+
+    #[test]
+    fn a_segment_is_asked_of_the_next_source_after_each_failure_with_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let (segs, hashes) = segments();
+        let task = Hash::digest(b"task");
+        let mut store = SegmentStore::new(dir.path().join("segments"));
+        let key = |i: usize| pouw_primitives::ChainSpec::devnet_key(i).public();
+        let (client, a, b) = (key(0), key(1), key(2));
+        let sources = [client, a, b];
+        let ask = |store: &mut SegmentStore, index: u8| {
+            assert_eq!(store.due(&task, &[usize::from(index)], &hashes, Duration::ZERO), [index]);
+            store.source(&task, index, &sources).unwrap()
+        };
+        // The client first; refused: the next seat, then the one after.
+        assert_eq!(ask(&mut store, 0), client);
+        store.retry_after(&task, 0, Duration::ZERO);
+        assert_eq!(ask(&mut store, 0), a);
+        store.retry_after(&task, 0, Duration::ZERO);
+        assert_eq!(ask(&mut store, 0), b);
+        // A full round gave nothing: the next try waits twice the delay.
+        store.retry_after(&task, 0, Duration::from_secs(60));
+        assert!(store.due(&task, &[0], &hashes, Duration::ZERO).is_empty());
+        // The client does not answer for segment 1: the task's other segments pass it over.
+        assert_eq!(ask(&mut store, 1), client);
+        store.unreachable(&task, 1, Duration::ZERO);
+        assert_eq!(ask(&mut store, 2), a, "the client is passed over");
+        assert_eq!(ask(&mut store, 1), a);
+        // A request never answered counts as one that gave nothing.
+        assert_eq!(ask(&mut store, 1), b);
+        // All unreachable: asked in turn all the same.
+        assert_eq!(store.source(&task, 3, &[client]), Some(client));
+        assert_eq!(store.source(&task, 3, &[]), None);
+        // Stored: the route is forgotten; served to another seat while held.
+        assert!(store.store(&task, 1, &segs[1]).unwrap());
+        assert_eq!(store.held(&task, 1, &hashes), Some(segs[1].clone()));
+        assert_eq!(store.held(&task, 2, &hashes), None, "not held");
+        std::fs::write(store.task_dir(&task).join("segment-1.bin"), b"damaged").unwrap();
+        assert_eq!(store.held(&task, 1, &hashes), None, "a damaged copy is not served");
+        assert!(!store.has_all(&task, &[1]));
+        assert!(store.store(&task, 1, &segs[1]).unwrap());
+        assert!(store.end(&task));
+        assert_eq!(store.held(&task, 1, &hashes), None, "nothing once the task ended");
+    }
+
+    #[test]
+    fn segments_are_revealed_by_phase_whoever_serves_them() {
+        let r = seated(TaskStatus::Training);
+        let split = task_split_of(&r.definition, &r.seed);
+        let train = u8::try_from(split.train[0]).unwrap();
+        let test = u8::try_from(split.test[0]).unwrap();
+        assert!(revealed(&r, train, 10) && !revealed(&r, test, 10));
+        let f = seated(TaskStatus::Finalising { since: 50 });
+        assert!(revealed(&f, train, 60) && revealed(&f, test, 60));
+        let done = seated(TaskStatus::Completed { at: 60, verdict: Hash::ZERO });
+        assert!(revealed(&done, test, 99) && !revealed(&done, test, 100));
+        assert!(!revealed(&seated(TaskStatus::Registered), train, 1));
     }
 
     /// A task (the devnet's filler definition) whose seats are devnet keys: client 0, miner 1, supervisor 2,
