@@ -37,6 +37,7 @@ fn the_cnn_task_becomes_a_definition_with_the_new_layer_kinds() {
                 activation: Activation::Relu
             },
             LayerDef::MaxPool2d { size: 2, stride: 2 },
+            LayerDef::Dropout { p: pouw_primitives::F32::new(0.25) },
             LayerDef::Flatten,
             LayerDef::Dense { units: 10, activation: Activation::None },
         ]

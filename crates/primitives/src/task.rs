@@ -125,8 +125,8 @@ pub struct ModelCost {
     pub params: u64,
     /// Multiply-accumulates of one forward pass of one sample.
     pub forward_macs: u64,
-    /// The most values a convolution or pooling layer holds per sample: its input, its output
-    /// or a convolution's im2col matrix (0 for a model of dense layers only).
+    /// The most values a convolution, pooling or dropout layer holds per sample: its input,
+    /// its output or a convolution's im2col matrix (0 for a model of dense layers only).
     pub peak_values: u64,
 }
 
@@ -567,10 +567,8 @@ impl TaskDefinition {
                     limits::MAX_ACTIVATIONS
                 )));
             }
-            if !matches!(
-                layer,
-                LayerDef::Dense { .. } | LayerDef::Flatten | LayerDef::Dropout { .. }
-            ) {
+            // Dropout holds its values, a copy and a mask per value while training.
+            if !matches!(layer, LayerDef::Dense { .. } | LayerDef::Flatten) {
                 peak = peak.max(values);
             }
         }
@@ -899,7 +897,22 @@ mod tests {
         t.model.layers.insert(4, LayerDef::Dropout { p: F32::new(0.25) });
         t.model.layers.insert(1, LayerDef::Dropout { p: F32::new(0.0) });
         t.validate().unwrap();
-        assert_eq!(t.model_cost().unwrap(), cost);
+        assert_eq!(t.model_cost().unwrap(), cost, "no parameters, no products, no new peak");
+        // Its values count toward the batch's memory bound like a pooling layer's (here on a
+        // 1024 x 1024 input, whose dense layer alone holds no more than its 10 outputs).
+        let mut wide = crate::test_utils::valid_task(1);
+        wide.model.input_shape = vec![1, 1024, 1024];
+        wide.model.layers = vec![
+            LayerDef::Dropout { p: F32::new(0.5) },
+            LayerDef::Dense { units: 3, activation: Activation::None },
+        ];
+        wide.dataset.samples = 1 << 20;
+        assert_eq!(wide.model_cost().unwrap().peak_values, 1 << 20);
+        wide.optimizer.batch_size = 256;
+        wide.validate().unwrap();
+        wide.optimizer.batch_size = 257;
+        let e = wide.validate().unwrap_err().to_string();
+        assert!(e.contains("optimizer.batch_size"), "{e}");
         for bad in [1.0, -0.1, f32::NAN, f32::INFINITY] {
             t.model.layers[1] = LayerDef::Dropout { p: F32::new(bad) };
             let e = t.validate().unwrap_err();
