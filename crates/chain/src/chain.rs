@@ -79,6 +79,36 @@ impl Default for ChainConfig {
     }
 }
 
+/// A block past stage 1 of an import ([`Chain::admit`]): new, its parent stored and valid, its
+/// header and body rules checked. Only the chain makes one.
+#[derive(Debug)]
+pub struct HeaderChecked {
+    block: Block,
+    hash: Hash,
+}
+
+/// A block past stage 2 ([`Chain::verify`]): its proof checked by the chain's validator. The
+/// only form [`Chain::commit`] takes.
+#[derive(Debug)]
+pub struct ProofChecked {
+    block: Block,
+    hash: Hash,
+}
+
+impl HeaderChecked {
+    /// The block.
+    pub fn block(&self) -> &Block {
+        &self.block
+    }
+}
+
+impl ProofChecked {
+    /// The block.
+    pub fn block(&self) -> &Block {
+        &self.block
+    }
+}
+
 /// The local view of the chain: a block tree in a [`Store`], the heaviest valid branch as
 /// the canonical chain, and the state at its tip.
 ///
@@ -319,7 +349,9 @@ impl Chain {
 
     // ---- import ----
 
-    /// Imports a block received at local time `now`.
+    /// Imports a block received at local time `now`: [`Chain::admit`], [`Chain::verify`] and
+    /// [`Chain::commit`] in turn (a known block is [`ImportOutcome::AlreadyKnown`]; one whose
+    /// parent is unknown is kept as an orphan).
     pub fn import_block(
         &mut self,
         block: Block,
@@ -333,16 +365,74 @@ impl Chain {
             };
         }
         let parent_hash = block.header.prev_hash;
-        let Some(parent) = self.index.get(&parent_hash).cloned() else {
+        if !self.index.contains_key(&parent_hash) {
             if self.orphans.len() < self.config.max_orphans {
                 self.orphans.insert(hash, block);
             }
+            return Err(ChainError::UnknownParent { hash, parent: parent_hash });
+        }
+        let checked = self.admit(block, now)?;
+        let proven = self.verify(checked)?;
+        self.commit(proven)
+    }
+
+    /// Stage 1 of an import: `block` is new, its parent is stored and not invalid, and its
+    /// header and body rules hold against that parent. Reads only, so it runs under a shared
+    /// lock. A known block is [`ChainError::Known`] (or [`ChainError::KnownInvalid`]).
+    pub fn admit(&self, block: Block, now: Timestamp) -> Result<HeaderChecked, ChainError> {
+        let hash = block.hash();
+        if let Some(e) = self.index.get(&hash) {
+            return Err(match e.status {
+                BlockStatus::Invalid => ChainError::KnownInvalid(hash),
+                _ => ChainError::Known(hash),
+            });
+        }
+        let parent_hash = block.header.prev_hash;
+        let parent = self
+            .index
+            .get(&parent_hash)
+            .ok_or(ChainError::UnknownParent { hash, parent: parent_hash })?;
+        if parent.status == BlockStatus::Invalid {
+            return Err(ChainError::invalid(hash, BlockError::InvalidAncestor(parent_hash)));
+        }
+        self.check_header_and_body(&block, &parent.header, now)
+            .map_err(|e| ChainError::invalid(hash, e))?;
+        Ok(HeaderChecked { block, hash })
+    }
+
+    /// Stage 2: the [`BlockValidator`] (the PoUW proof check: cheap checks and the replay, or
+    /// a light node's attestations). Reads only: the replay runs under a shared lock, so
+    /// readers of the chain are never held up by it.
+    pub fn verify(&self, checked: HeaderChecked) -> Result<ProofChecked, ChainError> {
+        let HeaderChecked { block, hash } = checked;
+        let parent = self
+            .header(&block.header.prev_hash)
+            .ok_or(ChainError::UnknownParent { hash, parent: block.header.prev_hash })?;
+        let ancestors = BranchAncestors { chain: self, parent };
+        self.validator
+            .validate(&block, parent, &self.spec, &ancestors)
+            .map_err(|e| ChainError::invalid(hash, BlockError::Proof(e)))?;
+        Ok(ProofChecked { block, hash })
+    }
+
+    /// Stage 3: stores a block whose proof passed and, if its branch is now the heaviest,
+    /// executes it (with any reorg) and moves the tip, in one write transaction. Takes only a
+    /// [`ProofChecked`], so no path imports a block that skipped a stage.
+    pub fn commit(&mut self, proven: ProofChecked) -> Result<ImportOutcome, ChainError> {
+        let ProofChecked { block, hash } = proven;
+        if let Some(e) = self.index.get(&hash) {
+            return match e.status {
+                BlockStatus::Invalid => Err(ChainError::KnownInvalid(hash)),
+                _ => Ok(ImportOutcome::AlreadyKnown),
+            };
+        }
+        let parent_hash = block.header.prev_hash;
+        let Some(parent) = self.index.get(&parent_hash).cloned() else {
             return Err(ChainError::UnknownParent { hash, parent: parent_hash });
         };
         if parent.status == BlockStatus::Invalid {
             return Err(ChainError::invalid(hash, BlockError::InvalidAncestor(parent_hash)));
         }
-        self.check_block(&block, &parent.header, now).map_err(|e| ChainError::invalid(hash, e))?;
 
         let mut entry = HeaderEntry {
             header: block.header.clone(),
@@ -474,21 +564,6 @@ impl Chain {
         };
         check_header(&block.header, parent, &ctx)?;
         check_block_body(block, &self.spec)?;
-        Ok(())
-    }
-
-    /// Cheap, context-free-of-state checks: header rules, body rules, the validator.
-    fn check_block(
-        &self,
-        block: &Block,
-        parent: &Header,
-        now: Timestamp,
-    ) -> Result<(), BlockError> {
-        self.check_header_and_body(block, parent, now)?;
-        let ancestors = BranchAncestors { chain: self, parent };
-        self.validator
-            .validate(block, parent, &self.spec, &ancestors)
-            .map_err(BlockError::Proof)?;
         Ok(())
     }
 

@@ -75,6 +75,10 @@ pub enum ChainError {
     /// The block was already found invalid.
     #[error("block {0} is known to be invalid")]
     KnownInvalid(Hash),
+    /// The block is already stored (from [`Chain::admit`](crate::Chain::admit); an import of
+    /// it is [`ImportOutcome::AlreadyKnown`](crate::ImportOutcome::AlreadyKnown)).
+    #[error("block {0} is already stored")]
+    Known(Hash),
     /// The database failed; the node must stop.
     #[error(transparent)]
     Storage(#[from] StorageError),

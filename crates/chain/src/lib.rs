@@ -25,7 +25,7 @@ mod validator;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
-pub use chain::{Chain, ChainConfig, ImportOutcome, TipChange};
+pub use chain::{Chain, ChainConfig, HeaderChecked, ImportOutcome, ProofChecked, TipChange};
 pub use error::{BlockError, ChainError};
 pub use filler_state::{FillerStart, FillerStates};
 pub use mempool::{AddOutcome, Mempool, MempoolConfig, MempoolError};

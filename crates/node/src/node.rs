@@ -829,9 +829,24 @@ impl Node {
         let height = block.header.height;
         // Kept to remember it (and draw its committee) should the import refuse it as invalid.
         let refused = block.clone();
+        // The header rules and the proof check (the replay) run under the shared lock, so the
+        // RPC's readers are not held up by a replay; only the commit takes the write lock.
+        // This thread is the chain's only writer, so nothing moves in between.
+        let now = Timestamp::now();
+        let staged = {
+            let chain = read(&self.chain);
+            chain.admit(block, now).and_then(|checked| chain.verify(checked))
+        };
         let r = {
             let mut chain = write(&self.chain);
-            let r = match chain.import_block(block, Timestamp::now()) {
+            let imported = match staged {
+                Ok(proven) => chain.commit(proven),
+                Err(ChainError::Known(_)) => Ok(ImportOutcome::AlreadyKnown),
+                // Kept as an orphan by the import.
+                Err(ChainError::UnknownParent { .. }) => chain.import_block(refused.clone(), now),
+                Err(e) => Err(e),
+            };
+            let r = match imported {
                 Err(e) => match e.into_storage_error() {
                     Ok(storage) => return Err(ChainError::Storage(storage).into()),
                     Err(e) => Err(e),

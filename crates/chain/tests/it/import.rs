@@ -6,7 +6,7 @@ use pouw_chain::{
     BlockError, ChainError, ImportOutcome,
 };
 use pouw_consensus::StateKey;
-use pouw_primitives::{Amount, Block, Hash};
+use pouw_primitives::{Amount, Block, Hash, Timestamp};
 use pouw_storage::BlockStatus;
 
 #[test]
@@ -253,4 +253,33 @@ fn reopen_after_clean_shutdown_keeps_tip_root_and_side_chains() {
     let out = import_all(&mut h, &more);
     assert_eq!(out, vec![ImportOutcome::SideChain, ImportOutcome::Reorged { depth: 3 }]);
     h.extend_chain(2);
+}
+
+#[test]
+fn an_import_in_stages_is_the_import_and_each_stage_refuses_what_it_must() {
+    let mut h = ChainHarness::new();
+    let hashes = h.extend_chain(2);
+    let tip = h.chain.tip();
+    let block = h.factory.build_with_transfers(&tip, 2, 99);
+    let hash = block.hash();
+    let now = Timestamp(block.header.timestamp.0);
+    // Stages 1 and 2 only read (a shared borrow); stage 3 stores and executes.
+    let checked = h.chain.admit(block, now).unwrap();
+    assert_eq!(checked.block().hash(), hash);
+    let proven = h.chain.verify(checked).unwrap();
+    assert_eq!(h.chain.tip(), tip, "nothing moves before the commit");
+    assert_eq!(h.chain.commit(proven).unwrap(), ImportOutcome::Extended);
+    assert_eq!(h.chain.tip(), hash);
+    assert_eq!(h.chain.state().root(), h.factory.state(&hash).root());
+    // Stage 1 refuses a stored block, one whose parent is unknown and one that breaks a
+    // header rule.
+    let stored = h.factory.block(&hashes[1]).clone();
+    assert!(matches!(h.chain.admit(stored, now), Err(ChainError::Known(b)) if b == hashes[1]));
+    let mut orphan = h.factory.build_with_transfers(&hash, 1, 100);
+    orphan.header.prev_hash = Hash([7; 32]);
+    assert!(matches!(h.chain.admit(orphan, now), Err(ChainError::UnknownParent { .. })));
+    let mut late = h.factory.build_with_transfers(&hash, 1, 101);
+    late.header.height += 1;
+    let e = h.chain.admit(late, now).unwrap_err();
+    assert!(e.is_peer_fault(), "{e}");
 }
