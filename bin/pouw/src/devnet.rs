@@ -270,7 +270,8 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     std::fs::create_dir_all(args.dir.join("logs"))?;
     let dir = std::fs::canonicalize(&args.dir)?;
     let spec_path = dir.join("chain.toml");
-    std::fs::write(&spec_path, devnet_spec().to_toml())?;
+    // This run's own chain (another devnet on the machine never meets it).
+    std::fs::write(&spec_path, sim::isolated(devnet_spec()).to_toml())?;
     let exe = std::env::current_exe().context("locating the pouw binary")?;
     task_file = task_with_miners(&task_file, miners, &dir)?;
     if withhold {

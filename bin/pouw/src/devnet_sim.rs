@@ -502,6 +502,21 @@ impl Sim {
     }
 }
 
+/// `spec` made this run's own chain: its name gets a suffix drawn from the clock and the
+/// process id (`devnet-local-1a2b3c4d`). The name seeds the genesis block's nonce, so the
+/// genesis hash differs from run to run, and with it every P2P protocol id (requests,
+/// Kademlia, identify) and gossip topic (design/015): two devnets on one machine, with the
+/// same devnet keys, never take each other's nodes as peers, whatever their peer tables or
+/// ports.
+pub(crate) fn isolated(mut spec: ChainSpec) -> ChainSpec {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let run = format!("{nanos}/{}", std::process::id());
+    spec.name = format!("{}-{}", spec.name, pouw_primitives::Hash::digest(run.as_bytes()).short());
+    spec
+}
+
 /// The simulator's lines of the readable report.
 pub(crate) fn print(r: &Value) {
     let Some(topology) = r["topology"].as_str() else { return };
@@ -588,6 +603,20 @@ fn block_hash(rpc: SocketAddr, height: u64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_runs_get_two_chains_that_differ_in_nothing_but_the_genesis_hash() {
+        let base = ChainSpec::devnet();
+        let (a, b) = (isolated(base.clone()), isolated(base.clone()));
+        assert_ne!(a.name, b.name);
+        assert!(a.name.starts_with("devnet-"), "{}", a.name);
+        let genesis = |s: &ChainSpec| pouw_consensus::genesis_block(s).unwrap().hash();
+        assert_ne!(genesis(&a), genesis(&b));
+        assert_ne!(genesis(&a), genesis(&base));
+        // Everything else (accounts, keys, parameters) is the devnet's.
+        assert_eq!(ChainSpec { name: base.name.clone(), ..a.clone() }, base);
+        assert_eq!(ChainSpec::from_toml(&a.to_toml(), "test").unwrap().name, a.name);
+    }
 
     #[test]
     fn each_topology_bootstraps_from_earlier_nodes_only_but_the_ring_closes() {
