@@ -260,6 +260,127 @@ impl ResidualIsa {
     }
 }
 
+/// Coordinates per block of the residual pass: its flags stay in L1.
+const PASS_BLOCK: usize = 64;
+
+/// The fewest parameters for which the residual pass runs as two halves on two threads (about
+/// 10 us of work per half on one AVX-512 core, several times a worker's wake-up).
+const SPLIT_PASS_MIN: usize = 1 << 16;
+
+/// What every coordinate of steps 4–7 shares.
+struct PassConsts {
+    lr: f32,
+    tau: f32,
+    mu: f32,
+    /// SGD with momentum: the velocity is state and every coordinate is updated.
+    dense: bool,
+    adam: Option<AdamStep>,
+    isa: ResidualIsa,
+}
+
+/// The state of the coordinates `base..base + w.len()` for steps 4–7: model, residual,
+/// gradient, and the optimizer state of those coordinates (each either empty or as long as
+/// `w`: `vel` for SGD with momentum, `ms` and `vs` for Adam).
+struct PassRange<'a> {
+    base: usize,
+    w: &'a mut [f32],
+    r: &'a mut [f32],
+    g: &'a [f32],
+    vel: &'a mut [f32],
+    ms: &'a mut [f32],
+    vs: &'a mut [f32],
+}
+
+/// `s` cut at `mid` (an empty `s` gives two empty halves).
+fn split_state(s: &mut [f32], mid: usize) -> (&mut [f32], &mut [f32]) {
+    if s.is_empty() {
+        (Default::default(), Default::default())
+    } else {
+        s.split_at_mut(mid)
+    }
+}
+
+impl PassRange<'_> {
+    /// The coordinates below `mid` (relative to `base`) and the rest.
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (w0, w1) = self.w.split_at_mut(mid);
+        let (r0, r1) = self.r.split_at_mut(mid);
+        let (g0, g1) = self.g.split_at(mid);
+        let (vel0, vel1) = split_state(self.vel, mid);
+        let (ms0, ms1) = split_state(self.ms, mid);
+        let (vs0, vs1) = split_state(self.vs, mid);
+        (
+            Self { base: self.base, w: w0, r: r0, g: g0, vel: vel0, ms: ms0, vs: vs0 },
+            Self { base: self.base + mid, w: w1, r: r1, g: g1, vel: vel1, ms: ms1, vs: vs1 },
+        )
+    }
+
+    /// Steps 4–7 on these coordinates, [`PASS_BLOCK`] at a time; returns their map entries in
+    /// ascending order.
+    fn run(self, c: &PassConsts) -> Vec<u32> {
+        let Self { base, w, r, g, mut vel, mut ms, mut vs } = self;
+        let (lr, tau, mu, dense) = (c.lr, c.tau, c.mu, c.dense);
+        let mut map = Vec::with_capacity(g.len() / 16);
+        let mut flags = [0u8; PASS_BLOCK];
+        for (block, (rs, gs)) in r.chunks_mut(PASS_BLOCK).zip(g.chunks(PASS_BLOCK)).enumerate() {
+            let offset = block * PASS_BLOCK;
+            c.isa.residual_flags(rs, gs, &mut flags, tau);
+            let n = rs.len();
+            let ws = &mut w[offset..offset + n];
+            if let Some(step) = &c.adam {
+                // Every coordinate, emitted or not: d_j = ±tau or 0.
+                let (m, rest_m) = std::mem::take(&mut ms).split_at_mut(n);
+                let (v, rest_v) = std::mem::take(&mut vs).split_at_mut(n);
+                (ms, vs) = (rest_m, rest_v);
+                for (((wj, mj), vj), &f) in ws.iter_mut().zip(m).zip(v).zip(&flags[..n]) {
+                    let d = match f {
+                        1 => tau,
+                        2 => -tau,
+                        _ => 0.0,
+                    };
+                    step.apply(wj, mj, vj, d);
+                }
+            }
+            if dense {
+                // v_j = mu * v_j + d_j; w_j = w_j - lr * v_j for every j.
+                let (vb, rest) = std::mem::take(&mut vel).split_at_mut(n);
+                vel = rest;
+                for ((wj, vj), &f) in ws.iter_mut().zip(vb).zip(&flags[..n]) {
+                    let d = match f {
+                        1 => tau,
+                        2 => -tau,
+                        _ => 0.0,
+                    };
+                    *vj = mu * *vj + d;
+                    *wj -= lr * *vj;
+                }
+            }
+            for (word, eight) in flags[..n].chunks(8).enumerate() {
+                // Most coordinates emit nothing: skip eight of them with one comparison.
+                if let Ok(bytes) = <[u8; 8]>::try_from(eight) {
+                    if u64::from_ne_bytes(bytes) == 0 {
+                        continue;
+                    }
+                }
+                for (k, &f) in eight.iter().enumerate() {
+                    if f == 0 {
+                        continue;
+                    }
+                    let k = word * 8 + k;
+                    let positive = f == 1;
+                    if !dense && c.adam.is_none() {
+                        // mu = 0: only emitted coordinates change, w_j = w_j - lr * d_j.
+                        let d = if positive { tau } else { -tau };
+                        ws[k] -= lr * d;
+                    }
+                    map.push(pack_entry((base + offset + k) as u32, positive));
+                }
+            }
+        }
+        map
+    }
+}
+
 /// A miner's training state: model, gradient residual and optimizer state.
 #[derive(Debug, Clone)]
 pub struct TrainState {
@@ -530,7 +651,7 @@ impl TrainState {
         let metrics = self.model.gradient_in_order(exec, batch, &mut g, order.as_ref());
 
         // 4–7 in one pass: residual, message map, residual minus emitted, local update.
-        let map = self.residual_map_update(&g);
+        let map = self.residual_map_update(&g, exec);
         self.grad.0 = g;
         (map, metrics)
     }
@@ -541,98 +662,49 @@ impl TrainState {
     /// outcome goes to a flag byte: 1 = `+tau`, 2 = `-tau`), then the flags are scanned eight at
     /// a time for the few emitted coordinates, which are pushed in ascending order and applied
     /// (the local update). Every value is computed by the same operations as the step-by-step
-    /// definition in the module docs: the same bits.
-    fn residual_map_update(&mut self, g: &[f32]) -> Vec<u32> {
-        const BLOCK: usize = 64;
+    /// definition in the module docs: the same bits. On two or more threads a large state runs
+    /// as two halves side by side ([`SPLIT_PASS_MIN`]; each coordinate on its own, so the same
+    /// bits and the same map).
+    fn residual_map_update(&mut self, g: &[f32], exec: Exec) -> Vec<u32> {
         let lr = self.optimizer.learning_rate;
         let tau = self.optimizer.tau;
         let mu = self.optimizer.momentum;
-        let mut map = Vec::with_capacity(g.len() / 16);
         let w = self.model.params_mut();
         let params = w.len();
         let dense = !self.velocity.is_empty() && self.rule.adam().is_none();
         // Adam: the step count `t` is the state's last element; this iteration is step `t + 1`.
-        // `vel` is the momentum buffer (SGD), `ms` and `vs` Adam's moments, each consumed block
-        // by block.
-        let (adam, mut ms, mut vs, mut vel): (
-            Option<AdamStep>,
-            &mut [f32],
-            &mut [f32],
-            &mut [f32],
-        ) = match self.rule {
-            UpdateRule::Sgd => (None, &mut [], &mut [], &mut self.velocity[..]),
-            UpdateRule::Adam(a) | UpdateRule::AdamW(a) => {
-                let decoupled = matches!(self.rule, UpdateRule::AdamW(_));
-                let (mv, t) = self.velocity.split_at_mut(params.saturating_mul(2));
-                let t = match t.first_mut() {
-                    Some(t) => {
-                        *t += 1.0;
-                        *t
-                    }
-                    None => 1.0,
-                };
-                let (m, v) = mv.split_at_mut(params);
-                (Some(AdamStep::new(&a, decoupled, lr, t)), m, v, &mut [])
-            }
-        };
-        let mut flags = [0u8; BLOCK];
-        let wide = ResidualIsa::detect();
-        for (block, (rs, gs)) in self.residual.chunks_mut(BLOCK).zip(g.chunks(BLOCK)).enumerate() {
-            let base = block * BLOCK;
-            wide.residual_flags(rs, gs, &mut flags, tau);
-            let n = rs.len();
-            let ws = &mut w[base..base + n];
-            if let Some(step) = &adam {
-                // Every coordinate, emitted or not: d_j = ±tau or 0.
-                let (m, rest_m) = std::mem::take(&mut ms).split_at_mut(n);
-                let (v, rest_v) = std::mem::take(&mut vs).split_at_mut(n);
-                (ms, vs) = (rest_m, rest_v);
-                for (((wj, mj), vj), &f) in ws.iter_mut().zip(m).zip(v).zip(&flags[..n]) {
-                    let d = match f {
-                        1 => tau,
-                        2 => -tau,
-                        _ => 0.0,
+        // `vel` is the momentum buffer (SGD), `ms` and `vs` Adam's moments.
+        let (adam, ms, vs, vel): (Option<AdamStep>, &mut [f32], &mut [f32], &mut [f32]) =
+            match self.rule {
+                UpdateRule::Sgd => (None, &mut [], &mut [], &mut self.velocity[..]),
+                UpdateRule::Adam(a) | UpdateRule::AdamW(a) => {
+                    let decoupled = matches!(self.rule, UpdateRule::AdamW(_));
+                    let (mv, t) = self.velocity.split_at_mut(params.saturating_mul(2));
+                    let t = match t.first_mut() {
+                        Some(t) => {
+                            *t += 1.0;
+                            *t
+                        }
+                        None => 1.0,
                     };
-                    step.apply(wj, mj, vj, d);
+                    let (m, v) = mv.split_at_mut(params);
+                    (Some(AdamStep::new(&a, decoupled, lr, t)), m, v, &mut [])
                 }
-            }
-            if dense {
-                // v_j = mu * v_j + d_j; w_j = w_j - lr * v_j for every j.
-                let (vb, rest) = std::mem::take(&mut vel).split_at_mut(n);
-                vel = rest;
-                for ((wj, vj), &f) in ws.iter_mut().zip(vb).zip(&flags[..n]) {
-                    let d = match f {
-                        1 => tau,
-                        2 => -tau,
-                        _ => 0.0,
-                    };
-                    *vj = mu * *vj + d;
-                    *wj -= lr * *vj;
-                }
-            }
-            for (word, eight) in flags[..n].chunks(8).enumerate() {
-                // Most coordinates emit nothing: skip eight of them with one comparison.
-                if let Ok(bytes) = <[u8; 8]>::try_from(eight) {
-                    if u64::from_ne_bytes(bytes) == 0 {
-                        continue;
-                    }
-                }
-                for (k, &f) in eight.iter().enumerate() {
-                    if f == 0 {
-                        continue;
-                    }
-                    let k = word * 8 + k;
-                    let positive = f == 1;
-                    if !dense && adam.is_none() {
-                        // mu = 0: only emitted coordinates change, w_j = w_j - lr * d_j.
-                        let d = if positive { tau } else { -tau };
-                        ws[k] -= lr * d;
-                    }
-                    map.push(pack_entry((base + k) as u32, positive));
-                }
-            }
+            };
+        let c = PassConsts { lr, tau, mu, dense, adam, isa: ResidualIsa::detect() };
+        let whole = PassRange { base: 0, w, r: &mut self.residual[..], g, vel, ms, vs };
+        // Every coordinate is computed on its own, so two halves on two threads give the same
+        // bits; the second half's entries follow the first's, so the map stays ascending. Only
+        // for a state large enough to repay waking a worker (speed only).
+        if exec.threads > 1 && params >= SPLIT_PASS_MIN {
+            let mid = params / 2 / PASS_BLOCK * PASS_BLOCK;
+            let (low, high) = whole.split_at(mid);
+            let (mut map, upper) = rayon::join(|| low.run(&c), || high.run(&c));
+            map.extend_from_slice(&upper);
+            map
+        } else {
+            whole.run(&c)
         }
-        map
     }
 
     /// A plain (non-PoUW) SGD-with-momentum step on the batch gradient, for comparison:
@@ -1021,6 +1093,42 @@ mod tests {
             }
             assert_eq!(bits(&got_r), bits(&want_r), "{isa:?}");
             assert_eq!(got_f, want_f, "{isa:?}");
+        }
+    }
+
+    #[test]
+    fn a_large_state_runs_the_residual_pass_in_halves_with_the_same_bits() {
+        let spec = ModelSpec::mlp(784, &[96], 10, Activation::Relu, 3);
+        let model = Model::new(spec).unwrap();
+        assert!(model.param_count() >= SPLIT_PASS_MIN);
+        let mut rng = Rng::from_u64(21);
+        let x: Vec<f32> = (0..4 * 784).map(|_| rng.next_f32()).collect();
+        let batch = Batch::new(x, vec![3, 1, 4, 1], 784).unwrap();
+        let peer = [pack_entry(5, true), pack_entry(70_000, false)];
+        for (momentum, rule) in [
+            (0.0, UpdateRule::Sgd),
+            (0.9, UpdateRule::Sgd),
+            (0.0, UpdateRule::Adam(ADAM)),
+            (0.0, UpdateRule::AdamW(ADAM)),
+        ] {
+            let lr = if rule.adam().is_some() { 0.01 } else { 0.1 };
+            let opt =
+                OptimizerSpec { learning_rate: lr, momentum, tau: 1e-4, batch_size: 4, epochs: 1 };
+            let mut one = TrainState::with_rule(model.clone(), opt, rule).unwrap();
+            let (mut two, mut four) = (one.clone(), one.clone());
+            for step in 0..3 {
+                let a = one.iterate_bound(Exec::SINGLE, &batch, &[&peer], &[9; 32]).unwrap();
+                let b = two.iterate_bound(Exec::new(2), &batch, &[&peer], &[9; 32]).unwrap();
+                let c = four.iterate_bound(Exec::new(4), &batch, &[&peer], &[9; 32]).unwrap();
+                // Entries on both sides of the cut, so both halves emitted.
+                let mid = (model.param_count() / 2) as u32;
+                assert!(a.map.iter().any(|&e| unpack_entry(e).0 < mid), "{rule:?} {step}");
+                assert!(a.map.iter().any(|&e| unpack_entry(e).0 >= mid), "{rule:?} {step}");
+                assert_eq!(a, b, "{rule:?} momentum {momentum} step {step}");
+                assert_eq!(a, c, "{rule:?} momentum {momentum} step {step}");
+                assert_eq!(one, two);
+                assert_eq!(one, four);
+            }
         }
     }
 
