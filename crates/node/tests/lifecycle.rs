@@ -189,7 +189,10 @@ fn a_silent_miner_is_excluded_and_not_paid() {
     // Node 3 stakes a miner ticket, is selected, and never trains (it does not mine).
     let nodes = network(dir.path(), &spec, false);
     let client = &nodes[0];
-    let file = task_file(dir.path(), &TaskShape { training_blocks: 12, ..TaskShape::default() });
+    // The deadline must leave the two honest miners time to train their walks: blocks come at
+    // the fixed target's pace, and 12 blocks went by in 7 s on a fast build, before the second
+    // honest miner (which starts a few seconds later, once it holds its segments) was done.
+    let file = task_file(dir.path(), &TaskShape { training_blocks: 30, ..TaskShape::default() });
     let task = submit_when_staffed(client, &file);
     // Training ends at its deadline (the silent miner never submits), then the evaluators
     // rank the two models they can test and the verdict executes.
