@@ -121,7 +121,8 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
         );
     }
     let miners = task.workers.miners as usize;
-    let model = Model::new(task.model.clone()).context("cannot build the model")?;
+    // The initialiser's model, or the client's own start weights (`init = { file = ... }`).
+    let model = task.start_model().context("cannot build the model")?;
     let params = model.param_count();
     let planned = u64::from(opt.epochs) * per_epoch as u64;
     let total = args.iterations.map_or(planned, |n| n.min(planned));

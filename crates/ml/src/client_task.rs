@@ -229,6 +229,14 @@ pub fn load_client_task(file: &Path, dir: &Path) -> Result<ClientTask, ClientTas
     if tf.payment.fee.0 == 0 {
         return Err(ClientTaskError::ZeroFee { path });
     }
+    if tf.start_weights.is_some() {
+        return Err(invalid(
+            "model.init",
+            "start weights from a file train with `pouw train` only: the on-chain definition \
+             does not carry their hash and the workers are not served the file yet"
+                .into(),
+        ));
+    }
     if tf.dataset.segments as usize != DATASET_SEGMENTS {
         return Err(invalid(
             "dataset.segments",
@@ -525,6 +533,15 @@ evaluation_blocks = 5
         let (def, _) = client_task(&file, &repo().join("tasks")).unwrap();
         assert!(matches!(def.optimizer.rule, UpdateRuleDef::Adam(_)));
         def.validate().unwrap();
+    }
+
+    #[test]
+    fn start_weights_are_refused_on_chain_by_name() {
+        let e = load(100, |s| {
+            s.replace("classes = 3\n", "classes = 3\ninit = { file = \"start.safetensors\" }\n")
+        })
+        .unwrap_err();
+        assert!(matches!(&e, ClientTaskError::Invalid { field: "model.init", .. }), "{e}");
     }
 
     #[test]

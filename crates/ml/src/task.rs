@@ -13,7 +13,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::{
     dataset::{Dataset, DatasetError},
-    spec::{AdamSpec, ModelSpec, OptimizerSpec, SpecError, UpdateRule},
+    model::Model,
+    spec::{AdamSpec, Init, LayerSpec, ModelSpec, OptimizerSpec, SpecError, UpdateRule},
 };
 
 /// A parsed, validated task file. Dataset paths are resolved against the file's directory.
@@ -24,6 +25,11 @@ pub struct TaskFile {
     pub name: String,
     /// The model.
     pub model: ModelSpec,
+    /// The client's own starting weights: `[model] init = { file = "start.safetensors" }`
+    /// (a safetensors file as the export writes it, resolved against the task file's
+    /// directory); `model.init` and `model.seed` are then unused. `pouw train` only for now.
+    #[serde(skip_serializing)]
+    pub start_weights: Option<PathBuf>,
     /// The optimizer.
     pub optimizer: OptimizerSpec,
     /// The local update rule: `[optimizer] kind = "sgd"` (default), `"adam"` or `"adamw"`, with
@@ -45,13 +51,40 @@ pub struct TaskFile {
 struct TaskFileFields {
     #[serde(default)]
     name: String,
-    model: ModelSpec,
+    model: ModelFields,
     optimizer: OptimizerFields,
     dataset: DatasetSpec,
     #[serde(default)]
     workers: WorkersSpec,
     #[serde(default)]
     payment: PaymentSpec,
+}
+
+/// `[model]` as written: [`ModelSpec`]'s fields, `init` also as `{ file = "..." }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelFields {
+    input_shape: Vec<u32>,
+    layers: Vec<LayerSpec>,
+    classes: u32,
+    #[serde(default)]
+    init: InitField,
+    #[serde(default)]
+    seed: u64,
+}
+
+/// `[model] init`: an initialiser's name, or the client's own weights.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum InitField {
+    Named(Init),
+    File { file: PathBuf },
+}
+
+impl Default for InitField {
+    fn default() -> Self {
+        Self::Named(Init::Xavier)
+    }
 }
 
 /// `[optimizer]` as written.
@@ -128,9 +161,22 @@ impl TryFrom<TaskFileFields> for TaskFile {
             (None, UpdateRule::Sgd) => return Err("missing field `learning_rate`".into()),
             (None, _) => 0.001,
         };
+        let m = f.model;
+        let (init, start_weights) = match m.init {
+            InitField::Named(init) => (init, None),
+            InitField::File { file } => (Init::Xavier, Some(file)),
+        };
+        let model = ModelSpec {
+            input_shape: m.input_shape,
+            layers: m.layers,
+            classes: m.classes,
+            init,
+            seed: m.seed,
+        };
         Ok(Self {
             name: f.name,
-            model: f.model,
+            model,
+            start_weights,
             optimizer: OptimizerSpec {
                 learning_rate,
                 momentum: o.momentum,
@@ -420,9 +466,14 @@ impl TaskFile {
             .map_err(|e| TaskError::Parse { path: path.to_path_buf(), source: Box::new(e) })?;
         task.validate(path)?;
         let base = path.parent().unwrap_or(Path::new(""));
-        for p in [&mut task.dataset.images, &mut task.dataset.labels, &mut task.dataset.path]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut task.dataset.images,
+            &mut task.dataset.labels,
+            &mut task.dataset.path,
+            &mut task.start_weights,
+        ]
+        .into_iter()
+        .flatten()
         {
             *p = base.join(&*p);
         }
@@ -499,6 +550,31 @@ impl TaskFile {
             return Err(invalid("payment.evaluation_blocks", "must be at least 1".into()));
         }
         Ok(())
+    }
+
+    /// The model training starts from: the client's own weights
+    /// ([`TaskFile::start_weights`]), checked to be a model of this task (same shapes, every
+    /// parameter finite), or else the initialiser's.
+    pub fn start_model(&self) -> Result<Model, TaskError> {
+        let invalid = |path: &Path, reason: String| TaskError::Invalid {
+            path: path.to_path_buf(),
+            field: "model.init".into(),
+            reason,
+        };
+        let Some(path) = &self.start_weights else {
+            return Model::new(self.model.clone())
+                .map_err(|e| invalid(Path::new("[model]"), e.to_string()));
+        };
+        let given = crate::load_safetensors(path).map_err(|e| {
+            let source =
+                std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+            invalid(path, format!("cannot load the start weights: {e}{source}"))
+        })?;
+        given
+            .check_fits(&self.model)
+            .map_err(|e| invalid(path, format!("the start weights do not fit the model: {e}")))?;
+        Model::from_params(self.model.clone(), given.params().to_vec())
+            .map_err(|e| invalid(path, e.to_string()))
     }
 
     /// Loads the dataset the task names and checks it fits the model's input.

@@ -148,3 +148,40 @@ fn the_optimizer_kind_selects_adam_with_pytorch_defaults() {
         assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
     }
 }
+
+#[test]
+fn start_weights_from_a_file_replace_the_initialiser() {
+    let dir = tempfile::tempdir().unwrap();
+    let task_path = dir.path().join("t.toml");
+    let with_init =
+        |init: &str| BASE.replace("classes = 2\n", &format!("classes = 2\ninit = {init}\n"));
+    // A model of the task's shape, saved as the export writes it.
+    let named = TaskFile::parse(&with_init("\"he\""), &task_path).unwrap();
+    assert_eq!(named.model.init, pouw_ml::Init::He);
+    assert_eq!(named.start_weights, None);
+    let mut other = named.model.clone();
+    other.seed = 99;
+    let mut start = pouw_ml::Model::new(other).unwrap();
+    start.params_mut()[3] = 0.625;
+    pouw_ml::save_safetensors(&start, &dir.path().join("start.safetensors")).unwrap();
+
+    let task = TaskFile::parse(&with_init("{ file = \"start.safetensors\" }"), &task_path).unwrap();
+    assert_eq!(task.start_weights, Some(dir.path().join("start.safetensors")));
+    let model = task.start_model().unwrap();
+    assert_eq!(model.params(), start.params());
+    assert_ne!(model.params(), named.start_model().unwrap().params());
+
+    // A file of another shape, or no file: named errors.
+    let wide =
+        pouw_ml::Model::new(pouw_ml::ModelSpec::mlp(4, &[3], 2, pouw_ml::Activation::Relu, 1))
+            .unwrap();
+    pouw_ml::save_safetensors(&wide, &dir.path().join("wide.safetensors")).unwrap();
+    for file in ["wide.safetensors", "missing.safetensors"] {
+        let t =
+            TaskFile::parse(&with_init(&format!("{{ file = \"{file}\" }}")), &task_path).unwrap();
+        let e = t.start_model().unwrap_err().to_string();
+        assert!(e.contains("model.init") && e.contains(file), "{e}");
+    }
+    let msg = parse_err(&with_init("{ path = \"start.safetensors\" }"));
+    assert!(msg.contains("init"), "{msg}");
+}
