@@ -114,6 +114,15 @@ struct FileConfig {
     peers: PeersFile,
     #[serde(default)]
     requests: RequestsFile,
+    #[serde(default)]
+    supervisor: SupervisorFile,
+}
+
+/// `[supervisor]`: sampled screening (design/020).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SupervisorFile {
+    replay_fraction: Option<f64>,
 }
 
 /// `[requests]`: the per-peer request rate limit (`pouw_node::RequestLimits`).
@@ -321,6 +330,7 @@ pub(crate) struct Layer {
     pub(crate) requests_per_second: Option<u32>,
     pub(crate) requests_burst: Option<u32>,
     pub(crate) requests_ban_after: Option<u32>,
+    pub(crate) replay_fraction: Option<f64>,
 }
 
 impl Layer {
@@ -369,6 +379,7 @@ impl Layer {
             requests_per_second: later.requests_per_second.or(self.requests_per_second),
             requests_burst: later.requests_burst.or(self.requests_burst),
             requests_ban_after: later.requests_ban_after.or(self.requests_ban_after),
+            replay_fraction: later.replay_fraction.or(self.replay_fraction),
         }
     }
 }
@@ -557,6 +568,7 @@ fn parse_file(file: &str, base: &Path, text: &str) -> Result<Layer> {
         requests_per_second: f.requests.per_second,
         requests_burst: f.requests.burst,
         requests_ban_after: f.requests.ban_after,
+        replay_fraction: f.supervisor.replay_fraction,
     })
 }
 
@@ -611,6 +623,9 @@ pub(crate) fn env_layer(get: impl Fn(&str) -> Option<String>) -> Result<Layer> {
         target_peers: scalar(var("POUW_TARGET_PEERS"), "POUW_TARGET_PEERS", parse_peer_count)?,
         external_addrs: list("POUW_EXTERNAL_ADDR")?,
         discovery: scalar(var("POUW_DISCOVERY"), "POUW_DISCOVERY", parse_bool)?,
+        replay_fraction: scalar(var("POUW_REPLAY_FRACTION"), "POUW_REPLAY_FRACTION", |s| {
+            s.trim().parse::<f64>().map_err(|e| format!("`{s}` is not a fraction: {e}"))
+        })?,
         ..Layer::default()
     })
 }
@@ -667,6 +682,9 @@ pub(crate) struct Settings {
     pub(crate) discovery: bool,
     /// Per-peer request rate limit (`NodeConfig::requests`).
     pub(crate) requests: pouw_node::RequestLimits,
+    /// Supervisor: the fraction of each miner's messages replayed (`NodeConfig::replay_fraction`;
+    /// `None`: automatic).
+    pub(crate) replay_fraction: Option<f64>,
 }
 
 /// Defaults when no layer sets a key.
@@ -711,6 +729,12 @@ pub(crate) fn resolve(layers: Vec<Layer>, no_mine: bool) -> Result<Settings> {
         max_outbound: peers.max_outbound.min(peers.max_peers),
         ..peers
     };
+    if let Some(f) = l.replay_fraction.filter(|f| !(*f > 0.0 && *f <= 1.0)) {
+        bail!(
+            "`supervisor.replay_fraction` (POUW_REPLAY_FRACTION): {f}, a fraction in (0, 1] is \
+             needed (1: replay every message)"
+        );
+    }
     let defaults = pouw_rpc::RpcConfig::default();
     let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
     let rpc = pouw_rpc::RpcConfig {
@@ -743,6 +767,7 @@ pub(crate) fn resolve(layers: Vec<Layer>, no_mine: bool) -> Result<Settings> {
         peers,
         external_addrs: l.external_addrs.unwrap_or_default(),
         discovery: l.discovery.unwrap_or(true),
+        replay_fraction: l.replay_fraction,
         requests: {
             let d = pouw_node::RequestLimits::default();
             pouw_node::RequestLimits {
@@ -793,6 +818,13 @@ struct Printed {
     security: PrintedSecurity,
     peers: PrintedPeers,
     requests: PrintedRequests,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supervisor: Option<PrintedSupervisor>,
+}
+
+#[derive(Serialize)]
+struct PrintedSupervisor {
+    replay_fraction: f64,
 }
 
 #[derive(Serialize)]
@@ -923,6 +955,9 @@ impl Settings {
                 burst: self.requests.burst,
                 ban_after: self.requests.ban_after,
             },
+            supervisor: self
+                .replay_fraction
+                .map(|replay_fraction| PrintedSupervisor { replay_fraction }),
             security: PrintedSecurity {
                 handlers: self
                     .security_handlers
@@ -1010,6 +1045,7 @@ mod tests {
         ("POUW_TARGET_PEERS", "peers.target_peers"),
         ("POUW_EXTERNAL_ADDR", "peers.external_addrs, comma-separated multiaddrs"),
         ("POUW_DISCOVERY", "peers.discovery (true/false)"),
+        ("POUW_REPLAY_FRACTION", "supervisor.replay_fraction (in (0, 1])"),
     ];
 
     #[test]
@@ -1021,6 +1057,28 @@ mod tests {
         let example = include_str!("../../../config/node.example.toml");
         let layer = parse_file("node.example.toml", Path::new("config"), example);
         assert!(layer.is_ok(), "{:#}", layer.unwrap_err());
+    }
+
+    #[test]
+    fn the_replay_fraction_from_the_file_and_the_environment() {
+        let file = |text: &str| {
+            let l = parse_file("n.toml", Path::new(""), text).unwrap();
+            resolve(vec![Layer { datadir: Some("d".into()), ..l }], false)
+        };
+        let s = file("[supervisor]
+replay_fraction = 0.25
+").unwrap();
+        assert_eq!(s.replay_fraction, Some(0.25));
+        assert!(s.to_toml(false).contains("replay_fraction = 0.25"));
+        assert_eq!(file("").unwrap().replay_fraction, None);
+        let env = env_layer(|k| (k == "POUW_REPLAY_FRACTION").then(|| "1".to_string())).unwrap();
+        assert_eq!(env.replay_fraction, Some(1.0));
+        for bad in ["1.5", "0", "-0.1"] {
+            let e = file(&format!("[supervisor]
+replay_fraction = {bad}
+")).unwrap_err();
+            assert!(format!("{e:#}").contains("replay_fraction"), "{e:#}");
+        }
     }
 
     #[test]

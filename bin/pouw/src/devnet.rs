@@ -157,6 +157,30 @@ fn node_entry(
     })
 }
 
+/// A node's resources: `resident_mib` now (`pouw_health`), `peak_resident_mib` (the process's
+/// high-water mark, Linux `VmHWM`), the CPU seconds it spent screening (`supervisor_cpu_seconds`,
+/// a supervisor) and following its own stream for its supervisors (`own_states_cpu_seconds`, a
+/// miner; design/020), from `pouw_security`.
+fn resource_keys(n: &Node, health: &Value) -> serde_json::Map<String, Value> {
+    let mib = |bytes: u64| (bytes as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0;
+    let peak = std::fs::read_to_string(format!("/proc/{}/status", n.child.id()))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map(|kib| mib(kib.saturating_mul(1024)));
+    let security = call(n.rpc, "pouw_security", json!([])).unwrap_or(Value::Null);
+    let mut m = serde_json::Map::new();
+    m.insert("resident_mib".into(), json!(health["process"]["memory_bytes"].as_u64().map(mib)));
+    m.insert("peak_resident_mib".into(), json!(peak));
+    for key in ["supervisor_cpu_seconds", "own_states_cpu_seconds"] {
+        let secs = security[key].as_f64().map(|s| (s * 1000.0).round() / 1000.0);
+        m.insert(key.into(), json!(secs));
+    }
+    m
+}
+
 /// The node that plays the attacker in `--attack` runs, with `miners` honest miners.
 fn attacker_name(attack: pouw_node::Attack, miners: u16) -> String {
     match attack.role() {
@@ -558,8 +582,11 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         let genesis = spec.genesis.allocations.get(n.key_index).map_or(0, |a| a.balance.units());
         mined += c["blocks_mined"].as_u64().unwrap_or(0);
         rejected += c["blocks_rejected"].as_u64().unwrap_or(0);
-        node_reports
-            .push(node_entry(&n.name, n.roles, &address, n.rpc, &h, &account, genesis, height));
+        let mut entry = node_entry(&n.name, n.roles, &address, n.rpc, &h, &account, genesis, height);
+        if let Some(o) = entry.as_object_mut() {
+            o.extend(resource_keys(n, &h));
+        }
+        node_reports.push(entry);
     }
     // Every node process still running (an attack must not have stopped any).
     let nodes_running =

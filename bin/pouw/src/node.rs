@@ -220,6 +220,7 @@ pub(crate) fn run(args: NodeArgs) -> Result<()> {
     config.external_addrs = settings.external_addrs.clone();
     config.discovery = settings.discovery;
     config.requests = settings.requests;
+    config.replay_fraction = settings.replay_fraction;
     config::wire_roles(&mut config, &settings.roles);
     config.light = settings.light;
     config.threads = settings.threads.max(1);

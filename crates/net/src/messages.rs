@@ -276,6 +276,16 @@ pub enum Request {
     /// [`Request::Proof`], and a filler-task block's start state when it is the chain's filler
     /// state at the block's parent (design/016). Answered with [`Response::Proof`].
     ProofLean(Hash),
+    /// The start state (model, residual and optimizer state, as proof data without batch or
+    /// peers) of a miner's iteration of a client task, asked of that miner by one of the
+    /// task's supervisors that drew the iteration for replay (design/020). Answered with
+    /// [`Response::StartState`].
+    StartState {
+        /// The task.
+        task: TaskId,
+        /// The miner's iteration.
+        iteration: u64,
+    },
 }
 
 /// A supervisor's answer to [`Request::Screening`].
@@ -352,6 +362,9 @@ pub enum Response {
     Screening(Option<ScreeningStatus>),
     /// Answer to [`Request::Transaction`]: the transaction, if the peer still has it.
     Transaction(Option<Box<Transaction>>),
+    /// Answer to [`Request::StartState`] (`None`: not held any more, or not served to the
+    /// asker).
+    StartState(Option<ProofData>),
 }
 
 impl Response {

@@ -48,6 +48,7 @@ use std::{
 };
 
 mod routing;
+mod sampling;
 mod segments;
 use segments::SegmentStore;
 
@@ -324,6 +325,9 @@ pub(crate) struct Agent {
     completed: HashSet<TaskId>,
     /// Supervisor: screening per task.
     screens: HashMap<TaskId, TaskScreen>,
+    /// Miner: its own recent start states per task, served to the task's supervisors
+    /// (design/020).
+    own_states: HashMap<TaskId, crate::screening::own::OwnStates>,
     /// Security handlers, convictions and figures (shared with the RPC server).
     pub(crate) security: Arc<SecurityState>,
     /// Selected supervisors per task we take part in (the committee alerts are weighed by).
@@ -362,10 +366,17 @@ impl Agent {
     /// Supervisor: the screening of task `id`, following `record`'s view of its selection (the
     /// seed and the miners' order): made at the first need, and made anew when a
     /// reorganisation of the chain changed that view (the messages held are screened again).
-    fn screen_for(&mut self, id: TaskId, record: &TaskRecord, now: Instant) -> &mut TaskScreen {
+    fn screen_for(
+        &mut self,
+        id: TaskId,
+        record: &TaskRecord,
+        sampling: crate::screening::sample::Sampling,
+        now: Instant,
+    ) -> &mut TaskScreen {
         let miners: Vec<Address> = record.participants.miners.iter().map(|s| s.worker).collect();
         let screen = self.screens.entry(id).or_insert_with(|| {
-            TaskScreen::new(id, record.definition.clone(), record.seed, miners.clone(), now)
+            let view = (record.seed, miners.clone());
+            TaskScreen::sampled(id, record.definition.clone(), view, sampling, now)
         });
         if !screen.follows(&record.seed, &miners) {
             tracing::warn!(target: "supervisor", task = %id.short(), "the task's selection changed with a reorganisation of the chain: screening starts over under the new view");
@@ -742,7 +753,8 @@ impl Node {
             let equivocation = self.agent.history.entry(task).or_default().record(msg.clone());
             self.note_equivocation(task, equivocation);
             let now = Instant::now();
-            self.agent.screen_for(task, &record, now).receive(msg, now);
+            self.screen_of(task, &record).receive(msg, now);
+            self.send_state_wants(task);
         }
         true
     }
@@ -770,6 +782,9 @@ impl Node {
         let was = self.agent.convicted(&b.task_id, &b.accused);
         self.agent.supervisors.insert(b.task_id, p.supervisors.len());
         self.agent.security.handlers.dispatch(&verified);
+        if crate::security::Accusations::KINDS.contains(&b.kind) {
+            self.replay_accused(&b.task_id, &b.accused);
+        }
         if !was && self.agent.convicted(&b.task_id, &b.accused) {
             tracing::warn!(target: "node", task = %b.task_id.short(), miner = %b.accused.short(), "miner convicted by a majority of the task's supervisors: its updates are ignored and its stake will be confiscated");
         }
@@ -969,6 +984,7 @@ impl Node {
     /// Worker: task `id` ended: our copy of its segments is deleted and its dataset dropped
     /// (a screening still draining holds its own reference); nothing of it is fetched again.
     fn end_task_data(&mut self, id: &TaskId) {
+        self.agent.own_states.remove(id);
         if self.agent.segments.end(id) {
             self.agent.datasets.remove(id);
             self.agent.bad_datasets.remove(id);
@@ -976,10 +992,10 @@ impl Node {
     }
 
     /// Supervisor: fetches the training data, then screens what arrived.
-    fn screen_task(&mut self, id: TaskId, record: &TaskRecord, height: u64) {
+    fn screen_task_now(&mut self, id: TaskId, record: &TaskRecord, height: u64) {
         let split = task_split_of(&record.definition, &record.seed);
         let now = Instant::now();
-        let has = self.agent.screen_for(id, record, now).has_dataset();
+        let has = self.screen_of(id, record).has_dataset();
         if !has {
             let Some(dataset) = self.task_dataset(id, record, SegmentUse::Screen) else { return };
             if let Some(s) = self.agent.screens.get_mut(&id) {
@@ -1019,6 +1035,9 @@ impl Node {
             Request::Model(hash) => Some(self.serve_model(from, hash)),
             Request::History { task, slot } => {
                 Some(Response::History(self.agent.history_slot(task, *slot)))
+            }
+            Request::StartState { task, iteration } => {
+                Some(self.serve_start_state(from, task, *iteration))
             }
             Request::Screening { task } => {
                 let finalising = {
@@ -1311,6 +1330,7 @@ impl Node {
                         .saturating_sub(record.convictions.len() + 1);
                     self.agent.peer_miners.insert(id, others);
                     self.hold_for_convictions(id, record);
+                    self.follow_own_states(id, record);
                     let assigned = self.miner.as_ref().and_then(|m| m.assignment()).is_some();
                     if !assigned && !self.agent.trained.contains(&id) && self.miner.is_some() {
                         if let Some(dataset) = self.task_dataset(id, record, SegmentUse::Train) {

@@ -62,6 +62,10 @@ pub struct NodeConfig {
     pub security: crate::SecurityHandlers,
     /// The staking tickets the node buys for its worker roles.
     pub staking: Staking,
+    /// Supervisor: the fraction of each miner's iteration messages it replays (design/020);
+    /// `None`: `1 / miners` of each (about one miner's training per task); `Some(1.0)`: every
+    /// message.
+    pub replay_fraction: Option<f64>,
 }
 
 /// Peer limits of a node (defaults: those of `pouw_net::NetConfig`).
@@ -258,6 +262,7 @@ impl NodeConfig {
             attack: None,
             security: crate::SecurityHandlers::default(),
             staking: Staking::default(),
+            replay_fraction: None,
         }
     }
 }

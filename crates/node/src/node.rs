@@ -417,6 +417,7 @@ pub(crate) enum Pending {
     Screening { task: TaskId, supervisor: Address },
     History { task: TaskId, slot: u32 },
     Transaction { hash: Hash, gossip: GossipId },
+    StartState { task: TaskId, miner: Address, iteration: u64 },
 }
 
 pub(crate) struct Node {
@@ -715,6 +716,11 @@ impl Node {
                 // meanwhile): drop it, train on.
                 tracing::debug!(target: "node", tx = %id.short(), error = %source, "dropping a transaction that no longer applies");
                 self.mempool.remove(&id);
+                // The iteration ran but its message is not sent: the miner's own start states
+                // follow it all the same (design/020).
+                if let Some(task) = assigned {
+                    self.agent_own_lost_step(task, &peers);
+                }
                 let dropped = self.own_txs.invalid(&id, source.to_string(), Instant::now());
                 if let Some(event) = dropped {
                     self.own_tx_event(event);
@@ -746,6 +752,7 @@ impl Node {
         }
         if let (Some(task), Some(msg)) = (assigned, out.message) {
             self.agent.note_own_iteration(task, msg.body.iteration);
+            self.agent_own_message(task, &msg, &peers);
             if let Err(e) = self.net.publish(GossipMessage::MlIteration(msg)) {
                 tracing::debug!(target: "node", error = %e, "iteration message not gossiped");
             }
@@ -1255,6 +1262,9 @@ impl Node {
                     Pending::Segment { task, index, .. } => self.agent_segment_failed(task, index),
                     Pending::Status | Pending::Model { .. } | Pending::Screening { .. } => {}
                     Pending::History { .. } => {}
+                    Pending::StartState { task, miner, iteration } => {
+                        self.agent_on_start_state(task, miner, iteration, None)
+                    }
                     Pending::Transaction { hash, gossip } => {
                         self.fetching_txs.remove(&hash);
                         self.validate(gossip, peer, Acceptance::Ignore);
@@ -1308,11 +1318,18 @@ impl Node {
             (Pending::History { task, slot }, Response::History(messages)) => {
                 self.agent_on_history(peer, task, slot, messages)
             }
+            (Pending::StartState { task, miner, iteration }, Response::StartState(data)) => {
+                self.agent_on_start_state(task, miner, iteration, data)
+            }
             (Pending::Transaction { hash, gossip }, Response::Transaction(tx)) => {
                 self.on_tx_fetched(peer, hash, gossip, tx)
             }
             (pending, Response::Error(e)) => {
                 tracing::debug!(target: "node", %peer, error = %e, ?pending, "peer could not answer");
+                if let Pending::StartState { task, miner, iteration } = pending {
+                    self.agent_on_start_state(task, miner, iteration, None);
+                    return Ok(());
+                }
                 if let Pending::Transaction { hash, gossip } = pending {
                     self.fetching_txs.remove(&hash);
                     self.validate(gossip, peer, Acceptance::Ignore);
@@ -1427,6 +1444,7 @@ impl Node {
             Request::Model(_) => Response::Model(None),
             Request::History { .. } => Response::History(Vec::new()),
             Request::Screening { .. } => Response::Screening(None),
+            Request::StartState { .. } => Response::StartState(None),
             Request::Transaction(hash) => Response::Transaction(
                 self.mempool.get(&hash).or_else(|| self.own_txs.get(&hash)).cloned().map(Box::new),
             ),
@@ -1527,6 +1545,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::History(_) => "History",
         Response::Screening(_) => "Screening",
         Response::Transaction(_) => "Transaction",
+        Response::StartState(_) => "StartState",
         Response::Error(_) => "Error",
     }
 }

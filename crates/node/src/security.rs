@@ -212,7 +212,7 @@ pub struct ScreeningView {
     pub task_id: TaskId,
     /// The miner.
     pub miner: Address,
-    /// Iteration messages screened.
+    /// Iteration messages screened (each counted once).
     pub screened: u64,
     /// Of which replayed bit for bit.
     pub replayed: u64,
@@ -220,6 +220,18 @@ pub struct ScreeningView {
     pub flagged: u64,
     /// Could not be replayed (missing data or a broken stream).
     pub unverifiable: u64,
+    /// Not drawn for replay (sampled screening, design/020): checkable later from the
+    /// recorded history.
+    pub skipped: u64,
+    /// Replayed from a start state fetched from the miner (checked against its message).
+    pub fetched: u64,
+    /// Start states the miner did not serve in time (its whole stream is then replayed).
+    pub unserved: u64,
+    /// The fraction of the miner's messages this supervisor draws for replay.
+    pub replay_fraction: f64,
+    /// Every message of this miner is replayed (sampling off, or the miner was flagged,
+    /// accused or did not serve a start state).
+    pub replays_all: bool,
     /// Mean cosine between its maps and the robust aggregate of the other miners' recent maps
     /// (honest miners: positive; sign-flipped updates: negative; noise: near zero).
     pub mean_direction: Option<f64>,
@@ -240,6 +252,12 @@ pub struct SecurityState {
     pub poisoned_sent: std::sync::atomic::AtomicU64,
     /// Alerts this node raised.
     pub alerts_raised: std::sync::atomic::AtomicU64,
+    /// CPU time this node (a supervisor) spent screening: replays, start states checked,
+    /// figures (nanoseconds, the node thread's clock).
+    pub screening_cpu_ns: std::sync::atomic::AtomicU64,
+    /// CPU time this node (a miner) spent following its own stream to serve its start states
+    /// to its supervisors (design/020).
+    pub own_states_cpu_ns: std::sync::atomic::AtomicU64,
     /// This node's miner: nonce attempts and the CPU time of its training steps (the measure
     /// of SPEC section 6, invariant 1; a grinding miner's gain shows here).
     pub mining: Mutex<pouw_work::MiningStats>,
@@ -277,6 +295,8 @@ impl SecurityState {
             "accusations": self.accusations.views(),
             "screening": *self.screening.lock().unwrap_or_else(PoisonError::into_inner),
             "alerts_raised": self.alerts_raised.load(Ordering::Relaxed),
+            "supervisor_cpu_seconds": self.screening_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            "own_states_cpu_seconds": self.own_states_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9,
             "poisoned_sent": self.poisoned_sent.load(Ordering::Relaxed),
             "mining": mining,
             "forged_blocks": *self.forged_blocks.lock().unwrap_or_else(PoisonError::into_inner),

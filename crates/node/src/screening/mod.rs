@@ -29,14 +29,34 @@
 //! supervisor whose own view changes rebuilds its screening from the messages it holds
 //! ([`TaskScreen::rebuilt`]). Only a map, loss or accuracy that differs from the replay of a
 //! scheduled batch from the claimed start (what any node can check) is flagged at once.
+//!
+//! **Sampling** (design/020). Unless it is set to replay everything, a supervisor replays only
+//! the messages its keyed draw picks ([`sample`]): a drawn message whose start state the shadow
+//! did not replay up to is replayed from the start state the miner serves
+//! (`Request::StartState`), checked against the start hashes the message signed; the others
+//! are counted `skipped` and stay checkable later from the recorded history. A miner that does
+//! not serve a committed state in time is never flagged for it: the supervisor replays its
+//! whole stream from the task's initial state instead, as it does for a miner it flagged or
+//! another supervisor accused ([`TaskScreen::replay_all`]), so every poisoned message of a
+//! caught miner is flagged, the earlier ones too.
+
+mod draws;
+mod figures;
+pub(crate) mod own;
+pub(crate) mod sample;
 
 use crate::security::ScreeningView;
+use draws::{Fetch, Fetched, Sampled};
+#[cfg(test)]
+use figures::median;
+use figures::{add_map, cosine, signs};
 use pouw_consensus::pouw::Handover;
 use pouw_ml::{Dataset, Exec, TrainState};
 use pouw_primitives::{
     map_hash, Address, AlertKind, Hash, IterationMessage, TaskDefinition, TaskId,
 };
 use pouw_work::{initial_state, BatchWalk};
+use sample::Sampling;
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     sync::Arc,
@@ -57,6 +77,23 @@ pub(crate) const VIEW_WAIT: Duration = Duration::from_secs(20);
 const WINDOW: usize = 8;
 /// Longest screening pass (keeps the node loop responsive).
 const BUDGET: Duration = Duration::from_millis(250);
+/// How long a miner has to serve a start state a supervisor asked for (design/020).
+pub(crate) const FETCH_WAIT: Duration = Duration::from_secs(5);
+/// A start state asked for this long after its message came was asked late (the supervisor
+/// was behind, e.g. still fetching the task's data): the miner need not hold it any more, so it
+/// not being served is not held against the miner.
+const ASK_LATE: Duration = Duration::from_secs(1);
+/// Start states in a row, asked in time, that a miner may fail to serve before its whole
+/// stream is replayed (a supervisor slower than the others may ask after the miner's states
+/// moved on; a miner that serves none is replayed whole after this many draws).
+const UNSERVED_RUN: u32 = 3;
+/// How long a supervisor waits before asking again for a start state the miner did not hold
+/// yet.
+const FETCH_RETRY: Duration = Duration::from_millis(300);
+/// Start states of one task asked for or held at once (each is a whole training state, held
+/// until its message is screened; asked at once when its message arrives, while the miner
+/// still holds it).
+const MAX_FETCHES: usize = 32;
 
 /// A flagged message.
 #[derive(Debug, Clone)]
@@ -93,6 +130,18 @@ struct MinerLog {
     view: ScreeningView,
     direction: (f64, u64),
     magnitude: (f64, u64),
+    /// Every message is replayed (the sampling is full, or the miner was flagged, accused or
+    /// did not serve a start state).
+    replay_all: bool,
+    /// Iterations whose figures (direction, window) are counted (a stream replayed again
+    /// after [`TaskScreen::replay_all`] does not count them twice).
+    counted: std::collections::BTreeSet<u64>,
+    /// The messages of this miner flagged so far (each raises one alert).
+    flagged: std::collections::HashSet<Hash>,
+    /// The start state asked of the miner for a drawn message, by iteration.
+    fetches: BTreeMap<u64, Fetch>,
+    /// Start states asked in time and not served since the last one served.
+    unserved_run: u32,
 }
 
 /// One task's screening.
@@ -110,47 +159,14 @@ pub(crate) struct TaskScreen {
     handovers: Vec<Handover>,
     params: usize,
     last_receive: Instant,
-}
-
-/// Cosine between two sparse vectors (coordinate -> value).
-fn cosine(a: &BTreeMap<u32, f64>, b: &BTreeMap<u32, f64>) -> Option<f64> {
-    let dot: f64 = a.iter().filter_map(|(j, x)| b.get(j).map(|y| x * y)).sum();
-    let na: f64 = a.values().map(|x| x * x).sum::<f64>().sqrt();
-    let nb: f64 = b.values().map(|x| x * x).sum::<f64>().sqrt();
-    (na > 0.0 && nb > 0.0).then(|| dot / (na * nb))
-}
-
-/// A message map as a sparse +-1 vector.
-fn signs(map: &[u32]) -> BTreeMap<u32, f64> {
-    map.iter()
-        .map(|&e| {
-            let (j, positive) = pouw_ml::unpack_entry(e);
-            (j, if positive { 1.0 } else { -1.0 })
-        })
-        .collect()
-}
-
-/// Adds `scale` times the +-1 vector of `map` to `window`.
-fn add_map(window: &mut [f32], map: &[u32], scale: f32) {
-    for &e in map {
-        let (j, positive) = pouw_ml::unpack_entry(e);
-        if let Some(w) = window.get_mut(j as usize) {
-            *w += if positive { scale } else { -scale };
-        }
-    }
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => v.get(n / 2).copied(),
-        _ => Some((v.get(n / 2 - 1)? + v.get(n / 2)?) / 2.0),
-    }
+    sampling: Sampling,
+    /// The start hashes of the task's initial state.
+    initial: Option<(Hash, Hash)>,
 }
 
 impl TaskScreen {
+    /// A screening that replays every message (tests; the node draws, [`TaskScreen::sampled`]).
+    #[cfg(test)]
     pub(crate) fn new(
         task_id: TaskId,
         definition: TaskDefinition,
@@ -158,14 +174,37 @@ impl TaskScreen {
         miners: Vec<Address>,
         now: Instant,
     ) -> Self {
+        Self::sampled(task_id, definition, (seed, miners), Sampling::full(), now)
+    }
+
+    /// [`TaskScreen::new`] replaying the messages `sampling` draws.
+    pub(crate) fn sampled(
+        task_id: TaskId,
+        definition: TaskDefinition,
+        (seed, miners): (Hash, Vec<Address>),
+        sampling: Sampling,
+        now: Instant,
+    ) -> Self {
+        let full = sampling.is_full(miners.len());
+        let fraction = sampling.fraction(miners.len());
         let logs = miners
             .iter()
             .map(|m| {
-                let view = ScreeningView { task_id, miner: *m, ..ScreeningView::default() };
-                (*m, MinerLog { view, ..MinerLog::default() })
+                let view = ScreeningView {
+                    task_id,
+                    miner: *m,
+                    replay_fraction: fraction,
+                    replays_all: full,
+                    ..ScreeningView::default()
+                };
+                (*m, MinerLog { view, replay_all: full, ..MinerLog::default() })
             })
             .collect();
-        let params = initial_state(&definition).map_or(0, |s| s.model().param_count());
+        let initial = initial_state(&definition).ok().map(|mut s| {
+            let (m, r) = s.start_hashes();
+            (s.model().param_count(), (Hash(m.0), Hash(r.0)))
+        });
+        let params = initial.map_or(0, |(p, _)| p);
         Self {
             task_id,
             definition,
@@ -178,6 +217,8 @@ impl TaskScreen {
             handovers: Vec::new(),
             params,
             last_receive: now,
+            sampling,
+            initial: initial.map(|(_, h)| h),
         }
     }
 
@@ -191,11 +232,22 @@ impl TaskScreen {
     /// selection): every message held is queued again and screened from the start; the
     /// training data, fetched for the old split, is fetched anew.
     pub(crate) fn rebuilt(&self, seed: Hash, miners: Vec<Address>, now: Instant) -> Self {
-        let mut fresh = Self::new(self.task_id, self.definition.clone(), seed, miners, now);
+        let mut fresh = Self::sampled(
+            self.task_id,
+            self.definition.clone(),
+            (seed, miners),
+            self.sampling,
+            now,
+        );
         let mut held: Vec<&IterationMessage> = self.known.values().collect();
         held.sort_by_key(|m| (m.body.miner, m.body.iteration));
         for msg in held {
             fresh.receive(msg, now);
+        }
+        for (miner, log) in &self.logs {
+            if log.replay_all && !fresh.sampling.is_full(fresh.miners.len()) {
+                fresh.replay_all(miner, now);
+            }
         }
         fresh
     }
@@ -203,7 +255,7 @@ impl TaskScreen {
     /// The answer to a screening-status request: done once the task is past training
     /// (`finalising`), the data is in, every queue is empty and no message came for a while.
     pub(crate) fn status(&self, finalising: bool, now: Instant) -> pouw_net::ScreeningStatus {
-        let drained = self.logs.values().all(|l| l.queue.is_empty())
+        let drained = self.logs.values().all(|l| l.queue.is_empty() && l.fetches.is_empty())
             && self.shadows.values().all(|s| s.suspect.is_none());
         let quiet = now.saturating_duration_since(self.last_receive) >= Duration::from_secs(2);
         pouw_net::ScreeningStatus {
@@ -223,6 +275,8 @@ impl TaskScreen {
             log.recent = VecDeque::new();
             log.window = Vec::new();
             log.maps_seen = HashMap::new();
+            log.fetches = BTreeMap::new();
+            log.counted = std::collections::BTreeSet::new();
         }
     }
 
@@ -250,6 +304,22 @@ impl TaskScreen {
             }
         }
         log.queue.entry(msg.body.iteration).or_insert((id, now));
+        // A drawn message's start state is asked for at once, while the miner still holds it.
+        let miners = self.miners.len();
+        let outstanding: usize = self.logs.values().map(|l| l.fetches.len()).sum();
+        if let Some(log) = self.logs.get_mut(&msg.body.miner) {
+            if !log.replay_all
+                && self.dataset.is_some()
+                && outstanding < MAX_FETCHES
+                && self.sampling.draws(&id, miners)
+                && self.initial != Some((msg.body.start_model_hash, msg.body.start_residual_hash))
+            {
+                log.fetches.insert(
+                    msg.body.iteration,
+                    Fetch { asked: now, ask_at: Some(now), state: None },
+                );
+            }
+        }
         self.known.insert(id, msg.clone());
     }
 
@@ -291,53 +361,6 @@ impl TaskScreen {
         }
     }
 
-    /// Direction (cosine with the robust aggregate of the others' recent maps) and magnitude
-    /// (size over the median of the others' mean sizes) of `map`, sent by `miner`.
-    fn against_others(&self, miner: &Address, map: &[u32]) -> (Option<f64>, Option<f64>) {
-        let others: Vec<&MinerLog> = self
-            .logs
-            .iter()
-            .filter(|(m, l)| *m != miner && !l.recent.is_empty() && l.window.len() == self.params)
-            .map(|(_, l)| l)
-            .collect();
-        if others.is_empty() {
-            return (None, None);
-        }
-        // The coordinate-wise median of the others' window sums, and its norm.
-        let mut aggregate = vec![0.0f64; self.params];
-        let mut column = vec![0.0f64; others.len()];
-        let k = column.len();
-        let mut norm = 0.0f64;
-        for (j, a) in aggregate.iter_mut().enumerate() {
-            for (c, l) in column.iter_mut().zip(&others) {
-                *c = f64::from(l.window.get(j).copied().unwrap_or(0.0));
-            }
-            column.sort_unstable_by(f64::total_cmp);
-            let hi = column.get(k / 2).copied().unwrap_or(0.0);
-            let m = if k % 2 == 1 {
-                hi
-            } else {
-                (column.get(k / 2 - 1).copied().unwrap_or(0.0) + hi) / 2.0
-            };
-            *a = m;
-            norm += m * m;
-        }
-        let mut dot = 0.0f64;
-        for &e in map {
-            let (j, positive) = pouw_ml::unpack_entry(e);
-            let x = aggregate.get(j as usize).copied().unwrap_or(0.0);
-            dot += if positive { x } else { -x };
-        }
-        let direction = (norm > 0.0 && !map.is_empty())
-            .then(|| dot / (norm.sqrt() * (map.len() as f64).sqrt()));
-        let sizes: Vec<f64> = others
-            .iter()
-            .map(|l| l.recent.iter().map(Vec::len).sum::<usize>() as f64 / l.recent.len() as f64)
-            .collect();
-        let magnitude = median(sizes).filter(|m| *m > 0.0).map(|m| map.len() as f64 / m);
-        (direction, magnitude)
-    }
-
     /// Screens the messages that can be screened now, the miners in turn, for at most
     /// [`BUDGET`] (the node loop has other work); returns the flagged ones. `settled`: this
     /// node's view of the task's selection can no longer change in practice (its selection
@@ -362,6 +385,17 @@ impl TaskScreen {
             }
         }
         findings.extend(self.expire_suspects(now, settled));
+        // One alert per message; a flagged miner's whole stream is replayed.
+        findings.retain(|f| {
+            self.logs.get_mut(&f.miner).is_some_and(|log| {
+                let new = log.flagged.insert(f.message);
+                log.view.flagged = log.flagged.len() as u64;
+                new
+            })
+        });
+        for f in &findings {
+            self.replay_all(&f.miner, now);
+        }
         findings
     }
 
@@ -381,9 +415,6 @@ impl TaskScreen {
             }
             if let Some((finding, _)) = shadow.suspect.take() {
                 shadow.broken = true;
-                if let Some(log) = self.logs.get_mut(&finding.miner) {
-                    log.view.flagged += 1;
-                }
                 findings.push(finding);
             }
         }
@@ -402,16 +433,41 @@ impl TaskScreen {
             let shadow = self.fresh_shadow(index)?;
             self.shadows.insert(*miner, shadow);
         }
-        let (&iteration, (id, since)) = self.logs.get(miner)?.queue.iter().next()?;
+        let log = self.logs.get(miner)?;
+        let (&iteration, (id, since)) = if log.replay_all {
+            log.queue.iter().next()?
+        } else {
+            // Sampled: the first message not waiting for the start state asked of its miner
+            // (the others go on meanwhile: each drawn message is replayed from its own state).
+            log.queue.iter().find(|(it, _)| {
+                !log.fetches.get(it).is_some_and(|f| {
+                    f.state.is_none() && now.saturating_duration_since(f.asked) < FETCH_WAIT
+                })
+            })?
+        };
         let waited = now.saturating_duration_since(*since);
         let msg = self.known.get(id)?.clone();
+        if !self.logs.get(miner)?.replay_all {
+            match self.sample(index, miner, &msg, now)? {
+                Sampled::Skipped => return Some(None),
+                Sampled::Wait => return None,
+                Sampled::Replay => {}
+            }
+        }
         let next = self.shadows.get(miner)?.next;
         if iteration < next {
             self.logs.get_mut(miner)?.queue.remove(&iteration);
             return Some(None);
         }
+        // A restart exactly where the stream was (the miner's next index) starts from the
+        // initial state.
+        let starts = (msg.body.start_model_hash, msg.body.start_residual_hash);
+        let restarts_here = iteration == next && self.initial == Some(starts) && {
+            let (m, r) = self.shadows.get_mut(miner)?.state.start_hashes();
+            (Hash(m.0), Hash(r.0)) != starts
+        };
         let shadow = self.shadows.get(miner)?;
-        if iteration > next && !shadow.broken {
+        if (iteration > next || restarts_here) && !shadow.broken {
             // A restarted miner (a crash, or a switch of view) starts over from the initial
             // state at a later iteration.
             let mut fresh = self.fresh_shadow(index)?;
@@ -429,8 +485,24 @@ impl TaskScreen {
                 return Some(None);
             } else if waited < WAIT {
                 return None;
-            } else if let Some(s) = self.shadows.get_mut(miner) {
-                s.broken = true;
+            } else {
+                // A gap that did not fill (an iteration whose message the miner did not send):
+                // the start state the miner serves for this message bridges it (design/020).
+                match self.fetched(miner, iteration, now)? {
+                    Fetched::Ready(state) => {
+                        let shadow = self.shadows.get_mut(miner)?;
+                        shadow.state = *state;
+                        shadow.next = iteration;
+                        shadow.walk.seek(iteration);
+                    }
+                    Fetched::Wait => return None,
+                    Fetched::Failed(..) => {
+                        self.logs.get_mut(miner)?.view.unserved += 1;
+                        if let Some(s) = self.shadows.get_mut(miner) {
+                            s.broken = true;
+                        }
+                    }
+                }
             }
         }
         // Past the miner's walk: a conviction this node has not seen yet may have extended it.
@@ -456,12 +528,33 @@ impl TaskScreen {
             }
         }
         self.logs.get_mut(miner)?.queue.remove(&iteration);
-        let (direction, magnitude) = self.against_others(miner, &msg.body.map);
+        let counted = self.logs.get(miner)?.counted.contains(&iteration);
+        let (direction, magnitude) =
+            if counted { (None, None) } else { self.against_others(miner, &msg.body.map) };
         let finding =
             self.replay(miner, &msg, &peer_maps, foreign, (direction, magnitude), exec, now);
+        if !counted {
+            if let Some(log) = self.logs.get_mut(miner) {
+                log.view.screened += 1;
+            }
+            self.count_figures(miner, &msg, direction, magnitude);
+        }
+        Some(finding)
+    }
+
+    /// Records the figures of `miner`'s message `msg` (its direction and magnitude, when they
+    /// were measured, and its map in the miner's window).
+    fn count_figures(
+        &mut self,
+        miner: &Address,
+        msg: &IterationMessage,
+        direction: Option<f64>,
+        magnitude: Option<f64>,
+    ) -> Option<()> {
         let claimed = map_hash(&msg.body.map);
+        let params = self.params;
         let log = self.logs.get_mut(miner)?;
-        log.view.screened += 1;
+        log.counted.insert(msg.body.iteration);
         if let Some(d) = direction {
             log.direction.0 += d;
             log.direction.1 += 1;
@@ -472,12 +565,9 @@ impl TaskScreen {
             log.magnitude.1 += 1;
             log.view.mean_magnitude = Some(log.magnitude.0 / log.magnitude.1 as f64);
         }
-        if finding.is_some() {
-            log.view.flagged += 1;
-        }
-        log.maps_seen.insert(claimed, iteration);
-        if log.window.len() != self.params {
-            log.window = vec![0.0; self.params];
+        log.maps_seen.insert(claimed, msg.body.iteration);
+        if log.window.len() != params {
+            log.window = vec![0.0; params];
         }
         add_map(&mut log.window, &msg.body.map, 1.0);
         log.recent.push_back(msg.body.map.clone());
@@ -486,7 +576,7 @@ impl TaskScreen {
                 add_map(&mut log.window, &old, -1.0);
             }
         }
-        Some(finding)
+        Some(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -598,7 +688,8 @@ impl TaskScreen {
         let log = self.logs.get_mut(miner)?;
         log.view.replayed += 1;
         let claimed = map_hash(&b.map);
-        let stale = log.maps_seen.get(&claimed).copied();
+        // An earlier iteration's (a stream replayed again holds its own maps too).
+        let stale = log.maps_seen.get(&claimed).copied().filter(|old| *old < it);
         log.maps_seen.insert(replayed, it);
         if b.map != out.map {
             let agreement = cosine(&signs(&b.map), &signs(&out.map)).unwrap_or(0.0);
@@ -626,202 +717,4 @@ impl TaskScreen {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use pouw_consensus::{
-        pouw::{filler_task, iteration_body},
-        task_split_of,
-    };
-    use pouw_primitives::{ChainSpec, Keypair};
-
-    /// A task (the devnet's filler model on the shipped digits) and three miners.
-    fn task() -> (TaskId, TaskDefinition, Vec<Keypair>) {
-        let (id, definition) = filler_task(&ChainSpec::devnet(), &Hash::digest(b"view"));
-        let keys = ["m0", "m1", "m2"].map(Keypair::from_label).to_vec();
-        (id, definition, keys)
-    }
-
-    /// What an honest miner `key` sends for iterations `from..from + count` when its chain
-    /// holds the view (`seed`, `miners`): its walk from the task's initial state.
-    fn stream(
-        (id, definition): (&TaskId, &TaskDefinition),
-        (seed, miners): (&Hash, &[Address]),
-        key: &Keypair,
-        from: u64,
-        count: u64,
-    ) -> Vec<IterationMessage> {
-        let data = pouw_ml::shipped_mnist_ref();
-        let split = task_split_of(definition, seed).to_ml();
-        let index = miners.iter().position(|m| *m == key.public()).unwrap();
-        let mut walk =
-            BatchWalk::for_client(*id, definition, data, &split, index, miners.len()).unwrap();
-        walk.seek(from);
-        let mut state = initial_state(definition).unwrap();
-        (from..from + count)
-            .map(|n| {
-                let (epoch, indices) = walk.next_batch().unwrap();
-                let out = state.iterate(Exec::SINGLE, &data.gather(&indices), &[]).unwrap();
-                iteration_body(*id, key.public(), epoch, n, &out).sign(key)
-            })
-            .collect()
-    }
-
-    /// A supervisor's screening of the task under the view (`seed`, `miners`), data in.
-    fn screen_under(
-        (id, definition): (&TaskId, &TaskDefinition),
-        (seed, miners): (&Hash, &[Address]),
-        now: Instant,
-    ) -> TaskScreen {
-        let mut screen = TaskScreen::new(*id, definition.clone(), *seed, miners.to_vec(), now);
-        let data = Arc::new(pouw_ml::shipped_mnist());
-        screen.set_dataset(data, task_split_of(definition, seed).to_ml());
-        screen
-    }
-
-    fn view_of<'a>(screen: &'a TaskScreen, miner: &Address) -> &'a MinerLog {
-        screen.logs.get(miner).unwrap()
-    }
-
-    /// Two views of one task, as two branches of a reorganised chain give them: another seed
-    /// (split) and another order of the same miners.
-    fn two_views(keys: &[Keypair]) -> ((Hash, Vec<Address>), (Hash, Vec<Address>)) {
-        let a: Vec<Address> = keys.iter().map(Keypair::public).collect();
-        let b = vec![a[2], a[0], a[1]];
-        ((Hash::digest(b"branch a"), a), (Hash::digest(b"branch b"), b))
-    }
-
-    #[test]
-    fn only_the_first_variant_of_an_iteration_is_kept_and_screened() {
-        let (id, def, keys) = task();
-        let miners: Vec<Address> = keys.iter().map(Keypair::public).collect();
-        let seed = Hash::digest(b"view");
-        let t0 = Instant::now();
-        let mut screen = TaskScreen::new(id, def, seed, miners, t0);
-        for loss in 0..5u32 {
-            let mut body = pouw_primitives::IterationBody::identity(id, keys[0].public(), 4);
-            body.loss = loss;
-            screen.receive(&body.sign(&keys[0]), t0);
-        }
-        assert_eq!(screen.known.len(), 1, "variants are not kept");
-        let log = view_of(&screen, &keys[0].public());
-        assert_eq!(log.queue.len(), 1);
-        let (first, _) = log.queue[&4];
-        assert_eq!(screen.message(&first).map(|m| m.body.loss), Some(0));
-    }
-
-    #[test]
-    fn an_honest_miner_on_another_branch_is_never_flagged_and_replays_once_the_views_agree() {
-        // The evidence of a false conviction: the supervisor held one branch's selection, the
-        // miner another's, and the miner was flagged at iteration 0 for an unscheduled batch.
-        let (id, def, keys) = task();
-        let ((seed_a, miners_a), (seed_b, miners_b)) = two_views(&keys);
-        let t0 = Instant::now();
-        let mut screen = screen_under((&id, &def), (&seed_a, &miners_a), t0);
-        let sent = stream((&id, &def), (&seed_b, &miners_b), &keys[1], 0, 4);
-        for m in &sent {
-            screen.receive(m, t0);
-        }
-        // However long the view is not settled, nothing is flagged.
-        for secs in [0, 5, 60, 600] {
-            let found = screen.screen(Exec::SINGLE, t0 + Duration::from_secs(secs), false);
-            assert!(found.is_empty(), "flagged at {secs} s: {:?}", found[0].detail);
-        }
-        assert!(!screen.status(true, t0 + Duration::from_secs(600)).done, "a suspect is open");
-        // The supervisor's chain switches to the miner's branch: the messages held replay.
-        assert!(!screen.follows(&seed_b, &miners_b));
-        let mut screen = screen.rebuilt(seed_b, miners_b.clone(), t0);
-        assert!(screen.follows(&seed_b, &miners_b));
-        screen
-            .set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(&def, &seed_b).to_ml());
-        let found = screen.screen(Exec::SINGLE, t0 + Duration::from_secs(601), true);
-        assert!(found.is_empty(), "{:?}", found.first().map(|f| &f.detail));
-        let log = view_of(&screen, &keys[1].public());
-        assert_eq!((log.view.replayed, log.view.flagged), (4, 0));
-    }
-
-    #[test]
-    fn a_miner_that_switches_branch_starts_over_and_is_screened_without_a_flag() {
-        let (id, def, keys) = task();
-        let ((seed_a, miners_a), (seed_b, miners_b)) = two_views(&keys);
-        let t0 = Instant::now();
-        let mut screen = screen_under((&id, &def), (&seed_b, &miners_b), t0);
-        // Three iterations on the losing branch, then the miner's chain reorganises and it
-        // starts over from the initial state at its next index.
-        let old = stream((&id, &def), (&seed_a, &miners_a), &keys[1], 0, 3);
-        let new = stream((&id, &def), (&seed_b, &miners_b), &keys[1], 3, 5);
-        for m in old.iter().chain(&new) {
-            screen.receive(m, t0);
-        }
-        for secs in [0, 30, 120] {
-            let found = screen.screen(Exec::SINGLE, t0 + Duration::from_secs(secs), true);
-            assert!(found.is_empty(), "flagged at {secs} s: {:?}", found[0].detail);
-        }
-        let log = view_of(&screen, &keys[1].public());
-        assert_eq!((log.view.replayed, log.view.flagged), (5, 0));
-        assert!(screen.status(true, t0 + Duration::from_secs(120)).done);
-    }
-
-    #[test]
-    fn a_stream_whose_training_diverges_is_not_flagged() {
-        // A learning rate that overflows the model within a few iterations: NaN losses, whose
-        // payloads may differ between CPUs, are no fault of the miner.
-        let (id, mut def, keys) = task();
-        def.optimizer.learning_rate = pouw_primitives::F32::new(1e30);
-        let ((seed, miners), _) = two_views(&keys);
-        let t0 = Instant::now();
-        let mut screen = screen_under((&id, &def), (&seed, &miners), t0);
-        let sent = stream((&id, &def), (&seed, &miners), &keys[0], 0, 6);
-        assert!(sent.iter().any(|m| f32::from_bits(m.body.loss).is_nan()), "it diverges");
-        for m in &sent {
-            screen.receive(m, t0);
-        }
-        for secs in [0, 60] {
-            let found = screen.screen(Exec::SINGLE, t0 + Duration::from_secs(secs), true);
-            assert!(found.is_empty(), "flagged: {:?}", found[0].detail);
-        }
-        let log = view_of(&screen, &keys[0].public());
-        assert_eq!(log.view.flagged, 0);
-        assert!(log.view.unverifiable > 0, "{:?}", log.view);
-    }
-
-    #[test]
-    fn a_miner_that_stays_off_the_schedule_is_flagged_once_the_view_is_settled() {
-        let (id, def, keys) = task();
-        let ((seed_a, miners_a), (seed_b, miners_b)) = two_views(&keys);
-        let t0 = Instant::now();
-        let mut screen = screen_under((&id, &def), (&seed_b, &miners_b), t0);
-        let off = stream((&id, &def), (&seed_a, &miners_a), &keys[1], 0, 6);
-        for m in &off {
-            screen.receive(m, t0);
-        }
-        // Not settled: no flag, however long.
-        assert!(screen.screen(Exec::SINGLE, t0 + Duration::from_secs(100), false).is_empty());
-        // Settled at 100 s: the miner has VIEW_WAIT to start over, then its first message off
-        // the schedule is flagged, once.
-        let settled = t0 + Duration::from_secs(100);
-        assert!(screen.screen(Exec::SINGLE, settled, true).is_empty());
-        let almost = settled + VIEW_WAIT - Duration::from_millis(1);
-        assert!(screen.screen(Exec::SINGLE, almost, true).is_empty());
-        let found = screen.screen(Exec::SINGLE, settled + VIEW_WAIT, true);
-        assert_eq!(found.len(), 1);
-        assert_eq!((found[0].miner, found[0].message), (keys[1].public(), off[0].id()));
-        assert_eq!(found[0].kind, AlertKind::InvalidIteration);
-        assert!(found[0].detail.contains("schedule does not assign"), "{}", found[0].detail);
-        assert!(screen.screen(Exec::SINGLE, settled + VIEW_WAIT * 2, true).is_empty());
-        assert_eq!(view_of(&screen, &keys[1].public()).view.flagged, 1);
-    }
-
-    #[test]
-    fn cosine_and_median() {
-        let a = signs(&[pouw_ml::pack_entry(1, true), pouw_ml::pack_entry(2, false)]);
-        let flipped = signs(&[pouw_ml::pack_entry(1, false), pouw_ml::pack_entry(2, true)]);
-        // Screening statistics, not consensus: plain floating point.
-        let close = |x: Option<f64>, want: f64| x.is_some_and(|x| (x - want).abs() < 1e-12);
-        assert!(close(cosine(&a, &a), 1.0));
-        assert!(close(cosine(&a, &flipped), -1.0));
-        assert_eq!(cosine(&a, &BTreeMap::new()), None);
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
-        assert_eq!(median(vec![]), None);
-    }
-}
+mod tests;
