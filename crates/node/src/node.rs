@@ -741,6 +741,15 @@ impl Node {
                 return Ok(());
             }
         };
+        // Transactions the template refused (they no longer apply): left out of it by the
+        // miner, so the iteration's message went out all the same; dropped here.
+        for (id, reason) in &out.refused_txs {
+            tracing::debug!(target: "node", tx = %id.short(), error = %reason, "dropping a transaction that no longer applies");
+            self.mempool.remove(id);
+            if let Some(event) = self.own_txs.invalid(id, reason.clone(), Instant::now()) {
+                self.own_tx_event(event);
+            }
+        }
         let (found, loss) = (out.block, out.loss);
         if let Some(finished) = out.finished {
             self.agent_on_finished(finished);

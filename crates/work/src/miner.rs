@@ -95,6 +95,10 @@ pub struct StepOutput {
     pub loss: f32,
     /// The final model, when this step ended a client task's training.
     pub finished: Option<FinishedModel>,
+    /// Pooled transactions the block template refused (each no longer applies to the tip:
+    /// the id and why), left out of the template so the iteration still commits and its
+    /// message is still sent; the node drops them from its pool.
+    pub refused_txs: Vec<(Hash, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -629,7 +633,7 @@ impl Miner {
                 self.poisoned = self.poisoned.saturating_add(1);
             }
             let message = body.sign(&self.key);
-            return Ok(StepOutput { block: None, message: Some(message), loss, finished: None });
+            return Ok(StepOutput { message: Some(message), loss, ..StepOutput::default() });
         }
 
         if let (Some((_, committing, template)), Some(start)) = (committed, start) {
@@ -766,13 +770,28 @@ impl Miner {
                     block: Some(MinedBlock { block, data }),
                     message: Some(message),
                     loss,
-                    finished: None,
+                    ..StepOutput::default()
                 });
             }
         }
 
-        // No block: this iteration commits to the header to be mined at i + k.
-        let template = match self.template_for(chain, &tip, task_id, i + k, transactions, now) {
+        // No block: this iteration commits to the header to be mined at i + k. A transaction
+        // the template refuses is left out (and reported), so the iteration's message is sent
+        // all the same: a client task's stream has no gap its supervisors cannot replay over.
+        let mut refused_txs = Vec::new();
+        let mut kept: Vec<Transaction> = transactions.to_vec();
+        let built = loop {
+            match self.template_for(chain, &tip, task_id, i + k, &kept, now) {
+                Err(MinerError::Template(ConsensusError::TxInBlock { id, source, .. }))
+                    if kept.iter().any(|t| t.hash() == id) =>
+                {
+                    kept.retain(|t| t.hash() != id);
+                    refused_txs.push((id, source.to_string()));
+                }
+                other => break other,
+            }
+        };
+        let template = match built {
             Ok(t) => t,
             Err(MinerError::Template(ConsensusError::Pouw(PouwError::IterationReused {
                 iteration,
@@ -796,7 +815,7 @@ impl Miner {
         let msg = on_client.then(|| body.clone().sign(&self.key));
         let job = self.job.as_mut().expect("set above");
         job.commitments.push_back((i, body, template));
-        Ok(StepOutput { block: None, message: msg, loss, finished: None })
+        Ok(StepOutput { block: None, message: msg, loss, finished: None, refused_txs })
     }
 
     /// The chain's filler state at `tip` ([`pouw_chain::FillerStates::start_for`]), looked up

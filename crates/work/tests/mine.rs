@@ -257,3 +257,44 @@ fn a_grinders_variants_are_valid_blocks_and_its_forgery_is_refused() {
     assert!(stats.attempts > 0 && stats.cpu_ns > 0 && stats.attempts_per_cpu_second() > 0.0);
     assert_eq!(stats.filler_attempts, stats.attempts);
 }
+
+#[test]
+fn a_transaction_the_template_refuses_is_left_out_and_reported_and_mining_goes_on() {
+    use pouw_primitives::{TxBody, TxKind};
+    let spec = easy_spec();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut chain, proofs) = open(dir.path(), &spec);
+    // A transfer whose nonce is ahead of its sender's account: no block can hold it.
+    let sender = ChainSpec::devnet_key(0);
+    let stale = TxBody {
+        chain_id: spec.chain_id,
+        sender: sender.public(),
+        nonce: 7,
+        fee: Amount(1),
+        kind: TxKind::Transfer { to: ChainSpec::devnet_key(1).public(), amount: Amount(1) },
+    }
+    .sign(&sender);
+    let mut miner = Miner::new(spec, ChainSpec::devnet_key(3), Exec::SINGLE);
+    let mut refused = Vec::new();
+    let mut found = 0;
+    for _ in 0..200 {
+        let out = miner.step_with(&chain, std::slice::from_ref(&stale), Timestamp::now(), &[]);
+        let out = out.expect("the step goes on without the transaction");
+        refused.extend(out.refused_txs.iter().map(|(id, _)| *id));
+        if let Some(m) = out.block {
+            assert!(m.block.transactions.is_empty(), "the refused transaction is not in a block");
+            let winning = &m.block.proof.as_ref().unwrap().winning.body;
+            proofs.put_proof(winning, &m.data).unwrap();
+            assert_eq!(
+                chain.import_block(m.block, Timestamp::now()).unwrap(),
+                ImportOutcome::Extended
+            );
+            found += 1;
+            if found == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(found, 2, "blocks are still mined");
+    assert!(!refused.is_empty() && refused.iter().all(|id| *id == stale.hash()), "{refused:?}");
+}
