@@ -410,7 +410,8 @@ impl Chain {
             .ok_or(ChainError::UnknownParent { hash, parent: block.header.prev_hash })?;
         let ancestors = BranchAncestors { chain: self, parent };
         self.validator
-            .validate(&block, parent, &self.spec, &ancestors)
+            .validate_in_chain(&block, parent, self)
+            .and_then(|()| self.validator.validate(&block, parent, &self.spec, &ancestors))
             .map_err(|e| ChainError::invalid(hash, BlockError::Proof(e)))?;
         Ok(ProofChecked { block, hash })
     }

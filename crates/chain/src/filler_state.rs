@@ -7,8 +7,8 @@
 //! when there is none yet. Every full node holds that state, so a filler-task block whose
 //! iteration started there needs no start state in its proof data on the wire: the receiver
 //! puts it back from here and checks it against the hashes the winning message names, as any
-//! proof data. Which start a block's iteration used is not a block rule (any start replays);
-//! only a block that started from the chain's filler state travels without it.
+//! proof data. It is also a block rule (`ProofCheckError::FillerStart`): a free start would let
+//! a miner make new iterations of one gradient by changing only the start residual.
 
 use crate::{Chain, PouwValidator};
 use pouw_consensus::pouw::{

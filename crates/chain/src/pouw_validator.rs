@@ -74,6 +74,28 @@ pub enum ProofCheckError {
         /// The block's parent.
         parent: Hash,
     },
+    /// A filler-task block's iteration did not start from the chain's filler state at its
+    /// parent (design/016): a free start would let a miner make new iterations of one gradient
+    /// by changing only the start residual (design/019).
+    #[error(
+        "block {block} trains the filler task from another start than the chain's filler state \
+         at its parent (start model {model}, start residual {residual})"
+    )]
+    FillerStart {
+        /// The block.
+        block: Hash,
+        /// The start model hash its winning message names.
+        model: Hash,
+        /// The start residual hash its winning message names.
+        residual: Hash,
+    },
+    /// The chain's filler state at the block's parent cannot be rebuilt here (a light node
+    /// without the proof data of the branch's last filler-task block). Not a fault.
+    #[error("the filler state at block {parent} is not known here")]
+    FillerStateUnavailable {
+        /// The block's parent.
+        parent: Hash,
+    },
 }
 
 /// The client tasks in Training of one state: the tip's, as last given to
@@ -114,7 +136,13 @@ impl ProofCheckError {
     /// True if the block (or whoever sent it) is wrong; false for what only says "not checkable
     /// here now": missing proof data, a failing proof store, client tasks unknown at the parent.
     pub fn is_fault(&self) -> bool {
-        !matches!(self, Self::MissingData(_) | Self::Storage(_) | Self::TaskStateUnavailable { .. })
+        !matches!(
+            self,
+            Self::MissingData(_)
+                | Self::Storage(_)
+                | Self::TaskStateUnavailable { .. }
+                | Self::FillerStateUnavailable { .. }
+        )
     }
 }
 
@@ -288,6 +316,39 @@ impl PouwValidator {
         Ok(Some(shipped.gather(&samples).canonical_bytes()))
     }
 
+    /// The filler-start rule (design/016, design/019): a filler-task block's winning
+    /// iteration starts from the chain's filler state at its parent, the end state of the
+    /// branch's last filler-task block (or the filler task's initial state). Attested blocks
+    /// (light mode) are taken on their verifiers' word, as their replay is.
+    fn check_filler_start(
+        &self,
+        block: &Block,
+        parent: &Header,
+        chain: &crate::Chain,
+    ) -> Result<(), ProofCheckError> {
+        let Some(proof) = proof_of(block)? else { return Ok(()) };
+        let ancestors = chain.branch_ancestors(parent);
+        let Some((filler_id, _)) = Self::filler_task_for(chain.spec(), parent, &ancestors) else {
+            return Ok(());
+        };
+        if block.header.task_id != filler_id || self.is_attested(&block.hash()) {
+            return Ok(());
+        }
+        let start = self
+            .filler
+            .start_for(chain, parent)
+            .ok_or(ProofCheckError::FillerStateUnavailable { parent: block.header.prev_hash })?;
+        let w = &proof.winning.body;
+        if w.start_model_hash != start.model_hash || w.start_residual_hash != start.residual_hash {
+            return Err(ProofCheckError::FillerStart {
+                block: block.hash(),
+                model: w.start_model_hash,
+                residual: w.start_residual_hash,
+            });
+        }
+        Ok(())
+    }
+
     fn check(
         &self,
         block: &Block,
@@ -417,6 +478,15 @@ impl BlockValidator for PouwValidator {
 
     fn filler_states(&self) -> Option<&FillerStates> {
         Some(&self.filler)
+    }
+
+    fn validate_in_chain(
+        &self,
+        block: &Block,
+        parent: &Header,
+        chain: &crate::Chain,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.check_filler_start(block, parent, chain).map_err(|e| Box::new(e) as _)
     }
 }
 

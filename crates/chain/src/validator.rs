@@ -31,6 +31,17 @@ pub trait BlockValidator: Send + Sync + std::fmt::Debug {
     fn filler_states(&self) -> Option<&crate::FillerStates> {
         None
     }
+
+    /// Checks of `block` that need the chain itself (headers and stored blocks of the block's
+    /// branch), run before [`BlockValidator::validate`]: the PoUW validator's filler-start rule.
+    fn validate_in_chain(
+        &self,
+        _block: &Block,
+        _parent: &Header,
+        _chain: &crate::Chain,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
 }
 
 /// Lookup of a block's ancestors on its own branch (side branches included).

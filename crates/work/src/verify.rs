@@ -85,6 +85,8 @@ pub fn verify_chain(
             };
             check_header(&block.header, &parent, &ctx).map_err(|e| e.to_string())?;
             check_block_body(&block, spec).map_err(|e| e.to_string())?;
+            pouw_chain::BlockValidator::validate_in_chain(&validator, &block, &parent, chain)
+                .map_err(|e| e.to_string())?;
             pouw_chain::BlockValidator::validate(
                 &validator,
                 &block,

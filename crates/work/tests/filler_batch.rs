@@ -178,3 +178,50 @@ fn a_start_state_that_is_not_the_blocks_is_refused_by_its_hash() {
     assert!(e.to_string().contains("start model"), "{e}");
     assert!(e.is_fault());
 }
+
+#[test]
+fn a_filler_block_from_another_start_than_the_chains_filler_state_is_refused() {
+    let spec = easy_spec();
+    // A miner on a chain that keeps no filler states trains its own walk: its iterations start
+    // wherever that walk is, not from the chain's filler state.
+    let dir_free = tempfile::tempdir().unwrap();
+    let mut free = Chain::open(dir_free.path(), spec.clone()).unwrap();
+    let mut miner = Miner::new(spec.clone(), ChainSpec::devnet_key(3), Exec::SINGLE);
+    let mut mined = Vec::new();
+    for _ in 0..400 {
+        let (found, _) = miner.step(&free, &[], Timestamp::now()).unwrap();
+        if let Some(m) = found {
+            free.import_block(m.block.clone(), Timestamp::now()).unwrap();
+            mined.push(m);
+            if mined.len() == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(mined.len(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut chain, proofs) = open(dir.path(), &spec);
+    let mut refused = 0;
+    for m in &mined {
+        let parent = chain.header(&m.block.header.prev_hash).unwrap();
+        let start = chain.filler_states().unwrap().start_for(&chain, parent).unwrap();
+        let winning = &m.block.proof.as_ref().unwrap().winning.body;
+        proofs.put_proof(winning, &m.data).unwrap();
+        let at_chain_state = start.model_hash == winning.start_model_hash
+            && start.residual_hash == winning.start_residual_hash;
+        match chain.import_block(m.block.clone(), Timestamp::now()) {
+            Ok(outcome) => {
+                assert!(at_chain_state, "a block from another start was accepted");
+                assert_eq!(outcome, ImportOutcome::Extended);
+            }
+            Err(e) => {
+                assert!(!at_chain_state, "{e}");
+                assert!(e.is_peer_fault(), "{e}");
+                assert!(e.to_string().contains("filler state"), "{e}");
+                refused += 1;
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, 1, "the walk's own start is refused");
+}
