@@ -1065,18 +1065,24 @@ mod tests {
             let l = parse_file("n.toml", Path::new(""), text).unwrap();
             resolve(vec![Layer { datadir: Some("d".into()), ..l }], false)
         };
-        let s = file("[supervisor]
+        let s = file(
+            "[supervisor]
 replay_fraction = 0.25
-").unwrap();
+",
+        )
+        .unwrap();
         assert_eq!(s.replay_fraction, Some(0.25));
         assert!(s.to_toml(false).contains("replay_fraction = 0.25"));
         assert_eq!(file("").unwrap().replay_fraction, None);
         let env = env_layer(|k| (k == "POUW_REPLAY_FRACTION").then(|| "1".to_string())).unwrap();
         assert_eq!(env.replay_fraction, Some(1.0));
         for bad in ["1.5", "0", "-0.1"] {
-            let e = file(&format!("[supervisor]
+            let e = file(&format!(
+                "[supervisor]
 replay_fraction = {bad}
-")).unwrap_err();
+"
+            ))
+            .unwrap_err();
             assert!(format!("{e:#}").contains("replay_fraction"), "{e:#}");
         }
     }

@@ -582,7 +582,8 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
         let genesis = spec.genesis.allocations.get(n.key_index).map_or(0, |a| a.balance.units());
         mined += c["blocks_mined"].as_u64().unwrap_or(0);
         rejected += c["blocks_rejected"].as_u64().unwrap_or(0);
-        let mut entry = node_entry(&n.name, n.roles, &address, n.rpc, &h, &account, genesis, height);
+        let mut entry =
+            node_entry(&n.name, n.roles, &address, n.rpc, &h, &account, genesis, height);
         if let Some(o) = entry.as_object_mut() {
             o.extend(resource_keys(n, &h));
         }
