@@ -5,7 +5,8 @@
 //! signature) before both, and [`mark_iteration_used`] runs inside the state transition.
 
 use super::{
-    ml_specs, ml_update_rule, nonce_budget, nonce_index, nonce_precursor, PouwError, ProofData,
+    data::batch_hash_of, ml_specs, ml_update_rule, nonce_budget, nonce_index, nonce_precursor,
+    PouwError, ProofData,
 };
 use crate::state::{Overlay, StateKey, StateValue};
 use pouw_ml::{Batch, Exec, IterationError, Model, TrainState, MAP_INDEX_MASK};
@@ -127,7 +128,7 @@ pub fn check_proof_cheap(
 /// seeds the order of the first layer's reduction, [`super::order_seed`]), and checks every
 /// output against the winning message, bit for bit, then the nonce. Run it after [`check_proof_cheap`]; it checks
 /// the data against the signed hashes before spending the iteration, in order: start-state
-/// lengths, start state finite (no NaN or infinity), start model hash, start residual hash, batch decoding, batch hash, batch size, peer
+/// lengths, start state finite (no NaN or infinity), start model hash, start residual hash, batch hash, batch decoding and size, peer
 /// count, each peer's id, signature and task; then the iteration; then loss, end model, end
 /// residual and end velocity finite; then map, loss bits,
 /// accuracy bits and `header.nonce == nonce_at(precursor, j)` for some `j < a`.
@@ -192,13 +193,11 @@ pub fn replay_end(
             actual: residual,
         });
     }
-    // Decoded first: the batch keeps its hash, which the iteration below reports again, so
-    // the bytes are hashed once per replay.
-    let batch = Batch::from_canonical_bytes(&data.batch).map_err(PouwError::BadBatch)?;
-    let batch_hash = Hash(batch.hash().0);
+    let batch_hash = batch_hash_of(&data.batch);
     if batch_hash != w.batch_hash {
         return Err(PouwError::BatchHash { expected: w.batch_hash, actual: batch_hash });
     }
+    let batch = Batch::from_canonical_bytes(&data.batch).map_err(PouwError::BadBatch)?;
     if u32::try_from(batch.len()).ok() != Some(task.optimizer.batch_size) {
         return Err(PouwError::BatchSize {
             expected: task.optimizer.batch_size,
