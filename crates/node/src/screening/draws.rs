@@ -108,10 +108,11 @@ impl TaskScreen {
         self.shadows.remove(miner);
     }
 
-    /// What sampling makes of `miner`'s next message `msg` (design/020): a message the draw
-    /// skips is counted and left; a drawn one is replayed from the shadow when the shadow
-    /// starts where it does, else from the task's initial state when it starts there (the
-    /// first iteration, a restart), else from the start state the miner served.
+    /// What sampling makes of `miner`'s next message `msg` (design/020): a message that
+    /// starts from the task's initial state where the shadow does not (a restart) is replayed
+    /// from it, drawn or not; another message the draw skips is counted and left; a drawn one
+    /// is replayed from the shadow when the shadow starts where it does, else from the start
+    /// state the miner served.
     pub(super) fn sample(
         &mut self,
         index: usize,
@@ -133,6 +134,17 @@ impl TaskScreen {
                 return Some(Sampled::Replay);
             }
         }
+        // A start from the task's initial state off the shadow's position (a restart, after a
+        // crash or a switch of view) is replayed whatever the draw: it is what clears a
+        // suspicion on the miner's earlier messages, and it needs no start state.
+        if self.initial == Some(starts) && (drawn || !positioned) {
+            let mut fresh = self.fresh_shadow(index)?;
+            fresh.next = it;
+            fresh.walk.seek(it);
+            self.shadows.insert(*miner, fresh);
+            self.logs.get_mut(miner)?.fetches.remove(&it);
+            return Some(Sampled::Replay);
+        }
         if !drawn {
             let log = self.logs.get_mut(miner)?;
             log.queue.remove(&it);
@@ -143,14 +155,6 @@ impl TaskScreen {
                 self.count_figures(miner, msg, None, None);
             }
             return Some(Sampled::Skipped);
-        }
-        if self.initial == Some(starts) {
-            let mut fresh = self.fresh_shadow(index)?;
-            fresh.next = it;
-            fresh.walk.seek(it);
-            self.shadows.insert(*miner, fresh);
-            self.logs.get_mut(miner)?.fetches.remove(&it);
-            return Some(Sampled::Replay);
         }
         match self.fetched(miner, it, now)? {
             Fetched::Ready(state) => {

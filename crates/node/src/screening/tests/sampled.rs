@@ -193,3 +193,41 @@ fn a_miner_follows_iterations_whose_message_it_did_not_send() {
         assert!(super::super::sample::start_state(&initial, &data, msg).is_ok(), "iteration {n}");
     }
 }
+
+#[test]
+fn a_sampled_miner_that_restarts_under_the_supervisors_view_is_not_flagged_when_the_draw_skips_its_restart(
+) {
+    // The evidence of a false flag in the lying-supervisor lifecycle test: the miner's first
+    // iteration trained under the losing branch's view, it started over under the
+    // supervisor's view at iteration 1, and the sampling drew neither that restart nor the
+    // next message starting from the initial state, so the suspicion on iteration 0 was never
+    // cleared and expired into a flag while every later message replayed.
+    let (id, def, keys) = task();
+    let ((seed_a, miners_a), (seed_b, miners_b)) = two_views(&keys);
+    let t0 = Instant::now();
+    let old = stream((&id, &def), (&seed_a, &miners_a), &keys[1], 0, 1);
+    let new = stream((&id, &def), (&seed_b, &miners_b), &keys[1], 1, 30);
+    // A key whose draw takes the off-schedule iteration 0 and skips the restart.
+    let sampling = (0..=255u8)
+        .map(|k| Sampling::new(&[k; 32], Some(0.3)))
+        .find(|s| s.draws(&old[0].id(), 3) && !s.draws(&new[0].id(), 3))
+        .unwrap();
+    let mut screen = TaskScreen::sampled(id, def.clone(), (seed_b, miners_b.clone()), sampling, t0);
+    screen.set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(&def, &seed_b).to_ml());
+    let mut own = own_states((&id, &def), (&seed_b, &miners_b), &keys[1]);
+    for m in old.iter().chain(&new) {
+        if m.body.iteration > 0 {
+            own.record(Exec::SINGLE, m, &[]);
+        }
+        screen.receive(m, t0);
+    }
+    let found = run(&mut screen, |w| own.get(Exec::SINGLE, w.iteration), t0);
+    assert!(found.is_empty(), "{:?}", found.first().map(|f| &f.detail));
+    // Well past the view wait: still nothing, and nothing left open.
+    let late = t0 + VIEW_WAIT * 3;
+    assert!(screen.screen(Exec::SINGLE, late, true).is_empty());
+    assert!(screen.status(true, late).done);
+    let v = &view_of(&screen, &keys[1].public()).view;
+    assert_eq!((v.flagged, v.unserved), (0, 0), "{v:?}");
+    assert!(v.replayed >= 1, "the restart is replayed: {v:?}");
+}
