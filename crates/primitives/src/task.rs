@@ -130,7 +130,9 @@ pub struct ModelCost {
     pub peak_values: u64,
 }
 
-/// Weight initialiser.
+/// Weight initialiser. Borsh encodes the variant index first (xavier = 0, he = 1,
+/// weights = 2 followed by the 32-byte hash): new kinds are appended, so every existing
+/// definition keeps its bytes and its hash.
 #[derive(
     Clone,
     Copy,
@@ -149,6 +151,22 @@ pub enum Initializer {
     Xavier,
     /// He/Kaiming.
     He,
+    /// The client's own starting weights: a safetensors file (as the model export writes
+    /// it) named by the BLAKE3 hash of its exact bytes ([`Hash::digest`]). The client serves
+    /// the file to the task's miners and supervisors with the dataset segments; each checks
+    /// it against this hash and against the model's shapes before training from it
+    /// (design/021). `seed` is then unused.
+    Weights(Hash),
+}
+
+impl Initializer {
+    /// The hash of the start weights, for [`Initializer::Weights`].
+    pub fn start_weights(&self) -> Option<Hash> {
+        match self {
+            Self::Weights(h) => Some(*h),
+            Self::Xavier | Self::He => None,
+        }
+    }
 }
 
 /// The model to train.
@@ -162,7 +180,7 @@ pub struct ModelDef {
     pub classes: u32,
     /// Initialiser.
     pub init: Initializer,
-    /// Initialiser seed.
+    /// Initialiser seed (unused with [`Initializer::Weights`]).
     pub seed: u64,
 }
 
@@ -786,6 +804,33 @@ mod tests {
         assert_eq!(json, r#"{"type":"dropout","p":0.25}"#);
         let toml = serde_json::to_string(&pool).unwrap();
         assert_eq!(toml, r#"{"type":"maxpool2d","size":2,"stride":2}"#);
+    }
+
+    #[test]
+    fn start_weights_append_an_initialiser_and_keep_the_named_ones_bytes() {
+        assert_eq!(borsh::to_vec(&Initializer::Xavier).unwrap(), [0]);
+        assert_eq!(borsh::to_vec(&Initializer::He).unwrap(), [1]);
+        let h = Hash::digest(b"start.safetensors");
+        let weights = Initializer::Weights(h);
+        let bytes = borsh::to_vec(&weights).unwrap();
+        assert_eq!(bytes.len(), 33);
+        assert_eq!(bytes.first(), Some(&2));
+        assert_eq!(bytes.get(1..), Some(&h.as_bytes()[..]));
+        assert_eq!(borsh::from_slice::<Initializer>(&bytes).unwrap(), weights);
+        assert!(borsh::from_slice::<Initializer>(&[3]).is_err(), "unknown kind refused");
+        assert_eq!(weights.start_weights(), Some(h));
+        assert_eq!(Initializer::He.start_weights(), None);
+        // A definition naming start weights validates like any other and hashes apart.
+        let mut t = valid_sgd();
+        let named = borsh::to_vec(&t).unwrap();
+        t.model.init = weights;
+        t.validate().unwrap();
+        assert_ne!(borsh::to_vec(&t).unwrap(), named);
+        let json = serde_json::to_value(&t.model).unwrap();
+        assert_eq!(json["init"]["weights"], h.to_string());
+        assert_eq!(serde_json::from_value::<ModelDef>(json).unwrap(), t.model);
+        let json = serde_json::to_value(valid_sgd().model).unwrap();
+        assert_eq!(json["init"], "xavier");
     }
 
     fn adam(weight_decay: f32) -> AdamDef {

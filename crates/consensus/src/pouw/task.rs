@@ -62,8 +62,9 @@ pub fn ml_specs(task: &TaskDefinition) -> Result<(ModelSpec, OptimizerSpec), Pou
             })
             .collect(),
         classes: m.classes,
+        // Start weights replace the initialiser; the engine's spec only lays the model out.
         init: match m.init {
-            Initializer::Xavier => Init::Xavier,
+            Initializer::Xavier | Initializer::Weights(_) => Init::Xavier,
             Initializer::He => Init::He,
         },
         seed: m.seed,
