@@ -35,7 +35,15 @@ pub struct ClientTask {
     /// The canonical bytes of the 10 segments, in file order (what the client serves; segment
     /// `i` hashes to `definition.dataset.segment_hashes[i]`).
     pub segments: Vec<Vec<u8>>,
+    /// The start weights file's exact bytes, with `init = { file }` (what the client serves
+    /// to the task's miners and supervisors; BLAKE3 of them is the hash of
+    /// `Initializer::Weights` in the definition).
+    pub start_weights: Option<Vec<u8>>,
 }
+
+/// The largest start weights file a task may name: what one network response carries (32 MiB)
+/// with room for its framing.
+pub const MAX_START_WEIGHTS_BYTES: usize = 32 * 1024 * 1024 - 1024;
 
 /// Why a client task file cannot be paid for. Every variant names the field at fault.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +129,17 @@ pub enum ClientTaskError {
         path: PathBuf,
         /// The field.
         field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `model.init = { file }`: the start weights file cannot be read, is too large to serve,
+    /// or is not a model of the task (other shapes, a parameter NaN or infinite).
+    #[error("{}: field `model.init`: start weights {}: {reason}", path.display(), file.display())]
+    StartWeights {
+        /// The task file.
+        path: PathBuf,
+        /// The start weights file.
+        file: PathBuf,
         /// What is wrong.
         reason: String,
     },
@@ -229,14 +248,26 @@ pub fn load_client_task(file: &Path, dir: &Path) -> Result<ClientTask, ClientTas
     if tf.payment.fee.0 == 0 {
         return Err(ClientTaskError::ZeroFee { path });
     }
-    if tf.start_weights.is_some() {
-        return Err(invalid(
-            "model.init",
-            "start weights from a file train with `pouw train` only: the on-chain definition \
-             does not carry their hash and the workers are not served the file yet"
-                .into(),
-        ));
-    }
+    let start_weights = match &tf.start_weights {
+        None => None,
+        Some(file) => {
+            let bad = |reason: String| ClientTaskError::StartWeights {
+                path: path.clone(),
+                file: file.clone(),
+                reason,
+            };
+            let bytes = std::fs::read(file).map_err(|e| bad(format!("cannot read it: {e}")))?;
+            if bytes.len() > MAX_START_WEIGHTS_BYTES {
+                return Err(bad(format!(
+                    "{} bytes, more than the {MAX_START_WEIGHTS_BYTES} a worker can be served",
+                    bytes.len()
+                )));
+            }
+            crate::task::start_model_from_bytes(&tf.model, &bytes)
+                .map_err(|e| bad(e.to_string()))?;
+            Some(bytes)
+        }
+    };
     if tf.dataset.segments as usize != DATASET_SEGMENTS {
         return Err(invalid(
             "dataset.segments",
@@ -351,9 +382,10 @@ pub fn load_client_task(file: &Path, dir: &Path) -> Result<ClientTask, ClientTas
             input_shape: tf.model.input_shape.clone(),
             layers,
             classes: tf.model.classes,
-            init: match tf.model.init {
-                Init::Xavier => Initializer::Xavier,
-                Init::He => Initializer::He,
+            init: match (&start_weights, tf.model.init) {
+                (Some(bytes), _) => Initializer::Weights(Hash::digest(bytes)),
+                (None, Init::Xavier) => Initializer::Xavier,
+                (None, Init::He) => Initializer::He,
             },
             seed: tf.model.seed,
         },
@@ -393,7 +425,7 @@ pub fn load_client_task(file: &Path, dir: &Path) -> Result<ClientTask, ClientTas
     definition
         .validate()
         .map_err(|source| ClientTaskError::Definition { path: path.clone(), source })?;
-    Ok(ClientTask { definition, fee: Amount(tf.payment.fee.0), segments })
+    Ok(ClientTask { definition, fee: Amount(tf.payment.fee.0), segments, start_weights })
 }
 
 #[cfg(test)]
@@ -536,12 +568,46 @@ evaluation_blocks = 5
     }
 
     #[test]
-    fn start_weights_are_refused_on_chain_by_name() {
-        let e = load(100, |s| {
+    fn start_weights_are_named_by_the_hash_of_the_file_and_checked_before_paying() {
+        let (dir, file) = setup(100, |s| {
             s.replace("classes = 3\n", "classes = 3\ninit = { file = \"start.safetensors\" }\n")
-        })
-        .unwrap_err();
-        assert!(matches!(&e, ClientTaskError::Invalid { field: "model.init", .. }), "{e}");
+        });
+        let spec = crate::ModelSpec::mlp(4, &[8], 3, crate::Activation::Relu, 5);
+        let mut start = crate::Model::new(spec).unwrap();
+        start.params_mut()[2] = 0.75;
+        let start_file = dir.path().join("start.safetensors");
+        crate::save_safetensors(&start, &start_file).unwrap();
+        let bytes = std::fs::read(&start_file).unwrap();
+        let t = load_client_task(&file, dir.path()).unwrap();
+        assert_eq!(t.definition.model.init, Initializer::Weights(Hash::digest(&bytes)));
+        assert_eq!(t.start_weights.as_deref(), Some(&bytes[..]));
+        t.definition.validate().unwrap();
+        // The same task without the file keeps its initialiser and serves no weights.
+        let plain = load(100, |s| s).unwrap();
+        assert_eq!(plain.definition.model.init, Initializer::Xavier);
+        assert!(plain.start_weights.is_none());
+
+        // Another shape, a NaN, not a safetensors file, no file: refused by name.
+        let refused = |what: &str, write: &dyn Fn(&Path)| {
+            write(&start_file);
+            let e = load_client_task(&file, dir.path()).unwrap_err();
+            assert!(matches!(&e, ClientTaskError::StartWeights { .. }), "{what}: {e}");
+            let msg = e.to_string();
+            assert!(msg.contains("model.init") && msg.contains("start.safetensors"), "{msg}");
+            msg
+        };
+        let wide = crate::Model::new(crate::ModelSpec::mlp(5, &[8], 3, crate::Activation::Relu, 5))
+            .unwrap();
+        let msg = refused("shape", &|p| crate::save_safetensors(&wide, p).unwrap());
+        assert!(msg.contains("input width 5"), "{msg}");
+        let mut nan = start.clone();
+        nan.params_mut()[7] = f32::NAN;
+        let msg = refused("nan", &|p| crate::save_safetensors(&nan, p).unwrap());
+        assert!(msg.contains("7"), "{msg}");
+        let msg = refused("junk", &|p| std::fs::write(p, b"not a model").unwrap());
+        assert!(msg.contains("cannot load"), "{msg}");
+        let msg = refused("missing", &|p| std::fs::remove_file(p).unwrap());
+        assert!(msg.contains("cannot read"), "{msg}");
     }
 
     #[test]

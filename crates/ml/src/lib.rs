@@ -60,6 +60,7 @@ mod task;
 pub use batch::{Batch, BatchError};
 pub use client_task::{
     client_task, load_client_task, update_rule_def, update_rule_of, ClientTask, ClientTaskError,
+    MAX_START_WEIGHTS_BYTES,
 };
 pub use dataset::{
     segment_hash_of_bytes, BatchSchedule, Dataset, DatasetError, Segment, Split, SplitError,
@@ -83,6 +84,6 @@ pub use spec::{
     Layout, ModelSpec, OptimizerSpec, PoolLayout, SpecError, UpdateRule, MAX_PARAMS,
 };
 pub use task::{
-    Coins, DatasetFormat, DatasetSpec, LabelColumn, PaymentSpec, TaskError, TaskFile, WorkersSpec,
-    BASE_UNITS_PER_COIN,
+    start_model_from_bytes, Coins, DatasetFormat, DatasetSpec, LabelColumn, PaymentSpec,
+    StartWeightsError, TaskError, TaskFile, WorkersSpec, BASE_UNITS_PER_COIN,
 };

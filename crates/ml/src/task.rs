@@ -27,7 +27,8 @@ pub struct TaskFile {
     pub model: ModelSpec,
     /// The client's own starting weights: `[model] init = { file = "start.safetensors" }`
     /// (a safetensors file as the export writes it, resolved against the task file's
-    /// directory); `model.init` and `model.seed` are then unused. `pouw train` only for now.
+    /// directory); `model.init` and `model.seed` are then unused. On chain the definition
+    /// names the file by its hash and the client serves it to the workers (design/021).
     #[serde(skip_serializing)]
     pub start_weights: Option<PathBuf>,
     /// The optimizer.
@@ -190,6 +191,39 @@ impl TryFrom<TaskFileFields> for TaskFile {
             payment: f.payment,
         })
     }
+}
+
+/// Why start weights cannot start a task's training.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartWeightsError {
+    /// Not a safetensors file as the model export writes it (or its model hash is wrong).
+    #[error("cannot load the start weights: {}", with_source(.0))]
+    Load(crate::ExportError),
+    /// A model of other shapes than the task's, or with a parameter NaN or infinite.
+    #[error("the start weights do not fit the model: {0}")]
+    Fit(crate::ModelError),
+    /// The task's own model spec cannot be laid out.
+    #[error("the task's model: {0}")]
+    Spec(SpecError),
+}
+
+/// The error and its source, on one line.
+fn with_source(e: &crate::ExportError) -> String {
+    match std::error::Error::source(e) {
+        Some(s) => format!("{e}: {s}"),
+        None => e.to_string(),
+    }
+}
+
+/// The model a task starts from when its client gives its own weights: `bytes` (a
+/// safetensors file as the export writes it) checked to be a model of `spec` (same input,
+/// layers and classes, every parameter finite), with `spec` as its spec. The one check of
+/// start weights: `pouw train`, `pouw client submit` and every worker of the task run it.
+pub fn start_model_from_bytes(spec: &ModelSpec, bytes: &[u8]) -> Result<Model, StartWeightsError> {
+    let given = crate::from_safetensors(bytes).map_err(StartWeightsError::Load)?;
+    given.check_fits(spec).map_err(StartWeightsError::Fit)?;
+    Model::from_params(spec.clone(), given.params().to_vec()).map_err(StartWeightsError::Spec)
 }
 
 /// Dataset file format.
@@ -565,16 +599,9 @@ impl TaskFile {
             return Model::new(self.model.clone())
                 .map_err(|e| invalid(Path::new("[model]"), e.to_string()));
         };
-        let given = crate::load_safetensors(path).map_err(|e| {
-            let source =
-                std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
-            invalid(path, format!("cannot load the start weights: {e}{source}"))
-        })?;
-        given
-            .check_fits(&self.model)
-            .map_err(|e| invalid(path, format!("the start weights do not fit the model: {e}")))?;
-        Model::from_params(self.model.clone(), given.params().to_vec())
-            .map_err(|e| invalid(path, e.to_string()))
+        let bytes = std::fs::read(path)
+            .map_err(|e| invalid(path, format!("cannot load the start weights: {e}")))?;
+        start_model_from_bytes(&self.model, &bytes).map_err(|e| invalid(path, e.to_string()))
     }
 
     /// Loads the dataset the task names and checks it fits the model's input.
