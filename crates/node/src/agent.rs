@@ -50,6 +50,7 @@ use std::{
 mod routing;
 mod sampling;
 mod segments;
+mod start_weights;
 use segments::SegmentStore;
 
 /// Transaction fee the node pays for its own task transactions, base units.
@@ -721,6 +722,7 @@ impl Node {
         for (i, seg) in task.segments.iter().enumerate() {
             std::fs::write(segment_path(&dirp, i), seg).map_err(io)?;
         }
+        start_weights::store_client_copy(&dirp, task.start_weights.as_deref()).map_err(io)?;
         self.agent.client_segments.insert(id, task.segments);
         self.submit_local(tx).map_err(SubmitTaskError::Rejected)?;
         tracing::info!(target: "client", task = %id.short(), "task submitted");
@@ -955,7 +957,8 @@ impl Node {
             return None;
         }
         let split = task_split_of(&record.definition, &record.seed);
-        self.ask_segments(id, record, &split.train, use_);
+        let wanted = segments::with_start_weights(&record.definition, &split.train);
+        self.ask_segments(id, record, &wanted, use_);
         if !self.agent.segments.has_all(&id, &split.train) {
             return None;
         }
@@ -998,7 +1001,9 @@ impl Node {
         let has = self.screen_of(id, record).has_dataset();
         if !has {
             let Some(dataset) = self.task_dataset(id, record, SegmentUse::Screen) else { return };
+            let Some(start) = self.task_start_model(id, record, SegmentUse::Screen) else { return };
             if let Some(s) = self.agent.screens.get_mut(&id) {
+                s.set_start_model(start);
                 s.set_dataset(dataset, split.to_ml());
             }
         }
@@ -1115,7 +1120,7 @@ impl Node {
             task_record(chain.state(), &task)
         };
         let Some(record) = record else { return };
-        if !segments::segment_ok(&record.definition.dataset.segment_hashes, index, &bytes) {
+        if !segments::segment_ok(&segments::blob_hashes(&record.definition), index, &bytes) {
             tracing::warn!(target: "node", task = %task.short(), index, "segment does not match its hash: dropped");
             self.agent.segments.retry_after(&task, index, RETRY);
             return;
@@ -1333,7 +1338,13 @@ impl Node {
                     self.follow_own_states(id, record);
                     let assigned = self.miner.as_ref().and_then(|m| m.assignment()).is_some();
                     if !assigned && !self.agent.trained.contains(&id) && self.miner.is_some() {
-                        if let Some(dataset) = self.task_dataset(id, record, SegmentUse::Train) {
+                        let dataset = self.task_dataset(id, record, SegmentUse::Train);
+                        let start = if dataset.is_some() {
+                            self.task_start_model(id, record, SegmentUse::Train)
+                        } else {
+                            None
+                        };
+                        if let (Some(dataset), Some(start_model)) = (dataset, start) {
                             if let Some(miner) = self.miner.as_mut() {
                                 miner.assign(Assignment {
                                     task_id: id,
@@ -1342,6 +1353,7 @@ impl Node {
                                     split: split.to_ml(),
                                     miner_index: index,
                                     miners: record.participants.miners.len(),
+                                    start_model,
                                 });
                             }
                         }

@@ -15,11 +15,13 @@
 
 mod grind;
 mod miner;
+mod start;
 mod verify;
 
 pub use grind::{Grinder, MiningStats};
 pub use miner::{
-    initial_state, Assignment, BatchWalk, FinishedModel, MinedBlock, Miner, MinerError, Poison,
-    StepMetrics, StepOutput, Template, STALE_LAG,
+    initial_state, initial_state_with, Assignment, BatchWalk, FinishedModel, MinedBlock, Miner,
+    MinerError, Poison, StepMetrics, StepOutput, Template, STALE_LAG,
 };
+pub use start::{start_model, StartError};
 pub use verify::{verify_chain, VerifyFailure, VerifyReport};

@@ -30,6 +30,9 @@ pub enum MinerError {
     /// The training step failed.
     #[error("training step failed: {0}")]
     Training(String),
+    /// The task's start weights are missing or do not fit its model (design/021).
+    #[error("start weights: {0}")]
+    StartWeights(String),
     /// The epoch-opening block of the filler epoch is not on the canonical chain.
     #[error("the filler epoch of height {0} has no opening block on the canonical chain")]
     NoFillerTask(u64),
@@ -71,6 +74,9 @@ pub struct Assignment {
     pub miner_index: usize,
     /// Number of selected miners (batch `b` is trained by miner `b mod miners`).
     pub miners: usize,
+    /// The model of the client's start weights, when the definition names them (checked
+    /// against their hash and the task's shapes, [`crate::start_model`]); `None` otherwise.
+    pub start_model: Option<Arc<Model>>,
 }
 
 /// A client task's final model, once the miner trained every epoch.
@@ -198,11 +204,43 @@ fn all_finite(state: &TrainState) -> bool {
 }
 
 /// The training state a task starts from: its initial model, zero residual and optimizer state
-/// (the task's update rule).
+/// (the task's update rule). A task whose definition names start weights cannot start here:
+/// see [`initial_state_with`].
 pub fn initial_state(definition: &TaskDefinition) -> Result<TrainState, MinerError> {
+    initial_state_with(definition, None)
+}
+
+/// [`initial_state`] for any task: `start` is the model of the client's start weights
+/// ([`crate::start_model`], checked against the file's hash, the task's shapes and for
+/// finite values) when the definition names them (`Initializer::Weights`, design/021), else
+/// `None`. A task with start weights given none, or one without given some, is an error,
+/// never a silent fall back to an initialiser.
+pub fn initial_state_with(
+    definition: &TaskDefinition,
+    start: Option<&Model>,
+) -> Result<TrainState, MinerError> {
     let (model_spec, optimizer) = ml_specs(definition)?;
     let rule = pouw_consensus::pouw::ml_update_rule(definition);
-    let model = Model::new(model_spec).map_err(|e| MinerError::Training(e.to_string()))?;
+    let model = match (definition.model.init.start_weights(), start) {
+        (None, None) => Model::new(model_spec).map_err(|e| MinerError::Training(e.to_string()))?,
+        (Some(_), Some(start)) => {
+            start.check_fits(&model_spec).map_err(|e| {
+                MinerError::StartWeights(format!("the start weights do not fit the model: {e}"))
+            })?;
+            Model::from_params(model_spec, start.params().to_vec())
+                .map_err(|e| MinerError::StartWeights(e.to_string()))?
+        }
+        (Some(h), None) => {
+            return Err(MinerError::StartWeights(format!(
+                "the task starts from the client's start weights {h}, which are not loaded"
+            )))
+        }
+        (None, Some(_)) => {
+            return Err(MinerError::StartWeights(
+                "start weights given for a task that names none".into(),
+            ))
+        }
+    };
     TrainState::with_rule(model, optimizer, rule).map_err(|e| MinerError::Training(e.to_string()))
 }
 
@@ -882,7 +920,7 @@ impl Miner {
         dataset: DataRef,
         client: Option<&Assignment>,
     ) -> Result<Job, MinerError> {
-        let state = initial_state(&task)?;
+        let state = initial_state_with(&task, client.and_then(|a| a.start_model.as_deref()))?;
         // The schedule the validators check (design/006): the filler task splits by its own id,
         // a client task by its selection seed.
         let walk = match client {
@@ -1006,6 +1044,7 @@ mod tests {
             split: task_split_of(&definition, &Hash::digest(seed)).to_ml(),
             miner_index,
             miners: 3,
+            start_model: None,
         };
         let mut miner = Miner::new(spec, ChainSpec::devnet_key(1), Exec::SINGLE);
         let first = assignment(b"branch a", 1);

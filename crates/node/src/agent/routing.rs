@@ -154,10 +154,12 @@ impl Node {
             if !segments::may_serve_segment(&r, index, from) {
                 return None;
             }
-            if r.client == self.me() {
+            if r.client == self.me() && index == segments::START_WEIGHTS_INDEX {
+                self.client_start_weights(&r, task, height)
+            } else if r.client == self.me() {
                 self.agent.segment(&r, task, index, height)
             } else if segments::revealed(&r, index, height) {
-                self.agent.segments.held(task, index, &r.definition.dataset.segment_hashes)
+                self.agent.segments.held(task, index, &segments::blob_hashes(&r.definition))
             } else {
                 None
             }
@@ -176,9 +178,9 @@ impl Node {
         Response::Model(allowed.then(|| self.agent.model_bytes(hash)).flatten())
     }
 
-    /// Worker: asks for the segments of `indices` of task `id` that are missing and not in
-    /// flight, each of its next source (the client first, then the other seats that may hold
-    /// it).
+    /// Worker: asks for the segments of `indices` of task `id` (or its start weights,
+    /// [`segments::START_WEIGHTS_INDEX`]) that are missing and not in flight, each of its next
+    /// source (the client first, then the other seats that may hold it).
     pub(super) fn ask_segments(
         &mut self,
         id: TaskId,
@@ -187,7 +189,7 @@ impl Node {
         use_: SegmentUse,
     ) {
         let me = self.me();
-        let hashes = &record.definition.dataset.segment_hashes;
+        let hashes = &segments::blob_hashes(&record.definition);
         for index in self.agent.segments.due(&id, indices, hashes, SEGMENT_IN_FLIGHT) {
             let sources = segment_sources(record, index, &me);
             let source = self.agent.segments.source(&id, index, &sources);

@@ -6,10 +6,15 @@
 //! task's hash, kept on disk under `<datadir>/segments/<task>/` while the task runs and
 //! checked again whenever it is read back or served to another seat. When the task ends its
 //! directory is deleted and nothing more is asked, stored or served for it.
+//!
+//! A task whose definition names the client's start weights (`Initializer::Weights`,
+//! design/021) has one more blob: the start weights file, under index
+//! [`START_WEIGHTS_INDEX`] (one past the last segment), fetched, checked against its hash,
+//! kept and served like a training segment (to the task's miners and supervisors).
 
 use pouw_consensus::{task_split_of, TaskRecord, TaskStatus};
 use pouw_net::{peer_id_of, PeerId};
-use pouw_primitives::{Address, Hash, TaskId};
+use pouw_primitives::{Address, Hash, TaskDefinition, TaskId, DATASET_SEGMENTS};
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::PathBuf,
@@ -62,9 +67,39 @@ pub(crate) fn revealed(record: &TaskRecord, index: u8, height: u64) -> bool {
     }
 }
 
-/// Whether `bytes` are segment `index` of a task whose segment hashes are `hashes`.
+/// The index of a task's start weights among its blobs: one past its last segment. Never a
+/// test segment, so it goes where the training segments go.
+pub(crate) const START_WEIGHTS_INDEX: u8 = DATASET_SEGMENTS as u8;
+
+/// The hashes of a task's blobs, by index: its segment hashes (Merkle roots of the samples),
+/// then the hash of its start weights file (BLAKE3 of its bytes) when it names one.
+pub(crate) fn blob_hashes(definition: &TaskDefinition) -> Vec<Hash> {
+    let mut hashes = definition.dataset.segment_hashes.clone();
+    match definition.model.init.start_weights() {
+        // A definition on chain validated with exactly that many segments.
+        Some(h) if hashes.len() == DATASET_SEGMENTS => hashes.push(h),
+        _ => {}
+    }
+    hashes
+}
+
+/// The blobs to fetch for a task's training data: the training segments `train` and, when
+/// the definition names them, the start weights (asked together, used together).
+pub(crate) fn with_start_weights(definition: &TaskDefinition, train: &[usize]) -> Vec<usize> {
+    let mut wanted = train.to_vec();
+    if definition.model.init.start_weights().is_some() {
+        wanted.push(usize::from(START_WEIGHTS_INDEX));
+    }
+    wanted
+}
+
+/// Whether `bytes` are blob `index` of a task whose blob hashes are `hashes`
+/// ([`blob_hashes`]; a task's segment hashes alone for its segments).
 pub(crate) fn segment_ok(hashes: &[Hash], index: u8, bytes: &[u8]) -> bool {
     let Some(want) = hashes.get(usize::from(index)) else { return false };
+    if index == START_WEIGHTS_INDEX {
+        return Hash::digest(bytes) == *want;
+    }
     pouw_ml::segment_hash_of_bytes(bytes).is_some_and(|h| h.0 == want.0)
 }
 
@@ -453,6 +488,40 @@ mod tests {
         assert!(store.store(&task, 1, &segs[1]).unwrap());
         assert!(store.end(&task));
         assert_eq!(store.held(&task, 1, &hashes), None, "nothing once the task ended");
+    }
+
+    #[test]
+    fn start_weights_are_one_more_blob_checked_against_the_hash_of_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (segs, _) = segments();
+        let mut r = seated(TaskStatus::Training);
+        let task = Hash::digest(b"task");
+        let weights = b"the client's safetensors bytes".to_vec();
+        // A task without start weights has its segment hashes only: index 10 is nothing.
+        assert_eq!(blob_hashes(&r.definition), r.definition.dataset.segment_hashes);
+        assert!(!segment_ok(&blob_hashes(&r.definition), START_WEIGHTS_INDEX, &weights));
+        r.definition.model.init = pouw_primitives::Initializer::Weights(Hash::digest(&weights));
+        let hashes = blob_hashes(&r.definition);
+        assert_eq!(hashes.len(), DATASET_SEGMENTS + 1);
+        assert!(segment_ok(&hashes, START_WEIGHTS_INDEX, &weights));
+        let mut other = weights.clone();
+        other[0] ^= 1;
+        assert!(!segment_ok(&hashes, START_WEIGHTS_INDEX, &other), "hash mismatch refused");
+        assert!(!segment_ok(&hashes, START_WEIGHTS_INDEX, &segs[0]));
+        // Asked, stored, held and served like a training segment, to the miners and supervisors.
+        let mut store = SegmentStore::new(dir.path().join("segments"));
+        let wanted = [usize::from(START_WEIGHTS_INDEX)];
+        assert_eq!(store.due(&task, &wanted, &hashes, Duration::ZERO), [START_WEIGHTS_INDEX]);
+        assert!(store.store(&task, START_WEIGHTS_INDEX, &weights).unwrap());
+        assert!(store.has_all(&task, &wanted));
+        assert_eq!(store.held(&task, START_WEIGHTS_INDEX, &hashes), Some(weights.clone()));
+        std::fs::write(store.task_dir(&task).join("segment-10.bin"), &other).unwrap();
+        assert!(store.read(&task, &wanted, &hashes).is_err(), "a damaged copy is not read");
+        assert!(!store.has_all(&task, &wanted));
+        assert!(revealed(&r, START_WEIGHTS_INDEX, 10));
+        let served: Vec<bool> =
+            (0..6).map(|i| may_serve_segment(&r, START_WEIGHTS_INDEX, &peer(i))).collect();
+        assert_eq!(served, [false, true, true, false, false, false]);
     }
 
     #[test]

@@ -5,7 +5,6 @@ use super::{sample, TaskScreen, ASK_LATE, FETCH_RETRY, FETCH_WAIT, UNSERVED_RUN}
 use pouw_consensus::pouw::ProofData;
 use pouw_ml::TrainState;
 use pouw_primitives::{Address, Hash, IterationMessage};
-use pouw_work::initial_state;
 use std::{collections::BTreeMap, time::Instant};
 
 /// A start state asked of a miner.
@@ -71,7 +70,7 @@ impl TaskScreen {
             .and_then(|l| l.ids.get(&iteration))
             .and_then(|id| self.known.get(id))
             .cloned();
-        let initial = initial_state(&self.definition).ok();
+        let initial = self.initial_state();
         let Some(fetch) = self.logs.get_mut(miner).and_then(|l| l.fetches.get_mut(&iteration))
         else {
             return;

@@ -55,7 +55,9 @@ use pouw_ml::{Dataset, Exec, TrainState};
 use pouw_primitives::{
     map_hash, Address, AlertKind, Hash, IterationMessage, TaskDefinition, TaskId,
 };
-use pouw_work::{initial_state, BatchWalk};
+#[cfg(test)]
+use pouw_work::initial_state;
+use pouw_work::{initial_state_with, BatchWalk};
 use sample::Sampling;
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -155,6 +157,9 @@ pub(crate) struct TaskScreen {
     logs: BTreeMap<Address, MinerLog>,
     shadows: BTreeMap<Address, Shadow>,
     dataset: Option<(Arc<Dataset>, pouw_ml::Split)>,
+    /// The model of the client's start weights, for a task that names them (design/021):
+    /// replays from the task's initial state start from it.
+    start_model: Option<Arc<pouw_ml::Model>>,
     /// The handovers of the task's convictions on chain so far (design/009).
     handovers: Vec<Handover>,
     params: usize,
@@ -200,12 +205,7 @@ impl TaskScreen {
                 (*m, MinerLog { view, replay_all: full, ..MinerLog::default() })
             })
             .collect();
-        let initial = initial_state(&definition).ok().map(|mut s| {
-            let (m, r) = s.start_hashes();
-            (s.model().param_count(), (Hash(m.0), Hash(r.0)))
-        });
-        let params = initial.map_or(0, |(p, _)| p);
-        Self {
+        let mut screen = Self {
             task_id,
             definition,
             seed,
@@ -214,12 +214,33 @@ impl TaskScreen {
             logs,
             shadows: BTreeMap::new(),
             dataset: None,
+            start_model: None,
             handovers: Vec::new(),
-            params,
+            params: 0,
             last_receive: now,
             sampling,
-            initial: initial.map(|(_, h)| h),
-        }
+            initial: None,
+        };
+        screen.set_start_model(None);
+        screen
+    }
+
+    /// The model of the task's start weights (`None` for a task that names none): sets the
+    /// task's initial state, from which replays of a first iteration or a restart start.
+    /// Until a task that names start weights has them, it has no initial state.
+    pub(crate) fn set_start_model(&mut self, start_model: Option<Arc<pouw_ml::Model>>) {
+        self.start_model = start_model;
+        let initial = self.initial_state().map(|mut s| {
+            let (m, r) = s.start_hashes();
+            (s.model().param_count(), (Hash(m.0), Hash(r.0)))
+        });
+        self.params = initial.map_or(0, |(p, _)| p);
+        self.initial = initial.map(|(_, h)| h);
+    }
+
+    /// The task's initial state (`None` while a task's start weights are not here).
+    fn initial_state(&self) -> Option<pouw_ml::TrainState> {
+        initial_state_with(&self.definition, self.start_model.as_deref()).ok()
     }
 
     /// Whether this screening follows the view `seed` and `miners` (the task record's
@@ -239,6 +260,7 @@ impl TaskScreen {
             self.sampling,
             now,
         );
+        fresh.set_start_model(self.start_model.clone());
         let mut held: Vec<&IterationMessage> = self.known.values().collect();
         held.sort_by_key(|m| (m.body.miner, m.body.iteration));
         for msg in held {
@@ -335,7 +357,7 @@ impl TaskScreen {
 
     fn fresh_shadow(&self, index: usize) -> Option<Shadow> {
         let (dataset, split) = self.dataset.as_ref()?;
-        let state = initial_state(&self.definition).ok()?;
+        let state = self.initial_state()?;
         let walk = BatchWalk::for_client(
             self.task_id,
             &self.definition,

@@ -16,7 +16,7 @@ use super::sample::as_proof_data;
 use pouw_consensus::pouw::{Handover, ProofData};
 use pouw_ml::{Dataset, Exec, TrainState};
 use pouw_primitives::{Hash, IterationMessage, TaskDefinition, TaskId};
-use pouw_work::{initial_state, Assignment, BatchWalk};
+use pouw_work::{initial_state_with, Assignment, BatchWalk};
 use std::{collections::VecDeque, sync::Arc};
 
 /// Bytes of start states kept (at least two states; 41 of the devnet's 101,770-parameter
@@ -46,6 +46,8 @@ pub(crate) struct OwnStates {
     task_id: TaskId,
     definition: TaskDefinition,
     dataset: Arc<Dataset>,
+    /// The model of the client's start weights, for a task that names them (design/021).
+    start_model: Option<Arc<pouw_ml::Model>>,
     /// The view followed: the split, this miner's position and the number of miners.
     view: (pouw_ml::Split, usize, usize),
     handovers: Vec<Handover>,
@@ -79,7 +81,7 @@ impl std::fmt::Debug for OwnStates {
 impl OwnStates {
     /// The states of the miner's work on `a` (`None`: the task's model cannot be built).
     pub(crate) fn new(a: &Assignment, depth: u32) -> Option<Self> {
-        let mut initial = initial_state(&a.definition).ok()?;
+        let mut initial = initial_state_with(&a.definition, a.start_model.as_deref()).ok()?;
         let (m, r) = initial.start_hashes();
         let bytes = 4
             * (initial.model().params().len()
@@ -89,6 +91,7 @@ impl OwnStates {
             task_id: a.task_id,
             definition: a.definition.clone(),
             dataset: a.dataset.clone(),
+            start_model: a.start_model.clone(),
             view: (a.split.clone(), a.miner_index, a.miners),
             handovers: Vec::new(),
             initial: (Hash(m.0), Hash(r.0)),
@@ -206,7 +209,8 @@ impl OwnStates {
                 *index,
                 *miners,
             );
-            self.state = match (initial_state(&self.definition), walk) {
+            let initial = initial_state_with(&self.definition, self.start_model.as_deref());
+            self.state = match (initial, walk) {
                 (Ok(state), Ok(mut walk)) => {
                     walk.set_handovers(self.handovers.clone());
                     walk.seek(it);

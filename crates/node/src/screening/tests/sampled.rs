@@ -21,6 +21,7 @@ fn own_states(
             split: task_split_of(definition, seed).to_ml(),
             miner_index: index,
             miners: miners.len(),
+            start_model: None,
         },
         5,
     )
