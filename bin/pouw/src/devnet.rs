@@ -209,6 +209,14 @@ fn task_with_miners(task: &Path, miners: u16, dir: &Path) -> Result<PathBuf> {
             }
         }
     }
+    // `[model] init = { file = "..." }`: the client's start weights, beside the task file.
+    let init = value.get_mut("model").and_then(|m| m.get_mut("init"));
+    if let Some(init) = init.and_then(|i| i.as_table_mut()) {
+        if let Some(toml::Value::String(p)) = init.get("file") {
+            let abs = base.join(p).display().to_string();
+            init.insert("file".into(), toml::Value::String(abs));
+        }
+    }
     let workers = value
         .get_mut("workers")
         .and_then(|w| w.as_table_mut())
@@ -926,6 +934,8 @@ struct TestData {
     data: pouw_ml::Dataset,
     segments: Vec<pouw_ml::Segment>,
     model: pouw_ml::ModelSpec,
+    /// The model training starts from: the client's start weights, or the initialiser's.
+    start_model: pouw_ml::Model,
     optimizer: pouw_ml::OptimizerSpec,
     rule: pouw_ml::UpdateRule,
     miners: usize,
@@ -936,9 +946,11 @@ fn load_test_data(task_file: &Path) -> Result<TestData> {
     let task = pouw_ml::TaskFile::load(task_file).context("cannot load the task")?;
     let data = task.load_dataset().context("cannot load the task's dataset")?;
     let segments = data.segments(pouw_primitives::DATASET_SEGMENTS)?;
+    let start_model = task.start_model().context("cannot build the task's start model")?;
     Ok(TestData {
         data,
         segments,
+        start_model,
         model: task.model,
         optimizer: task.optimizer,
         rule: task.update,
@@ -971,7 +983,7 @@ fn reference_accuracy(view: &Value, task_id: &str, t: &TestData) -> Result<f64> 
     }
     let opt = t.optimizer;
     let schedule = pouw_ml::BatchSchedule::new(&t.segments, &split, opt.batch_size as usize, seed);
-    let model = pouw_ml::Model::new(t.model.clone()).context("the task's model")?;
+    let model = t.start_model.clone();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let exec = pouw_ml::Exec::new(threads);
     let run = crate::train::train_in_order(
@@ -1308,6 +1320,27 @@ fee = "1"
         let other = pouw_ml::to_safetensors(&pouw_ml::Model::new(other).unwrap()).unwrap();
         let e = test_accuracy(&other, &view, &t).unwrap_err();
         assert!(format!("{e:#}").contains("input width 784"), "{e:#}");
+    }
+
+    #[test]
+    fn a_task_with_start_weights_finds_its_file_from_the_devnet_directory() {
+        let home = tempfile::tempdir().unwrap();
+        let task = csv_task(&home.path().join("tasks"));
+        let text = std::fs::read_to_string(&task).unwrap();
+        let text = text.replace("seed = 1\n", "init = { file = \"start.safetensors\" }\n");
+        std::fs::write(&task, text).unwrap();
+        // No file yet: a named error, not a panic.
+        let Err(e) = load_test_data(&task) else { panic!("loaded without its start weights") };
+        assert!(format!("{e:#}").contains("start.safetensors"), "{e:#}");
+        let spec = pouw_ml::ModelSpec::mlp(4, &[8], 3, pouw_ml::Activation::Relu, 9);
+        let start = pouw_ml::Model::new(spec).unwrap();
+        pouw_ml::save_safetensors(&start, &home.path().join("tasks/start.safetensors")).unwrap();
+        let net = tempfile::tempdir().unwrap();
+        let written = task_with_miners(&task, 2, net.path()).unwrap();
+        let t = load_test_data(&written).unwrap();
+        assert_eq!(t.start_model.params(), start.params(), "the reference starts from them");
+        let client = pouw_ml::load_client_task(&written, net.path()).unwrap();
+        assert!(client.start_weights.is_some());
     }
 
     #[test]
