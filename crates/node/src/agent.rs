@@ -24,7 +24,7 @@
 
 use crate::{
     node::{Node, NodeError, Pending},
-    screening::{Finding, TaskScreen},
+    screening::{worker::Screening, Finding},
     security::{SecurityState, VerifiedAlert},
     Attack,
 };
@@ -146,6 +146,48 @@ struct Evaluation {
     screening_given_up: bool,
     /// When this node first saw the task finalising.
     since: Option<Instant>,
+    /// The models under test on their own thread (off the event loop): the correct counts
+    /// per miner and the test set's size, when done.
+    scoring: Option<flume::Receiver<Scored>>,
+}
+
+/// Each tested model's correct count on the test set, and the test set's size.
+type Scored = (Vec<(u32, Address)>, usize);
+
+/// Tests every model of `models` on the test segments `test_segments` (those that do not fit
+/// the task, `width` features and `classes` classes, left out), with the deterministic
+/// kernels: honest evaluators get the same correct counts, hence the same ranking.
+fn score_models(
+    task: TaskId,
+    models: Vec<(Address, pouw_ml::Model)>,
+    test_segments: BTreeMap<u8, Vec<u8>>,
+    (width, classes): (usize, u32),
+) -> Scored {
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for (i, bytes) in &test_segments {
+        match Batch::from_canonical_bytes(bytes)
+            .and_then(|b| b.validate(width, classes).map(|()| b))
+        {
+            Ok(b) => {
+                x.extend_from_slice(b.features());
+                y.extend_from_slice(b.labels());
+            }
+            Err(e) => {
+                tracing::error!(target: "evaluator", task = %task.short(), segment = i, error = %e, "a test segment does not fit the task: left out")
+            }
+        }
+    }
+    let scores = models
+        .iter()
+        .filter_map(|(miner, m)| match m.evaluate(Exec::new(1), &x, &y, 256) {
+            Ok(metrics) => Some((metrics.correct, *miner)),
+            Err(e) => {
+                tracing::warn!(target: "evaluator", task = %task.short(), miner = %miner.short(), error = %e, "model not tested: unranked");
+                None
+            }
+        })
+        .collect();
+    (scores, y.len())
 }
 
 /// A supervisor's record of one task's iteration messages, by history slot.
@@ -297,6 +339,9 @@ pub(crate) struct Agent {
     datasets: HashMap<TaskId, (Hash, Arc<Dataset>)>,
     /// Tasks whose segments checked but do not assemble into a dataset (logged once).
     bad_datasets: HashSet<TaskId>,
+    /// Datasets being assembled on their own thread, by task: the seed they are for, and the
+    /// result once done.
+    assembling: HashMap<TaskId, (Hash, flume::Receiver<Result<Dataset, String>>)>,
     /// Miner: tasks whose training we finished (model submitted) or dropped (it could not be
     /// mined any more).
     trained: HashSet<TaskId>,
@@ -325,7 +370,7 @@ pub(crate) struct Agent {
     /// Tasks seen completed with us in them.
     completed: HashSet<TaskId>,
     /// Supervisor: screening per task.
-    screens: HashMap<TaskId, TaskScreen>,
+    screening: Screening,
     /// Miner: its own recent start states per task, served to the task's supervisors
     /// (design/020).
     own_states: HashMap<TaskId, crate::screening::own::OwnStates>,
@@ -353,9 +398,15 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    pub(crate) fn new(roles: Vec<Role>, datadir: PathBuf, security: Arc<SecurityState>) -> Self {
+    pub(crate) fn new(
+        roles: Vec<Role>,
+        datadir: PathBuf,
+        security: Arc<SecurityState>,
+        threads: usize,
+    ) -> Self {
         let segments = SegmentStore::new(datadir.join("segments"));
-        Self { roles, datadir, security, segments, ..Self::default() }
+        let screening = Screening::new(threads, security.clone());
+        Self { roles, datadir, security, segments, screening, ..Self::default() }
     }
 
     /// Whether `miner` of `task` stands convicted by a majority of the task's supervisors.
@@ -364,7 +415,7 @@ impl Agent {
         self.security.accusations.is_convicted(task, miner, n)
     }
 
-    /// Supervisor: the screening of task `id`, following `record`'s view of its selection (the
+    /// Supervisor: the screening of task `id` follows `record`'s view of its selection (the
     /// seed and the miners' order): made at the first need, and made anew when a
     /// reorganisation of the chain changed that view (the messages held are screened again).
     fn screen_for(
@@ -372,18 +423,9 @@ impl Agent {
         id: TaskId,
         record: &TaskRecord,
         sampling: crate::screening::sample::Sampling,
-        now: Instant,
-    ) -> &mut TaskScreen {
+    ) {
         let miners: Vec<Address> = record.participants.miners.iter().map(|s| s.worker).collect();
-        let screen = self.screens.entry(id).or_insert_with(|| {
-            let view = (record.seed, miners.clone());
-            TaskScreen::sampled(id, record.definition.clone(), view, sampling, now)
-        });
-        if !screen.follows(&record.seed, &miners) {
-            tracing::warn!(target: "supervisor", task = %id.short(), "the task's selection changed with a reorganisation of the chain: screening starts over under the new view");
-            *screen = screen.rebuilt(record.seed, miners, now);
-        }
-        screen
+        self.screening.follow(id, &record.definition, (record.seed, miners), sampling);
     }
 
     fn models_dir(&self) -> PathBuf {
@@ -754,9 +796,8 @@ impl Node {
         if seat_of(&record, Role::Supervisor, &me).is_some() {
             let equivocation = self.agent.history.entry(task).or_default().record(msg.clone());
             self.note_equivocation(task, equivocation);
-            let now = Instant::now();
-            self.screen_of(task, &record).receive(msg, now);
-            self.send_state_wants(task);
+            self.screen_of(task, &record);
+            self.agent.screening.receive(task, msg);
         }
         true
     }
@@ -794,7 +835,7 @@ impl Node {
     }
 
     /// Supervisor: raises an alert for a flagged message (gossiped, and handled here too).
-    fn raise_alert(&mut self, task: TaskId, f: Finding) {
+    fn raise_alert(&mut self, task: TaskId, f: Finding, message: Option<IterationMessage>) {
         let mut detail = f.detail;
         if detail.len() > pouw_primitives::MAX_ALERT_DETAIL_BYTES {
             let mut cut = pouw_primitives::MAX_ALERT_DETAIL_BYTES;
@@ -804,7 +845,6 @@ impl Node {
             detail.truncate(cut);
         }
         let first = !self.agent.flagged_miners.contains_key(&(task, f.miner));
-        let message = self.agent.screens.get(&task).and_then(|s| s.message(&f.message)).cloned();
         let kept = self.agent.flagged_miners.entry((task, f.miner)).or_default();
         if message
             .as_ref()
@@ -933,9 +973,7 @@ impl Node {
 
     /// Supervisor: a task ended: its screening data goes (the figures stay).
     fn release_screen(&mut self, id: &TaskId) {
-        if let Some(s) = self.agent.screens.get_mut(id) {
-            s.release();
-        }
+        self.agent.screening.release(*id);
     }
 
     /// Worker: the training dataset of task `id` (the training segments of `record`'s split),
@@ -962,6 +1000,31 @@ impl Node {
         if !self.agent.segments.has_all(&id, &split.train) {
             return None;
         }
+        // Assembled on a thread of its own (decoding and checking every sample takes a few
+        // hundred milliseconds the event loop must not wait): `None` until it is done.
+        if let Some((seed, rx)) = self.agent.assembling.get(&id) {
+            if *seed == record.seed {
+                let result = rx.try_recv();
+                let assembled = match result {
+                    Err(flume::TryRecvError::Empty) => return None,
+                    Err(flume::TryRecvError::Disconnected) => Err("the assembly stopped".into()),
+                    Ok(r) => r,
+                };
+                self.agent.assembling.remove(&id);
+                return match assembled {
+                    Ok(d) => {
+                        let d = Arc::new(d);
+                        self.agent.datasets.insert(id, (record.seed, d.clone()));
+                        Some(d)
+                    }
+                    Err(e) => {
+                        tracing::error!(target: "node", task = %id.short(), error = %e, "cannot assemble the task dataset");
+                        self.agent.bad_datasets.insert(id);
+                        None
+                    }
+                };
+            }
+        }
         let hashes = &record.definition.dataset.segment_hashes;
         let segments = match self.agent.segments.read(&id, &split.train, hashes) {
             Ok(s) => s,
@@ -970,18 +1033,21 @@ impl Node {
                 return None;
             }
         };
-        match dataset_from_segments(record, &segments) {
-            Ok(d) => {
-                let d = Arc::new(d);
-                self.agent.datasets.insert(id, (record.seed, d.clone()));
-                Some(d)
+        let (tx, rx) = flume::bounded(1);
+        let owned = record.clone();
+        let spawned = std::thread::Builder::new().name("pouw-dataset".into()).spawn(move || {
+            let assembled = guarded(|| dataset_from_segments(&owned, &segments)).and_then(|r| r);
+            let _ = tx.send(assembled);
+        });
+        match spawned {
+            Ok(_) => {
+                self.agent.assembling.insert(id, (record.seed, rx));
             }
             Err(e) => {
-                tracing::error!(target: "node", task = %id.short(), error = %e, "cannot assemble the task dataset");
-                self.agent.bad_datasets.insert(id);
-                None
+                tracing::error!(target: "node", task = %id.short(), error = %e, "cannot start assembling the task dataset")
             }
         }
+        None
     }
 
     /// Worker: task `id` ended: our copy of its segments is deleted and its dataset dropped
@@ -991,37 +1057,38 @@ impl Node {
         if self.agent.segments.end(id) {
             self.agent.datasets.remove(id);
             self.agent.bad_datasets.remove(id);
+            self.agent.assembling.remove(id);
         }
     }
 
     /// Supervisor: fetches the training data, then screens what arrived.
+    /// (The screening itself runs on its own thread, `screening::worker`: what it flags comes
+    /// back through [`Node::agent_poll_screening`].)
     fn screen_task_now(&mut self, id: TaskId, record: &TaskRecord, height: u64) {
         let split = task_split_of(&record.definition, &record.seed);
-        let now = Instant::now();
-        let has = self.screen_of(id, record).has_dataset();
-        if !has {
+        self.screen_of(id, record);
+        if !self.agent.screening.has_dataset(&id) {
             let Some(dataset) = self.task_dataset(id, record, SegmentUse::Screen) else { return };
             let Some(start) = self.task_start_model(id, record, SegmentUse::Screen) else { return };
-            if let Some(s) = self.agent.screens.get_mut(&id) {
-                s.set_start_model(start);
-                s.set_dataset(dataset, split.to_ml());
-            }
+            self.agent.screening.set_dataset(id, dataset, split.to_ml(), start);
         }
-        let exec = Exec::new(self.config.threads.max(1));
-        let findings = match self.agent.screens.get_mut(&id) {
-            Some(s) => {
-                s.set_handovers(Handover::of_task(record));
-                s.screen(exec, now, view_settled(record, height))
-            }
-            None => return,
-        };
-        for f in findings {
-            self.raise_alert(id, f);
-        }
+        let settled = view_settled(record, height);
+        self.agent.screening.chain(id, settled, Handover::of_task(record));
         self.accuse_on_chain(id, record);
-        let views: Vec<_> = self.agent.screens.values().flat_map(TaskScreen::views).collect();
-        *self.agent.security.screening.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            views;
+    }
+
+    /// Supervisor: what the screening thread flagged (alerts raised) and the start states it
+    /// wants (asked of the miners), taken at every turn of the loop.
+    pub(crate) fn agent_poll_screening(&mut self) {
+        use crate::screening::worker::Output;
+        for output in self.agent.screening.outputs() {
+            match output {
+                Output::Found { task, finding, message } => {
+                    self.raise_alert(task, finding, message.map(|m| *m));
+                }
+                Output::Wants { task, wants } => self.ask_states(task, wants),
+            }
+        }
     }
 
     /// Serves task requests (segments, models, histories) from the peer `from`. Segments and
@@ -1055,8 +1122,7 @@ impl Node {
                         )
                     })
                 };
-                let status =
-                    self.agent.screens.get(task).map(|s| s.status(finalising, Instant::now()));
+                let status = self.agent.screening.status(task, finalising, Instant::now());
                 Some(Response::Screening(status))
             }
             _ => None,
@@ -1398,11 +1464,9 @@ impl Node {
                 if !late_vote {
                     self.end_task_data(&id);
                 }
-                let drained = self
-                    .agent
-                    .screens
-                    .get(&id)
-                    .is_none_or(|s| !s.has_dataset() || s.status(true, Instant::now()).done);
+                let screening = &self.agent.screening;
+                let drained = !screening.has_dataset(&id)
+                    || screening.status(&id, true, Instant::now()).is_none_or(|s| s.done);
                 if seat_of(record, Role::Supervisor, &me).is_some() && !drained {
                     self.screen_task(id, record, height);
                 } else {
@@ -1656,53 +1720,11 @@ impl Node {
         if !have_test || !have_models {
             return Ok(());
         }
-        let hashes = &record.definition.dataset.segment_hashes;
-        let test_segments = match self.agent.segments.read(&id, test, hashes) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(target: "evaluator", task = %id.short(), error = %e, "a test segment is damaged");
-                return Ok(());
-            }
+        let Some((mut scores, tested)) = self.scored(id, record, test, &unranked) else {
+            return Ok(());
         };
-        let eval = self.agent.evaluations.entry(id).or_default();
-        // Test every model on the test segments, with the deterministic kernels: honest
-        // evaluators get the same correct counts, hence the same ranking and verdict.
-        // A test segment that does not fit the task (the client's fault; its hash is on chain,
-        // so every honest evaluator skips the same ones) is left out.
-        let width = record
-            .definition
-            .model
-            .input_shape
-            .iter()
-            .try_fold(1usize, |w, &d| w.checked_mul(d as usize))
-            .unwrap_or(0);
-        let classes = record.definition.model.classes;
-        let (mut x, mut y) = (Vec::new(), Vec::new());
-        for (i, bytes) in &test_segments {
-            match Batch::from_canonical_bytes(bytes)
-                .and_then(|b| b.validate(width, classes).map(|()| b))
-            {
-                Ok(b) => {
-                    x.extend_from_slice(b.features());
-                    y.extend_from_slice(b.labels());
-                }
-                Err(e) => {
-                    tracing::error!(target: "evaluator", task = %id.short(), segment = i, error = %e, "a test segment does not fit the task: left out")
-                }
-            }
-        }
-        let mut scores: Vec<(u32, Address)> = eval
-            .models
-            .iter()
-            .filter(|(miner, _)| !unranked.contains(miner))
-            .filter_map(|(miner, m)| match m.as_ref()?.evaluate(Exec::new(1), &x, &y, 256) {
-                Ok(metrics) => Some((metrics.correct, *miner)),
-                Err(e) => {
-                    tracing::warn!(target: "evaluator", task = %id.short(), miner = %miner.short(), error = %e, "model not tested: unranked");
-                    None
-                }
-            })
-            .collect();
+        // A conviction seen while the models were under test unranks its miner too.
+        scores.retain(|(_, miner)| !unranked.contains(miner));
         scores.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let ranking: Vec<Address> = scores.iter().map(|(_, m)| *m).collect();
         let payouts = {
@@ -1716,12 +1738,13 @@ impl Node {
             }
         };
         for (correct, miner) in &scores {
-            let acc = f64::from(*correct) / y.len().max(1) as f64;
+            let acc = f64::from(*correct) / tested.max(1) as f64;
             tracing::info!(target: "evaluator", task = %id.short(), miner = %miner.short(), accuracy = format!("{:.2}%", acc * 100.0), "model tested");
         }
         for miner in &confiscations {
             tracing::warn!(target: "evaluator", task = %id.short(), miner = %miner.short(), "stake confiscated: convicted by the supervisors' alerts");
         }
+        let eval = self.agent.evaluations.entry(id).or_default();
         eval.voted = true;
         if self.config.attack == Some(Attack::EvaluatorTheft)
             && self.vote_theft(id, &ranking, &confiscations)
@@ -1738,6 +1761,79 @@ impl Node {
             Err(e) => tracing::warn!(target: "evaluator", error = %e, "ChargeForTask refused"),
         }
         Ok(())
+    }
+
+    /// Evaluator: the models of task `id` tested on the test segments `test`, on a thread of
+    /// their own (a large model's test takes seconds, which the event loop must not wait):
+    /// started at the first call, `None` until done.
+    fn scored(
+        &mut self,
+        id: TaskId,
+        record: &TaskRecord,
+        test: &[usize],
+        unranked: &[Address],
+    ) -> Option<Scored> {
+        let eval = self.agent.evaluations.entry(id).or_default();
+        if let Some(rx) = &eval.scoring {
+            let result = rx.try_recv();
+            return match result {
+                Ok(scored) => {
+                    eval.scoring = None;
+                    Some(scored)
+                }
+                Err(flume::TryRecvError::Empty) => None,
+                Err(flume::TryRecvError::Disconnected) => {
+                    tracing::error!(target: "evaluator", task = %id.short(), "the models' test stopped: testing again");
+                    eval.scoring = None;
+                    None
+                }
+            };
+        }
+        let models: Vec<(Address, pouw_ml::Model)> = eval
+            .models
+            .iter()
+            .filter(|(miner, _)| !unranked.contains(miner))
+            .filter_map(|(miner, m)| Some((*miner, m.clone()?)))
+            .collect();
+        let hashes = &record.definition.dataset.segment_hashes;
+        let test_segments = match self.agent.segments.read(&id, test, hashes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(target: "evaluator", task = %id.short(), error = %e, "a test segment is damaged");
+                return None;
+            }
+        };
+        let width = record
+            .definition
+            .model
+            .input_shape
+            .iter()
+            .try_fold(1usize, |w, &d| w.checked_mul(d as usize))
+            .unwrap_or(0);
+        let classes = record.definition.model.classes;
+        let (tx, rx) = flume::bounded(1);
+        let spawned = std::thread::Builder::new().name("pouw-evaluate".into()).spawn(move || {
+            let scored = guarded(|| score_models(id, models, test_segments, (width, classes)));
+            match scored {
+                Ok(scored) => {
+                    let _ = tx.send(scored);
+                }
+                Err(e) => {
+                    tracing::error!(target: "evaluator", task = %id.short(), error = %e, "testing the models faulted")
+                }
+            }
+        });
+        match spawned {
+            Ok(_) => {
+                if let Some(eval) = self.agent.evaluations.get_mut(&id) {
+                    eval.scoring = Some(rx);
+                }
+            }
+            Err(e) => {
+                tracing::error!(target: "evaluator", task = %id.short(), error = %e, "cannot start testing the models")
+            }
+        }
+        None
     }
 
     /// Evaluator: whether the supervisors' screening of `id` is over, so that every miner they
@@ -1967,7 +2063,7 @@ mod tests {
     fn a_client_reveals_its_segments_by_phase_and_nothing_after_the_finalisation_deadline() {
         let dir = tempfile::tempdir().unwrap();
         let security = Arc::new(SecurityState::new(crate::SecurityHandlers::default()));
-        let mut agent = Agent::new(vec![], dir.path().to_path_buf(), security);
+        let mut agent = Agent::new(vec![], dir.path().to_path_buf(), security, 1);
         let task = Hash::digest(b"client task");
         let (_, definition) = pouw_consensus::pouw::filler_task(&ChainSpec::devnet(), &task);
         let client_dir = agent.client_dir(&task);
@@ -1995,7 +2091,7 @@ mod tests {
         let task = Hash::digest(b"task");
         let dir = tempfile::tempdir().unwrap();
         let security = Arc::new(SecurityState::new(crate::SecurityHandlers::default()));
-        let mut agent = Agent::new(vec![Role::Miner], dir.path().to_path_buf(), security);
+        let mut agent = Agent::new(vec![Role::Miner], dir.path().to_path_buf(), security, 1);
         let (fast, slow) = (ChainSpec::devnet_key(1).public(), ChainSpec::devnet_key(2).public());
         let t0 = Instant::now();
         // No peer heard from yet: nothing to wait for.
@@ -2044,7 +2140,7 @@ mod tests {
         let task = Hash::digest(b"task");
         let dir = tempfile::tempdir().unwrap();
         let security = Arc::new(SecurityState::new(crate::SecurityHandlers::default()));
-        let mut agent = Agent::new(vec![Role::Miner], dir.path().to_path_buf(), security);
+        let mut agent = Agent::new(vec![Role::Miner], dir.path().to_path_buf(), security, 1);
         agent.peer_miners.insert(task, 2);
         let (old, new) = (ChainSpec::devnet_key(1).public(), ChainSpec::devnet_key(2).public());
         let long_ago = Instant::now().checked_sub(PEER_PROBATION * 2).unwrap();

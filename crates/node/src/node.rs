@@ -215,6 +215,7 @@ impl NodeHandle {
             config.roles.clone(),
             config.datadir.clone(),
             security.clone(),
+            config.threads,
         );
         let limiter = crate::ratelimit::RequestLimiter::new(config.requests);
         let node = Node {
@@ -611,6 +612,7 @@ impl Node {
 
     fn tick(&mut self) {
         self.tiny_task_tick();
+        self.agent_poll_screening();
         if self.last_status_round.elapsed() >= self.config.status_interval {
             self.last_status_round = Instant::now();
             // One status request in flight per peer at most.

@@ -253,7 +253,7 @@ pub struct SecurityState {
     /// Alerts this node raised.
     pub alerts_raised: std::sync::atomic::AtomicU64,
     /// CPU time this node (a supervisor) spent screening: replays, start states checked,
-    /// figures (nanoseconds, the node thread's clock).
+    /// figures (nanoseconds, the screening thread's clock, `screening::worker`).
     pub screening_cpu_ns: std::sync::atomic::AtomicU64,
     /// CPU time this node (a miner) spent following its own stream to serve its start states
     /// to its supervisors (design/020).

@@ -2,17 +2,16 @@
 //! start states of the messages it drew, a miner follows its own stream and serves them, and
 //! the CPU time each side spends is counted (`pouw_security`).
 
-use super::TaskScreen;
 use crate::{
     node::{Node, Pending},
-    screening::{own::OwnStates, sample::Sampling},
+    screening::{own::OwnStates, sample::Sampling, StateWant},
     stats::thread_cpu_ns,
 };
 use pouw_consensus::{pouw::Handover, task_record, TaskRecord};
 use pouw_ml::Exec;
 use pouw_net::{peer_id_of, PeerId, Request, Response};
 use pouw_primitives::{Address, IterationMessage, TaskId};
-use std::{sync::atomic::Ordering, time::Instant};
+use std::sync::atomic::Ordering;
 
 impl Node {
     /// This supervisor's draws: keyed by its own secret key, at the configured fraction.
@@ -21,11 +20,7 @@ impl Node {
     }
 
     /// Supervisor: asks the miners of task `id` for the start states its screening wants.
-    pub(super) fn send_state_wants(&mut self, id: TaskId) {
-        let wants = match self.agent.screens.get_mut(&id) {
-            Some(s) => s.take_wants(Instant::now()),
-            None => return,
-        };
+    pub(super) fn ask_states(&mut self, id: TaskId, wants: Vec<StateWant>) {
         for w in wants {
             match peer_id_of(&w.miner) {
                 Some(peer) => self.request(
@@ -47,18 +42,8 @@ impl Node {
         iteration: u64,
         data: Option<pouw_consensus::pouw::ProofData>,
     ) {
-        let t0 = thread_cpu_ns();
         tracing::debug!(target: "supervisor", task = %task.short(), miner = %miner.short(), iteration, served = data.is_some(), "start state answered");
-        if let Some(s) = self.agent.screens.get_mut(&task) {
-            s.on_state(&miner, iteration, data, Instant::now());
-        }
-        self.count_screening_cpu(t0);
-    }
-
-    /// Adds the CPU time since `t0` (`thread_cpu_ns`) to this supervisor's screening time.
-    pub(super) fn count_screening_cpu(&self, t0: u64) {
-        let spent = thread_cpu_ns().saturating_sub(t0);
-        self.agent.security.screening_cpu_ns.fetch_add(spent, Ordering::Relaxed);
+        self.agent.screening.on_state(task, miner, iteration, data);
     }
 
     /// Miner: it sent `msg` on `task`, having applied `peers`: its start states follow it.
@@ -136,25 +121,20 @@ impl Node {
         Response::StartState(data)
     }
 
-    /// Supervisor: screens task `id` (`screen_task_now`), asks for the start states the
-    /// screening wants, and counts the CPU time.
+    /// Supervisor: feeds the screening of task `id` (`screen_task_now`; the screening
+    /// thread counts its own CPU time).
     pub(super) fn screen_task(&mut self, id: TaskId, record: &TaskRecord, height: u64) {
-        let t0 = thread_cpu_ns();
         self.screen_task_now(id, record, height);
-        self.send_state_wants(id);
-        self.count_screening_cpu(t0);
     }
 
     /// A verified alert against `accused` on `task`: this supervisor replays its whole stream.
     pub(super) fn replay_accused(&mut self, task: &TaskId, accused: &Address) {
-        if let Some(s) = self.agent.screens.get_mut(task) {
-            s.replay_all(accused, Instant::now());
-        }
+        self.agent.screening.replay_all(*task, *accused);
     }
 
-    /// The screening of task `id` for `record`, created with this node's draws.
-    pub(super) fn screen_of(&mut self, id: TaskId, record: &TaskRecord) -> &mut TaskScreen {
+    /// The screening of task `id` follows `record`'s view, with this node's draws.
+    pub(super) fn screen_of(&mut self, id: TaskId, record: &TaskRecord) {
         let sampling = self.sampling();
-        self.agent.screen_for(id, record, sampling, Instant::now())
+        self.agent.screen_for(id, record, sampling);
     }
 }

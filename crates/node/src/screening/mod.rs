@@ -44,8 +44,10 @@ mod draws;
 mod figures;
 pub(crate) mod own;
 pub(crate) mod sample;
+pub(crate) mod worker;
 
 use crate::security::ScreeningView;
+pub(crate) use draws::StateWant;
 use draws::{Fetch, Fetched, Sampled};
 #[cfg(test)]
 use figures::median;
@@ -96,6 +98,31 @@ const FETCH_RETRY: Duration = Duration::from_millis(300);
 /// until its message is screened; asked at once when its message arrives, while the miner
 /// still holds it).
 const MAX_FETCHES: usize = 32;
+
+/// Where one task's screening stands ([`TaskScreen::progress`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Progress {
+    /// The training data is in.
+    pub(crate) has_dataset: bool,
+    /// Every queue is empty and no suspicion is open.
+    pub(crate) drained: bool,
+    /// When the last message came.
+    pub(crate) last_receive: Instant,
+    pub(crate) screened: u64,
+    pub(crate) flagged: u64,
+}
+
+impl Progress {
+    /// The answer to a screening-status request (see [`TaskScreen::status`]).
+    pub(crate) fn status(&self, finalising: bool, now: Instant) -> pouw_net::ScreeningStatus {
+        let quiet = now.saturating_duration_since(self.last_receive) >= Duration::from_secs(2);
+        pouw_net::ScreeningStatus {
+            done: finalising && self.has_dataset && self.drained && quiet,
+            screened: self.screened,
+            flagged: self.flagged,
+        }
+    }
+}
 
 /// A flagged message.
 #[derive(Debug, Clone)]
@@ -276,12 +303,19 @@ impl TaskScreen {
 
     /// The answer to a screening-status request: done once the task is past training
     /// (`finalising`), the data is in, every queue is empty and no message came for a while.
+    #[cfg(test)]
     pub(crate) fn status(&self, finalising: bool, now: Instant) -> pouw_net::ScreeningStatus {
+        self.progress().status(finalising, now)
+    }
+
+    /// Where the screening stands, as [`TaskScreen::status`] reads it.
+    pub(crate) fn progress(&self) -> Progress {
         let drained = self.logs.values().all(|l| l.queue.is_empty() && l.fetches.is_empty())
             && self.shadows.values().all(|s| s.suspect.is_none());
-        let quiet = now.saturating_duration_since(self.last_receive) >= Duration::from_secs(2);
-        pouw_net::ScreeningStatus {
-            done: finalising && self.dataset.is_some() && drained && quiet,
+        Progress {
+            has_dataset: self.dataset.is_some(),
+            drained,
+            last_receive: self.last_receive,
             screened: self.logs.values().map(|l| l.view.screened).sum(),
             flagged: self.logs.values().map(|l| l.view.flagged).sum(),
         }
@@ -300,11 +334,6 @@ impl TaskScreen {
             log.fetches = BTreeMap::new();
             log.counted = std::collections::BTreeSet::new();
         }
-    }
-
-    /// Whether the training data for replays is in.
-    pub(crate) fn has_dataset(&self) -> bool {
-        self.dataset.is_some()
     }
 
     /// The training data (only the training segments are read).

@@ -14,7 +14,7 @@ fn task() -> (TaskId, TaskDefinition, Vec<Keypair>) {
 
 /// What an honest miner `key` sends for iterations `from..from + count` when its chain
 /// holds the view (`seed`, `miners`): its walk from the task's initial state.
-fn stream(
+pub(crate) fn stream(
     (id, definition): (&TaskId, &TaskDefinition),
     (seed, miners): (&Hash, &[Address]),
     key: &Keypair,
@@ -55,7 +55,7 @@ fn view_of<'a>(screen: &'a TaskScreen, miner: &Address) -> &'a MinerLog {
 
 /// Two views of one task, as two branches of a reorganised chain give them: another seed
 /// (split) and another order of the same miners.
-fn two_views(keys: &[Keypair]) -> ((Hash, Vec<Address>), (Hash, Vec<Address>)) {
+pub(crate) fn two_views(keys: &[Keypair]) -> ((Hash, Vec<Address>), (Hash, Vec<Address>)) {
     let a: Vec<Address> = keys.iter().map(Keypair::public).collect();
     let b = vec![a[2], a[0], a[1]];
     ((Hash::digest(b"branch a"), a), (Hash::digest(b"branch b"), b))
