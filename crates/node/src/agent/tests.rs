@@ -1,4 +1,5 @@
 use super::*;
+use pouw_consensus::{HISTORY_SLOT_ITERATIONS, MAX_HISTORY_SLOTS};
 use pouw_primitives::{ChainSpec, IterationBody};
 
 fn message(miner: usize, iteration: u64) -> IterationMessage {
