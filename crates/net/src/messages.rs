@@ -252,7 +252,7 @@ pub enum Request {
     Segment {
         /// The task.
         task: TaskId,
-        /// Segment index (0..10).
+        /// Segment index (0..10), or 10 for the client's start weights (design/021).
         index: u8,
     },
     /// A model (safetensors bytes) by its model hash.
