@@ -46,6 +46,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod dataset;
 mod evaluator;
 mod history;
 mod miner;
@@ -433,54 +434,6 @@ fn seat_of(record: &TaskRecord, role: Role, me: &Address) -> Option<usize> {
     record.participants.of(role).iter().position(|s| s.worker == *me)
 }
 
-/// A dataset with the given segments filled in (the others zero; they are never read).
-///
-/// Nothing is allocated from the task definition's sample count before the segments are
-/// checked: every segment must hold `samples / 10` samples of the model's input width (its
-/// labels below the task's classes), so the dataset is at most ten times the size of the
-/// data actually received, and every size is computed with checked arithmetic.
-fn dataset_from_segments(
-    record: &TaskRecord,
-    segments: &BTreeMap<u8, Vec<u8>>,
-) -> Result<Dataset, String> {
-    let shape = record.definition.model.input_shape.clone();
-    let classes = record.definition.model.classes;
-    let width = shape
-        .iter()
-        .try_fold(1usize, |w, &d| w.checked_mul(d as usize))
-        .ok_or("the input shape overflows")?;
-    let seg_len =
-        usize::try_from(record.definition.dataset.samples).unwrap_or(usize::MAX) / DATASET_SEGMENTS;
-    let mut batches = Vec::with_capacity(segments.len());
-    for (&i, bytes) in segments {
-        let batch = Batch::from_canonical_bytes(bytes).map_err(|e| format!("segment {i}: {e}"))?;
-        if batch.len() != seg_len || batch.width() != width {
-            return Err(format!(
-                "segment {i} has {} samples of width {}, the task says {seg_len} of width {width}",
-                batch.len(),
-                batch.width()
-            ));
-        }
-        batch.validate(width, classes).map_err(|e| format!("segment {i}: {e}"))?;
-        if usize::from(i) >= DATASET_SEGMENTS {
-            return Err(format!("segment {i} is not one of the {DATASET_SEGMENTS}"));
-        }
-        batches.push((usize::from(i), batch));
-    }
-    let total = seg_len.checked_mul(DATASET_SEGMENTS).ok_or("the dataset size overflows")?;
-    let values = total.checked_mul(width).ok_or("the dataset size overflows")?;
-    let mut features = vec![0.0f32; values];
-    let mut labels = vec![0u32; total];
-    for (i, batch) in batches {
-        // In range: i < DATASET_SEGMENTS and every product is bounded by `values` above.
-        let start = i * seg_len;
-        features[start * width..(start + seg_len) * width].copy_from_slice(batch.features());
-        labels[start..start + seg_len].copy_from_slice(batch.labels());
-    }
-    Dataset::from_parts(PathBuf::from("network segments"), features, labels, shape, classes)
-        .map_err(|e| e.to_string())
-}
-
 /// Runs `f`, catching a panic: `Err` with the panic's message instead of unwinding further.
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
@@ -655,91 +608,6 @@ impl Node {
         true
     }
 
-    /// Worker: the training dataset of task `id` (the training segments of `record`'s split),
-    /// assembled once from the segments (fetched from the client while missing, for `use_`)
-    /// and shared by the miner, the validator and the screening; `None` while segments are
-    /// missing, and once the task ended.
-    fn task_dataset(
-        &mut self,
-        id: TaskId,
-        record: &TaskRecord,
-        use_: SegmentUse,
-    ) -> Option<Arc<Dataset>> {
-        if let Some((seed, d)) = self.agent.datasets.get(&id) {
-            if *seed == record.seed {
-                return Some(d.clone());
-            }
-        }
-        if self.agent.segments.ended(&id) || self.agent.bad_datasets.contains(&id) {
-            return None;
-        }
-        let split = task_split_of(&record.definition, &record.seed);
-        let wanted = segments::with_start_weights(&record.definition, &split.train);
-        self.ask_segments(id, record, &wanted, use_);
-        if !self.agent.segments.has_all(&id, &split.train) {
-            return None;
-        }
-        // Assembled on a thread of its own (decoding and checking every sample takes a few
-        // hundred milliseconds the event loop must not wait): `None` until it is done.
-        if let Some((seed, rx)) = self.agent.assembling.get(&id) {
-            if *seed == record.seed {
-                let result = rx.try_recv();
-                let assembled = match result {
-                    Err(flume::TryRecvError::Empty) => return None,
-                    Err(flume::TryRecvError::Disconnected) => Err("the assembly stopped".into()),
-                    Ok(r) => r,
-                };
-                self.agent.assembling.remove(&id);
-                return match assembled {
-                    Ok(d) => {
-                        let d = Arc::new(d);
-                        self.agent.datasets.insert(id, (record.seed, d.clone()));
-                        Some(d)
-                    }
-                    Err(e) => {
-                        tracing::error!(target: "node", task = %id.short(), error = %e, "cannot assemble the task dataset");
-                        self.agent.bad_datasets.insert(id);
-                        None
-                    }
-                };
-            }
-        }
-        let hashes = &record.definition.dataset.segment_hashes;
-        let segments = match self.agent.segments.read(&id, &split.train, hashes) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(target: "node", task = %id.short(), error = %e, "a training segment is damaged");
-                return None;
-            }
-        };
-        let (tx, rx) = flume::bounded(1);
-        let owned = record.clone();
-        let spawned = std::thread::Builder::new().name("pouw-dataset".into()).spawn(move || {
-            let assembled = guarded(|| dataset_from_segments(&owned, &segments)).and_then(|r| r);
-            let _ = tx.send(assembled);
-        });
-        match spawned {
-            Ok(_) => {
-                self.agent.assembling.insert(id, (record.seed, rx));
-            }
-            Err(e) => {
-                tracing::error!(target: "node", task = %id.short(), error = %e, "cannot start assembling the task dataset")
-            }
-        }
-        None
-    }
-
-    /// Worker: task `id` ended: our copy of its segments is deleted and its dataset dropped
-    /// (a screening still draining holds its own reference); nothing of it is fetched again.
-    fn end_task_data(&mut self, id: &TaskId) {
-        self.agent.own_states.remove(id);
-        if self.agent.segments.end(id) {
-            self.agent.datasets.remove(id);
-            self.agent.bad_datasets.remove(id);
-            self.agent.assembling.remove(id);
-        }
-    }
-
     /// Serves task requests (segments, models, histories) from the peer `from`. Segments and
     /// models go only to the workers whose seats need them (`segments::may_serve_segment`,
     /// `segments::may_serve_model`, design/014), from the client or any seat holding a copy
@@ -790,47 +658,6 @@ impl Node {
                 eval.screened_by.insert(supervisor);
             }
         }
-    }
-
-    /// Answers to the agent's requests.
-    pub(crate) fn agent_on_segment(
-        &mut self,
-        task: TaskId,
-        index: u8,
-        bytes: Option<Vec<u8>>,
-        use_: SegmentUse,
-    ) {
-        let Some(bytes) = bytes else {
-            // Not revealed (yet): asked again later, while the task runs.
-            self.agent.segments.retry_after(&task, index, RETRY);
-            return;
-        };
-        let record = {
-            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            task_record(chain.state(), &task)
-        };
-        let Some(record) = record else { return };
-        if !segments::segment_ok(&segments::blob_hashes(&record.definition), index, &bytes) {
-            tracing::warn!(target: "node", task = %task.short(), index, "segment does not match its hash: dropped");
-            self.agent.segments.retry_after(&task, index, RETRY);
-            return;
-        }
-        match self.agent.segments.store(&task, index, &bytes) {
-            Ok(true) => {
-                tracing::debug!(target: "node", task = %task.short(), index, ?use_, "segment stored")
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(target: "node", task = %task.short(), index, error = %e, "cannot store a segment");
-                self.agent.segments.retry_after(&task, index, RETRY);
-            }
-        }
-    }
-
-    /// A segment request that failed (timeout, connection): it may be asked again soon, of
-    /// the next source.
-    pub(crate) fn agent_segment_failed(&mut self, task: TaskId, index: u8) {
-        self.agent.segments.unreachable(&task, index, RETRY);
     }
 
     /// A model answer: for our evaluation (`deliver` false) or, as the client, the best model

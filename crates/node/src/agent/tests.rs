@@ -1,3 +1,4 @@
+use super::dataset::dataset_from_segments;
 use super::*;
 use pouw_consensus::{HISTORY_SLOT_ITERATIONS, MAX_HISTORY_SLOTS};
 use pouw_primitives::{ChainSpec, IterationBody};
