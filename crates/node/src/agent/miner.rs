@@ -97,3 +97,117 @@ impl Node {
         }
     }
 }
+
+impl Agent {
+    /// Peer messages for the miner's next iteration on `task`, oldest first:
+    /// - none from a miner whose first message arrived less than [`PEER_PROBATION`] ago, so
+    ///   the supervisors' alerts against a poisoning miner arrive before its first messages
+    ///   would be applied (a few poisoned updates at the start of training can damage a model
+    ///   for good);
+    /// - at most one more than the other miners still training, so a backlog (after a late
+    ///   start, the probation or a hold) is caught up a little faster than it grows, without
+    ///   a burst of updates in one iteration (each message moves every coordinate it names by
+    ///   `tau`; several at once, late in a walk, left measured models several points worse).
+    pub(crate) fn take_inbox(&mut self, task: &TaskId) -> Vec<IterationMessage> {
+        let n = self.supervisors.get(task).copied().unwrap_or(0);
+        let others = self.peer_miners.get(task).copied().unwrap_or(MAX_PEERS_PER_ITERATION);
+        let accusations = self.security.accusations.clone();
+        let first_seen = &self.first_seen;
+        let Some(inbox) = self.inbox.get_mut(task) else { return Vec::new() };
+        let ripe = |m: &IterationMessage| {
+            first_seen.get(&(*task, m.body.miner)).is_some_and(|at| at.elapsed() >= PEER_PROBATION)
+        };
+        let cap = others.saturating_add(1).clamp(1, MAX_PEERS_PER_ITERATION);
+        let mut taken = Vec::new();
+        let mut kept = std::collections::VecDeque::with_capacity(inbox.len());
+        for m in inbox.drain(..) {
+            if accusations.is_convicted(task, &m.body.miner, n) {
+                continue; // dropped
+            }
+            if taken.len() < cap && ripe(&m) {
+                taken.push(m);
+            } else {
+                kept.push_back(m);
+            }
+        }
+        *inbox = kept;
+        taken
+    }
+
+    /// Miner: its iteration `iteration` of `task` was run and sent.
+    pub(crate) fn note_own_iteration(&mut self, task: TaskId, iteration: u64) {
+        let next = self.own_progress.entry(task).or_default();
+        *next = (*next).max(iteration.saturating_add(1));
+    }
+
+    /// Miner: the next iteration of its own on `task` (0 before the first).
+    pub(crate) fn own_next(&self, task: &TaskId) -> u64 {
+        self.own_progress.get(task).copied().unwrap_or(0)
+    }
+
+    /// Bounded staleness (design/012): whether the miner may run its iteration `next` of
+    /// `task` now (at `now`): every peer miner of the task that has sent messages and is not
+    /// convicted has sent them up to iteration `next - PEER_STALENESS` and is past its
+    /// [`PEER_PROBATION`] (its messages can be applied), or the miner has waited
+    /// [`STALENESS_WAIT`] for this iteration (counted from the end of the probations it waited
+    /// out). The peers still behind then are left out of the wait until they catch up, so a
+    /// silent or slow peer costs one wait, not one per iteration. At the start it also waits,
+    /// at most [`START_WAIT`], to hear from every other miner.
+    pub(crate) fn peers_caught_up(&mut self, task: &TaskId, next: u64, now: Instant) -> bool {
+        let n = self.supervisors.get(task).copied().unwrap_or(0);
+        let need = next.saturating_add(1).saturating_sub(PEER_STALENESS);
+        if need == 0 {
+            return true;
+        }
+        let accusations = &self.security.accusations;
+        let expected = self.peer_miners.get(task).copied().unwrap_or(0);
+        let heard = self
+            .peer_progress
+            .keys()
+            .filter(|(t, m)| t == task && !accusations.is_convicted(task, m, n))
+            .count();
+        let started = *self.start_wait.entry(*task).or_insert(now);
+        if heard < expected && now.saturating_duration_since(started) < START_WAIT {
+            return false;
+        }
+        let first_seen = &self.first_seen;
+        let probation_end = |m: &Address| {
+            first_seen.get(&(*task, *m)).and_then(|at| at.checked_add(PEER_PROBATION))
+        };
+        let behind: Vec<Address> = self
+            .peer_progress
+            .iter()
+            .filter(|((t, m), &count)| {
+                t == task
+                    && (count < need || probation_end(m).is_some_and(|end| now < end))
+                    && !accusations.is_convicted(task, m, n)
+            })
+            .map(|((_, m), _)| *m)
+            .collect();
+        // A peer that caught up takes part in the wait again.
+        self.excused.retain(|(t, m)| t != task || behind.contains(m));
+        let waited_for: Vec<Address> =
+            behind.into_iter().filter(|m| !self.excused.contains(&(*task, *m))).collect();
+        if waited_for.is_empty() {
+            self.staleness_wait.remove(task);
+            return true;
+        }
+        let since = match self.staleness_wait.get(task) {
+            Some(&(i, at)) if i == next => at,
+            _ => {
+                self.staleness_wait.insert(*task, (next, now));
+                now
+            }
+        };
+        let since = waited_for.iter().filter_map(probation_end).fold(since, Instant::max);
+        if now.saturating_duration_since(since) < STALENESS_WAIT {
+            return false;
+        }
+        for m in waited_for {
+            tracing::debug!(target: "miner", task = %task.short(), peer = %m, iteration = next, "a peer's messages are late: not waiting for them until it catches up");
+            self.excused.insert((*task, m));
+        }
+        self.staleness_wait.remove(task);
+        true
+    }
+}
