@@ -1,0 +1,287 @@
+//! Blocks from peers and from the miner: a gossiped block held until it is validated (cheap
+//! checks, its proof data fetched and hash-checked, the replay at import), then accepted and
+//! forwarded; the import into the chain (verified under the shared lock, committed under the
+//! write lock) and its figures.
+
+use super::*;
+
+impl Node {
+    /// Imports a block into the chain; on success the mempool and the validator's view of the
+    /// client tasks follow the new tip. The outer error is a local failure (a database failed,
+    /// e.g. a full disk: fatal, the node stops with the stored chain intact; or the mempool
+    /// could not read the chain), the inner one the import's verdict.
+    pub(super) fn import_into_chain(
+        &mut self,
+        block: Block,
+    ) -> Result<Result<ImportOutcome, ChainError>, NodeError> {
+        let hash = block.hash();
+        let height = block.header.height;
+        // Kept to remember it (and draw its committee) should the import refuse it as invalid.
+        let refused = block.clone();
+        // The header rules and the proof check (the replay) run under the shared lock, so the
+        // RPC's readers are not held up by a replay; only the commit takes the write lock.
+        // This thread is the chain's only writer, so nothing moves in between.
+        let now = Timestamp::now();
+        let staged = {
+            let chain = read(&self.chain);
+            chain.admit(block, now).and_then(|checked| chain.verify(checked))
+        };
+        let r = {
+            let mut chain = write(&self.chain);
+            let imported = match staged {
+                Ok(proven) => chain.commit(proven),
+                Err(ChainError::Known(_)) => Ok(ImportOutcome::AlreadyKnown),
+                // Kept as an orphan by the import.
+                Err(ChainError::UnknownParent { .. }) => chain.import_block(refused.clone(), now),
+                Err(e) => Err(e),
+            };
+            let r = match imported {
+                Err(e) => match e.into_storage_error() {
+                    Ok(storage) => return Err(ChainError::Storage(storage).into()),
+                    Err(e) => Err(e),
+                },
+                ok => ok,
+            };
+            if r.is_ok() {
+                let (reverted, applied) = self.mempool.sync_with(&mut chain)?;
+                for h in self.own_txs.on_blocks(&reverted, &applied, Instant::now()) {
+                    tracing::info!(target: "node", tx = %h.short(), "own transaction pending again: its block left the canonical chain");
+                }
+                self.own_check_now = true;
+                self.validator.update_tasks(chain.tip(), chain.state());
+            }
+            r
+        };
+        match &r {
+            Ok(_) => {
+                self.note_committee(hash);
+                self.verifier_after_import(hash, height, true);
+                self.judge_claims();
+            }
+            Err(e) if e.is_peer_fault() => {
+                self.note_refused_block(&refused);
+                self.verifier_after_import(hash, height, false);
+            }
+            Err(_) => {}
+        }
+        Ok(r)
+    }
+
+    pub(super) fn after_import(&self, hash: Hash, height: u64, started: Instant, mined: bool) {
+        let verify_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let tip_height = read(&self.chain).height();
+        self.stats.height.store(tip_height, Ordering::Relaxed);
+        let attested = !mined && self.validator.is_attested(&hash);
+        self.stats.record_import(ImportRecord {
+            hash,
+            height,
+            at: Instant::now(),
+            verify_us,
+            mined,
+            attested,
+        });
+        if attested {
+            NodeStats::add(&self.stats.blocks_attested, 1);
+        } else if !mined {
+            self.stats.last_verify_us.store(verify_us, Ordering::Relaxed);
+            NodeStats::add(&self.stats.blocks_verified, 1);
+        }
+    }
+
+    pub(super) fn on_gossip_block(
+        &mut self,
+        from: PeerId,
+        id: GossipId,
+        block: Block,
+    ) -> Result<(), NodeError> {
+        let hash = block.hash();
+        let (known, parent_known) = {
+            let chain = read(&self.chain);
+            (chain.header(&hash).is_some(), chain.header(&block.header.prev_hash).is_some())
+        };
+        if known || self.fetching.contains(&hash) {
+            self.validate(id, from, Acceptance::Ignore);
+            return Ok(());
+        }
+        if !parent_known {
+            // A block on a chain we do not have: ask the sender where it is.
+            self.validate(id, from, Acceptance::Ignore);
+            self.request(from, Request::Status, Pending::Status);
+            return Ok(());
+        }
+        let checked = precheck(&read(&self.chain), &block, Timestamp::now());
+        if let Err(e) = checked {
+            if e.is_peer_fault() {
+                NodeStats::add(&self.stats.blocks_rejected, 1);
+                self.validate(id, from, Acceptance::Reject);
+                self.ban(from, format!("invalid block: {e}"));
+            } else {
+                self.validate(id, from, Acceptance::Ignore);
+            }
+            return Ok(());
+        }
+        let have_data = match proof_of(&block) {
+            Ok(Some(proof)) => self.proofs.get_proof(&proof.winning.body)?.is_some(),
+            _ => true,
+        };
+        if have_data {
+            self.import(Some(from), block, None, Some(id))?;
+        } else if self.light_hold(from, id.clone(), &block) {
+            // Light mode: accepted on its verifiers' attestations, or replayed (verifier.rs).
+        } else {
+            self.fetching.insert(hash);
+            // A filler-task block's start state stays home when this node holds the chain's
+            // filler state at its parent (design/016).
+            let lean = {
+                let chain = read(&self.chain);
+                chain.header(&block.header.prev_hash).is_some_and(|parent| {
+                    chain.filler_states().and_then(|f| f.start_for(&chain, parent)).is_some()
+                })
+            };
+            let request = if lean { Request::ProofLean(hash) } else { Request::Proof(hash) };
+            self.request(
+                from,
+                request,
+                Pending::Proof { block: Box::new(block), gossip: Some(id) },
+            );
+        }
+        Ok(())
+    }
+
+    /// Imports a block, storing its proof data first if given (after checking it is exactly
+    /// the data the block names). Returns whether the block is now stored and valid so far.
+    pub(crate) fn import(
+        &mut self,
+        from: Option<PeerId>,
+        block: Block,
+        data: Option<ProofData>,
+        gossip: Option<GossipId>,
+    ) -> Result<bool, NodeError> {
+        let hash = block.hash();
+        let reject = |node: &mut Self, reason: String| {
+            NodeStats::add(&node.stats.blocks_rejected, 1);
+            if let (Some(peer), Some(id)) = (from, gossip.clone()) {
+                node.validate(id, peer, Acceptance::Reject);
+            }
+            if let Some(peer) = from {
+                node.ban(peer, reason);
+            }
+        };
+        if let Some(mut data) = data {
+            if data.batch.is_empty() {
+                // A filler-task block's batch does not travel: rebuilt from chain data, then
+                // checked against the batch hash like any batch (design/016).
+                data.batch = filler_batch(&read(&self.chain), &block).unwrap_or_default();
+            }
+            // Nor, asked lean, its start state when it is the chain's filler state at the
+            // parent: put back, then checked against the start hashes like any data. A filler
+            // block whose state this node cannot rebuild now is not the sender's fault.
+            if data.start_params.is_empty()
+                && !complete_filler_start(&read(&self.chain), &block, &mut data)
+            {
+                if let (Some(peer), Some(id)) = (from, gossip) {
+                    self.validate(id, peer, Acceptance::Ignore);
+                }
+                return Ok(false);
+            }
+            let checked = check_proof_data(&read(&self.chain), &block, &data);
+            match checked {
+                Ok(()) => {}
+                // The tip moved on since the cheap checks: the block cannot be checked here
+                // now (not the sender's fault); sync brings it back if it wins.
+                Err(e) if !e.is_fault() => {
+                    if let (Some(peer), Some(id)) = (from, gossip) {
+                        self.validate(id, peer, Acceptance::Ignore);
+                    }
+                    return Ok(false);
+                }
+                Err(e) => {
+                    reject(self, format!("bad proof data: {e}"));
+                    return Ok(false);
+                }
+            }
+            if let Ok(Some(proof)) = proof_of(&block) {
+                self.proofs.put_proof(&proof.winning.body, &data)?;
+            }
+        }
+        let started = Instant::now();
+        let height = block.header.height;
+        let result = self.import_into_chain(block)?;
+        match result {
+            Ok(ImportOutcome::AlreadyKnown) => {
+                if let (Some(peer), Some(id)) = (from, gossip) {
+                    self.validate(id, peer, Acceptance::Ignore);
+                }
+                Ok(true)
+            }
+            Ok(outcome) => {
+                self.after_import(hash, height, started, false);
+                if let (Some(peer), Some(id)) = (from, gossip) {
+                    self.validate(id, peer, Acceptance::Accept);
+                }
+                match outcome {
+                    ImportOutcome::Reorged { depth } => tracing::info!(
+                        target: "node", height, hash = %hash.short(), depth, "reorganised to a heavier chain"
+                    ),
+                    ImportOutcome::Extended => tracing::debug!(
+                        target: "node", height, hash = %hash.short(), "block verified and imported"
+                    ),
+                    _ => {}
+                }
+                Ok(true)
+            }
+            Err(e) if e.is_peer_fault() => {
+                reject(self, format!("invalid block: {e}"));
+                Ok(false)
+            }
+            Err(e) => {
+                tracing::debug!(target: "node", hash = %hash.short(), error = %e, "block not imported");
+                if let (Some(peer), Some(id)) = (from, gossip) {
+                    self.validate(id, peer, Acceptance::Ignore);
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Puts back the start state of proof data sent lean for `block` (design/016): the chain's
+/// filler state at the block's parent, when the block trains the filler task that state
+/// belongs to. The data is then checked against the winning message's hashes like any other.
+/// False when `block` trains that filler task but the state cannot be rebuilt here now; true
+/// otherwise (a client-task block's data is left as sent: its missing start state is a fault).
+pub(super) fn complete_filler_start(chain: &Chain, block: &Block, data: &mut ProofData) -> bool {
+    let Some(parent) = chain.header(&block.header.prev_hash) else { return false };
+    let ancestors = chain.branch_ancestors(parent);
+    let filler = PouwValidator::filler_task_for(chain.spec(), parent, &ancestors);
+    if filler.is_none_or(|(id, _)| id != block.header.task_id) {
+        return true;
+    }
+    let Some(start) = chain.filler_states().and_then(|f| f.start_for(chain, parent)) else {
+        return false;
+    };
+    data.start_params = start.state.model().params().to_vec();
+    data.start_residual = start.state.residual().to_vec();
+    data.start_velocity = start.state.velocity().to_vec();
+    true
+}
+
+/// The batch bytes of `block`'s iteration rebuilt from chain data, when it trains the filler
+/// task of its epoch and its parent is stored (`PouwValidator::filler_batch`).
+pub(super) fn filler_batch(chain: &Chain, block: &Block) -> Option<Vec<u8>> {
+    let parent = chain.header(&block.header.prev_hash)?;
+    let ancestors = chain.branch_ancestors(parent);
+    PouwValidator::filler_batch(chain.spec(), parent, &ancestors, block).ok().flatten()
+}
+
+pub(super) fn approx_size(block: &Block, proof: Option<&ProofData>) -> usize {
+    let txs: usize = block.transactions.len().saturating_mul(256);
+    let data = proof.map_or(0, |p| {
+        (p.start_params.len() + p.start_residual.len() + p.start_velocity.len())
+            .saturating_mul(4)
+            .saturating_add(p.batch.len())
+            .saturating_add(p.peers.len().saturating_mul(16 * 1024))
+            .saturating_add(p.sample_proofs.len().saturating_mul(32))
+    });
+    txs.saturating_add(data).saturating_add(16 * 1024)
+}
