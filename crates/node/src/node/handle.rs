@@ -109,8 +109,14 @@ impl NodeHandle {
             None => None,
         };
         let rpc_addr = rpc.as_ref().map(pouw_rpc::RpcServer::local_addr);
+        // The grinder (`--attack grind`, design/010) mines the filler task only: it holds no
+        // staking ticket, so no client task selects it.
+        let ticket_roles = match config.attack {
+            Some(crate::Attack::Grind) => Vec::new(),
+            _ => config.roles.clone(),
+        };
         let agent = crate::agent::Agent::new(
-            config.roles.clone(),
+            ticket_roles,
             config.datadir.clone(),
             security.clone(),
             config.threads,
