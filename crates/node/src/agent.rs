@@ -54,6 +54,7 @@ pub use client::SubmitTaskError;
 mod dataset;
 mod evaluator;
 mod history;
+mod memory;
 mod miner;
 mod supervisor;
 use evaluator::Evaluation;
@@ -130,8 +131,6 @@ pub(crate) struct Agent {
     datadir: PathBuf,
     /// Ticket purchases sent (role -> transaction), until seen on chain.
     ticket_sent: HashMap<Role, Hash>,
-    /// Client: segments of our tasks.
-    client_segments: HashMap<TaskId, Vec<Vec<u8>>>,
     client_done: HashSet<TaskId>,
     /// Client: the holders of the best model of a completed task asked so far (its miner,
     /// then the evaluators, `routing`).
@@ -209,6 +208,7 @@ impl Agent {
         security: Arc<SecurityState>,
         threads: usize,
     ) -> Self {
+        memory::give_large_buffers_back();
         let segments = SegmentStore::new(datadir.join("segments"));
         let screening = Screening::new(threads, security.clone());
         Self { roles, datadir, security, segments, screening, ..Self::default() }
@@ -256,16 +256,12 @@ impl Agent {
         index: u8,
         height: u64,
     ) -> Option<Vec<u8>> {
-        if !segments::revealed(record, index, height) {
+        if !segments::revealed(record, index, height) || usize::from(index) >= DATASET_SEGMENTS {
             return None;
         }
-        if !self.client_segments.contains_key(task) {
-            let dir = self.client_dir(task);
-            let segs: Option<Vec<Vec<u8>>> =
-                (0..DATASET_SEGMENTS).map(|i| std::fs::read(segment_path(&dir, i)).ok()).collect();
-            self.client_segments.insert(*task, segs?);
-        }
-        self.client_segments.get(task)?.get(usize::from(index)).cloned()
+        // Read from the client's copy on disk at each request (the page cache holds it): the
+        // segments of a task are not kept in memory for the whole task.
+        std::fs::read(segment_path(&self.client_dir(task), usize::from(index))).ok()
     }
 
     /// Supervisor: the messages of one slot (those under the committed root once committed,
@@ -668,14 +664,9 @@ impl Node {
                 if record.client == me && !self.agent.client_done.contains(&id) {
                     self.fetch_best_model(id, record);
                 }
-                if height >= record.finalisation_deadline {
-                    // Nothing of the task is served any more (its files stay on disk).
-                    self.agent.client_segments.remove(&id);
-                }
             }
             TaskStatus::Expired { .. } | TaskStatus::Refused { .. } => {
                 self.unsubscribe(id);
-                self.agent.client_segments.remove(&id);
                 self.end_task_data(&id);
                 self.release_screen(&id);
             }

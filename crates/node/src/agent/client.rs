@@ -81,7 +81,8 @@ impl Node {
             std::fs::write(segment_path(&dirp, i), seg).map_err(io)?;
         }
         start_weights::store_client_copy(&dirp, task.start_weights.as_deref()).map_err(io)?;
-        self.agent.client_segments.insert(id, task.segments);
+        // Served from these files (`Agent::segment`); the copy in memory goes now.
+        drop(task.segments);
         self.submit_local(tx).map_err(SubmitTaskError::Rejected)?;
         tracing::info!(target: "client", task = %id.short(), "task submitted");
         Ok(id)

@@ -65,7 +65,7 @@ impl Node {
         let (tx, rx) = flume::bounded(1);
         let owned = record.clone();
         let spawned = std::thread::Builder::new().name("pouw-dataset".into()).spawn(move || {
-            let assembled = guarded(|| dataset_from_segments(&owned, &segments)).and_then(|r| r);
+            let assembled = guarded(|| dataset_from_segments(&owned, segments)).and_then(|r| r);
             let _ = tx.send(assembled);
         });
         match spawned {
@@ -138,9 +138,13 @@ impl Node {
 /// checked: every segment must hold `samples / 10` samples of the model's input width (its
 /// labels below the task's classes), so the dataset is at most ten times the size of the
 /// data actually received, and every size is computed with checked arithmetic.
+///
+/// The segments are taken by value: each segment's bytes go as soon as they are decoded, and
+/// each decoded segment as soon as it is copied in, so no more than the dataset and the
+/// decoded segments not yet copied are held at once.
 pub(super) fn dataset_from_segments(
     record: &TaskRecord,
-    segments: &BTreeMap<u8, Vec<u8>>,
+    segments: BTreeMap<u8, Vec<u8>>,
 ) -> Result<Dataset, String> {
     let shape = record.definition.model.input_shape.clone();
     let classes = record.definition.model.classes;
@@ -151,8 +155,9 @@ pub(super) fn dataset_from_segments(
     let seg_len =
         usize::try_from(record.definition.dataset.samples).unwrap_or(usize::MAX) / DATASET_SEGMENTS;
     let mut batches = Vec::with_capacity(segments.len());
-    for (&i, bytes) in segments {
-        let batch = Batch::from_canonical_bytes(bytes).map_err(|e| format!("segment {i}: {e}"))?;
+    for (i, bytes) in segments {
+        let batch = Batch::from_canonical_bytes(&bytes).map_err(|e| format!("segment {i}: {e}"))?;
+        drop(bytes);
         if batch.len() != seg_len || batch.width() != width {
             return Err(format!(
                 "segment {i} has {} samples of width {}, the task says {seg_len} of width {width}",

@@ -74,18 +74,18 @@ fn segments_that_do_not_fit_the_task_are_refused_before_any_allocation() {
     let mut huge = record_of(definition.clone());
     huge.definition.dataset.samples = u64::MAX;
     let segments = BTreeMap::from([(0u8, seg(vec![0; 3]))]);
-    let e = dataset_from_segments(&huge, &segments).unwrap_err();
+    let e = dataset_from_segments(&huge, segments).unwrap_err();
     assert!(e.contains("segment 0 has 3 samples"), "{e}");
     // Right size, a label out of range: refused, naming the segment.
     let mut small = record_of(definition);
     small.definition.dataset.samples = 30;
-    let e = dataset_from_segments(&small, &BTreeMap::from([(2u8, seg(vec![0, classes, 1]))]))
+    let e = dataset_from_segments(&small, BTreeMap::from([(2u8, seg(vec![0, classes, 1]))]))
         .unwrap_err();
     assert!(e.contains("segment 2") && e.contains("label"), "{e}");
     let e =
-        dataset_from_segments(&small, &BTreeMap::from([(10u8, seg(vec![0, 1, 1]))])).unwrap_err();
+        dataset_from_segments(&small, BTreeMap::from([(10u8, seg(vec![0, 1, 1]))])).unwrap_err();
     assert!(e.contains("segment 10"), "{e}");
-    let d = dataset_from_segments(&small, &BTreeMap::from([(2u8, seg(vec![0, 1, 1]))])).unwrap();
+    let d = dataset_from_segments(&small, BTreeMap::from([(2u8, seg(vec![0, 1, 1]))])).unwrap();
     assert_eq!(d.len(), 30);
     assert_eq!(&d.labels()[6..9], &[0, 1, 1]);
 }
@@ -130,9 +130,12 @@ fn a_client_reveals_its_segments_by_phase_and_nothing_after_the_finalisation_dea
     record.status = TaskStatus::Completed { at: 70, verdict: Hash::ZERO };
     assert_eq!(agent.segment(&record, &task, test, 99), Some(vec![test; 4]), "late votes");
     assert_eq!(agent.segment(&record, &task, test, 100), None);
-    agent.client_segments.remove(&task);
-    assert_eq!(agent.segment(&record, &task, train, 100), None);
-    assert!(agent.client_segments.is_empty(), "nothing loaded again once it is over");
+    assert_eq!(agent.segment(&record, &task, train, 100), None, "nothing after the deadline");
+    // Read from disk at each request: what the file holds now is what is served.
+    record.status = TaskStatus::Training;
+    std::fs::write(segment_path(&client_dir, usize::from(train)), [7u8; 3]).unwrap();
+    assert_eq!(agent.segment(&record, &task, train, 10), Some(vec![7u8; 3]));
+    assert_eq!(agent.segment(&record, &task, 200, 10), None, "no such segment");
 }
 
 #[test]
