@@ -62,7 +62,11 @@ fn a_worker_stakes_what_it_is_told_and_renews_before_expiry() {
         pouw()
             .args(["node", "--dev", "--chain", chain, "--datadir", a_dir.to_str().unwrap()])
             .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{p2p}")])
-            .args(["--rpc", &format!("127.0.0.1:{rpc}"), "--mining-pause-ms", "100"])
+            // Another pace than the worker's: two miners at one pace on this very easy target
+            // find a block every k + 1 iterations each, in step, and two chains of equal work
+            // never resolve (each node keeps the first it saw); at a slower pace this node
+            // follows the worker's heavier chain.
+            .args(["--rpc", &format!("127.0.0.1:{rpc}"), "--mining-pause-ms", "300"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("a.log")).unwrap())
             .spawn()
