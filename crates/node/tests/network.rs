@@ -34,7 +34,16 @@ fn settle(nodes: &[&NodeHandle]) {
     let top = nodes.iter().map(|n| n.tip().0).max().unwrap_or(0);
     wait_until("two more blocks", Duration::from_secs(90), || nodes[0].tip().0 >= top + 2);
     nodes[0].set_mining(false);
-    wait_until("one tip", Duration::from_secs(60), || converged(nodes));
+    // A block found in the mining turn under way when mining stopped still comes after the
+    // command: one tip that holds for a second.
+    wait_until("one tip that holds", Duration::from_secs(60), || {
+        let before = nodes[0].tip();
+        if !converged(nodes) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        converged(nodes) && nodes[0].tip() == before
+    });
 }
 
 fn converged(nodes: &[&NodeHandle]) -> bool {
