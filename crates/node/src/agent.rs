@@ -302,7 +302,7 @@ fn seat_of(record: &TaskRecord, role: Role, me: &Address) -> Option<usize> {
 }
 
 /// Runs `f`, catching a panic: `Err` with the panic's message instead of unwinding further.
-fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
         payload
             .downcast_ref::<&str>()

@@ -15,19 +15,7 @@ use std::{
 /// How many recent imports are remembered.
 const RECENT_IMPORTS: usize = 4096;
 
-/// The CPU time of the calling thread, nanoseconds (0 where the clock is not available).
-pub(crate) fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; the call only writes it.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    u64::try_from(ts.tv_sec)
-        .unwrap_or(0)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
-}
+pub(crate) use pouw_work::thread_cpu_ns;
 
 /// One block this node imported (or mined).
 #[derive(Clone, Debug)]

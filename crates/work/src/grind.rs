@@ -61,8 +61,8 @@ impl MiningStats {
     }
 }
 
-/// The CPU time of the calling thread, nanoseconds.
-pub(crate) fn thread_cpu_ns() -> u64 {
+/// The CPU time of the calling thread, nanoseconds (0 where the clock is not available).
+pub fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; the call only writes it.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };

@@ -18,7 +18,7 @@ mod miner;
 mod start;
 mod verify;
 
-pub use grind::{Grinder, MiningStats};
+pub use grind::{thread_cpu_ns, Grinder, MiningStats};
 pub use miner::{
     initial_state, initial_state_with, Assignment, BatchWalk, FinishedModel, MinedBlock, Miner,
     MinerError, Poison, StepMetrics, StepOutput, Template, STALE_LAG,

@@ -15,13 +15,12 @@
 //! its own CPU time as the supervisor's screening time.
 
 use super::{draws::StateWant, sample::Sampling, Finding, Progress, TaskScreen};
-use crate::{security::SecurityState, stats::thread_cpu_ns};
+use crate::{agent::guarded, security::SecurityState, stats::thread_cpu_ns};
 use pouw_consensus::pouw::{Handover, ProofData};
 use pouw_ml::{Dataset, Exec, Model, Split};
 use pouw_primitives::{Address, Hash, IterationMessage, TaskDefinition, TaskId};
 use std::{
     collections::HashMap,
-    panic::AssertUnwindSafe,
     sync::{atomic::Ordering, Arc, Mutex, PoisonError},
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -433,16 +432,6 @@ impl Worker {
         let views: Vec<_> = self.screens.values().flat_map(TaskScreen::views).collect();
         *self.security.screening.lock().unwrap_or_else(PoisonError::into_inner) = views;
     }
-}
-
-/// Runs `f`, turning a panic into its message.
-fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|e| {
-        e.downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| e.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into())
-    })
 }
 
 #[cfg(test)]
