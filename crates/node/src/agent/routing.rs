@@ -247,7 +247,7 @@ impl Node {
 mod tests {
     use super::*;
     use pouw_consensus::{Participants, Seat, TaskStatus};
-    use pouw_primitives::{Amount, ChainSpec};
+    use pouw_primitives::ChainSpec;
 
     fn key(i: usize) -> Address {
         ChainSpec::devnet_key(i).public()
@@ -258,30 +258,14 @@ mod tests {
         let seats = |r: std::ops::Range<usize>| {
             r.map(|i| Seat { worker: key(i), ticket: Hash::ZERO }).collect::<Vec<_>>()
         };
-        TaskRecord {
-            client: key(0),
-            definition: pouw_consensus::pouw::filler_task(&ChainSpec::devnet(), &Hash::ZERO).1,
-            fee: Amount(1),
-            escrow: Amount(1),
-            bond: Amount::ZERO,
-            created_at: 1,
-            created_in: Hash::ZERO,
-            seed: Hash::digest(b"seed"),
-            training_deadline: 50,
-            finalisation_deadline: 100,
-            participants: Participants {
-                miners: seats(1..4),
-                supervisors: seats(4..6),
-                evaluators: seats(6..9),
-                verifiers: vec![],
-            },
-            models: vec![],
-            history_committers: vec![],
-            accusations: vec![],
-            convictions: vec![],
-            status: TaskStatus::Training,
-            settlement: None,
-        }
+        let participants = Participants {
+            miners: seats(1..4),
+            supervisors: seats(4..6),
+            evaluators: seats(6..9),
+            verifiers: vec![],
+        };
+        let definition = pouw_consensus::pouw::filler_task(&ChainSpec::devnet(), &Hash::ZERO).1;
+        super::super::tests::task_record(definition, participants)
     }
 
     #[test]

@@ -542,33 +542,19 @@ mod tests {
     /// evaluator 3, verifier 4.
     fn seated(status: TaskStatus) -> TaskRecord {
         use pouw_consensus::{Participants, Seat};
-        use pouw_primitives::{Amount, ChainSpec};
+        use pouw_primitives::ChainSpec;
         let seat =
             |i: usize| vec![Seat { worker: ChainSpec::devnet_key(i).public(), ticket: Hash::ZERO }];
-        TaskRecord {
-            client: ChainSpec::devnet_key(0).public(),
-            definition: pouw_consensus::pouw::filler_task(&ChainSpec::devnet(), &Hash::ZERO).1,
-            fee: Amount(1),
-            escrow: Amount(1),
-            bond: Amount::ZERO,
-            created_at: 1,
-            created_in: Hash::ZERO,
-            seed: Hash::digest(b"seed"),
-            training_deadline: 50,
-            finalisation_deadline: 100,
-            participants: Participants {
-                miners: seat(1),
-                supervisors: seat(2),
-                evaluators: seat(3),
-                verifiers: seat(4),
-            },
-            models: vec![],
-            history_committers: vec![],
-            accusations: vec![],
-            convictions: vec![],
-            status,
-            settlement: None,
-        }
+        let participants = Participants {
+            miners: seat(1),
+            supervisors: seat(2),
+            evaluators: seat(3),
+            verifiers: seat(4),
+        };
+        let definition = pouw_consensus::pouw::filler_task(&ChainSpec::devnet(), &Hash::ZERO).1;
+        let mut record = super::super::tests::task_record(definition, participants);
+        record.status = status;
+        record
     }
 
     fn peer(i: usize) -> PeerId {

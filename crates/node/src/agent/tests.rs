@@ -13,7 +13,11 @@ fn root_of(h: &History, slot: u32) -> Hash {
     history_root(&ids)
 }
 
-fn record_of(definition: pouw_primitives::TaskDefinition) -> TaskRecord {
+/// A task of `definition`, training, with the seats `participants`: client devnet key 0.
+pub(super) fn task_record(
+    definition: pouw_primitives::TaskDefinition,
+    participants: pouw_consensus::Participants,
+) -> TaskRecord {
     TaskRecord {
         client: ChainSpec::devnet_key(0).public(),
         definition,
@@ -25,7 +29,7 @@ fn record_of(definition: pouw_primitives::TaskDefinition) -> TaskRecord {
         seed: Hash::digest(b"seed"),
         training_deadline: 50,
         finalisation_deadline: 100,
-        participants: Default::default(),
+        participants,
         models: vec![],
         history_committers: vec![],
         accusations: vec![],
@@ -33,6 +37,10 @@ fn record_of(definition: pouw_primitives::TaskDefinition) -> TaskRecord {
         status: TaskStatus::Training,
         settlement: None,
     }
+}
+
+fn record_of(definition: pouw_primitives::TaskDefinition) -> TaskRecord {
+    task_record(definition, Default::default())
 }
 
 #[test]
