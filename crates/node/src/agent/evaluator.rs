@@ -19,7 +19,7 @@ pub(super) struct Evaluation {
     pub(super) since: Option<Instant>,
     /// The models under test on their own thread (off the event loop): the correct counts
     /// per miner and the test set's size, when done.
-    pub(super) scoring: Option<flume::Receiver<Scored>>,
+    pub(super) scoring: Option<flume::Receiver<Result<Scored, String>>>,
 }
 
 /// Each tested model's correct count on the test set, and the test set's size.
@@ -184,18 +184,23 @@ impl Node {
         let eval = self.agent.evaluations.entry(id).or_default();
         if let Some(rx) = &eval.scoring {
             let result = rx.try_recv();
-            return match result {
-                Ok(scored) => {
+            let fault = match result {
+                Ok(Ok(scored)) => {
                     eval.scoring = None;
-                    Some(scored)
+                    return Some(scored);
                 }
-                Err(flume::TryRecvError::Empty) => None,
+                Err(flume::TryRecvError::Empty) => return None,
+                Ok(Err(fault)) => fault,
                 Err(flume::TryRecvError::Disconnected) => {
-                    tracing::error!(target: "evaluator", task = %id.short(), "the models' test stopped: testing again");
-                    eval.scoring = None;
-                    None
+                    "the test stopped without a result".into()
                 }
             };
+            // A fault in the test is the task's, as one on the event loop was (`agent_tick`):
+            // the task is dropped on this node, never tested again in a loop.
+            tracing::error!(target: "node", task = %id.short(), %fault, "testing the models faulted: dropping the task on this node");
+            eval.scoring = None;
+            self.agent.faulted.insert(id);
+            return None;
         }
         let models: Vec<(Address, pouw_ml::Model)> = eval
             .models
@@ -221,15 +226,7 @@ impl Node {
         let classes = record.definition.model.classes;
         let (tx, rx) = flume::bounded(1);
         let spawned = std::thread::Builder::new().name("pouw-evaluate".into()).spawn(move || {
-            let scored = guarded(|| score_models(id, models, test_segments, (width, classes)));
-            match scored {
-                Ok(scored) => {
-                    let _ = tx.send(scored);
-                }
-                Err(e) => {
-                    tracing::error!(target: "evaluator", task = %id.short(), error = %e, "testing the models faulted")
-                }
-            }
+            let _ = tx.send(guarded(|| score_models(id, models, test_segments, (width, classes))));
         });
         match spawned {
             Ok(_) => {
