@@ -29,6 +29,25 @@ fn rpc(url: &str, method: &str) -> Value {
     serde_json::from_str::<Value>(body).unwrap()["result"].clone()
 }
 
+/// What a failed run says about itself (a timeout, a full disk, a node that stopped): the last
+/// lines of the devnet's own output, and each node's last warnings and errors.
+fn tails(dir: &Path) -> String {
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    let last = |lines: Vec<&str>, n: usize| lines[lines.len().saturating_sub(n)..].join("\n");
+    let devnet = read(&dir.join("devnet.err"));
+    let mut out = format!("devnet's output:\n{}\n", last(devnet.lines().collect(), 20));
+    let mut logs: Vec<_> = std::fs::read_dir(dir.join("net/logs"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    logs.sort();
+    for log in logs {
+        let text = read(&log);
+        let bad = text.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+        out += &format!("{} (last warnings):\n{}\n", log.display(), last(bad, 5));
+    }
+    out
+}
+
 #[test]
 fn devnet_trains_two_tasks_in_a_row_and_reports_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -47,7 +66,7 @@ fn devnet_trains_two_tasks_in_a_row_and_reports_them() {
         .arg("--task")
         .arg(&task_file)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("devnet.err")).unwrap())
         .spawn()
         .unwrap();
     // The JSON report comes on stdout before the network is left running.
@@ -61,7 +80,8 @@ fn devnet_trains_two_tasks_in_a_row_and_reports_them() {
         }
         line.clear();
     }
-    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let report: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", tails(dir.path())));
     for key in [
         "test_accuracy",
         "blocks_mined",
