@@ -87,6 +87,7 @@ impl Node {
             self.agent.datasets.remove(id);
             self.agent.bad_datasets.remove(id);
             self.agent.assembling.remove(id);
+            super::memory::give_freed_pages_back_soon();
         }
     }
 

@@ -30,3 +30,36 @@ pub(super) fn give_large_buffers_back() {
         }
     });
 }
+
+/// How long after a task's data was dropped the heaps' free pages are given back: the
+/// screening thread drops its copy when it takes the release from its queue, and several
+/// drops of one task end are handled by one trim.
+const TRIM_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Gives the free pages of every malloc heap back to the system, [`TRIM_DELAY`] from now, on
+/// a short-lived thread of its own (never the event loop: the trim walks every arena under its
+/// lock). Calls made while one is pending are that trim. Buffers under [`MMAP_THRESHOLD`]
+/// (training states, decoded messages, a task's per-miner logs) live on the heaps, and once
+/// freed their pages stay resident until trimmed. It changes where memory comes from, never
+/// what is computed; a no-op on other C libraries.
+pub(super) fn give_freed_pages_back_soon() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PENDING: AtomicBool = AtomicBool::new(false);
+    if PENDING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let trim = || {
+        std::thread::sleep(TRIM_DELAY);
+        PENDING.store(false, Ordering::Release);
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            // SAFETY: malloc_trim only returns free memory of the allocator's heaps to the
+            // system; it is thread-safe and touches no allocated block.
+            unsafe { libc::malloc_trim(0) };
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name("pouw-trim".into()).spawn(trim) {
+        PENDING.store(false, Ordering::Release);
+        tracing::debug!(target: "node", error = %e, "cannot start the heap trim");
+    }
+}

@@ -124,7 +124,9 @@ impl Node {
 
     /// Supervisor: a task ended: its screening data goes (the figures stay).
     pub(super) fn release_screen(&mut self, id: &TaskId) {
-        self.agent.screening.release(*id);
+        if self.agent.screening.release(*id) {
+            super::memory::give_freed_pages_back_soon();
+        }
     }
 
     /// Supervisor: fetches the training data, then screens what arrived.

@@ -113,6 +113,8 @@ pub(crate) struct Screening {
     sent: u64,
     /// The view last sent per task, and whether the training data went under it.
     views: HashMap<TaskId, ((Hash, Vec<Address>), bool)>,
+    /// Tasks whose screening data was released (since their view was last sent).
+    released: std::collections::HashSet<TaskId>,
 }
 
 struct Running {
@@ -149,6 +151,7 @@ impl Screening {
             published: Arc::default(),
             sent: 0,
             views: HashMap::new(),
+            released: Default::default(),
         }
     }
 
@@ -201,6 +204,7 @@ impl Screening {
             return;
         }
         self.views.insert(task, (view.clone(), false));
+        self.released.remove(&task);
         let (seed, miners) = view;
         let definition = Box::new(definition.clone());
         self.send(Command::View { task, definition, seed, miners, sampling });
@@ -262,10 +266,14 @@ impl Screening {
     }
 
     /// `task` ended: its screening data goes (the figures stay).
-    pub(crate) fn release(&mut self, task: TaskId) {
-        if self.follows(&task) {
-            self.send(Command::Release { task });
+    /// True when this call released it (the first since its view was sent); later calls send
+    /// nothing.
+    pub(crate) fn release(&mut self, task: TaskId) -> bool {
+        if !self.follows(&task) || !self.released.insert(task) {
+            return false;
         }
+        self.send(Command::Release { task });
+        true
     }
 
     /// The answer to a screening-status request for `task` (`None`: not screened here).

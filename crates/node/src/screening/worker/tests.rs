@@ -117,3 +117,20 @@ fn a_change_of_view_screens_the_held_messages_again_under_the_new_view() {
     assert!(status.done);
     assert_eq!((status.screened, status.flagged), (4, 0));
 }
+
+#[test]
+fn a_task_is_released_once_per_view_and_again_after_a_new_view() {
+    let (task, def) = filler_task(&ChainSpec::devnet(), &Hash::digest(b"release"));
+    let keys = ["m0", "m1", "m2"].map(Keypair::from_label).to_vec();
+    let ((seed, miners), (other_seed, other_miners)) = two_views(&keys);
+    let mut screening = Screening::new(1, Arc::new(SecurityState::default()));
+    assert!(!screening.release(task), "a task not screened here has nothing to release");
+    screening.follow(task, &def, (seed, miners.clone()), Sampling::full());
+    assert!(screening.release(task), "the first release sends it");
+    assert!(!screening.release(task), "the loop asks at every turn; nothing more is sent");
+    // The same view again changes nothing; a new one (a reorganisation) screens anew.
+    screening.follow(task, &def, (seed, miners), Sampling::full());
+    assert!(!screening.release(task));
+    screening.follow(task, &def, (other_seed, other_miners), Sampling::full());
+    assert!(screening.release(task));
+}
