@@ -8,7 +8,7 @@ use crate::{
 };
 use pouw_chain::{
     check_proof_data, precheck, Chain, ChainConfig, ChainError, ImportOutcome, Mempool,
-    MempoolConfig, MempoolError, PouwValidator,
+    MempoolConfig, MempoolError, PouwValidator, ProofChecked,
 };
 use pouw_consensus::ConsensusError;
 use pouw_consensus::{
@@ -49,6 +49,7 @@ mod blocks;
 mod handle;
 mod mining;
 mod serving;
+mod verify;
 
 use blocks::approx_size;
 pub use handle::NodeHandle;
@@ -182,6 +183,17 @@ pub(crate) struct Node {
     pub(crate) last_agent_tick: Instant,
     /// Verifier role and light mode: committees, requests, attestations, held blocks.
     pub(crate) verification: crate::verifier::Verification,
+    /// Gossiped blocks' verification, on a thread of its own (`verify.rs`).
+    block_verifier: verify::BlockVerifier,
+}
+
+/// What wakes the loop.
+#[allow(clippy::large_enum_variant)] // one a turn, moved once: not worth a box
+enum Wake {
+    Event(Result<NetEvent, flume::RecvError>),
+    Verified(verify::Verified),
+    VerifierGone,
+    Timeout,
 }
 
 impl Node {
@@ -202,21 +214,40 @@ impl Node {
         while !self.stop.load(Ordering::SeqCst) {
             let mining = self.should_mine();
             let wait = if mining { Duration::ZERO } else { Duration::from_millis(50) };
-            match self.events.recv_timeout(wait) {
-                Ok(ev) => {
+            // A network event or a block's verdict, whichever comes first: a verified block
+            // is committed at once, not at the next event or after the wait.
+            let wake = match self.block_verifier.results() {
+                Some(results) => flume::Selector::new()
+                    .recv(&self.events, Wake::Event)
+                    .recv(results, |r| r.map_or(Wake::VerifierGone, Wake::Verified))
+                    .wait_timeout(wait)
+                    .unwrap_or(Wake::Timeout),
+                None => match self.events.recv_timeout(wait) {
+                    Ok(ev) => Wake::Event(Ok(ev)),
+                    Err(flume::RecvTimeoutError::Timeout) => Wake::Timeout,
+                    Err(flume::RecvTimeoutError::Disconnected) => {
+                        Wake::Event(Err(flume::RecvError::Disconnected))
+                    }
+                },
+            };
+            match wake {
+                Wake::Event(Ok(ev)) => {
                     self.on_event(ev)?;
                     for ev in self.events.try_iter().take(EVENTS_PER_TURN).collect::<Vec<_>>() {
                         self.on_event(ev)?;
                     }
                 }
-                Err(flume::RecvTimeoutError::Timeout) => {}
-                Err(flume::RecvTimeoutError::Disconnected) => {
+                Wake::Event(Err(flume::RecvError::Disconnected)) => {
                     if self.stop.load(Ordering::SeqCst) {
                         break;
                     }
                     return Err(NodeError::NetworkStopped);
                 }
+                Wake::Verified(verified) => self.on_verified(verified)?,
+                // Seen (and handled) by the drain below.
+                Wake::VerifierGone | Wake::Timeout => {}
             }
+            self.drain_verified()?;
             while let Ok(cmd) = self.commands.try_recv() {
                 self.on_command(cmd);
             }

@@ -1,7 +1,7 @@
 //! Blocks from peers and from the miner: a gossiped block held until it is validated (cheap
-//! checks, its proof data fetched and hash-checked, the replay at import), then accepted and
-//! forwarded; the import into the chain (verified under the shared lock, committed under the
-//! write lock) and its figures.
+//! checks, its proof data fetched and hash-checked, the replay on the verification thread,
+//! `verify.rs`), then accepted and forwarded; the import into the chain (verified under the
+//! shared lock, committed under the write lock) and its figures.
 
 use super::*;
 
@@ -14,18 +14,33 @@ impl Node {
         &mut self,
         block: Block,
     ) -> Result<Result<ImportOutcome, ChainError>, NodeError> {
-        let hash = block.hash();
-        let height = block.header.height;
         // Kept to remember it (and draw its committee) should the import refuse it as invalid.
         let refused = block.clone();
         // The header rules and the proof check (the replay) run under the shared lock, so the
         // RPC's readers are not held up by a replay; only the commit takes the write lock.
-        // This thread is the chain's only writer, so nothing moves in between.
         let now = Timestamp::now();
         let staged = {
             let chain = read(&self.chain);
             chain.admit(block, now).and_then(|checked| chain.verify(checked))
         };
+        self.commit_verified(refused, staged, now)
+    }
+
+    /// The rest of an import once stages 1 and 2 (`staged`, run here or on the verification
+    /// thread, `verify.rs`) ended for `block`: the commit under the write lock, then the
+    /// mempool, our own transactions, the validator's view of the client tasks and the
+    /// verifier role follow. The chain may have moved on since `staged` was made: a block's
+    /// validity depends only on its ancestors, and the commit checks again that the block is
+    /// new and its parent stored and valid. Errors as [`Node::import_into_chain`]'s.
+    pub(super) fn commit_verified(
+        &mut self,
+        block: Block,
+        staged: Result<ProofChecked, ChainError>,
+        now: Timestamp,
+    ) -> Result<Result<ImportOutcome, ChainError>, NodeError> {
+        let hash = block.hash();
+        let height = block.header.height;
+        let refused = block;
         let r = {
             let mut chain = write(&self.chain);
             let imported = match staged {
@@ -99,11 +114,16 @@ impl Node {
             let chain = read(&self.chain);
             (chain.header(&hash).is_some(), chain.header(&block.header.prev_hash).is_some())
         };
-        if known || self.fetching.contains(&hash) {
+        if known || self.fetching.contains(&hash) || self.block_verifier.has(&hash) {
             self.validate(id, from, Acceptance::Ignore);
             return Ok(());
         }
         if !parent_known {
+            // Its parent is in verification: held until that ends (verify.rs), then taken
+            // again from here, or ignored with its parent.
+            if self.hold_for_parent(from, &id, &block) {
+                return Ok(());
+            }
             // A block on a chain we do not have: ask the sender where it is.
             self.validate(id, from, Acceptance::Ignore);
             self.request(from, Request::Status, Pending::Status);
@@ -125,7 +145,7 @@ impl Node {
             _ => true,
         };
         if have_data {
-            self.import(Some(from), block, None, Some(id))?;
+            self.verify_gossiped(from, block, Some(id))?;
         } else if self.light_hold(from, id.clone(), &block) {
             // Light mode: accepted on its verifiers' attestations, or replayed (verifier.rs).
         } else {
@@ -157,62 +177,107 @@ impl Node {
         data: Option<ProofData>,
         gossip: Option<GossipId>,
     ) -> Result<bool, NodeError> {
+        if let Some(data) = data {
+            if !self.store_proof_data(from, &block, data, gossip.clone())? {
+                return Ok(false);
+            }
+        }
+        let started = Instant::now();
         let hash = block.hash();
-        let reject = |node: &mut Self, reason: String| {
-            NodeStats::add(&node.stats.blocks_rejected, 1);
-            if let (Some(peer), Some(id)) = (from, gossip.clone()) {
-                node.validate(id, peer, Acceptance::Reject);
+        let height = block.header.height;
+        let result = self.import_into_chain(block)?;
+        Ok(self.import_verdict(from, gossip, hash, height, started, result))
+    }
+
+    /// A gossiped block's proof data fetched from `from`: stored, then the block verified off
+    /// the loop (`verify.rs`).
+    pub(super) fn import_gossiped(
+        &mut self,
+        from: PeerId,
+        block: Block,
+        data: ProofData,
+        gossip: Option<GossipId>,
+    ) -> Result<(), NodeError> {
+        if self.store_proof_data(Some(from), &block, data, gossip.clone())? {
+            self.verify_gossiped(from, block, gossip)?;
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, from: Option<PeerId>, gossip: Option<GossipId>, reason: String) {
+        NodeStats::add(&self.stats.blocks_rejected, 1);
+        if let (Some(peer), Some(id)) = (from, gossip) {
+            self.validate(id, peer, Acceptance::Reject);
+        }
+        if let Some(peer) = from {
+            self.ban(peer, reason);
+        }
+    }
+
+    /// Stores the proof data of `block` after checking it is exactly the data the block
+    /// names. False (the gossip validated, the sender banned when at fault) when it is not.
+    fn store_proof_data(
+        &mut self,
+        from: Option<PeerId>,
+        block: &Block,
+        mut data: ProofData,
+        gossip: Option<GossipId>,
+    ) -> Result<bool, NodeError> {
+        if data.batch.is_empty() {
+            // A filler-task block's batch does not travel: rebuilt from chain data, then
+            // checked against the batch hash like any batch (design/016).
+            data.batch = filler_batch(&read(&self.chain), block).unwrap_or_default();
+        }
+        // Nor, asked lean, its start state when it is the chain's filler state at the
+        // parent: put back, then checked against the start hashes like any data. A filler
+        // block whose state this node cannot rebuild now is not the sender's fault.
+        if data.start_params.is_empty()
+            && !complete_filler_start(&read(&self.chain), block, &mut data)
+        {
+            if let (Some(peer), Some(id)) = (from, gossip) {
+                self.validate(id, peer, Acceptance::Ignore);
             }
-            if let Some(peer) = from {
-                node.ban(peer, reason);
-            }
-        };
-        if let Some(mut data) = data {
-            if data.batch.is_empty() {
-                // A filler-task block's batch does not travel: rebuilt from chain data, then
-                // checked against the batch hash like any batch (design/016).
-                data.batch = filler_batch(&read(&self.chain), &block).unwrap_or_default();
-            }
-            // Nor, asked lean, its start state when it is the chain's filler state at the
-            // parent: put back, then checked against the start hashes like any data. A filler
-            // block whose state this node cannot rebuild now is not the sender's fault.
-            if data.start_params.is_empty()
-                && !complete_filler_start(&read(&self.chain), &block, &mut data)
-            {
+            return Ok(false);
+        }
+        let checked = check_proof_data(&read(&self.chain), block, &data);
+        match checked {
+            Ok(()) => {}
+            // The tip moved on since the cheap checks: the block cannot be checked here
+            // now (not the sender's fault); sync brings it back if it wins.
+            Err(e) if !e.is_fault() => {
                 if let (Some(peer), Some(id)) = (from, gossip) {
                     self.validate(id, peer, Acceptance::Ignore);
                 }
                 return Ok(false);
             }
-            let checked = check_proof_data(&read(&self.chain), &block, &data);
-            match checked {
-                Ok(()) => {}
-                // The tip moved on since the cheap checks: the block cannot be checked here
-                // now (not the sender's fault); sync brings it back if it wins.
-                Err(e) if !e.is_fault() => {
-                    if let (Some(peer), Some(id)) = (from, gossip) {
-                        self.validate(id, peer, Acceptance::Ignore);
-                    }
-                    return Ok(false);
-                }
-                Err(e) => {
-                    reject(self, format!("bad proof data: {e}"));
-                    return Ok(false);
-                }
-            }
-            if let Ok(Some(proof)) = proof_of(&block) {
-                self.proofs.put_proof(&proof.winning.body, &data)?;
+            Err(e) => {
+                self.reject(from, gossip, format!("bad proof data: {e}"));
+                return Ok(false);
             }
         }
-        let started = Instant::now();
-        let height = block.header.height;
-        let result = self.import_into_chain(block)?;
+        if let Ok(Some(proof)) = proof_of(block) {
+            self.proofs.put_proof(&proof.winning.body, &data)?;
+        }
+        Ok(true)
+    }
+
+    /// What an import's verdict `result` means for the block's sender and gossip, and the
+    /// import's figures; true when the block is now stored and valid so far.
+    pub(super) fn import_verdict(
+        &mut self,
+        from: Option<PeerId>,
+        gossip: Option<GossipId>,
+        hash: Hash,
+        height: u64,
+        started: Instant,
+        result: Result<ImportOutcome, ChainError>,
+    ) -> bool {
         match result {
             Ok(ImportOutcome::AlreadyKnown) => {
                 if let (Some(peer), Some(id)) = (from, gossip) {
                     self.validate(id, peer, Acceptance::Ignore);
                 }
-                Ok(true)
+                true
             }
             Ok(outcome) => {
                 self.after_import(hash, height, started, false);
@@ -228,18 +293,18 @@ impl Node {
                     ),
                     _ => {}
                 }
-                Ok(true)
+                true
             }
             Err(e) if e.is_peer_fault() => {
-                reject(self, format!("invalid block: {e}"));
-                Ok(false)
+                self.reject(from, gossip, format!("invalid block: {e}"));
+                false
             }
             Err(e) => {
                 tracing::debug!(target: "node", hash = %hash.short(), error = %e, "block not imported");
                 if let (Some(peer), Some(id)) = (from, gossip) {
                     self.validate(id, peer, Acceptance::Ignore);
                 }
-                Ok(false)
+                false
             }
         }
     }

@@ -155,6 +155,7 @@ impl NodeHandle {
             own_check_now: false,
             fetching_txs: HashSet::new(),
             verification: crate::verifier::Verification::default(),
+            block_verifier: super::verify::BlockVerifier::start(chain.clone()),
         };
         let thread = std::thread::Builder::new()
             .name("pouw-node".into())

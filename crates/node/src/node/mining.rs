@@ -109,6 +109,7 @@ impl Node {
         let hash = block.hash();
         let iteration = proof.winning.body.iteration;
         let started = Instant::now();
+        // Imported here, not on the verification thread: the next mining step builds on it.
         let result = self.import_into_chain(block.clone())?;
         match result {
             Ok(outcome @ (ImportOutcome::Extended | ImportOutcome::Reorged { .. })) => {

@@ -64,9 +64,7 @@ impl Node {
             (Pending::Proof { block, gossip }, Response::Proof(data)) => {
                 self.fetching.remove(&block.hash());
                 match data {
-                    Some(data) => {
-                        self.import(Some(peer), *block, Some(data), gossip)?;
-                    }
+                    Some(data) => self.import_gossiped(peer, *block, data, gossip)?,
                     None => {
                         if let Some(id) = gossip {
                             self.validate(id, peer, Acceptance::Ignore);
@@ -137,6 +135,8 @@ impl Node {
         blocks: Vec<BlockWithProof>,
     ) -> Result<(), NodeError> {
         let mut imported = 0usize;
+        // Imported here, in order, not on the verification thread: each block of a batch is
+        // the parent of the next, and how many were imported decides the next request.
         for BlockWithProof { block, proof } in blocks {
             let needs_data = match proof_of(&block) {
                 Ok(Some(p)) => self.proofs.get_proof(&p.winning.body)?.is_none(),

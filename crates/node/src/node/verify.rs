@@ -1,0 +1,321 @@
+//! A gossiped block's verification off the event loop.
+//!
+//! The header rules and the proof check of a block (`Chain::admit`, `Chain::verify`: the
+//! replay of one training iteration, 60-166 ms for a 407k-parameter model) run on a thread of
+//! their own, under the chain's shared lock, so the loop keeps answering requests meanwhile.
+//! The loop sends a gossiped block whose proof data it holds through a bounded queue
+//! ([`QUEUE`]) with what it needs afterwards ([`Context`]), and takes back the verdict
+//! ([`Verified`]) as soon as it is ready: it then commits the block under the write lock and
+//! does what every import does after the proof check (`Node::commit_verified`, then
+//! `Node::import_verdict`). A block's validity depends only on its ancestors, and
+//! `Chain::commit` checks again that the block is new and its parent stored and valid, so a
+//! block verified while the chain moved on is still committed correctly. A gossiped child of a
+//! block in verification is held until its parent's verdict ([`MAX_HELD`]).
+//!
+//! Sync batches, the miner's own blocks and the blocks a light node accepts on their
+//! attestations are imported on the loop (`Node::import`): a batch in order, each block the
+//! parent of the next; the miner's next step builds on its own block; an attested block is
+//! not replayed. A commit on the loop waits for a replay under way on the thread (it holds the
+//! shared lock).
+
+use super::{read, Node, NodeError};
+use crate::agent::guarded;
+use pouw_chain::{Chain, ChainError, ProofChecked};
+use pouw_net::{Acceptance, GossipId, PeerId};
+use pouw_primitives::{Block, Hash, Timestamp};
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    thread::JoinHandle,
+    time::Instant,
+};
+
+/// Blocks waiting for the verification thread at most; a block that finds the queue full is
+/// imported on the loop instead (never dropped).
+pub(crate) const QUEUE: usize = 64;
+/// Gossiped blocks held at most while their parent is in verification; past that a child is
+/// ignored, as a block whose parent is unknown is (sync brings it if its branch wins).
+pub(crate) const MAX_HELD: usize = 64;
+
+/// What the loop needs once a block's verification ended.
+#[derive(Debug)]
+pub(crate) struct Context {
+    /// The peer that sent the block (it gossiped it, or answered with its proof data).
+    pub(crate) from: PeerId,
+    /// The gossip message to validate (accept, reject or ignore) after the import.
+    pub(crate) gossip: Option<GossipId>,
+    /// When the verification was asked for (the import's figures count from there).
+    pub(crate) started: Instant,
+}
+
+struct Job {
+    context: Context,
+    block: Block,
+}
+
+/// A block's verification, ended.
+pub(crate) struct Verified {
+    pub(crate) context: Context,
+    /// The block (kept to note it should it be refused, or stored as an orphan).
+    pub(crate) block: Block,
+    /// Stages 1 and 2 of its import; `Err` with a message when the verification panicked.
+    pub(crate) result: Result<Result<ProofChecked, ChainError>, String>,
+}
+
+/// A gossiped block held until its parent's verification ends.
+pub(crate) struct Held {
+    pub(crate) from: PeerId,
+    pub(crate) gossip: GossipId,
+    pub(crate) block: Block,
+}
+
+/// The loop's side: the queue, the results, the blocks in verification and those held.
+pub(crate) struct BlockVerifier {
+    running: Option<Running>,
+    /// Blocks sent to the thread and not taken back yet.
+    pub(crate) verifying: std::collections::HashSet<Hash>,
+    /// Gossiped blocks whose parent is in verification, by parent.
+    pub(crate) held: HashMap<Hash, Vec<Held>>,
+}
+
+struct Running {
+    jobs: Option<flume::Sender<Job>>,
+    results: flume::Receiver<Verified>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread after the block it is verifying.
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl BlockVerifier {
+    /// The verification thread of a node whose chain is `chain`; without it (the thread could
+    /// not start) every block is imported on the loop.
+    pub(crate) fn start(chain: Arc<RwLock<Chain>>) -> Self {
+        let (jobs, rx) = flume::bounded::<Job>(QUEUE);
+        let (tx, results) = flume::unbounded();
+        let spawned = std::thread::Builder::new()
+            .name("pouw-verify".into())
+            .spawn(move || run(&chain, &rx, &tx));
+        let running = match spawned {
+            Ok(thread) => Some(Running { jobs: Some(jobs), results, thread: Some(thread) }),
+            Err(e) => {
+                tracing::error!(target: "node", error = %e, "cannot start the block verification thread: blocks are verified on the event loop");
+                None
+            }
+        };
+        Self { running, verifying: Default::default(), held: HashMap::new() }
+    }
+
+    /// Sends `block` to the thread; gives it back when the queue is full or the thread is gone
+    /// (the caller imports it on the loop).
+    fn submit(&mut self, context: Context, block: Block) -> Result<(), Box<(Context, Block)>> {
+        let Some(jobs) = self.running.as_ref().and_then(|r| r.jobs.as_ref()) else {
+            return Err(Box::new((context, block)));
+        };
+        let hash = block.hash();
+        match jobs.try_send(Job { context, block }) {
+            Ok(()) => {
+                self.verifying.insert(hash);
+                Ok(())
+            }
+            Err(flume::TrySendError::Full(job) | flume::TrySendError::Disconnected(job)) => {
+                Err(Box::new((job.context, job.block)))
+            }
+        }
+    }
+
+    /// The results channel, for the loop's wait (`None`: no thread).
+    pub(crate) fn results(&self) -> Option<&flume::Receiver<Verified>> {
+        self.running.as_ref().map(|r| &r.results)
+    }
+
+    /// Whether `hash` is in verification or held for its parent's.
+    pub(crate) fn has(&self, hash: &Hash) -> bool {
+        self.verifying.contains(hash)
+            || self.held.values().flatten().any(|h| h.block.hash() == *hash)
+    }
+
+    /// The thread stopped (it never does while the node runs: every job is guarded): blocks
+    /// are verified on the loop from now on; what was in verification is lost (its gossip is
+    /// not forwarded; sync brings the blocks back if their branch wins).
+    fn stopped(&mut self) -> Vec<Held> {
+        tracing::error!(target: "node", "the block verification thread stopped: blocks are verified on the event loop");
+        self.running = None;
+        self.verifying.clear();
+        self.held.drain().flat_map(|(_, v)| v).collect()
+    }
+}
+
+/// The thread: verifies each block sent until the loop closes the queue.
+fn run(chain: &RwLock<Chain>, jobs: &flume::Receiver<Job>, results: &flume::Sender<Verified>) {
+    while let Ok(Job { context, block }) = jobs.recv() {
+        let copy = block.clone();
+        let result = guarded(|| {
+            let chain = read(chain);
+            chain.admit(copy, Timestamp::now()).and_then(|checked| chain.verify(checked))
+        });
+        if let Err(e) = &result {
+            tracing::error!(target: "node", block = %block.hash().short(), error = %e, "the verification of a block panicked: the block is not imported");
+        }
+        // The loop is gone: the node stops.
+        if results.send(Verified { context, block, result }).is_err() {
+            return;
+        }
+    }
+}
+
+impl Node {
+    /// A gossiped block whose proof data is stored: verified on the thread (the loop commits
+    /// it when the verdict comes), or on the loop when the queue is full.
+    pub(super) fn verify_gossiped(
+        &mut self,
+        from: PeerId,
+        block: Block,
+        gossip: Option<GossipId>,
+    ) -> Result<(), NodeError> {
+        let context = Context { from, gossip, started: Instant::now() };
+        match self.block_verifier.submit(context, block) {
+            Ok(()) => Ok(()),
+            Err(job) => {
+                let (context, block) = *job;
+                tracing::debug!(target: "node", hash = %block.hash().short(), "block verification queue full (or its thread gone): verified on the loop");
+                self.import(Some(context.from), block, None, context.gossip).map(|_| ())
+            }
+        }
+    }
+
+    /// Holds a gossiped block whose parent is in verification; false (the caller goes on as
+    /// for an unknown parent) when the parent is not, or too many blocks are held.
+    pub(super) fn hold_for_parent(
+        &mut self,
+        from: PeerId,
+        gossip: &GossipId,
+        block: &Block,
+    ) -> bool {
+        let parent = block.header.prev_hash;
+        let held: usize = self.block_verifier.held.values().map(Vec::len).sum();
+        if !self.block_verifier.verifying.contains(&parent) || held >= MAX_HELD {
+            return false;
+        }
+        let held = Held { from, gossip: gossip.clone(), block: block.clone() };
+        self.block_verifier.held.entry(parent).or_default().push(held);
+        true
+    }
+
+    /// Takes every verdict ready and commits or refuses its block.
+    pub(super) fn drain_verified(&mut self) -> Result<(), NodeError> {
+        loop {
+            let next = match self.block_verifier.results() {
+                None => return Ok(()),
+                Some(r) => r.try_recv(),
+            };
+            match next {
+                Ok(verified) => self.on_verified(verified)?,
+                Err(flume::TryRecvError::Empty) => return Ok(()),
+                Err(flume::TryRecvError::Disconnected) => {
+                    for h in self.block_verifier.stopped() {
+                        self.validate(h.gossip, h.from, Acceptance::Ignore);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// A block's verification ended: commit and follow-ups as for an import on the loop
+    /// (`Node::commit_verified`, `Node::import_verdict`), then the blocks held for it.
+    pub(super) fn on_verified(&mut self, verified: Verified) -> Result<(), NodeError> {
+        let Verified { context, block, result } = verified;
+        let hash = block.hash();
+        let height = block.header.height;
+        self.block_verifier.verifying.remove(&hash);
+        let imported = match result {
+            Ok(staged) => {
+                let result = self.commit_verified(block, staged, Timestamp::now())?;
+                self.import_verdict(
+                    Some(context.from),
+                    context.gossip,
+                    hash,
+                    height,
+                    context.started,
+                    result,
+                )
+            }
+            Err(_) => {
+                // A fault of this node's verification, not a verdict on the block.
+                if let Some(id) = context.gossip {
+                    self.validate(id, context.from, Acceptance::Ignore);
+                }
+                false
+            }
+        };
+        for h in self.block_verifier.held.remove(&hash).unwrap_or_default() {
+            if imported && !self.banned.contains(&h.from) {
+                self.on_gossip_block(h.from, h.gossip, h.block)?;
+            } else {
+                // Its parent was refused (or not stored): nor is it.
+                self.validate(h.gossip, h.from, Acceptance::Ignore);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pouw_primitives::ChainSpec;
+    use std::time::Duration;
+
+    fn context(from: PeerId) -> Context {
+        Context { from, gossip: Some(GossipId(vec![1])), started: Instant::now() }
+    }
+
+    #[test]
+    fn the_thread_gives_back_each_blocks_verdict_in_order_and_stops_with_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = Chain::open(dir.path(), ChainSpec::devnet()).unwrap();
+        let genesis = chain.block(&chain.genesis_hash()).unwrap().unwrap();
+        let mut orphan = genesis.clone();
+        orphan.header.height = 1;
+        orphan.header.prev_hash = Hash::digest(b"a parent nobody has");
+        let mut v = BlockVerifier::start(Arc::new(RwLock::new(chain)));
+        let peer = PeerId::random();
+        assert!(v.submit(context(peer), genesis.clone()).is_ok());
+        assert!(v.submit(context(peer), orphan.clone()).is_ok());
+        assert!(v.has(&genesis.hash()) && v.has(&orphan.hash()));
+        let results = v.results().unwrap().clone();
+        let first = results.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(first.block.hash(), genesis.hash());
+        assert_eq!(first.context.from, peer);
+        assert!(matches!(first.result, Ok(Err(ChainError::Known(h))) if h == genesis.hash()));
+        let second = results.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(second.block.hash(), orphan.hash());
+        assert!(matches!(
+            second.result,
+            Ok(Err(ChainError::UnknownParent { hash, .. })) if hash == orphan.hash()
+        ));
+        // Dropping the loop's side closes the queue and joins the thread: its results end.
+        drop(v);
+        assert!(matches!(results.recv(), Err(flume::RecvError::Disconnected)));
+    }
+
+    #[test]
+    fn a_block_the_thread_cannot_take_is_given_back_to_the_caller() {
+        let mut v =
+            BlockVerifier { running: None, verifying: Default::default(), held: HashMap::new() };
+        let dir = tempfile::tempdir().unwrap();
+        let chain = Chain::open(dir.path(), ChainSpec::devnet()).unwrap();
+        let genesis = chain.block(&chain.genesis_hash()).unwrap().unwrap();
+        let back = v.submit(context(PeerId::random()), genesis.clone()).unwrap_err();
+        assert_eq!(back.1.hash(), genesis.hash());
+        assert!(!v.has(&genesis.hash()), "a block given back is not in verification");
+    }
+}
