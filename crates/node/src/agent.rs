@@ -588,6 +588,15 @@ impl Node {
                     self.agent.peer_miners.insert(id, others);
                     self.hold_for_convictions(id, record);
                     self.follow_own_states(id, record);
+                    // The miner's step ends a walk near the deadline; a walk parked at its end
+                    // (held for a conviction's handover) ends here.
+                    let deadline_near = height.saturating_add(pouw_work::SUBMIT_BEFORE_DEADLINE)
+                        >= record.training_deadline;
+                    if deadline_near && !self.agent.trained.contains(&id) {
+                        if let Some(f) = self.miner.as_mut().and_then(|m| m.finish_early(id)) {
+                            self.agent_on_finished(f);
+                        }
+                    }
                     let assigned = self.miner.as_ref().and_then(|m| m.assignment()).is_some();
                     if !assigned && !self.agent.trained.contains(&id) && self.miner.is_some() {
                         let dataset = self.task_dataset(id, record, SegmentUse::Train);
@@ -606,6 +615,7 @@ impl Node {
                                     miner_index: index,
                                     miners: record.participants.miners.len(),
                                     start_model,
+                                    training_deadline: record.training_deadline,
                                 });
                             }
                         }

@@ -184,6 +184,7 @@ fn a_task_is_trained_evaluated_paid_and_delivered() {
 #[test]
 fn a_silent_miner_is_excluded_and_not_paid() {
     let _one = ONE_NETWORK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    init_logs();
     let dir = tempfile::tempdir().unwrap();
     let spec = local_spec(600);
     // Node 3 stakes a miner ticket, is selected, and never trains (it does not mine).

@@ -77,7 +77,16 @@ pub struct Assignment {
     /// The model of the client's start weights, when the definition names them (checked
     /// against their hash and the task's shapes, [`crate::start_model`]); `None` otherwise.
     pub start_model: Option<Arc<Model>>,
+    /// The task's training deadline (a height): the walk ends with the model it has once the
+    /// tip is [`SUBMIT_BEFORE_DEADLINE`] blocks short of it ([`Miner::finish_early`]).
+    pub training_deadline: u64,
 }
+
+/// A walk that has not ended when the tip is this many blocks short of its task's training
+/// deadline ends there with the model it has: deadlines run before a block's transactions, so
+/// the miner's SubmitModel must be in a block below the deadline's height, and this leaves the
+/// next block and one more for it to get there.
+pub const SUBMIT_BEFORE_DEADLINE: u64 = 3;
 
 /// A client task's final model, once the miner trained every epoch.
 #[derive(Debug, Clone)]
@@ -314,6 +323,8 @@ struct Job {
     state: TrainState,
     epoch: u32,
     iteration: u64,
+    /// Iterations this job ran (a job started again after a reorganisation counts from 0).
+    trained: u64,
     /// Messages of the last k iterations that committed to a template, oldest first.
     /// The bodies of the recent committing messages, unsigned: a filler task's message is
     /// signed only when a block needs it (nobody else sees it).
@@ -487,6 +498,26 @@ impl Miner {
         }
     }
 
+    /// Ends the walk of client task `id` now, with the model trained so far: the node calls it
+    /// when the task's training deadline is near and the walk has not ended (a miner that got
+    /// its data late, or a slow one), so its work is submitted and ranked instead of cut off
+    /// by the deadline with no model at all. The model is the end state of the last iteration
+    /// message this miner sent. `None` when no job of `id` ran an iteration here.
+    pub fn finish_early(&mut self, id: TaskId) -> Option<FinishedModel> {
+        let slot = [&mut self.job, &mut self.parked]
+            .into_iter()
+            .find(|slot| slot.as_ref().is_some_and(|j| j.task_id == id && j.trained > 0))?;
+        let job = slot.take()?;
+        if self.assignment.as_ref().is_some_and(|a| a.task_id == id) {
+            self.assignment = None;
+        }
+        self.parked = self.parked.take().filter(|j| j.task_id != id);
+        let model = job.state.model().clone();
+        let model_hash = Hash(model.hash().0);
+        tracing::info!(target: "miner", task = %id.short(), model = %model_hash.short(), iterations = job.trained, "client task's training deadline near: its model so far is final");
+        Some(FinishedModel { task_id: id, model, model_hash })
+    }
+
     /// The client task being trained, if any.
     pub fn assignment(&self) -> Option<&Assignment> {
         self.assignment.as_ref()
@@ -600,6 +631,16 @@ impl Miner {
         }
         let on_client = client.is_some();
         self.last_on_client = on_client;
+        // Too close to the training deadline to go on: the model so far is the final one.
+        let deadline_near = self.assignment.as_ref().is_some_and(|a| {
+            a.task_id == task_id
+                && tip.height.saturating_add(SUBMIT_BEFORE_DEADLINE) >= a.training_deadline
+        });
+        if on_client && deadline_near {
+            if let Some(finished) = self.finish_early(task_id) {
+                return Ok(StepOutput { finished: Some(finished), ..StepOutput::default() });
+            }
+        }
         let peers: &[IterationMessage] = if on_client { peers } else { &[] };
         let k = u64::from(self.spec.commitment_depth);
         // A filler iteration starts from the chain's filler state at the tip (the end state of
@@ -648,6 +689,7 @@ impl Miner {
             .iterate_bound(self.exec, &batch, &maps, &order_seed.0)
             .map_err(|e| MinerError::Training(e.to_string()))?;
         job.iteration += 1;
+        job.trained += 1;
         let loss = out.loss();
         let mut body = iteration_body(task_id, self.key.public(), job.epoch, i, &out);
         body.peer_msgs = peers.iter().map(IterationMessage::id).collect();
@@ -944,6 +986,7 @@ impl Miner {
             state,
             epoch: 0,
             iteration: 0,
+            trained: 0,
             commitments: VecDeque::new(),
             definition: task,
         })
@@ -1045,6 +1088,7 @@ mod tests {
             miner_index,
             miners: 3,
             start_model: None,
+            training_deadline: u64::MAX,
         };
         let mut miner = Miner::new(spec, ChainSpec::devnet_key(1), Exec::SINGLE);
         let first = assignment(b"branch a", 1);
@@ -1061,5 +1105,79 @@ mod tests {
         // Unassigning keeps the furthest index reached.
         miner.unassign();
         assert_eq!(miner.resume, Some((id, 7)));
+    }
+
+    #[test]
+    fn a_walk_ended_early_gives_the_model_of_its_last_iteration_and_only_once_one_ran() {
+        let spec = ChainSpec::devnet();
+        let (id, definition) = filler_task(&spec, &Hash::digest(b"deadline near"));
+        let dataset = Arc::new(pouw_ml::shipped_mnist());
+        let assignment = Assignment {
+            task_id: id,
+            definition: definition.clone(),
+            dataset: dataset.clone(),
+            split: task_split_of(&definition, &Hash::digest(b"seed")).to_ml(),
+            miner_index: 0,
+            miners: 3,
+            start_model: None,
+            training_deadline: u64::MAX,
+        };
+        let mut miner = Miner::new(spec, ChainSpec::devnet_key(1), Exec::SINGLE);
+        let job =
+            miner.start_job(id, definition, DataRef::Shared(dataset), Some(&assignment)).unwrap();
+        miner.assign(assignment);
+        let initial = job.state.model().hash();
+        miner.job = Some(job);
+        assert!(miner.finish_early(id).is_none(), "no iteration ran: nothing to submit");
+        assert!(miner.assignment().is_some(), "and the walk goes on");
+        // One iteration trained (as a step does): its end model is the final one.
+        let mut job = miner.job.take().unwrap();
+        let (_, indices) = job.walk.next_batch().unwrap();
+        let batch = job.dataset.gather(&indices);
+        job.state.iterate_bound(Exec::SINGLE, &batch, &[], &[0; 32]).unwrap();
+        job.trained += 1;
+        let trained = job.state.model().hash();
+        assert_ne!(trained, initial);
+        miner.job = Some(job);
+        let other: TaskId = Hash::digest(b"another task");
+        assert!(miner.finish_early(other).is_none(), "only the task asked for");
+        let f = miner.finish_early(id).expect("a model");
+        assert_eq!((f.task_id, f.model_hash), (id, Hash(trained.0)));
+        assert!(miner.job.is_none() && miner.assignment().is_none(), "the walk is over");
+        assert!(miner.finish_early(id).is_none(), "once");
+    }
+
+    #[test]
+    fn a_step_at_the_training_deadline_ends_the_walk_with_the_model_it_has() {
+        let spec = ChainSpec::devnet();
+        let dir = tempfile::tempdir().unwrap();
+        let chain = Chain::open(dir.path(), spec.clone()).unwrap();
+        let (id, definition) = filler_task(&spec, &Hash::digest(b"short deadline"));
+        let dataset = Arc::new(pouw_ml::shipped_mnist());
+        // The tip (genesis, height 0) is within SUBMIT_BEFORE_DEADLINE blocks of height 2.
+        let assignment = Assignment {
+            task_id: id,
+            definition: definition.clone(),
+            dataset: dataset.clone(),
+            split: task_split_of(&definition, &Hash::digest(b"seed")).to_ml(),
+            miner_index: 0,
+            miners: 1,
+            start_model: None,
+            training_deadline: 2,
+        };
+        let mut miner = Miner::new(spec, ChainSpec::devnet_key(1), Exec::SINGLE);
+        let mut job =
+            miner.start_job(id, definition, DataRef::Shared(dataset), Some(&assignment)).unwrap();
+        let (_, indices) = job.walk.next_batch().unwrap();
+        let batch = job.dataset.gather(&indices);
+        job.state.iterate_bound(Exec::SINGLE, &batch, &[], &[0; 32]).unwrap();
+        job.trained = 1;
+        let trained = Hash(job.state.model().hash().0);
+        miner.assign(assignment);
+        miner.job = Some(job);
+        let out = miner.step_with(&chain, &[], Timestamp::now(), &[]).unwrap();
+        let f = out.finished.expect("the walk ended at the deadline");
+        assert_eq!((f.task_id, f.model_hash), (id, trained));
+        assert!(out.block.is_none() && miner.assignment().is_none());
     }
 }

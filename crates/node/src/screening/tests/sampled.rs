@@ -22,6 +22,7 @@ fn own_states(
             miner_index: index,
             miners: miners.len(),
             start_model: None,
+            training_deadline: u64::MAX,
         },
         5,
     )
