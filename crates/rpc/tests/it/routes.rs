@@ -59,14 +59,22 @@ fn metrics_lists_every_metric() {
 fn health_ok_and_degraded() {
     let f = Fixture::new(2);
     ok(f.addr(), "pouw_tip", json!([]));
-    // Wait for the sampler (100 ms) to take two samples: then the CPU percent is known.
+    // Wait for the sampler (100 ms) to take two samples: then the CPU percent is known. The
+    // process's CPU time is counted in clock ticks (10 ms): a young test process can read 0,
+    // so the wait spins rather than sleeps until a tick is counted.
     let deadline = Instant::now() + Duration::from_secs(10);
     let r = loop {
         let r = request(f.addr(), "GET", "/health", &[], b"");
-        if r.json()["process"]["cpu_percent"].is_number() || Instant::now() > deadline {
+        let process = &r.json()["process"];
+        let sampled = process["cpu_percent"].is_number()
+            && process["cpu_seconds"].as_f64().is_some_and(|s| s > 0.0);
+        if sampled || Instant::now() > deadline {
             break r;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
+            std::hint::spin_loop();
+        }
     };
     assert_eq!(r.status, 200, "{}", r.text());
     let h = r.json();
