@@ -1107,10 +1107,11 @@ mod tests {
         assert_eq!(miner.resume, Some((id, 7)));
     }
 
-    #[test]
-    fn a_walk_ended_early_gives_the_model_of_its_last_iteration_and_only_once_one_ran() {
+    /// A miner assigned task `label` (one of `miners`, seat 0, training deadline `deadline`)
+    /// with its job started and not stepped yet.
+    fn assigned(label: &[u8], miners: usize, deadline: u64) -> (Miner, TaskId, Job) {
         let spec = ChainSpec::devnet();
-        let (id, definition) = filler_task(&spec, &Hash::digest(b"deadline near"));
+        let (id, definition) = filler_task(&spec, &Hash::digest(label));
         let dataset = Arc::new(pouw_ml::shipped_mnist());
         let assignment = Assignment {
             task_id: id,
@@ -1118,62 +1119,53 @@ mod tests {
             dataset: dataset.clone(),
             split: task_split_of(&definition, &Hash::digest(b"seed")).to_ml(),
             miner_index: 0,
-            miners: 3,
+            miners,
             start_model: None,
-            training_deadline: u64::MAX,
+            training_deadline: deadline,
         };
         let mut miner = Miner::new(spec, ChainSpec::devnet_key(1), Exec::SINGLE);
         let job =
             miner.start_job(id, definition, DataRef::Shared(dataset), Some(&assignment)).unwrap();
         miner.assign(assignment);
-        let initial = job.state.model().hash();
-        miner.job = Some(job);
-        assert!(miner.finish_early(id).is_none(), "no iteration ran: nothing to submit");
-        assert!(miner.assignment().is_some(), "and the walk goes on");
-        // One iteration trained (as a step does): its end model is the final one.
-        let mut job = miner.job.take().unwrap();
+        (miner, id, job)
+    }
+
+    /// Trains the job's next batch, as a step does; the end model's hash.
+    fn train_one(job: &mut Job) -> Hash {
         let (_, indices) = job.walk.next_batch().unwrap();
         let batch = job.dataset.gather(&indices);
         job.state.iterate_bound(Exec::SINGLE, &batch, &[], &[0; 32]).unwrap();
         job.trained += 1;
-        let trained = job.state.model().hash();
+        Hash(job.state.model().hash().0)
+    }
+
+    #[test]
+    fn a_walk_ended_early_gives_the_model_of_its_last_iteration_and_only_once_one_ran() {
+        let (mut miner, id, job) = assigned(b"deadline near", 3, u64::MAX);
+        let initial = Hash(job.state.model().hash().0);
+        miner.job = Some(job);
+        assert!(miner.finish_early(id).is_none(), "no iteration ran: nothing to submit");
+        assert!(miner.assignment().is_some(), "and the walk goes on");
+        // One iteration trained: its end model is the final one.
+        let mut job = miner.job.take().unwrap();
+        let trained = train_one(&mut job);
         assert_ne!(trained, initial);
         miner.job = Some(job);
         let other: TaskId = Hash::digest(b"another task");
         assert!(miner.finish_early(other).is_none(), "only the task asked for");
         let f = miner.finish_early(id).expect("a model");
-        assert_eq!((f.task_id, f.model_hash), (id, Hash(trained.0)));
+        assert_eq!((f.task_id, f.model_hash), (id, trained));
         assert!(miner.job.is_none() && miner.assignment().is_none(), "the walk is over");
         assert!(miner.finish_early(id).is_none(), "once");
     }
 
     #[test]
     fn a_step_at_the_training_deadline_ends_the_walk_with_the_model_it_has() {
-        let spec = ChainSpec::devnet();
         let dir = tempfile::tempdir().unwrap();
-        let chain = Chain::open(dir.path(), spec.clone()).unwrap();
-        let (id, definition) = filler_task(&spec, &Hash::digest(b"short deadline"));
-        let dataset = Arc::new(pouw_ml::shipped_mnist());
+        let chain = Chain::open(dir.path(), ChainSpec::devnet()).unwrap();
         // The tip (genesis, height 0) is within SUBMIT_BEFORE_DEADLINE blocks of height 2.
-        let assignment = Assignment {
-            task_id: id,
-            definition: definition.clone(),
-            dataset: dataset.clone(),
-            split: task_split_of(&definition, &Hash::digest(b"seed")).to_ml(),
-            miner_index: 0,
-            miners: 1,
-            start_model: None,
-            training_deadline: 2,
-        };
-        let mut miner = Miner::new(spec, ChainSpec::devnet_key(1), Exec::SINGLE);
-        let mut job =
-            miner.start_job(id, definition, DataRef::Shared(dataset), Some(&assignment)).unwrap();
-        let (_, indices) = job.walk.next_batch().unwrap();
-        let batch = job.dataset.gather(&indices);
-        job.state.iterate_bound(Exec::SINGLE, &batch, &[], &[0; 32]).unwrap();
-        job.trained = 1;
-        let trained = Hash(job.state.model().hash().0);
-        miner.assign(assignment);
+        let (mut miner, id, mut job) = assigned(b"short deadline", 1, 2);
+        let trained = train_one(&mut job);
         miner.job = Some(job);
         let out = miner.step_with(&chain, &[], Timestamp::now(), &[]).unwrap();
         let f = out.finished.expect("the walk ended at the deadline");
