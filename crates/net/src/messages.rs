@@ -301,6 +301,23 @@ pub struct ScreeningStatus {
 }
 
 impl Request {
+    /// The request's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Status => "Status",
+            Self::HeadersAfter { .. } => "HeadersAfter",
+            Self::Blocks(_) => "Blocks",
+            Self::Proof(_) => "Proof",
+            Self::Segment { .. } => "Segment",
+            Self::Model(_) => "Model",
+            Self::History { .. } => "History",
+            Self::Screening { .. } => "Screening",
+            Self::Transaction(_) => "Transaction",
+            Self::ProofLean(_) => "ProofLean",
+            Self::StartState { .. } => "StartState",
+        }
+    }
+
     /// Canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
         codec::encode(self)

@@ -145,7 +145,7 @@ pub(crate) struct Agent {
     bad_datasets: HashSet<TaskId>,
     /// Datasets being assembled on their own thread, by task: the seed they are for, and the
     /// result once done.
-    assembling: HashMap<TaskId, (Hash, flume::Receiver<Result<Dataset, String>>)>,
+    assembling: HashMap<TaskId, (Hash, flume::Receiver<Result<Dataset, dataset::Assembly>>)>,
     /// Miner: tasks whose training we finished (model submitted) or dropped (it could not be
     /// mined any more).
     trained: HashSet<TaskId>,
@@ -177,7 +177,7 @@ pub(crate) struct Agent {
     screening: Screening,
     /// Miner: its own recent start states per task, served to the task's supervisors
     /// (design/020).
-    own_states: HashMap<TaskId, crate::screening::own::OwnStates>,
+    own_states: crate::screening::own_thread::OwnStatesThread,
     /// Security handlers, convictions and figures (shared with the RPC server).
     pub(crate) security: Arc<SecurityState>,
     /// Selected supervisors per task we take part in (the committee alerts are weighed by).
@@ -211,7 +211,9 @@ impl Agent {
         memory::give_large_buffers_back();
         let segments = SegmentStore::new(datadir.join("segments"));
         let screening = Screening::new(threads, security.clone());
-        Self { roles, datadir, security, segments, screening, ..Self::default() }
+        let own_states =
+            crate::screening::own_thread::OwnStatesThread::new(threads, security.clone());
+        Self { roles, datadir, security, segments, screening, own_states, ..Self::default() }
     }
 
     /// Whether `miner` of `task` stands convicted by a majority of the task's supervisors.
@@ -431,9 +433,6 @@ impl Node {
             Request::Model(hash) => Some(self.serve_model(from, hash)),
             Request::History { task, slot } => {
                 Some(Response::History(self.agent.history_slot(task, *slot)))
-            }
-            Request::StartState { task, iteration } => {
-                Some(self.serve_start_state(from, task, *iteration))
             }
             Request::Screening { task } => {
                 let finalising = {

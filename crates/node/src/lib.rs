@@ -16,6 +16,7 @@ mod bans;
 mod config;
 mod node;
 mod own_txs;
+mod priority;
 mod ratelimit;
 mod screening;
 mod security;

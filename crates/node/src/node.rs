@@ -48,10 +48,10 @@ const SYNC_STALL_SECS: u64 = 60;
 mod blocks;
 mod handle;
 mod mining;
+mod server;
 mod serving;
 mod verify;
 
-use blocks::approx_size;
 pub use handle::NodeHandle;
 
 /// Where `--attack tiny-task` stands: paying at the given time, or paid (the task's id).
@@ -135,6 +135,33 @@ pub(crate) enum Pending {
     StartState { task: TaskId, miner: Address, iteration: u64 },
 }
 
+/// A batch of blocks from the sync peer, verified one after the other (`Node::next_sync_block`).
+pub(crate) struct SyncBatch {
+    peer: PeerId,
+    /// The blocks not sent to verification yet, in order.
+    blocks: std::collections::VecDeque<BlockWithProof>,
+    /// Blocks imported so far.
+    imported: usize,
+}
+
+impl Pending {
+    /// The request's name, for logs.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Status => "Status",
+            Self::Headers => "Headers",
+            Self::Blocks => "Blocks",
+            Self::Proof { .. } => "Proof",
+            Self::Segment { .. } => "Segment",
+            Self::Model { .. } => "Model",
+            Self::Screening { .. } => "Screening",
+            Self::History { .. } => "History",
+            Self::Transaction { .. } => "Transaction",
+            Self::StartState { .. } => "StartState",
+        }
+    }
+}
+
 pub(crate) struct Node {
     /// The chain's validator (told about client tasks after every tip change).
     pub(crate) validator: Arc<PouwValidator>,
@@ -143,6 +170,8 @@ pub(crate) struct Node {
     pub(crate) config: NodeConfig,
     pub(crate) chain: Arc<RwLock<Chain>>,
     pub(crate) proofs: Arc<ProofStore>,
+    /// Peers' requests for headers, blocks and proof data, answered on a thread of their own.
+    chain_server: server::ChainServer,
     pub(crate) mempool: Mempool,
     pub(crate) miner: Option<Miner>,
     pub(crate) net: NetworkHandle,
@@ -185,6 +214,8 @@ pub(crate) struct Node {
     pub(crate) verification: crate::verifier::Verification,
     /// Gossiped blocks' verification, on a thread of its own (`verify.rs`).
     block_verifier: verify::BlockVerifier,
+    /// The sync batch whose blocks are being verified, one after the other.
+    sync_batch: Option<SyncBatch>,
 }
 
 /// What wakes the loop.
@@ -195,6 +226,10 @@ enum Wake {
     VerifierGone,
     Timeout,
 }
+
+/// A loop turn (or one event in it) that takes this long or more is logged (debug) with where
+/// its time went.
+const SLOW_TURN: Duration = Duration::from_millis(50);
 
 impl Node {
     fn run(mut self) -> Result<(), NodeError> {
@@ -230,11 +265,12 @@ impl Node {
                     }
                 },
             };
+            let turn = Instant::now();
             match wake {
                 Wake::Event(Ok(ev)) => {
-                    self.on_event(ev)?;
+                    self.timed_event(ev)?;
                     for ev in self.events.try_iter().take(EVENTS_PER_TURN).collect::<Vec<_>>() {
-                        self.on_event(ev)?;
+                        self.timed_event(ev)?;
                     }
                 }
                 Wake::Event(Err(flume::RecvError::Disconnected)) => {
@@ -247,11 +283,14 @@ impl Node {
                 // Seen (and handled) by the drain below.
                 Wake::VerifierGone | Wake::Timeout => {}
             }
+            let woke = turn.elapsed();
             self.drain_verified()?;
             while let Ok(cmd) = self.commands.try_recv() {
                 self.on_command(cmd);
             }
+            let drained = turn.elapsed();
             self.tick();
+            let ticked = turn.elapsed();
             if mining {
                 // Up to FILLER_STEPS_PER_TURN filler iterations back to back (a client task's
                 // step stays one per turn: its peers' messages arrive between turns). Training
@@ -268,6 +307,18 @@ impl Node {
                 if !self.config.mining_pause.is_zero() {
                     std::thread::sleep(self.config.mining_pause);
                 }
+            }
+            let total = turn.elapsed();
+            if total >= SLOW_TURN {
+                tracing::debug!(
+                    target: "node",
+                    total_ms = total.as_millis() as u64,
+                    woke_ms = woke.as_millis() as u64,
+                    drained_ms = (drained - woke).as_millis() as u64,
+                    tick_ms = (ticked - drained).as_millis() as u64,
+                    mine_ms = (total - ticked).as_millis() as u64,
+                    "slow loop turn"
+                );
             }
         }
         Ok(())
@@ -429,6 +480,26 @@ impl Node {
     }
 
     // ---- network events ----
+
+    /// One network event, timed: one that holds the loop [`SLOW_TURN`] or more is logged
+    /// (debug) with what it was, so an operator can see what keeps the node from answering.
+    fn timed_event(&mut self, ev: NetEvent) -> Result<(), NodeError> {
+        let started = Instant::now();
+        let what = match &ev {
+            NetEvent::Gossip { message, .. } => ("gossip", message.kind().name()),
+            NetEvent::Request { request, .. } => ("request", request.name()),
+            NetEvent::Response { id, .. } => {
+                ("answer", self.pending.get(id).map_or("unknown", |(_, p)| p.name()))
+            }
+            NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_) => ("peer", "connection"),
+        };
+        let result = self.on_event(ev);
+        let took = started.elapsed();
+        if took >= SLOW_TURN {
+            tracing::debug!(target: "node", ms = took.as_millis() as u64, event = what.0, kind = what.1, "slow event");
+        }
+        result
+    }
 
     fn on_event(&mut self, ev: NetEvent) -> Result<(), NodeError> {
         match ev {

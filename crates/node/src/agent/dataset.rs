@@ -4,6 +4,14 @@
 
 use super::*;
 
+/// Why a task's dataset could not be assembled.
+pub(super) enum Assembly {
+    /// A stored segment could not be read or no longer matches its hash: fetched again.
+    Damaged(segments::Damaged),
+    /// The segments do not make a dataset of the task's shape, or the assembly faulted.
+    Failed(String),
+}
+
 impl Node {
     /// Worker: the training dataset of task `id` (the training segments of `record`'s split),
     /// assembled once from the segments (fetched from the client while missing, for `use_`)
@@ -36,17 +44,24 @@ impl Node {
                 let result = rx.try_recv();
                 let assembled = match result {
                     Err(flume::TryRecvError::Empty) => return None,
-                    Err(flume::TryRecvError::Disconnected) => Err("the assembly stopped".into()),
+                    Err(flume::TryRecvError::Disconnected) => {
+                        Err(Assembly::Failed("the assembly stopped".into()))
+                    }
                     Ok(r) => r,
                 };
                 self.agent.assembling.remove(&id);
                 return match assembled {
+                    Err(Assembly::Damaged(d)) => {
+                        tracing::warn!(target: "node", task = %id.short(), error = %d, "a training segment is damaged");
+                        self.agent.segments.damaged(&id, d.index);
+                        None
+                    }
                     Ok(d) => {
                         let d = Arc::new(d);
                         self.agent.datasets.insert(id, (record.seed, d.clone()));
                         Some(d)
                     }
-                    Err(e) => {
+                    Err(Assembly::Failed(e)) => {
                         tracing::error!(target: "node", task = %id.short(), error = %e, "cannot assemble the task dataset");
                         self.agent.bad_datasets.insert(id);
                         None
@@ -54,18 +69,25 @@ impl Node {
                 };
             }
         }
-        let hashes = &record.definition.dataset.segment_hashes;
-        let segments = match self.agent.segments.read(&id, &split.train, hashes) {
-            Ok(s) => s,
+        // Read and checked against their hashes again on the thread too (tens of megabytes).
+        let files = match self.agent.segments.files(&id, &split.train) {
+            Ok(f) => f,
             Err(e) => {
-                tracing::warn!(target: "node", task = %id.short(), error = %e, "a training segment is damaged");
+                tracing::warn!(target: "node", task = %id.short(), error = %e, "cannot read the training segments");
                 return None;
             }
         };
         let (tx, rx) = flume::bounded(1);
         let owned = record.clone();
         let spawned = std::thread::Builder::new().name("pouw-dataset".into()).spawn(move || {
-            let assembled = guarded(|| dataset_from_segments(&owned, segments)).and_then(|r| r);
+            crate::priority::background();
+            let assembled = guarded(|| {
+                let hashes = &owned.definition.dataset.segment_hashes;
+                let segments = segments::read_checked(files, hashes).map_err(Assembly::Damaged)?;
+                dataset_from_segments(&owned, segments).map_err(Assembly::Failed)
+            })
+            .map_err(Assembly::Failed)
+            .and_then(|r| r);
             let _ = tx.send(assembled);
         });
         match spawned {
@@ -82,7 +104,7 @@ impl Node {
     /// Worker: task `id` ended: our copy of its segments is deleted and its dataset dropped
     /// (a screening still draining holds its own reference); nothing of it is fetched again.
     pub(super) fn end_task_data(&mut self, id: &TaskId) {
-        self.agent.own_states.remove(id);
+        self.agent.own_states.end(&self.net, id);
         if self.agent.segments.end(id) {
             self.agent.datasets.remove(id);
             self.agent.bad_datasets.remove(id);

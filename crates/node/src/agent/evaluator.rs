@@ -226,6 +226,7 @@ impl Node {
         let classes = record.definition.model.classes;
         let (tx, rx) = flume::bounded(1);
         let spawned = std::thread::Builder::new().name("pouw-evaluate".into()).spawn(move || {
+            crate::priority::background();
             let _ = tx.send(guarded(|| score_models(id, models, test_segments, (width, classes))));
         });
         match spawned {

@@ -49,6 +49,7 @@ pub(super) fn give_freed_pages_back_soon() {
         return;
     }
     let trim = || {
+        crate::priority::background();
         std::thread::sleep(TRIM_DELAY);
         PENDING.store(false, Ordering::Release);
         #[cfg(all(target_os = "linux", target_env = "gnu"))]

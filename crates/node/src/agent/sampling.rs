@@ -4,14 +4,11 @@
 
 use crate::{
     node::{Node, Pending},
-    screening::{own::OwnStates, sample::Sampling, StateWant},
-    stats::thread_cpu_ns,
+    screening::{sample::Sampling, StateWant},
 };
 use pouw_consensus::{pouw::Handover, task_record, TaskRecord};
-use pouw_ml::Exec;
-use pouw_net::{peer_id_of, PeerId, Request, Response};
+use pouw_net::{peer_id_of, InboundId, PeerId, Request, Response};
 use pouw_primitives::{Address, IterationMessage, TaskId};
-use std::sync::atomic::Ordering;
 
 impl Node {
     /// This supervisor's draws: keyed by its own secret key, at the configured fraction.
@@ -46,7 +43,8 @@ impl Node {
         self.agent.screening.on_state(task, miner, iteration, data);
     }
 
-    /// Miner: it sent `msg` on `task`, having applied `peers`: its start states follow it.
+    /// Miner: it sent `msg` on `task`, having applied `peers`: its start states follow it
+    /// (on their own thread, `screening::own_thread`).
     pub(crate) fn agent_own_message(
         &mut self,
         task: TaskId,
@@ -57,52 +55,31 @@ impl Node {
         if a.task_id != task {
             return;
         }
-        let fresh = self.agent.own_states.get(&task).is_none_or(|s| !s.follows(a));
-        if fresh {
-            match OwnStates::new(a, self.config.spec.commitment_depth) {
-                Some(s) => {
-                    self.agent.own_states.insert(task, s);
-                }
-                None => return,
-            }
-        }
-        let exec = Exec::new(self.config.threads.max(1));
-        let t0 = thread_cpu_ns();
-        if let Some(s) = self.agent.own_states.get_mut(&task) {
-            s.record(exec, msg, peers);
-        }
-        self.count_own_states_cpu(t0);
+        let depth = self.config.spec.commitment_depth;
+        self.agent.own_states.sent(&self.net, (a, depth), msg, peers);
     }
 
     /// Miner: it ran an iteration on `task`, having applied `peers`, and sent no message for
     /// it (its block template was refused).
     pub(crate) fn agent_own_lost_step(&mut self, task: TaskId, peers: &[IterationMessage]) {
-        let exec = Exec::new(self.config.threads.max(1));
-        if let Some(s) = self.agent.own_states.get_mut(&task) {
-            s.record_lost(exec, peers);
-        }
+        self.agent.own_states.lost(&self.net, task, peers);
     }
 
     /// Miner: the conviction handovers of `record` for its own start states of task `id`.
     pub(super) fn follow_own_states(&mut self, id: TaskId, record: &TaskRecord) {
-        if let Some(s) = self.agent.own_states.get_mut(&id) {
-            s.set_handovers(Handover::of_task(record));
-        }
-    }
-
-    fn count_own_states_cpu(&self, t0: u64) {
-        let spent = thread_cpu_ns().saturating_sub(t0);
-        self.agent.security.own_states_cpu_ns.fetch_add(spent, Ordering::Relaxed);
+        self.agent.own_states.handovers(&self.net, id, Handover::of_task(record));
     }
 
     /// Miner: the start state of its `iteration` of `task`, for one of the task's selected
-    /// supervisors only (the state is derived from the client's data, design/014).
-    pub(super) fn serve_start_state(
+    /// supervisors only (the state is derived from the client's data, design/014); answered
+    /// by the own states' thread.
+    pub(crate) fn serve_start_state(
         &mut self,
         from: &PeerId,
         task: &TaskId,
         iteration: u64,
-    ) -> Response {
+        id: InboundId,
+    ) {
         let record = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             task_record(chain.state(), task)
@@ -111,14 +88,10 @@ impl Node {
             r.participants.supervisors.iter().any(|s| peer_id_of(&s.worker).as_ref() == Some(from))
         });
         if !allowed {
-            return Response::StartState(None);
+            let _ = self.net.respond(id, Response::StartState(None));
+            return;
         }
-        let exec = Exec::new(self.config.threads.max(1));
-        let t0 = thread_cpu_ns();
-        let data = self.agent.own_states.get_mut(task).and_then(|s| s.get(exec, iteration));
-        self.count_own_states_cpu(t0);
-        tracing::debug!(target: "miner", task = %task.short(), iteration, held = data.is_some(), states = ?self.agent.own_states.get(task), "start state asked");
-        Response::StartState(data)
+        self.agent.own_states.serve(&self.net, *task, iteration, id);
     }
 
     /// Supervisor: feeds the screening of task `id` (`screen_task_now`; the screening

@@ -325,29 +325,37 @@ impl SegmentStore {
         indices: &[usize],
         hashes: &[Hash],
     ) -> Result<BTreeMap<u8, Vec<u8>>, String> {
-        let mut out = BTreeMap::new();
-        for &i in indices {
-            let index = u8::try_from(i).map_err(|_| format!("segment index {i} out of range"))?;
-            let path = self.path(task, index);
-            let bytes = std::fs::read(&path).ok().filter(|b| segment_ok(hashes, index, b));
-            match bytes {
-                Some(b) => {
-                    out.insert(index, b);
-                }
-                None => {
-                    let _ = std::fs::remove_file(&path);
-                    if let Some(t) = self.tasks.get_mut(task) {
-                        t.have.remove(&index);
-                        t.asked.remove(&index);
-                    }
-                    return Err(format!(
-                        "{}: unreadable or does not match its hash (fetched again)",
-                        path.display()
-                    ));
-                }
-            }
+        let files = self.files(task, indices)?;
+        read_checked(files, hashes).map_err(|d| {
+            self.damaged(task, d.index);
+            d.to_string()
+        })
+    }
+
+    /// Where the segments `indices` of `task` are stored, for [`read_checked`] off the loop.
+    pub(crate) fn files(
+        &self,
+        task: &TaskId,
+        indices: &[usize],
+    ) -> Result<Vec<(u8, PathBuf)>, String> {
+        indices
+            .iter()
+            .map(|&i| {
+                let index =
+                    u8::try_from(i).map_err(|_| format!("segment index {i} out of range"))?;
+                Ok((index, self.path(task, index)))
+            })
+            .collect()
+    }
+
+    /// Segment `index` of `task` could not be read or no longer matches its hash: deleted,
+    /// and fetched again.
+    pub(crate) fn damaged(&mut self, task: &TaskId, index: u8) {
+        let _ = std::fs::remove_file(self.path(task, index));
+        if let Some(t) = self.tasks.get_mut(task) {
+            t.have.remove(&index);
+            t.asked.remove(&index);
         }
-        Ok(out)
     }
 
     /// The task ended: its segments are deleted and nothing more is asked or stored for it.
@@ -371,6 +379,37 @@ impl SegmentStore {
     pub(crate) fn task_dir(&self, task: &TaskId) -> PathBuf {
         self.dir(task)
     }
+}
+
+/// A stored segment that could not be read or no longer matches its hash.
+#[derive(Debug)]
+pub(crate) struct Damaged {
+    pub(crate) index: u8,
+    path: PathBuf,
+}
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: unreadable or does not match its hash (fetched again)", self.path.display())
+    }
+}
+
+/// Reads the segment `files` ([`SegmentStore::files`]), each checked again against its hash
+/// (any thread: it touches no store state; a damaged one goes to [`SegmentStore::damaged`]).
+pub(crate) fn read_checked(
+    files: Vec<(u8, PathBuf)>,
+    hashes: &[Hash],
+) -> Result<BTreeMap<u8, Vec<u8>>, Damaged> {
+    let mut out = BTreeMap::new();
+    for (index, path) in files {
+        match std::fs::read(&path).ok().filter(|b| segment_ok(hashes, index, b)) {
+            Some(b) => {
+                out.insert(index, b);
+            }
+            None => return Err(Damaged { index, path }),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ impl Node {
             _ => true,
         };
         if have_data {
-            self.verify_gossiped(from, block, Some(id))?;
+            self.verify_gossiped(from, block, None, Some(id))?;
         } else if self.light_hold(from, id.clone(), &block) {
             // Light mode: accepted on its verifiers' attestations, or replayed (verifier.rs).
         } else {
@@ -198,10 +198,9 @@ impl Node {
         data: ProofData,
         gossip: Option<GossipId>,
     ) -> Result<(), NodeError> {
-        if self.store_proof_data(Some(from), &block, data, gossip.clone())? {
-            self.verify_gossiped(from, block, gossip)?;
-        }
-        Ok(())
+        // The data's check and storage run on the verification thread with the block's
+        // (hashing and writing megabytes), or here when its queue is full.
+        self.verify_gossiped(from, block, Some(data), gossip)
     }
 
     fn reject(&mut self, from: Option<PeerId>, gossip: Option<GossipId>, reason: String) {
@@ -220,45 +219,34 @@ impl Node {
         &mut self,
         from: Option<PeerId>,
         block: &Block,
-        mut data: ProofData,
+        data: ProofData,
         gossip: Option<GossipId>,
     ) -> Result<bool, NodeError> {
-        if data.batch.is_empty() {
-            // A filler-task block's batch does not travel: rebuilt from chain data, then
-            // checked against the batch hash like any batch (design/016).
-            data.batch = filler_batch(&read(&self.chain), block).unwrap_or_default();
-        }
-        // Nor, asked lean, its start state when it is the chain's filler state at the
-        // parent: put back, then checked against the start hashes like any data. A filler
-        // block whose state this node cannot rebuild now is not the sender's fault.
-        if data.start_params.is_empty()
-            && !complete_filler_start(&read(&self.chain), block, &mut data)
-        {
-            if let (Some(peer), Some(id)) = (from, gossip) {
-                self.validate(id, peer, Acceptance::Ignore);
-            }
-            return Ok(false);
-        }
-        let checked = check_proof_data(&read(&self.chain), block, &data);
+        let checked = check_and_store(&read(&self.chain), &self.proofs, block, data)?;
+        Ok(self.data_verdict(from, gossip, checked))
+    }
+
+    /// What a proof-data check means for the block's sender and gossip: true when the data
+    /// is stored.
+    pub(super) fn data_verdict(
+        &mut self,
+        from: Option<PeerId>,
+        gossip: Option<GossipId>,
+        checked: DataCheck,
+    ) -> bool {
         match checked {
-            Ok(()) => {}
-            // The tip moved on since the cheap checks: the block cannot be checked here
-            // now (not the sender's fault); sync brings it back if it wins.
-            Err(e) if !e.is_fault() => {
+            DataCheck::Stored => true,
+            DataCheck::NotNow => {
                 if let (Some(peer), Some(id)) = (from, gossip) {
                     self.validate(id, peer, Acceptance::Ignore);
                 }
-                return Ok(false);
+                false
             }
-            Err(e) => {
-                self.reject(from, gossip, format!("bad proof data: {e}"));
-                return Ok(false);
+            DataCheck::Fault(reason) => {
+                self.reject(from, gossip, reason);
+                false
             }
         }
-        if let Ok(Some(proof)) = proof_of(block) {
-            self.proofs.put_proof(&proof.winning.body, &data)?;
-        }
-        Ok(true)
     }
 
     /// What an import's verdict `result` means for the block's sender and gossip, and the
@@ -315,6 +303,70 @@ impl Node {
 /// belongs to. The data is then checked against the winning message's hashes like any other.
 /// False when `block` trains that filler task but the state cannot be rebuilt here now; true
 /// otherwise (a client-task block's data is left as sent: its missing start state is a fault).
+/// A block's proof data, checked against what the block names.
+#[derive(Debug)]
+pub(crate) enum DataCheck {
+    /// It is the block's data, now in the proof store.
+    Stored,
+    /// It cannot be checked here now (the tip moved on since the cheap checks, or the
+    /// chain's filler state at the parent cannot be rebuilt): not the sender's fault; sync
+    /// brings the block back if it wins.
+    NotNow,
+    /// It is not the block's data: the sender is at fault.
+    Fault(String),
+}
+
+/// Checks `data` against `block` and stores it when it is the block's ([`checked_data`]; the
+/// error is a local failure of the proof store).
+pub(crate) fn check_and_store(
+    chain: &Chain,
+    proofs: &ProofStore,
+    block: &Block,
+    data: ProofData,
+) -> Result<DataCheck, NodeError> {
+    match checked_data(chain, block, data) {
+        Ok(data) => store_data(proofs, block, &data),
+        Err(verdict) => Ok(verdict),
+    }
+}
+
+/// Stores `block`'s checked proof data.
+pub(crate) fn store_data(
+    proofs: &ProofStore,
+    block: &Block,
+    data: &ProofData,
+) -> Result<DataCheck, NodeError> {
+    if let Ok(Some(proof)) = proof_of(block) {
+        proofs.put_proof(&proof.winning.body, data)?;
+    }
+    Ok(DataCheck::Stored)
+}
+
+/// `data` completed (a filler-task block's batch and start state from chain data, design/016)
+/// and checked against what `block` names (any thread: the chain under its shared lock); the
+/// verdict when it is not the block's data or cannot be checked now.
+pub(crate) fn checked_data(
+    chain: &Chain,
+    block: &Block,
+    mut data: ProofData,
+) -> Result<ProofData, DataCheck> {
+    if data.batch.is_empty() {
+        // A filler-task block's batch does not travel: rebuilt from chain data, then checked
+        // against the batch hash like any batch.
+        data.batch = filler_batch(chain, block).unwrap_or_default();
+    }
+    // Nor, asked lean, its start state when it is the chain's filler state at the parent: put
+    // back, then checked against the start hashes like any data.
+    if data.start_params.is_empty() && !complete_filler_start(chain, block, &mut data) {
+        return Err(DataCheck::NotNow);
+    }
+    match check_proof_data(chain, block, &data) {
+        Ok(()) => Ok(data),
+        Err(e) if !e.is_fault() => Err(DataCheck::NotNow),
+        Err(e) => Err(DataCheck::Fault(format!("bad proof data: {e}"))),
+    }
+}
+
 pub(super) fn complete_filler_start(chain: &Chain, block: &Block, data: &mut ProofData) -> bool {
     let Some(parent) = chain.header(&block.header.prev_hash) else { return false };
     let ancestors = chain.branch_ancestors(parent);

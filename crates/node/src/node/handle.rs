@@ -122,6 +122,9 @@ impl NodeHandle {
             config.threads,
         );
         let limiter = crate::ratelimit::RequestLimiter::new(config.requests);
+        let block_verifier = super::verify::BlockVerifier::start(chain.clone(), proofs.clone());
+        let chain_server =
+            super::server::ChainServer::start(chain.clone(), proofs.clone(), net.clone());
         let node = Node {
             validator: tasks_validator,
             rpc,
@@ -155,7 +158,9 @@ impl NodeHandle {
             own_check_now: false,
             fetching_txs: HashSet::new(),
             verification: crate::verifier::Verification::default(),
-            block_verifier: super::verify::BlockVerifier::start(chain.clone()),
+            block_verifier,
+            sync_batch: None,
+            chain_server,
         };
         let thread = std::thread::Builder::new()
             .name("pouw-node".into())

@@ -2,6 +2,7 @@
 //! data, proof data, task data through the agent, transactions by hash), and what it does with
 //! the answers to its own requests (sync, proof data, task data).
 
+use super::server::{answer, proof_data_of};
 use super::*;
 
 impl Node {
@@ -129,30 +130,87 @@ impl Node {
         }
     }
 
+    /// A batch of blocks from the sync peer: verified one after the other, in order, on the
+    /// verification thread (`next_sync_block`); a second batch that comes while one is under
+    /// way (it never should: one sync request is in flight at a time) is imported here.
     pub(super) fn on_sync_blocks(
         &mut self,
         peer: PeerId,
         blocks: Vec<BlockWithProof>,
     ) -> Result<(), NodeError> {
-        let mut imported = 0usize;
-        // Imported here, in order, not on the verification thread: each block of a batch is
-        // the parent of the next, and how many were imported decides the next request.
-        for BlockWithProof { block, proof } in blocks {
-            let needs_data = match proof_of(&block) {
-                Ok(Some(p)) => self.proofs.get_proof(&p.winning.body)?.is_none(),
-                _ => false,
-            };
-            if needs_data && proof.is_none() {
-                self.penalise(peer, "sent a block without its proof data", 20);
-                self.sync.abort(peer);
-                return Ok(());
+        if self.sync_batch.is_some() {
+            let mut imported = 0usize;
+            for BlockWithProof { block, proof } in blocks {
+                if !self.sync_block_has_data(peer, &block, proof.is_some())? {
+                    return Ok(());
+                }
+                if !self.import(Some(peer), block, proof, None)? {
+                    self.sync.abort(peer);
+                    return Ok(());
+                }
+                imported += 1;
             }
-            if !self.import(Some(peer), block, proof, None)? {
-                self.sync.abort(peer);
-                return Ok(());
-            }
-            imported += 1;
+            return self.after_sync_batch(peer, imported);
         }
+        self.sync_batch = Some(SyncBatch { peer, blocks: blocks.into(), imported: 0 });
+        self.next_sync_block()
+    }
+
+    /// Sends the sync batch's next block to the verification thread (the verdict comes back
+    /// to `on_verified`, which calls this again), imports it here when the thread cannot take
+    /// it, or ends the batch.
+    pub(super) fn next_sync_block(&mut self) -> Result<(), NodeError> {
+        loop {
+            let Some(batch) = self.sync_batch.as_mut() else { return Ok(()) };
+            let peer = batch.peer;
+            let Some(BlockWithProof { block, proof }) = batch.blocks.pop_front() else {
+                let imported = batch.imported;
+                self.sync_batch = None;
+                return self.after_sync_batch(peer, imported);
+            };
+            if !self.sync_block_has_data(peer, &block, proof.is_some())? {
+                self.sync_batch = None;
+                return Ok(());
+            }
+            let context =
+                verify::Context { from: peer, gossip: None, started: Instant::now(), sync: true };
+            let Err(job) = self.block_verifier.submit(context, block, proof) else {
+                return Ok(());
+            };
+            let (_, block, data) = *job;
+            if !self.import(Some(peer), block, data, None)? {
+                self.sync.abort(peer);
+                self.sync_batch = None;
+                return Ok(());
+            }
+            if let Some(batch) = self.sync_batch.as_mut() {
+                batch.imported += 1;
+            }
+        }
+    }
+
+    /// Whether a synced block comes with the proof data it needs (this node may hold it
+    /// already); a peer that left it out is penalised and the sync with it stops.
+    fn sync_block_has_data(
+        &mut self,
+        peer: PeerId,
+        block: &Block,
+        has_data: bool,
+    ) -> Result<bool, NodeError> {
+        let needs_data = match proof_of(block) {
+            Ok(Some(p)) => self.proofs.get_proof(&p.winning.body)?.is_none(),
+            _ => false,
+        };
+        if needs_data && !has_data {
+            self.penalise(peer, "sent a block without its proof data", 20);
+            self.sync.abort(peer);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// A sync batch ended with `imported` blocks imported: the next request of the sync.
+    fn after_sync_batch(&mut self, peer: PeerId, imported: usize) -> Result<(), NodeError> {
         let chain = self.chain.clone();
         let next = self.sync.after_blocks(peer, imported, || read(&chain).locator());
         if let Some((p, req)) = next {
@@ -174,44 +232,24 @@ impl Node {
         id: InboundId,
         request: Request,
     ) -> Result<(), NodeError> {
+        if let Request::StartState { task, iteration } = &request {
+            self.serve_start_state(&from, task, *iteration, id);
+            return Ok(());
+        }
         if let Some(response) = self.agent_serve(&from, &request) {
             let _ = self.net.respond(id, response);
             return Ok(());
         }
-        let chain = read(&self.chain);
-        let lean = matches!(request, Request::ProofLean(_));
         let response = match request {
-            Request::Status => Response::Status(ChainStatus {
-                genesis: chain.genesis_hash(),
-                tip: chain.tip(),
-                height: chain.height(),
-                total_work: chain.tip_work().to_be_bytes(),
-            }),
-            Request::HeadersAfter { locator, max } => {
-                let max = max.min(pouw_net::messages::MAX_HEADERS_PER_RESPONSE) as usize;
-                Response::Headers(chain.headers_after_locator(&locator, max))
+            Request::Status => {
+                let chain = read(&self.chain);
+                Response::Status(ChainStatus {
+                    genesis: chain.genesis_hash(),
+                    tip: chain.tip(),
+                    height: chain.height(),
+                    total_work: chain.tip_work().to_be_bytes(),
+                })
             }
-            Request::Blocks(hashes) => {
-                let mut out = Vec::new();
-                let mut bytes = 0usize;
-                for h in hashes {
-                    let Some(block) = chain.block(&h)? else { break };
-                    let proof = self.proof_data_of(&chain, &block, false)?;
-                    bytes = bytes.saturating_add(approx_size(&block, proof.as_ref()));
-                    out.push(BlockWithProof { block, proof });
-                    if bytes > BLOCKS_RESPONSE_BUDGET {
-                        break;
-                    }
-                }
-                Response::Blocks(out)
-            }
-            Request::Proof(hash) | Request::ProofLean(hash) => match chain.block(&hash)? {
-                Some(block) => Response::Proof(self.proof_data_of(&chain, &block, lean)?),
-                None => match self.forged.iter().find(|b| b.hash() == hash) {
-                    Some(block) => Response::Proof(self.proof_data_of(&chain, block, lean)?),
-                    None => Response::Proof(None),
-                },
-            },
             Request::Segment { .. } => Response::Segment(None),
             Request::Model(_) => Response::Model(None),
             Request::History { .. } => Response::History(Vec::new()),
@@ -220,48 +258,35 @@ impl Node {
             Request::Transaction(hash) => Response::Transaction(
                 self.mempool.get(&hash).or_else(|| self.own_txs.get(&hash)).cloned().map(Box::new),
             ),
-        };
-        drop(chain);
-        let _ = self.net.respond(id, response);
-        Ok(())
-    }
-
-    /// The proof data of `block` as it goes to a peer: a filler-task block's without its batch,
-    /// which every node rebuilds from chain data, and, `lean` (the peer holds the chain's filler
-    /// state), without its start state when the iteration started from the chain's filler state
-    /// at the block's parent (design/016).
-    pub(super) fn proof_data_of(
-        &self,
-        chain: &Chain,
-        block: &Block,
-        lean: bool,
-    ) -> Result<Option<ProofData>, NodeError> {
-        let proof = match proof_of(block) {
-            Ok(Some(p)) => p,
-            _ => return Ok(None),
-        };
-        let mut data = self.proofs.get_proof(&proof.winning.body)?;
-        if let Some(d) = data.as_mut() {
-            let Some(parent) = chain.header(&block.header.prev_hash) else { return Ok(data) };
-            let ancestors = chain.branch_ancestors(parent);
-            let filler = PouwValidator::filler_task_for(chain.spec(), parent, &ancestors);
-            if filler.is_some_and(|(id, _)| id == block.header.task_id) {
-                d.batch = Vec::new();
-                let w = &proof.winning.body;
-                let start = lean
-                    .then(|| chain.filler_states().and_then(|f| f.start_for(chain, parent)))
-                    .flatten();
-                let at_chain_state = start.is_some_and(|s| {
-                    s.model_hash == w.start_model_hash && s.residual_hash == w.start_residual_hash
-                });
-                if at_chain_state {
-                    d.start_params = Vec::new();
-                    d.start_residual = Vec::new();
-                    d.start_velocity = Vec::new();
+            // The grinding attacker serves the proof data of its forged blocks, which its own
+            // chain refused (design/010).
+            Request::Proof(hash) | Request::ProofLean(hash)
+                if self.forged.iter().any(|b| b.hash() == hash) =>
+            {
+                let lean = matches!(request, Request::ProofLean(_));
+                let forged = self.forged.iter().find(|b| b.hash() == hash);
+                let chain = read(&self.chain);
+                match forged {
+                    Some(block) => {
+                        Response::Proof(proof_data_of(&self.proofs, &chain, block, lean)?)
+                    }
+                    None => Response::Proof(None),
                 }
             }
-        }
-        Ok(data)
+            // Headers, blocks and proof data: on the serving thread, or here when it is busy.
+            request => match self.chain_server.serve(id, request) {
+                Ok(()) => return Ok(()),
+                Err(job) => {
+                    let (_, request) = *job;
+                    match answer(&read(&self.chain), &self.proofs, request)? {
+                        Some(response) => response,
+                        None => return Ok(()),
+                    }
+                }
+            },
+        };
+        let _ = self.net.respond(id, response);
+        Ok(())
     }
 }
 

@@ -1,8 +1,10 @@
 //! A gossiped block's verification off the event loop.
 //!
-//! The header rules and the proof check of a block (`Chain::admit`, `Chain::verify`: the
-//! replay of one training iteration, 60-166 ms for a 407k-parameter model) run on a thread of
-//! their own, under the chain's shared lock, so the loop keeps answering requests meanwhile.
+//! The check of a block's fetched proof data against the hashes the block names and its
+//! storage (megabytes hashed and written), the header rules and the proof check
+//! (`Chain::admit`, `Chain::verify`: the replay of one training iteration, 60-166 ms for a
+//! 407k-parameter model) run on a thread of their own, under the chain's shared lock, so the
+//! loop keeps answering requests meanwhile.
 //! The loop sends a gossiped block whose proof data it holds through a bounded queue
 //! ([`QUEUE`]) with what it needs afterwards ([`Context`]), and takes back the verdict
 //! ([`Verified`]) as soon as it is ready: it then commits the block under the write lock and
@@ -12,17 +14,23 @@
 //! block verified while the chain moved on is still committed correctly. A gossiped child of a
 //! block in verification is held until its parent's verdict ([`MAX_HELD`]).
 //!
-//! Sync batches, the miner's own blocks and the blocks a light node accepts on their
-//! attestations are imported on the loop (`Node::import`): a batch in order, each block the
-//! parent of the next; the miner's next step builds on its own block; an attested block is
-//! not replayed. A commit on the loop waits for a replay under way on the thread (it holds the
-//! shared lock).
+//! A sync batch goes through the same thread one block at a time, in order: each block is
+//! the parent of the next, so the next is sent once the loop committed the one before
+//! (`Node::next_sync_block`). The miner's own blocks and the blocks a light node accepts on
+//! their attestations are imported on the loop (`Node::import`): the miner's next step builds
+//! on its own block; an attested block is not replayed. A commit on the loop waits for a
+//! replay under way on the thread (it holds the shared lock).
 
-use super::{read, Node, NodeError};
+use super::{
+    blocks::{check_and_store, checked_data, store_data, DataCheck},
+    read, Node, NodeError,
+};
 use crate::agent::guarded;
 use pouw_chain::{Chain, ChainError, ProofChecked};
+use pouw_consensus::pouw::ProofData;
 use pouw_net::{Acceptance, GossipId, PeerId};
 use pouw_primitives::{Block, Hash, Timestamp};
+use pouw_storage::ProofStore;
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock},
@@ -46,11 +54,16 @@ pub(crate) struct Context {
     pub(crate) gossip: Option<GossipId>,
     /// When the verification was asked for (the import's figures count from there).
     pub(crate) started: Instant,
+    /// The block is the next of a sync batch (`Node::next_sync_block`): its verdict sends the
+    /// batch's next block, or ends the batch.
+    pub(crate) sync: bool,
 }
 
 struct Job {
     context: Context,
     block: Block,
+    /// Proof data fetched for the block, checked and stored before the verification.
+    data: Option<ProofData>,
 }
 
 /// A block's verification, ended.
@@ -60,6 +73,9 @@ pub(crate) struct Verified {
     pub(crate) block: Block,
     /// Stages 1 and 2 of its import; `Err` with a message when the verification panicked.
     pub(crate) result: Result<Result<ProofChecked, ChainError>, String>,
+    /// The check of the proof data sent with the block (`Ok(Stored)` when none was: it was
+    /// stored before); the verification ran only when it is `Ok(Stored)`.
+    pub(crate) data: Result<DataCheck, NodeError>,
 }
 
 /// A gossiped block held until its parent's verification ends.
@@ -97,12 +113,12 @@ impl Drop for Running {
 impl BlockVerifier {
     /// The verification thread of a node whose chain is `chain`; without it (the thread could
     /// not start) every block is imported on the loop.
-    pub(crate) fn start(chain: Arc<RwLock<Chain>>) -> Self {
+    pub(crate) fn start(chain: Arc<RwLock<Chain>>, proofs: Arc<ProofStore>) -> Self {
         let (jobs, rx) = flume::bounded::<Job>(QUEUE);
         let (tx, results) = flume::unbounded();
         let spawned = std::thread::Builder::new()
             .name("pouw-verify".into())
-            .spawn(move || run(&chain, &rx, &tx));
+            .spawn(move || run(&chain, &proofs, &rx, &tx));
         let running = match spawned {
             Ok(thread) => Some(Running { jobs: Some(jobs), results, thread: Some(thread) }),
             Err(e) => {
@@ -115,18 +131,23 @@ impl BlockVerifier {
 
     /// Sends `block` to the thread; gives it back when the queue is full or the thread is gone
     /// (the caller imports it on the loop).
-    fn submit(&mut self, context: Context, block: Block) -> Result<(), Box<(Context, Block)>> {
+    pub(super) fn submit(
+        &mut self,
+        context: Context,
+        block: Block,
+        data: Option<ProofData>,
+    ) -> Result<(), Box<(Context, Block, Option<ProofData>)>> {
         let Some(jobs) = self.running.as_ref().and_then(|r| r.jobs.as_ref()) else {
-            return Err(Box::new((context, block)));
+            return Err(Box::new((context, block, data)));
         };
         let hash = block.hash();
-        match jobs.try_send(Job { context, block }) {
+        match jobs.try_send(Job { context, block, data }) {
             Ok(()) => {
                 self.verifying.insert(hash);
                 Ok(())
             }
             Err(flume::TrySendError::Full(job) | flume::TrySendError::Disconnected(job)) => {
-                Err(Box::new((job.context, job.block)))
+                Err(Box::new((job.context, job.block, job.data)))
             }
         }
     }
@@ -153,11 +174,31 @@ impl BlockVerifier {
     }
 }
 
-/// The thread: verifies each block sent until the loop closes the queue.
-fn run(chain: &RwLock<Chain>, jobs: &flume::Receiver<Job>, results: &flume::Sender<Verified>) {
-    while let Ok(Job { context, block }) = jobs.recv() {
+/// The thread: checks and stores each block's proof data sent with it, then verifies the
+/// block, until the loop closes the queue.
+fn run(
+    chain: &RwLock<Chain>,
+    proofs: &ProofStore,
+    jobs: &flume::Receiver<Job>,
+    results: &flume::Sender<Verified>,
+) {
+    while let Ok(Job { context, block, data }) = jobs.recv() {
         let copy = block.clone();
+        let mut checked = Ok(DataCheck::Stored);
         let result = guarded(|| {
+            if let Some(data) = data {
+                // Checked under the shared lock, written without it (a commit waits for
+                // neither the write nor its sync).
+                let data = checked_data(&read(chain), &copy, data);
+                checked = match data {
+                    Ok(data) => store_data(proofs, &copy, &data),
+                    Err(verdict) => Ok(verdict),
+                };
+                if !matches!(checked, Ok(DataCheck::Stored)) {
+                    // Not verified: the verdict is the data's (this result is not read).
+                    return Err(ChainError::Known(copy.hash()));
+                }
+            }
             let chain = read(chain);
             chain.admit(copy, Timestamp::now()).and_then(|checked| chain.verify(checked))
         });
@@ -165,7 +206,7 @@ fn run(chain: &RwLock<Chain>, jobs: &flume::Receiver<Job>, results: &flume::Send
             tracing::error!(target: "node", block = %block.hash().short(), error = %e, "the verification of a block panicked: the block is not imported");
         }
         // The loop is gone: the node stops.
-        if results.send(Verified { context, block, result }).is_err() {
+        if results.send(Verified { context, block, result, data: checked }).is_err() {
             return;
         }
     }
@@ -178,14 +219,21 @@ impl Node {
         &mut self,
         from: PeerId,
         block: Block,
+        data: Option<ProofData>,
         gossip: Option<GossipId>,
     ) -> Result<(), NodeError> {
-        let context = Context { from, gossip, started: Instant::now() };
-        match self.block_verifier.submit(context, block) {
+        let context = Context { from, gossip, started: Instant::now(), sync: false };
+        match self.block_verifier.submit(context, block, data) {
             Ok(()) => Ok(()),
             Err(job) => {
-                let (context, block) = *job;
+                let (context, block, data) = *job;
                 tracing::debug!(target: "node", hash = %block.hash().short(), "block verification queue full (or its thread gone): verified on the loop");
+                if let Some(data) = data {
+                    let checked = check_and_store(&read(&self.chain), &self.proofs, &block, data)?;
+                    if !self.data_verdict(Some(context.from), context.gossip.clone(), checked) {
+                        return Ok(());
+                    }
+                }
                 self.import(Some(context.from), block, None, context.gossip).map(|_| ())
             }
         }
@@ -223,6 +271,11 @@ impl Node {
                     for h in self.block_verifier.stopped() {
                         self.validate(h.gossip, h.from, Acceptance::Ignore);
                     }
+                    // The batch's block in verification is lost: the next status round
+                    // syncs again.
+                    if let Some(batch) = self.sync_batch.take() {
+                        self.sync.abort(batch.peer);
+                    }
                     return Ok(());
                 }
             }
@@ -232,12 +285,15 @@ impl Node {
     /// A block's verification ended: commit and follow-ups as for an import on the loop
     /// (`Node::commit_verified`, `Node::import_verdict`), then the blocks held for it.
     pub(super) fn on_verified(&mut self, verified: Verified) -> Result<(), NodeError> {
-        let Verified { context, block, result } = verified;
+        let Verified { context, block, result, data } = verified;
         let hash = block.hash();
         let height = block.header.height;
         self.block_verifier.verifying.remove(&hash);
-        let imported = match result {
-            Ok(staged) => {
+        // Proof data that is not the block's, or cannot be checked now: the block was not
+        // verified; the verdict is the data's. A failure of the proof store stops the node,
+        // as on the loop.
+        let imported = match (data?, result) {
+            (DataCheck::Stored, Ok(staged)) => {
                 let result = self.commit_verified(block, staged, Timestamp::now())?;
                 self.import_verdict(
                     Some(context.from),
@@ -248,14 +304,29 @@ impl Node {
                     result,
                 )
             }
-            Err(_) => {
+            (DataCheck::Stored, Err(_)) => {
                 // A fault of this node's verification, not a verdict on the block.
                 if let Some(id) = context.gossip {
                     self.validate(id, context.from, Acceptance::Ignore);
                 }
                 false
             }
+            (checked, _) => self.data_verdict(Some(context.from), context.gossip, checked),
         };
+        if context.sync {
+            match self.sync_batch.as_mut() {
+                Some(batch) if imported => {
+                    batch.imported += 1;
+                    self.next_sync_block()?;
+                }
+                Some(_) => {
+                    if let Some(batch) = self.sync_batch.take() {
+                        self.sync.abort(batch.peer);
+                    }
+                }
+                None => {}
+            }
+        }
         for h in self.block_verifier.held.remove(&hash).unwrap_or_default() {
             if imported && !self.banned.contains(&h.from) {
                 self.on_gossip_block(h.from, h.gossip, h.block)?;
@@ -275,7 +346,7 @@ mod tests {
     use std::time::Duration;
 
     fn context(from: PeerId) -> Context {
-        Context { from, gossip: Some(GossipId(vec![1])), started: Instant::now() }
+        Context { from, gossip: Some(GossipId(vec![1])), started: Instant::now(), sync: false }
     }
 
     #[test]
@@ -286,10 +357,11 @@ mod tests {
         let mut orphan = genesis.clone();
         orphan.header.height = 1;
         orphan.header.prev_hash = Hash::digest(b"a parent nobody has");
-        let mut v = BlockVerifier::start(Arc::new(RwLock::new(chain)));
+        let proofs = Arc::new(ProofStore::open(dir.path()).unwrap());
+        let mut v = BlockVerifier::start(Arc::new(RwLock::new(chain)), proofs);
         let peer = PeerId::random();
-        assert!(v.submit(context(peer), genesis.clone()).is_ok());
-        assert!(v.submit(context(peer), orphan.clone()).is_ok());
+        assert!(v.submit(context(peer), genesis.clone(), None).is_ok());
+        assert!(v.submit(context(peer), orphan.clone(), None).is_ok());
         assert!(v.has(&genesis.hash()) && v.has(&orphan.hash()));
         let results = v.results().unwrap().clone();
         let first = results.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -314,7 +386,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let chain = Chain::open(dir.path(), ChainSpec::devnet()).unwrap();
         let genesis = chain.block(&chain.genesis_hash()).unwrap().unwrap();
-        let back = v.submit(context(PeerId::random()), genesis.clone()).unwrap_err();
+        let back = v.submit(context(PeerId::random()), genesis.clone(), None).unwrap_err();
         assert_eq!(back.1.hash(), genesis.hash());
         assert!(!v.has(&genesis.hash()), "a block given back is not in verification");
     }

@@ -43,6 +43,7 @@
 mod draws;
 mod figures;
 pub(crate) mod own;
+pub(crate) mod own_thread;
 mod replay;
 pub(crate) mod sample;
 pub(crate) mod worker;

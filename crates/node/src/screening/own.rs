@@ -105,9 +105,9 @@ impl OwnStates {
         })
     }
 
-    /// Whether these states follow the assignment `a` (same task and view).
-    pub(crate) fn follows(&self, a: &Assignment) -> bool {
-        self.task_id == a.task_id && self.view == (a.split.clone(), a.miner_index, a.miners)
+    /// The task these states are of.
+    pub(crate) fn task_id(&self) -> TaskId {
+        self.task_id
     }
 
     /// The handovers of the task's convictions on chain (the miner's walk follows them).
