@@ -109,8 +109,9 @@ impl TaskScreen {
 
     /// What sampling makes of `miner`'s next message `msg` (design/020): a message that
     /// starts from the task's initial state where the shadow does not (a restart) is replayed
-    /// from it, drawn or not; another message the draw skips is counted and left; a drawn one
-    /// is replayed from the shadow when the shadow starts where it does, else from the start
+    /// from it, drawn or not; a message the shadow stands at while a run lasts is replayed from
+    /// it; another message the draw skips is counted and left; a drawn one starts a run: it is
+    /// replayed from the shadow when the shadow starts where it does, else from the start
     /// state the miner served.
     pub(super) fn sample(
         &mut self,
@@ -122,13 +123,15 @@ impl TaskScreen {
         let it = msg.body.iteration;
         let starts = (msg.body.start_model_hash, msg.body.start_residual_hash);
         let drawn = self.sampling.draws(&msg.id(), self.miners.len());
+        let run = self.sampling.run().saturating_sub(1);
         let shadow = self.shadows.get_mut(miner)?;
         let positioned = shadow.next == it && !shadow.broken && shadow.suspect.is_none();
         if positioned {
             let (m, r) = shadow.state.start_hashes();
             // A start that is not where the last replay ended goes the full way (a suspect,
             // or a restart from the initial state).
-            if drawn || (Hash(m.0), Hash(r.0)) != starts {
+            if drawn || shadow.run_left > 0 || (Hash(m.0), Hash(r.0)) != starts {
+                shadow.run_left = if drawn { run } else { shadow.run_left.saturating_sub(1) };
                 self.logs.get_mut(miner)?.fetches.remove(&it);
                 return Some(Sampled::Replay);
             }
@@ -162,6 +165,7 @@ impl TaskScreen {
                 shadow.next = it;
                 shadow.walk.seek(it);
                 shadow.broken = false;
+                shadow.run_left = run;
                 Some(Sampled::Replay)
             }
             Fetched::Failed(why, asked) => {

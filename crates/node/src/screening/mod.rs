@@ -146,6 +146,8 @@ struct Shadow {
     /// was seen: flagged only once the view is settled and [`VIEW_WAIT`] passed without the
     /// miner starting over.
     suspect: Option<(Finding, Instant)>,
+    /// Messages of the current run of replays still to replay from here (design/020, "Runs").
+    run_left: u32,
 }
 
 #[derive(Default)]
@@ -402,7 +404,9 @@ impl TaskScreen {
         .ok()?;
         let mut walk = walk;
         walk.set_handovers(self.handovers.clone());
-        Some(Shadow { state, walk, next: 0, broken: false, suspect: None })
+        // A stream (or a restart) starts with a run: its start needs no state (design/020).
+        let run_left = self.sampling.run();
+        Some(Shadow { state, walk, next: 0, broken: false, suspect: None, run_left })
     }
 
     /// The handovers of the task's convictions as this node's chain holds them: every
@@ -492,13 +496,21 @@ impl TaskScreen {
         let (&iteration, (id, since)) = if log.replay_all {
             log.queue.iter().next()?
         } else {
-            // Sampled: the first message not waiting for the start state asked of its miner
-            // (the others go on meanwhile: each drawn message is replayed from its own state).
-            log.queue.iter().find(|(it, _)| {
-                !log.fetches.get(it).is_some_and(|f| {
+            // Sampled: the first message neither waiting for the start state asked of its
+            // miner nor in the run such a message starts (the others go on meanwhile: each run
+            // is replayed from its own state; design/020, "Runs").
+            let run = u64::from(self.sampling.run().max(1));
+            let waiting: Vec<u64> = log
+                .fetches
+                .iter()
+                .filter(|(_, f)| {
                     f.state.is_none() && now.saturating_duration_since(f.asked) < FETCH_WAIT
                 })
-            })?
+                .map(|(it, _)| *it)
+                .collect();
+            log.queue
+                .iter()
+                .find(|(it, _)| !waiting.iter().any(|w| *w <= **it && **it - *w < run))?
         };
         let waited = now.saturating_duration_since(*since);
         let msg = self.known.get(id)?.clone();

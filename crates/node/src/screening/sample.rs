@@ -1,11 +1,15 @@
 //! Sampled screening (design/020): which of a miner's iteration messages a supervisor replays,
 //! and the start states it fetches from the miner to replay one it did not replay up to.
 //!
-//! A supervisor replays a message when a draw keyed by its own secret and the message id falls
-//! below its replay fraction. The miner signs its message before it can know the draw (it knows
-//! neither the key nor, for a key it could guess, which of its messages a draw picks before the
-//! id exists), so it cannot steer which of its messages are replayed; every supervisor draws
-//! with its own key, so the picks of the committee are independent.
+//! A supervisor starts a run of replays at a message when a draw keyed by its own secret and
+//! the message id falls below its replay fraction over the run length ([`RUN`]): it replays
+//! that message from the start state the miner serves, and the next `RUN - 1` messages of the
+//! miner's stream from its own replay's end state (no state to fetch), so about the replay
+//! fraction of the messages is replayed for one start state fetched per run (design/020,
+//! "Runs"). The miner signs its message before it can know the draw (it knows neither the key
+//! nor, for a key it could guess, which of its messages a draw picks before the id exists), so
+//! it cannot steer which of its messages are replayed; every supervisor draws with its own key,
+//! so the picks of the committee are independent.
 
 use pouw_consensus::pouw::{model_hash_of, residual_hash_of, ProofData};
 use pouw_ml::{Model, TrainState};
@@ -18,18 +22,29 @@ const KEY_TAG: &[u8] = b"pouw/screening/sample-key/v1";
 /// `AUTO_STREAMS / miners` of each miner's messages, about one miner's training in all.
 pub(crate) const AUTO_STREAMS: f64 = 1.0;
 
+/// Messages a run replays: a drawn message and the next `RUN - 1` of its miner's stream. A
+/// start state is about 0.8 MB for the devnet's model; fetched once per message drawn, the
+/// states made a supervisor receive 10-13x the task's training data, once per run 3-4 % of
+/// that (design/020, "Runs").
+pub(crate) const RUN: u32 = 32;
+
 /// Which messages a supervisor replays.
 #[derive(Clone, Copy)]
 pub(crate) struct Sampling {
     key: Hash,
     /// The configured fraction (`None`: [`AUTO_STREAMS`] over the task's miners).
     fraction: Option<f64>,
+    /// Messages a run replays ([`RUN`]).
+    run: u32,
 }
 
 impl std::fmt::Debug for Sampling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The key stays out of logs.
-        f.debug_struct("Sampling").field("fraction", &self.fraction).finish_non_exhaustive()
+        f.debug_struct("Sampling")
+            .field("fraction", &self.fraction)
+            .field("run", &self.run)
+            .finish_non_exhaustive()
     }
 }
 
@@ -37,7 +52,18 @@ impl Sampling {
     /// Every message replayed (the screening before sampling; tests).
     #[cfg(test)]
     pub(crate) fn full() -> Self {
-        Self { key: Hash::ZERO, fraction: Some(1.0) }
+        Self { key: Hash::ZERO, fraction: Some(1.0), run: 1 }
+    }
+
+    /// The same draws with runs of `run` messages (tests: 1 draws each message on its own).
+    #[cfg(test)]
+    pub(crate) fn with_run(self, run: u32) -> Self {
+        Self { run: run.max(1), ..self }
+    }
+
+    /// Messages a run replays.
+    pub(crate) fn run(&self) -> u32 {
+        self.run
     }
 
     /// Draws keyed by `secret` (the supervisor's secret key: nobody else can predict them),
@@ -45,7 +71,7 @@ impl Sampling {
     pub(crate) fn new(secret: &[u8; 32], fraction: Option<f64>) -> Self {
         let mut bytes = KEY_TAG.to_vec();
         bytes.extend_from_slice(secret);
-        Self { key: Hash::digest(&bytes), fraction }
+        Self { key: Hash::digest(&bytes), fraction, run: RUN }
     }
 
     /// The fraction of each miner's messages replayed in a task of `miners` miners, in
@@ -64,7 +90,7 @@ impl Sampling {
         self.fraction(miners) >= 1.0
     }
 
-    /// Whether the message `id` is drawn for replay in a task of `miners` miners.
+    /// Whether the message `id` is drawn (starts a run of replays) in a task of `miners` miners.
     pub(crate) fn draws(&self, id: &Hash, miners: usize) -> bool {
         if self.is_full(miners) {
             return true;
@@ -78,7 +104,7 @@ impl Sampling {
         draw.copy_from_slice(&digest.0[..8]);
         // A draw below fraction * 2^64 (exact enough: the fraction is a setting, not money).
         let draw = u64::from_le_bytes(draw) as f64 / 18_446_744_073_709_551_616.0;
-        draw < self.fraction(miners)
+        draw < self.fraction(miners) / f64::from(self.run.max(1))
     }
 }
 
@@ -177,8 +203,8 @@ mod tests {
 
     #[test]
     fn draws_follow_the_fraction_and_the_key() {
-        let a = Sampling::new(&[1; 32], Some(0.25));
-        let b = Sampling::new(&[2; 32], Some(0.25));
+        let a = Sampling::new(&[1; 32], Some(0.25)).with_run(1);
+        let b = Sampling::new(&[2; 32], Some(0.25)).with_run(1);
         let ids: Vec<Hash> = (0u32..4000).map(|i| Hash::digest(&i.to_le_bytes())).collect();
         let drawn_a: Vec<bool> = ids.iter().map(|id| a.draws(id, 4)).collect();
         let drawn_b: Vec<bool> = ids.iter().map(|id| b.draws(id, 4)).collect();
@@ -191,6 +217,18 @@ mod tests {
         assert!((170..330).contains(&both), "{both}");
         // The same key draws the same way again.
         assert!(ids.iter().zip(&drawn_a).all(|(id, d)| a.draws(id, 4) == *d));
+    }
+
+    #[test]
+    fn runs_start_at_the_fraction_over_the_run_length() {
+        let s = Sampling::new(&[1; 32], Some(0.25));
+        assert_eq!(s.run(), RUN);
+        let ids: Vec<Hash> = (0u32..32_000).map(|i| Hash::digest(&i.to_le_bytes())).collect();
+        let starts = ids.iter().filter(|id| s.draws(id, 4)).count();
+        // 32,000 draws at 1/4 / 32: 250 expected, sd about 16.
+        assert!((180..320).contains(&starts), "{starts}");
+        // A full replay draws every message, runs or not.
+        assert!(ids.iter().take(100).all(|id| Sampling::new(&[1; 32], Some(1.0)).draws(id, 4)));
     }
 
     #[test]

@@ -67,7 +67,7 @@ fn a_sampled_honest_stream_is_replayed_in_part_from_served_states_and_never_flag
     let (id, def, keys) = task();
     let ((seed, miners), _) = two_views(&keys);
     let t0 = Instant::now();
-    let sampling = Sampling::new(&[7; 32], Some(0.3));
+    let sampling = Sampling::new(&[7; 32], Some(0.3)).with_run(1);
     let mut screen = TaskScreen::sampled(id, def.clone(), (seed, miners.clone()), sampling, t0);
     screen.set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(&def, &seed).to_ml());
     let sent = stream((&id, &def), (&seed, &miners), &keys[1], 0, 40);
@@ -90,7 +90,7 @@ fn a_sign_flipping_miner_is_caught_by_a_sample_then_flagged_on_every_message() {
     let (id, def, keys) = task();
     let ((seed, miners), _) = two_views(&keys);
     let t0 = Instant::now();
-    let sampling = Sampling::new(&[9; 32], Some(0.2));
+    let sampling = Sampling::new(&[9; 32], Some(0.2)).with_run(1);
     let mut screen = TaskScreen::sampled(id, def.clone(), (seed, miners.clone()), sampling, t0);
     screen.set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(&def, &seed).to_ml());
     let sent = flipped(&stream((&id, &def), (&seed, &miners), &keys[2], 0, 30), &keys[2]);
@@ -114,12 +114,70 @@ fn a_sign_flipping_miner_is_caught_by_a_sample_then_flagged_on_every_message() {
     assert_eq!((v.flagged, v.replayed), (30, 30), "{v:?}");
 }
 
+/// A key whose runs of `run` start at least `starts` times in the first `within` of `msgs`.
+fn key_drawing(msgs: &[IterationMessage], fraction: f64, run: u32, within: usize) -> Sampling {
+    (0..=255u8)
+        .map(|k| Sampling::new(&[k; 32], Some(fraction)).with_run(run))
+        .find(|s| msgs.iter().take(within).filter(|m| s.draws(&m.id(), 3)).count() >= 2)
+        .unwrap()
+}
+
+#[test]
+fn a_run_replays_the_messages_after_a_drawn_one_from_one_fetched_state_and_never_flags_an_honest_miner(
+) {
+    let (id, def, keys) = task();
+    let ((seed, miners), _) = two_views(&keys);
+    let t0 = Instant::now();
+    let sent = stream((&id, &def), (&seed, &miners), &keys[1], 0, 48);
+    // Runs of 8 start with probability 0.4 / 8 a message; this key starts two or more in the
+    // first 40 messages, so at least one run ends inside the stream.
+    let sampling = key_drawing(&sent, 0.4, 8, 40);
+    let drawn = sent.iter().filter(|m| sampling.draws(&m.id(), 3)).count() as u64;
+    let mut screen = TaskScreen::sampled(id, def.clone(), (seed, miners.clone()), sampling, t0);
+    screen.set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(&def, &seed).to_ml());
+    let mut own = own_states((&id, &def), (&seed, &miners), &keys[1]);
+    for m in &sent {
+        own.record(Exec::SINGLE, m, &[]);
+        screen.receive(m, t0);
+    }
+    let found = run(&mut screen, |w| own.get(Exec::SINGLE, w.iteration), t0);
+    assert!(found.is_empty(), "{:?}", found.first().map(|f| &f.detail));
+    let v = &view_of(&screen, &keys[1].public()).view;
+    assert_eq!((v.flagged, v.unverifiable, v.unserved), (0, 0, 0), "{v:?}");
+    assert_eq!(v.replayed + v.skipped, 48, "{v:?}");
+    // One state at most per run, and every run goes on from its own replay.
+    assert!(v.fetched >= 1 && v.fetched <= drawn, "{drawn} drawn: {v:?}");
+    assert!(v.replayed >= 8 + v.fetched, "{drawn} drawn: {v:?}");
+    assert!(v.skipped >= 8 && !v.replays_all, "{v:?}");
+}
+
+#[test]
+fn a_sign_flipping_miner_is_caught_in_a_run_then_flagged_on_every_message() {
+    let (id, def, keys) = task();
+    let ((seed, miners), _) = two_views(&keys);
+    let t0 = Instant::now();
+    let sent = flipped(&stream((&id, &def), (&seed, &miners), &keys[2], 0, 30), &keys[2]);
+    let sampling = key_drawing(&sent, 0.4, 8, 30);
+    let mut screen = TaskScreen::sampled(id, def.clone(), (seed, miners.clone()), sampling, t0);
+    screen.set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(&def, &seed).to_ml());
+    let mut own = own_states((&id, &def), (&seed, &miners), &keys[2]);
+    for m in &sent {
+        own.record(Exec::SINGLE, m, &[]);
+        screen.receive(m, t0);
+    }
+    let found = run(&mut screen, |w| own.get(Exec::SINGLE, w.iteration), t0);
+    let ids: std::collections::HashSet<Hash> = found.iter().map(|f| f.message).collect();
+    assert_eq!(ids, sent.iter().map(IterationMessage::id).collect(), "every message flagged");
+    let v = &view_of(&screen, &keys[2].public()).view;
+    assert!(v.replays_all, "{v:?}");
+}
+
 #[test]
 fn a_miner_that_serves_no_state_is_replayed_whole_and_not_flagged() {
     let (id, def, keys) = task();
     let ((seed, miners), _) = two_views(&keys);
     let t0 = Instant::now();
-    let sampling = Sampling::new(&[3; 32], Some(0.3));
+    let sampling = Sampling::new(&[3; 32], Some(0.3)).with_run(1);
     let mut screen = TaskScreen::sampled(id, def.clone(), (seed, miners.clone()), sampling, t0);
     screen.set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(&def, &seed).to_ml());
     let sent = stream((&id, &def), (&seed, &miners), &keys[0], 0, 25);
