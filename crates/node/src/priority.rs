@@ -2,8 +2,8 @@
 //!
 //! A node's latency-bound work (the event loop: gossip, requests, answers, block commits; and a
 //! gossiped block's verification) runs at the process's priority. Work that only has to finish
-//! within its task's deadlines, seconds away (a supervisor's screening replays, a miner's own
-//! start states, an evaluator's model tests, a task's dataset assembly, the allocator's trims),
+//! within its task's deadlines, seconds away (a supervisor's screening replays, an evaluator's
+//! model tests, a task's dataset assembly, the allocator's trims),
 //! runs on threads of its own at a lower priority: on a machine whose cores are all busy, a
 //! block or a status request no longer waits behind a replay (docs/performance.md).
 

@@ -184,7 +184,8 @@ fn run(
     security: &SecurityState,
     exec: Exec,
 ) {
-    crate::priority::background();
+    // At the loop's priority: it replays as much as the miner trains, and falls behind a
+    // miner that outruns it (a step left out stops its serving until the miner starts over).
     let mut states: HashMap<TaskId, OwnStates> = HashMap::new();
     for command in rx.iter() {
         let t0 = thread_cpu_ns();
