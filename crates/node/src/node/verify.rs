@@ -390,4 +390,47 @@ mod tests {
         assert_eq!(back.1.hash(), genesis.hash());
         assert!(!v.has(&genesis.hash()), "a block given back is not in verification");
     }
+
+    /// A chain of `spec` with its proof store and the PoUW validator.
+    fn open(dir: &std::path::Path, spec: &ChainSpec) -> (Chain, Arc<ProofStore>) {
+        let proofs = Arc::new(ProofStore::open(dir).unwrap());
+        let validator =
+            Arc::new(pouw_chain::PouwValidator::new(proofs.clone(), pouw_ml::Exec::SINGLE));
+        let chain =
+            Chain::open_with(dir, spec.clone(), pouw_chain::ChainConfig::default(), validator)
+                .unwrap();
+        (chain, proofs)
+    }
+
+    #[test]
+    fn fetched_proof_data_is_checked_and_stored_on_the_thread_and_bad_data_is_the_senders_fault() {
+        let mut spec = ChainSpec::devnet();
+        spec.initial_target = pouw_primitives::CompactTarget(0x2100_ffff);
+        spec.max_target = pouw_primitives::CompactTarget(0x2100_ffff);
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // A block mined on one chain, with its complete proof data.
+        let (mined_on, _) = open(dir_a.path(), &spec);
+        let mut miner =
+            pouw_work::Miner::new(spec.clone(), ChainSpec::devnet_key(3), pouw_ml::Exec::SINGLE);
+        let mined = (0..200)
+            .find_map(|_| miner.step(&mined_on, &[], Timestamp::now()).unwrap().0)
+            .expect("a block at the easy target");
+        // Another node verifies it on its thread, from data a peer sent.
+        let (chain, proofs) = open(dir_b.path(), &spec);
+        let mut v = BlockVerifier::start(Arc::new(RwLock::new(chain)), proofs.clone());
+        let results = v.results().unwrap().clone();
+        let winning = mined.block.proof.as_ref().unwrap().winning.body.clone();
+        let mut bad = mined.data.clone();
+        bad.start_params[0] = f32::from_bits(bad.start_params[0].to_bits() ^ 1);
+        let peer = PeerId::random();
+        v.submit(context(peer), mined.block.clone(), Some(bad)).unwrap();
+        let first = results.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert!(matches!(first.data, Ok(DataCheck::Fault(_))), "{:?}", first.data);
+        assert!(proofs.get_proof(&winning).unwrap().is_none(), "bad data is not stored");
+        v.submit(context(peer), mined.block.clone(), Some(mined.data.clone())).unwrap();
+        let second = results.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert!(matches!(second.data, Ok(DataCheck::Stored)), "{:?}", second.data);
+        assert!(matches!(second.result, Ok(Ok(_))), "the block replays");
+        assert_eq!(proofs.get_proof(&winning).unwrap(), Some(mined.data));
+    }
 }
