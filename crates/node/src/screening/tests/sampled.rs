@@ -62,21 +62,33 @@ fn run(
     found
 }
 
-#[test]
-fn a_sampled_honest_stream_is_replayed_in_part_from_served_states_and_never_flagged() {
-    let (id, def, keys) = task();
-    let ((seed, miners), _) = two_views(&keys);
+/// Screens `sent`, `key`'s stream under the view (`seed`, `miners`), with `sampling`, the
+/// miner's own node serving its start states; the screen and every finding.
+fn screen_served(
+    (id, def): (&TaskId, &TaskDefinition),
+    (seed, miners): (&Hash, &[Address]),
+    (sampling, key): (Sampling, &Keypair),
+    sent: &[IterationMessage],
+) -> (TaskScreen, Vec<Finding>) {
     let t0 = Instant::now();
-    let sampling = Sampling::new(&[7; 32], Some(0.3)).with_run(1);
-    let mut screen = TaskScreen::sampled(id, def.clone(), (seed, miners.clone()), sampling, t0);
-    screen.set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(&def, &seed).to_ml());
-    let sent = stream((&id, &def), (&seed, &miners), &keys[1], 0, 40);
-    let mut own = own_states((&id, &def), (&seed, &miners), &keys[1]);
-    for m in &sent {
+    let mut screen = TaskScreen::sampled(*id, def.clone(), (*seed, miners.to_vec()), sampling, t0);
+    screen.set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(def, seed).to_ml());
+    let mut own = own_states((id, def), (seed, miners), key);
+    for m in sent {
         own.record(Exec::SINGLE, m, &[]);
         screen.receive(m, t0);
     }
     let found = run(&mut screen, |w| own.get(Exec::SINGLE, w.iteration), t0);
+    (screen, found)
+}
+
+#[test]
+fn a_sampled_honest_stream_is_replayed_in_part_from_served_states_and_never_flagged() {
+    let (id, def, keys) = task();
+    let ((seed, miners), _) = two_views(&keys);
+    let sampling = Sampling::new(&[7; 32], Some(0.3)).with_run(1);
+    let sent = stream((&id, &def), (&seed, &miners), &keys[1], 0, 40);
+    let (screen, found) = screen_served((&id, &def), (&seed, &miners), (sampling, &keys[1]), &sent);
     assert!(found.is_empty(), "{:?}", found.first().map(|f| &f.detail));
     let v = &view_of(&screen, &keys[1].public()).view;
     assert_eq!((v.flagged, v.unverifiable, v.unserved), (0, 0, 0), "{v:?}");
@@ -89,18 +101,10 @@ fn a_sampled_honest_stream_is_replayed_in_part_from_served_states_and_never_flag
 fn a_sign_flipping_miner_is_caught_by_a_sample_then_flagged_on_every_message() {
     let (id, def, keys) = task();
     let ((seed, miners), _) = two_views(&keys);
-    let t0 = Instant::now();
     let sampling = Sampling::new(&[9; 32], Some(0.2)).with_run(1);
-    let mut screen = TaskScreen::sampled(id, def.clone(), (seed, miners.clone()), sampling, t0);
-    screen.set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(&def, &seed).to_ml());
     let sent = flipped(&stream((&id, &def), (&seed, &miners), &keys[2], 0, 30), &keys[2]);
     // The hostile miner trains honestly and serves its true start states.
-    let mut own = own_states((&id, &def), (&seed, &miners), &keys[2]);
-    for m in &sent {
-        own.record(Exec::SINGLE, m, &[]);
-        screen.receive(m, t0);
-    }
-    let found = run(&mut screen, |w| own.get(Exec::SINGLE, w.iteration), t0);
+    let (screen, found) = screen_served((&id, &def), (&seed, &miners), (sampling, &keys[2]), &sent);
     let ids: std::collections::HashSet<Hash> = found.iter().map(|f| f.message).collect();
     assert_eq!(ids.len(), found.len(), "one alert per message");
     assert_eq!(ids, sent.iter().map(IterationMessage::id).collect(), "every message flagged");
@@ -127,20 +131,12 @@ fn a_run_replays_the_messages_after_a_drawn_one_from_one_fetched_state_and_never
 ) {
     let (id, def, keys) = task();
     let ((seed, miners), _) = two_views(&keys);
-    let t0 = Instant::now();
     let sent = stream((&id, &def), (&seed, &miners), &keys[1], 0, 48);
     // Runs of 8 start with probability 0.4 / 8 a message; this key starts two or more in the
     // first 40 messages, so at least one run ends inside the stream.
     let sampling = key_drawing(&sent, 0.4, 8, 40);
     let drawn = sent.iter().filter(|m| sampling.draws(&m.id(), 3)).count() as u64;
-    let mut screen = TaskScreen::sampled(id, def.clone(), (seed, miners.clone()), sampling, t0);
-    screen.set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(&def, &seed).to_ml());
-    let mut own = own_states((&id, &def), (&seed, &miners), &keys[1]);
-    for m in &sent {
-        own.record(Exec::SINGLE, m, &[]);
-        screen.receive(m, t0);
-    }
-    let found = run(&mut screen, |w| own.get(Exec::SINGLE, w.iteration), t0);
+    let (screen, found) = screen_served((&id, &def), (&seed, &miners), (sampling, &keys[1]), &sent);
     assert!(found.is_empty(), "{:?}", found.first().map(|f| &f.detail));
     let v = &view_of(&screen, &keys[1].public()).view;
     assert_eq!((v.flagged, v.unverifiable, v.unserved), (0, 0, 0), "{v:?}");
@@ -155,17 +151,9 @@ fn a_run_replays_the_messages_after_a_drawn_one_from_one_fetched_state_and_never
 fn a_sign_flipping_miner_is_caught_in_a_run_then_flagged_on_every_message() {
     let (id, def, keys) = task();
     let ((seed, miners), _) = two_views(&keys);
-    let t0 = Instant::now();
     let sent = flipped(&stream((&id, &def), (&seed, &miners), &keys[2], 0, 30), &keys[2]);
     let sampling = key_drawing(&sent, 0.4, 8, 30);
-    let mut screen = TaskScreen::sampled(id, def.clone(), (seed, miners.clone()), sampling, t0);
-    screen.set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(&def, &seed).to_ml());
-    let mut own = own_states((&id, &def), (&seed, &miners), &keys[2]);
-    for m in &sent {
-        own.record(Exec::SINGLE, m, &[]);
-        screen.receive(m, t0);
-    }
-    let found = run(&mut screen, |w| own.get(Exec::SINGLE, w.iteration), t0);
+    let (screen, found) = screen_served((&id, &def), (&seed, &miners), (sampling, &keys[2]), &sent);
     let ids: std::collections::HashSet<Hash> = found.iter().map(|f| f.message).collect();
     assert_eq!(ids, sent.iter().map(IterationMessage::id).collect(), "every message flagged");
     let v = &view_of(&screen, &keys[2].public()).view;
