@@ -143,6 +143,9 @@ impl Staking {
 pub enum Attack {
     /// Miner: gossips its iteration messages with every sign flipped.
     SignFlip,
+    /// Miner: gossips honest messages up to iteration 100, then every sign flipped (caught
+    /// mid-stream by the supervisors' sampled replays, design/020).
+    LateSignFlip,
     /// Miner: gossips random message maps (random coordinates and signs).
     Noise,
     /// Miner: gossips an old message map of its own again as each new iteration's.
@@ -173,8 +176,9 @@ pub enum Attack {
 
 impl Attack {
     /// Every attack, in the order the CLI lists them.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::SignFlip,
+        Self::LateSignFlip,
         Self::Noise,
         Self::Stale,
         Self::LyingSupervisor,
@@ -190,6 +194,7 @@ impl Attack {
     pub fn name(self) -> &'static str {
         match self {
             Self::SignFlip => "sign-flip",
+            Self::LateSignFlip => "late-sign-flip",
             Self::Noise => "noise",
             Self::Stale => "stale",
             Self::LyingSupervisor => "lying-supervisor",
@@ -206,9 +211,12 @@ impl Attack {
     pub fn role(self) -> Option<pouw_primitives::Role> {
         use pouw_primitives::Role;
         match self {
-            Self::SignFlip | Self::Noise | Self::Stale | Self::BadModel | Self::Grind => {
-                Some(Role::Miner)
-            }
+            Self::SignFlip
+            | Self::LateSignFlip
+            | Self::Noise
+            | Self::Stale
+            | Self::BadModel
+            | Self::Grind => Some(Role::Miner),
             Self::LyingSupervisor => Some(Role::Supervisor),
             Self::LyingEvaluator | Self::EvaluatorTheft => Some(Role::Evaluator),
             Self::WithholdTest | Self::TinyTask => None,

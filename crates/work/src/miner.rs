@@ -264,7 +264,14 @@ pub enum Poison {
     Noise,
     /// The miner's own map of [`STALE_LAG`] iterations earlier, sent again.
     Stale,
+    /// Honest maps up to iteration [`LATE_POISON_FROM`], then every sign flipped: a poisoner
+    /// that sampled screening must catch mid-stream (a stream's first messages are always
+    /// replayed).
+    LateSignFlip,
 }
+
+/// The first iteration a [`Poison::LateSignFlip`] miner poisons.
+pub const LATE_POISON_FROM: u64 = 100;
 
 /// How many iterations old the map a [`Poison::Stale`] miner re-sends is.
 pub const STALE_LAG: usize = 10;
@@ -279,6 +286,8 @@ fn poison_map(
 ) -> Vec<u32> {
     match poison {
         Poison::SignFlip => honest.iter().map(|e| e ^ 0x8000_0000).collect(),
+        Poison::LateSignFlip if iteration < LATE_POISON_FROM => honest.to_vec(),
+        Poison::LateSignFlip => honest.iter().map(|e| e ^ 0x8000_0000).collect(),
         Poison::Noise => {
             // splitmix64 seeded by the iteration: reproducible noise.
             let mut x = iteration ^ 0x9e37_79b9_7f4a_7c15;
@@ -1109,6 +1118,20 @@ mod tests {
 
     /// A miner assigned task `label` (one of `miners`, seat 0, training deadline `deadline`)
     /// with its job started and not stepped yet.
+    #[test]
+    fn a_late_sign_flipper_sends_honest_maps_until_its_start_then_flips_every_sign() {
+        let honest = vec![3u32, 0x8000_0007, 42];
+        let mut past = VecDeque::new();
+        let map = |it, past: &mut VecDeque<Vec<u32>>| {
+            poison_map(Poison::LateSignFlip, &honest, past, it, 100)
+        };
+        assert_eq!(map(0, &mut past), honest);
+        assert_eq!(map(LATE_POISON_FROM - 1, &mut past), honest);
+        let flipped = map(LATE_POISON_FROM, &mut past);
+        assert_eq!(flipped, vec![0x8000_0003, 7, 0x8000_002a]);
+        assert_eq!(flipped, poison_map(Poison::SignFlip, &honest, &mut past, 0, 100));
+    }
+
     fn assigned(label: &[u8], miners: usize, deadline: u64) -> (Miner, TaskId, Job) {
         let spec = ChainSpec::devnet();
         let (id, definition) = filler_task(&spec, &Hash::digest(label));

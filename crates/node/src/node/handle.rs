@@ -52,6 +52,7 @@ impl NodeHandle {
         if let (Some(m), Some(attack)) = (miner.as_mut(), config.attack) {
             m.set_poison(match attack {
                 crate::Attack::SignFlip => Some(pouw_work::Poison::SignFlip),
+                crate::Attack::LateSignFlip => Some(pouw_work::Poison::LateSignFlip),
                 crate::Attack::Noise => Some(pouw_work::Poison::Noise),
                 crate::Attack::Stale => Some(pouw_work::Poison::Stale),
                 _ => None,
