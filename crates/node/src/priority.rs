@@ -1,11 +1,12 @@
 //! CPU priority of the node's background work.
 //!
-//! A node's latency-bound work (the event loop: gossip, requests, answers, block commits; and a
-//! gossiped block's verification) runs at the process's priority. Work that only has to finish
-//! within its task's deadlines, seconds away (a supervisor's screening replays, an evaluator's
-//! model tests, a task's dataset assembly, the allocator's trims),
-//! runs on threads of its own at a lower priority: on a machine whose cores are all busy, a
-//! block or a status request no longer waits behind a replay (docs/performance.md).
+//! A node's latency-bound work (the event loop: gossip, requests, answers, block commits; a
+//! block's verification) runs at the process's priority, and so does the work that races a
+//! task's phases: a supervisor's screening (its accusations must land while the task trains), a
+//! miner's own start states (they keep the miner's pace) and a task's dataset assembly (the
+//! miner waits for it to train). An evaluator's model tests (their deadline is tens of blocks
+//! away) and the allocator's trims run at a lower priority: on a machine whose cores are all
+//! busy, they wait behind the rest.
 
 /// The nice value background threads take (0 is the process's own, 19 the lowest).
 pub(crate) const BACKGROUND_NICE: i32 = 10;

@@ -80,7 +80,6 @@ impl Node {
         let (tx, rx) = flume::bounded(1);
         let owned = record.clone();
         let spawned = std::thread::Builder::new().name("pouw-dataset".into()).spawn(move || {
-            crate::priority::background();
             let assembled = guarded(|| {
                 let hashes = &owned.definition.dataset.segment_hashes;
                 let segments = segments::read_checked(files, hashes).map_err(Assembly::Damaged)?;

@@ -316,7 +316,6 @@ struct Worker {
 
 impl Worker {
     fn run(mut self, commands: &flume::Receiver<Command>, outputs: &flume::Sender<Output>) {
-        crate::priority::background();
         loop {
             let mut batch = Vec::new();
             match commands.recv_timeout(IDLE) {
