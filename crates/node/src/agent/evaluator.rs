@@ -17,9 +17,10 @@ pub(super) struct Evaluation {
     pub(super) screening_given_up: bool,
     /// When this node first saw the task finalising.
     pub(super) since: Option<Instant>,
-    /// The models under test on their own thread (off the event loop): the correct counts
-    /// per miner and the test set's size, when done.
-    pub(super) scoring: Option<flume::Receiver<Result<Scored, String>>>,
+    /// The models under test on their own thread (off the event loop, the test segments read
+    /// there too): the correct counts per miner and the test set's size when done, or the test
+    /// segment found damaged.
+    pub(super) scoring: Option<flume::Receiver<Result<Result<Scored, segments::Damaged>, String>>>,
 }
 
 /// Each tested model's correct count on the test set, and the test set's size.
@@ -185,9 +186,16 @@ impl Node {
         if let Some(rx) = &eval.scoring {
             let result = rx.try_recv();
             let fault = match result {
-                Ok(Ok(scored)) => {
+                Ok(Ok(Ok(scored))) => {
                     eval.scoring = None;
                     return Some(scored);
+                }
+                Ok(Ok(Err(damaged))) => {
+                    // Read on the thread: deleted here and fetched again, then tested.
+                    eval.scoring = None;
+                    tracing::warn!(target: "evaluator", task = %id.short(), error = %damaged, "a test segment is damaged");
+                    self.agent.segments.damaged(&id, damaged.index);
+                    return None;
                 }
                 Err(flume::TryRecvError::Empty) => return None,
                 Ok(Err(fault)) => fault,
@@ -208,11 +216,12 @@ impl Node {
             .filter(|(miner, _)| !unranked.contains(miner))
             .filter_map(|(miner, m)| Some((*miner, m.clone()?)))
             .collect();
-        let hashes = &record.definition.dataset.segment_hashes;
-        let test_segments = match self.agent.segments.read(&id, test, hashes) {
-            Ok(s) => s,
+        // Read and checked against their hashes on the thread (megabytes).
+        let hashes = record.definition.dataset.segment_hashes.clone();
+        let files = match self.agent.segments.files(&id, test) {
+            Ok(f) => f,
             Err(e) => {
-                tracing::warn!(target: "evaluator", task = %id.short(), error = %e, "a test segment is damaged");
+                tracing::warn!(target: "evaluator", task = %id.short(), error = %e, "cannot read the test segments");
                 return None;
             }
         };
@@ -227,7 +236,10 @@ impl Node {
         let (tx, rx) = flume::bounded(1);
         let spawned = std::thread::Builder::new().name("pouw-evaluate".into()).spawn(move || {
             crate::priority::background();
-            let _ = tx.send(guarded(|| score_models(id, models, test_segments, (width, classes))));
+            let _ = tx.send(guarded(|| {
+                let test_segments = segments::read_checked(files, &hashes)?;
+                Ok(score_models(id, models, test_segments, (width, classes)))
+            }));
         });
         match spawned {
             Ok(_) => {

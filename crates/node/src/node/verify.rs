@@ -83,6 +83,8 @@ pub(crate) struct Held {
     pub(crate) from: PeerId,
     pub(crate) gossip: GossipId,
     pub(crate) block: Block,
+    /// The block's hash (asked for on every gossiped block: [`BlockVerifier::has`]).
+    hash: Hash,
 }
 
 /// The loop's side: the queue, the results, the blocks in verification and those held.
@@ -159,8 +161,7 @@ impl BlockVerifier {
 
     /// Whether `hash` is in verification or held for its parent's.
     pub(crate) fn has(&self, hash: &Hash) -> bool {
-        self.verifying.contains(hash)
-            || self.held.values().flatten().any(|h| h.block.hash() == *hash)
+        self.verifying.contains(hash) || self.held.values().flatten().any(|h| h.hash == *hash)
     }
 
     /// The thread stopped (it never does while the node runs: every job is guarded): blocks
@@ -252,7 +253,7 @@ impl Node {
         if !self.block_verifier.verifying.contains(&parent) || held >= MAX_HELD {
             return false;
         }
-        let held = Held { from, gossip: gossip.clone(), block: block.clone() };
+        let held = Held { from, gossip: gossip.clone(), block: block.clone(), hash: block.hash() };
         self.block_verifier.held.entry(parent).or_default().push(held);
         true
     }
