@@ -357,16 +357,17 @@ impl Node {
         for event in events {
             self.own_tx_event(event);
         }
-        if !self.peers.is_empty() {
-            for (hash, seq) in self.own_txs.due(now) {
-                tracing::debug!(target: "node", tx = %hash.short(), seq, "announcing a pending transaction of ours");
-                let announce = GossipMessage::TxAnnounce(TxAnnouncement { hash, seq });
-                if let Err(e) = self.net.publish(announce) {
-                    tracing::warn!(target: "node", error = %e, "could not announce a transaction");
-                }
+        let due = if self.peers.is_empty() { Vec::new() } else { self.own_txs.due(now) };
+        // The RPC's list counts an announcement before it goes out: a peer that heard it and
+        // asks finds it counted.
+        self.shared_own_txs.set(self.own_txs.pending());
+        for (hash, seq) in due {
+            tracing::debug!(target: "node", tx = %hash.short(), seq, "announcing a pending transaction of ours");
+            let announce = GossipMessage::TxAnnounce(TxAnnouncement { hash, seq });
+            if let Err(e) = self.net.publish(announce) {
+                tracing::warn!(target: "node", error = %e, "could not announce a transaction");
             }
         }
-        self.shared_own_txs.set(self.own_txs.pending());
     }
 
     /// Says what happened to one of our transactions (a staking ticket by its role: the agent
