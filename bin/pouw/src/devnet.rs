@@ -77,9 +77,10 @@ pub(crate) struct DevnetArgs {
     /// Honest miners (the task file's `workers.miners` is set to match).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=6))]
     miners: u16,
-    /// Run with one hostile worker: sign-flip, noise, stale, bad-model (one more miner,
-    /// hostile), lying-supervisor, lying-evaluator or evaluator-theft; or withhold-test, a
-    /// client that never reveals its test set (docs/attacks.md).
+    /// Run with one hostile worker: sign-flip, late-sign-flip, noise, stale, bad-model (one
+    /// more miner, hostile), grind (one more node mining the filler task), lying-supervisor,
+    /// lying-evaluator or evaluator-theft; or withhold-test, a client that never reveals its
+    /// test set, or tiny-task, a client paying for a self-dealt task (docs/attacks.md).
     #[arg(long)]
     attack: Option<pouw_node::Attack>,
     /// The network simulator: more nodes, a bootstrap topology, emulated links, a partition,
