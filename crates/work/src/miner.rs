@@ -285,9 +285,8 @@ fn poison_map(
     params: usize,
 ) -> Vec<u32> {
     match poison {
-        Poison::SignFlip => honest.iter().map(|e| e ^ 0x8000_0000).collect(),
         Poison::LateSignFlip if iteration < LATE_POISON_FROM => honest.to_vec(),
-        Poison::LateSignFlip => honest.iter().map(|e| e ^ 0x8000_0000).collect(),
+        Poison::SignFlip | Poison::LateSignFlip => honest.iter().map(|e| e ^ 0x8000_0000).collect(),
         Poison::Noise => {
             // splitmix64 seeded by the iteration: reproducible noise.
             let mut x = iteration ^ 0x9e37_79b9_7f4a_7c15;
@@ -520,7 +519,6 @@ impl Miner {
         if self.assignment.as_ref().is_some_and(|a| a.task_id == id) {
             self.assignment = None;
         }
-        self.parked = self.parked.take().filter(|j| j.task_id != id);
         let model = job.state.model().clone();
         let model_hash = Hash(model.hash().0);
         tracing::info!(target: "miner", task = %id.short(), model = %model_hash.short(), iterations = job.trained, "client task's training deadline near: its model so far is final");

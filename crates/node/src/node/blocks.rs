@@ -189,20 +189,6 @@ impl Node {
         Ok(self.import_verdict(from, gossip, hash, height, started, result))
     }
 
-    /// A gossiped block's proof data fetched from `from`: stored, then the block verified off
-    /// the loop (`verify.rs`).
-    pub(super) fn import_gossiped(
-        &mut self,
-        from: PeerId,
-        block: Block,
-        data: ProofData,
-        gossip: Option<GossipId>,
-    ) -> Result<(), NodeError> {
-        // The data's check and storage run on the verification thread with the block's
-        // (hashing and writing megabytes), or here when its queue is full.
-        self.verify_gossiped(from, block, Some(data), gossip)
-    }
-
     fn reject(&mut self, from: Option<PeerId>, gossip: Option<GossipId>, reason: String) {
         NodeStats::add(&self.stats.blocks_rejected, 1);
         if let (Some(peer), Some(id)) = (from, gossip) {
@@ -222,7 +208,7 @@ impl Node {
         data: ProofData,
         gossip: Option<GossipId>,
     ) -> Result<bool, NodeError> {
-        let checked = check_and_store(&read(&self.chain), &self.proofs, block, data)?;
+        let checked = check_and_store(&self.chain, &self.proofs, block, data)?;
         Ok(self.data_verdict(from, gossip, checked))
     }
 
@@ -316,40 +302,31 @@ pub(crate) enum DataCheck {
     Fault(String),
 }
 
-/// Checks `data` against `block` and stores it when it is the block's ([`checked_data`]; the
-/// error is a local failure of the proof store).
+/// Checks `data` against `block` ([`checked_data`], under the chain's shared lock) and stores
+/// it when it is the block's, without the lock (a commit waits for neither the write nor its
+/// sync); any thread. The error is a local failure of the proof store.
 pub(crate) fn check_and_store(
-    chain: &Chain,
+    chain: &RwLock<Chain>,
     proofs: &ProofStore,
     block: &Block,
     data: ProofData,
 ) -> Result<DataCheck, NodeError> {
-    match checked_data(chain, block, data) {
-        Ok(data) => store_data(proofs, block, &data),
+    let checked = checked_data(&read(chain), block, data);
+    match checked {
+        Ok(data) => {
+            if let Ok(Some(proof)) = proof_of(block) {
+                proofs.put_proof(&proof.winning.body, &data)?;
+            }
+            Ok(DataCheck::Stored)
+        }
         Err(verdict) => Ok(verdict),
     }
 }
 
-/// Stores `block`'s checked proof data.
-pub(crate) fn store_data(
-    proofs: &ProofStore,
-    block: &Block,
-    data: &ProofData,
-) -> Result<DataCheck, NodeError> {
-    if let Ok(Some(proof)) = proof_of(block) {
-        proofs.put_proof(&proof.winning.body, data)?;
-    }
-    Ok(DataCheck::Stored)
-}
-
 /// `data` completed (a filler-task block's batch and start state from chain data, design/016)
-/// and checked against what `block` names (any thread: the chain under its shared lock); the
-/// verdict when it is not the block's data or cannot be checked now.
-pub(crate) fn checked_data(
-    chain: &Chain,
-    block: &Block,
-    mut data: ProofData,
-) -> Result<ProofData, DataCheck> {
+/// and checked against what `block` names; the verdict when it is not the block's data or
+/// cannot be checked now.
+fn checked_data(chain: &Chain, block: &Block, mut data: ProofData) -> Result<ProofData, DataCheck> {
     if data.batch.is_empty() {
         // A filler-task block's batch does not travel: rebuilt from chain data, then checked
         // against the batch hash like any batch.

@@ -45,26 +45,19 @@ impl ChainServer {
         }
     }
 
-    /// Hands a chain-data request to the thread; gives it back when it is not one, or the
-    /// thread cannot take it now.
+    /// Hands a chain-data request ([`answer`]) to the thread; gives it back when the thread
+    /// cannot take it now.
     pub(crate) fn serve(
         &self,
         id: InboundId,
         request: Request,
     ) -> Result<(), Box<(InboundId, Request)>> {
-        let chain_data = matches!(
-            request,
-            Request::HeadersAfter { .. }
-                | Request::Blocks(_)
-                | Request::Proof(_)
-                | Request::ProofLean(_)
-        );
         match &self.jobs {
-            Some(jobs) if chain_data => jobs.try_send((id, request)).map_err(|e| {
+            Some(jobs) => jobs.try_send((id, request)).map_err(|e| {
                 let (flume::TrySendError::Full(job) | flume::TrySendError::Disconnected(job)) = e;
                 Box::new(job)
             }),
-            _ => Err(Box::new((id, request))),
+            None => Err(Box::new((id, request))),
         }
     }
 }
@@ -80,8 +73,7 @@ fn run(
         let name = request.name();
         let answered = crate::agent::guarded(|| answer(&read(chain), proofs, request));
         let response = match answered {
-            Ok(Ok(Some(response))) => response,
-            Ok(Ok(None)) => continue,
+            Ok(Ok(response)) => response,
             Ok(Err(e)) => {
                 tracing::error!(target: "node", request = name, error = %e, "cannot read what a peer asked for");
                 Response::Error("the node could not read its store".into())
@@ -95,14 +87,15 @@ fn run(
     }
 }
 
-/// The answer to a chain-data request (`None` for any other request).
+/// The answer to a chain-data request: headers, blocks with their proof data, proof data (the
+/// loop answers the others from its own state).
 pub(crate) fn answer(
     chain: &Chain,
     proofs: &ProofStore,
     request: Request,
-) -> Result<Option<Response>, NodeError> {
+) -> Result<Response, NodeError> {
     let lean = matches!(request, Request::ProofLean(_));
-    Ok(Some(match request {
+    Ok(match request {
         Request::HeadersAfter { locator, max } => {
             let max = max.min(pouw_net::messages::MAX_HEADERS_PER_RESPONSE) as usize;
             Response::Headers(chain.headers_after_locator(&locator, max))
@@ -125,8 +118,8 @@ pub(crate) fn answer(
             Some(block) => Response::Proof(proof_data_of(proofs, chain, &block, lean)?),
             None => Response::Proof(None),
         },
-        _ => return Ok(None),
-    }))
+        other => Response::Error(format!("{} is not answered from the chain", other.name())),
+    })
 }
 
 /// The proof data of `block` as it goes to a peer: a filler-task block's without its batch,

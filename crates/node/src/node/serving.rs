@@ -65,7 +65,8 @@ impl Node {
             (Pending::Proof { block, gossip }, Response::Proof(data)) => {
                 self.fetching.remove(&block.hash());
                 match data {
-                    Some(data) => self.import_gossiped(peer, *block, data, gossip)?,
+                    // Checked and stored with the block's verification, off the loop.
+                    Some(data) => self.verify_gossiped(peer, *block, Some(data), gossip)?,
                     None => {
                         if let Some(id) = gossip {
                             self.validate(id, peer, Acceptance::Ignore);
@@ -276,13 +277,7 @@ impl Node {
             // Headers, blocks and proof data: on the serving thread, or here when it is busy.
             request => match self.chain_server.serve(id, request) {
                 Ok(()) => return Ok(()),
-                Err(job) => {
-                    let (_, request) = *job;
-                    match answer(&read(&self.chain), &self.proofs, request)? {
-                        Some(response) => response,
-                        None => return Ok(()),
-                    }
-                }
+                Err(job) => answer(&read(&self.chain), &self.proofs, job.1)?,
             },
         };
         let _ = self.net.respond(id, response);

@@ -22,7 +22,7 @@
 //! replay under way on the thread (it holds the shared lock).
 
 use super::{
-    blocks::{check_and_store, checked_data, store_data, DataCheck},
+    blocks::{check_and_store, DataCheck},
     read, Node, NodeError,
 };
 use crate::agent::guarded;
@@ -71,10 +71,11 @@ pub(crate) struct Verified {
     pub(crate) context: Context,
     /// The block (kept to note it should it be refused, or stored as an orphan).
     pub(crate) block: Block,
-    /// Stages 1 and 2 of its import; `Err` with a message when the verification panicked.
-    pub(crate) result: Result<Result<ProofChecked, ChainError>, String>,
+    /// Stages 1 and 2 of its import (`None`: not run, the proof data sent with the block was
+    /// not stored, `data` says why); `Err` with a message when the verification panicked.
+    pub(crate) result: Result<Option<Result<ProofChecked, ChainError>>, String>,
     /// The check of the proof data sent with the block (`Ok(Stored)` when none was: it was
-    /// stored before); the verification ran only when it is `Ok(Stored)`.
+    /// stored before).
     pub(crate) data: Result<DataCheck, NodeError>,
 }
 
@@ -188,20 +189,13 @@ fn run(
         let mut checked = Ok(DataCheck::Stored);
         let result = guarded(|| {
             if let Some(data) = data {
-                // Checked under the shared lock, written without it (a commit waits for
-                // neither the write nor its sync).
-                let data = checked_data(&read(chain), &copy, data);
-                checked = match data {
-                    Ok(data) => store_data(proofs, &copy, &data),
-                    Err(verdict) => Ok(verdict),
-                };
+                checked = check_and_store(chain, proofs, &copy, data);
                 if !matches!(checked, Ok(DataCheck::Stored)) {
-                    // Not verified: the verdict is the data's (this result is not read).
-                    return Err(ChainError::Known(copy.hash()));
+                    return None;
                 }
             }
             let chain = read(chain);
-            chain.admit(copy, Timestamp::now()).and_then(|checked| chain.verify(checked))
+            Some(chain.admit(copy, Timestamp::now()).and_then(|checked| chain.verify(checked)))
         });
         if let Err(e) = &result {
             tracing::error!(target: "node", block = %block.hash().short(), error = %e, "the verification of a block panicked: the block is not imported");
@@ -229,13 +223,7 @@ impl Node {
             Err(job) => {
                 let (context, block, data) = *job;
                 tracing::debug!(target: "node", hash = %block.hash().short(), "block verification queue full (or its thread gone): verified on the loop");
-                if let Some(data) = data {
-                    let checked = check_and_store(&read(&self.chain), &self.proofs, &block, data)?;
-                    if !self.data_verdict(Some(context.from), context.gossip.clone(), checked) {
-                        return Ok(());
-                    }
-                }
-                self.import(Some(context.from), block, None, context.gossip).map(|_| ())
+                self.import(Some(context.from), block, data, context.gossip).map(|_| ())
             }
         }
     }
@@ -294,7 +282,7 @@ impl Node {
         // verified; the verdict is the data's. A failure of the proof store stops the node,
         // as on the loop.
         let imported = match (data?, result) {
-            (DataCheck::Stored, Ok(staged)) => {
+            (DataCheck::Stored, Ok(Some(staged))) => {
                 let result = self.commit_verified(block, staged, Timestamp::now())?;
                 self.import_verdict(
                     Some(context.from),
@@ -305,7 +293,7 @@ impl Node {
                     result,
                 )
             }
-            (DataCheck::Stored, Err(_)) => {
+            (DataCheck::Stored, Ok(None) | Err(_)) => {
                 // A fault of this node's verification, not a verdict on the block.
                 if let Some(id) = context.gossip {
                     self.validate(id, context.from, Acceptance::Ignore);
@@ -368,12 +356,12 @@ mod tests {
         let first = results.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(first.block.hash(), genesis.hash());
         assert_eq!(first.context.from, peer);
-        assert!(matches!(first.result, Ok(Err(ChainError::Known(h))) if h == genesis.hash()));
+        assert!(matches!(first.result, Ok(Some(Err(ChainError::Known(h)))) if h == genesis.hash()));
         let second = results.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(second.block.hash(), orphan.hash());
         assert!(matches!(
             second.result,
-            Ok(Err(ChainError::UnknownParent { hash, .. })) if hash == orphan.hash()
+            Ok(Some(Err(ChainError::UnknownParent { hash, .. }))) if hash == orphan.hash()
         ));
         // Dropping the loop's side closes the queue and joins the thread: its results end.
         drop(v);
@@ -427,11 +415,12 @@ mod tests {
         v.submit(context(peer), mined.block.clone(), Some(bad)).unwrap();
         let first = results.recv_timeout(Duration::from_secs(60)).unwrap();
         assert!(matches!(first.data, Ok(DataCheck::Fault(_))), "{:?}", first.data);
+        assert!(matches!(first.result, Ok(None)), "a block whose data is bad is not verified");
         assert!(proofs.get_proof(&winning).unwrap().is_none(), "bad data is not stored");
         v.submit(context(peer), mined.block.clone(), Some(mined.data.clone())).unwrap();
         let second = results.recv_timeout(Duration::from_secs(60)).unwrap();
         assert!(matches!(second.data, Ok(DataCheck::Stored)), "{:?}", second.data);
-        assert!(matches!(second.result, Ok(Ok(_))), "the block replays");
+        assert!(matches!(second.result, Ok(Some(Ok(_)))), "the block replays");
         assert_eq!(proofs.get_proof(&winning).unwrap(), Some(mined.data));
     }
 }

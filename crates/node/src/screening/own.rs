@@ -32,6 +32,11 @@ const MAX_LOST: usize = 2;
 /// Commitments of recent own messages kept (an iteration is bound to the one `k` back).
 const MAX_COMMITMENTS: usize = 16;
 
+/// The maps of the peer messages an iteration applied: what following it needs of them.
+pub(crate) fn peer_maps(peers: &[IterationMessage]) -> Vec<Vec<u32>> {
+    peers.iter().map(|p| p.body.map.clone()).collect()
+}
+
 /// One step of the miner on the task.
 enum Step {
     /// A message sent, with the peer maps it applied.
@@ -120,24 +125,25 @@ impl OwnStates {
         }
     }
 
-    /// The miner sent `msg`, having applied `peers`.
+    /// The miner sent `msg`, having applied the peer messages whose maps are `peer_maps`
+    /// ([`peer_maps`]).
     pub(crate) fn record(
         &mut self,
         exec: Exec,
-        msg: &IterationMessage,
-        peers: &[IterationMessage],
+        msg: Box<IterationMessage>,
+        peer_maps: Vec<Vec<u32>>,
     ) {
         if msg.body.task_id != self.task_id {
             return;
         }
-        let maps = peers.iter().map(|p| p.body.map.clone()).collect();
-        self.pending.push_back(Step::Sent(Box::new(msg.clone()), maps));
+        self.pending.push_back(Step::Sent(msg, peer_maps));
         self.bound(exec);
     }
 
-    /// The miner ran an iteration, having applied `peers`, and sent no message for it.
-    pub(crate) fn record_lost(&mut self, exec: Exec, peers: &[IterationMessage]) {
-        self.pending.push_back(Step::Lost(peers.iter().map(|p| p.body.map.clone()).collect()));
+    /// The miner ran an iteration, having applied the peer messages whose maps are
+    /// `peer_maps`, and sent no message for it.
+    pub(crate) fn record_lost(&mut self, exec: Exec, peer_maps: Vec<Vec<u32>>) {
+        self.pending.push_back(Step::Lost(peer_maps));
         self.bound(exec);
     }
 

@@ -11,7 +11,7 @@
 //! gap its replay cannot follow, so it serves no state until the miner starts over, and the
 //! supervisors then replay that miner's whole stream themselves (never a flag, design/020).
 
-use super::own::OwnStates;
+use super::own::{peer_maps, OwnStates};
 use crate::{agent::guarded, security::SecurityState, stats::thread_cpu_ns};
 use pouw_consensus::pouw::Handover;
 use pouw_ml::{Exec, Split};
@@ -31,10 +31,11 @@ enum OwnCommand {
     /// The miner works on a task under a view not followed yet: these states replace the
     /// task's.
     Follow(Box<OwnStates>),
-    /// The miner sent `msg`, having applied `peers`.
-    Sent { task: TaskId, msg: Box<IterationMessage>, peers: Vec<IterationMessage> },
-    /// The miner ran an iteration, having applied `peers`, and sent no message for it.
-    Lost { task: TaskId, peers: Vec<IterationMessage> },
+    /// The miner sent `msg`, having applied the peer messages of these maps.
+    Sent { task: TaskId, msg: Box<IterationMessage>, maps: Vec<Vec<u32>> },
+    /// The miner ran an iteration, having applied the peer messages of these maps, and sent
+    /// no message for it.
+    Lost { task: TaskId, maps: Vec<Vec<u32>> },
     /// The handovers of the task's convictions on chain.
     Handovers { task: TaskId, handovers: Vec<Handover> },
     /// The task ended: its states are dropped.
@@ -89,14 +90,14 @@ impl OwnStatesThread {
             self.handovers.remove(&task);
             self.send(net, OwnCommand::Follow(Box::new(states)));
         }
-        let (msg, peers) = (Box::new(msg.clone()), peers.to_vec());
-        self.send(net, OwnCommand::Sent { task, msg, peers });
+        let (msg, maps) = (Box::new(msg.clone()), peer_maps(peers));
+        self.send(net, OwnCommand::Sent { task, msg, maps });
     }
 
     /// The miner ran an iteration of `task`, having applied `peers`, and sent no message.
     pub(crate) fn lost(&mut self, net: &NetworkHandle, task: TaskId, peers: &[IterationMessage]) {
         if self.views.contains_key(&task) {
-            self.send(net, OwnCommand::Lost { task, peers: peers.to_vec() });
+            self.send(net, OwnCommand::Lost { task, maps: peer_maps(peers) });
         }
     }
 
@@ -216,14 +217,14 @@ fn apply(
         OwnCommand::Follow(s) => {
             states.insert(s.task_id(), *s);
         }
-        OwnCommand::Sent { task, msg, peers } => {
+        OwnCommand::Sent { task, msg, maps } => {
             if let Some(s) = states.get_mut(&task) {
-                s.record(exec, &msg, &peers);
+                s.record(exec, msg, maps);
             }
         }
-        OwnCommand::Lost { task, peers } => {
+        OwnCommand::Lost { task, maps } => {
             if let Some(s) = states.get_mut(&task) {
-                s.record_lost(exec, &peers);
+                s.record_lost(exec, maps);
             }
         }
         OwnCommand::Handovers { task, handovers } => {

@@ -75,7 +75,7 @@ fn screen_served(
     screen.set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(def, seed).to_ml());
     let mut own = own_states((id, def), (seed, miners), key);
     for m in sent {
-        own.record(Exec::SINGLE, m, &[]);
+        own.record(Exec::SINGLE, Box::new(m.clone()), Vec::new());
         screen.receive(m, t0);
     }
     let found = run(&mut screen, |w| own.get(Exec::SINGLE, w.iteration), t0);
@@ -190,7 +190,7 @@ fn a_served_state_that_is_not_the_committed_one_is_refused() {
     let sent = stream((&id, &def), (&seed, &miners), &keys[1], 0, 3);
     let mut own = own_states((&id, &def), (&seed, &miners), &keys[1]);
     for m in &sent {
-        own.record(Exec::SINGLE, m, &[]);
+        own.record(Exec::SINGLE, Box::new(m.clone()), Vec::new());
     }
     let initial = initial_state(&def).unwrap();
     let good = own.get(Exec::SINGLE, 2).unwrap();
@@ -230,8 +230,8 @@ fn a_miner_follows_iterations_whose_message_it_did_not_send() {
     let mut own = own_states((&id, &def), (&seed, &miners), &keys[1]);
     for m in &sent {
         match m.body.iteration {
-            2 | 6 => own.record_lost(Exec::SINGLE, &[]),
-            _ => own.record(Exec::SINGLE, m, &[]),
+            2 | 6 => own.record_lost(Exec::SINGLE, Vec::new()),
+            _ => own.record(Exec::SINGLE, Box::new(m.clone()), Vec::new()),
         }
     }
     let initial = initial_state(&def).unwrap();
@@ -265,7 +265,7 @@ fn a_sampled_miner_that_restarts_under_the_supervisors_view_is_not_flagged_when_
     let mut own = own_states((&id, &def), (&seed_b, &miners_b), &keys[1]);
     for m in old.iter().chain(&new) {
         if m.body.iteration > 0 {
-            own.record(Exec::SINGLE, m, &[]);
+            own.record(Exec::SINGLE, Box::new(m.clone()), Vec::new());
         }
         screen.receive(m, t0);
     }
