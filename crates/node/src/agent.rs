@@ -157,7 +157,8 @@ pub(crate) struct Agent {
     peer_progress: HashMap<(TaskId, Address), u64>,
     /// Miner: the next iteration of its own on each task (its highest sent + 1).
     own_progress: HashMap<TaskId, u64>,
-    /// Miner: when the miner first waited for its peers on each task.
+    /// Miner: when the node first saw itself selected to train each task (the start of its
+    /// wait for its peers).
     start_wait: HashMap<TaskId, Instant>,
     /// Miner: the iteration waited for on each task (bounded staleness) and since when.
     staleness_wait: HashMap<TaskId, (u64, Instant)>,
@@ -585,6 +586,7 @@ impl Node {
                         .len()
                         .saturating_sub(record.convictions.len() + 1);
                     self.agent.peer_miners.insert(id, others);
+                    self.agent.note_selected(id, Instant::now());
                     self.hold_for_convictions(id, record);
                     self.follow_own_states(id, record);
                     // The miner's step ends a walk near the deadline; a walk parked at its end

@@ -134,6 +134,14 @@ impl Agent {
         taken
     }
 
+    /// Miner: this node saw itself selected to train `task` (at `now`). The wait at the start
+    /// of a task ([`START_WAIT`]) counts from here, not from when its data arrived: a miner
+    /// that got its segments late has already waited, and waiting again for a silent peer
+    /// could leave it nothing trained by the deadline (design/012).
+    pub(crate) fn note_selected(&mut self, task: TaskId, now: Instant) {
+        self.start_wait.entry(task).or_insert(now);
+    }
+
     /// Miner: its iteration `iteration` of `task` was run and sent.
     pub(crate) fn note_own_iteration(&mut self, task: TaskId, iteration: u64) {
         let next = self.own_progress.entry(task).or_default();

@@ -177,6 +177,20 @@ fn a_miner_waits_for_peers_behind_by_more_than_the_staleness_bound_but_not_for_e
     assert!(agent.peers_caught_up(&quiet, 0, t0));
     assert!(!agent.peers_caught_up(&quiet, 1, t0));
     assert!(agent.peers_caught_up(&quiet, 1, t0 + START_WAIT));
+    // The start wait counts from the selection, not from the data's arrival: a miner
+    // selected at t0 whose segments came late waits only what is left of START_WAIT, and a
+    // silent peer cannot take a whole START_WAIT from a late miner's training window.
+    let late = Hash::digest(b"late");
+    agent.peer_miners.insert(late, 1);
+    agent.note_selected(late, t0);
+    agent.note_selected(late, t0 + START_WAIT / 2); // seen again: the first sighting counts
+    let data_at = t0 + START_WAIT * 3 / 4;
+    assert!(!agent.peers_caught_up(&late, 1, data_at));
+    assert!(agent.peers_caught_up(&late, 1, t0 + START_WAIT));
+    let later = Hash::digest(b"later");
+    agent.peer_miners.insert(later, 1);
+    agent.note_selected(later, t0);
+    assert!(agent.peers_caught_up(&later, 1, t0 + START_WAIT * 2), "no start wait left");
     // A new peer on probation (its messages cannot be applied yet) is waited for until
     // its probation ends, and then at most STALENESS_WAIT.
     let new = ChainSpec::devnet_key(3).public();

@@ -11,10 +11,16 @@ impl Node {
         let max_bytes = usize::try_from(self.config.spec.max_block_bytes / 2).unwrap_or(usize::MAX);
         let txs = self.mempool.select(max_txs, max_bytes);
         let assigned = miner.assignment().map(|a| a.task_id);
+        // Near the training deadline a miner trains without waiting for its peers: a model
+        // trained by the deadline is worth more than one more peer message in it (design/012).
+        let deadline_near = miner.assignment().is_some_and(|a| {
+            let height = read(&self.chain).height();
+            height.saturating_add(2 * pouw_work::SUBMIT_BEFORE_DEADLINE) >= a.training_deadline
+        });
         let peers = match assigned {
             Some(task) if !miner.is_holding() => {
                 let next = self.agent.own_next(&task);
-                if !self.agent.peers_caught_up(&task, next, Instant::now()) {
+                if !deadline_near && !self.agent.peers_caught_up(&task, next, Instant::now()) {
                     // Bounded staleness (design/012): not this turn; the loop waits for events
                     // (the peers' messages) instead of mining, and never sleeps.
                     self.mining_retry_at = Some(Instant::now() + STALENESS_POLL);
