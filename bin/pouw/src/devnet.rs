@@ -22,8 +22,9 @@
 //! `--miners N` runs `N` honest miners instead of 3 (the task file's `workers.miners` is set to
 //! match, in the copy written to `--dir`).
 //!
-//! `--attack NAME` adds one hostile worker (docs/attacks.md): `sign-flip`, `noise` and
-//! `stale` add one more miner (`miner-4` with 3 honest ones) that poisons the iteration
+//! `--attack NAME` adds one hostile worker (docs/attacks.md): `sign-flip`, `late-sign-flip`
+//! and `end-sign-flip` (poisoning from iteration 100, or in the walk's last 24 iterations),
+//! `noise` and `stale` add one more miner (`miner-4` with 3 honest ones) that poisons the iteration
 //! messages it gossips (the task then wants one more miner); `bad-model` adds such a miner that
 //! trains honestly but submits a final model of another shape (on a second task, one full of
 //! NaN); `lying-supervisor` makes `supervisor-3` commit wrong history
@@ -77,10 +78,11 @@ pub(crate) struct DevnetArgs {
     /// Honest miners (the task file's `workers.miners` is set to match).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=6))]
     miners: u16,
-    /// Run with one hostile worker: sign-flip, late-sign-flip, noise, stale, bad-model (one
-    /// more miner, hostile), grind (one more node mining the filler task), lying-supervisor,
-    /// lying-evaluator or evaluator-theft; or withhold-test, a client that never reveals its
-    /// test set, or tiny-task, a client paying for a self-dealt task (docs/attacks.md).
+    /// Run with one hostile worker: sign-flip, late-sign-flip, end-sign-flip, noise, stale,
+    /// bad-model (one more miner, hostile), grind (one more node mining the filler task),
+    /// lying-supervisor, lying-evaluator or evaluator-theft; or withhold-test, a client that
+    /// never reveals its test set, or tiny-task, a client paying for a self-dealt task
+    /// (docs/attacks.md).
     #[arg(long)]
     attack: Option<pouw_node::Attack>,
     /// The network simulator: more nodes, a bootstrap topology, emulated links, a partition,

@@ -100,7 +100,8 @@ pub(crate) struct NodeArgs {
     /// Bearer token that admits admin RPC methods from any address (default: loopback only).
     #[arg(long)]
     rpc_token: Option<String>,
-    /// Test the network's defences: behave as a hostile worker (sign-flip, noise, stale,
+    /// Test the network's defences: behave as a hostile worker (sign-flip, late-sign-flip,
+    /// end-sign-flip, noise, stale,
     /// lying-supervisor, lying-evaluator, bad-model, evaluator-theft; or, on a client,
     /// withhold-test; docs/attacks.md). Never on a real network.
     #[arg(long, hide = true)]

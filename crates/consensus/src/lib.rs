@@ -53,14 +53,14 @@ pub use state::{
     State, StateDiff, StateKey, StateValue, TaskRecord, TaskStatus, Ticket,
 };
 pub use tasks::{
-    attestation_quorum, authorize_worker, available_workers, block_verifiers, check_block_task,
-    check_pay_for_task, check_workers_available, client_bond, committee_after, committee_of,
-    evaluator_quota, expected_payouts, history_root, history_slot, miners_share, rank_payouts,
-    select_weighted, selection_draw, split_segments, supervisor_quota, task_deadlines, task_record,
-    task_split, task_split_of, task_view, ticket_matches, verdict_hash, Candidate, HistoryRootView,
-    ModelView, TaskSplit, TaskView, VerdictView, WorkerAvailability, BLOCK_VERIFIERS,
-    EVALUATOR_QUOTA_PERMILLE, HISTORY_SLOT_ITERATIONS, MAX_HISTORY_SLOTS, SELECTED_ROLES,
-    SPLIT_CONTEXT, SUPERVISOR_QUOTA_PERMILLE,
+    accusations_open, attestation_quorum, authorize_worker, available_workers, block_verifiers,
+    check_block_task, check_pay_for_task, check_workers_available, client_bond, committee_after,
+    committee_of, evaluator_quota, expected_payouts, history_root, history_slot, miners_share,
+    rank_payouts, select_weighted, selection_draw, split_segments, supervisor_quota,
+    task_deadlines, task_record, task_split, task_split_of, task_view, ticket_matches,
+    verdict_hash, Candidate, HistoryRootView, ModelView, TaskSplit, TaskView, VerdictView,
+    WorkerAvailability, BLOCK_VERIFIERS, EVALUATOR_QUOTA_PERMILLE, HISTORY_SLOT_ITERATIONS,
+    MAX_HISTORY_SLOTS, SELECTED_ROLES, SPLIT_CONTEXT, SUPERVISOR_QUOTA_PERMILLE,
 };
 pub use template::TemplateRoot;
 pub use tickets::{confiscate_ticket, expire_tickets, release_ticket, tickets_of};

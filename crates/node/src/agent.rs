@@ -191,6 +191,9 @@ pub(crate) struct Agent {
     equivocations: HashMap<(TaskId, Address), (IterationMessage, IterationMessage)>,
     /// Supervisor: when we last sent an AccuseMiner for a (task, miner) not yet recorded.
     accused: HashMap<(TaskId, Address), Instant>,
+    /// Supervisor: (task, miner) pairs whose evidence is too large for an AccuseMiner
+    /// (logged once).
+    too_large_evidence: HashSet<(TaskId, Address)>,
     /// Miner: since when a conviction seen here has been waiting to reach the chain.
     hold_since: HashMap<TaskId, Instant>,
     /// Miner: the other miners of the task not convicted on chain.
@@ -446,7 +449,12 @@ impl Node {
                         )
                     })
                 };
-                let status = self.agent.screening.status(task, finalising, Instant::now());
+                let mut status = self.agent.screening.status(task, finalising, Instant::now());
+                if status.as_ref().is_some_and(|s| s.done) && self.owes_accusation(*task) {
+                    if let Some(s) = status.as_mut() {
+                        s.done = false;
+                    }
+                }
                 Some(Response::Screening(status))
             }
             _ => None,

@@ -146,6 +146,9 @@ pub enum Attack {
     /// Miner: gossips honest messages up to iteration 100, then every sign flipped (caught
     /// mid-stream by the supervisors' sampled replays, design/020).
     LateSignFlip,
+    /// Miner: gossips honest messages until the last 24 iterations of its walk, then every
+    /// sign flipped (flagged too late for training: convicted in Finalising, design/009).
+    EndSignFlip,
     /// Miner: gossips random message maps (random coordinates and signs).
     Noise,
     /// Miner: gossips an old message map of its own again as each new iteration's.
@@ -176,9 +179,10 @@ pub enum Attack {
 
 impl Attack {
     /// Every attack, in the order the CLI lists them.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::SignFlip,
         Self::LateSignFlip,
+        Self::EndSignFlip,
         Self::Noise,
         Self::Stale,
         Self::LyingSupervisor,
@@ -195,6 +199,7 @@ impl Attack {
         match self {
             Self::SignFlip => "sign-flip",
             Self::LateSignFlip => "late-sign-flip",
+            Self::EndSignFlip => "end-sign-flip",
             Self::Noise => "noise",
             Self::Stale => "stale",
             Self::LyingSupervisor => "lying-supervisor",
@@ -213,6 +218,7 @@ impl Attack {
         match self {
             Self::SignFlip
             | Self::LateSignFlip
+            | Self::EndSignFlip
             | Self::Noise
             | Self::Stale
             | Self::BadModel

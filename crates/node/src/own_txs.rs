@@ -377,6 +377,11 @@ impl Node {
             TxKind::BuyTicket { role, .. } => Some(*role),
             _ => None,
         };
+        if let Event::Dropped { tx, .. } = &event {
+            if let TxKind::ChargeForTask { task_id, .. } = &tx.body.kind {
+                self.vote_dropped(*task_id);
+            }
+        }
         match event {
             Event::Reinserted(hash) => {
                 tracing::info!(target: "node", tx = %hash.short(), "own transaction put back into the pool");

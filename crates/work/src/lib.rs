@@ -21,8 +21,8 @@ mod verify;
 pub use grind::{thread_cpu_ns, Grinder, MiningStats};
 pub use miner::{
     initial_state, initial_state_with, Assignment, BatchWalk, FinishedModel, MinedBlock, Miner,
-    MinerError, Poison, StepMetrics, StepOutput, Template, LATE_POISON_FROM, STALE_LAG,
-    SUBMIT_BEFORE_DEADLINE,
+    MinerError, Poison, StepMetrics, StepOutput, Template, END_POISON_LAST, LATE_POISON_FROM,
+    STALE_LAG, SUBMIT_BEFORE_DEADLINE,
 };
 pub use start::{start_model, StartError};
 pub use verify::{verify_chain, VerifyFailure, VerifyReport};

@@ -181,6 +181,12 @@ impl BatchWalk {
         self.schedule.position(iteration).is_ok()
     }
 
+    /// How many iterations the walk has (as the handovers set so far give it); `None` for a
+    /// filler task's, which never ends.
+    pub fn walk_len(&self) -> Option<u64> {
+        self.schedule.walk_len()
+    }
+
     /// Whether the walk is over (no batch for the next iteration).
     pub fn ended(&self) -> bool {
         !self.has(self.next)
@@ -268,10 +274,17 @@ pub enum Poison {
     /// that sampled screening must catch mid-stream (a stream's first messages are always
     /// replayed).
     LateSignFlip,
+    /// Honest maps until the last [`END_POISON_LAST`] iterations of its walk, then every sign
+    /// flipped: a poisoner whose first flag comes too late for the accusations to reach the
+    /// chain before training ends (design/009, "Late accusations").
+    EndSignFlip,
 }
 
 /// The first iteration a [`Poison::LateSignFlip`] miner poisons.
 pub const LATE_POISON_FROM: u64 = 100;
+
+/// How many of its walk's last iterations a [`Poison::EndSignFlip`] miner poisons.
+pub const END_POISON_LAST: u64 = 24;
 
 /// How many iterations old the map a [`Poison::Stale`] miner re-sends is.
 pub const STALE_LAG: usize = 10;
@@ -281,12 +294,16 @@ fn poison_map(
     poison: Poison,
     honest: &[u32],
     past: &mut VecDeque<Vec<u32>>,
-    iteration: u64,
+    (iteration, walk_len): (u64, Option<u64>),
     params: usize,
 ) -> Vec<u32> {
+    let near_end = walk_len.is_some_and(|n| iteration.saturating_add(END_POISON_LAST) >= n);
     match poison {
         Poison::LateSignFlip if iteration < LATE_POISON_FROM => honest.to_vec(),
-        Poison::SignFlip | Poison::LateSignFlip => honest.iter().map(|e| e ^ 0x8000_0000).collect(),
+        Poison::EndSignFlip if !near_end => honest.to_vec(),
+        Poison::SignFlip | Poison::LateSignFlip | Poison::EndSignFlip => {
+            honest.iter().map(|e| e ^ 0x8000_0000).collect()
+        }
         Poison::Noise => {
             // splitmix64 seeded by the iteration: reproducible noise.
             let mut x = iteration ^ 0x9e37_79b9_7f4a_7c15;
@@ -715,7 +732,8 @@ impl Miner {
         if let (Some(poison), true) = (self.poison, on_client) {
             let params = job.state.model().param_count();
             let honest = std::mem::take(&mut body.map);
-            body.map = poison_map(poison, &honest, &mut self.poison_past, i, params);
+            let at = (i, job.walk.walk_len());
+            body.map = poison_map(poison, &honest, &mut self.poison_past, at, params);
             if body.map != honest {
                 self.poisoned = self.poisoned.saturating_add(1);
             }
@@ -1114,22 +1132,32 @@ mod tests {
         assert_eq!(miner.resume, Some((id, 7)));
     }
 
-    /// A miner assigned task `label` (one of `miners`, seat 0, training deadline `deadline`)
-    /// with its job started and not stepped yet.
     #[test]
     fn a_late_sign_flipper_sends_honest_maps_until_its_start_then_flips_every_sign() {
         let honest = vec![3u32, 0x8000_0007, 42];
         let mut past = VecDeque::new();
         let map = |it, past: &mut VecDeque<Vec<u32>>| {
-            poison_map(Poison::LateSignFlip, &honest, past, it, 100)
+            poison_map(Poison::LateSignFlip, &honest, past, (it, Some(1_000)), 100)
         };
         assert_eq!(map(0, &mut past), honest);
         assert_eq!(map(LATE_POISON_FROM - 1, &mut past), honest);
         let flipped = map(LATE_POISON_FROM, &mut past);
         assert_eq!(flipped, vec![0x8000_0003, 7, 0x8000_002a]);
-        assert_eq!(flipped, poison_map(Poison::SignFlip, &honest, &mut past, 0, 100));
+        assert_eq!(flipped, poison_map(Poison::SignFlip, &honest, &mut past, (0, None), 100));
+        // The end poisoner: honest until the last END_POISON_LAST iterations of its walk.
+        let end = |it, len, past: &mut VecDeque<Vec<u32>>| {
+            poison_map(Poison::EndSignFlip, &honest, past, (it, len), 100)
+        };
+        let len = 500;
+        assert_eq!(end(0, Some(len), &mut past), honest);
+        assert_eq!(end(len - END_POISON_LAST - 1, Some(len), &mut past), honest);
+        assert_eq!(end(len - END_POISON_LAST, Some(len), &mut past), flipped);
+        assert_eq!(end(len - 1, Some(len), &mut past), flipped);
+        assert_eq!(end(len - 1, None, &mut past), honest, "no walk length: nothing known to end");
     }
 
+    /// A miner assigned task `label` (one of `miners`, seat 0, training deadline `deadline`)
+    /// with its job started and not stepped yet.
     fn assigned(label: &[u8], miners: usize, deadline: u64) -> (Miner, TaskId, Job) {
         let spec = ChainSpec::devnet();
         let (id, definition) = filler_task(&spec, &Hash::digest(label));

@@ -135,12 +135,16 @@ pub(crate) fn check_evidence(
     }
 }
 
-/// A supervisor accuses a selected miner (Training only; once per supervisor and miner), with
+/// A supervisor accuses a selected miner (in Training, or in Finalising until the first
+/// verdict vote is recorded; once per supervisor and miner), with
 /// the miner's own signed messages as evidence, checked here (design/013). A strict majority
 /// of the task's supervisors accusing the same miner with flagged messages convicts it; one
 /// equivocation (two different signed messages for one iteration) convicts it on its own
 /// (design/009): its batches go to the heirs the [`Conviction`] records, it may no longer
-/// mine the task or submit a model, and training no longer waits for its model.
+/// mine the task or submit a model, and training no longer waits for its model. A conviction
+/// in Finalising hands nothing over (training is over: no heirs) and closes with the first
+/// vote, so every vote counted was cast knowing every conviction (design/009, "Late
+/// accusations").
 pub(crate) fn accuse_miner(
     overlay: &mut Overlay<'_>,
     supervisor: Address,
@@ -149,9 +153,18 @@ pub(crate) fn accuse_miner(
     evidence: &MinerEvidence,
     ctx: &BlockContext<'_>,
 ) -> Result<(), ConsensusError> {
-    let mut task = task_in_phase(overlay, &task_id, role_action(Role::Supervisor), |s| {
-        matches!(s, TaskStatus::Training)
+    const ACTION: &str = "accuse a miner as supervisor";
+    let mut task = task_in_phase(overlay, &task_id, ACTION, |s| {
+        matches!(s, TaskStatus::Training | TaskStatus::Finalising { .. })
     })?;
+    let training = matches!(task.status, TaskStatus::Training);
+    if !training && verdict_voted(overlay, &task_id, &task) {
+        return Err(ConsensusError::WrongPhase {
+            task: task_id,
+            phase: "finalising with a verdict vote recorded",
+            action: ACTION,
+        });
+    }
     authorize_worker(&task_id, &task, &supervisor, Role::Supervisor)?;
     if !task.participants.miners.iter().any(|s| s.worker == miner) {
         return Err(ConsensusError::InvalidTx {
@@ -174,20 +187,46 @@ pub(crate) fn accuse_miner(
     task.accusations.push(MinerAccusation { supervisor, miner, evidence, at: ctx.height });
     let accusers = task.accusations.iter().filter(|a| a.miner == miner).count();
     if equivocation.is_some() || accusers > task.participants.supervisors.len() / 2 {
-        let heirs = task
-            .participants
-            .miners
-            .iter()
-            .map(|s| s.worker)
-            .filter(|m| *m != miner && !task.models.contains(m) && !task.is_convicted(m))
-            .collect();
+        let heirs = if training {
+            task.participants
+                .miners
+                .iter()
+                .map(|s| s.worker)
+                .filter(|m| *m != miner && !task.models.contains(m) && !task.is_convicted(m))
+                .collect()
+        } else {
+            Vec::new()
+        };
         task.convictions.push(Conviction { miner, at: ctx.height, heirs, equivocation });
-        if training_done(&task) {
+        if training && training_done(&task) {
             task.status = TaskStatus::Finalising { since: ctx.height };
         }
     }
     save(overlay, task_id, task);
     Ok(())
+}
+
+/// Whether an AccuseMiner for task `id` can apply on `state`: the task trains, or it
+/// finalises and no verdict vote is recorded yet (design/009, "Late accusations").
+pub fn accusations_open(state: &State, id: &TaskId) -> bool {
+    let Some(task) = task_record(state, id) else { return false };
+    match task.status {
+        TaskStatus::Training => true,
+        TaskStatus::Finalising { .. } => !task
+            .participants
+            .evaluators
+            .iter()
+            .any(|s| state.get(&StateKey::Verdict { task: *id, evaluator: s.worker }).is_some()),
+        _ => false,
+    }
+}
+
+/// Whether a selected evaluator's verdict vote on `task_id` is recorded.
+fn verdict_voted(overlay: &Overlay<'_>, task_id: &TaskId, task: &TaskRecord) -> bool {
+    task.participants
+        .evaluators
+        .iter()
+        .any(|s| overlay.get(&StateKey::Verdict { task: *task_id, evaluator: s.worker }).is_some())
 }
 
 /// Whether every selected miner not convicted has submitted its model (and at least one did).

@@ -1030,6 +1030,47 @@ fn no_deadline_left(c: &Chain) -> bool {
 }
 
 #[test]
+fn a_miner_flagged_too_late_for_training_is_still_convicted_until_the_first_vote() {
+    // Every model is in (training over, Finalising) before the supervisors' accusations of a
+    // miner that poisoned its last iterations land: they still convict it, it hands nothing
+    // over, and the verdict must confiscate its stake. Once a vote is recorded, accusations
+    // close: every vote counted was cast knowing every conviction.
+    let (mut c, id) = committee_task();
+    let p = c.task(&id).participants;
+    let (miners, sups, evs) = (workers(&p.miners), workers(&p.supervisors), workers(&p.evaluators));
+    for m in &miners {
+        c.participants_tx(m, submit(id, &m.0)).unwrap();
+    }
+    assert!(matches!(c.task(&id).status, TaskStatus::Finalising { .. }));
+    c.participants_tx(&sups[0], accuse(id, miners[0])).unwrap();
+    c.participants_tx(&sups[1], accuse(id, miners[0])).unwrap();
+    let rec = c.task(&id);
+    assert_eq!(rec.convictions.len(), 1);
+    assert_eq!((rec.convictions[0].miner, rec.convictions[0].heirs.len()), (miners[0], 0));
+    assert!(matches!(rec.status, TaskStatus::Finalising { .. }), "still finalising");
+    // A vote that does not confiscate it is refused; the one that does counts.
+    let blind = verdict(&c, id, &miners, &[]);
+    let e = unwrap_tx_error(c.participants_tx(&evs[0], blind).unwrap_err());
+    assert_eq!(e, E::ConvictionNotConfiscated(miners[0]));
+    let v = verdict(&c, id, &miners[1..], &[miners[0]]);
+    c.participants_tx(&evs[0], v.clone()).unwrap();
+    // The first vote closed the accusations.
+    let e = unwrap_tx_error(c.participants_tx(&sups[0], accuse(id, miners[1])).unwrap_err());
+    assert!(
+        matches!(e, E::WrongPhase { phase: "finalising with a verdict vote recorded", .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("cannot accuse a miner as supervisor"), "{e}");
+    c.participants_tx(&evs[1], v).unwrap();
+    let done = c.task(&id);
+    assert!(matches!(done.status, TaskStatus::Completed { .. }));
+    let s = done.settlement.unwrap();
+    let confiscated: Vec<_> = s.confiscated.iter().map(|seat| seat.worker).collect();
+    assert_eq!(confiscated, vec![miners[0]]);
+    assert!(s.payouts.iter().all(|p| p.to != miners[0]), "the convict is not paid");
+}
+
+#[test]
 fn an_evaluator_whose_vote_lands_after_the_execution_is_paid_its_share() {
     // 3 evaluators: 2 votes execute the verdict, each paid a third of the quota; the third
     // vote, a block later, is paid the third held for it.

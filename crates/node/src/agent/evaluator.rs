@@ -10,6 +10,9 @@ pub(super) struct Evaluation {
     pub(super) models: BTreeMap<Address, Option<pouw_ml::Model>>,
     pub(super) asked: HashMap<Address, Instant>,
     pub(super) voted: bool,
+    /// Votes dropped as invalid and cast again (a conviction that reached the chain after
+    /// the vote was made, design/009 "Late accusations"); at most [`MAX_REVOTES`].
+    pub(super) revotes: u8,
     /// Supervisors that reported their screening of the task done.
     pub(super) screened_by: HashSet<Address>,
     pub(super) screening_asked: HashMap<Address, Instant>,
@@ -62,7 +65,23 @@ fn score_models(
     (scores, y.len())
 }
 
+/// The most times an evaluator casts its vote on one task again after it was dropped.
+const MAX_REVOTES: u8 = 3;
+
 impl Node {
+    /// Evaluator: our vote on `task` was dropped as invalid before it landed (a conviction
+    /// recorded after it was made, so it no longer confiscates every convict): it is made
+    /// again from the chain as it is now, so an honest evaluator is not left without its
+    /// share.
+    pub(crate) fn vote_dropped(&mut self, task: TaskId) {
+        let Some(eval) = self.agent.evaluations.get_mut(&task) else { return };
+        if eval.voted && eval.revotes < MAX_REVOTES {
+            eval.revotes += 1;
+            eval.voted = false;
+            tracing::info!(target: "evaluator", task = %task.short(), "our vote was dropped before it landed: voting again on the chain as it is now");
+        }
+    }
+
     /// Evaluator: tests every submitted model on the test segments and votes (ChargeForTask),
     /// once: while the task finalises, and after the verdict executed without our vote while
     /// our share of the quota is held (a late vote, design/005; the `Completed` branch of

@@ -72,11 +72,49 @@ impl Node {
     /// strict majority of the supervisors convicts it there (an equivocation alone does,
     /// design/013), and its batches go to the honest miners. The evidence is the miner's own
     /// signed messages (an equivocation's two variants when there is one). Re-sent after
-    /// [`ACCUSE_RETRY`] while not recorded (a transaction can be dropped).
+    /// [`ACCUSE_RETRY`] while not recorded (a transaction can be dropped). Accusations are
+    /// open while the task trains and, once it finalises, until the first verdict vote
+    /// (design/009, "Late accusations").
     pub(super) fn accuse_on_chain(&mut self, id: TaskId, record: &TaskRecord) {
-        if record.status != TaskStatus::Training {
+        if !self.accusations_open(&id) {
             return;
         }
+        let due: Vec<(Address, MinerEvidence)> = self
+            .accusations_owed(id, record)
+            .into_iter()
+            .filter(|(m, _)| {
+                self.agent.accused.get(&(id, *m)).is_none_or(|at| at.elapsed() >= ACCUSE_RETRY)
+            })
+            .collect();
+        // After training (a late accusation, open until the first vote).
+        let late = record.status != TaskStatus::Training;
+        for (miner, evidence) in due {
+            self.agent.accused.insert((id, miner), Instant::now());
+            match self.submit_own(TxKind::AccuseMiner { task_id: id, miner, evidence }) {
+                Ok(_) => {
+                    tracing::info!(target: "supervisor", task = %id.short(), miner = %miner.short(), late, "miner accused on chain")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "supervisor", error = %e, "AccuseMiner refused")
+                }
+            }
+        }
+    }
+
+    /// Whether an AccuseMiner for `id` can apply at our tip.
+    fn accusations_open(&self, id: &TaskId) -> bool {
+        let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pouw_consensus::accusations_open(chain.state(), id)
+    }
+
+    /// Supervisor: the accusations of task `id` it owes: every miner it flagged (with a
+    /// flagged message kept) or saw equivocate, not convicted and not accused by it on chain
+    /// yet, with the evidence (one too large for a transaction is logged once and left out).
+    fn accusations_owed(
+        &mut self,
+        id: TaskId,
+        record: &TaskRecord,
+    ) -> Vec<(Address, MinerEvidence)> {
         let me = self.me();
         let equivocated = self.agent.equivocations.iter().filter(|((t, _), _)| *t == id).map(
             |((_, m), (first, second))| {
@@ -92,34 +130,37 @@ impl Node {
             .filter_map(|((_, m), message)| {
                 Some((*m, MinerEvidence::Flagged { message: Box::new(message.clone()?) }))
             });
-        let due: Vec<(Address, MinerEvidence)> = equivocated
+        let owed: Vec<(Address, MinerEvidence)> = equivocated
             .chain(flagged)
             .filter(|(m, _)| {
                 !record.is_convicted(m)
                     && !record.accusations.iter().any(|a| a.miner == *m && a.supervisor == me)
-                    && self
-                        .agent
-                        .accused
-                        .get(&(id, *m))
-                        .is_none_or(|at| at.elapsed() >= ACCUSE_RETRY)
             })
             .collect();
-        for (miner, evidence) in due {
-            self.agent.accused.insert((id, miner), Instant::now());
-            let size = pouw_primitives::codec::encode(&evidence).len();
-            if size > EVIDENCE_MAX_BYTES {
-                tracing::warn!(target: "supervisor", task = %id.short(), miner = %miner.short(), size, "evidence too large for a transaction: miner not accused on chain");
-                continue;
-            }
-            match self.submit_own(TxKind::AccuseMiner { task_id: id, miner, evidence }) {
-                Ok(_) => {
-                    tracing::info!(target: "supervisor", task = %id.short(), miner = %miner.short(), "miner accused on chain")
+        owed.into_iter()
+            .filter(|(miner, evidence)| {
+                let size = pouw_primitives::codec::encode(evidence).len();
+                let fits = size <= EVIDENCE_MAX_BYTES;
+                if !fits && self.agent.too_large_evidence.insert((id, *miner)) {
+                    tracing::warn!(target: "supervisor", task = %id.short(), miner = %miner.short(), size, "evidence too large for a transaction: miner not accused on chain");
                 }
-                Err(e) => {
-                    tracing::warn!(target: "supervisor", error = %e, "AccuseMiner refused")
-                }
-            }
+                fits
+            })
+            .collect()
+    }
+
+    /// Supervisor: whether it still owes task `id` an accusation the chain can take: its
+    /// screening is not reported done until then, so the evaluators vote knowing the
+    /// conviction (design/009, "Late accusations").
+    pub(super) fn owes_accusation(&mut self, id: TaskId) -> bool {
+        if !self.accusations_open(&id) {
+            return false;
         }
+        let record = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            task_record(chain.state(), &id)
+        };
+        record.is_some_and(|r| !self.accusations_owed(id, &r).is_empty())
     }
 
     /// Supervisor: a task ended: its screening data goes (the figures stay).

@@ -53,6 +53,7 @@ impl NodeHandle {
             m.set_poison(match attack {
                 crate::Attack::SignFlip => Some(pouw_work::Poison::SignFlip),
                 crate::Attack::LateSignFlip => Some(pouw_work::Poison::LateSignFlip),
+                crate::Attack::EndSignFlip => Some(pouw_work::Poison::EndSignFlip),
                 crate::Attack::Noise => Some(pouw_work::Poison::Noise),
                 crate::Attack::Stale => Some(pouw_work::Poison::Stale),
                 _ => None,
