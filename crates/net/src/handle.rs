@@ -106,6 +106,10 @@ pub enum NetEvent {
         /// The answer.
         result: Result<Response, RequestFailure>,
     },
+    /// A response sent with [`NetworkHandle::respond_tracked`] left (written to the peer's
+    /// stream), or never will (the peer went, the stream failed, the request had expired):
+    /// its memory is freed either way.
+    ResponseDone(InboundId),
     /// A peer connected (after the handshake, genesis checked through identify).
     PeerConnected(PeerId),
     /// A peer disconnected.
@@ -254,6 +258,8 @@ pub(crate) enum Command {
     Respond {
         id: InboundId,
         response: Response,
+        /// Report [`NetEvent::ResponseDone`] once it left or failed.
+        tracked: bool,
     },
     Report {
         peer: PeerId,
@@ -350,7 +356,14 @@ impl NetworkHandle {
 
     /// Answers an inbound request.
     pub fn respond(&self, id: InboundId, response: Response) -> Result<(), HandleError> {
-        self.send(Command::Respond { id, response })
+        self.send(Command::Respond { id, response, tracked: false })
+    }
+
+    /// Answers an inbound request and reports [`NetEvent::ResponseDone`] with `id` once the
+    /// answer left or failed: a node sending large answers (segments) keeps a bounded number
+    /// in flight with it.
+    pub fn respond_tracked(&self, id: InboundId, response: Response) -> Result<(), HandleError> {
+        self.send(Command::Respond { id, response, tracked: true })
     }
 
     /// Reports a misbehaving peer.

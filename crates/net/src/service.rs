@@ -207,7 +207,10 @@ struct Service {
     protocol_version: String,
     topics: HashMap<TopicHash, Topic>,
     outbound: HashMap<OutboundRequestId, (RequestId, PeerId)>,
-    inbound: HashMap<InboundId, ResponseChannel<WireResponse>>,
+    inbound:
+        HashMap<InboundId, (ResponseChannel<WireResponse>, request_response::InboundRequestId)>,
+    /// Responses sent with `respond_tracked`, by libp2p's id, until they left or failed.
+    tracked: HashMap<request_response::InboundRequestId, InboundId>,
     inbound_order: VecDeque<InboundId>,
     next_inbound: InboundId,
     peers: HashMap<PeerId, PeerState>,
@@ -588,6 +591,7 @@ impl Service {
             topics,
             outbound: HashMap::new(),
             inbound: HashMap::new(),
+            tracked: HashMap::new(),
             inbound_order: VecDeque::new(),
             next_inbound: 1,
             peers: HashMap::new(),
@@ -682,7 +686,7 @@ impl Service {
             }
             #[cfg(feature = "test-util")]
             Command::RespondRaw { id, data } => {
-                if let Some(channel) = self.inbound.remove(&id) {
+                if let Some((channel, _)) = self.inbound.remove(&id) {
                     let _ = self
                         .swarm
                         .behaviour_mut()
@@ -694,15 +698,30 @@ impl Service {
             Command::RequestUnchecked { peer, id, request } => {
                 self.send_request(peer, id, request).await;
             }
-            Command::Respond { id, response } => match self.inbound.remove(&id) {
-                Some(channel) => {
-                    let response = WireResponse::Valid(response);
-                    if self.swarm.behaviour_mut().rr.send_response(channel, response).is_err() {
-                        debug!(id, "response not sent: the requester is gone");
+            Command::Respond { id, response, tracked } => {
+                let sent = match self.inbound.remove(&id) {
+                    Some((channel, rr_id)) => {
+                        let response = WireResponse::Valid(response);
+                        let sent = self.swarm.behaviour_mut().rr.send_response(channel, response);
+                        if sent.is_err() {
+                            debug!(id, "response not sent: the requester is gone");
+                        }
+                        sent.is_ok().then_some(rr_id)
+                    }
+                    None => {
+                        debug!(id, "response to an unknown or expired request");
+                        None
+                    }
+                };
+                if tracked {
+                    match sent {
+                        Some(rr_id) => {
+                            self.tracked.insert(rr_id, id);
+                        }
+                        None => self.deliver(NetEvent::ResponseDone(id)).await,
                     }
                 }
-                None => debug!(id, "response to an unknown or expired request"),
-            },
+            }
             Command::Report { peer, verdict } => match verdict {
                 PeerVerdict::Ban { reason } => self.ban(peer, &reason, self.config.ban_duration),
                 PeerVerdict::Penalty { reason, points } => self.penalise(peer, &reason, points),
@@ -1437,7 +1456,7 @@ impl Service {
     ) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
+                request_response::Message::Request { request, channel, request_id } => {
                     let request = match request {
                         WireRequest::Valid(request) => request,
                         WireRequest::Malformed(reason) => {
@@ -1449,7 +1468,7 @@ impl Service {
                     };
                     let id = self.next_inbound;
                     self.next_inbound += 1;
-                    self.inbound.insert(id, channel);
+                    self.inbound.insert(id, (channel, request_id));
                     self.inbound_order.push_back(id);
                     self.prune_inbound();
                     self.deliver(NetEvent::Request { from: peer, id, request }).await;
@@ -1492,12 +1511,19 @@ impl Service {
                     self.deliver(NetEvent::Response { peer, id, result: Err(failure) }).await;
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure { peer, error, request_id, .. } => {
                 // Malformed requests arrive as `WireRequest::Malformed`; these are transport
                 // failures and timeouts.
                 debug!(%peer, %error, "inbound request failed");
+                if let Some(id) = self.tracked.remove(&request_id) {
+                    self.deliver(NetEvent::ResponseDone(id)).await;
+                }
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent { request_id, .. } => {
+                if let Some(id) = self.tracked.remove(&request_id) {
+                    self.deliver(NetEvent::ResponseDone(id)).await;
+                }
+            }
         }
     }
 

@@ -215,6 +215,31 @@ fn requests_get_their_responses_or_time_out() {
     b.handle.respond(inbound, Response::Blocks(blocks.clone())).unwrap();
     assert_eq!(a.response(id, Duration::from_secs(5)), Some(Ok(Response::Blocks(blocks))));
 
+    // A tracked answer (a segment): B hears when it left, once; an answer to a request
+    // already answered is reported done at once (nothing is in flight for it).
+    let segment = vec![7u8; 3 << 20];
+    let task = Hash::digest(b"task");
+    let id = a.handle.request(b.peer(), Request::Segment { task, index: 2 }).unwrap();
+    let inbound = b
+        .wait(Duration::from_secs(5), |e| match e {
+            NetEvent::Request { id, .. } => Some(id),
+            _ => None,
+        })
+        .expect("B gets the request");
+    b.handle.respond_tracked(inbound, Response::Segment(Some(segment.clone()))).unwrap();
+    assert_eq!(a.response(id, Duration::from_secs(5)), Some(Ok(Response::Segment(Some(segment)))));
+    let done = b.wait(Duration::from_secs(5), |e| match e {
+        NetEvent::ResponseDone(id) => Some(id),
+        _ => None,
+    });
+    assert_eq!(done, Some(inbound), "the sent answer is reported done");
+    b.handle.respond_tracked(inbound, Response::Segment(None)).unwrap();
+    let again = b.wait(Duration::from_secs(5), |e| match e {
+        NetEvent::ResponseDone(id) => Some(id),
+        _ => None,
+    });
+    assert_eq!(again, Some(inbound), "an expired request's answer is done at once");
+
     // B never answers: a timeout.
     let id = a.handle.request(b.peer(), Request::Status).unwrap();
     assert!(b

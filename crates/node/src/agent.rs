@@ -203,6 +203,8 @@ pub(crate) struct Agent {
     bad_models: u32,
     /// Tasks whose work faulted (panicked) here: skipped from then on.
     faulted: HashSet<TaskId>,
+    /// Segments being sent to peers, and the requests waiting their turn.
+    segment_sends: routing::SegmentSends,
 }
 
 impl Agent {
@@ -433,7 +435,6 @@ impl Node {
     ) -> Option<pouw_net::Response> {
         use pouw_net::Response;
         match request {
-            Request::Segment { task, index } => Some(self.serve_segment(from, task, *index)),
             Request::Model(hash) => Some(self.serve_model(from, hash)),
             Request::History { task, slot } => {
                 Some(Response::History(self.agent.history_slot(task, *slot)))

@@ -492,6 +492,7 @@ impl Node {
                 ("answer", self.pending.get(id).map_or("unknown", |(_, p)| p.name()))
             }
             NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_) => ("peer", "connection"),
+            NetEvent::ResponseDone(_) => ("answer sent", "Segment"),
         };
         let result = self.on_event(ev);
         let took = started.elapsed();
@@ -535,6 +536,10 @@ impl Node {
                     return Ok(());
                 }
                 self.on_response(peer, pending, result)
+            }
+            NetEvent::ResponseDone(id) => {
+                self.on_response_done(id);
+                Ok(())
             }
             NetEvent::PeerConnected(peer) => {
                 if self.peers.insert(peer) && self.peers.len() == 1 {

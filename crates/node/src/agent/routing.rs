@@ -14,9 +14,26 @@
 use super::{segments, Agent, SegmentUse, RETRY, SEGMENT_IN_FLIGHT};
 use crate::node::{Node, Pending};
 use pouw_consensus::{task_record, task_split_of, State, StateKey, StateValue, TaskRecord};
-use pouw_net::{peer_id_of, PeerId, Request, Response};
+use pouw_net::{peer_id_of, InboundId, PeerId, Request, Response};
 use pouw_primitives::{Address, Hash, TaskId};
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
+
+/// Segments being sent at once. A segment of the devnet's task is about 3 MB, and at a task's
+/// selection every worker asks the client for all its segments at the same moment: answered
+/// all at once they sat in memory together (the client's resident memory peaked at 230-300
+/// MiB). The other requests wait their turn, oldest first.
+const SEGMENTS_SENDING: usize = 4;
+/// Segment requests that may wait; one more is answered busy (the requester asks the next
+/// source, or this one again later).
+const SEGMENTS_WAITING: usize = 256;
+
+/// The segments being sent (until the network reports them gone) and the requests waiting.
+#[derive(Debug, Default)]
+pub(crate) struct SegmentSends {
+    sending: HashSet<InboundId>,
+    waiting: VecDeque<(PeerId, InboundId, TaskId, u8)>,
+}
 
 /// The best model is asked again of the next holder after this long without it, doubled for
 /// every full round of holders, up to `2^MAX_MODEL_BACKOFF_ROUNDS` times.
@@ -139,7 +156,7 @@ impl Node {
     /// Answers a segment request from the peer `from`: the client of the task serves it by
     /// its phase rule, any other node from the copy it holds by the same rule; either only to
     /// the seats that need it (`segments::may_serve_segment`). `None` inside: not served.
-    pub(super) fn serve_segment(&mut self, from: &PeerId, task: &TaskId, index: u8) -> Response {
+    fn serve_segment(&mut self, from: &PeerId, task: &TaskId, index: u8) -> Response {
         let (record, height) = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             (task_record(chain.state(), task), chain.height())
@@ -165,6 +182,49 @@ impl Node {
             }
         });
         Response::Segment(seg)
+    }
+
+    /// A segment request: answered now when fewer than [`SEGMENTS_SENDING`] segments are
+    /// being sent, else when its turn comes ([`Node::on_response_done`]).
+    pub(crate) fn serve_segment_paced(
+        &mut self,
+        from: PeerId,
+        id: InboundId,
+        task: TaskId,
+        index: u8,
+    ) {
+        let sends = &mut self.agent.segment_sends;
+        if sends.sending.len() < SEGMENTS_SENDING {
+            self.send_segment(from, id, task, index);
+        } else if sends.waiting.len() < SEGMENTS_WAITING {
+            sends.waiting.push_back((from, id, task, index));
+        } else {
+            let busy = "busy: too many segment requests waiting, ask again later";
+            let _ = self.net.respond(id, Response::Error(busy.into()));
+        }
+    }
+
+    /// Answers a segment request; a segment sent counts until the network reports it gone.
+    fn send_segment(&mut self, from: PeerId, id: InboundId, task: TaskId, index: u8) {
+        let response = self.serve_segment(&from, &task, index);
+        if matches!(response, Response::Segment(Some(_))) {
+            if self.net.respond_tracked(id, response).is_ok() {
+                self.agent.segment_sends.sending.insert(id);
+            }
+        } else {
+            let _ = self.net.respond(id, response);
+        }
+    }
+
+    /// A tracked answer left (or failed): the next waiting segment requests are answered.
+    pub(crate) fn on_response_done(&mut self, id: InboundId) {
+        self.agent.segment_sends.sending.remove(&id);
+        while self.agent.segment_sends.sending.len() < SEGMENTS_SENDING {
+            let Some((from, id, task, index)) = self.agent.segment_sends.waiting.pop_front() else {
+                break;
+            };
+            self.send_segment(from, id, task, index);
+        }
     }
 
     /// Answers a model request: a model this node holds (its own submitted model, one it

@@ -104,6 +104,11 @@ impl Node {
                     self.validate(gossip, peer, Acceptance::Ignore);
                     return Ok(());
                 }
+                if let Pending::Segment { task, index, .. } = pending {
+                    // Busy (too many segment requests waiting there): the next source.
+                    self.agent_segment_failed(task, index);
+                    return Ok(());
+                }
                 if matches!(pending, Pending::Headers | Pending::Blocks) {
                     self.sync.abort(peer);
                 }
@@ -237,6 +242,10 @@ impl Node {
             self.serve_start_state(&from, task, *iteration, id);
             return Ok(());
         }
+        if let Request::Segment { task, index } = request {
+            self.serve_segment_paced(from, id, task, index);
+            return Ok(());
+        }
         if let Some(response) = self.agent_serve(&from, &request) {
             let _ = self.net.respond(id, response);
             return Ok(());
@@ -251,7 +260,6 @@ impl Node {
                     total_work: chain.tip_work().to_be_bytes(),
                 })
             }
-            Request::Segment { .. } => Response::Segment(None),
             Request::Model(_) => Response::Model(None),
             Request::History { .. } => Response::History(Vec::new()),
             Request::Screening { .. } => Response::Screening(None),
