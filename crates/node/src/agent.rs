@@ -278,8 +278,12 @@ impl Agent {
         let Some(h) = self.history.get(task) else { return Vec::new() };
         let Ok(slot) = u32::try_from(slot) else { return Vec::new() };
         match h.committed.get(&slot) {
-            Some(msgs) => msgs.clone(),
-            None => h.open.get(&slot).map(|m| m.values().cloned().collect()).unwrap_or_default(),
+            Some(msgs) => msgs.iter().map(|m| IterationMessage::clone(m)).collect(),
+            None => h
+                .open
+                .get(&slot)
+                .map(|m| m.values().map(|m| IterationMessage::clone(m)).collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -383,10 +387,13 @@ impl Node {
             self.agent.inbox.entry(task).or_default().push_back(msg.clone());
         }
         if seat_of(&record, Role::Supervisor, &me).is_some() {
-            let equivocation = self.agent.history.entry(task).or_default().record(msg.clone());
+            // One copy, shared by the history and the screening.
+            let shared = Arc::new(msg.clone());
+            let history = self.agent.history.entry(task).or_default();
+            let equivocation = history.record(Arc::clone(&shared));
             self.note_equivocation(task, equivocation);
             self.screen_of(task, &record);
-            self.agent.screening.receive(task, msg);
+            self.agent.screening.receive(task, shared);
         }
         true
     }

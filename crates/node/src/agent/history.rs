@@ -7,16 +7,18 @@ use pouw_consensus::{history_slot, TaskRecord, HISTORY_SLOT_ITERATIONS, MAX_HIST
 use pouw_primitives::{Address, Hash, IterationMessage};
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
     time::Instant,
 };
 
 /// A supervisor's record of one task's iteration messages, by history slot.
 #[derive(Debug, Default)]
 pub(super) struct History {
-    /// Slots not committed yet: their messages by id.
-    pub(super) open: BTreeMap<u32, BTreeMap<Hash, IterationMessage>>,
+    /// Slots not committed yet: their messages by id (shared with the screening: one copy
+    /// of each message in memory).
+    pub(super) open: BTreeMap<u32, BTreeMap<Hash, Arc<IterationMessage>>>,
     /// Committed slots: the messages under the root committed.
-    pub(super) committed: BTreeMap<u32, Vec<IterationMessage>>,
+    pub(super) committed: BTreeMap<u32, Vec<Arc<IterationMessage>>>,
     /// The highest iteration seen per miner.
     pub(super) highest: HashMap<Address, u64>,
     /// Closed slots being completed from the other supervisors' copies.
@@ -57,8 +59,9 @@ impl History {
     /// the two variants when `msg` is the second one of its iteration (an equivocation).
     pub(super) fn record(
         &mut self,
-        msg: IterationMessage,
+        msg: impl Into<Arc<IterationMessage>>,
     ) -> Option<(IterationMessage, IterationMessage)> {
+        let msg: Arc<IterationMessage> = msg.into();
         let slot = history_slot(msg.body.iteration);
         if slot >= MAX_HISTORY_SLOTS {
             return None;
@@ -70,7 +73,8 @@ impl History {
         }
         let first = ids.first().copied();
         ids.push(id);
-        let equivocation = first.and_then(|f| self.message(slot, &f)).map(|f| (f, msg.clone()));
+        let equivocation =
+            first.and_then(|f| self.message(slot, &f)).map(|f| (f, IterationMessage::clone(&msg)));
         if !self.committed.contains_key(&slot) {
             let highest = self.highest.entry(msg.body.miner).or_insert(0);
             *highest = (*highest).max(msg.body.iteration);
@@ -82,9 +86,13 @@ impl History {
     /// The message `id` of slot `slot`, open or committed.
     pub(super) fn message(&self, slot: u32, id: &Hash) -> Option<IterationMessage> {
         if let Some(m) = self.open.get(&slot).and_then(|m| m.get(id)) {
-            return Some(m.clone());
+            return Some(IterationMessage::clone(m));
         }
-        self.committed.get(&slot)?.iter().find(|m| m.id() == *id).cloned()
+        self.committed
+            .get(&slot)?
+            .iter()
+            .find(|m| m.id() == *id)
+            .map(|m| IterationMessage::clone(m))
     }
 
     /// Whether slot `slot` can be committed: every selected miner either sent an iteration

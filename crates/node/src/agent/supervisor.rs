@@ -251,10 +251,10 @@ impl Node {
         }
         for slot in commit {
             let Some(h) = self.agent.history.get_mut(&id) else { return };
-            let messages: Vec<IterationMessage> =
+            let messages: Vec<Arc<IterationMessage>> =
                 h.open.remove(&slot).map(|m| m.into_values().collect()).unwrap_or_default();
             h.merging.remove(&slot);
-            let ids: Vec<Hash> = messages.iter().map(IterationMessage::id).collect();
+            let ids: Vec<Hash> = messages.iter().map(|m| m.id()).collect();
             h.committed.insert(slot, messages);
             let mut root = history_root(&ids);
             if self.config.attack == Some(Attack::LyingSupervisor) {

@@ -186,7 +186,7 @@ pub(crate) struct TaskScreen {
     /// The selection seed this screening follows (with `miners`, its view of the task).
     seed: Hash,
     miners: Vec<Address>,
-    known: HashMap<Hash, IterationMessage>,
+    known: HashMap<Hash, Arc<IterationMessage>>,
     logs: BTreeMap<Address, MinerLog>,
     shadows: BTreeMap<Address, Shadow>,
     dataset: Option<(Arc<Dataset>, pouw_ml::Split)>,
@@ -294,7 +294,7 @@ impl TaskScreen {
             now,
         );
         fresh.set_start_model(self.start_model.clone());
-        let mut held: Vec<&IterationMessage> = self.known.values().collect();
+        let mut held: Vec<&Arc<IterationMessage>> = self.known.values().collect();
         held.sort_by_key(|m| (m.body.miner, m.body.iteration));
         for msg in held {
             fresh.receive(msg, now);
@@ -350,7 +350,7 @@ impl TaskScreen {
     /// A message of a selected miner of this task (signature checked). Only the first
     /// variant of an iteration is screened and kept: another one is an equivocation, which
     /// the supervisor's history keeps as evidence (design/013).
-    pub(crate) fn receive(&mut self, msg: &IterationMessage, now: Instant) {
+    pub(crate) fn receive(&mut self, msg: &Arc<IterationMessage>, now: Instant) {
         let Some(log) = self.logs.get_mut(&msg.body.miner) else { return };
         let id = msg.id();
         self.last_receive = now;
@@ -377,12 +377,12 @@ impl TaskScreen {
                 );
             }
         }
-        self.known.insert(id, msg.clone());
+        self.known.insert(id, Arc::clone(msg));
     }
 
     /// A message this screening holds, by id.
     pub(crate) fn message(&self, id: &Hash) -> Option<&IterationMessage> {
-        self.known.get(id)
+        self.known.get(id).map(|m| &**m)
     }
 
     /// Per-miner figures.
@@ -513,7 +513,7 @@ impl TaskScreen {
                 .find(|(it, _)| !waiting.iter().any(|w| *w <= **it && **it - *w < run))?
         };
         let waited = now.saturating_duration_since(*since);
-        let msg = self.known.get(id)?.clone();
+        let msg = Arc::clone(self.known.get(id)?);
         if !self.logs.get(miner)?.replay_all {
             match self.sample(index, miner, &msg, now)? {
                 Sampled::Skipped => return Some(None),

@@ -71,7 +71,7 @@ fn only_the_first_variant_of_an_iteration_is_kept_and_screened() {
     for loss in 0..5u32 {
         let mut body = pouw_primitives::IterationBody::identity(id, keys[0].public(), 4);
         body.loss = loss;
-        screen.receive(&body.sign(&keys[0]), t0);
+        screen.receive(&Arc::new(body.sign(&keys[0])), t0);
     }
     assert_eq!(screen.known.len(), 1, "variants are not kept");
     let log = view_of(&screen, &keys[0].public());
@@ -90,7 +90,7 @@ fn an_honest_miner_on_another_branch_is_never_flagged_and_replays_once_the_views
     let mut screen = screen_under((&id, &def), (&seed_a, &miners_a), t0);
     let sent = stream((&id, &def), (&seed_b, &miners_b), &keys[1], 0, 4);
     for m in &sent {
-        screen.receive(m, t0);
+        screen.receive(&Arc::new(m.clone()), t0);
     }
     // However long the view is not settled, nothing is flagged.
     for secs in [0, 5, 60, 600] {
@@ -120,7 +120,7 @@ fn a_miner_that_switches_branch_starts_over_and_is_screened_without_a_flag() {
     let old = stream((&id, &def), (&seed_a, &miners_a), &keys[1], 0, 3);
     let new = stream((&id, &def), (&seed_b, &miners_b), &keys[1], 3, 5);
     for m in old.iter().chain(&new) {
-        screen.receive(m, t0);
+        screen.receive(&Arc::new(m.clone()), t0);
     }
     for secs in [0, 30, 120] {
         let found = screen.screen(Exec::SINGLE, t0 + Duration::from_secs(secs), true);
@@ -143,7 +143,7 @@ fn a_stream_whose_training_diverges_is_not_flagged() {
     let sent = stream((&id, &def), (&seed, &miners), &keys[0], 0, 6);
     assert!(sent.iter().any(|m| f32::from_bits(m.body.loss).is_nan()), "it diverges");
     for m in &sent {
-        screen.receive(m, t0);
+        screen.receive(&Arc::new(m.clone()), t0);
     }
     for secs in [0, 60] {
         let found = screen.screen(Exec::SINGLE, t0 + Duration::from_secs(secs), true);
@@ -162,7 +162,7 @@ fn a_miner_that_stays_off_the_schedule_is_flagged_once_the_view_is_settled() {
     let mut screen = screen_under((&id, &def), (&seed_b, &miners_b), t0);
     let off = stream((&id, &def), (&seed_a, &miners_a), &keys[1], 0, 6);
     for m in &off {
-        screen.receive(m, t0);
+        screen.receive(&Arc::new(m.clone()), t0);
     }
     // Not settled: no flag, however long.
     assert!(screen.screen(Exec::SINGLE, t0 + Duration::from_secs(100), false).is_empty());

@@ -47,7 +47,7 @@ pub(crate) enum Command {
         sampling: Sampling,
     },
     /// An iteration message of one of the task's selected miners (signature checked).
-    Receive { task: TaskId, msg: Box<IterationMessage>, at: Instant },
+    Receive { task: TaskId, msg: Arc<IterationMessage>, at: Instant },
     /// The task's training data (its training segments under the view last sent), and the
     /// client's start weights when the task names some.
     Dataset { task: TaskId, dataset: Arc<Dataset>, split: Split, start: Option<Arc<Model>> },
@@ -221,8 +221,7 @@ impl Screening {
     }
 
     /// An iteration message of `task` (after [`Screening::follow`]).
-    pub(crate) fn receive(&mut self, task: TaskId, msg: &IterationMessage) {
-        let msg = Box::new(msg.clone());
+    pub(crate) fn receive(&mut self, task: TaskId, msg: Arc<IterationMessage>) {
         self.send(Command::Receive { task, msg, at: Instant::now() });
     }
 

@@ -76,7 +76,7 @@ fn screen_served(
     let mut own = own_states((id, def), (seed, miners), key);
     for m in sent {
         own.record(Exec::SINGLE, Box::new(m.clone()), Vec::new());
-        screen.receive(m, t0);
+        screen.receive(&Arc::new(m.clone()), t0);
     }
     let found = run(&mut screen, |w| own.get(Exec::SINGLE, w.iteration), t0);
     (screen, found)
@@ -170,7 +170,7 @@ fn a_miner_that_serves_no_state_is_replayed_whole_and_not_flagged() {
     screen.set_dataset(Arc::new(pouw_ml::shipped_mnist()), task_split_of(&def, &seed).to_ml());
     let sent = stream((&id, &def), (&seed, &miners), &keys[0], 0, 25);
     for m in &sent {
-        screen.receive(m, t0);
+        screen.receive(&Arc::new(m.clone()), t0);
     }
     // Nothing served: not before the wait is over, then the whole stream is replayed.
     let early = screen.screen(Exec::SINGLE, t0, true);
@@ -267,7 +267,7 @@ fn a_sampled_miner_that_restarts_under_the_supervisors_view_is_not_flagged_when_
         if m.body.iteration > 0 {
             own.record(Exec::SINGLE, Box::new(m.clone()), Vec::new());
         }
-        screen.receive(m, t0);
+        screen.receive(&Arc::new(m.clone()), t0);
     }
     let found = run(&mut screen, |w| own.get(Exec::SINGLE, w.iteration), t0);
     assert!(found.is_empty(), "{:?}", found.first().map(|f| &f.detail));

@@ -47,7 +47,7 @@ fn the_thread_screens_what_the_loop_sends_flags_a_poisoned_message_and_reports_d
     body.map = body.map.iter().map(|e| e ^ 0x8000_0000).collect();
     poisoned[2] = body.sign(&keys[1]);
     for m in honest.iter().chain(&poisoned) {
-        screening.receive(task, m);
+        screening.receive(task, Arc::new(m.clone()));
     }
     // Nothing is screened without the data; the status waits.
     let status = screening.status(&task, true, Instant::now()).unwrap();
@@ -96,7 +96,7 @@ fn a_change_of_view_screens_the_held_messages_again_under_the_new_view() {
     // The miner trains under the other view; the supervisor's view is not settled.
     let sent = stream((&task, &def), (&seed_b, &miners_b), &keys[1], 0, 4);
     for m in &sent {
-        screening.receive(task, m);
+        screening.receive(task, Arc::new(m.clone()));
     }
     screening.chain(task, false, Vec::new());
     let found = drive(&mut screening, task, |s| {
