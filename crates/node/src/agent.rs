@@ -458,10 +458,9 @@ impl Node {
                     })
                 };
                 let mut status = self.agent.screening.status(task, finalising, Instant::now());
-                if status.as_ref().is_some_and(|s| s.done) && self.owes_accusation(*task) {
-                    if let Some(s) = status.as_mut() {
-                        s.done = false;
-                    }
+                if let Some(s) = status.as_mut() {
+                    // Not done while it owes an accusation the chain can still take.
+                    s.done = s.done && !self.owes_accusation(*task);
                 }
                 Some(Response::Screening(status))
             }

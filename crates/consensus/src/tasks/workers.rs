@@ -158,7 +158,7 @@ pub(crate) fn accuse_miner(
         matches!(s, TaskStatus::Training | TaskStatus::Finalising { .. })
     })?;
     let training = matches!(task.status, TaskStatus::Training);
-    if !training && verdict_voted(overlay, &task_id, &task) {
+    if !open_for_accusations(overlay, &task_id, &task) {
         return Err(ConsensusError::WrongPhase {
             task: task_id,
             phase: "finalising with a verdict vote recorded",
@@ -209,24 +209,19 @@ pub(crate) fn accuse_miner(
 /// Whether an AccuseMiner for task `id` can apply on `state`: the task trains, or it
 /// finalises and no verdict vote is recorded yet (design/009, "Late accusations").
 pub fn accusations_open(state: &State, id: &TaskId) -> bool {
-    let Some(task) = task_record(state, id) else { return false };
-    match task.status {
-        TaskStatus::Training => true,
-        TaskStatus::Finalising { .. } => !task
-            .participants
-            .evaluators
-            .iter()
-            .any(|s| state.get(&StateKey::Verdict { task: *id, evaluator: s.worker }).is_some()),
-        _ => false,
-    }
+    task_record(state, id).is_some_and(|task| open_for_accusations(&Overlay::new(state), id, &task))
 }
 
-/// Whether a selected evaluator's verdict vote on `task_id` is recorded.
-fn verdict_voted(overlay: &Overlay<'_>, task_id: &TaskId, task: &TaskRecord) -> bool {
-    task.participants
-        .evaluators
-        .iter()
-        .any(|s| overlay.get(&StateKey::Verdict { task: *task_id, evaluator: s.worker }).is_some())
+/// [`accusations_open`] for `task` (the record of `task_id`) on `overlay`: the one rule the
+/// chain applies to an AccuseMiner and a supervisor reads before sending one.
+fn open_for_accusations(overlay: &Overlay<'_>, task_id: &TaskId, task: &TaskRecord) -> bool {
+    match task.status {
+        TaskStatus::Training => true,
+        TaskStatus::Finalising { .. } => !task.participants.evaluators.iter().any(|s| {
+            overlay.get(&StateKey::Verdict { task: *task_id, evaluator: s.worker }).is_some()
+        }),
+        _ => false,
+    }
 }
 
 /// Whether every selected miner not convicted has submitted its model (and at least one did).

@@ -13,14 +13,19 @@ impl Node {
         let assigned = miner.assignment().map(|a| a.task_id);
         // Near the training deadline a miner trains without waiting for its peers: a model
         // trained by the deadline is worth more than one more peer message in it (design/012).
-        let deadline_near = miner.assignment().is_some_and(|a| {
-            let height = read(&self.chain).height();
-            height.saturating_add(2 * pouw_work::SUBMIT_BEFORE_DEADLINE) >= a.training_deadline
-        });
+        // Read only when the miner would wait (not on every step).
+        let deadline_near = |miner: &Miner, chain: &RwLock<Chain>| {
+            miner.assignment().is_some_and(|a| {
+                let height = read(chain).height();
+                height.saturating_add(2 * pouw_work::SUBMIT_BEFORE_DEADLINE) >= a.training_deadline
+            })
+        };
         let peers = match assigned {
             Some(task) if !miner.is_holding() => {
                 let next = self.agent.own_next(&task);
-                if !deadline_near && !self.agent.peers_caught_up(&task, next, Instant::now()) {
+                if !self.agent.peers_caught_up(&task, next, Instant::now())
+                    && !deadline_near(miner, &self.chain)
+                {
                     // Bounded staleness (design/012): not this turn; the loop waits for events
                     // (the peers' messages) instead of mining, and never sleeps.
                     self.mining_retry_at = Some(Instant::now() + STALENESS_POLL);
