@@ -1,5 +1,5 @@
 //! The node's part in client tasks (SPEC section 3), for the roles it runs:
-//! - every node with worker roles keeps a live staking ticket per role (BUY_TICKET);
+//! - every node with worker roles keeps a live staking ticket per role (BUY_TICKET, `tickets`);
 //! - client: stores the segments of the tasks it submitted and serves them (training segments
 //!   from selection on, test segments only once the task is finalising), then fetches the
 //!   best model once the verdict is executed;
@@ -30,7 +30,7 @@ use crate::{
 };
 use pouw_consensus::{
     expected_payouts, history_root, history_slot, pouw::Handover, task_record, task_split_of,
-    Overlay, StateKey, StateValue, TaskRecord, TaskStatus,
+    StateKey, StateValue, TaskRecord, TaskStatus,
 };
 use pouw_ml::{Batch, Dataset, Exec};
 use pouw_net::{peer_id_of, Request, Topic};
@@ -63,6 +63,7 @@ mod routing;
 mod sampling;
 mod segments;
 mod start_weights;
+mod tickets;
 use segments::SegmentStore;
 
 /// Transaction fee the node pays for its own task transactions, base units.
@@ -127,10 +128,9 @@ pub(crate) enum SegmentUse {
 /// What the agent remembers between ticks (everything else comes from the chain state).
 #[derive(Default)]
 pub(crate) struct Agent {
-    roles: Vec<Role>,
+    /// The tickets role: a live staking ticket per worker role.
+    tickets: tickets::Tickets,
     datadir: PathBuf,
-    /// Ticket purchases sent (role -> transaction), until seen on chain.
-    ticket_sent: HashMap<Role, Hash>,
     client_done: HashSet<TaskId>,
     /// Client: the holders of the best model of a completed task asked so far (its miner,
     /// then the evaluators, `routing`).
@@ -170,8 +170,6 @@ pub(crate) struct Agent {
     /// Evaluator: evaluations in progress.
     evaluations: HashMap<TaskId, Evaluation>,
     subscribed: HashSet<TaskId>,
-    /// Roles whose ticket we could not afford (warned once).
-    unfunded_warned: HashSet<Role>,
     /// Tasks seen completed with us in them.
     completed: HashSet<TaskId>,
     /// Supervisor: screening per task.
@@ -219,7 +217,8 @@ impl Agent {
         let screening = Screening::new(threads, security.clone());
         let own_states =
             crate::screening::own_thread::OwnStatesThread::new(threads, security.clone());
-        Self { roles, datadir, security, segments, screening, own_states, ..Self::default() }
+        let tickets = tickets::Tickets::new(roles);
+        Self { tickets, datadir, security, segments, screening, own_states, ..Self::default() }
     }
 
     /// Whether `miner` of `task` stands convicted by a majority of the task's supervisors.
@@ -485,7 +484,7 @@ impl Node {
     /// One pass over the tasks at the tip: tickets, then each task this node is part of.
     pub(crate) fn agent_tick(&mut self) -> Result<(), NodeError> {
         let me = self.me();
-        let (height, records, live_roles, balance) = {
+        let (height, records, live, balance) = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             let state = chain.state();
             let records: Vec<(TaskId, TaskRecord)> = state
@@ -505,51 +504,35 @@ impl Node {
                     _ => None,
                 })
                 .collect();
-            let overlay = Overlay::new(state);
-            // A role is covered by a ticket not yet due for renewal (`Staking::lasts`).
-            let (height, staking, spec) = (chain.height(), &self.config.staking, &self.config.spec);
-            let live: HashSet<Role> = self
-                .agent
-                .roles
-                .iter()
-                .copied()
-                .filter(|r| {
-                    pouw_consensus::tickets_of(&overlay, &me, *r).iter().any(|id| {
-                        matches!(state.get(&StateKey::Ticket(*id)),
-                            Some(StateValue::Ticket(t)) if staking.lasts(t.expires_at, height, spec))
-                    })
-                })
-                .collect();
+            let rules = tickets::TicketRules::new(&self.config, TX_FEE);
+            let live = self.agent.tickets.live(&rules, state, &me, chain.height());
             (chain.height(), records, live, state.account(&me).balance)
         };
         // Tickets (once connected, or at once on a mining node: its own blocks take them). A
         // purchase is tracked until a block holds it (announced again meanwhile, own_txs.rs);
         // one that became invalid is dropped there, and another is bought here with a fresh
         // nonce.
-        let reach = !self.peers.is_empty() || self.miner.is_some();
-        let roles = self.agent.roles.clone();
-        for role in roles {
-            let sent = self.agent.ticket_sent.get(&role).is_some_and(|h| self.own_txs.contains(h));
-            if live_roles.contains(&role) || sent || !reach {
-                continue;
-            }
-            let stake = self.config.staking.stake_for(role, &self.config.spec);
-            let needed = stake.checked_add(TX_FEE).unwrap_or(Amount::MAX);
-            if balance < needed {
-                if self.agent.unfunded_warned.insert(role) {
-                    tracing::warn!(target: "node", ?role, balance = %balance, needed = %needed, "cannot stake a ticket: balance too low (the role stays idle)");
-                }
-                continue;
-            }
-            let expires_at = self.config.staking.expiry(height, &self.config.spec);
-            let preferences = self.config.staking.preferences.clone();
-            let kind = TxKind::BuyTicket { role, stake, preferences, expires_at };
-            match self.submit_own(kind) {
-                Ok(hash) => {
-                    tracing::info!(target: "node", ?role, "staking ticket bought");
-                    self.agent.ticket_sent.insert(role, hash);
-                }
-                Err(e) => tracing::warn!(target: "node", ?role, error = %e, "cannot buy a ticket"),
+        let own_txs = &self.own_txs;
+        let pending = |h: &Hash| own_txs.contains(h);
+        let view = tickets::TicketView {
+            rules: tickets::TicketRules::new(&self.config, TX_FEE),
+            height,
+            balance,
+            live,
+            reach: !self.peers.is_empty() || self.miner.is_some(),
+            pending: &pending,
+        };
+        for action in self.agent.tickets.tick(&view) {
+            match action {
+                tickets::TicketAction::Buy { role, kind } => match self.submit_own(kind) {
+                    Ok(hash) => {
+                        tracing::info!(target: "node", ?role, "staking ticket bought");
+                        self.agent.tickets.sent(role, hash);
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "node", ?role, error = %e, "cannot buy a ticket")
+                    }
+                },
             }
         }
         // A fault in the work on one task (a panic) drops that task for this node, logged
