@@ -1018,7 +1018,7 @@ fn test_accuracy(model: &[u8], view: &Value, t: &TestData) -> Result<f64> {
     for i in test {
         let s = t.segments.get(i).context("test segment index")?;
         let (f, l) = t.data.range(s.start, s.len);
-        x.extend_from_slice(f);
+        x.extend_from_slice(&f);
         y.extend_from_slice(l);
     }
     if y.is_empty() {

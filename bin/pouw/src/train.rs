@@ -316,7 +316,7 @@ fn gather_segments(
     let mut y = Vec::new();
     for &s in which {
         let (fx, fy) = data.range(segments[s].start, segments[s].len);
-        x.extend_from_slice(fx);
+        x.extend_from_slice(&fx);
         y.extend_from_slice(fy);
     }
     (x, y)

@@ -2,7 +2,9 @@
 //!
 //! A [`Dataset`] holds every sample as `f32` features (row-major, `width` per sample) and a
 //! `u32` label. Loaders validate everything (shape, labels, finiteness) and name the file and
-//! the problem in their errors.
+//! the problem in their errors. Features that are all pixel quotients (`byte as f32 / 255.0`,
+//! an IDX image's values) are kept as their bytes, a quarter of the memory; they read back as
+//! the same `f32` bits.
 //!
 //! From dataset to batches (SPEC section 3):
 //! 1. [`Dataset::segments`] cuts the samples, in file order, into `N` equal segments of
@@ -21,7 +23,10 @@ mod csv;
 mod idx;
 mod split;
 
-use std::path::{Path, PathBuf};
+use std::{
+    borrow::Cow,
+    path::{Path, PathBuf},
+};
 
 pub use split::{BatchSchedule, Segment, Split, SplitError};
 
@@ -167,11 +172,66 @@ pub enum DatasetError {
     },
 }
 
+/// The pixel value of a byte: `byte as f32 / 255.0`, the value an IDX image's byte loads as.
+pub fn pixel(byte: u8) -> f32 {
+    f32::from(byte) / 255.0
+}
+
+/// The byte whose [`pixel`] has exactly the bits of `value`, if there is one.
+pub fn pixel_byte(value: f32) -> Option<u8> {
+    let scaled = value * 255.0;
+    if !(0.0..=255.0).contains(&scaled) {
+        return None;
+    }
+    // In 0..=255 after the range check, so the conversion is exact.
+    let byte = scaled.round() as u8;
+    (pixel(byte).to_bits() == value.to_bits()).then_some(byte)
+}
+
+/// The bytes of `values` if every one is a [`pixel`] (bit for bit, so `-0.0` is not).
+pub fn pixel_bytes(values: &[f32]) -> Option<Vec<u8>> {
+    values.iter().map(|&v| pixel_byte(v)).collect()
+}
+
+/// How a dataset holds its features.
+#[derive(Debug, Clone, PartialEq)]
+enum Features {
+    /// Any finite values.
+    Floats(Vec<f32>),
+    /// Every value is the [`pixel`] of its byte.
+    Pixels(Vec<u8>),
+}
+
+impl Features {
+    fn len(&self) -> usize {
+        match self {
+            Self::Floats(v) => v.len(),
+            Self::Pixels(b) => b.len(),
+        }
+    }
+
+    /// The values `range` (in bounds: callers check).
+    fn slice(&self, range: std::ops::Range<usize>) -> Cow<'_, [f32]> {
+        match self {
+            Self::Floats(v) => Cow::Borrowed(&v[range]),
+            Self::Pixels(b) => Cow::Owned(b[range].iter().map(|&x| pixel(x)).collect()),
+        }
+    }
+
+    /// Appends the values `range` (in bounds: callers check) to `out`.
+    fn extend_into(&self, range: std::ops::Range<usize>, out: &mut Vec<f32>) {
+        match self {
+            Self::Floats(v) => out.extend_from_slice(&v[range]),
+            Self::Pixels(b) => out.extend(b[range].iter().map(|&x| pixel(x))),
+        }
+    }
+}
+
 /// A labelled dataset held in memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     source: PathBuf,
-    features: Vec<f32>,
+    features: Features,
     labels: Vec<u32>,
     sample_shape: Vec<u32>,
     width: usize,
@@ -238,25 +298,7 @@ impl Dataset {
         sample_shape: Vec<u32>,
         classes: u32,
     ) -> Result<Self, DatasetError> {
-        let width: usize = sample_shape.iter().map(|&d| d as usize).product();
-        if labels.is_empty() || width == 0 {
-            return Err(DatasetError::Empty { path: source });
-        }
-        if features.len() != labels.len() * width {
-            return Err(DatasetError::Truncated {
-                path: source,
-                expected: (labels.len() * width) as u64,
-                actual: features.len() as u64,
-            });
-        }
-        if let Some(index) = labels.iter().position(|&l| l >= classes) {
-            return Err(DatasetError::LabelOutOfRange {
-                path: source,
-                index,
-                label: u64::from(labels[index]),
-                classes,
-            });
-        }
+        let width = check_parts(&source, features.len(), &labels, &sample_shape, classes)?;
         if let Some(i) = features.iter().position(|v| !v.is_finite()) {
             return Err(DatasetError::NonFinite {
                 path: source,
@@ -264,7 +306,40 @@ impl Dataset {
                 column: i % width + 1,
             });
         }
+        let features = match pixel_bytes(&features) {
+            Some(bytes) => Features::Pixels(bytes),
+            None => Features::Floats(features),
+        };
         Ok(Self { source, features, labels, sample_shape, width, classes })
+    }
+
+    /// A dataset from memory whose features are the [`pixel`]s of `pixels` (`labels.len() ×
+    /// product(sample_shape)` bytes); checks shapes and labels like [`Dataset::from_parts`].
+    pub fn from_pixels(
+        source: PathBuf,
+        pixels: Vec<u8>,
+        labels: Vec<u32>,
+        sample_shape: Vec<u32>,
+        classes: u32,
+    ) -> Result<Self, DatasetError> {
+        let width = check_parts(&source, pixels.len(), &labels, &sample_shape, classes)?;
+        Ok(Self {
+            source,
+            features: Features::Pixels(pixels),
+            labels,
+            sample_shape,
+            width,
+            classes,
+        })
+    }
+
+    /// Bytes the features and labels take in memory.
+    pub fn memory_bytes(&self) -> usize {
+        let features = match &self.features {
+            Features::Floats(v) => v.len() * std::mem::size_of::<f32>(),
+            Features::Pixels(b) => b.len(),
+        };
+        features + self.labels.len() * std::mem::size_of::<u32>()
     }
 
     /// The file the samples came from (the image file for IDX).
@@ -297,9 +372,9 @@ impl Dataset {
         self.classes
     }
 
-    /// All features, row-major.
-    pub fn features(&self) -> &[f32] {
-        &self.features
+    /// All features, row-major (a copy when they are held as pixels).
+    pub fn features(&self) -> Cow<'_, [f32]> {
+        self.features.slice(0..self.features.len())
     }
 
     /// All labels.
@@ -313,16 +388,17 @@ impl Dataset {
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
             let i = i as usize;
-            features.extend_from_slice(&self.features[i * self.width..(i + 1) * self.width]);
+            self.features.extend_into(i * self.width..(i + 1) * self.width, &mut features);
             labels.push(self.labels[i]);
         }
         Batch::new(features, labels, self.width).expect("samples were validated on load")
     }
 
-    /// Features and labels of a range of samples.
-    pub fn range(&self, start: usize, len: usize) -> (&[f32], &[u32]) {
+    /// Features and labels of a range of samples (the features a copy when they are held as
+    /// pixels).
+    pub fn range(&self, start: usize, len: usize) -> (Cow<'_, [f32]>, &[u32]) {
         (
-            &self.features[start * self.width..(start + len) * self.width],
+            self.features.slice(start * self.width..(start + len) * self.width),
             &self.labels[start..start + len],
         )
     }
@@ -343,13 +419,13 @@ impl Dataset {
     /// The canonical bytes of a segment: same layout as [`Batch::canonical_bytes`].
     pub fn segment_bytes(&self, segment: &Segment) -> Vec<u8> {
         let (x, y) = self.range(segment.start, segment.len);
-        Batch::new(x.to_vec(), y.to_vec(), self.width).expect("validated").canonical_bytes()
+        Batch::new(x.into_owned(), y.to_vec(), self.width).expect("validated").canonical_bytes()
     }
 
     /// The Merkle tree of a segment's samples ([`crate::merkle`]).
     pub fn segment_tree(&self, segment: &Segment) -> SegmentTree {
         let (x, y) = self.range(segment.start, segment.len);
-        SegmentTree::new(x, y, self.width)
+        SegmentTree::new(&x, y, self.width)
     }
 
     /// The segment hash: the root of the segment's Merkle tree ([`crate::merkle`]).
@@ -381,6 +457,36 @@ impl Dataset {
         }
         Some(out)
     }
+}
+
+/// Checks the parts of a dataset of `values` feature values; returns the width.
+fn check_parts(
+    source: &Path,
+    values: usize,
+    labels: &[u32],
+    sample_shape: &[u32],
+    classes: u32,
+) -> Result<usize, DatasetError> {
+    let width: usize = sample_shape.iter().map(|&d| d as usize).product();
+    if labels.is_empty() || width == 0 {
+        return Err(DatasetError::Empty { path: source.to_path_buf() });
+    }
+    if values != labels.len() * width {
+        return Err(DatasetError::Truncated {
+            path: source.to_path_buf(),
+            expected: (labels.len() * width) as u64,
+            actual: values as u64,
+        });
+    }
+    if let Some(index) = labels.iter().position(|&l| l >= classes) {
+        return Err(DatasetError::LabelOutOfRange {
+            path: source.to_path_buf(),
+            index,
+            label: u64::from(labels[index]),
+            classes,
+        });
+    }
+    Ok(width)
 }
 
 /// The segment hash of canonical segment bytes as a client serves them over the network

@@ -63,7 +63,8 @@ pub use client_task::{
     MAX_START_WEIGHTS_BYTES,
 };
 pub use dataset::{
-    segment_hash_of_bytes, BatchSchedule, Dataset, DatasetError, Segment, Split, SplitError,
+    pixel, pixel_byte, pixel_bytes, segment_hash_of_bytes, BatchSchedule, Dataset, DatasetError,
+    Segment, Split, SplitError,
 };
 pub use dropout::dropout_seed;
 pub use export::{

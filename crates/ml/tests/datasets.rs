@@ -109,7 +109,7 @@ fn csv_good_file_with_header() {
     let p = write(dir.path(), "d.csv", b"label,a,b\n1, 0.5,2\n\n0,-1e-3,0.1\n");
     let data = Dataset::load_csv(&p, 2).unwrap();
     assert_eq!(data.labels(), &[1, 0]);
-    assert_eq!(data.features(), &[0.5, 2.0, -1e-3, 0.1]);
+    assert_eq!(&*data.features(), &[0.5, 2.0, -1e-3, 0.1]);
     assert_eq!(data.width(), 2);
 }
 
@@ -154,4 +154,46 @@ fn full_size_idx_and_segments() {
     let segs = small.segments(3).unwrap();
     assert_eq!(segs.last().unwrap().start + segs.last().unwrap().len, 6);
     assert!(small.segments(8).is_err());
+}
+
+#[test]
+fn every_byte_is_a_pixel_and_nothing_else_is() {
+    for b in 0..=255u8 {
+        assert_eq!(pouw_ml::pixel_byte(pouw_ml::pixel(b)), Some(b));
+    }
+    for v in [-0.0f32, 0.5, 1.0 + f32::EPSILON, -1.0 / 255.0, 256.0 / 255.0, f32::NAN, 1e-9] {
+        assert_eq!(pouw_ml::pixel_byte(v), None, "{v}");
+    }
+    // The neighbours of a pixel are not pixels.
+    let p = pouw_ml::pixel(77);
+    assert_eq!(pouw_ml::pixel_byte(f32::from_bits(p.to_bits() + 1)), None);
+    assert_eq!(pouw_ml::pixel_byte(f32::from_bits(p.to_bits() - 1)), None);
+}
+
+#[test]
+fn pixel_data_is_held_as_bytes_and_reads_back_as_the_float_loader_gave_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, lab) = good_pair(dir.path());
+    let d = Dataset::load_idx(&img, &lab, 3).unwrap();
+    // 3 images of 2 x 2 bytes and 3 labels of 4 bytes.
+    assert_eq!(d.memory_bytes(), 3 * 4 + 3 * 4);
+    let floats = d.features().into_owned();
+    let same = Dataset::from_parts(
+        "floats".into(),
+        floats.clone(),
+        d.labels().to_vec(),
+        d.sample_shape().to_vec(),
+        3,
+    )
+    .unwrap();
+    assert_eq!(same.memory_bytes(), d.memory_bytes(), "pixel values given as floats are compacted");
+    let other: Vec<f32> = floats.iter().map(|v| v + 0.25).collect();
+    let kept =
+        Dataset::from_parts("other".into(), other.clone(), vec![0, 1, 2], vec![2, 2], 3).unwrap();
+    assert_eq!(kept.memory_bytes(), 12 * 4 + 3 * 4);
+    assert_eq!(&*kept.features(), &other[..]);
+    let a = d.gather(&[2, 0]);
+    let b = same.gather(&[2, 0]);
+    assert_eq!(a.canonical_bytes(), b.canonical_bytes());
+    assert_eq!(&a.features()[..4], &floats[8..12]);
 }

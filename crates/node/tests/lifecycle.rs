@@ -169,7 +169,7 @@ fn a_task_is_trained_evaluated_paid_and_delivered() {
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for &i in &split.test {
         let (f, l) = data.range(segs[i].start, segs[i].len);
-        x.extend_from_slice(f);
+        x.extend_from_slice(&f);
         y.extend_from_slice(l);
     }
     let acc = model.evaluate(pouw_ml::Exec::new(1), &x, &y, 256).unwrap().accuracy();

@@ -136,7 +136,7 @@ fn a_task_with_start_weights_is_trained_from_them_by_the_network() {
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for &i in &split.test {
         let (f, l) = data.range(segs[i].start, segs[i].len);
-        x.extend_from_slice(f);
+        x.extend_from_slice(&f);
         y.extend_from_slice(l);
     }
     let acc =

@@ -134,7 +134,7 @@ fn build(
             classes,
         });
     }
-    let features = img.data.iter().map(|&b| f32::from(b) / 255.0).collect();
     let labels_u32 = lab.data.iter().map(|&l| u32::from(l)).collect();
-    Dataset::from_parts(images.to_path_buf(), features, labels_u32, img.dims[1..].to_vec(), classes)
+    let shape = img.dims[1..].to_vec();
+    Dataset::from_pixels(images.to_path_buf(), img.data, labels_u32, shape, classes)
 }

@@ -99,6 +99,33 @@ fn segments_that_do_not_fit_the_task_are_refused_before_any_allocation() {
 }
 
 #[test]
+fn image_segments_assemble_as_pixels_and_read_back_the_same_bits() {
+    let (_, definition) =
+        pouw_consensus::pouw::filler_task(&ChainSpec::devnet(), &Hash::digest(b"t"));
+    let width: usize = definition.model.input_shape.iter().map(|&d| d as usize).product();
+    let mut record = record_of(definition);
+    record.definition.dataset.samples = 30;
+    let values = |first: f32| -> Vec<f32> {
+        let mut v: Vec<f32> = (0..3 * width).map(|i| pouw_ml::pixel((i % 256) as u8)).collect();
+        v[0] = first;
+        v
+    };
+    let seg = |x: Vec<f32>| Batch::new(x, vec![0, 1, 2], width).unwrap().canonical_bytes();
+    let pixels = values(1.0);
+    let d = dataset_from_segments(&record, BTreeMap::from([(4u8, seg(pixels.clone()))])).unwrap();
+    // 30 samples of one byte a value and four bytes a label: a quarter of the float form.
+    assert_eq!(d.memory_bytes(), 30 * width + 30 * 4);
+    let read = d.gather(&[12, 13, 14]);
+    assert!(read.features().iter().zip(&pixels).all(|(a, b)| a.to_bits() == b.to_bits()));
+    // One value that is no pixel (-0.0 has other bits than pixel 0): held as floats, same bits.
+    let floats = values(-0.0);
+    let d = dataset_from_segments(&record, BTreeMap::from([(4u8, seg(floats.clone()))])).unwrap();
+    assert_eq!(d.memory_bytes(), 30 * width * 4 + 30 * 4);
+    let read = d.gather(&[12, 13, 14]);
+    assert!(read.features().iter().zip(&floats).all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+#[test]
 fn a_model_of_another_shape_or_full_of_nan_does_not_fit_the_task() {
     let (_, definition) =
         pouw_consensus::pouw::filler_task(&ChainSpec::devnet(), &Hash::digest(b"t"));
