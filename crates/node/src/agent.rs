@@ -52,12 +52,14 @@ use client::bad_model;
 use client::check_model_fits;
 pub use client::SubmitTaskError;
 mod dataset;
+mod delivery;
+mod evaluation;
 mod evaluator;
 mod history;
 mod memory;
 mod miner;
 mod supervisor;
-use evaluator::Evaluation;
+use evaluation::Evaluation;
 use history::{History, Merge, SlotStep};
 mod routing;
 mod sampling;
@@ -131,10 +133,8 @@ pub(crate) struct Agent {
     /// The tickets role: a live staking ticket per worker role.
     tickets: tickets::Tickets,
     datadir: PathBuf,
-    client_done: HashSet<TaskId>,
-    /// Client: the holders of the best model of a completed task asked so far (its miner,
-    /// then the evaluators, `routing`).
-    client_asked: HashMap<TaskId, routing::Rotation>,
+    /// Client: the best models of its completed tasks, asked of their holders and stored.
+    delivery: delivery::Delivery,
     /// Worker: the segments of our tasks (one copy on disk whatever the roles that need
     /// them), and each task's training dataset assembled from them once (shared by the
     /// miner, the validator and the screening).
@@ -169,6 +169,8 @@ pub(crate) struct Agent {
     history: HashMap<TaskId, History>,
     /// Evaluator: evaluations in progress.
     evaluations: HashMap<TaskId, Evaluation>,
+    /// Evaluator: the models' tests running on their own threads, by task.
+    scoring: HashMap<TaskId, evaluator::ScoringResult>,
     subscribed: HashSet<TaskId>,
     /// Tasks seen completed with us in them.
     completed: HashSet<TaskId>,
@@ -476,7 +478,7 @@ impl Node {
     ) {
         if status.is_some_and(|s| s.done) {
             if let Some(eval) = self.agent.evaluations.get_mut(&task) {
-                eval.screened_by.insert(supervisor);
+                eval.on_screening(supervisor, true);
             }
         }
     }
@@ -670,7 +672,7 @@ impl Node {
                 if self.agent.completed.insert(id) {
                     crate::stats::NodeStats::add(&self.stats.tasks_completed, 1);
                 }
-                if record.client == me && !self.agent.client_done.contains(&id) {
+                if record.client == me && self.agent.delivery.pending(&id) {
                     self.fetch_best_model(id, record);
                 }
             }

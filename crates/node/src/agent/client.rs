@@ -108,38 +108,40 @@ impl Node {
             task_record(chain.state(), &task)
         };
         let Some(record) = record else { return };
-        let submitted =
-            pouw_ml::from_safetensors(&bytes).map_err(|e| e.to_string()).and_then(|m| {
-                if Hash(m.hash().0) == hash {
-                    Ok(m)
-                } else {
-                    Err(format!("the model hashes to {}, not to the submitted hash", m.hash()))
-                }
-            });
-        if let (true, Err(e)) = (deliver, &submitted) {
-            tracing::warn!(target: "client", task = %task.short(), model = %hash, error = %e, "best model refused: asked of the next holder");
-            return;
+        if deliver {
+            return self.deliver_model(task, hash, &bytes, &record);
         }
-        let checked = submitted.and_then(|m| check_model_fits(&record, &m).map(|()| m));
-        let model = match checked {
-            Ok(m) => m,
+        let checked = delivery::submitted_model(&bytes, &hash)
+            .and_then(|m| check_model_fits(&record, &m).map(|()| m));
+        match checked {
+            Ok(model) => {
+                self.agent.keep_model(&hash, &model);
+                if let Some(eval) = self.agent.evaluations.get_mut(&task) {
+                    eval.on_model(miner, Some(model));
+                }
+            }
             Err(e) => {
                 tracing::warn!(target: "evaluator", task = %task.short(), miner = %miner.short(), model = %hash, error = %e, "model refused: counted as missing");
-                if deliver {
-                    self.agent.client_done.insert(task);
-                } else if let Some(eval) = self.agent.evaluations.get_mut(&task) {
-                    eval.models.insert(miner, None);
+                if let Some(eval) = self.agent.evaluations.get_mut(&task) {
+                    eval.on_model(miner, None);
                 }
+            }
+        }
+    }
+
+    /// Client: an answer to our request for the best model `hash` of `task`.
+    fn deliver_model(&mut self, task: TaskId, hash: Hash, bytes: &[u8], record: &TaskRecord) {
+        let model = match self.agent.delivery.on_model(task, &hash, bytes, record) {
+            delivery::Received::Store(model) => model,
+            delivery::Received::Refused(e) => {
+                tracing::warn!(target: "client", task = %task.short(), model = %hash, error = %e, "best model refused: asked of the next holder");
+                return;
+            }
+            delivery::Received::Unfit(e) => {
+                tracing::warn!(target: "client", task = %task.short(), model = %hash, error = %e, "best model does not fit the task: not delivered");
                 return;
             }
         };
-        if !deliver {
-            self.agent.keep_model(&hash, &model);
-            if let Some(eval) = self.agent.evaluations.get_mut(&task) {
-                eval.models.insert(miner, Some(model));
-            }
-            return;
-        }
         let path = task_model_path(&self.agent.datadir, &task);
         let dir = self.agent.models_dir();
         let saved = std::fs::create_dir_all(&dir)
@@ -151,7 +153,7 @@ impl Node {
             });
         match saved {
             Ok(()) => {
-                self.agent.client_done.insert(task);
+                self.agent.delivery.stored(task);
                 tracing::info!(target: "client", task = %task.short(), path = %path.display(), "best model received");
             }
             Err(e) => {

@@ -3,31 +3,11 @@
 //! own, off the event loop) and ranked, and the verdict is voted (ChargeForTask).
 
 use super::*;
+use evaluation::{EvalAction, EvalView, Scored};
 
-/// An evaluator's work on one task.
-#[derive(Debug, Default)]
-pub(super) struct Evaluation {
-    pub(super) models: BTreeMap<Address, Option<pouw_ml::Model>>,
-    pub(super) asked: HashMap<Address, Instant>,
-    pub(super) voted: bool,
-    /// Votes dropped as invalid and cast again (a conviction that reached the chain after
-    /// the vote was made, design/009 "Late accusations"); at most [`MAX_REVOTES`].
-    pub(super) revotes: u8,
-    /// Supervisors that reported their screening of the task done.
-    pub(super) screened_by: HashSet<Address>,
-    pub(super) screening_asked: HashMap<Address, Instant>,
-    /// The screening did not end in time: evaluating without waiting further.
-    pub(super) screening_given_up: bool,
-    /// When this node first saw the task finalising.
-    pub(super) since: Option<Instant>,
-    /// The models under test on their own thread (off the event loop, the test segments read
-    /// there too): the correct counts per miner and the test set's size when done, or the test
-    /// segment found damaged.
-    pub(super) scoring: Option<flume::Receiver<Result<Result<Scored, segments::Damaged>, String>>>,
-}
-
-/// Each tested model's correct count on the test set, and the test set's size.
-type Scored = (Vec<(u32, Address)>, usize);
+/// What a models' test thread sends back: the scores, or the test segment it found damaged;
+/// `Err` if the test faulted.
+pub(super) type ScoringResult = flume::Receiver<Result<Result<Scored, segments::Damaged>, String>>;
 
 /// Tests every model of `models` on the test segments `test_segments` (those that do not fit
 /// the task, `width` features and `classes` classes, left out), with the deterministic
@@ -65,9 +45,6 @@ fn score_models(
     (scores, y.len())
 }
 
-/// The most times an evaluator casts its vote on one task again after it was dropped.
-const MAX_REVOTES: u8 = 3;
-
 impl Node {
     /// Evaluator: our vote on `task` was dropped as invalid before it landed (a conviction
     /// recorded after it was made, so it no longer confiscates every convict): it is made
@@ -75,9 +52,7 @@ impl Node {
     /// share.
     pub(crate) fn vote_dropped(&mut self, task: TaskId) {
         let Some(eval) = self.agent.evaluations.get_mut(&task) else { return };
-        if eval.voted && eval.revotes < MAX_REVOTES {
-            eval.revotes += 1;
-            eval.voted = false;
+        if eval.vote_dropped() {
             tracing::info!(target: "evaluator", task = %task.short(), "our vote was dropped before it landed: voting again on the chain as it is now");
         }
     }
@@ -85,7 +60,8 @@ impl Node {
     /// Evaluator: tests every submitted model on the test segments and votes (ChargeForTask),
     /// once: while the task finalises, and after the verdict executed without our vote while
     /// our share of the quota is held (a late vote, design/005; the `Completed` branch of
-    /// `agent_task` decides when).
+    /// `agent_task` decides when). The decisions are the evaluation's (`evaluation.rs`); this
+    /// builds its view and carries out its actions.
     pub(super) fn evaluate(
         &mut self,
         id: TaskId,
@@ -93,17 +69,14 @@ impl Node {
         test: &[usize],
         height: u64,
     ) -> Result<(), NodeError> {
-        if self.agent.evaluations.get(&id).is_some_and(|e| e.voted) {
+        if self.agent.evaluations.get(&id).is_some_and(|e| e.voted()) {
             return Ok(());
         }
         if self.config.attack == Some(Attack::LyingEvaluator) {
             self.vote_wrong_verdict(id, record);
             return Ok(());
         }
-        if !self.screening_settled(id, record, height) {
-            return Ok(());
-        }
-        self.ask_segments(id, record, test, SegmentUse::Test);
+        self.poll_scoring(id);
         // Miners convicted by a majority of the supervisors (on chain, or by the alerts seen
         // here) are not ranked; only those convicted on chain are confiscated (design/013).
         let unranked: Vec<Address> = self
@@ -116,68 +89,90 @@ impl Node {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let confiscations: Vec<Address> = record.convictions.iter().map(|c| c.miner).collect();
         let models: Vec<(Address, Hash)> = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             pouw_consensus::task_view(chain.state(), &id)
                 .map(|v| v.models.iter().map(|m| (m.miner, m.model_hash)).collect::<Vec<_>>())
                 .unwrap_or_default()
-        }
-        .into_iter()
-        .filter(|(m, _)| !unranked.contains(m))
-        .collect();
-        for (miner, hash) in &models {
-            let eval = self.agent.evaluations.entry(id).or_default();
-            if eval.models.contains_key(miner)
-                || eval.asked.get(miner).is_some_and(|t| t.elapsed() < RETRY)
-            {
-                continue;
-            }
-            eval.asked.insert(*miner, Instant::now());
-            if let Some(peer) = peer_id_of(miner) {
-                self.request(
-                    peer,
-                    Request::Model(*hash),
-                    Pending::Model { task: id, miner: *miner, hash: *hash, deliver: false },
-                );
-            }
-        }
-        let have_test = self.agent.segments.has_all(&id, test);
-        let eval = self.agent.evaluations.entry(id).or_default();
-        let have_models = models.iter().all(|(m, _)| eval.models.contains_key(m));
-        if !have_test || !have_models {
-            return Ok(());
-        }
-        let Some((mut scores, tested)) = self.scored(id, record, test, &unranked) else {
-            return Ok(());
         };
-        // A conviction seen while the models were under test unranks its miner too.
-        scores.retain(|(_, miner)| !unranked.contains(miner));
-        scores.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let ranking: Vec<Address> = scores.iter().map(|(_, m)| *m).collect();
-        let payouts = {
-            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match expected_payouts(chain.state(), &id, &ranking, &confiscations) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(target: "evaluator", error = %e, "cannot compute the payouts");
-                    return Ok(());
+        let supervisors: Vec<Address> =
+            record.participants.supervisors.iter().map(|s| s.worker).collect();
+        let view = EvalView {
+            height,
+            status: &record.status,
+            supervisors: &supervisors,
+            patience: record.definition.deadlines.evaluation_blocks / 2,
+            unranked: &unranked,
+            models: &models,
+            have_test: self.agent.segments.has_all(&id, test),
+        };
+        let actions = self.agent.evaluations.entry(id).or_default().tick(&view, Instant::now());
+        for action in actions {
+            match action {
+                EvalAction::AskScreening(s) => {
+                    if let Some(peer) = peer_id_of(&s) {
+                        self.request(
+                            peer,
+                            Request::Screening { task: id },
+                            Pending::Screening { task: id, supervisor: s },
+                        );
+                    }
+                }
+                EvalAction::FetchTest => self.ask_segments(id, record, test, SegmentUse::Test),
+                EvalAction::AskModel { miner, hash } => {
+                    if let Some(peer) = peer_id_of(&miner) {
+                        self.request(
+                            peer,
+                            Request::Model(hash),
+                            Pending::Model { task: id, miner, hash, deliver: false },
+                        );
+                    }
+                }
+                EvalAction::Score(models) => self.start_scoring(id, record, test, models),
+                EvalAction::Vote { ranking, scores, tested } => {
+                    self.vote(id, record, ranking, &scores, tested)
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Evaluator: votes `ranking` on task `id` (ChargeForTask with the payouts the rules give
+    /// for it, every miner convicted on chain confiscated); `scores` and `tested` for the log.
+    fn vote(
+        &mut self,
+        id: TaskId,
+        record: &TaskRecord,
+        ranking: Vec<Address>,
+        scores: &[(u32, Address)],
+        tested: usize,
+    ) {
+        let confiscations: Vec<Address> = record.convictions.iter().map(|c| c.miner).collect();
+        let payouts = {
+            let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            expected_payouts(chain.state(), &id, &ranking, &confiscations)
         };
-        for (correct, miner) in &scores {
+        let payouts = match payouts {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(target: "evaluator", error = %e, "cannot compute the payouts");
+                if let Some(eval) = self.agent.evaluations.get_mut(&id) {
+                    eval.vote_failed();
+                }
+                return;
+            }
+        };
+        for (correct, miner) in scores {
             let acc = f64::from(*correct) / tested.max(1) as f64;
             tracing::info!(target: "evaluator", task = %id.short(), miner = %miner.short(), accuracy = format!("{:.2}%", acc * 100.0), "model tested");
         }
         for miner in &confiscations {
             tracing::warn!(target: "evaluator", task = %id.short(), miner = %miner.short(), "stake confiscated: convicted by the supervisors' alerts");
         }
-        let eval = self.agent.evaluations.entry(id).or_default();
-        eval.voted = true;
         if self.config.attack == Some(Attack::EvaluatorTheft)
             && self.vote_theft(id, &ranking, &confiscations)
         {
-            return Ok(());
+            return;
         }
         match self.submit_own(TxKind::ChargeForTask {
             task_id: id,
@@ -188,60 +183,56 @@ impl Node {
             Ok(_) => tracing::info!(target: "evaluator", task = %id.short(), "verdict submitted"),
             Err(e) => tracing::warn!(target: "evaluator", error = %e, "ChargeForTask refused"),
         }
-        Ok(())
     }
 
-    /// Evaluator: the models of task `id` tested on the test segments `test`, on a thread of
-    /// their own (a large model's test takes seconds, which the event loop must not wait):
-    /// started at the first call, `None` until done.
-    fn scored(
+    /// Evaluator: the models' test of task `id`, if it ended, handed to its evaluation. A test
+    /// segment found damaged is deleted and fetched again, then the test runs again; a fault
+    /// in the test drops the task on this node.
+    fn poll_scoring(&mut self, id: TaskId) {
+        let Some(rx) = self.agent.scoring.get(&id) else { return };
+        let result = rx.try_recv();
+        let fault = match result {
+            Err(flume::TryRecvError::Empty) => return,
+            Ok(Ok(Ok(scored))) => {
+                self.agent.scoring.remove(&id);
+                self.agent.evaluations.entry(id).or_default().on_scored(Some(scored));
+                return;
+            }
+            Ok(Ok(Err(damaged))) => {
+                self.agent.scoring.remove(&id);
+                tracing::warn!(target: "evaluator", task = %id.short(), error = %damaged, "a test segment is damaged");
+                self.agent.segments.damaged(&id, damaged.index);
+                self.agent.evaluations.entry(id).or_default().on_scored(None);
+                return;
+            }
+            Ok(Err(fault)) => fault,
+            Err(flume::TryRecvError::Disconnected) => "the test stopped without a result".into(),
+        };
+        // A fault in the test is the task's, as one on the event loop was (`agent_tick`): the
+        // task is dropped on this node, never tested again in a loop.
+        tracing::error!(target: "node", task = %id.short(), %fault, "testing the models faulted: dropping the task on this node");
+        self.agent.scoring.remove(&id);
+        self.agent.evaluations.entry(id).or_default().on_scored(None);
+        self.agent.faulted.insert(id);
+    }
+
+    /// Evaluator: tests `models` of task `id` on the test segments `test` on a thread of its
+    /// own (a large model's test takes seconds, which the event loop must not wait; the
+    /// segments are read and checked against their hashes there too).
+    fn start_scoring(
         &mut self,
         id: TaskId,
         record: &TaskRecord,
         test: &[usize],
-        unranked: &[Address],
-    ) -> Option<Scored> {
-        let eval = self.agent.evaluations.entry(id).or_default();
-        if let Some(rx) = &eval.scoring {
-            let result = rx.try_recv();
-            let fault = match result {
-                Ok(Ok(Ok(scored))) => {
-                    eval.scoring = None;
-                    return Some(scored);
-                }
-                Ok(Ok(Err(damaged))) => {
-                    // Read on the thread: deleted here and fetched again, then tested.
-                    eval.scoring = None;
-                    tracing::warn!(target: "evaluator", task = %id.short(), error = %damaged, "a test segment is damaged");
-                    self.agent.segments.damaged(&id, damaged.index);
-                    return None;
-                }
-                Err(flume::TryRecvError::Empty) => return None,
-                Ok(Err(fault)) => fault,
-                Err(flume::TryRecvError::Disconnected) => {
-                    "the test stopped without a result".into()
-                }
-            };
-            // A fault in the test is the task's, as one on the event loop was (`agent_tick`):
-            // the task is dropped on this node, never tested again in a loop.
-            tracing::error!(target: "node", task = %id.short(), %fault, "testing the models faulted: dropping the task on this node");
-            eval.scoring = None;
-            self.agent.faulted.insert(id);
-            return None;
-        }
-        let models: Vec<(Address, pouw_ml::Model)> = eval
-            .models
-            .iter()
-            .filter(|(miner, _)| !unranked.contains(miner))
-            .filter_map(|(miner, m)| Some((*miner, m.clone()?)))
-            .collect();
-        // Read and checked against their hashes on the thread (megabytes).
+        models: Vec<(Address, pouw_ml::Model)>,
+    ) {
         let hashes = record.definition.dataset.segment_hashes.clone();
         let files = match self.agent.segments.files(&id, test) {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(target: "evaluator", task = %id.short(), error = %e, "cannot read the test segments");
-                return None;
+                self.agent.evaluations.entry(id).or_default().on_scored(None);
+                return;
             }
         };
         let width = record
@@ -262,59 +253,13 @@ impl Node {
         });
         match spawned {
             Ok(_) => {
-                if let Some(eval) = self.agent.evaluations.get_mut(&id) {
-                    eval.scoring = Some(rx);
-                }
+                self.agent.scoring.insert(id, rx);
             }
             Err(e) => {
-                tracing::error!(target: "evaluator", task = %id.short(), error = %e, "cannot start testing the models")
+                tracing::error!(target: "evaluator", task = %id.short(), error = %e, "cannot start testing the models");
+                self.agent.evaluations.entry(id).or_default().on_scored(None);
             }
         }
-        None
-    }
-
-    /// Evaluator: whether the supervisors' screening of `id` is over, so that every miner they
-    /// will convict is known before we vote: a strict majority of the selected supervisors
-    /// report it done, or half the evaluation window has passed (a stalled or lying
-    /// committee cannot hold the verdict back).
-    fn screening_settled(&mut self, id: TaskId, record: &TaskRecord, height: u64) -> bool {
-        let supervisors: Vec<Address> =
-            record.participants.supervisors.iter().map(|s| s.worker).collect();
-        let TaskStatus::Finalising { since } = record.status else { return true };
-        if supervisors.is_empty() {
-            return true;
-        }
-        let patience = record.definition.deadlines.evaluation_blocks / 2;
-        let eval = self.agent.evaluations.entry(id).or_default();
-        if eval.screened_by.len().saturating_mul(2) > supervisors.len() {
-            return true;
-        }
-        if height >= since.saturating_add(patience) {
-            if !std::mem::replace(&mut eval.screening_given_up, true) {
-                tracing::warn!(target: "evaluator", task = %id.short(), done = eval.screened_by.len(), supervisors = supervisors.len(), "the supervisors' screening did not finish in time: evaluating without it");
-            }
-            return true;
-        }
-        let ask: Vec<Address> = supervisors
-            .into_iter()
-            .filter(|s| {
-                !eval.screened_by.contains(s)
-                    && eval.screening_asked.get(s).is_none_or(|t| t.elapsed() >= RETRY)
-            })
-            .collect();
-        for s in &ask {
-            eval.screening_asked.insert(*s, Instant::now());
-        }
-        for s in ask {
-            if let Some(peer) = peer_id_of(&s) {
-                self.request(
-                    peer,
-                    Request::Screening { task: id },
-                    Pending::Screening { task: id, supervisor: s },
-                );
-            }
-        }
-        false
     }
 
     /// Evaluator under attack `lying-evaluator`: votes at once, without testing anything, a
@@ -325,9 +270,9 @@ impl Node {
     /// evaluators rank every submitted model, so with two or more models this verdict is
     /// always wrong (with one, it ranks nobody: wrong too).
     fn vote_wrong_verdict(&mut self, id: TaskId, record: &TaskRecord) {
-        let since =
-            *self.agent.evaluations.entry(id).or_default().since.get_or_insert_with(Instant::now);
-        if since.elapsed() < LIAR_DELAY {
+        let now = Instant::now();
+        let since = *self.agent.evaluations.entry(id).or_default().since.get_or_insert(now);
+        if now.saturating_duration_since(since) < LIAR_DELAY {
             return;
         }
         let ranking: Vec<Address> = match record.models.as_slice() {
@@ -346,7 +291,7 @@ impl Node {
             }
         };
         tracing::warn!(target: "evaluator", task = %id.short(), ranked = ranking.len(), models = record.models.len(), "deliberately voting a wrong verdict without testing (attack lying-evaluator)");
-        self.agent.evaluations.entry(id).or_default().voted = true;
+        self.agent.evaluations.entry(id).or_default().mark_voted();
         let kind = TxKind::ChargeForTask { task_id: id, ranking, payouts, confiscations: vec![] };
         let fee = Amount(TX_FEE.units().saturating_mul(LIAR_FEE_FACTOR));
         match self.submit_own_paying(kind, fee) {

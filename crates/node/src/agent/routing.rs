@@ -11,7 +11,10 @@
 //! source, a segment is checked against the task's segment hash and a model against its
 //! submitted hash (both chain data) before it is used or kept.
 
-use super::{segments, Agent, SegmentUse, RETRY, SEGMENT_IN_FLIGHT};
+use super::{
+    delivery::{Best, DeliveryAction},
+    segments, Agent, SegmentUse, RETRY, SEGMENT_IN_FLIGHT,
+};
 use crate::node::{Node, Pending};
 use pouw_consensus::{task_record, task_split_of, State, StateKey, StateValue, TaskRecord};
 use pouw_net::{peer_id_of, InboundId, PeerId, Request, Response};
@@ -37,7 +40,7 @@ pub(crate) struct SegmentSends {
 
 /// The best model is asked again of the next holder after this long without it, doubled for
 /// every full round of holders, up to `2^MAX_MODEL_BACKOFF_ROUNDS` times.
-const MODEL_RETRY: Duration = RETRY;
+pub(super) const MODEL_RETRY: Duration = RETRY;
 const MAX_MODEL_BACKOFF_ROUNDS: u32 = 3;
 
 /// Pushes `a` onto `out` unless it is there already or is `me`.
@@ -117,9 +120,13 @@ pub(crate) struct Rotation {
 impl Rotation {
     /// The holder to ask now among `holders` (in order of preference), or `None` while the
     /// last ask is within its delay: the first holder, then each next one after `delay`
-    /// (doubled for every full round of holders that did not deliver).
-    fn next<'a>(&mut self, holders: &'a [Address], delay: Duration) -> Option<&'a Address> {
-        let now = Instant::now();
+    /// (doubled for every full round of holders that did not deliver); `now` is the time.
+    pub(super) fn next<'a>(
+        &mut self,
+        holders: &'a [Address],
+        delay: Duration,
+        now: Instant,
+    ) -> Option<&'a Address> {
         if self.next_at.is_some_and(|at| at > now) || holders.is_empty() {
             return None;
         }
@@ -269,35 +276,26 @@ impl Node {
     /// first: the largest miner payout), of its miner first and then of the evaluators, in
     /// turn with backoff, until one delivers it.
     pub(super) fn fetch_best_model(&mut self, id: TaskId, record: &TaskRecord) {
-        let miners: Vec<Address> = record.participants.miners.iter().map(|s| s.worker).collect();
-        let best = record.settlement.as_ref().and_then(|s| {
-            s.payouts
-                .iter()
-                .filter(|p| miners.contains(&p.to))
-                .max_by_key(|p| p.amount)
-                .map(|p| p.to)
-        });
-        let Some(best) = best else {
-            self.agent.client_done.insert(id);
-            return;
-        };
-        let hash = {
+        let models: Vec<(Address, Hash)> = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             pouw_consensus::task_view(chain.state(), &id)
-                .and_then(|v| v.models.iter().find(|m| m.miner == best).map(|m| m.model_hash))
+                .map(|v| v.models.iter().map(|m| (m.miner, m.model_hash)).collect())
+                .unwrap_or_default()
         };
-        let Some(hash) = hash else { return };
-        let holders = model_sources(record, &best, &self.me());
-        let rotation = self.agent.client_asked.entry(id).or_default();
-        let Some(holder) = rotation.next(&holders, MODEL_RETRY) else { return };
-        if let Some(peer) = peer_id_of(holder) {
-            if *holder != best {
+        let best = Best::of(record, &models, &self.me());
+        let Some(DeliveryAction::Ask { holder, miner, hash }) =
+            self.agent.delivery.tick(id, best, Instant::now())
+        else {
+            return;
+        };
+        if let Some(peer) = peer_id_of(&holder) {
+            if holder != miner {
                 tracing::debug!(target: "client", task = %id.short(), holder = %peer, "best model asked of another holder");
             }
             self.request(
                 peer,
                 Request::Model(hash),
-                Pending::Model { task: id, miner: best, hash, deliver: true },
+                Pending::Model { task: id, miner, hash, deliver: true },
             );
         }
     }
@@ -362,14 +360,17 @@ mod tests {
         assert_eq!(holders, [key(2), key(6), key(7), key(8)]);
         let mut rot = Rotation::default();
         // Without delay: each holder in turn, then round again.
+        let now = Instant::now();
         let asked: Vec<Address> =
-            (0..5).map(|_| *rot.next(&holders, Duration::ZERO).unwrap()).collect();
+            (0..5).map(|_| *rot.next(&holders, Duration::ZERO, now).unwrap()).collect();
         assert_eq!(asked, [key(2), key(6), key(7), key(8), key(2)]);
         // With a delay: nobody is asked again before it passed.
         let mut rot = Rotation::default();
-        assert_eq!(rot.next(&holders, Duration::from_secs(60)), Some(&key(2)));
-        assert_eq!(rot.next(&holders, Duration::from_secs(60)), None);
-        assert_eq!(Rotation::default().next(&[], Duration::ZERO), None);
+        let minute = Duration::from_secs(60);
+        assert_eq!(rot.next(&holders, minute, now), Some(&key(2)));
+        assert_eq!(rot.next(&holders, minute, now + minute / 2), None);
+        assert_eq!(rot.next(&holders, minute, now + minute), Some(&key(6)));
+        assert_eq!(Rotation::default().next(&[], Duration::ZERO, now), None);
     }
 
     #[test]
