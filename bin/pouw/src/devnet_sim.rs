@@ -147,6 +147,8 @@ pub(crate) struct Sim {
     imports: HashMap<String, HashMap<usize, u64>>,
     /// Block hash → its miner's address.
     miners: HashMap<String, String>,
+    /// Block hash → its height.
+    heights: HashMap<String, u64>,
     last_sample: Option<Instant>,
     cut: Cut,
     rng: u64,
@@ -192,6 +194,7 @@ impl Sim {
             relays: Vec::new(),
             peer_ids: Vec::new(),
             imports: HashMap::new(),
+            heights: HashMap::new(),
             miners: HashMap::new(),
             last_sample: None,
             cut: Cut::default(),
@@ -331,6 +334,9 @@ impl Sim {
                 if let Some(miner) = b["miner"].as_str() {
                     self.miners.entry(hash.to_string()).or_insert_with(|| miner.to_string());
                 }
+                if let Some(height) = b["height"].as_u64() {
+                    self.heights.insert(hash.to_string(), height);
+                }
                 self.imports.entry(hash.to_string()).or_default().entry(i).or_insert(at);
             }
         }
@@ -338,24 +344,40 @@ impl Sim {
 
     /// Propagation delays in ms: for every block whose miner's import (its mining) was seen,
     /// every other node's import of it minus that.
-    fn delays(&self, nodes: &[Node]) -> (Vec<u64>, usize) {
+    fn delays(&self, nodes: &[Node]) -> (Vec<u64>, usize, Vec<Value>) {
         let index: HashMap<String, usize> = nodes
             .iter()
             .enumerate()
             .map(|(i, n)| (ChainSpec::devnet_key(n.key_index).public().to_string(), i))
             .collect();
         let mut delays = Vec::new();
-        let mut blocks = 0;
+        let mut by_height = Vec::new();
         for (hash, seen) in &self.imports {
             let Some(m) = self.miners.get(hash).and_then(|a| index.get(a)) else { continue };
             let Some(mined) = seen.get(m) else { continue };
-            blocks += 1;
-            delays.extend(
-                seen.iter().filter(|(i, _)| *i != m).map(|(_, at)| at.saturating_sub(*mined)),
-            );
+            let mut block: Vec<u64> = seen
+                .iter()
+                .filter(|(i, _)| *i != m)
+                .map(|(_, at)| at.saturating_sub(*mined))
+                .collect();
+            block.sort_unstable();
+            let height = self.heights.get(hash).copied().unwrap_or(0);
+            by_height.push((
+                height,
+                json!({
+                    "height": height,
+                    "miner": nodes.get(*m).map(|n| n.name.clone()),
+                    "samples": block.len(),
+                    "p50_ms": block.get(block.len() / 2),
+                    "max_ms": block.last(),
+                }),
+            ));
+            delays.extend(block);
         }
         delays.sort_unstable();
-        (delays, blocks)
+        by_height.sort_by_key(|(h, _)| *h);
+        let blocks = by_height.len();
+        (delays, blocks, by_height.into_iter().map(|(_, v)| v).collect())
     }
 
     /// Starts the late joiner (key `n`, knowing only the last node of the line), waits until it holds the
@@ -434,7 +456,7 @@ impl Sim {
         height: u64,
         late: Option<Value>,
     ) -> serde_json::Map<String, Value> {
-        let (delays, blocks) = self.delays(nodes);
+        let (delays, blocks, by_block) = self.delays(nodes);
         let pct = |p: f64| {
             let i = ((delays.len().saturating_sub(1)) as f64 * p).round() as usize;
             delays.get(i).copied()
@@ -467,6 +489,7 @@ impl Sim {
         m.insert("propagation_max_ms".into(), json!(delays.last()));
         m.insert("propagation_blocks".into(), json!(blocks));
         m.insert("propagation_samples".into(), json!(delays.len()));
+        m.insert("propagation_by_block".into(), json!(by_block));
         m.insert("orphan_blocks".into(), json!(orphans));
         let rate = if mined > 0 { orphans as f64 / mined as f64 } else { 0.0 };
         m.insert("orphan_rate".into(), json!((rate * 10_000.0).round() / 10_000.0));
