@@ -417,7 +417,7 @@ impl Node {
         self.validator.trust_attested(hash);
         let imported = self.import(Some(w.from), *w.block, None, Some(w.gossip))?;
         tracing::debug!(target: "node", block = %hash.short(), valid, of = committee.len(), imported, "block accepted on its attestations");
-        Ok(())
+        self.fetch_ended(&hash)
     }
 
     /// The full path for a held block: fetch its proof data from the peer that sent it, then

@@ -22,12 +22,7 @@ impl Node {
                     PendingKind::Data
                 };
                 match pending {
-                    Pending::Proof { block, gossip } => {
-                        self.fetching.remove(&block.hash());
-                        if let Some(id) = gossip {
-                            self.validate(id, peer, Acceptance::Ignore);
-                        }
-                    }
+                    pending @ Pending::Proof { .. } => self.proof_fetch_failed(peer, pending)?,
                     Pending::Headers | Pending::Blocks => self.sync.abort(peer),
                     Pending::Segment { task, index, .. } => self.agent_segment_failed(task, index),
                     Pending::Status | Pending::Model { .. } | Pending::Screening { .. } => {}
@@ -63,7 +58,8 @@ impl Node {
             }
             (Pending::Blocks, Response::Blocks(blocks)) => self.on_sync_blocks(peer, blocks)?,
             (Pending::Proof { block, gossip }, Response::Proof(data)) => {
-                self.fetching.remove(&block.hash());
+                let hash = block.hash();
+                self.fetching.remove(&hash);
                 match data {
                     // Checked and stored with the block's verification, off the loop.
                     Some(data) => self.verify_gossiped(peer, *block, Some(data), gossip)?,
@@ -74,6 +70,7 @@ impl Node {
                         self.penalise(peer, "announced a block without its proof data", 20);
                     }
                 }
+                self.fetch_ended(&hash)?;
             }
             (Pending::Screening { task, supervisor }, Response::Screening(status)) => {
                 self.agent_on_screening(task, supervisor, status)
@@ -112,12 +109,27 @@ impl Node {
                 if matches!(pending, Pending::Headers | Pending::Blocks) {
                     self.sync.abort(peer);
                 }
+                self.proof_fetch_failed(peer, pending)?;
             }
             (pending, other) => {
                 self.ban(peer, format!("answered {pending:?} with {}", response_name(&other)));
+                self.proof_fetch_failed(peer, pending)?;
             }
         }
         Ok(())
+    }
+
+    /// A request for a block's proof data got no data (it failed, or the peer answered with
+    /// an error or something else): the block is no longer being fetched (it is taken again
+    /// when announced again, or by sync) and the blocks held for it are ignored with it.
+    fn proof_fetch_failed(&mut self, peer: PeerId, pending: Pending) -> Result<(), NodeError> {
+        let Pending::Proof { block, gossip } = pending else { return Ok(()) };
+        let hash = block.hash();
+        self.fetching.remove(&hash);
+        if let Some(id) = gossip {
+            self.validate(id, peer, Acceptance::Ignore);
+        }
+        self.fetch_ended(&hash)
     }
 
     pub(super) fn on_status(&mut self, peer: PeerId, status: ChainStatus) {

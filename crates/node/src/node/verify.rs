@@ -228,8 +228,11 @@ impl Node {
         }
     }
 
-    /// Holds a gossiped block whose parent is in verification; false (the caller goes on as
-    /// for an unknown parent) when the parent is not, or too many blocks are held.
+    /// Holds a gossiped block whose parent is in verification, or whose parent's proof data
+    /// is being fetched (its child often arrives first: a block mined right after its parent
+    /// overtakes the parent's fetch); false (the caller goes on as for an unknown parent) when
+    /// the parent is neither, or too many blocks are held. Released by [`Node::release_held`]
+    /// once the parent's fate is known.
     pub(super) fn hold_for_parent(
         &mut self,
         from: PeerId,
@@ -238,7 +241,9 @@ impl Node {
     ) -> bool {
         let parent = block.header.prev_hash;
         let held: usize = self.block_verifier.held.values().map(Vec::len).sum();
-        if !self.block_verifier.verifying.contains(&parent) || held >= MAX_HELD {
+        let pending =
+            self.block_verifier.verifying.contains(&parent) || self.fetching.contains(&parent);
+        if !pending || held >= MAX_HELD {
             return false;
         }
         let held = Held { from, gossip: gossip.clone(), block: block.clone(), hash: block.hash() };
@@ -316,7 +321,13 @@ impl Node {
                 None => {}
             }
         }
-        for h in self.block_verifier.held.remove(&hash).unwrap_or_default() {
+        self.release_held(&hash, imported)
+    }
+
+    /// The blocks held for `parent`, now that its verification or its fetch ended: taken
+    /// again from the start if the parent was imported, else ignored with it.
+    pub(super) fn release_held(&mut self, parent: &Hash, imported: bool) -> Result<(), NodeError> {
+        for h in self.block_verifier.held.remove(parent).unwrap_or_default() {
             if imported && !self.banned.contains(&h.from) {
                 self.on_gossip_block(h.from, h.gossip, h.block)?;
             } else {
@@ -325,6 +336,16 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// The fetch of `hash`'s proof data ended: the blocks held for it are released unless it
+    /// went into verification (they wait for its verdict then).
+    pub(crate) fn fetch_ended(&mut self, hash: &Hash) -> Result<(), NodeError> {
+        if self.block_verifier.verifying.contains(hash) || self.fetching.contains(hash) {
+            return Ok(());
+        }
+        let imported = read(&self.chain).header(hash).is_some();
+        self.release_held(hash, imported)
     }
 }
 
