@@ -149,6 +149,10 @@ pub(crate) struct Sim {
     miners: HashMap<String, String>,
     /// Block hash → its height.
     heights: HashMap<String, u64>,
+    /// When every node was first seen with [`FORMED_PEERS`] peers or more (Unix ms), and how
+    /// long after the simulator started.
+    formed: Option<(u64, Duration)>,
+    started: Instant,
     last_sample: Option<Instant>,
     cut: Cut,
     rng: u64,
@@ -162,6 +166,10 @@ impl std::fmt::Debug for Sim {
 
 /// How often every node's recent imports are read.
 const SAMPLE_EVERY: Duration = Duration::from_secs(4);
+/// The network counts as formed once every node has this many peers (the bar for a node that
+/// knew one bootstrap address): blocks mined before that measure the discovery of the line,
+/// not a block's propagation, and are counted apart.
+const FORMED_PEERS: u64 = 3;
 /// Blocks read from each node per sample (more than are mined between two samples).
 const SAMPLE_BLOCKS: u64 = 40;
 /// Longest wait for the late joiner to sync.
@@ -195,6 +203,8 @@ impl Sim {
             peer_ids: Vec::new(),
             imports: HashMap::new(),
             heights: HashMap::new(),
+            formed: None,
+            started: Instant::now(),
             miners: HashMap::new(),
             last_sample: None,
             cut: Cut::default(),
@@ -281,6 +291,14 @@ impl Sim {
         if let Some(secs) = self.partition_secs {
             self.partition_course(nodes, phase, secs, now);
         }
+        if self.formed.is_none() && nodes.iter().all(|n| peers_of(n.rpc) >= FORMED_PEERS) {
+            let after = now.duration_since(self.started);
+            self.formed = Some((unix_ms(), after));
+            eprintln!(
+                "devnet: network formed (every node has {FORMED_PEERS} peers or more) after {:.1} s",
+                after.as_secs_f64()
+            );
+        }
         if self.last_sample.is_some_and(|t| now.duration_since(t) < SAMPLE_EVERY) {
             return;
         }
@@ -344,13 +362,16 @@ impl Sim {
 
     /// Propagation delays in ms: for every block whose miner's import (its mining) was seen,
     /// every other node's import of it minus that.
-    fn delays(&self, nodes: &[Node]) -> (Vec<u64>, usize, Vec<Value>) {
+    /// Also: the delays of the blocks mined once the network had formed (all of them if it
+    /// was never seen formed: then nothing is left out).
+    fn delays(&self, nodes: &[Node]) -> (Vec<u64>, usize, Vec<Value>, Vec<u64>) {
         let index: HashMap<String, usize> = nodes
             .iter()
             .enumerate()
             .map(|(i, n)| (ChainSpec::devnet_key(n.key_index).public().to_string(), i))
             .collect();
         let mut delays = Vec::new();
+        let mut formed_delays = Vec::new();
         let mut by_height = Vec::new();
         for (hash, seen) in &self.imports {
             let Some(m) = self.miners.get(hash).and_then(|a| index.get(a)) else { continue };
@@ -362,11 +383,16 @@ impl Sim {
                 .collect();
             block.sort_unstable();
             let height = self.heights.get(hash).copied().unwrap_or(0);
+            let after_formed = self.formed.is_none_or(|(at, _)| *mined >= at);
+            if after_formed {
+                formed_delays.extend(block.iter().copied());
+            }
             by_height.push((
                 height,
                 json!({
                     "height": height,
                     "miner": nodes.get(*m).map(|n| n.name.clone()),
+                    "network_formed": after_formed,
                     "samples": block.len(),
                     "p50_ms": block.get(block.len() / 2),
                     "max_ms": block.last(),
@@ -375,9 +401,10 @@ impl Sim {
             delays.extend(block);
         }
         delays.sort_unstable();
+        formed_delays.sort_unstable();
         by_height.sort_by_key(|(h, _)| *h);
         let blocks = by_height.len();
-        (delays, blocks, by_height.into_iter().map(|(_, v)| v).collect())
+        (delays, blocks, by_height.into_iter().map(|(_, v)| v).collect(), formed_delays)
     }
 
     /// Starts the late joiner (key `n`, knowing only the last node of the line), waits until it holds the
@@ -456,11 +483,12 @@ impl Sim {
         height: u64,
         late: Option<Value>,
     ) -> serde_json::Map<String, Value> {
-        let (delays, blocks, by_block) = self.delays(nodes);
-        let pct = |p: f64| {
-            let i = ((delays.len().saturating_sub(1)) as f64 * p).round() as usize;
-            delays.get(i).copied()
+        let (all, blocks, by_block, delays) = self.delays(nodes);
+        let pct_of = |d: &[u64], p: f64| {
+            let i = ((d.len().saturating_sub(1)) as f64 * p).round() as usize;
+            d.get(i).copied()
         };
+        let pct = |p: f64| pct_of(&delays, p);
         let peers: Vec<u64> = nodes
             .iter()
             .map(|n| {
@@ -489,6 +517,14 @@ impl Sim {
         m.insert("propagation_max_ms".into(), json!(delays.last()));
         m.insert("propagation_blocks".into(), json!(blocks));
         m.insert("propagation_samples".into(), json!(delays.len()));
+        m.insert(
+            "network_formed_seconds".into(),
+            json!(self.formed.map(|(_, after)| (after.as_secs_f64() * 10.0).round() / 10.0)),
+        );
+        m.insert("propagation_all_p50_ms".into(), json!(pct_of(&all, 0.5)));
+        m.insert("propagation_all_p95_ms".into(), json!(pct_of(&all, 0.95)));
+        m.insert("propagation_all_max_ms".into(), json!(all.last()));
+        m.insert("propagation_all_samples".into(), json!(all.len()));
         m.insert("propagation_by_block".into(), json!(by_block));
         m.insert("orphan_blocks".into(), json!(orphans));
         let rate = if mined > 0 { orphans as f64 / mined as f64 } else { 0.0 };
@@ -525,6 +561,18 @@ impl Sim {
     }
 }
 
+/// The peers node `rpc` reports (0 if it does not answer).
+fn peers_of(rpc: SocketAddr) -> u64 {
+    call(rpc, "pouw_health", json!([])).ok().and_then(|h| h["peers"].as_u64()).unwrap_or(0)
+}
+
+/// Now, in Unix milliseconds (the clock of the nodes' import times).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// `spec` made this run's own chain: its name gets a suffix drawn from the clock and the
 /// process id (`devnet-local-1a2b3c4d`). The name seeds the genesis block's nonce, so the
 /// genesis hash differs from run to run, and with it every P2P protocol id (requests,
@@ -553,10 +601,13 @@ pub(crate) fn print(r: &Value) {
         r["min_peers"]
     );
     println!(
-        "  propagation     p50 {} ms, p95 {} ms, max {} ms ({} blocks); orphan rate {}; same tip {}",
+        "  propagation     p50 {} ms, p95 {} ms, max {} ms once formed (after {} s; every block: p95 {} ms, max {} ms; {} blocks); orphan rate {}; same tip {}",
         r["propagation_p50_ms"],
         r["propagation_p95_ms"],
         r["propagation_max_ms"],
+        r["network_formed_seconds"],
+        r["propagation_all_p95_ms"],
+        r["propagation_all_max_ms"],
         r["propagation_blocks"],
         r["orphan_rate"],
         r["same_tip"]
