@@ -498,8 +498,7 @@ impl Sim {
                     .unwrap_or(0)
             })
             .collect();
-        let tips: Vec<Option<String>> = nodes.iter().map(|n| block_hash(n.rpc, height)).collect();
-        let same_tip = tips.iter().all(|t| t.is_some() && *t == tips[0]);
+        let same_tip = agree_at(nodes, height);
         let orphans = mined.saturating_sub(height);
         let (cut, refused, unknown) = self.partition.counts();
         let mut m = serde_json::Map::new();
@@ -559,6 +558,26 @@ impl Sim {
         }
         m
     }
+}
+
+/// Reads of the nodes' blocks at one height before they are taken to disagree.
+const AGREE_TRIES: u32 = 10;
+
+/// Whether every node holds the same block at `height`. The miners are still mining while the
+/// nodes are read one after the other, so two blocks of that height may both be live for a
+/// moment (an orphan race at the tip): the nodes are read again, a second apart, up to
+/// [`AGREE_TRIES`] times, until they agree.
+fn agree_at(nodes: &[Node], height: u64) -> bool {
+    for attempt in 0..AGREE_TRIES {
+        let tips: Vec<Option<String>> = nodes.iter().map(|n| block_hash(n.rpc, height)).collect();
+        if tips.iter().all(|t| t.is_some() && *t == tips[0]) {
+            return true;
+        }
+        if attempt + 1 < AGREE_TRIES {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    false
 }
 
 /// The peers node `rpc` reports (0 if it does not answer).
