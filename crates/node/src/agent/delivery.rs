@@ -144,7 +144,7 @@ pub(super) fn submitted_model(bytes: &[u8], hash: &Hash) -> Result<pouw_ml::Mode
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pouw_consensus::{Participants, Seat, Settlement, TaskStatus};
+    use pouw_consensus::{Settlement, TaskStatus};
     use pouw_primitives::{Amount, ChainSpec, Payout};
 
     fn key(i: usize) -> Address {
@@ -154,17 +154,7 @@ mod tests {
     /// A completed task of client 0 with miners 1-3 and evaluators 6-8, whose verdict paid
     /// miner 2 most.
     fn record() -> TaskRecord {
-        let seats = |r: std::ops::Range<usize>| {
-            r.map(|i| Seat { worker: key(i), ticket: Hash::ZERO }).collect::<Vec<_>>()
-        };
-        let participants = Participants {
-            miners: seats(1..4),
-            supervisors: seats(4..6),
-            evaluators: seats(6..9),
-            verifiers: vec![],
-        };
-        let definition = pouw_consensus::pouw::filler_task(&ChainSpec::devnet(), &Hash::ZERO).1;
-        let mut r = super::super::tests::task_record(definition, participants);
+        let mut r = super::super::tests::seated_record();
         r.status = TaskStatus::Completed { at: 60, verdict: Hash::ZERO };
         r.settlement = Some(Settlement {
             payouts: vec![

@@ -304,7 +304,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pouw_consensus::{Participants, Seat, TaskStatus};
+    use pouw_consensus::TaskStatus;
     use pouw_primitives::ChainSpec;
 
     fn key(i: usize) -> Address {
@@ -313,17 +313,7 @@ mod tests {
 
     /// A task of client 0 with miners 1-3, supervisors 4-5, evaluators 6-8.
     fn record() -> TaskRecord {
-        let seats = |r: std::ops::Range<usize>| {
-            r.map(|i| Seat { worker: key(i), ticket: Hash::ZERO }).collect::<Vec<_>>()
-        };
-        let participants = Participants {
-            miners: seats(1..4),
-            supervisors: seats(4..6),
-            evaluators: seats(6..9),
-            verifiers: vec![],
-        };
-        let definition = pouw_consensus::pouw::filler_task(&ChainSpec::devnet(), &Hash::ZERO).1;
-        super::super::tests::task_record(definition, participants)
+        super::super::tests::seated_record()
     }
 
     #[test]

@@ -13,6 +13,23 @@ fn root_of(h: &History, slot: u32) -> Hash {
     history_root(&ids)
 }
 
+/// A filler-shaped task of client devnet key 0, training, with miners 1-3, supervisors 4-5
+/// and evaluators 6-8.
+pub(super) fn seated_record() -> TaskRecord {
+    let key = |i: usize| ChainSpec::devnet_key(i).public();
+    let seats = |r: std::ops::Range<usize>| {
+        r.map(|i| pouw_consensus::Seat { worker: key(i), ticket: Hash::ZERO }).collect::<Vec<_>>()
+    };
+    let participants = pouw_consensus::Participants {
+        miners: seats(1..4),
+        supervisors: seats(4..6),
+        evaluators: seats(6..9),
+        verifiers: vec![],
+    };
+    let definition = pouw_consensus::pouw::filler_task(&ChainSpec::devnet(), &Hash::ZERO).1;
+    task_record(definition, participants)
+}
+
 /// A task of `definition`, training, with the seats `participants`: client devnet key 0.
 pub(super) fn task_record(
     definition: pouw_primitives::TaskDefinition,
