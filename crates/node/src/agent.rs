@@ -174,6 +174,8 @@ pub(crate) struct Agent {
     subscribed: HashSet<TaskId>,
     /// Tasks seen completed with us in them.
     completed: HashSet<TaskId>,
+    /// Tasks whose state was dropped once they ended (`memory::Agent::forget_task`).
+    forgotten: HashSet<TaskId>,
     /// Supervisor: screening per task.
     screening: Screening,
     /// Miner: its own recent start states per task, served to the task's supervisors
@@ -272,21 +274,6 @@ impl Agent {
         // segments of a task are not kept in memory for the whole task.
         std::fs::read(segment_path(&self.client_dir(task), usize::from(index))).ok()
     }
-
-    /// Supervisor: the messages of one slot (those under the committed root once committed,
-    /// else those seen so far).
-    fn history_slot(&self, task: &TaskId, slot: u64) -> Vec<IterationMessage> {
-        let Some(h) = self.history.get(task) else { return Vec::new() };
-        let Ok(slot) = u32::try_from(slot) else { return Vec::new() };
-        match h.committed.get(&slot) {
-            Some(msgs) => msgs.iter().map(|m| IterationMessage::clone(m)).collect(),
-            None => h
-                .open
-                .get(&slot)
-                .map(|m| m.values().map(|m| IterationMessage::clone(m)).collect())
-                .unwrap_or_default(),
-        }
-    }
 }
 
 /// Where a client node keeps segment `index` of a task it submitted.
@@ -376,6 +363,10 @@ impl Node {
         let Some(record) = record else { return false };
         if !record.participants.miners.iter().any(|s| s.worker == msg.body.miner) {
             return false;
+        }
+        if !matches!(record.status, TaskStatus::Training | TaskStatus::Finalising { .. }) {
+            // A late copy of a message of a task that is over: nothing keeps it.
+            return true;
         }
         let me = self.me();
         if msg.body.miner != me
@@ -668,6 +659,9 @@ impl Node {
                     self.screen_task(id, record, height);
                 } else {
                     self.release_screen(&id);
+                    if !late_vote {
+                        self.agent.forget_task(&id);
+                    }
                 }
                 if self.agent.completed.insert(id) {
                     crate::stats::NodeStats::add(&self.stats.tasks_completed, 1);
@@ -680,6 +674,7 @@ impl Node {
                 self.unsubscribe(id);
                 self.end_task_data(&id);
                 self.release_screen(&id);
+                self.agent.forget_task(&id);
             }
             TaskStatus::Registered => {}
         }

@@ -148,3 +148,24 @@ impl History {
         SlotStep::Commit
     }
 }
+
+impl super::Agent {
+    /// Supervisor: the messages of one slot (those under the committed root once committed,
+    /// else those seen so far).
+    pub(super) fn history_slot(
+        &self,
+        task: &pouw_primitives::TaskId,
+        slot: u64,
+    ) -> Vec<IterationMessage> {
+        let Some(h) = self.history.get(task) else { return Vec::new() };
+        let Ok(slot) = u32::try_from(slot) else { return Vec::new() };
+        match h.committed.get(&slot) {
+            Some(msgs) => msgs.iter().map(|m| IterationMessage::clone(m)).collect(),
+            None => h
+                .open
+                .get(&slot)
+                .map(|m| m.values().map(|m| IterationMessage::clone(m)).collect())
+                .unwrap_or_default(),
+        }
+    }
+}

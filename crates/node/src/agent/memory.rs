@@ -64,3 +64,34 @@ pub(super) fn give_freed_pages_back_soon() {
         tracing::debug!(target: "node", error = %e, "cannot start the heap trim");
     }
 }
+
+impl super::Agent {
+    /// Drops what this node kept of task `id` for its roles once nothing of it is needed any
+    /// more (completed with no late vote of ours due and the screening drained, or expired,
+    /// or refused): a supervisor's message log and evidence, a miner's peer bookkeeping and
+    /// inbox, an evaluator's evaluation and fetched models. Once per task; the small markers
+    /// that later ticks read (completed, faulted, trained, the committee size, the client's
+    /// delivery) stay.
+    pub(super) fn forget_task(&mut self, id: &pouw_primitives::TaskId) {
+        if !self.forgotten.insert(*id) {
+            return;
+        }
+        self.history.remove(id);
+        self.evaluations.remove(id);
+        self.scoring.remove(id);
+        self.inbox.remove(id);
+        self.own_progress.remove(id);
+        self.start_wait.remove(id);
+        self.staleness_wait.remove(id);
+        self.hold_since.remove(id);
+        self.peer_miners.remove(id);
+        self.first_seen.retain(|(t, _), _| t != id);
+        self.peer_progress.retain(|(t, _), _| t != id);
+        self.excused.retain(|(t, _)| t != id);
+        self.flagged_miners.retain(|(t, _), _| t != id);
+        self.equivocations.retain(|(t, _), _| t != id);
+        self.accused.retain(|(t, _), _| t != id);
+        self.too_large_evidence.retain(|(t, _)| t != id);
+        give_freed_pages_back_soon();
+    }
+}
