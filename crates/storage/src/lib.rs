@@ -136,9 +136,15 @@ pub(crate) fn open_existing(db: DbFile, path: &std::path::Path) -> Result<redb::
         if meta.len() == 0 {
             return Err(StorageError::Damaged("the file is empty (0 bytes)".into()));
         }
-        Ok(redb::Database::open(path)?)
+        Ok(redb::Builder::new().set_cache_size(CACHE_BYTES).open(path)?)
     })
 }
+
+/// The page cache of each database file. redb's default (1 GiB) let a node's resident memory
+/// grow with its chain: every page written or read stayed cached, and the proof store grows by
+/// every block's proof data. A node reads its state from memory and mostly serves recent
+/// blocks, so a small cache costs little.
+pub(crate) const CACHE_BYTES: usize = 16 << 20;
 
 /// Renames a fully written file into place: fsync the file, rename, fsync the directory, so
 /// that after a crash either the old name is absent or the new file is complete.

@@ -91,7 +91,7 @@ impl ProofStore {
                         return Err(StorageError::Io { path: tmp.display().to_string(), source })
                     }
                 }
-                let db = redb::Database::create(&tmp)?;
+                let db = redb::Builder::new().set_cache_size(crate::CACHE_BYTES).create(&tmp)?;
                 let txn = db.begin_write()?;
                 txn.open_table(BLOBS)?;
                 txn.commit()?;

@@ -140,7 +140,7 @@ impl Store {
                     }
                 }
                 let fresh = Self {
-                    db: redb::Database::create(&tmp)?,
+                    db: redb::Builder::new().set_cache_size(crate::CACHE_BYTES).create(&tmp)?,
                     durability: Durability::Immediate,
                     path: tmp.clone(),
                 };
