@@ -20,7 +20,7 @@ use super::{call, free_port, write_key, Node};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use pouw_net::linkemu::{Link, Partition, Relay};
-use pouw_primitives::ChainSpec;
+use pouw_primitives::{ChainSpec, Timestamp};
 use serde_json::{json, Value};
 use std::{
     collections::HashMap,
@@ -293,7 +293,7 @@ impl Sim {
         }
         if self.formed.is_none() && nodes.iter().all(|n| peers_of(n.rpc) >= FORMED_PEERS) {
             let after = now.duration_since(self.started);
-            self.formed = Some((unix_ms(), after));
+            self.formed = Some((Timestamp::now().millis(), after));
             eprintln!(
                 "devnet: network formed (every node has {FORMED_PEERS} peers or more) after {:.1} s",
                 after.as_secs_f64()
@@ -489,15 +489,7 @@ impl Sim {
             d.get(i).copied()
         };
         let pct = |p: f64| pct_of(&delays, p);
-        let peers: Vec<u64> = nodes
-            .iter()
-            .map(|n| {
-                call(n.rpc, "pouw_health", json!([]))
-                    .ok()
-                    .and_then(|h| h["peers"].as_u64())
-                    .unwrap_or(0)
-            })
-            .collect();
+        let peers: Vec<u64> = nodes.iter().map(|n| peers_of(n.rpc)).collect();
         let same_tip = agree_at(nodes, height);
         let orphans = mined.saturating_sub(height);
         let (cut, refused, unknown) = self.partition.counts();
@@ -583,13 +575,6 @@ fn agree_at(nodes: &[Node], height: u64) -> bool {
 /// The peers node `rpc` reports (0 if it does not answer).
 fn peers_of(rpc: SocketAddr) -> u64 {
     call(rpc, "pouw_health", json!([])).ok().and_then(|h| h["peers"].as_u64()).unwrap_or(0)
-}
-
-/// Now, in Unix milliseconds (the clock of the nodes' import times).
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// `spec` made this run's own chain: its name gets a suffix drawn from the clock and the

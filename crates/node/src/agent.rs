@@ -477,6 +477,7 @@ impl Node {
     /// One pass over the tasks at the tip: tickets, then each task this node is part of.
     pub(crate) fn agent_tick(&mut self) -> Result<(), NodeError> {
         let me = self.me();
+        let rules = tickets::TicketRules::new(&self.config, TX_FEE);
         let (height, records, live, balance) = {
             let chain = self.chain.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             let state = chain.state();
@@ -497,7 +498,6 @@ impl Node {
                     _ => None,
                 })
                 .collect();
-            let rules = tickets::TicketRules::new(&self.config, TX_FEE);
             let live = self.agent.tickets.live(&rules, state, &me, chain.height());
             (chain.height(), records, live, state.account(&me).balance)
         };
@@ -508,7 +508,7 @@ impl Node {
         let own_txs = &self.own_txs;
         let pending = |h: &Hash| own_txs.contains(h);
         let view = tickets::TicketView {
-            rules: tickets::TicketRules::new(&self.config, TX_FEE),
+            rules,
             height,
             balance,
             live,

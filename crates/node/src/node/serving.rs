@@ -57,20 +57,16 @@ impl Node {
                 }
             }
             (Pending::Blocks, Response::Blocks(blocks)) => self.on_sync_blocks(peer, blocks)?,
-            (Pending::Proof { block, gossip }, Response::Proof(data)) => {
+            (Pending::Proof { block, gossip }, Response::Proof(Some(data))) => {
                 let hash = block.hash();
                 self.fetching.remove(&hash);
-                match data {
-                    // Checked and stored with the block's verification, off the loop.
-                    Some(data) => self.verify_gossiped(peer, *block, Some(data), gossip)?,
-                    None => {
-                        if let Some(id) = gossip {
-                            self.validate(id, peer, Acceptance::Ignore);
-                        }
-                        self.penalise(peer, "announced a block without its proof data", 20);
-                    }
-                }
+                // Checked and stored with the block's verification, off the loop.
+                self.verify_gossiped(peer, *block, Some(data), gossip)?;
                 self.fetch_ended(&hash)?;
+            }
+            (pending @ Pending::Proof { .. }, Response::Proof(None)) => {
+                self.penalise(peer, "announced a block without its proof data", 20);
+                self.proof_fetch_failed(peer, pending)?;
             }
             (Pending::Screening { task, supervisor }, Response::Screening(status)) => {
                 self.agent_on_screening(task, supervisor, status)
