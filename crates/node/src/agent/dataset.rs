@@ -198,30 +198,29 @@ pub(super) fn dataset_from_segments(
     let values = total.checked_mul(width).ok_or("the dataset size overflows")?;
     let mut labels = vec![0u32; total];
     let source = PathBuf::from("network segments");
-    // In range below: i < DATASET_SEGMENTS and every product is bounded by `values` above.
-    for (i, batch) in &batches {
-        labels[i * seg_len..(i + 1) * seg_len].copy_from_slice(batch.labels());
-    }
     // Image data (every value a pixel quotient, as an IDX file loads) is held as its bytes, a
-    // quarter of the memory, built straight from the segments; the first value that is no
-    // pixel sends the whole dataset to `f32`.
-    let pixels = || {
+    // quarter of the memory, built straight from the segments.
+    let pixels = batches.iter().all(|(_, b)| b.features().iter().all(|&v| pixel_byte(v).is_some()));
+    if pixels {
         let mut features = vec![0u8; values];
-        for (i, batch) in &batches {
-            let rows = &mut features[i * seg_len * width..(i + 1) * seg_len * width];
-            for (out, &v) in rows.iter_mut().zip(batch.features()) {
-                *out = pixel_byte(v)?;
+        for (i, batch) in batches {
+            // In range: i < DATASET_SEGMENTS and every product is bounded by `values` above.
+            let start = i * seg_len;
+            let rows = features[start * width..(start + seg_len) * width].iter_mut();
+            for (out, &v) in rows.zip(batch.features()) {
+                *out = pixel_byte(v).unwrap_or_default();
             }
+            labels[start..start + seg_len].copy_from_slice(batch.labels());
         }
-        Some(features)
-    };
-    if let Some(features) = pixels() {
         return Dataset::from_pixels(source, features, labels, shape, classes)
             .map_err(|e| e.to_string());
     }
     let mut features = vec![0.0f32; values];
     for (i, batch) in batches {
-        features[i * seg_len * width..(i + 1) * seg_len * width].copy_from_slice(batch.features());
+        // In range: as above.
+        let start = i * seg_len;
+        features[start * width..(start + seg_len) * width].copy_from_slice(batch.features());
+        labels[start..start + seg_len].copy_from_slice(batch.labels());
     }
     Dataset::from_parts(source, features, labels, shape, classes).map_err(|e| e.to_string())
 }
